@@ -1,0 +1,109 @@
+# mailfs - mount a mail account as a directory tree
+#
+#   make            build ./mailfs (installs missing packages first)
+#   make test       build and run every unit and integration test
+#   make demo       start local mail servers with sample mail, mount ./demo-mail
+#   make demo-stop  unmount and stop what make demo started
+#   make install    install under $(DESTDIR)$(PREFIX)
+#   make deps       apt-get install every build and test dependency
+#   SANITIZE=1      build with AddressSanitizer and UndefinedBehaviorSanitizer
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+
+CC      ?= cc
+CXX     ?= c++
+PKGS     = fuse3 libetpan openssl
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE
+CXXFLAGS ?= -O2 -g
+CXXFLAGS += -std=gnu++17 -Wall -Wextra -Werror -D_GNU_SOURCE
+ifeq ($(SANITIZE),1)
+SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+CFLAGS  += $(SANFLAGS)
+CXXFLAGS += $(SANFLAGS)
+LDFLAGS += $(SANFLAGS)
+BUILD    = build-san
+endif
+
+# Debian packages needed to build, test and demo.
+DEPS = build-essential pkg-config libfuse3-dev fuse3 libetpan-dev libssl-dev \
+       openssl libgtest-dev dovecot-imapd dovecot-pop3d dovecot-lmtpd \
+       postfix python3 clang libclang-rt-14-dev
+
+# Packages are looked up only when pkg-config cannot find the libraries.
+HAVE_LIBS := $(shell pkg-config --exists $(PKGS) 2>/dev/null && echo yes)
+ifeq ($(HAVE_LIBS),yes)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+DEPS_FIRST :=
+else
+PKG_CFLAGS  = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS    = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+DEPS_FIRST := deps
+endif
+LIBS = $(PKG_LIBS) -lpthread
+
+SRCS := $(wildcard src/*.c)
+LIB_SRCS := $(filter-out src/main.c,$(SRCS))
+OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
+LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
+
+# Each unit test links the module under test and what it needs, nothing else.
+UNIT_config = config error
+UNIT_names  = names error
+UNIT_tls    = tls error
+UNIT_mime   = mime names error
+UNIT_TESTS := $(patsubst tests/unit/%_test.cc,%,$(wildcard tests/unit/*_test.cc))
+UNIT_BINS  := $(patsubst %,$(BUILD)/tests/%_test,$(UNIT_TESTS))
+
+.PHONY: all test unit integration demo demo-stop install deps clean fuzz bench
+
+all: $(DEPS_FIRST) mailfs
+
+mailfs: $(BUILD)/mailfs
+	cp $< $@
+
+$(BUILD)/mailfs: $(OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(DEPS_FIRST)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+.SECONDEXPANSION:
+$(BUILD)/tests/%_test: tests/unit/%_test.cc $$(addprefix $(BUILD)/obj/,$$(addsuffix .o,$$(UNIT_$$*))) $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(PKG_CFLAGS) -Isrc -o $@ $< $(addprefix $(BUILD)/obj/,$(addsuffix .o,$(UNIT_$*))) \
+		$(LDFLAGS) -lgtest -lgtest_main $(LIBS)
+
+unit-build: $(DEPS_FIRST) $(UNIT_BINS)
+
+test: $(DEPS_FIRST) $(BUILD)/mailfs $(UNIT_BINS)
+	@/usr/bin/python3 tests/run_all.py $(UNIT_BINS)
+
+demo: $(DEPS_FIRST) mailfs
+	@tests/demo.sh start
+
+demo-stop:
+	@tests/demo.sh stop
+
+install: mailfs
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/sbin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0755 mailfs $(DESTDIR)$(PREFIX)/bin/mailfs
+	install -m 0755 mount-helpers/mount.mailfs $(DESTDIR)/sbin/mount.mailfs
+	install -m 0644 docs/mailfs.1 $(DESTDIR)$(PREFIX)/share/man/man1/mailfs.1
+
+deps:
+	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		echo 'postfix postfix/main_mailer_type select No configuration' | $$SUDO debconf-set-selections; \
+		$$SUDO apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+clean:
+	rm -rf build build-san mailfs

@@ -1,0 +1,34 @@
+/*
+ * fs.h - the FUSE layer: maps kernel requests on the tree (node.h) to store
+ * operations (store.h) and the cache (cache.h). It knows no protocol.
+ *
+ * Threads: libfuse's worker threads call the handlers. One tree lock guards
+ * the node table; it is never held across network or disk I/O. Listings
+ * are refreshed by the thread that needs them, one refresh at a time.
+ */
+#ifndef MAILFS_FS_H
+#define MAILFS_FS_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include "cache.h"
+#include "config.h"
+#include "store.h"
+
+struct mfs_fs;
+
+/* A filesystem over store and cache (both borrowed; they must outlive it).
+ * Returns NULL on ENOMEM. */
+struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
+			  struct mfs_store *store, struct mfs_cache *cache);
+void mfs_fs_free(struct mfs_fs *fs);
+
+/* Lists the folders once, before mounting, so that a bad login or an
+ * unreachable server is reported on the terminal. */
+int mfs_fs_prepare(struct mfs_fs *fs, struct mfs_err *err);
+
+/* The handlers to give to fuse_session_new() with fs as userdata. */
+extern const struct fuse_lowlevel_ops mfs_fs_ops;
+
+#endif

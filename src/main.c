@@ -1,0 +1,311 @@
+/*
+ * main.c - the command line: mount an account, or check it.
+ *
+ *   mailfs [-f] [-d] [-o OPT[,OPT...]] ACCOUNT MOUNTPOINT
+ *   mailfs --check ACCOUNT
+ *   mailfs --help | --version
+ */
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "config.h"
+#include "fs.h"
+#include "imap.h"
+#include "log.h"
+
+#define MAILFS_VERSION "0.1.0"
+
+struct cli {
+	char *config;  /* owned (fuse_opt) */
+	char *account; /* owned */
+	int nonopts;
+	int check;
+	int help;
+	int version;
+	int debug;
+};
+
+enum { KEY_HELP, KEY_VERSION, KEY_CHECK, KEY_DEBUG };
+
+static const struct fuse_opt cli_opts[] = {
+	{"config=%s", offsetof(struct cli, config), 0},
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("--check", KEY_CHECK),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("--debug", KEY_DEBUG),
+	FUSE_OPT_END,
+};
+
+static void usage(FILE *out)
+{
+	fputs("usage: mailfs [-f] [-d] [-o OPT[,OPT...]] ACCOUNT MOUNTPOINT\n"
+	      "       mailfs --check [-o config=PATH] ACCOUNT\n"
+	      "       mailfs --help | --version\n"
+	      "\n"
+	      "Mounts the mail account ACCOUNT (a section of the config file)\n"
+	      "at MOUNTPOINT.\n"
+	      "\n"
+	      "  -f               stay in the foreground, log to stderr\n"
+	      "  -d               debug log (implies -f)\n"
+	      "  -o config=PATH   config file (default "
+	      "$XDG_CONFIG_HOME/mailfs/config,\n"
+	      "                   else ~/.config/mailfs/config)\n"
+	      "  -o OPT           any FUSE mount option\n"
+	      "  --check          connect, log in, list, report; mount nothing\n",
+	      out);
+}
+
+static int cli_proc(void *data, const char *arg, int key,
+		    struct fuse_args *out)
+{
+	struct cli *cli = data;
+
+	switch (key) {
+	case KEY_HELP:
+		cli->help = 1;
+		return 0;
+	case KEY_VERSION:
+		cli->version = 1;
+		return 0;
+	case KEY_CHECK:
+		cli->check = 1;
+		return 0;
+	case KEY_DEBUG:
+		cli->debug = 1;
+		return fuse_opt_add_arg(out, "-f");
+	case FUSE_OPT_KEY_NONOPT:
+		if (cli->nonopts++ == 0) {
+			cli->account = strdup(arg);
+			return cli->account == NULL ? -1 : 0;
+		}
+		return 1; /* the mount point: for fuse_parse_cmdline */
+	default:
+		return 1;
+	}
+}
+
+/* The account's section of the config file, and its password. */
+static int load_account(const struct cli *cli, struct mfs_account *acct,
+			char **password)
+{
+	struct mfs_err err;
+	char *path = cli->config ? strdup(cli->config)
+				 : mfs_config_default_path();
+
+	mfs_err_clear(&err);
+	if (path == NULL) {
+		fprintf(stderr, "mailfs: no config file: set HOME or use "
+				"-o config=PATH\n");
+		return -1;
+	}
+	if (mfs_config_load(path, cli->account, acct, &err) != MFS_OK) {
+		fprintf(stderr, "mailfs: %s\n", err.msg);
+		free(path);
+		return -1;
+	}
+	free(path);
+	if (mfs_password_get(acct, password, &err) != MFS_OK) {
+		fprintf(stderr, "mailfs: %s\n", err.msg);
+		mfs_account_free(acct);
+		return -1;
+	}
+	return 0;
+}
+
+static struct mfs_store *store_new(const struct mfs_account *acct,
+				   const char *password)
+{
+	if (acct->store.proto == MFS_PROTO_IMAP)
+		return mfs_imap_store_new(acct, password);
+	return NULL;
+}
+
+static int run_check(const struct cli *cli)
+{
+	struct mfs_account acct = {0};
+	struct mfs_store *st = NULL;
+	struct mfs_store_folder *folders = NULL;
+	struct mfs_store_msg *msgs = NULL;
+	char *password = NULL, ver[64], subj[512], iss[512];
+	size_t nf = 0, nm = 0;
+	uint32_t validity;
+	struct mfs_err err;
+	int rc = 1;
+
+	mfs_err_clear(&err);
+	if (load_account(cli, &acct, &password) != 0)
+		return 1;
+	st = store_new(&acct, password);
+	if (st == NULL) {
+		fprintf(stderr, "mailfs: %s: this protocol is not supported "
+				"yet\n",
+			acct.name);
+		goto out;
+	}
+	printf("server: %s:%d\n", acct.store.host, acct.store.port);
+	if (st->ops->connect(st, &err) != MFS_OK) {
+		fprintf(stderr, "mailfs: %s\n", err.msg);
+		goto out;
+	}
+	st->ops->tls_info(st, ver, sizeof(ver), subj, sizeof(subj), iss,
+			  sizeof(iss));
+	if (ver[0] != '\0')
+		printf("tls: %s\ncertificate subject: %s\n"
+		       "certificate issuer: %s\n",
+		       ver, subj, iss);
+	else
+		printf("tls: none\n");
+	printf("login: ok as %s\n", acct.user);
+	if (st->ops->list(st, &folders, &nf, &err) != MFS_OK) {
+		fprintf(stderr, "mailfs: %s\n", err.msg);
+		goto out;
+	}
+	printf("folders: %zu\n", nf);
+	if (st->ops->index(st, "INBOX", &validity, &msgs, &nm, &err) !=
+	    MFS_OK) {
+		fprintf(stderr, "mailfs: %s\n", err.msg);
+		goto out;
+	}
+	printf("INBOX messages: %zu\n", nm);
+	rc = 0;
+out:
+	mfs_store_msgs_free(msgs, nm);
+	mfs_store_folders_free(folders, nf);
+	if (st != NULL)
+		st->ops->free(st);
+	mfs_password_free(password);
+	mfs_account_free(&acct);
+	return rc;
+}
+
+static int run_mount(struct cli *cli, struct fuse_args *args)
+{
+	struct fuse_cmdline_opts opts = {0};
+	struct fuse_loop_config *loop = NULL;
+	struct fuse_session *se = NULL;
+	struct mfs_account acct = {0};
+	struct mfs_store *st = NULL;
+	struct mfs_cache *cache = NULL;
+	struct mfs_fs *fs = NULL;
+	char *password = NULL, *extra = NULL;
+	struct mfs_err err;
+	int rc = 1;
+
+	mfs_err_clear(&err);
+	if (asprintf(&extra,
+		     "-osubtype=mailfs,fsname=mailfs:%s,default_permissions",
+		     cli->account) < 0 ||
+	    fuse_opt_add_arg(args, extra) != 0) {
+		free(extra);
+		return 1;
+	}
+	free(extra);
+	if (fuse_parse_cmdline(args, &opts) != 0)
+		return 1;
+	if (opts.mountpoint == NULL) {
+		usage(stderr);
+		goto out;
+	}
+	if (load_account(cli, &acct, &password) != 0)
+		goto out;
+	st = store_new(&acct, password);
+	if (st == NULL) {
+		fprintf(stderr, "mailfs: %s: this protocol is not supported "
+				"yet\n",
+			acct.name);
+		goto out;
+	}
+	if (mfs_cache_open(acct.cache_dir, &cache, &err) != MFS_OK) {
+		fprintf(stderr, "mailfs: %s\n", err.msg);
+		goto out;
+	}
+	fs = mfs_fs_new(&acct, st, cache);
+	if (fs == NULL)
+		goto out;
+	if (mfs_fs_prepare(fs, &err) != MFS_OK) {
+		fprintf(stderr, "mailfs: %s\n", err.msg);
+		goto out;
+	}
+	se = fuse_session_new(args, &mfs_fs_ops, sizeof(mfs_fs_ops), fs);
+	if (se == NULL)
+		goto out;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out;
+	if (fuse_session_mount(se, opts.mountpoint) != 0)
+		goto remove_handlers;
+	if (fuse_daemonize(opts.foreground) != 0)
+		goto unmount;
+	if (!opts.foreground)
+		mfs_log_init(1, cli->debug);
+	mfs_log_info("mounted %s at %s", acct.name, opts.mountpoint);
+	if (opts.singlethread) {
+		rc = fuse_session_loop(se);
+	} else {
+		loop = fuse_loop_cfg_create();
+		if (loop == NULL)
+			goto unmount;
+		fuse_loop_cfg_set_clone_fd(loop, opts.clone_fd);
+		fuse_loop_cfg_set_max_threads(loop, 16);
+		fuse_loop_cfg_set_idle_threads(loop, 4);
+		rc = fuse_session_loop_mt(se, loop);
+		fuse_loop_cfg_destroy(loop);
+	}
+	rc = rc != 0;
+	mfs_log_info("unmounted %s", acct.name);
+unmount:
+	fuse_session_unmount(se);
+remove_handlers:
+	fuse_remove_signal_handlers(se);
+out:
+	if (se != NULL)
+		fuse_session_destroy(se);
+	mfs_fs_free(fs);
+	mfs_cache_close(cache);
+	if (st != NULL)
+		st->ops->free(st);
+	mfs_password_free(password);
+	mfs_account_free(&acct);
+	free(opts.mountpoint);
+	return rc;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct cli cli = {0};
+	int rc;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (fuse_opt_parse(&args, &cli, cli_opts, cli_proc) != 0) {
+		usage(stderr);
+		return 1;
+	}
+	mfs_log_init(0, cli.debug);
+	if (cli.help) {
+		usage(stdout);
+		rc = 0;
+	} else if (cli.version) {
+		printf("mailfs %s (libfuse %s)\n", MAILFS_VERSION,
+		       fuse_pkgversion());
+		rc = 0;
+	} else if (cli.account == NULL || (cli.check && cli.nonopts != 1) ||
+		   (!cli.check && cli.nonopts != 2)) {
+		usage(stderr);
+		rc = 1;
+	} else if (cli.check) {
+		rc = run_check(&cli);
+	} else {
+		rc = run_mount(&cli, &args);
+	}
+	fuse_opt_free_args(&args);
+	free(cli.config);
+	free(cli.account);
+	return rc;
+}

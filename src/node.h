@@ -1,0 +1,105 @@
+/*
+ * node.h - the data model: the tree of nodes the mount shows.
+ *
+ *   root ── folder ── folder ...        (IMAP folders, nested)
+ *              └── message ── file      (one directory per message)
+ *
+ * Every node has an inode number that stays the same for the life of the
+ * mount. Nodes are reference counted: a node holds one reference while it is
+ * linked into its parent's directory, one per child that names it as parent,
+ * and one per kernel lookup not yet forgotten. A node that the server no
+ * longer has is unlinked at once (it vanishes from lookups and listings) and
+ * freed when the kernel forgets it.
+ *
+ * Nothing here locks: the caller (fs.c) holds its tree lock around every
+ * call, and never across network I/O.
+ */
+#ifndef MAILFS_NODE_H
+#define MAILFS_NODE_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "store.h"
+
+enum mfs_node_kind {
+	MFS_N_ROOT,
+	MFS_N_FOLDER,
+	MFS_N_MESSAGE,
+	MFS_N_FILE,
+};
+
+/* What a file node serves. */
+enum mfs_file_kind {
+	MFS_F_EML, /* message.eml: the raw message */
+};
+
+struct mfs_node {
+	uint64_t ino;
+	enum mfs_node_kind kind;
+	char *name;		 /* owned: name in the parent directory */
+	struct mfs_node *parent; /* counted reference; NULL for the root */
+	unsigned long refs;
+	uint64_t nlookup; /* kernel lookups not yet forgotten */
+	int linked;	  /* reachable from the parent */
+	unsigned gen;	  /* listing generation that last saw it */
+	time_t mtime;
+
+	/* Linked children, in creation order. */
+	struct mfs_node *first_child, *last_child;
+	struct mfs_node *prev_sibling, *next_sibling;
+	/* Hash chains of the node table. */
+	struct mfs_node *next_by_ino, *next_by_name;
+
+	/* MFS_N_FOLDER */
+	char *mailbox;	   /* owned: server name; NULL for a node that only
+			      groups subfolders the server did not list */
+	int noselect;	   /* holds no messages */
+	time_t listed;	   /* when the messages were last listed; 0 never */
+	uint32_t validity; /* UIDVALIDITY of that listing */
+
+	/* MFS_N_MESSAGE */
+	struct mfs_store_msg msg; /* owned copy (uidl, from, subject) */
+
+	/* MFS_N_FILE */
+	enum mfs_file_kind file;
+	uint64_t size;
+};
+
+struct mfs_nodes;
+
+/* A table holding a root node (inode 1). NULL on ENOMEM. */
+struct mfs_nodes *mfs_nodes_new(void);
+/* Frees every node, whatever its counts. */
+void mfs_nodes_free(struct mfs_nodes *t);
+
+struct mfs_node *mfs_nodes_root(struct mfs_nodes *t);
+/* The node with that inode number (linked or not), or NULL. */
+struct mfs_node *mfs_nodes_get(struct mfs_nodes *t, uint64_t ino);
+/* The linked child of dir with that name, or NULL. */
+struct mfs_node *mfs_nodes_child(struct mfs_nodes *t, struct mfs_node *dir,
+				 const char *name);
+
+/* Creates a node linked under parent with a copy of name (the caller makes
+ * sure the name is free). Returns NULL on ENOMEM. */
+struct mfs_node *mfs_nodes_add(struct mfs_nodes *t, struct mfs_node *parent,
+			       const char *name, enum mfs_node_kind kind);
+
+/* Unlinks node and, recursively, everything below it. */
+void mfs_nodes_unlink(struct mfs_nodes *t, struct mfs_node *node);
+
+/* One more kernel lookup of node. */
+void mfs_nodes_lookup(struct mfs_node *node);
+/* The kernel forgets n lookups; frees the node when nothing holds it. */
+void mfs_nodes_forget(struct mfs_nodes *t, struct mfs_node *node,
+		      uint64_t n);
+
+/* Pins node while the caller works on it without the tree lock held;
+ * mfs_nodes_release() undoes it (and may free the node). */
+void mfs_nodes_hold(struct mfs_node *node);
+void mfs_nodes_release(struct mfs_nodes *t, struct mfs_node *node);
+
+/* Number of nodes alive (for tests and the log). */
+unsigned long mfs_nodes_count(const struct mfs_nodes *t);
+
+#endif

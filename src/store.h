@@ -1,0 +1,85 @@
+/*
+ * store.h - what the FUSE layer needs from a mail store, whatever the
+ * protocol: the folders, the messages of a folder, and one message's bytes.
+ *
+ * A driver (imap.c; pop3.c) fills a struct mfs_store with its ops and its
+ * private data. Every op may block on the network for at most the account's
+ * timeout per wait, is safe to call from several threads at once (the
+ * driver serializes what must be serialized), and reports failure as an
+ * mfs_err (error.h); the FUSE layer maps the code to errno.
+ */
+#ifndef MAILFS_STORE_H
+#define MAILFS_STORE_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "error.h"
+
+/* One folder as the server names it. */
+struct mfs_store_folder {
+	char *name;   /* owned: server name (IMAP: modified UTF-7) */
+	char delim;   /* hierarchy delimiter, '\0' when flat */
+	int noselect; /* holds no messages (only subfolders) */
+	int sent;     /* the folder for sent mail (SPECIAL-USE \Sent) */
+};
+
+/* Flags of a message. */
+enum {
+	MFS_FLAG_SEEN = 1 << 0,
+	MFS_FLAG_ANSWERED = 1 << 1,
+	MFS_FLAG_FLAGGED = 1 << 2,
+	MFS_FLAG_DELETED = 1 << 3,
+	MFS_FLAG_DRAFT = 1 << 4,
+};
+
+/* One message as a folder listing knows it. */
+struct mfs_store_msg {
+	uint32_t uid;	/* IMAP UID; POP3: position in the listing */
+	char *uidl;	/* owned: POP3 UIDL, NULL on IMAP */
+	uint64_t size;	/* exact bytes of the raw message */
+	time_t date;	/* Date header, else arrival time (UTC seconds) */
+	char *from;	/* owned: decoded sender display, UTF-8 */
+	char *subject;	/* owned: decoded subject, UTF-8, may be "" */
+	unsigned flags; /* MFS_FLAG_* bits */
+};
+
+struct mfs_store;
+
+struct mfs_store_ops {
+	/* Connects and logs in unless already connected. */
+	int (*connect)(struct mfs_store *st, struct mfs_err *err);
+	/* All folders. *folders: malloc'd array of *n, caller frees with
+	 * mfs_store_folders_free(). */
+	int (*list)(struct mfs_store *st, struct mfs_store_folder **folders,
+		    size_t *n, struct mfs_err *err);
+	/* All messages of a folder in a constant number of round trips.
+	 * *validity identifies this numbering of the folder (IMAP
+	 * UIDVALIDITY); *msgs: malloc'd array of *n, caller frees with
+	 * mfs_store_msgs_free(). MFS_E_NOENT: no such folder. */
+	int (*index)(struct mfs_store *st, const char *folder,
+		     uint32_t *validity, struct mfs_store_msg **msgs,
+		     size_t *n, struct mfs_err *err);
+	/* The raw message, written to fd; *len receives its length.
+	 * MFS_E_NOENT: the message (or this validity) is gone. */
+	int (*fetch)(struct mfs_store *st, const char *folder,
+		     uint32_t validity, const struct mfs_store_msg *msg,
+		     int fd, size_t *len, struct mfs_err *err);
+	/* TLS version and certificate of the connection, for --check. */
+	void (*tls_info)(struct mfs_store *st, char *version, size_t vlen,
+			 char *subject, size_t slen, char *issuer, size_t ilen);
+	/* Logs out and frees the store. */
+	void (*free)(struct mfs_store *st);
+};
+
+struct mfs_store {
+	const struct mfs_store_ops *ops; /* borrowed: static */
+	void *priv;			 /* owned by the driver */
+	int read_only;			 /* every write is EROFS (POP3) */
+};
+
+void mfs_store_folders_free(struct mfs_store_folder *folders, size_t n);
+void mfs_store_msgs_free(struct mfs_store_msg *msgs, size_t n);
+
+#endif

@@ -1,0 +1,300 @@
+"""Shared fixtures of the integration tests: real servers, configs, mounts.
+
+Env.start() starts Dovecot and Postfix through tests/servers/mailservers.sh
+in a fresh temporary directory (ports and passwords in its env file);
+Env.stop() stops them. Mount mounts ./mailfs in the foreground on a fresh
+directory and unmounts it again. Nothing here talks to anything but
+127.0.0.1.
+"""
+import base64
+import imaplib
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SERVERS = os.path.join(ROOT, "tests", "servers", "mailservers.sh")
+MAILFS = os.environ.get("MAILFS_BIN", os.path.join(ROOT, "mailfs"))
+
+
+class Skip(Exception):
+    """Raised by a test (or Env.start) that cannot run here."""
+
+
+def check(cond, msg="check failed"):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def eq(a, b, what=""):
+    if a != b:
+        ra, rb = repr(a), repr(b)
+        raise AssertionError("%s: %s != %s" % (what, ra[:300], rb[:300]))
+
+
+def mutf7_decode(name):
+    """IMAP modified UTF-7 to str (independent of mailfs's own decoder)."""
+    out, i = [], 0
+    while i < len(name):
+        c = name[i]
+        if c != "&":
+            out.append(c)
+            i += 1
+            continue
+        j = name.index("-", i)
+        if j == i + 1:
+            out.append("&")
+        else:
+            b64 = name[i + 1:j].replace(",", "/")
+            b64 += "=" * (-len(b64) % 4)
+            out.append(base64.b64decode(b64).decode("utf-16-be"))
+        i = j + 1
+    return "".join(out)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out after %s s waiting for %s" % (timeout, what))
+
+
+class Mount:
+    def __init__(self, env, account="test", config=None, args=()):
+        self.env = env
+        self.path = tempfile.mkdtemp(prefix="mnt-", dir=env.dir)
+        self.log = open(os.path.join(env.dir, "mailfs-%s.log" %
+                                     os.path.basename(self.path)), "w+")
+        cmd = [MAILFS, "-f", "-o", "config=" + (config or env.config)]
+        cmd += list(args) + [account, self.path]
+        self.proc = subprocess.Popen(cmd, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: os.path.ismount(self.path) or
+                     self.proc.poll() is not None, 20, "the mount")
+        except AssertionError:
+            self.umount()
+            raise
+        if not os.path.ismount(self.path):
+            raise AssertionError("mailfs exited %s: %s" %
+                                 (self.proc.returncode, self.output()))
+
+    def output(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def umount(self):
+        if os.path.ismount(self.path):
+            subprocess.run(["fusermount3", "-u", self.path],
+                           stderr=subprocess.DEVNULL)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            subprocess.run(["fusermount3", "-uz", self.path],
+                           stderr=subprocess.DEVNULL)
+        self.log.close()
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.umount()
+
+
+class Env:
+    """The servers of one test run, and ways to reach them."""
+
+    @classmethod
+    def start(cls):
+        if not os.path.exists("/dev/fuse"):
+            raise Skip("no /dev/fuse on this machine")
+        if not os.access(MAILFS, os.X_OK):
+            raise Skip("no mailfs binary at %s" % MAILFS)
+        env = cls()
+        env.dir = tempfile.mkdtemp(prefix="mailfs-test-")
+        os.chmod(env.dir, 0o755)
+        env.srvdir = os.path.join(env.dir, "servers")
+        subprocess.run([SERVERS, "start", env.srvdir], check=True,
+                       timeout=120)
+        env.vars = {}
+        with open(os.path.join(env.srvdir, "env")) as f:
+            for line in f:
+                line = line.strip()
+                if line and not line.startswith("#") and "=" in line:
+                    k, v = line.split("=", 1)
+                    env.vars[k] = v
+        env.config = env.write_config("config", {})
+        return env
+
+    def stop(self):
+        subprocess.run([SERVERS, "stop", self.srvdir], timeout=60)
+        if os.environ.get("MAILFS_KEEP") is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __getitem__(self, key):
+        return self.vars[key]
+
+    # --- configuration ---------------------------------------------------
+
+    def account_lines(self, overrides):
+        v = self.vars
+        keys = {
+            "imap": "imaps://localhost:%s" % v["MFS_IMAPS_PORT"],
+            "user": v["MFS_USER"],
+            "password_file": os.path.join(self.srvdir, "alice.pass"),
+            "ca_file": v["MFS_CA"],
+            "cache_dir": os.path.join(self.dir, "cache-" + str(len(os.listdir(self.dir)))),
+            "timeout": "5",
+        }
+        keys.update(overrides)
+        return ["%s = %s" % (k, val) for k, val in keys.items() if val is not None]
+
+    def write_config(self, name, overrides, account="test"):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write("[%s]\n" % account)
+            f.write("\n".join(self.account_lines(overrides)) + "\n")
+        return path
+
+    # --- independent clients ---------------------------------------------
+
+    def ssl_context(self):
+        ctx = ssl.create_default_context(cafile=self["MFS_CA"])
+        return ctx
+
+    def imap(self, user=None, password=None):
+        c = imaplib.IMAP4_SSL("localhost", int(self["MFS_IMAPS_PORT"]),
+                              ssl_context=self.ssl_context(), timeout=30)
+        c.login(user or self["MFS_USER"], password or self["MFS_PASS"])
+        return c
+
+    def mount(self, **kw):
+        return Mount(self, **kw)
+
+    def mailfs(self, args, timeout=60):
+        return subprocess.run([MAILFS] + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout)
+
+
+class CountingProxy:
+    """A TCP relay from a local port to target that counts the IMAP
+    commands (tagged lines) the client sends. For plaintext IMAP only."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.commands = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            s = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(c, s, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(s, c, False), daemon=True).start()
+
+    def _pipe(self, src, dst, count):
+        buf = b""
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                return
+            if count:
+                buf += data
+                while b"\r\n" in buf:
+                    line, buf = buf.split(b"\r\n", 1)
+                    parts = line.split(b" ", 2)
+                    if len(parts) >= 2 and parts[0].isalnum():
+                        with self.lock:
+                            self.commands.append(line.decode("ascii", "replace"))
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def reset(self):
+        with self.lock:
+            self.commands = []
+
+    def count(self):
+        with self.lock:
+            return len(self.commands)
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+class FakeServer:
+    """A scripted TCP server on 127.0.0.1: greets with `greeting`, answers
+    each line with handler(line) -> bytes (None: stay silent), and records
+    every line it received."""
+
+    def __init__(self, greeting, handler):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.lines = []
+        self.greeting = greeting
+        self.handler = handler
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(c,), daemon=True).start()
+
+    def _client(self, c):
+        try:
+            if self.greeting:
+                c.sendall(self.greeting)
+            f = c.makefile("rb")
+            for line in f:
+                self.lines.append(line)
+                reply = self.handler(line)
+                if reply:
+                    c.sendall(reply)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()

@@ -1,0 +1,350 @@
+"""The IMAP tree: folders and message.eml through a real mount, compared
+with what Python's imaplib reads from the same Dovecot."""
+import email
+import email.utils
+import os
+import re
+import subprocess
+import time
+
+from harness import (CountingProxy, FakeServer, check, eq, mutf7_decode,
+                     wait_for)
+
+M = None  # the shared mount of this module
+
+DIRNAME = re.compile(r"^\d{4}-\d\d-\d\d \d{4} .+ \u2014 .* \u00b7(\d+)$")
+
+
+def make_message(i, subject=None, date=None):
+    date = date or email.utils.formatdate(1700000000 + i * 3600, localtime=False)
+    subject = subject or "Bulk message %d" % i
+    return ("From: Sender %d <s%d@example.test>\r\n"
+            "To: alice@example.test\r\n"
+            "Subject: %s\r\n"
+            "Date: %s\r\n"
+            "Message-ID: <bulk-%d@example.test>\r\n"
+            "\r\n"
+            "Body of message %d.\r\n" % (i, i, subject, date, i, i)).encode()
+
+
+def setup_module(env):
+    global M
+    subprocess.run([os.path.join(os.path.dirname(__file__), "..", "servers",
+                                 "mailservers.sh"), "populate", env.srvdir, "demo"],
+                   check=True, timeout=120)
+    c = env.imap()
+    for box in ("Bulk", "Small"):
+        c.create(box)
+    for i in range(40):
+        c.append("Bulk", None, None, make_message(i))
+    for i in range(3):
+        c.append("Small", None, None, make_message(100 + i))
+    c.logout()
+    M = env.mount()
+
+
+def teardown_module(env):
+    if M is not None:
+        M.umount()
+
+
+def server_folders(env):
+    c = env.imap()
+    typ, data = c.list()
+    c.logout()
+    out = {}
+    for line in data:
+        m = re.match(rb'\((.*?)\) (NIL|"(.)") (.*)$', line)
+        flags, delim, name = m.group(1), m.group(3), m.group(4)
+        name = name.decode()
+        if name.startswith('"'):
+            name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        out[name] = (delim.decode() if delim else None, flags)
+    return out
+
+
+def server_messages(env, folder):
+    """{uid: raw bytes} of folder, read with BODY.PEEK[]."""
+    c = env.imap()
+    c.select('"%s"' % folder, readonly=True)
+    typ, data = c.uid("FETCH", "1:*", "(UID BODY.PEEK[])")
+    c.logout()
+    msgs = {}
+    for item in data:
+        if isinstance(item, tuple):
+            uid = int(re.search(rb"UID (\d+)", item[0]).group(1))
+            msgs[uid] = item[1]
+    return msgs
+
+
+def folder_path(mount, name, delim):
+    parts = name.split(delim) if delim else [name]
+    return os.path.join(mount.path, *[mutf7_decode(p) for p in parts])
+
+
+def message_dirs(path):
+    return [n for n in os.listdir(path) if DIRNAME.match(n)]
+
+
+def test_folders_match_server(env):
+    folders = server_folders(env)
+    check("INBOX" in folders, "server lists INBOX")
+    check(len(folders) >= 6, "the sample has nested folders: %r" % folders)
+    for name, (delim, flags) in folders.items():
+        path = folder_path(M, name, delim)
+        check(os.path.isdir(path), "folder %r shows as %r" % (name, path))
+    # and nothing else at the top
+    top = {mutf7_decode(n.split(d)[0] if d else n) for n, (d, _) in folders.items()}
+    eq(set(os.listdir(M.path)), top, "top-level folders")
+
+
+def test_non_ascii_folder_decoded(env):
+    folders = server_folders(env)
+    encoded = [n for n in folders if "&" in n]
+    check(encoded, "the sample has a modified UTF-7 folder name")
+    for n in encoded:
+        delim = folders[n][0]
+        path = folder_path(M, n, delim)
+        check(os.path.isdir(path), "decoded folder %r exists" % path)
+        check("&" not in os.path.basename(path), "name decoded: %r" % path)
+
+
+def test_every_message_eml_is_byte_exact(env):
+    total = 0
+    for name, (delim, flags) in server_folders(env).items():
+        if b"\\Noselect" in flags or b"\\NonExistent" in flags:
+            continue
+        path = folder_path(M, name, delim)
+        msgs = server_messages(env, name)
+        dirs = message_dirs(path)
+        eq(len(dirs), len(msgs), "message count of %s" % name)
+        for d in dirs:
+            uid = int(DIRNAME.match(d).group(1))
+            with open(os.path.join(path, d, "message.eml"), "rb") as f:
+                data = f.read()
+            eq(data, msgs[uid], "message.eml of %s uid %d" % (name, uid))
+            total += 1
+    check(total >= 45, "read %d messages" % total)
+
+
+def test_stat_size_and_mtime(env):
+    msgs = server_messages(env, "Bulk")
+    for d in message_dirs(os.path.join(M.path, "Bulk")):
+        uid = int(DIRNAME.match(d).group(1))
+        st = os.stat(os.path.join(M.path, "Bulk", d, "message.eml"))
+        eq(st.st_size, len(msgs[uid]), "st_size of uid %d" % uid)
+        date = email.message_from_bytes(msgs[uid])["Date"]
+        eq(int(st.st_mtime), int(email.utils.parsedate_to_datetime(date).timestamp()),
+           "mtime of uid %d" % uid)
+        dst = os.stat(os.path.join(M.path, "Bulk", d))
+        eq(int(dst.st_mtime), int(st.st_mtime), "directory mtime")
+
+
+def test_dirnames_sort_by_date_and_are_safe(env):
+    names = message_dirs(os.path.join(M.path, "Bulk"))
+    eq(len(names), 40, "Bulk count")
+    # Bulk message i is dated i hours after the first: sorting names sorts dates
+    by_name = [int(DIRNAME.match(n).group(1)) for n in sorted(names)]
+    eq(by_name, sorted(by_name), "names sort in date order (UIDs follow dates here)")
+    for n in os.listdir(os.path.join(M.path, "INBOX")):
+        b = n.encode("utf-8", "surrogateescape")
+        check(len(b) <= 255, "name at most 255 bytes")
+        b.decode("utf-8")
+        check(not any(ord(ch) < 32 or ch == "\x7f" for ch in n), "no control")
+    sample = sorted(names)[0]
+    check("Sender 0" in sample and "Bulk message 0" in sample,
+          "sender and subject in %r" % sample)
+
+
+def test_reading_does_not_set_seen(env):
+    path = os.path.join(M.path, "Small")
+    for d in message_dirs(path):
+        with open(os.path.join(path, d, "message.eml"), "rb") as f:
+            f.read()
+    c = env.imap()
+    c.select("Small", readonly=True)
+    typ, data = c.search(None, "SEEN")
+    c.logout()
+    eq(data[0], b"", "no message became \\Seen")
+
+
+def test_new_and_expunged_messages_show(env):
+    c = env.imap()
+    c.create("Live")
+    c.append("Live", None, None, make_message(500))
+    path = os.path.join(M.path, "Live")
+    wait_for(lambda: os.path.isdir(path), 40, "the new folder")
+    eq(len(message_dirs(path)), 1, "one message")
+    c.append("Live", None, None, make_message(501))
+    wait_for(lambda: len(message_dirs(path)) == 2, 15, "the new message")
+    c.select("Live")
+    c.store("1", "+FLAGS", "\\Deleted")
+    c.expunge()
+    c.logout()
+    wait_for(lambda: len(message_dirs(path)) == 1, 15, "the expunge")
+    left = message_dirs(path)[0]
+    with open(os.path.join(path, left, "message.eml"), "rb") as f:
+        check(b"message 501" in f.read(), "the remaining message is 501")
+
+
+def test_writes_are_refused(env):
+    for fn in (lambda: os.mkdir(os.path.join(M.path, "New")),
+               lambda: open(os.path.join(M.path, "INBOX", "x.eml"), "w"),
+               lambda: os.rmdir(os.path.join(M.path, "Small"))):
+        try:
+            fn()
+        except OSError as e:
+            check(e.errno in (30, 1, 13), "errno %d" % e.errno)
+        else:
+            raise AssertionError("a write succeeded on a read-only tree")
+
+
+def test_missing_message_is_enoent(env):
+    try:
+        os.stat(os.path.join(M.path, "INBOX", "2020-01-01 0000 x \u2014 y \u00b799999"))
+    except FileNotFoundError:
+        pass
+    else:
+        raise AssertionError("a message that does not exist was found")
+
+
+def test_listing_costs_constant_commands(env):
+    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
+    cfg = env.write_config("config-proxy", {
+        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+    try:
+        with env.mount(config=cfg) as m:
+            counts = {}
+            for box in ("Small", "Bulk"):
+                proxy.reset()
+                names = os.listdir(os.path.join(m.path, box))
+                for n in names:
+                    os.stat(os.path.join(m.path, box, n))
+                counts[box] = proxy.count()
+                check(len(names) in (3, 40), "listed %s" % box)
+            eq(counts["Small"], counts["Bulk"],
+               "commands for 3 vs 40 messages (%r)" % proxy.commands)
+            check(counts["Bulk"] <= 2, "at most 2 commands per listing: %r" % counts)
+    finally:
+        proxy.close()
+
+
+def test_starttls_mount(env):
+    cfg = env.write_config("config-starttls", {
+        "imap": "imap://localhost:%s" % env["MFS_IMAP_PORT"]})
+    with env.mount(config=cfg) as m:
+        check("INBOX" in os.listdir(m.path), "INBOX over STARTTLS")
+        check(len(message_dirs(os.path.join(m.path, "Small"))) == 3, "Small over STARTTLS")
+
+
+def test_check_reports_a_good_account(env):
+    r = env.mailfs(["--check", "-o", "config=" + env.config, "test"])
+    out = r.stdout.decode()
+    eq(r.returncode, 0, "exit status (%s)" % out)
+    check("TLSv1." in out and "login: ok" in out, out)
+    check(re.search(r"INBOX messages: \d+", out), out)
+
+
+def test_unknown_ca_is_refused(env):
+    cfg = env.write_config("config-otherca", {"ca_file": env["MFS_OTHER_CA"]})
+    r = env.mailfs(["--check", "-o", "config=" + cfg, "test"])
+    out = r.stdout.decode()
+    check(r.returncode != 0, "refused")
+    check("unknown CA" in out, out)
+
+
+def s_server(cert, key):
+    """openssl s_server on a free port with the given certificate."""
+    from harness import free_port
+    port = free_port()
+    p = subprocess.Popen(["openssl", "s_server", "-quiet", "-accept",
+                          "127.0.0.1:%d" % port, "-cert", cert, "-key", key],
+                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    import socket
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_for(up, 10, "openssl s_server")
+    return p, port
+
+
+def tls_check_fails(env, cert, key, word):
+    p, port = s_server(env[cert], env[key])
+    try:
+        cfg = env.write_config("config-" + word.replace(" ", ""), {
+            "imap": "imaps://localhost:%d" % port})
+        r = env.mailfs(["--check", "-o", "config=" + cfg, "test"])
+        out = r.stdout.decode()
+        check(r.returncode != 0, "refused")
+        check(word in out, out)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_wrong_host_name_is_refused(env):
+    tls_check_fails(env, "MFS_WRONGHOST_CERT", "MFS_WRONGHOST_KEY", "does not match")
+
+
+def test_expired_certificate_is_refused(env):
+    tls_check_fails(env, "MFS_EXPIRED_CERT", "MFS_EXPIRED_KEY", "expired")
+
+
+def test_wrong_password_is_refused(env):
+    pw = os.path.join(env.dir, "wrong.pass")
+    with open(pw, "w") as f:
+        f.write("not-the-password\n")
+    os.chmod(pw, 0o600)
+    cfg = env.write_config("config-wrongpw", {"password_file": pw})
+    r = env.mailfs(["--check", "-o", "config=" + cfg, "test"])
+    out = r.stdout.decode()
+    check(r.returncode != 0, "refused")
+    check("refused" in out and "not-the-password" not in out, out)
+    mnt = os.path.join(env.dir, "mnt-refused")
+    os.mkdir(mnt)
+    r = env.mailfs(["-f", "-o", "config=" + cfg, "test", mnt])
+    check(r.returncode != 0 and not os.path.ismount(mnt), "no mount")
+
+
+def test_no_starttls_sends_no_password(env):
+    def handler(line):
+        tag = line.split(b" ", 1)[0]
+        if b"CAPABILITY" in line.upper():
+            return b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n"
+        return tag + b" OK\r\n"
+    srv = FakeServer(b"* OK fake server ready\r\n", handler)
+    cfg = env.write_config("config-nostarttls", {"imap": "imap://127.0.0.1:%d" % srv.port})
+    r = env.mailfs(["--check", "-o", "config=" + cfg, "test"])
+    out = r.stdout.decode()
+    srv.close()
+    check(r.returncode != 0, "refused")
+    check("STARTTLS" in out, out)
+    sent = b"".join(srv.lines)
+    check(env["MFS_PASS"].encode() not in sent and b"LOGIN" not in sent.upper(),
+          "no login was sent: %r" % sent)
+
+
+def test_silent_server_times_out(env):
+    srv = FakeServer(None, lambda line: None)
+    cfg = env.write_config("config-silent", {
+        "imap": "imaps://127.0.0.1:%d" % srv.port, "timeout": "2"})
+    t0 = time.time()
+    r = env.mailfs(["--check", "-o", "config=" + cfg, "test"], timeout=30)
+    took = time.time() - t0
+    srv.close()
+    check(r.returncode != 0, "failed")
+    check(took < 2 + 2, "gave up in %.1f s" % took)
+    check("answer" in r.stdout.decode() or "timed out" in r.stdout.decode(),
+          r.stdout.decode())
+
+
+def test_connection_refused_is_reported(env):
+    from harness import free_port
+    cfg = env.write_config("config-refused", {"imap": "imaps://127.0.0.1:%d" % free_port()})
+    r = env.mailfs(["--check", "-o", "config=" + cfg, "test"])
+    check(r.returncode != 0 and "refused" in r.stdout.decode().lower(), r.stdout.decode())
