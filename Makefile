@@ -65,6 +65,8 @@ all: $(DEPS_FIRST) mailfs
 mailfs: $(BUILD)/mailfs
 	cp $< $@
 
+.PHONY: mailfs
+
 $(BUILD)/mailfs: $(OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
@@ -80,10 +82,10 @@ $(BUILD)/tests/%_test: tests/unit/%_test.cc $$(addprefix $(BUILD)/obj/,$$(addsuf
 
 unit-build: $(DEPS_FIRST) $(UNIT_BINS)
 
-test: $(DEPS_FIRST) $(BUILD)/mailfs $(UNIT_BINS)
+test: deps mailfs $(UNIT_BINS)
 	@/usr/bin/python3 tests/run_all.py $(UNIT_BINS)
 
-demo: $(DEPS_FIRST) mailfs
+demo: deps mailfs
 	@tests/demo.sh start
 
 demo-stop:
