@@ -9,9 +9,18 @@
  * address) against the certificate, before a single protocol byte is
  * exchanged.
  *
- * Every read and write waits at most `timeout` seconds (poll before each
+ * Plain and TLS streams share one low-level driver, so they behave alike:
+ * every read and write waits at most `timeout` seconds (the stream's
+ * mailstream_low timeout, set here; poll before each recv/send or
  * SSL_read/SSL_write); when the wait runs out the call fails, the stream is
- * dead, and mfs_stream_timed_out() says so.
+ * dead (every later read or write fails at once), and mfs_stream_timed_out()
+ * says so. mailstream_cancel(s), which may be called from any thread, wakes
+ * a blocked read or write of s; the stream is then dead too. IMAP IDLE works
+ * through mailstream_low_get_cancel() as libetpan expects.
+ *
+ * Writes never raise SIGPIPE (MSG_NOSIGNAL, also under OpenSSL). Each TLS
+ * connection has its own SSL_CTX: streams may be used from different threads
+ * (one thread per stream at a time).
  */
 #ifndef MAILFS_TLS_H
 #define MAILFS_TLS_H
@@ -21,15 +30,17 @@
 #include "error.h"
 
 struct mfs_tls_opts {
-	const char *host;    /* name to verify; an IP literal is checked as IP */
+	const char *host; /* name to verify; an IP literal is checked as IP */
 	const char *ca_file; /* extra trust anchor, or NULL */
 	int timeout;	     /* seconds for any one wait, > 0 */
 };
 
 /* Resolves host and connects (each address in turn) with a timeout.
- * Returns a connected, blocking socket with FD_CLOEXEC set, or -1 with
- * err set: MFS_E_CONNECT (resolution failed, refused, unreachable) or
- * MFS_E_TIMEOUT. */
+ * Each address gets `timeout` seconds; name resolution itself is not bounded.
+ * Returns a connected, blocking socket with FD_CLOEXEC and TCP_NODELAY set,
+ * or -1 with err set: MFS_E_CONNECT (resolution failed, refused,
+ * unreachable: "cannot connect to HOST:PORT: Connection refused") or
+ * MFS_E_TIMEOUT ("cannot connect to HOST:PORT: timed out after N s"). */
 int mfs_tcp_connect(const char *host, int port, int timeout,
 		    struct mfs_err *err);
 
@@ -39,21 +50,30 @@ int mfs_tcp_connect(const char *host, int port, int timeout,
 mailstream *mfs_stream_plain(int fd, int timeout, struct mfs_err *err);
 
 /* TLS handshake on fd, verification, and a mailstream over it.
+ * TLS 1.2 or later; the chain is checked against the system store plus
+ * opts->ca_file, the certificate against opts->host (as a name, sent as SNI,
+ * or as an IP address when host is an IP literal). The whole handshake takes
+ * at most opts->timeout seconds. fd is made non-blocking.
  * Takes ownership of fd (closed on failure and when the stream is closed).
- * Returns NULL with err set: MFS_E_TLS with a message that says which check
- * failed ("certificate is not trusted (unknown CA)", "certificate has
- * expired", "certificate does not match host NAME", handshake failure), or
- * MFS_E_TIMEOUT. */
+ * Returns NULL with err set: MFS_E_TLS with a message "TLS to HOST: ..."
+ * that says which check failed ("certificate is not trusted (unknown CA)",
+ * "certificate has expired", "certificate does not match host NAME",
+ * "handshake failed: ...", "cannot load CA file PATH: ...", an empty host),
+ * MFS_E_TIMEOUT, or MFS_E_NOMEM. */
 mailstream *mfs_stream_tls(int fd, const struct mfs_tls_opts *opts,
 			   struct mfs_err *err);
 
 /* After a successful protocol STARTTLS command on s: replaces the stream's
- * low-level driver with a verified TLS one over the same socket. On failure
+ * low-level driver with a verified TLS one over the same socket. Bytes the
+ * server sent after its STARTTLS reply and before the handshake are an
+ * attack and fail with MFS_E_TLS ("server sent data before the TLS
+ * handshake"). Returns MFS_OK, or the error code with err set; on failure
  * the stream must not be used again (close it). Errors as mfs_stream_tls. */
 int mfs_stream_starttls(mailstream *s, const struct mfs_tls_opts *opts,
 			struct mfs_err *err);
 
-/* 1 when the last failed read or write on s failed because its wait ran out. */
+/* 1 when a read or write on s failed because its wait ran out (the stream
+ * is then dead), 0 otherwise, also after mailstream_cancel(). */
 int mfs_stream_timed_out(mailstream *s);
 
 /* For --check and the log: "TLSv1.3", the certificate's subject and issuer

@@ -118,23 +118,26 @@ TEST(Utf8, CleanKeepsValidText)
 TEST(TextToUtf8, CharsetsAndFallbacks)
 {
 	size_t n = 0;
-	std::string r = own(mfs_text_to_utf8("koi8-r", "\xF0\xD2\xC9\xD7\xC5\xD4",
-					     6, &n));
-	EXPECT_EQ(r, "\xD0\x9F\xD1\x80\xD0\xB8\xD0\xB2\xD0\xB5\xD1\x82"); // Привет
+	std::string r =
+	    own(mfs_text_to_utf8("koi8-r", "\xF0\xD2\xC9\xD7\xC5\xD4", 6, &n));
+	EXPECT_EQ(r,
+		  "\xD0\x9F\xD1\x80\xD0\xB8\xD0\xB2\xD0\xB5\xD1\x82"); // Привет
 	EXPECT_EQ(n, r.size());
 	// no charset: UTF-8 when valid, else windows-1252
 	EXPECT_EQ(own(mfs_text_to_utf8(nullptr, "caf\xC3\xA9", 5, nullptr)),
 		  "caf\xC3\xA9");
 	EXPECT_EQ(own(mfs_text_to_utf8(nullptr, "caf\xE9", 4, nullptr)),
 		  "caf\xC3\xA9");
-	EXPECT_EQ(own(mfs_text_to_utf8("x-no-such-charset", "\x80", 1, nullptr)),
-		  "\xE2\x82\xAC");
+	EXPECT_EQ(
+	    own(mfs_text_to_utf8("x-no-such-charset", "\x80", 1, nullptr)),
+	    "\xE2\x82\xAC");
 	// a name that is not a charset name never reaches iconv
 	EXPECT_EQ(own(mfs_text_to_utf8("UTF-8//IGNORE", "\x80", 1, nullptr)),
 		  "\xE2\x82\xAC");
 	// invalid bytes in the charset become U+FFFD
-	EXPECT_EQ(own(mfs_text_to_utf8("utf-8", "a\xFF"
-						"b",
+	EXPECT_EQ(own(mfs_text_to_utf8("utf-8",
+				       "a\xFF"
+				       "b",
 				       3, nullptr)),
 		  "a" + FFFD + "b");
 	// iso-8859-1 is read as windows-1252
@@ -164,18 +167,18 @@ TEST(Mutf7, RoundTrips)
 	const struct {
 		const char *utf8, *mutf7;
 	} cases[] = {
-		{"Re\xC3\xA7us", "Re&AOc-us"},
-		{"\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E", "&ZeVnLIqe-"},
-		{"&", "&-"},
-		{"a&b", "a&-b"},
-		{"&\xC3\xA7", "&-&AOc-"},
-		{"\xC3\xA7&", "&AOc-&-"},
-		{"INBOX", "INBOX"},
-		{"", ""},
-		{"\xF0\x9F\x98\x80", "&2D3eAA-"},
-		{"a\x01"
-		 "b",
-		 "a&AAE-b"},
+	    {"Re\xC3\xA7us", "Re&AOc-us"},
+	    {"\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E", "&ZeVnLIqe-"},
+	    {"&", "&-"},
+	    {"a&b", "a&-b"},
+	    {"&\xC3\xA7", "&-&AOc-"},
+	    {"\xC3\xA7&", "&AOc-&-"},
+	    {"INBOX", "INBOX"},
+	    {"", ""},
+	    {"\xF0\x9F\x98\x80", "&2D3eAA-"},
+	    {"a\x01"
+	     "b",
+	     "a&AAE-b"},
 	};
 	for (const auto &c : cases) {
 		EXPECT_EQ(enc7(c.utf8), c.mutf7) << c.utf8;
@@ -186,23 +189,23 @@ TEST(Mutf7, RoundTrips)
 TEST(Mutf7, InvalidInputIsEinval)
 {
 	const char *bad[] = {
-		"&",	      // unterminated
-		"&AOc",	      // unterminated
-		"a&AOc b",    // space inside base64
-		"&Jjo!-",     // not in the alphabet
-		"&A/c-",      // '/' is standard base64, not modified
-		"&AGE-",      // encoded 'a'
-		"&ACY-",      // encoded '&'
-		"&AAA-",      // encoded NUL
-		"&AOcA-",     // 8 bits left over: odd UTF-16
-		"&AOd-",      // non-zero padding bits
-		"&2D0-",      // lone high surrogate
-		"&3gA-",      // lone low surrogate
-		"&2D0A5w-",   // high surrogate followed by U+00E7
-		"&AOc-&AOc-", // null shift
-		"Re\xC3\xA7us", // raw 8-bit
-		"a\tb",	      // raw control character
-		"&&-",
+	    "&",	    // unterminated
+	    "&AOc",	    // unterminated
+	    "a&AOc b",	    // space inside base64
+	    "&Jjo!-",	    // not in the alphabet
+	    "&A/c-",	    // '/' is standard base64, not modified
+	    "&AGE-",	    // encoded 'a'
+	    "&ACY-",	    // encoded '&'
+	    "&AAA-",	    // encoded NUL
+	    "&AOcA-",	    // 8 bits left over: odd UTF-16
+	    "&AOd-",	    // non-zero padding bits
+	    "&2D0-",	    // lone high surrogate
+	    "&3gA-",	    // lone low surrogate
+	    "&2D0A5w-",	    // high surrogate followed by U+00E7
+	    "&AOc-&AOc-",   // null shift
+	    "Re\xC3\xA7us", // raw 8-bit
+	    "a\tb",	    // raw control character
+	    "&&-",
 	};
 	for (const char *b : bad) {
 		errno = 0;
@@ -233,13 +236,16 @@ TEST(HdrDecode, Rfc2047Section8Headers)
 		  "Keld J\xC3\xB8rn Simonsen <keld@dkuug.dk>");
 	EXPECT_EQ(hdr("=?ISO-8859-1?Q?Andr=E9?= Pirard <PIRARD@vm1.ulg.ac.be>"),
 		  "Andr\xC3\xA9 Pirard <PIRARD@vm1.ulg.ac.be>");
-	EXPECT_EQ(hdr("=?ISO-8859-1?B?SWYgeW91IGNhbiByZWFkIHRoaXMgeW8=?=\r\n"
-		      "    =?ISO-8859-2?B?dSB1bmRlcnN0YW5kIHRoZSBleGFtcGxlLg==?="),
-		  "If you can read this you understand the example.");
-	EXPECT_EQ(hdr("=?ISO-8859-1?Q?Olle_J=E4rvefelt?= <ojarnef@admin.kth.se>"),
-		  "Olle J\xC3\xA4rvefelt <ojarnef@admin.kth.se>");
-	EXPECT_EQ(hdr("=?ISO-8859-1?Q?Patrik_F=E4ltstr=F6m?= <paf@nada.kth.se>"),
-		  "Patrik F\xC3\xA4ltstr\xC3\xB6m <paf@nada.kth.se>");
+	EXPECT_EQ(
+	    hdr("=?ISO-8859-1?B?SWYgeW91IGNhbiByZWFkIHRoaXMgeW8=?=\r\n"
+		"    =?ISO-8859-2?B?dSB1bmRlcnN0YW5kIHRoZSBleGFtcGxlLg==?="),
+	    "If you can read this you understand the example.");
+	EXPECT_EQ(
+	    hdr("=?ISO-8859-1?Q?Olle_J=E4rvefelt?= <ojarnef@admin.kth.se>"),
+	    "Olle J\xC3\xA4rvefelt <ojarnef@admin.kth.se>");
+	EXPECT_EQ(
+	    hdr("=?ISO-8859-1?Q?Patrik_F=E4ltstr=F6m?= <paf@nada.kth.se>"),
+	    "Patrik F\xC3\xA4ltstr\xC3\xB6m <paf@nada.kth.se>");
 	EXPECT_EQ(hdr("ietf-822@dimacs.rutgers.edu, ojarnef@admin.kth.se"),
 		  "ietf-822@dimacs.rutgers.edu, ojarnef@admin.kth.se");
 	EXPECT_EQ(hdr("Time for ISO 10646?"), "Time for ISO 10646?");
@@ -265,12 +271,13 @@ TEST(HdrDecode, Rfc2047Section8Table)
 
 TEST(HdrDecode, QAndCase)
 {
-	EXPECT_EQ(hdr("=?utf-8?q?caf=C3=A9_au_lait?="),
-		  "caf\xC3\xA9 au lait");
+	EXPECT_EQ(hdr("=?utf-8?q?caf=C3=A9_au_lait?="), "caf\xC3\xA9 au lait");
 	EXPECT_EQ(hdr("=?UTF-8?Q?caf=c3=a9?="), "caf\xC3\xA9");
 	EXPECT_EQ(hdr("=?Utf-8?b?Y2Fmw6k=?="), "caf\xC3\xA9");
 	EXPECT_EQ(hdr("=?US-ASCII*EN?Q?Keith_Moore?="), "Keith Moore");
-	EXPECT_EQ(hdr("=?utf-8?q?" "?="), "");
+	EXPECT_EQ(hdr("=?utf-8?q?"
+		      "?="),
+		  "");
 	// B without its padding, as some senders write it
 	EXPECT_EQ(hdr("=?utf-8?B?Y2Fmw6k?="), "caf\xC3\xA9");
 }
@@ -357,8 +364,7 @@ TEST(Rfc2231, Decode)
 	EXPECT_EQ(own(mfs_rfc2231_decode("utf-8''100%")), "100%");
 	EXPECT_EQ(own(mfs_rfc2231_decode("utf-8''%zz%4")), "%zz%4");
 	EXPECT_EQ(own(mfs_rfc2231_decode("utf-8''a%00b")), "a" + FFFD + "b");
-	EXPECT_EQ(own(mfs_rfc2231_decode("x-unknown''caf%E9")),
-		  "caf\xC3\xA9");
+	EXPECT_EQ(own(mfs_rfc2231_decode("x-unknown''caf%E9")), "caf\xC3\xA9");
 	EXPECT_EQ(own(mfs_rfc2231_decode("")), "");
 }
 
@@ -434,7 +440,8 @@ TEST(Sanitize, LongNamesKeepExtension)
 	EXPECT_TRUE(valid_utf8(r));
 
 	// an "extension" longer than 16 bytes is not one
-	std::string longext = std::string(300, 'a') + "." + std::string(20, 'b');
+	std::string longext =
+	    std::string(300, 'a') + "." + std::string(20, 'b');
 	r = san(longext.c_str());
 	EXPECT_EQ(r, longext.substr(0, 255));
 
@@ -445,8 +452,9 @@ TEST(Sanitize, LongNamesKeepExtension)
 
 TEST(Sanitize, Invariants)
 {
-	const char *inputs[] = {"/", "//", "\x01\x02", "\xC0\xAF", "a/b/c",
-				"\xE2\x80\xAE", " ", "..", ".", "x\xFF/"};
+	const char *inputs[] = {"/",	 "//",		 "\x01\x02", "\xC0\xAF",
+				"a/b/c", "\xE2\x80\xAE", " ",	     "..",
+				".",	 "x\xFF/"};
 	for (const char *in : inputs) {
 		std::string r = san(in);
 		EXPECT_TRUE(valid_utf8(r)) << in;
@@ -550,13 +558,13 @@ TEST_F(Dirname, MissingParts)
 TEST_F(Dirname, SanitizesSenderSubjectAndId)
 {
 	time_t t = utc(2026, 1, 2, 3, 4, 5);
-	std::string r = own(mfs_msg_dirname(
-		t, "  Eve \xE2\x80\xAE<e/v@x>\t\t ",
-		"Re:  a/b\r\n\tc\x01\xFF", "ab/c d\x01\xC3\xBC"));
+	std::string r = own(mfs_msg_dirname(t, "  Eve \xE2\x80\xAE<e/v@x>\t\t ",
+					    "Re:  a/b\r\n\tc\x01\xFF",
+					    "ab/c d\x01\xC3\xBC"));
 	EXPECT_EQ(r, "2026-01-02 0304 Eve <e\xE2\x88\x95v@x> \xE2\x80\x94 "
 		     "Re: a\xE2\x88\x95"
 		     "b c_" +
-			     FFFD + " \xC2\xB7" + "ab_c_d___");
+			 FFFD + " \xC2\xB7" + "ab_c_d___");
 	char id[64];
 	ASSERT_EQ(mfs_msg_dirname_id(r.c_str(), id, sizeof(id)), 0);
 	EXPECT_STREQ(id, "ab_c_d___");
@@ -568,8 +576,8 @@ TEST_F(Dirname, LengthCapWithLongMultibyteSubject)
 	std::string subject;
 	for (int i = 0; i < 300; i++)
 		subject += "\xE6\x97\xA5"; // 日
-	std::string r = own(mfs_msg_dirname(t, "Alice Smith", subject.c_str(),
-					    "4711"));
+	std::string r =
+	    own(mfs_msg_dirname(t, "Alice Smith", subject.c_str(), "4711"));
 	EXPECT_LE(r.size(), 255u);
 	EXPECT_GE(r.size(), 250u);
 	EXPECT_TRUE(valid_utf8(r));
@@ -587,9 +595,9 @@ TEST_F(Dirname, LengthCapWithLongSenderAndSubject)
 	for (int i = 0; i < 200; i++)
 		subject += "\xF0\x9F\x98\x80"; // 😀
 	std::string id(MFS_MSG_ID_MAX, 'I');
-	std::string r = own(mfs_msg_dirname(utc(2026, 1, 1, 0, 0, 0),
-					    sender.c_str(), subject.c_str(),
-					    id.c_str()));
+	std::string r =
+	    own(mfs_msg_dirname(utc(2026, 1, 1, 0, 0, 0), sender.c_str(),
+				subject.c_str(), id.c_str()));
 	EXPECT_LE(r.size(), 255u);
 	EXPECT_TRUE(valid_utf8(r));
 	EXPECT_TRUE(ends_with(r, " \xC2\xB7" + id));
@@ -601,8 +609,8 @@ TEST_F(Dirname, LengthCapWithLongSenderAndSubject)
 	EXPECT_GT(r.size() - dash - 5 - 2 - id.size(), 20u);
 
 	// a long sender with a short subject: only the sender is cut
-	std::string r2 = own(mfs_msg_dirname(
-		utc(2026, 1, 1, 0, 0, 0), sender.c_str(), "Hi", "1"));
+	std::string r2 = own(mfs_msg_dirname(utc(2026, 1, 1, 0, 0, 0),
+					     sender.c_str(), "Hi", "1"));
 	EXPECT_LE(r2.size(), 255u);
 	EXPECT_TRUE(valid_utf8(r2));
 	EXPECT_TRUE(ends_with(r2, "\xE2\x80\xA6 \xE2\x80\x94 Hi \xC2\xB7"
@@ -679,26 +687,27 @@ TEST(ParseDate, ObsoleteForms)
 TEST(ParseDate, Unparseable)
 {
 	const char *bad[] = {
-		"",
-		"garbage",
-		"Foo, 20 Nov 2026 15:32:01 +0100",
-		"Thu, 32 Nov 2026 15:32:01 +0100",
-		"Thu, 31 Apr 2026 15:32:01 +0100",
-		"29 Feb 2025 00:00:00 +0000",
-		"Thu, 20 Nov 2026 24:00:00 +0100",
-		"Thu, 20 Nov 2026 15:60:00 +0100",
-		"Thu, 20 Nov 2026 15:32:61 +0100",
-		"Thu, 20 Nux 2026 15:32:01 +0100",
-		"Thu, 20 Nov 20266 15:32:01 +0100",
-		"Thu, 20 Nov 2026 15:32:01 +01",
-		"Thu, 20 Nov 2026 15:32:01 +0160",
-		"Thu, 20 Nov 2026",
-		"Thu, 20 Nov 2026 15",
-		"Thu, 20 Nov 2026 15:3",
-		"Thu, 123 Nov 2026 15:32:01 +0100",
+	    "",
+	    "garbage",
+	    "Foo, 20 Nov 2026 15:32:01 +0100",
+	    "Thu, 32 Nov 2026 15:32:01 +0100",
+	    "Thu, 31 Apr 2026 15:32:01 +0100",
+	    "29 Feb 2025 00:00:00 +0000",
+	    "Thu, 20 Nov 2026 24:00:00 +0100",
+	    "Thu, 20 Nov 2026 15:60:00 +0100",
+	    "Thu, 20 Nov 2026 15:32:61 +0100",
+	    "Thu, 20 Nux 2026 15:32:01 +0100",
+	    "Thu, 20 Nov 20266 15:32:01 +0100",
+	    "Thu, 20 Nov 2026 15:32:01 +01",
+	    "Thu, 20 Nov 2026 15:32:01 +0160",
+	    "Thu, 20 Nov 2026",
+	    "Thu, 20 Nov 2026 15",
+	    "Thu, 20 Nov 2026 15:3",
+	    "Thu, 123 Nov 2026 15:32:01 +0100",
 	};
 	for (const char *b : bad)
 		EXPECT_EQ(mfs_parse_date(b), (time_t)-1) << b;
+	EXPECT_EQ(mfs_parse_date(nullptr), (time_t)-1);
 }
 
 TEST(ParseImapDate, Forms)
@@ -711,15 +720,16 @@ TEST(ParseImapDate, Forms)
 	EXPECT_EQ(mfs_parse_imap_date("1-Dec-2026 00:00:00 +0000"),
 		  utc(2026, 12, 1, 0, 0, 0));
 	const char *bad[] = {
-		"",
-		"20-Nov-26 15:32:01 +0100",
-		"20 Nov 2026 15:32:01 +0100",
-		"20-November-2026 15:32:01 +0100",
-		"20-Nov-2026 15:32 +0100",
-		"20-Nov-2026 15:32:01",
-		"20-Nov-2026 15:32:01 +0100 x",
-		"31-Nov-2026 15:32:01 +0100",
+	    "",
+	    "20-Nov-26 15:32:01 +0100",
+	    "20 Nov 2026 15:32:01 +0100",
+	    "20-November-2026 15:32:01 +0100",
+	    "20-Nov-2026 15:32 +0100",
+	    "20-Nov-2026 15:32:01",
+	    "20-Nov-2026 15:32:01 +0100 x",
+	    "31-Nov-2026 15:32:01 +0100",
 	};
 	for (const char *b : bad)
 		EXPECT_EQ(mfs_parse_imap_date(b), (time_t)-1) << b;
+	EXPECT_EQ(mfs_parse_imap_date(nullptr), (time_t)-1);
 }

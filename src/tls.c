@@ -1,0 +1,888 @@
+/*
+ * tls.c - see tls.h
+ *
+ * One mailstream_low driver serves plain and TLS streams alike, so that a
+ * timeout or a cancellation behaves the same on both. Every read and write
+ * first tries the operation without blocking and, when it would block, waits
+ * in poll() on the socket and on the stream's cancel pipe, at most the
+ * stream's timeout. The socket itself stays blocking on plain streams (send
+ * and recv use MSG_DONTWAIT) and is made non-blocking under TLS, where
+ * OpenSSL must be free to return SSL_ERROR_WANT_READ/WANT_WRITE at any time.
+ */
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+/*
+ * libetpan exports these but does not install mailstream_cancel.h; the
+ * prototypes are those of libetpan 1.9 (src/data-types/mailstream_cancel.h).
+ */
+struct mailstream_cancel *mailstream_cancel_new(void);
+void mailstream_cancel_free(struct mailstream_cancel *cancel);
+int mailstream_cancel_cancelled(struct mailstream_cancel *cancel);
+void mailstream_cancel_notify(struct mailstream_cancel *cancel);
+int mailstream_cancel_get_fd(struct mailstream_cancel *cancel);
+
+/*
+ * Layout of struct mailstream_cancel in libetpan 1.9
+ * (mailstream_cancel_types.h, also not installed). Used only to mark the
+ * pipe close-on-exec, and only after checking that ms_fds[0] is the fd that
+ * mailstream_cancel_get_fd() reports.
+ */
+struct etpan_cancel_layout {
+	int ms_cancelled;
+	int ms_fds[2];
+	void *ms_internal;
+};
+
+/* The driver's data: one per mailstream_low. */
+struct mfs_conn {
+	int fd;				  /* owned until close; -1 after */
+	SSL *ssl;			  /* owned; NULL on a plain stream */
+	struct mailstream_cancel *cancel; /* owned */
+	int timeout;			  /* seconds, when low->timeout is 0 */
+	int timed_out;			  /* a wait ran out: stream is dead */
+};
+
+static ssize_t conn_read(mailstream_low *low, void *buf, size_t count);
+static ssize_t conn_write(mailstream_low *low, const void *buf, size_t count);
+static int conn_close(mailstream_low *low);
+static int conn_get_fd(mailstream_low *low);
+static void conn_free(mailstream_low *low);
+static void conn_cancel(mailstream_low *low);
+static struct mailstream_cancel *conn_get_cancel(mailstream_low *low);
+
+static mailstream_low_driver mfs_driver = {
+    .mailstream_read = conn_read,
+    .mailstream_write = conn_write,
+    .mailstream_close = conn_close,
+    .mailstream_get_fd = conn_get_fd,
+    .mailstream_free = conn_free,
+    .mailstream_cancel = conn_cancel,
+    .mailstream_get_cancel = conn_get_cancel,
+    .mailstream_get_certificate_chain = NULL,
+    .mailstream_setup_idle = NULL,
+    .mailstream_unsetup_idle = NULL,
+    .mailstream_interrupt_idle = NULL,
+};
+
+/* ---- time and waiting ---- */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int set_cloexec(int fd)
+{
+	int flags = fcntl(fd, F_GETFD);
+
+	if (flags < 0)
+		return -1;
+	return fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}
+
+static int set_nonblock(int fd, int on)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags < 0)
+		return -1;
+	flags = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+	return fcntl(fd, F_SETFL, flags);
+}
+
+/*
+ * Waits until fd is ready for events, the stream is cancelled, or the
+ * monotonic clock reaches deadline (ms). Returns 0 when fd is ready (an error
+ * or hang-up counts as ready: the next I/O call reports it), -1 otherwise;
+ * on timeout conn->timed_out is set.
+ */
+static int conn_wait(struct mfs_conn *conn, short events, int64_t deadline)
+{
+	struct pollfd pfd[2];
+	int64_t left;
+	int n;
+
+	for (;;) {
+		if (mailstream_cancel_cancelled(conn->cancel))
+			return -1;
+		left = deadline - now_ms();
+		if (left <= 0) {
+			conn->timed_out = 1;
+			return -1;
+		}
+		pfd[0].fd = conn->fd;
+		pfd[0].events = events;
+		pfd[0].revents = 0;
+		pfd[1].fd = mailstream_cancel_get_fd(conn->cancel);
+		pfd[1].events = POLLIN;
+		pfd[1].revents = 0;
+		n = poll(pfd, 2, left > INT32_MAX ? INT32_MAX : (int)left);
+		if (n < 0 && errno != EINTR)
+			return -1;
+		if (n > 0 && pfd[1].revents != 0)
+			return -1;
+		if (n > 0 && pfd[0].revents != 0)
+			return 0;
+	}
+}
+
+/* The deadline of one wait on low, from its timeout (seconds). */
+static int64_t low_deadline(mailstream_low *low)
+{
+	struct mfs_conn *conn = low->data;
+	int64_t t = low->timeout != 0 ? (int64_t)low->timeout : conn->timeout;
+
+	return now_ms() + t * 1000;
+}
+
+/* A stream that timed out or was cancelled fails every later call. */
+static int conn_dead(struct mfs_conn *conn)
+{
+	return conn->fd < 0 || conn->timed_out ||
+	       mailstream_cancel_cancelled(conn->cancel);
+}
+
+/* ---- the driver ---- */
+
+static ssize_t plain_read(mailstream_low *low, void *buf, size_t count)
+{
+	struct mfs_conn *conn = low->data;
+	int64_t deadline = low_deadline(low);
+	ssize_t r;
+
+	for (;;) {
+		r = recv(conn->fd, buf, count, MSG_DONTWAIT);
+		if (r >= 0)
+			return r;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -1;
+		if (conn_wait(conn, POLLIN, deadline) < 0)
+			return -1;
+	}
+}
+
+static ssize_t plain_write(mailstream_low *low, const void *buf, size_t count)
+{
+	struct mfs_conn *conn = low->data;
+	int64_t deadline = low_deadline(low);
+	ssize_t r;
+
+	for (;;) {
+		r = send(conn->fd, buf, count, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (r >= 0)
+			return r;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -1;
+		if (conn_wait(conn, POLLOUT, deadline) < 0)
+			return -1;
+	}
+}
+
+/*
+ * After an SSL call returned r <= 0: waits as OpenSSL asks and returns 0 to
+ * retry, or returns -1 when the call failed for good.
+ */
+static int ssl_retry(struct mfs_conn *conn, int r, int64_t deadline)
+{
+	switch (SSL_get_error(conn->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		return conn_wait(conn, POLLIN, deadline);
+	case SSL_ERROR_WANT_WRITE:
+		return conn_wait(conn, POLLOUT, deadline);
+	case SSL_ERROR_SYSCALL:
+		if (errno == EINTR)
+			return 0;
+		return -1;
+	default:
+		return -1;
+	}
+}
+
+static ssize_t ssl_read(mailstream_low *low, void *buf, size_t count)
+{
+	struct mfs_conn *conn = low->data;
+	int64_t deadline = low_deadline(low);
+	size_t n = 0;
+	int r;
+
+	for (;;) {
+		ERR_clear_error();
+		errno = 0;
+		r = SSL_read_ex(conn->ssl, buf, count, &n);
+		if (r == 1)
+			return (ssize_t)n;
+		if (SSL_get_error(conn->ssl, r) == SSL_ERROR_ZERO_RETURN)
+			return 0;
+		if (ssl_retry(conn, r, deadline) < 0)
+			return -1;
+	}
+}
+
+static ssize_t ssl_write(mailstream_low *low, const void *buf, size_t count)
+{
+	struct mfs_conn *conn = low->data;
+	int64_t deadline = low_deadline(low);
+	size_t n = 0;
+	int r;
+
+	for (;;) {
+		ERR_clear_error();
+		errno = 0;
+		r = SSL_write_ex(conn->ssl, buf, count, &n);
+		if (r == 1)
+			return (ssize_t)n;
+		if (ssl_retry(conn, r, deadline) < 0)
+			return -1;
+	}
+}
+
+static ssize_t conn_read(mailstream_low *low, void *buf, size_t count)
+{
+	struct mfs_conn *conn = low->data;
+
+	if (conn_dead(conn))
+		return -1;
+	if (conn->ssl != NULL)
+		return ssl_read(low, buf, count);
+	return plain_read(low, buf, count);
+}
+
+static ssize_t conn_write(mailstream_low *low, const void *buf, size_t count)
+{
+	struct mfs_conn *conn = low->data;
+
+	if (conn_dead(conn))
+		return -1;
+	if (conn->ssl != NULL)
+		return ssl_write(low, buf, count);
+	return plain_write(low, buf, count);
+}
+
+static int conn_close(mailstream_low *low)
+{
+	struct mfs_conn *conn = low->data;
+
+	if (conn->fd < 0)
+		return 0;
+	/* The socket is non-blocking under TLS: one try, no wait. */
+	if (conn->ssl != NULL && !conn->timed_out) {
+		ERR_clear_error();
+		SSL_shutdown(conn->ssl);
+		ERR_clear_error();
+	}
+	close(conn->fd);
+	conn->fd = -1;
+	return 0;
+}
+
+static int conn_get_fd(mailstream_low *low)
+{
+	struct mfs_conn *conn = low->data;
+
+	return conn->fd;
+}
+
+static void conn_cancel(mailstream_low *low)
+{
+	struct mfs_conn *conn = low->data;
+
+	mailstream_cancel_notify(conn->cancel);
+}
+
+static struct mailstream_cancel *conn_get_cancel(mailstream_low *low)
+{
+	struct mfs_conn *conn = low->data;
+
+	return conn->cancel;
+}
+
+/* Frees conn without closing its fd (only close does that). */
+static void conn_destroy(struct mfs_conn *conn)
+{
+	if (conn == NULL)
+		return;
+	SSL_free(conn->ssl);
+	mailstream_cancel_free(conn->cancel);
+	free(conn);
+}
+
+/* libetpan's mailstream_low_free calls this; the low itself is ours too. */
+static void conn_free(mailstream_low *low)
+{
+	conn_destroy(low->data);
+	low->data = NULL;
+	free(low);
+}
+
+/* A new conn over fd (borrowed until the conn is wrapped in a stream). */
+static struct mfs_conn *conn_new(int fd, int timeout, struct mfs_err *err)
+{
+	struct etpan_cancel_layout *layout;
+	struct mfs_conn *conn;
+
+	conn = calloc(1, sizeof(*conn));
+	if (conn == NULL)
+		goto fail;
+	conn->cancel = mailstream_cancel_new();
+	if (conn->cancel == NULL)
+		goto free_conn;
+	layout = (struct etpan_cancel_layout *)conn->cancel;
+	if (layout->ms_fds[0] == mailstream_cancel_get_fd(conn->cancel)) {
+		set_cloexec(layout->ms_fds[0]);
+		set_cloexec(layout->ms_fds[1]);
+	}
+	conn->fd = fd;
+	conn->timeout = timeout;
+	return conn;
+
+free_conn:
+	free(conn);
+fail:
+	mfs_err_set(err, MFS_E_NOMEM, "out of memory for a connection");
+	return NULL;
+}
+
+/* Wraps conn in a mailstream_low; on failure conn is left to the caller. */
+static mailstream_low *conn_low(struct mfs_conn *conn, struct mfs_err *err)
+{
+	mailstream_low *low = mailstream_low_new(conn, &mfs_driver);
+
+	if (low == NULL) {
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory for a connection");
+		return NULL;
+	}
+	mailstream_low_set_timeout(low, conn->timeout);
+	return low;
+}
+
+/* Wraps conn in a mailstream; on failure conn is left to the caller. */
+static mailstream *conn_stream(struct mfs_conn *conn, struct mfs_err *err)
+{
+	mailstream_low *low;
+	mailstream *s;
+
+	low = conn_low(conn, err);
+	if (low == NULL)
+		return NULL;
+	s = mailstream_new(low, 8192);
+	if (s == NULL) {
+		free(low);
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory for a connection");
+		return NULL;
+	}
+	return s;
+}
+
+/* The conn behind s, or NULL when s does not use this module's driver. */
+static struct mfs_conn *stream_conn(mailstream *s)
+{
+	mailstream_low *low;
+
+	if (s == NULL)
+		return NULL;
+	low = mailstream_get_low(s);
+	if (low == NULL || low->driver != &mfs_driver)
+		return NULL;
+	return low->data;
+}
+
+/* ---- TCP ---- */
+
+/* Connects fd to ai within timeout seconds. Returns 0 or an errno value;
+ * ETIMEDOUT when the wait ran out. */
+static int connect_one(int fd, const struct addrinfo *ai, int timeout)
+{
+	int64_t deadline = now_ms() + (int64_t)timeout * 1000;
+	struct pollfd pfd;
+	socklen_t len;
+	int64_t left;
+	int soerr;
+	int n;
+
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+		return 0;
+	if (errno != EINPROGRESS && errno != EINTR)
+		return errno;
+	for (;;) {
+		left = deadline - now_ms();
+		if (left <= 0)
+			return ETIMEDOUT;
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		pfd.revents = 0;
+		n = poll(&pfd, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+		if (n < 0 && errno != EINTR)
+			return errno;
+		if (n > 0)
+			break;
+	}
+	len = sizeof(soerr);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+		return errno;
+	return soerr;
+}
+
+/* A connected, blocking, close-on-exec socket to ai, or -1 with *e set. */
+static int tcp_try(const struct addrinfo *ai, int timeout, int *e)
+{
+	int one = 1;
+	int fd;
+
+	fd = socket(ai->ai_family,
+		    ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+		    ai->ai_protocol);
+	if (fd < 0) {
+		*e = errno;
+		return -1;
+	}
+	*e = connect_one(fd, ai, timeout);
+	if (*e == 0 && set_nonblock(fd, 0) < 0)
+		*e = errno;
+	if (*e != 0) {
+		close(fd);
+		return -1;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+int mfs_tcp_connect(const char *host, int port, int timeout,
+		    struct mfs_err *err)
+{
+	struct addrinfo hints, *res, *ai;
+	char service[16];
+	int e = ECONNREFUSED;
+	int fd = -1;
+	int r;
+
+	if (host == NULL || host[0] == '\0' || port <= 0 || port > 65535 ||
+	    timeout <= 0) {
+		mfs_err_set(err, MFS_E_CONNECT, "cannot connect: bad address");
+		return -1;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	snprintf(service, sizeof(service), "%d", port);
+	r = getaddrinfo(host, service, &hints, &res);
+	if (r != 0) {
+		mfs_err_set(err, MFS_E_CONNECT, "cannot resolve %s: %s", host,
+			    r == EAI_SYSTEM ? strerror(errno)
+					    : gai_strerror(r));
+		return -1;
+	}
+	for (ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
+		fd = tcp_try(ai, timeout, &e);
+	freeaddrinfo(res);
+	if (fd >= 0)
+		return fd;
+	if (e == ETIMEDOUT)
+		mfs_err_set(err, MFS_E_TIMEOUT,
+			    "cannot connect to %s:%d: timed out after %d s",
+			    host, port, timeout);
+	else
+		mfs_err_set(err, MFS_E_CONNECT, "cannot connect to %s:%d: %s",
+			    host, port, strerror(e));
+	return -1;
+}
+
+/* ---- streams ---- */
+
+mailstream *mfs_stream_plain(int fd, int timeout, struct mfs_err *err)
+{
+	struct mfs_conn *conn;
+	mailstream *s;
+
+	conn = conn_new(fd, timeout, err);
+	if (conn == NULL)
+		goto close_fd;
+	s = conn_stream(conn, err);
+	if (s == NULL)
+		goto free_conn;
+	return s;
+
+free_conn:
+	conn_destroy(conn);
+close_fd:
+	close(fd);
+	return NULL;
+}
+
+/*
+ * OpenSSL writes to a socket with plain send(), which raises SIGPIPE when
+ * the server has gone. This BIO is OpenSSL's socket BIO with a write that
+ * passes MSG_NOSIGNAL instead.
+ */
+static BIO_METHOD *nosig_method; /* owned, lives until exit */
+static pthread_once_t nosig_once = PTHREAD_ONCE_INIT;
+
+static int nosig_write(BIO *bio, const char *buf, int len)
+{
+	ssize_t r;
+	int fd;
+
+	if (BIO_get_fd(bio, &fd) < 0)
+		return -1;
+	errno = 0;
+	r = send(fd, buf, len, MSG_NOSIGNAL);
+	BIO_clear_retry_flags(bio);
+	if (r <= 0 && BIO_sock_should_retry((int)r))
+		BIO_set_retry_write(bio);
+	return (int)r;
+}
+
+static void nosig_init(void)
+{
+	const BIO_METHOD *sock = BIO_s_socket();
+	BIO_METHOD *m;
+
+	m = BIO_meth_new(BIO_TYPE_SOCKET, "mailfs socket");
+	if (m == NULL)
+		return;
+	if (BIO_meth_set_write(m, nosig_write) != 1 ||
+	    BIO_meth_set_read(m, BIO_meth_get_read(sock)) != 1 ||
+	    BIO_meth_set_puts(m, BIO_meth_get_puts(sock)) != 1 ||
+	    BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(sock)) != 1 ||
+	    BIO_meth_set_create(m, BIO_meth_get_create(sock)) != 1 ||
+	    BIO_meth_set_destroy(m, BIO_meth_get_destroy(sock)) != 1) {
+		BIO_meth_free(m);
+		return;
+	}
+	nosig_method = m;
+}
+
+/* Attaches fd (not closed by OpenSSL) to ssl. Returns 0 or -1. */
+static int ssl_attach_fd(SSL *ssl, int fd)
+{
+	BIO *bio;
+
+	pthread_once(&nosig_once, nosig_init);
+	if (nosig_method == NULL)
+		return SSL_set_fd(ssl, fd) == 1 ? 0 : -1;
+	bio = BIO_new(nosig_method);
+	if (bio == NULL)
+		return -1;
+	BIO_set_fd(bio, fd, BIO_NOCLOSE);
+	SSL_set_bio(ssl, bio, bio);
+	return 0;
+}
+
+static int is_ip_literal(const char *host)
+{
+	unsigned char addr[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, host, addr) == 1 ||
+	       inet_pton(AF_INET6, host, addr) == 1;
+}
+
+/* A client context: TLS 1.2 or later, system store plus ca_file, peer
+ * verification on. Returns NULL with err set. */
+static SSL_CTX *tls_ctx_new(const struct mfs_tls_opts *opts,
+			    struct mfs_err *err)
+{
+	SSL_CTX *ctx;
+
+	ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL)
+		goto nomem;
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+		goto free_ctx_nomem;
+	/* Without a system store only ca_file can vouch for the server. */
+	SSL_CTX_set_default_verify_paths(ctx);
+	if (opts->ca_file != NULL &&
+	    SSL_CTX_load_verify_locations(ctx, opts->ca_file, NULL) != 1) {
+		mfs_err_set(err, MFS_E_TLS,
+			    "TLS to %s: cannot load CA file %s: %s", opts->host,
+			    opts->ca_file,
+			    ERR_reason_error_string(ERR_peek_last_error())
+				?: "not a readable PEM certificate file");
+		goto free_ctx;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+				  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	ERR_clear_error();
+	return ctx;
+
+free_ctx_nomem:
+	SSL_CTX_free(ctx);
+nomem:
+	mfs_err_set(err, MFS_E_NOMEM, "out of memory for TLS");
+	return NULL;
+free_ctx:
+	ERR_clear_error();
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* Sets SNI and the name or address the certificate must match. */
+static int tls_set_host(SSL *ssl, const char *host, struct mfs_err *err)
+{
+	X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+
+	if (is_ip_literal(host)) {
+		if (X509_VERIFY_PARAM_set1_ip_asc(param, host) != 1)
+			goto bad;
+		return 0;
+	}
+	SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if (SSL_set1_host(ssl, host) != 1)
+		goto bad;
+	if (SSL_set_tlsext_host_name(ssl, host) != 1)
+		goto bad;
+	return 0;
+
+bad:
+	ERR_clear_error();
+	return mfs_err_set(err, MFS_E_TLS, "TLS to %s: bad host name", host);
+}
+
+/* The sentence for a failed certificate check. */
+static const char *verify_reason(long result)
+{
+	switch (result) {
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+		return "certificate has expired";
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		return "certificate is not yet valid";
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+		return "certificate is not trusted (unknown CA)";
+	default:
+		return X509_verify_cert_error_string(result);
+	}
+}
+
+/* Sets err for a failed handshake: which check failed, or why the TLS
+ * layer gave up. */
+static void handshake_error(struct mfs_conn *conn, const char *host, int r,
+			    struct mfs_err *err)
+{
+	int saved_errno = errno;
+	int ssl_err = SSL_get_error(conn->ssl, r);
+	long result = SSL_get_verify_result(conn->ssl);
+	unsigned long e = ERR_peek_last_error();
+
+	if (conn->timed_out) {
+		mfs_err_set(err, MFS_E_TIMEOUT,
+			    "TLS to %s: handshake timed out after %d s", host,
+			    conn->timeout);
+	} else if (mailstream_cancel_cancelled(conn->cancel)) {
+		mfs_err_set(err, MFS_E_TLS, "TLS to %s: handshake cancelled",
+			    host);
+	} else if (result == X509_V_ERR_HOSTNAME_MISMATCH ||
+		   result == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+		mfs_err_set(err, MFS_E_TLS,
+			    "TLS to %s: certificate does not match host %s",
+			    host, host);
+	} else if (result != X509_V_OK) {
+		mfs_err_set(err, MFS_E_TLS, "TLS to %s: %s", host,
+			    verify_reason(result));
+	} else if (e != 0) {
+		mfs_err_set(err, MFS_E_TLS, "TLS to %s: handshake failed: %s",
+			    host,
+			    ERR_reason_error_string(e) ?: "unknown error");
+	} else if (ssl_err == SSL_ERROR_SYSCALL && saved_errno != 0) {
+		mfs_err_set(err, MFS_E_TLS, "TLS to %s: handshake failed: %s",
+			    host, strerror(saved_errno));
+	} else {
+		mfs_err_set(err, MFS_E_TLS,
+			    "TLS to %s: handshake failed: connection closed by "
+			    "the server",
+			    host);
+	}
+	ERR_clear_error();
+}
+
+/* Runs the client handshake until the monotonic clock reaches deadline. */
+static int tls_handshake(struct mfs_conn *conn, const char *host,
+			 int64_t deadline, struct mfs_err *err)
+{
+	int r;
+
+	for (;;) {
+		ERR_clear_error();
+		errno = 0;
+		r = SSL_connect(conn->ssl);
+		if (r == 1)
+			return 0;
+		if (ssl_retry(conn, r, deadline) < 0)
+			break;
+	}
+	handshake_error(conn, host, r, err);
+	return -1;
+}
+
+/*
+ * Stores in *connp a conn with a verified TLS session over fd (borrowed: not
+ * closed on failure) and returns MFS_OK, or returns the error code with err
+ * set. fd is left non-blocking.
+ */
+static int tls_conn_new(int fd, const struct mfs_tls_opts *opts,
+			struct mfs_conn **connp, struct mfs_err *err)
+{
+	struct mfs_err local;
+	struct mfs_conn *conn;
+	int64_t deadline;
+	SSL_CTX *ctx;
+
+	*connp = NULL;
+	if (err == NULL)
+		err = &local;
+	if (opts == NULL || opts->host == NULL || opts->host[0] == '\0' ||
+	    opts->timeout <= 0)
+		return mfs_err_set(err, MFS_E_TLS,
+				   "TLS: no host name to verify");
+	/* Setting up the context counts against the timeout too. */
+	deadline = now_ms() + (int64_t)opts->timeout * 1000;
+	conn = conn_new(fd, opts->timeout, err);
+	if (conn == NULL)
+		return err->code;
+	/* One context per connection: nothing is shared between threads. */
+	ctx = tls_ctx_new(opts, err);
+	if (ctx == NULL)
+		goto free_conn;
+	conn->ssl = SSL_new(ctx);
+	SSL_CTX_free(ctx); /* the SSL holds its own reference */
+	if (conn->ssl == NULL || ssl_attach_fd(conn->ssl, fd) != 0) {
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory for TLS");
+		goto free_conn;
+	}
+	if (tls_set_host(conn->ssl, opts->host, err) != 0)
+		goto free_conn;
+	if (set_nonblock(fd, 1) < 0) {
+		mfs_err_set(err, MFS_E_TLS, "TLS to %s: %s", opts->host,
+			    strerror(errno));
+		goto free_conn;
+	}
+	if (tls_handshake(conn, opts->host, deadline, err) != 0)
+		goto free_conn;
+	*connp = conn;
+	return MFS_OK;
+
+free_conn:
+	ERR_clear_error();
+	conn_destroy(conn);
+	return err->code;
+}
+
+mailstream *mfs_stream_tls(int fd, const struct mfs_tls_opts *opts,
+			   struct mfs_err *err)
+{
+	struct mfs_conn *conn;
+	mailstream *s;
+
+	if (tls_conn_new(fd, opts, &conn, err) != MFS_OK)
+		goto close_fd;
+	s = conn_stream(conn, err);
+	if (s == NULL)
+		goto free_conn;
+	return s;
+
+free_conn:
+	conn_destroy(conn);
+close_fd:
+	close(fd);
+	return NULL;
+}
+
+int mfs_stream_starttls(mailstream *s, const struct mfs_tls_opts *opts,
+			struct mfs_err *err)
+{
+	const char *host = opts != NULL && opts->host != NULL ? opts->host : "";
+	mailstream_low *old_low, *low;
+	struct mfs_conn *conn;
+	int fd, r;
+
+	old_low = s != NULL ? mailstream_get_low(s) : NULL;
+	fd = mailstream_low_get_fd(old_low);
+	if (fd < 0)
+		return mfs_err_set(err, MFS_E_TLS,
+				   "TLS to %s: the connection is closed", host);
+	/* Bytes that came before the handshake were never protected. */
+	if (s->read_buffer_len != 0)
+		return mfs_err_set(err, MFS_E_TLS,
+				   "TLS to %s: server sent data before the TLS "
+				   "handshake",
+				   host);
+	r = tls_conn_new(fd, opts, &conn, err);
+	if (r != MFS_OK)
+		return r;
+	low = conn_low(conn, err);
+	if (low == NULL) {
+		conn_destroy(conn);
+		return MFS_E_NOMEM;
+	}
+	/* Frees the old driver's data; only mailstream_low_close closes fd. */
+	mailstream_low_free(old_low);
+	mailstream_set_low(s, low);
+	return MFS_OK;
+}
+
+int mfs_stream_timed_out(mailstream *s)
+{
+	struct mfs_conn *conn = stream_conn(s);
+
+	return conn != NULL && conn->timed_out;
+}
+
+static void copy_str(char *dst, size_t len, const char *src)
+{
+	if (dst != NULL && len > 0)
+		snprintf(dst, len, "%s", src);
+}
+
+void mfs_stream_tls_info(mailstream *s, char *version, size_t vlen,
+			 char *subject, size_t slen, char *issuer, size_t ilen)
+{
+	struct mfs_conn *conn = stream_conn(s);
+	X509 *cert;
+
+	copy_str(version, vlen, "");
+	copy_str(subject, slen, "");
+	copy_str(issuer, ilen, "");
+	if (conn == NULL || conn->ssl == NULL)
+		return;
+	copy_str(version, vlen, SSL_get_version(conn->ssl));
+	cert = SSL_get1_peer_certificate(conn->ssl);
+	if (cert == NULL)
+		return;
+	if (subject != NULL && slen > 0)
+		X509_NAME_oneline(X509_get_subject_name(cert), subject,
+				  (int)(slen > INT32_MAX ? INT32_MAX : slen));
+	if (issuer != NULL && ilen > 0)
+		X509_NAME_oneline(X509_get_issuer_name(cert), issuer,
+				  (int)(ilen > INT32_MAX ? INT32_MAX : ilen));
+	X509_free(cert);
+}
