@@ -25,7 +25,7 @@
 /* How long a folder listing is trusted before it is asked for again. */
 #define LIST_TTL 5
 /* How long the folder tree is trusted. */
-#define FOLDERS_TTL 30
+#define FOLDERS_TTL 5
 /* How long the kernel may keep what it learnt of a folder, and of the
  * immutable message directories and files. */
 #define FOLDER_ATTR_TTL 1.0
@@ -202,14 +202,14 @@ static void folders_sweep(struct mfs_fs *fs, struct mfs_node *dir)
 }
 
 /* LIST, then brings the folder nodes in line. Takes the locks itself. */
-static int refresh_folders(struct mfs_fs *fs, int force, struct mfs_err *err)
+static int refresh_folders(struct mfs_fs *fs, int ttl, struct mfs_err *err)
 {
 	struct mfs_store_folder *folders = NULL;
 	size_t n = 0, i;
 	int r = MFS_OK;
 
 	pthread_mutex_lock(&fs->refresh);
-	if (!force && time(NULL) - fs->folders_listed < FOLDERS_TTL)
+	if (ttl > 0 && time(NULL) - fs->folders_listed < ttl)
 		goto unlock_refresh;
 	r = fs->store->ops->list(fs->store, &folders, &n, err);
 	if (r != MFS_OK)
@@ -235,7 +235,7 @@ unlock_refresh:
 
 int mfs_fs_prepare(struct mfs_fs *fs, struct mfs_err *err)
 {
-	return refresh_folders(fs, 1, err);
+	return refresh_folders(fs, 0, err);
 }
 
 /* --- messages of a folder ------------------------------------------------ */
@@ -431,6 +431,15 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		pthread_mutex_lock(&fs->lock);
 		n = dir->linked ? mfs_nodes_child(fs->nodes, dir, name) : NULL;
 		mfs_nodes_release(fs->nodes, dir);
+	} else if (n == NULL && (dir->kind == MFS_N_ROOT ||
+				 dir->kind == MFS_N_FOLDER)) {
+		/* Perhaps a folder made since the last LIST. */
+		mfs_nodes_hold(dir);
+		pthread_mutex_unlock(&fs->lock);
+		refresh_folders(fs, FOLDERS_TTL, &err);
+		pthread_mutex_lock(&fs->lock);
+		n = dir->linked ? mfs_nodes_child(fs->nodes, dir, name) : NULL;
+		mfs_nodes_release(fs->nodes, dir);
 	}
 	if (n == NULL) {
 		pthread_mutex_unlock(&fs->lock);
@@ -580,7 +589,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 	pthread_mutex_unlock(&fs->lock);
 
 	if (dir->kind == MFS_N_ROOT &&
-	    refresh_folders(fs, 0, &err) != MFS_OK)
+	    refresh_folders(fs, FOLDERS_TTL, &err) != MFS_OK)
 		mfs_log_err("%s (showing the folders known before)", err.msg);
 	if (dir->kind == MFS_N_FOLDER &&
 	    refresh_folder(fs, dir, LIST_TTL, &err) != MFS_OK) {

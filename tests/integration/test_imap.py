@@ -173,7 +173,7 @@ def test_new_and_expunged_messages_show(env):
     c.create("Live")
     c.append("Live", None, None, make_message(500))
     path = os.path.join(M.path, "Live")
-    wait_for(lambda: os.path.isdir(path), 40, "the new folder")
+    wait_for(lambda: os.path.isdir(path), 15, "the new folder")
     eq(len(message_dirs(path)), 1, "one message")
     c.append("Live", None, None, make_message(501))
     wait_for(lambda: len(message_dirs(path)) == 2, 15, "the new message")
