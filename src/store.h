@@ -66,6 +66,47 @@ struct mfs_store_ops {
 	int (*fetch)(struct mfs_store *st, const char *folder,
 		     uint32_t validity, const struct mfs_store_msg *msg,
 		     int fd, size_t *len, struct mfs_err *err);
+
+	/* --- writes; NULL in a read-only store ---------------------------- */
+
+	/* CREATE folder (server name). MFS_E_EXIST: it exists already. */
+	int (*create)(struct mfs_store *st, const char *folder,
+		      struct mfs_err *err);
+	/* DELETE folder. MFS_E_NOENT: no such folder; MFS_E_NOTEMPTY: it
+	 * still holds messages; MFS_E_ACCESS: the server refused (INBOX). */
+	int (*remove)(struct mfs_store *st, const char *folder,
+		      struct mfs_err *err);
+	/* RENAME from to. MFS_E_NOENT, MFS_E_EXIST, MFS_E_ACCESS. */
+	int (*rename)(struct mfs_store *st, const char *from, const char *to,
+		      struct mfs_err *err);
+	/* APPEND the len bytes readable from fd (from offset 0, streamed, not
+	 * read into memory whole) to folder with the given flags and internal
+	 * date (0: the server's clock). On success *validity and *uid name
+	 * the new message when the server says (UIDPLUS), else *uid is 0.
+	 * MFS_E_NOENT: no such folder; MFS_E_INVAL: the server refused the
+	 * message as malformed. */
+	int (*append)(struct mfs_store *st, const char *folder, int fd,
+		      uint64_t len, time_t date, unsigned flags,
+		      uint32_t *validity, uint32_t *uid, struct mfs_err *err);
+	/* Moves message uid of folder `from` (numbered by validity) to folder
+	 * `to`: UID MOVE, else UID COPY + \Deleted + UID EXPUNGE of that UID
+	 * only (never a bare EXPUNGE). MFS_E_NOENT: the message or the
+	 * validity is gone, or `to` does not exist. */
+	int (*move)(struct mfs_store *st, const char *from, uint32_t validity,
+		    uint32_t uid, const char *to, struct mfs_err *err);
+	/* Deletes message uid: \Deleted + UID EXPUNGE of that UID only.
+	 * MFS_E_NOENT as for move. */
+	int (*expunge)(struct mfs_store *st, const char *folder,
+		       uint32_t validity, uint32_t uid, struct mfs_err *err);
+	/* UID STORE: how is '+' (add), '-' (remove) or '=' (set exactly);
+	 * flags are n names such as "\\Seen" or keywords. On success *now
+	 * holds the message's flags afterwards (MFS_FLAG_* bits).
+	 * MFS_E_NOENT as for move; MFS_E_INVAL: a name the server refused. */
+	int (*store_flags)(struct mfs_store *st, const char *folder,
+			   uint32_t validity, uint32_t uid, char how,
+			   const char *const *flags, size_t n, unsigned *now,
+			   struct mfs_err *err);
+
 	/* TLS version and certificate of the connection, for --check. */
 	void (*tls_info)(struct mfs_store *st, char *version, size_t vlen,
 			 char *subject, size_t slen, char *issuer, size_t ilen);
