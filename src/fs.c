@@ -14,11 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "mime.h"
 #include "names.h"
 #include "node.h"
 
@@ -40,6 +42,7 @@ struct mfs_fs {
 	const struct mfs_account *acct; /* borrowed */
 	time_t folders_listed;
 	unsigned gen;
+	char delim; /* the server's hierarchy delimiter, '\0' if flat */
 	uid_t uid;
 	gid_t gid;
 };
@@ -54,6 +57,8 @@ struct dir_snap {
 	} *ents; /* owned */
 };
 
+static void node_priv_free(struct mfs_node *n);
+
 struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
 			  struct mfs_store *store, struct mfs_cache *cache)
 {
@@ -61,7 +66,7 @@ struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
 
 	if (fs == NULL)
 		return NULL;
-	fs->nodes = mfs_nodes_new();
+	fs->nodes = mfs_nodes_new(node_priv_free);
 	if (fs->nodes == NULL) {
 		free(fs);
 		return NULL;
@@ -177,11 +182,14 @@ static int folder_add(struct mfs_fs *fs, const struct mfs_store_folder *f)
 		if (dir == NULL)
 			return -1;
 		dir->gen = fs->gen;
+		dir->delim = f->delim;
 		if (end == NULL)
 			break;
 		p = end + 1;
 	}
 	dir->noselect = f->noselect;
+	if (fs->delim == '\0')
+		fs->delim = f->delim;
 	return 0;
 }
 
@@ -346,28 +354,342 @@ unlock_refresh:
 	return r;
 }
 
-/* The fixed files of a message directory, made on first need. Caller holds
- * the lock. Returns 0, or -1 on ENOMEM. */
-static int message_populate(struct mfs_fs *fs, struct mfs_node *msg)
-{
-	struct mfs_node *eml;
 
-	if (msg->first_child != NULL)
-		return 0;
-	eml = mfs_nodes_add(fs->nodes, msg, "message.eml", MFS_N_FILE);
-	if (eml == NULL)
+/* --- message views ------------------------------------------------------- */
+
+/* The bytes of a message and their layout, made on the first look inside
+ * the message directory; owned by the message node (its priv). */
+struct view {
+	int fd;			   /* owned: the cache entry */
+	char *map;		   /* owned: fd mapped, or NULL when empty */
+	size_t len;
+	struct mfs_layout *layout; /* owned; borrows map */
+};
+
+/* A file being written into a folder (MFS_F_NEW); owned by its node. */
+struct upload {
+	int fd; /* owned: an anonymous file in cache_dir */
+};
+
+static void view_free(struct view *v)
+{
+	if (v == NULL)
+		return;
+	mfs_layout_free(v->layout);
+	if (v->map != NULL)
+		munmap(v->map, v->len);
+	if (v->fd >= 0)
+		close(v->fd);
+	free(v);
+}
+
+static void node_priv_free(struct mfs_node *n)
+{
+	if (n->kind == MFS_N_MESSAGE) {
+		view_free(n->priv);
+	} else if (n->kind == MFS_N_FILE && n->file == MFS_F_NEW) {
+		struct upload *u = n->priv;
+
+		close(u->fd);
+		free(u);
+	}
+	n->priv = NULL;
+}
+
+/* Which message to fetch: copied out of the tree under the lock. */
+struct msg_ref {
+	char *mailbox; /* owned */
+	uint32_t validity;
+	struct mfs_store_msg msg; /* uid, size and an owned uidl copy */
+};
+
+static void msg_ref_free(struct msg_ref *r)
+{
+	free(r->mailbox);
+	free(r->msg.uidl);
+	memset(r, 0, sizeof(*r));
+}
+
+/* The message node above n (n itself when it is one), or NULL. */
+static struct mfs_node *message_of(struct mfs_node *n)
+{
+	while (n != NULL && n->kind != MFS_N_MESSAGE)
+		n = n->parent;
+	return n;
+}
+
+/* Caller holds the lock. Returns 0, or -1 on ENOMEM. */
+static int msg_ref_take(const struct mfs_node *msg, struct msg_ref *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->mailbox = strdup(msg->parent->mailbox);
+	r->validity = msg->parent->validity;
+	r->msg.uid = msg->msg.uid;
+	r->msg.size = msg->msg.size;
+	if (msg->msg.uidl != NULL)
+		r->msg.uidl = strdup(msg->msg.uidl);
+	if (r->mailbox == NULL || (msg->msg.uidl != NULL && !r->msg.uidl)) {
+		msg_ref_free(r);
 		return -1;
-	eml->file = MFS_F_EML;
-	eml->size = msg->msg.size;
-	eml->mtime = msg->mtime;
+	}
 	return 0;
+}
+
+/* The cache key of a message: "m/<hex folder>/<validity>/<id>" plus a
+ * suffix (a decoded part: ".p<entry id>"). */
+static int cache_key(const struct msg_ref *r, const char *suffix, char *key,
+		     size_t len)
+{
+	char tail[64];
+
+	snprintf(key, len, "m/");
+	if (mfs_cache_key_hex(r->mailbox, key, len) != 0)
+		return -1;
+	snprintf(tail, sizeof(tail), "/%" PRIu32 "/", r->validity);
+	if (strlen(key) + strlen(tail) >= len)
+		return -1;
+	strcat(key, tail);
+	if (r->msg.uidl != NULL) {
+		if (mfs_cache_key_hex(r->msg.uidl, key, len) != 0)
+			return -1;
+	} else {
+		snprintf(tail, sizeof(tail), "%" PRIu32, r->msg.uid);
+		if (strlen(key) + strlen(tail) >= len)
+			return -1;
+		strcat(key, tail);
+	}
+	if (strlen(key) + strlen(suffix) >= len)
+		return -1;
+	strcat(key, suffix);
+	return 0;
+}
+
+struct fetch_ctx {
+	struct mfs_fs *fs;
+	const struct msg_ref *ref;
+};
+
+static int fetch_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
+{
+	struct fetch_ctx *f = ctx;
+
+	return f->fs->store->ops->fetch(f->fs->store, f->ref->mailbox,
+					f->ref->validity, &f->ref->msg, fd,
+					len, err);
+}
+
+/* An fd on the raw message: from the cache, else fetched into it. */
+static int message_fd(struct mfs_fs *fs, const struct msg_ref *r, int *fd,
+		      struct mfs_err *err)
+{
+	struct fetch_ctx ctx = {fs, r};
+	char key[1024];
+
+	if (r->msg.uid == 0 && r->msg.uidl == NULL)
+		return mfs_err_set(err, MFS_E_NOENT,
+				   "the message moved; list its folder again");
+	if (cache_key(r, "", key, sizeof(key)) != 0)
+		return mfs_err_set(err, MFS_E_IO, "cache key too long");
+	return mfs_cache_get(fs->cache, key, r->msg.size, fetch_fill, &ctx, fd,
+			     err);
+}
+
+static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
+		      struct view **out, struct mfs_err *err)
+{
+	struct view *v = calloc(1, sizeof(*v));
+	struct stat st;
+
+	if (v == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	v->fd = -1;
+	if (message_fd(fs, r, &v->fd, err) != MFS_OK)
+		goto fail;
+	if (fstat(v->fd, &st) != 0) {
+		mfs_err_set(err, MFS_E_IO, "cache: %s", strerror(errno));
+		goto fail;
+	}
+	v->len = (size_t)st.st_size;
+	if (v->len > 0) {
+		v->map = mmap(NULL, v->len, PROT_READ, MAP_SHARED, v->fd, 0);
+		if (v->map == MAP_FAILED) {
+			v->map = NULL;
+			mfs_err_set(err, MFS_E_IO, "cache: mmap: %s",
+				    strerror(errno));
+			goto fail;
+		}
+	}
+	if (mfs_layout_build(v->map, v->len, &v->layout, err) != MFS_OK)
+		goto fail;
+	*out = v;
+	return MFS_OK;
+fail:
+	view_free(v);
+	return err->code;
+}
+
+/* Makes sure msg has its view. Caller holds the lock and a hold on msg;
+ * the lock is dropped while the message is fetched. */
+static int view_ensure(struct mfs_fs *fs, struct mfs_node *msg,
+		       struct mfs_err *err)
+{
+	struct msg_ref r;
+	struct view *v = NULL;
+	int rc;
+
+	if (msg->priv != NULL)
+		return MFS_OK;
+	if (msg_ref_take(msg, &r) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	pthread_mutex_unlock(&fs->lock);
+	rc = view_build(fs, &r, &v, err);
+	pthread_mutex_lock(&fs->lock);
+	msg_ref_free(&r);
+	if (rc != MFS_OK)
+		return rc;
+	if (msg->priv == NULL)
+		msg->priv = v;
+	else
+		view_free(v);
+	return MFS_OK;
+}
+
+/* The text of the flags file. Returns a malloc'd string or NULL. */
+static char *flags_text(unsigned flags)
+{
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} names[] = {
+		{MFS_FLAG_SEEN, "\\Seen"},	 {MFS_FLAG_ANSWERED, "\\Answered"},
+		{MFS_FLAG_FLAGGED, "\\Flagged"}, {MFS_FLAG_DELETED, "\\Deleted"},
+		{MFS_FLAG_DRAFT, "\\Draft"},
+	};
+	char *s = calloc(1, 64);
+	size_t i;
+
+	if (s == NULL)
+		return NULL;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (flags & names[i].bit) {
+			strcat(s, names[i].name);
+			strcat(s, "\n");
+		}
+	}
+	return s;
+}
+
+static void flags_node_update(struct mfs_node *msg)
+{
+	struct mfs_node *c;
+	char *text = flags_text(msg->msg.flags);
+
+	for (c = msg->first_child; c != NULL; c = c->next_sibling)
+		if (c->kind == MFS_N_FILE && c->file == MFS_F_FLAGS)
+			c->size = text != NULL ? strlen(text) : 0;
+	free(text);
+}
+
+/* Makes the nodes of a layout directory under dirnode. Caller holds the
+ * lock. Returns 0, or -1 on ENOMEM. */
+static int dir_populate(struct mfs_fs *fs, struct mfs_node *dirnode,
+			const struct mfs_dir *d)
+{
+	size_t i;
+
+	for (i = 0; i < d->n; i++) {
+		struct mfs_entry *e = &d->entries[i];
+		struct mfs_node *n;
+
+		if (mfs_nodes_child(fs->nodes, dirnode, e->name) != NULL)
+			continue;
+		n = mfs_nodes_add(fs->nodes, dirnode, e->name,
+				  e->is_dir ? MFS_N_PARTDIR : MFS_N_FILE);
+		if (n == NULL)
+			return -1;
+		n->mtime = dirnode->mtime;
+		if (e->is_dir) {
+			n->dir = e->dir;
+		} else {
+			n->file = MFS_F_PART;
+			n->entry = e;
+		}
+	}
+	dirnode->populated = 1;
+	return 0;
+}
+
+/* Makes the children of a message or part directory, fetching the message
+ * when needed. Caller holds the lock and a hold on dir. */
+static int dir_ensure(struct mfs_fs *fs, struct mfs_node *dir,
+		      struct mfs_err *err)
+{
+	struct mfs_node *msg = message_of(dir), *flags;
+	struct view *v;
+
+	if (dir->populated)
+		return MFS_OK;
+	if (view_ensure(fs, msg, err) != MFS_OK)
+		return err->code;
+	if (dir->populated)
+		return MFS_OK;
+	v = msg->priv;
+	if (dir->kind == MFS_N_PARTDIR)
+		return dir_populate(fs, dir, dir->dir) == 0
+			       ? MFS_OK
+			       : mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	if (dir_populate(fs, dir, &v->layout->root_dir) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	flags = mfs_nodes_child(fs->nodes, dir, "flags");
+	if (flags == NULL) {
+		flags = mfs_nodes_add(fs->nodes, dir, "flags", MFS_N_FILE);
+		if (flags == NULL)
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		flags->file = MFS_F_FLAGS;
+		flags->mtime = dir->mtime;
+		flags_node_update(dir);
+	}
+	return MFS_OK;
 }
 
 /* --- attributes ---------------------------------------------------------- */
 
+/* Brings n->size up to date. Caller holds the lock. */
+static int node_size(struct mfs_node *n, struct mfs_err *err)
+{
+	struct mfs_node *msg;
+	struct stat st;
+
+	if (n->kind != MFS_N_FILE)
+		return MFS_OK;
+	switch (n->file) {
+	case MFS_F_PART:
+		msg = message_of(n);
+		return mfs_entry_size(((struct view *)msg->priv)->layout,
+				      n->entry, &n->size, err);
+	case MFS_F_NEW:
+		if (fstat(((struct upload *)n->priv)->fd, &st) == 0)
+			n->size = (uint64_t)st.st_size;
+		return MFS_OK;
+	default:
+		return MFS_OK;
+	}
+}
+
+static int node_writable(const struct mfs_fs *fs, const struct mfs_node *n)
+{
+	if (fs->store->read_only)
+		return 0;
+	if (n->kind == MFS_N_FILE)
+		return n->file != MFS_F_PART;
+	return n->kind != MFS_N_PARTDIR;
+}
+
 static void node_stat(const struct mfs_fs *fs, const struct mfs_node *n,
 		      struct stat *st)
 {
+	int w = node_writable(fs, n);
+
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
 	st->st_uid = fs->uid;
@@ -375,21 +697,23 @@ static void node_stat(const struct mfs_fs *fs, const struct mfs_node *n,
 	st->st_mtime = st->st_ctime = st->st_atime = n->mtime;
 	st->st_blksize = 4096;
 	if (n->kind == MFS_N_FILE) {
-		st->st_mode = S_IFREG | 0400;
+		st->st_mode = S_IFREG | (w ? 0600 : 0400);
 		st->st_nlink = 1;
 		st->st_size = (off_t)n->size;
 		st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
 	} else {
-		st->st_mode = S_IFDIR | 0700;
+		st->st_mode = S_IFDIR | (w ? 0700 : 0500);
 		st->st_nlink = 2;
 	}
 }
 
 static double node_ttl(const struct mfs_node *n)
 {
-	return n->kind == MFS_N_MESSAGE || n->kind == MFS_N_FILE
-		       ? MESSAGE_ATTR_TTL
-		       : FOLDER_ATTR_TTL;
+	if (n->kind == MFS_N_FILE && n->file != MFS_F_PART)
+		return 0.0; /* flags and new files change under us */
+	if (n->kind == MFS_N_ROOT || n->kind == MFS_N_FOLDER)
+		return FOLDER_ATTR_TTL;
+	return MESSAGE_ATTR_TTL;
 }
 
 static void reply_err(fuse_req_t req, const struct mfs_err *err)
@@ -399,49 +723,76 @@ static void reply_err(fuse_req_t req, const struct mfs_err *err)
 	fuse_reply_err(req, mfs_err_errno(err->code));
 }
 
-/* --- handlers ------------------------------------------------------------ */
+/* Replies with an entry for n and counts the lookup. Caller holds the
+ * lock. */
+static void reply_entry(fuse_req_t req, struct mfs_fs *fs, struct mfs_node *n)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = n->ino;
+	e.attr_timeout = e.entry_timeout = node_ttl(n);
+	node_stat(fs, n, &e.attr);
+	mfs_nodes_lookup(n);
+	fuse_reply_entry(req, &e);
+}
+
+/* The node of inode ino, or NULL after replying with an error. Takes the
+ * lock: on success the caller holds it. */
+static struct mfs_node *node_get(fuse_req_t req, struct mfs_fs *fs,
+				 fuse_ino_t ino)
+{
+	struct mfs_node *n;
+
+	pthread_mutex_lock(&fs->lock);
+	n = mfs_nodes_get(fs->nodes, ino);
+	if (n == NULL) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, ENOENT);
+	}
+	return n;
+}
+
+/* --- handlers: looking ---------------------------------------------------- */
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct mfs_fs *fs = fuse_req_userdata(req);
-	struct fuse_entry_param e;
 	struct mfs_node *dir, *n;
 	struct mfs_err err;
 
 	mfs_err_clear(&err);
-	pthread_mutex_lock(&fs->lock);
-	dir = mfs_nodes_get(fs->nodes, parent);
-	if (dir == NULL || dir->kind == MFS_N_FILE) {
+	dir = node_get(req, fs, parent);
+	if (dir == NULL)
+		return;
+	if (dir->kind == MFS_N_FILE) {
 		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, dir == NULL ? ENOENT : ENOTDIR);
+		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
-	if (dir->kind == MFS_N_MESSAGE && message_populate(fs, dir) != 0) {
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
+	mfs_nodes_hold(dir);
+	if (dir->kind == MFS_N_MESSAGE || dir->kind == MFS_N_PARTDIR)
+		dir_ensure(fs, dir, &err);
 	n = mfs_nodes_child(fs->nodes, dir, name);
 	if (n == NULL && dir->kind == MFS_N_FOLDER && !dir->noselect &&
 	    strstr(name, " \xc2\xb7") != NULL) {
 		/* Looks like a message we have not listed yet: list again. */
-		mfs_nodes_hold(dir);
 		pthread_mutex_unlock(&fs->lock);
 		refresh_folder(fs, dir, dir->listed == 0 ? 0 : 1, &err);
 		pthread_mutex_lock(&fs->lock);
 		n = dir->linked ? mfs_nodes_child(fs->nodes, dir, name) : NULL;
-		mfs_nodes_release(fs->nodes, dir);
 	} else if (n == NULL && (dir->kind == MFS_N_ROOT ||
 				 dir->kind == MFS_N_FOLDER)) {
 		/* Perhaps a folder made since the last LIST. */
-		mfs_nodes_hold(dir);
 		pthread_mutex_unlock(&fs->lock);
 		refresh_folders(fs, FOLDERS_TTL, &err);
 		pthread_mutex_lock(&fs->lock);
 		n = dir->linked ? mfs_nodes_child(fs->nodes, dir, name) : NULL;
-		mfs_nodes_release(fs->nodes, dir);
 	}
+	if (n != NULL && node_size(n, &err) != MFS_OK)
+		n = NULL;
 	if (n == NULL) {
+		mfs_nodes_release(fs->nodes, dir);
 		pthread_mutex_unlock(&fs->lock);
 		if (err.code != MFS_OK && err.code != MFS_E_NOENT) {
 			reply_err(req, &err);
@@ -450,13 +801,9 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	memset(&e, 0, sizeof(e));
-	e.ino = n->ino;
-	e.attr_timeout = e.entry_timeout = node_ttl(n);
-	node_stat(fs, n, &e.attr);
-	mfs_nodes_lookup(n);
+	reply_entry(req, fs, n);
+	mfs_nodes_release(fs->nodes, dir);
 	pthread_mutex_unlock(&fs->lock);
-	fuse_reply_entry(req, &e);
 }
 
 static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -494,15 +841,18 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 {
 	struct mfs_fs *fs = fuse_req_userdata(req);
 	struct mfs_node *n;
+	struct mfs_err err;
 	struct stat st;
 	double ttl;
 
 	(void)fi;
-	pthread_mutex_lock(&fs->lock);
-	n = mfs_nodes_get(fs->nodes, ino);
-	if (n == NULL) {
+	mfs_err_clear(&err);
+	n = node_get(req, fs, ino);
+	if (n == NULL)
+		return;
+	if (node_size(n, &err) != MFS_OK) {
 		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, ENOENT);
+		reply_err(req, &err);
 		return;
 	}
 	node_stat(fs, n, &st);
@@ -573,49 +923,44 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 {
 	struct mfs_fs *fs = fuse_req_userdata(req);
 	struct mfs_node *dir;
-	struct dir_snap *s;
+	struct dir_snap *s = NULL;
 	struct mfs_err err;
-	int listed;
 
 	mfs_err_clear(&err);
-	pthread_mutex_lock(&fs->lock);
-	dir = mfs_nodes_get(fs->nodes, ino);
-	if (dir == NULL || dir->kind == MFS_N_FILE) {
+	dir = node_get(req, fs, ino);
+	if (dir == NULL)
+		return;
+	if (dir->kind == MFS_N_FILE) {
 		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, dir == NULL ? ENOENT : ENOTDIR);
+		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
 	mfs_nodes_hold(dir);
-	pthread_mutex_unlock(&fs->lock);
-
-	if (dir->kind == MFS_N_ROOT &&
-	    refresh_folders(fs, FOLDERS_TTL, &err) != MFS_OK)
-		mfs_log_err("%s (showing the folders known before)", err.msg);
-	if (dir->kind == MFS_N_FOLDER &&
-	    refresh_folder(fs, dir, LIST_TTL, &err) != MFS_OK) {
-		pthread_mutex_lock(&fs->lock);
-		listed = dir->listed != 0;
-		mfs_nodes_release(fs->nodes, dir);
+	if (dir->kind == MFS_N_ROOT) {
 		pthread_mutex_unlock(&fs->lock);
-		if (!listed) {
-			reply_err(req, &err);
-			return;
-		}
-		mfs_log_err("%s (showing the last listing)", err.msg);
+		if (refresh_folders(fs, FOLDERS_TTL, &err) != MFS_OK)
+			mfs_log_err("%s (showing the folders known before)",
+				    err.msg);
 		pthread_mutex_lock(&fs->lock);
-		mfs_nodes_hold(dir);
+	} else if (dir->kind == MFS_N_FOLDER) {
 		pthread_mutex_unlock(&fs->lock);
+		if (refresh_folder(fs, dir, LIST_TTL, &err) != MFS_OK)
+			mfs_log_err("%s (showing the last listing)", err.msg);
+		pthread_mutex_lock(&fs->lock);
+		if (err.code != MFS_OK && dir->listed == 0)
+			goto fail;
+	} else if (dir_ensure(fs, dir, &err) != MFS_OK) {
+		goto fail;
 	}
-
-	pthread_mutex_lock(&fs->lock);
-	if (dir->kind == MFS_N_MESSAGE && message_populate(fs, dir) != 0)
-		s = NULL;
-	else
-		s = snap_take(dir);
+	mfs_err_clear(&err);
+	s = snap_take(dir);
+	if (s == NULL)
+		mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
+fail:
 	mfs_nodes_release(fs->nodes, dir);
 	pthread_mutex_unlock(&fs->lock);
 	if (s == NULL) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, &err);
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)s;
@@ -660,121 +1005,6 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_err(req, 0);
 }
 
-/* What the cache needs to fetch a message it does not have. */
-struct fetch_ctx {
-	struct mfs_fs *fs;
-	const char *mailbox;
-	uint32_t validity;
-	struct mfs_store_msg msg; /* borrowed strings: only ids are used */
-};
-
-static int fetch_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
-{
-	struct fetch_ctx *f = ctx;
-
-	return f->fs->store->ops->fetch(f->fs->store, f->mailbox, f->validity,
-					&f->msg, fd, len, err);
-}
-
-/* The cache key of a message: "m/<hex folder>/<validity>/<id>". */
-static int message_key(const char *mailbox, uint32_t validity,
-		       const struct mfs_store_msg *m, char *key, size_t len)
-{
-	char tail[64];
-
-	snprintf(key, len, "m/");
-	if (mfs_cache_key_hex(mailbox, key, len) != 0)
-		return -1;
-	if (m->uidl != NULL) {
-		snprintf(tail, sizeof(tail), "/%" PRIu32 "/", validity);
-		if (strlen(key) + strlen(tail) >= len)
-			return -1;
-		strcat(key, tail);
-		return mfs_cache_key_hex(m->uidl, key, len);
-	}
-	snprintf(tail, sizeof(tail), "/%" PRIu32 "/%" PRIu32, validity, m->uid);
-	if (strlen(key) + strlen(tail) >= len)
-		return -1;
-	strcat(key, tail);
-	return 0;
-}
-
-static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct mfs_fs *fs = fuse_req_userdata(req);
-	struct mfs_node *n, *folder;
-	struct fetch_ctx ctx = {.fs = fs};
-	char key[1024], *mailbox = NULL, *uidl = NULL;
-	struct mfs_err err;
-	int fd = -1, has_uidl;
-
-	mfs_err_clear(&err);
-	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
-		fuse_reply_err(req, fs->store->read_only ? EROFS : EACCES);
-		return;
-	}
-	pthread_mutex_lock(&fs->lock);
-	n = mfs_nodes_get(fs->nodes, ino);
-	if (n == NULL || n->kind != MFS_N_FILE) {
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, n == NULL ? ENOENT : EISDIR);
-		return;
-	}
-	folder = n->parent->parent;
-	mailbox = strdup(folder->mailbox);
-	has_uidl = n->parent->msg.uidl != NULL;
-	if (has_uidl)
-		uidl = strdup(n->parent->msg.uidl);
-	ctx.msg.uid = n->parent->msg.uid;
-	ctx.msg.size = n->parent->msg.size;
-	ctx.validity = folder->validity;
-	pthread_mutex_unlock(&fs->lock);
-	ctx.mailbox = mailbox;
-	ctx.msg.uidl = uidl;
-	if (mailbox == NULL || (has_uidl && uidl == NULL)) {
-		mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
-		goto fail;
-	}
-	if (message_key(mailbox, ctx.validity, &ctx.msg, key, sizeof(key)) !=
-	    0) {
-		mfs_err_set(&err, MFS_E_IO, "cache key too long");
-		goto fail;
-	}
-	if (mfs_cache_get(fs->cache, key, ctx.msg.size, fetch_fill, &ctx, &fd,
-			  &err) != MFS_OK)
-		goto fail;
-	free(mailbox);
-	free(uidl);
-	fi->fh = (uint64_t)fd;
-	fi->keep_cache = 1; /* a message never changes */
-	fuse_reply_open(req, fi);
-	return;
-fail:
-	free(mailbox);
-	free(uidl);
-	reply_err(req, &err);
-}
-
-static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    struct fuse_file_info *fi)
-{
-	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
-
-	(void)ino;
-	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = (int)fi->fh;
-	buf.buf[0].pos = off;
-	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
-}
-
-static void fs_release(fuse_req_t req, fuse_ino_t ino,
-		       struct fuse_file_info *fi)
-{
-	(void)ino;
-	close((int)fi->fh);
-	fuse_reply_err(req, 0);
-}
-
 static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct statvfs st = {0};
@@ -786,67 +1016,989 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &st);
 }
 
-/* Writes are not part of this tree yet: the mount is read-only. */
-static void fs_rofs_entry(fuse_req_t req, fuse_ino_t parent, const char *name,
-			  mode_t mode)
+/* --- open files ---------------------------------------------------------- */
+
+/* An open file. */
+struct handle {
+	struct mfs_node *node; /* held */
+	int fd;		       /* owned, or -1 when the content is buf */
+	off_t base;	       /* where the file starts in fd */
+	uint64_t size;	       /* bytes readable from fd at base */
+	char *buf;	       /* owned: content (flags), or what was written */
+	size_t len, cap;
+	int dirty; /* written since the last flush */
+};
+
+static void handle_free(struct mfs_fs *fs, struct handle *h)
 {
-	(void)parent;
-	(void)name;
+	if (h == NULL)
+		return;
+	if (h->fd >= 0)
+		close(h->fd);
+	free(h->buf);
+	pthread_mutex_lock(&fs->lock);
+	mfs_nodes_release(fs->nodes, h->node);
+	pthread_mutex_unlock(&fs->lock);
+	free(h);
+}
+
+/* Writes decoded bytes to the cache file being filled. */
+struct decode_ctx {
+	int fd;
+	size_t len;
+};
+
+static int decode_sink(void *ctx, const char *data, size_t len)
+{
+	struct decode_ctx *d = ctx;
+
+	while (len > 0) {
+		ssize_t w = write(d->fd, data, len);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return MFS_E_IO;
+		d->len += (size_t)w;
+		data += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+struct part_fill {
+	const struct mfs_layout *layout;
+	const struct mfs_entry *entry;
+};
+
+static int part_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
+{
+	struct part_fill *p = ctx;
+	struct decode_ctx d = {fd, 0};
+
+	if (mfs_entry_decode(p->layout, p->entry, decode_sink, &d, err) !=
+	    MFS_OK)
+		return err->code;
+	*len = d.len;
+	return MFS_OK;
+}
+
+/* Opens a file of the message layout: raw ranges straight from the
+ * message's cache entry, decoded files through a cache entry of their own.
+ * Caller holds the lock and a hold on n; the lock is dropped while
+ * decoding. */
+static int open_part(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
+		     struct mfs_err *err)
+{
+	struct mfs_node *msg = message_of(n);
+	struct view *v = msg->priv;
+	const struct mfs_entry *e = n->entry;
+	struct part_fill pf = {v->layout, e};
+	struct msg_ref r;
+	char key[1024], suffix[32];
+	int rc;
+
+	if (e->src.kind == MFS_SRC_RAW) {
+		h->fd = dup(v->fd);
+		if (h->fd < 0)
+			return mfs_err_set(err, MFS_E_IO, "dup: %s",
+					   strerror(errno));
+		h->base = (off_t)e->src.off;
+		h->size = e->src.len;
+		return MFS_OK;
+	}
+	if (msg_ref_take(msg, &r) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	snprintf(suffix, sizeof(suffix), ".p%" PRIu32, e->id);
+	if (cache_key(&r, suffix, key, sizeof(key)) != 0) {
+		msg_ref_free(&r);
+		return mfs_err_set(err, MFS_E_IO, "cache key too long");
+	}
+	msg_ref_free(&r);
+	h->size = n->size;
+	pthread_mutex_unlock(&fs->lock);
+	rc = mfs_cache_get(fs->cache, key, h->size, part_fill, &pf, &h->fd,
+			   err);
+	pthread_mutex_lock(&fs->lock);
+	return rc;
+}
+
+static int handle_append(struct handle *h, const char *data, size_t len,
+			 off_t off)
+{
+	size_t end = (size_t)off + len;
+
+	if (off < 0 || end > 65536)
+		return EFBIG;
+	if (end > h->cap) {
+		char *b = realloc(h->buf, end);
+
+		if (b == NULL)
+			return ENOMEM;
+		h->buf = b;
+		h->cap = end;
+	}
+	if ((size_t)off > h->len)
+		memset(h->buf + h->len, 0, (size_t)off - h->len);
+	memcpy(h->buf + off, data, len);
+	if (end > h->len)
+		h->len = end;
+	return 0;
+}
+
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	int writing = (fi->flags & O_ACCMODE) != O_RDONLY;
+	struct handle *h;
+	struct mfs_node *n;
+	struct mfs_err err;
+	int rc = MFS_OK;
+
+	mfs_err_clear(&err);
+	n = node_get(req, fs, ino);
+	if (n == NULL)
+		return;
+	if (n->kind != MFS_N_FILE) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if (writing && !node_writable(fs, n)) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, fs->store->read_only ? EROFS : EACCES);
+		return;
+	}
+	h = calloc(1, sizeof(*h));
+	if (h == NULL) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	h->fd = -1;
+	h->node = n;
+	mfs_nodes_hold(n);
+	switch (n->file) {
+	case MFS_F_PART:
+		rc = open_part(fs, n, h, &err);
+		fi->keep_cache = 1; /* a message never changes */
+		break;
+	case MFS_F_FLAGS:
+		if (!writing || !(fi->flags & O_TRUNC)) {
+			h->buf = flags_text(message_of(n)->msg.flags);
+			h->len = h->cap = h->buf ? strlen(h->buf) : 0;
+			if (h->buf == NULL)
+				rc = mfs_err_set(&err, MFS_E_NOMEM, "no memory");
+		}
+		fi->direct_io = 1;
+		break;
+	case MFS_F_NEW:
+		h->fd = dup(((struct upload *)n->priv)->fd);
+		if (h->fd < 0)
+			rc = mfs_err_set(&err, MFS_E_IO, "dup: %s",
+					 strerror(errno));
+		fi->direct_io = 1;
+		break;
+	default:
+		rc = mfs_err_set(&err, MFS_E_ACCESS, "not a file to open");
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (rc != MFS_OK) {
+		handle_free(fs, h);
+		reply_err(req, &err);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fuse_reply_open(req, fi);
+}
+
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+
+	(void)ino;
+	if (h->fd < 0 || h->node->file == MFS_F_NEW) {
+		if (h->fd >= 0) { /* a new file reads back what was written */
+			buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+			buf.buf[0].fd = h->fd;
+			buf.buf[0].pos = off;
+			fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+			return;
+		}
+		if ((size_t)off >= h->len) {
+			fuse_reply_buf(req, NULL, 0);
+			return;
+		}
+		if (size > h->len - (size_t)off)
+			size = h->len - (size_t)off;
+		fuse_reply_buf(req, h->buf + off, size);
+		return;
+	}
+	if ((uint64_t)off >= h->size) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (size > h->size - (uint64_t)off)
+		size = (size_t)(h->size - (uint64_t)off);
+	buf.buf[0].size = size;
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = h->fd;
+	buf.buf[0].pos = h->base + off;
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	ssize_t w;
+	int e;
+
+	(void)ino;
+	if (h->node->file == MFS_F_NEW) {
+		w = pwrite(h->fd, data, size, off);
+		if (w < 0) {
+			fuse_reply_err(req, errno);
+			return;
+		}
+		h->dirty = 1;
+		fuse_reply_write(req, (size_t)w);
+		return;
+	}
+	if (h->node->file != MFS_F_FLAGS) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	e = handle_append(h, data, size, off);
+	if (e != 0) {
+		fuse_reply_err(req, e);
+		return;
+	}
+	h->dirty = 1;
+	fuse_reply_write(req, size);
+}
+
+/* Parses a written flags file and stores it. Lines "\Flag" or "keyword"
+ * set the flags exactly; lines "+X" / "-X" add or remove. */
+static int flags_apply(struct mfs_fs *fs, struct mfs_node *file,
+		       const char *text, size_t len, struct mfs_err *err)
+{
+	const char *set[64], *add[64], *del[64];
+	size_t nset = 0, nadd = 0, ndel = 0;
+	char *copy = strndup(text, len), *line, *save = NULL;
+	struct mfs_node *msg;
+	struct msg_ref r;
+	unsigned now = 0;
+	int rc = MFS_OK, plain = 0;
+
+	if (copy == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	for (line = strtok_r(copy, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		size_t l;
+
+		while (*line == ' ' || *line == '\t')
+			line++;
+		l = strlen(line);
+		while (l > 0 && (line[l - 1] == ' ' || line[l - 1] == '\t' ||
+				 line[l - 1] == '\r'))
+			line[--l] = '\0';
+		if (l == 0)
+			continue;
+		if (nset == 64 || nadd == 64 || ndel == 64) {
+			free(copy);
+			return mfs_err_set(err, MFS_E_INVAL, "too many flags");
+		}
+		if (line[0] == '+')
+			add[nadd++] = line + 1;
+		else if (line[0] == '-')
+			del[ndel++] = line + 1;
+		else {
+			set[nset++] = line;
+			plain = 1;
+		}
+	}
+	pthread_mutex_lock(&fs->lock);
+	msg = message_of(file);
+	rc = msg_ref_take(msg, &r) == 0
+		     ? MFS_OK
+		     : mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	pthread_mutex_unlock(&fs->lock);
+	if (rc != MFS_OK) {
+		free(copy);
+		return rc;
+	}
+	if (r.msg.uid == 0)
+		rc = mfs_err_set(err, MFS_E_NOENT, "the message moved");
+	if (rc == MFS_OK && (plain || (nadd == 0 && ndel == 0))) {
+		/* exact set, including the + lines */
+		size_t i;
+
+		for (i = 0; i < nadd && nset < 64; i++)
+			set[nset++] = add[i];
+		rc = fs->store->ops->store_flags(fs->store, r.mailbox,
+						 r.validity, r.msg.uid, '=', set,
+						 nset, &now, err);
+		nadd = 0;
+	}
+	if (rc == MFS_OK && nadd > 0)
+		rc = fs->store->ops->store_flags(fs->store, r.mailbox,
+						 r.validity, r.msg.uid, '+', add,
+						 nadd, &now, err);
+	if (rc == MFS_OK && ndel > 0)
+		rc = fs->store->ops->store_flags(fs->store, r.mailbox,
+						 r.validity, r.msg.uid, '-', del,
+						 ndel, &now, err);
+	if (rc == MFS_OK) {
+		pthread_mutex_lock(&fs->lock);
+		msg->msg.flags = now;
+		flags_node_update(msg);
+		pthread_mutex_unlock(&fs->lock);
+	}
+	msg_ref_free(&r);
+	free(copy);
+	return rc;
+}
+
+/* Is the start of the file a plausible RFC 5322 header? */
+static int looks_like_message(const char *head, size_t len)
+{
+	size_t i = 0;
+
+	if (len == 0)
+		return 0;
+	/* the first line must be a field: name of printable ASCII, then ':' */
+	while (i < len && head[i] > 32 && head[i] < 127 && head[i] != ':')
+		i++;
+	return i > 0 && i < len && head[i] == ':';
+}
+
+/* APPENDs a new file of a folder. */
+static int upload_commit(struct mfs_fs *fs, struct handle *h,
+			 struct mfs_err *err)
+{
+	char head[65536], *date, *mailbox;
+	struct mfs_node *folder;
+	uint32_t validity = 0, uid = 0;
+	time_t when = 0;
+	struct stat st;
+	ssize_t got;
+	int rc;
+
+	if (fstat(h->fd, &st) != 0)
+		return mfs_err_set(err, MFS_E_IO, "%s", strerror(errno));
+	got = pread(h->fd, head, sizeof(head) - 1, 0);
+	if (got < 0)
+		return mfs_err_set(err, MFS_E_IO, "%s", strerror(errno));
+	head[got] = '\0';
+	if (!looks_like_message(head, (size_t)got))
+		return mfs_err_set(err, MFS_E_INVAL,
+				   "%s: not a mail message (no header line "
+				   "at the start); nothing was appended",
+				   h->node->name);
+	date = strcasestr(head, "\nDate:");
+	if (date != NULL)
+		when = mfs_parse_date(date + 6);
+	if (when == (time_t)-1)
+		when = 0;
+	pthread_mutex_lock(&fs->lock);
+	folder = h->node->parent;
+	mailbox = strdup(folder->mailbox);
+	pthread_mutex_unlock(&fs->lock);
+	if (mailbox == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	rc = fs->store->ops->append(fs->store, mailbox, h->fd,
+				    (uint64_t)st.st_size, when, 0, &validity,
+				    &uid, err);
+	free(mailbox);
+	pthread_mutex_lock(&fs->lock);
+	if (h->node->linked)
+		mfs_nodes_unlink(fs->nodes, h->node);
+	if (rc == MFS_OK)
+		folder->listed = 0; /* list again to show the new message */
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct mfs_err err;
+	int rc = MFS_OK;
+
+	(void)ino;
+	mfs_err_clear(&err);
+	if (!h->dirty) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	h->dirty = 0;
+	if (h->node->file == MFS_F_FLAGS)
+		rc = flags_apply(fs, h->node, h->buf ? h->buf : "", h->len,
+				 &err);
+	else if (h->node->file == MFS_F_NEW)
+		rc = upload_commit(fs, h, &err);
+	if (rc != MFS_OK) {
+		reply_err(req, &err);
+		return;
+	}
+	fuse_reply_err(req, 0);
+}
+
+static void fs_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+
+	(void)ino;
+	handle_free(fs, (struct handle *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/* --- handlers: changing the tree ----------------------------------------- */
+
+/* The server name of a new folder `name` under dir, or NULL (errno set:
+ * EINVAL for a name the server could not take, ENOMEM). Caller holds the
+ * lock. */
+static char *child_mailbox(struct mfs_fs *fs, const struct mfs_node *dir,
+			   const char *name)
+{
+	char delim = dir->kind == MFS_N_FOLDER ? dir->delim : fs->delim;
+	char *enc, *out;
+
+	if ((delim != '\0' && strchr(name, delim) != NULL) ||
+	    (dir->kind == MFS_N_FOLDER && delim == '\0')) {
+		errno = EINVAL;
+		return NULL;
+	}
+	enc = mfs_mutf7_encode(name);
+	if (enc == NULL)
+		return NULL;
+	if (dir->kind != MFS_N_FOLDER)
+		return enc;
+	if (asprintf(&out, "%s%c%s", dir->mailbox, delim, enc) < 0)
+		out = NULL;
+	free(enc);
+	return out;
+}
+
+static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *dir, *n;
+	struct mfs_err err;
+	char *mailbox;
+	int rc;
+
 	(void)mode;
-	fuse_reply_err(req, EROFS);
+	mfs_err_clear(&err);
+	dir = node_get(req, fs, parent);
+	if (dir == NULL)
+		return;
+	if (fs->store->read_only || fs->store->ops->create == NULL ||
+	    (dir->kind != MFS_N_ROOT && dir->kind != MFS_N_FOLDER)) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, fs->store->read_only ? EROFS : EPERM);
+		return;
+	}
+	if (mfs_nodes_child(fs->nodes, dir, name) != NULL) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, EEXIST);
+		return;
+	}
+	mailbox = child_mailbox(fs, dir, name);
+	if (mailbox == NULL) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, errno == ENOMEM ? ENOMEM : EINVAL);
+		return;
+	}
+	mfs_nodes_hold(dir);
+	pthread_mutex_unlock(&fs->lock);
+	rc = fs->store->ops->create(fs->store, mailbox, &err);
+	pthread_mutex_lock(&fs->lock);
+	if (rc == MFS_OK) {
+		n = folder_child(fs, dir, name, mailbox);
+		if (n == NULL) {
+			rc = mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
+		} else {
+			n->noselect = 0;
+			n->gen = fs->gen;
+			n->delim = dir->kind == MFS_N_FOLDER ? dir->delim
+							     : fs->delim;
+			n->mtime = time(NULL);
+			reply_entry(req, fs, n);
+		}
+	}
+	mfs_nodes_release(fs->nodes, dir);
+	pthread_mutex_unlock(&fs->lock);
+	free(mailbox);
+	if (rc != MFS_OK)
+		reply_err(req, &err);
 }
 
-static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
-		     mode_t mode, dev_t rdev)
+/* rmdir of a folder: DELETE. Of a message directory: expunge. */
+static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	(void)rdev;
-	fs_rofs_entry(req, parent, name, mode);
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *dir, *n, *c;
+	struct msg_ref r = {0};
+	struct mfs_err err;
+	char *mailbox = NULL;
+	int rc, has_msgs = 0;
+
+	mfs_err_clear(&err);
+	dir = node_get(req, fs, parent);
+	if (dir == NULL)
+		return;
+	n = mfs_nodes_child(fs->nodes, dir, name);
+	if (fs->store->read_only || n == NULL || n->kind == MFS_N_FILE ||
+	    n->kind == MFS_N_PARTDIR) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, fs->store->read_only ? EROFS
+				    : n == NULL	       ? ENOENT
+				    : n->kind == MFS_N_FILE ? ENOTDIR
+							    : EPERM);
+		return;
+	}
+	mfs_nodes_hold(n);
+	if (n->kind == MFS_N_MESSAGE) {
+		if (msg_ref_take(n, &r) != 0) {
+			rc = mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
+			goto out;
+		}
+		pthread_mutex_unlock(&fs->lock);
+		rc = r.msg.uid == 0
+			     ? mfs_err_set(&err, MFS_E_NOENT, "message moved")
+			     : fs->store->ops->expunge(fs->store, r.mailbox,
+						       r.validity, r.msg.uid,
+						       &err);
+		pthread_mutex_lock(&fs->lock);
+		if (rc == MFS_OK && n->linked)
+			mfs_nodes_unlink(fs->nodes, n);
+		goto out;
+	}
+	if (strcasecmp(n->mailbox, "INBOX") == 0) {
+		rc = mfs_err_set(&err, MFS_E_ACCESS, "INBOX cannot be removed");
+		goto out;
+	}
+	for (c = n->first_child; c != NULL; c = c->next_sibling)
+		if (c->kind == MFS_N_FOLDER)
+			break;
+	if (c != NULL) {
+		rc = mfs_err_set(&err, MFS_E_NOTEMPTY, "folder has subfolders");
+		goto out;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	rc = refresh_folder(fs, n, 0, &err);
+	pthread_mutex_lock(&fs->lock);
+	for (c = n->first_child; c != NULL; c = c->next_sibling)
+		if (c->kind == MFS_N_MESSAGE)
+			has_msgs = 1;
+	if (rc == MFS_OK && has_msgs)
+		rc = mfs_err_set(&err, MFS_E_NOTEMPTY, "folder holds messages");
+	if (rc != MFS_OK)
+		goto out;
+	mailbox = strdup(n->mailbox);
+	pthread_mutex_unlock(&fs->lock);
+	rc = mailbox == NULL
+		     ? mfs_err_set(&err, MFS_E_NOMEM, "out of memory")
+		     : fs->store->ops->remove(fs->store, mailbox, &err);
+	pthread_mutex_lock(&fs->lock);
+	if (rc == MFS_OK && n->linked)
+		mfs_nodes_unlink(fs->nodes, n);
+out:
+	mfs_nodes_release(fs->nodes, n);
+	pthread_mutex_unlock(&fs->lock);
+	msg_ref_free(&r);
+	free(mailbox);
+	if (rc != MFS_OK) {
+		reply_err(req, &err);
+		return;
+	}
+	fuse_reply_err(req, 0);
 }
 
-static void fs_rofs_name(fuse_req_t req, fuse_ino_t parent, const char *name)
+/* unlink: a file being written is dropped; the files of a message
+ * directory cannot be removed one by one, but "rm -r" removes them before
+ * the directory, so that succeeds and does nothing (rmdir of the message
+ * directory then deletes the message). */
+static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fs_rofs_entry(req, parent, name, 0);
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *dir, *n;
+	int e = 0;
+
+	dir = node_get(req, fs, parent);
+	if (dir == NULL)
+		return;
+	n = mfs_nodes_child(fs->nodes, dir, name);
+	if (fs->store->read_only)
+		e = EROFS;
+	else if (n == NULL)
+		e = ENOENT;
+	else if (n->kind != MFS_N_FILE)
+		e = EISDIR;
+	else if (n->file == MFS_F_NEW)
+		mfs_nodes_unlink(fs->nodes, n);
+	else if (n->kind == MFS_N_FILE && dir->kind == MFS_N_PARTDIR)
+		e = EPERM;
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_err(req, e);
+}
+
+/* After a folder rename: the server names of node and every folder below
+ * start with `to` instead of `from`. Caller holds the lock. */
+static int rename_prefix(struct mfs_node *n, const char *from, const char *to)
+{
+	struct mfs_node *c;
+	size_t flen = strlen(from);
+
+	if (n->kind == MFS_N_FOLDER && strncmp(n->mailbox, from, flen) == 0) {
+		char *m;
+
+		if (asprintf(&m, "%s%s", to, n->mailbox + flen) < 0)
+			return -1;
+		free(n->mailbox);
+		n->mailbox = m;
+	}
+	for (c = n->first_child; c != NULL; c = c->next_sibling)
+		if (c->kind == MFS_N_FOLDER && rename_prefix(c, from, to) != 0)
+			return -1;
+	return 0;
 }
 
 static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
 {
-	(void)newparent;
-	(void)newname;
-	(void)flags;
-	fs_rofs_name(req, parent, name);
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *dir, *ndir, *n;
+	struct msg_ref r = {0};
+	struct mfs_err err;
+	char *from = NULL, *to = NULL;
+	int rc = MFS_OK;
+
+	mfs_err_clear(&err);
+	dir = node_get(req, fs, parent);
+	if (dir == NULL)
+		return;
+	ndir = mfs_nodes_get(fs->nodes, newparent);
+	n = mfs_nodes_child(fs->nodes, dir, name);
+	if (fs->store->read_only || ndir == NULL || n == NULL ||
+	    (flags & RENAME_EXCHANGE)) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, fs->store->read_only ? EROFS
+				    : (flags & RENAME_EXCHANGE) ? EINVAL
+								: ENOENT);
+		return;
+	}
+	mfs_nodes_hold(n);
+	mfs_nodes_hold(ndir);
+	if (n->kind == MFS_N_MESSAGE) {
+		/* mv FOLDER/<msg> OTHER/: a move to another folder */
+		if (ndir->kind != MFS_N_FOLDER || ndir == dir ||
+		    ndir->noselect || strcmp(name, newname) != 0) {
+			rc = mfs_err_set(&err, MFS_E_ACCESS,
+					 "a message can only move to another "
+					 "folder, under its own name");
+			goto out;
+		}
+		if (mfs_nodes_child(fs->nodes, ndir, newname) != NULL) {
+			rc = mfs_err_set(&err, MFS_E_EXIST, "already there");
+			goto out;
+		}
+		if (msg_ref_take(n, &r) != 0 ||
+		    (to = strdup(ndir->mailbox)) == NULL) {
+			rc = mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
+			goto out;
+		}
+		pthread_mutex_unlock(&fs->lock);
+		rc = r.msg.uid == 0
+			     ? mfs_err_set(&err, MFS_E_NOENT, "message moved")
+			     : fs->store->ops->move(fs->store, r.mailbox,
+						    r.validity, r.msg.uid, to,
+						    &err);
+		pthread_mutex_lock(&fs->lock);
+		if (rc == MFS_OK && n->linked) {
+			/* Its UID in the new folder is not known here: the
+			 * next listing shows it under its new name. */
+			n->msg.uid = 0;
+			ndir->listed = 0;
+			if (mfs_nodes_move(fs->nodes, n, ndir, newname) != 0)
+				mfs_nodes_unlink(fs->nodes, n);
+		}
+		goto out;
+	}
+	if (n->kind != MFS_N_FOLDER ||
+	    (ndir->kind != MFS_N_FOLDER && ndir->kind != MFS_N_ROOT)) {
+		rc = mfs_err_set(&err, MFS_E_ACCESS, "only folders and "
+						     "messages can be moved");
+		goto out;
+	}
+	if (strcasecmp(n->mailbox, "INBOX") == 0) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, EBUSY);
+		pthread_mutex_lock(&fs->lock);
+		mfs_nodes_release(fs->nodes, ndir);
+		mfs_nodes_release(fs->nodes, n);
+		pthread_mutex_unlock(&fs->lock);
+		return;
+	}
+	if (mfs_nodes_child(fs->nodes, ndir, newname) != NULL) {
+		rc = mfs_err_set(&err, MFS_E_EXIST, "%s exists", newname);
+		goto out;
+	}
+	from = strdup(n->mailbox);
+	to = child_mailbox(fs, ndir, newname);
+	if (from == NULL || to == NULL) {
+		rc = mfs_err_set(&err, errno == ENOMEM ? MFS_E_NOMEM
+						       : MFS_E_INVAL,
+				 "cannot name a folder %s", newname);
+		goto out;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	rc = fs->store->ops->rename(fs->store, from, to, &err);
+	pthread_mutex_lock(&fs->lock);
+	if (rc == MFS_OK && n->linked &&
+	    (mfs_nodes_move(fs->nodes, n, ndir, newname) != 0 ||
+	     rename_prefix(n, from, to) != 0)) {
+		mfs_nodes_unlink(fs->nodes, n);
+		fs->folders_listed = 0;
+	}
+out:
+	mfs_nodes_release(fs->nodes, ndir);
+	mfs_nodes_release(fs->nodes, n);
+	pthread_mutex_unlock(&fs->lock);
+	msg_ref_free(&r);
+	free(from);
+	free(to);
+	if (rc != MFS_OK) {
+		reply_err(req, &err);
+		return;
+	}
+	fuse_reply_err(req, 0);
 }
 
+/* A regular file made in a folder: written to an anonymous file, APPENDed
+ * when closed. */
 static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, struct fuse_file_info *fi)
 {
-	(void)fi;
-	fs_rofs_entry(req, parent, name, mode);
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *dir, *n;
+	struct upload *u;
+	struct handle *h;
+	int fd;
+
+	(void)mode;
+	dir = node_get(req, fs, parent);
+	if (dir == NULL)
+		return;
+	if (fs->store->read_only || fs->store->ops->append == NULL ||
+	    dir->kind != MFS_N_FOLDER || dir->noselect) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, fs->store->read_only ? EROFS : EPERM);
+		return;
+	}
+	if (mfs_nodes_child(fs->nodes, dir, name) != NULL) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, EEXIST);
+		return;
+	}
+	fd = open(fs->acct->cache_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		fd = memfd_create("mailfs-new", MFD_CLOEXEC);
+	u = calloc(1, sizeof(*u));
+	h = calloc(1, sizeof(*h));
+	n = (fd >= 0 && u && h)
+		    ? mfs_nodes_add(fs->nodes, dir, name, MFS_N_FILE)
+		    : NULL;
+	if (n == NULL) {
+		pthread_mutex_unlock(&fs->lock);
+		if (fd >= 0)
+			close(fd);
+		free(u);
+		free(h);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	u->fd = fd;
+	n->priv = u;
+	n->file = MFS_F_NEW;
+	n->mtime = time(NULL);
+	h->node = n;
+	mfs_nodes_hold(n);
+	h->fd = dup(fd);
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = 1;
+	{
+		struct fuse_entry_param e;
+
+		memset(&e, 0, sizeof(e));
+		e.ino = n->ino;
+		node_stat(fs, n, &e.attr);
+		mfs_nodes_lookup(n);
+		pthread_mutex_unlock(&fs->lock);
+		if (fuse_reply_create(req, &e, fi) != 0)
+			handle_free(fs, h);
+	}
 }
 
 static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
 {
-	(void)ino;
-	(void)attr;
-	(void)to_set;
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *n;
+	struct stat st;
+	int e = 0;
+
 	(void)fi;
-	fuse_reply_err(req, EROFS);
+	n = node_get(req, fs, ino);
+	if (n == NULL)
+		return;
+	if (fs->store->read_only) {
+		e = EROFS;
+	} else if ((to_set & FUSE_SET_ATTR_SIZE) && n->kind == MFS_N_FILE &&
+		   n->file == MFS_F_NEW) {
+		if (ftruncate(((struct upload *)n->priv)->fd, attr->st_size) !=
+		    0)
+			e = errno;
+	} else if ((to_set & FUSE_SET_ATTR_SIZE) && n->kind == MFS_N_FILE &&
+		   n->file == MFS_F_FLAGS) {
+		/* "> flags": the write that follows sets them */
+	} else if (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
+			     FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		e = EPERM;
+	}
+	/* times are accepted and ignored: the message date is the mtime */
+	if (e == 0) {
+		struct mfs_err err;
+
+		mfs_err_clear(&err);
+		node_size(n, &err);
+		node_stat(fs, n, &st);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (e != 0)
+		fuse_reply_err(req, e);
+	else
+		fuse_reply_attr(req, &st, 0.0);
+}
+
+static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+
+	(void)parent;
+	(void)name;
+	(void)mode;
+	(void)rdev;
+	fuse_reply_err(req, fs->store->read_only ? EROFS : EPERM);
 }
 
 static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
 	(void)link;
-	fs_rofs_name(req, parent, name);
+	fs_mknod(req, parent, name, 0, 0);
 }
 
 static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		    const char *newname)
 {
 	(void)ino;
-	fs_rofs_name(req, newparent, newname);
+	fs_mknod(req, newparent, newname, 0, 0);
+}
+
+/* --- extended attributes: user.mail.flags on a message directory -------- */
+
+#define FLAGS_XATTR "user.mail.flags"
+
+static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *n;
+	char *text;
+
+	n = node_get(req, fs, ino);
+	if (n == NULL)
+		return;
+	if (n->kind != MFS_N_MESSAGE || strcmp(name, FLAGS_XATTR) != 0) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	text = flags_text(n->msg.flags);
+	pthread_mutex_unlock(&fs->lock);
+	if (text == NULL)
+		fuse_reply_err(req, ENOMEM);
+	else if (size == 0)
+		fuse_reply_xattr(req, strlen(text));
+	else if (size < strlen(text))
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, text, strlen(text));
+	free(text);
+}
+
+static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *n;
+	int is_msg;
+
+	n = node_get(req, fs, ino);
+	if (n == NULL)
+		return;
+	is_msg = n->kind == MFS_N_MESSAGE;
+	pthread_mutex_unlock(&fs->lock);
+	if (!is_msg)
+		size == 0 ? fuse_reply_xattr(req, 0)
+			  : fuse_reply_buf(req, NULL, 0);
+	else if (size == 0)
+		fuse_reply_xattr(req, sizeof(FLAGS_XATTR));
+	else if (size < sizeof(FLAGS_XATTR))
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, FLAGS_XATTR, sizeof(FLAGS_XATTR));
+}
+
+static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			const char *value, size_t size, int flags)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *n;
+	struct mfs_err err;
+	int rc;
+
+	(void)flags;
+	mfs_err_clear(&err);
+	n = node_get(req, fs, ino);
+	if (n == NULL)
+		return;
+	if (fs->store->read_only || n->kind != MFS_N_MESSAGE ||
+	    strcmp(name, FLAGS_XATTR) != 0) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, fs->store->read_only ? EROFS : ENOTSUP);
+		return;
+	}
+	mfs_nodes_hold(n);
+	pthread_mutex_unlock(&fs->lock);
+	/* flags_apply wants a node below the message: the message works too */
+	rc = flags_apply(fs, n, value, size, &err);
+	pthread_mutex_lock(&fs->lock);
+	mfs_nodes_release(fs->nodes, n);
+	pthread_mutex_unlock(&fs->lock);
+	if (rc != MFS_OK)
+		reply_err(req, &err);
+	else
+		fuse_reply_err(req, 0);
 }
 
 const struct fuse_lowlevel_ops mfs_fs_ops = {
@@ -860,14 +2012,19 @@ const struct fuse_lowlevel_ops mfs_fs_ops = {
 	.releasedir = fs_releasedir,
 	.open = fs_open,
 	.read = fs_read,
+	.write = fs_write,
+	.flush = fs_flush,
 	.release = fs_release,
 	.statfs = fs_statfs,
 	.mknod = fs_mknod,
-	.mkdir = fs_rofs_entry,
-	.unlink = fs_rofs_name,
-	.rmdir = fs_rofs_name,
+	.mkdir = fs_mkdir,
+	.unlink = fs_unlink,
+	.rmdir = fs_rmdir,
 	.rename = fs_rename,
 	.create = fs_create,
 	.symlink = fs_symlink,
 	.link = fs_link,
+	.getxattr = fs_getxattr,
+	.listxattr = fs_listxattr,
+	.setxattr = fs_setxattr,
 };

@@ -11,6 +11,7 @@ struct mfs_nodes {
 	size_t buckets;		   /* power of two, same for both */
 	unsigned long count;
 	uint64_t next_ino;
+	void (*priv_free)(struct mfs_node *node);
 };
 
 static uint64_t hash_bytes(uint64_t h, const char *s)
@@ -108,12 +109,39 @@ static void maybe_grow(struct mfs_nodes *t)
 	free(old_name);
 }
 
-struct mfs_nodes *mfs_nodes_new(void)
+static void sibling_remove(struct mfs_node *node)
+{
+	struct mfs_node *parent = node->parent;
+
+	if (node->prev_sibling != NULL)
+		node->prev_sibling->next_sibling = node->next_sibling;
+	else
+		parent->first_child = node->next_sibling;
+	if (node->next_sibling != NULL)
+		node->next_sibling->prev_sibling = node->prev_sibling;
+	else
+		parent->last_child = node->prev_sibling;
+	node->prev_sibling = node->next_sibling = NULL;
+}
+
+static void sibling_append(struct mfs_node *parent, struct mfs_node *n)
+{
+	n->prev_sibling = parent->last_child;
+	n->next_sibling = NULL;
+	if (parent->last_child != NULL)
+		parent->last_child->next_sibling = n;
+	else
+		parent->first_child = n;
+	parent->last_child = n;
+}
+
+struct mfs_nodes *mfs_nodes_new(void (*priv_free)(struct mfs_node *node))
 {
 	struct mfs_nodes *t = calloc(1, sizeof(*t));
 
 	if (t == NULL)
 		return NULL;
+	t->priv_free = priv_free;
 	t->buckets = 1024;
 	t->by_ino = calloc(t->buckets, sizeof(*t->by_ino));
 	t->by_name = calloc(t->buckets, sizeof(*t->by_name));
@@ -143,8 +171,10 @@ free_t:
 	return NULL;
 }
 
-static void node_destroy(struct mfs_node *n)
+static void node_destroy(struct mfs_nodes *t, struct mfs_node *n)
 {
+	if (n->priv != NULL && t->priv_free != NULL)
+		t->priv_free(n);
 	free(n->name);
 	free(n->mailbox);
 	free(n->msg.uidl);
@@ -163,7 +193,7 @@ void mfs_nodes_free(struct mfs_nodes *t)
 	for (i = 0; i < t->buckets; i++) {
 		for (n = t->by_ino[i]; n != NULL; n = next) {
 			next = n->next_by_ino;
-			node_destroy(n);
+			node_destroy(t, n);
 		}
 	}
 	free(t->by_ino);
@@ -215,12 +245,7 @@ struct mfs_node *mfs_nodes_add(struct mfs_nodes *t, struct mfs_node *parent,
 	n->refs = 1; /* linked */
 	n->linked = 1;
 	n->mtime = parent->mtime;
-	n->prev_sibling = parent->last_child;
-	if (parent->last_child != NULL)
-		parent->last_child->next_sibling = n;
-	else
-		parent->first_child = n;
-	parent->last_child = n;
+	sibling_append(parent, n);
 	hash_ino_insert(t, n);
 	hash_name_insert(t, n);
 	t->count++;
@@ -233,7 +258,7 @@ static void node_unref(struct mfs_nodes *t, struct mfs_node *n)
 		struct mfs_node *parent = n->parent;
 
 		hash_ino_remove(t, n);
-		node_destroy(n);
+		node_destroy(t, n);
 		t->count--;
 		n = parent;
 	}
@@ -248,17 +273,29 @@ void mfs_nodes_unlink(struct mfs_nodes *t, struct mfs_node *node)
 	while (node->first_child != NULL)
 		mfs_nodes_unlink(t, node->first_child);
 	hash_name_remove(t, node);
-	if (node->prev_sibling != NULL)
-		node->prev_sibling->next_sibling = node->next_sibling;
-	else
-		parent->first_child = node->next_sibling;
-	if (node->next_sibling != NULL)
-		node->next_sibling->prev_sibling = node->prev_sibling;
-	else
-		parent->last_child = node->prev_sibling;
-	node->prev_sibling = node->next_sibling = NULL;
+	sibling_remove(node);
 	node->linked = 0;
 	node_unref(t, node);
+}
+
+int mfs_nodes_move(struct mfs_nodes *t, struct mfs_node *node,
+		   struct mfs_node *newparent, const char *newname)
+{
+	struct mfs_node *oldparent = node->parent;
+	char *name = strdup(newname);
+
+	if (name == NULL)
+		return -1;
+	hash_name_remove(t, node);
+	sibling_remove(node);
+	free(node->name);
+	node->name = name;
+	node->parent = newparent;
+	newparent->refs++;
+	sibling_append(newparent, node);
+	hash_name_insert(t, node);
+	node_unref(t, oldparent);
+	return 0;
 }
 
 void mfs_nodes_lookup(struct mfs_node *node)

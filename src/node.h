@@ -25,13 +25,17 @@
 enum mfs_node_kind {
 	MFS_N_ROOT,
 	MFS_N_FOLDER,
-	MFS_N_MESSAGE,
+	MFS_N_MESSAGE, /* a message directory */
+	MFS_N_PARTDIR, /* a directory inside one (parts/, parts/2/, ...) */
 	MFS_N_FILE,
 };
 
 /* What a file node serves. */
 enum mfs_file_kind {
-	MFS_F_EML, /* message.eml: the raw message */
+	MFS_F_PART,   /* a file of the message layout (mime.h) */
+	MFS_F_FLAGS,  /* flags: the message's flags, one per line */
+	MFS_F_NEW,    /* a file being written into a folder: becomes APPEND */
+	MFS_F_OUTBOX, /* a file in outbox/ */
 };
 
 struct mfs_node {
@@ -51,7 +55,14 @@ struct mfs_node {
 	/* Hash chains of the node table. */
 	struct mfs_node *next_by_ino, *next_by_name;
 
+	/* Private data of the FUSE layer, released through the table's
+	 * priv_free callback when the node is freed. MFS_N_MESSAGE: the
+	 * message's bytes and layout; MFS_F_NEW: the file being written. */
+	void *priv;
+	int populated; /* the children of a message or part directory exist */
+
 	/* MFS_N_FOLDER */
+	char delim;	   /* hierarchy delimiter of the server name */
 	char *mailbox;	   /* owned: server name; NULL for a node that only
 			      groups subfolders the server did not list */
 	int noselect;	   /* holds no messages */
@@ -61,15 +72,22 @@ struct mfs_node {
 	/* MFS_N_MESSAGE */
 	struct mfs_store_msg msg; /* owned copy (uidl, from, subject) */
 
+	/* MFS_N_PARTDIR: the layout directory it shows (borrowed from the
+	 * message's layout, which lives as long as the message node). */
+	const void *dir;
+
 	/* MFS_N_FILE */
 	enum mfs_file_kind file;
 	uint64_t size;
+	void *entry; /* MFS_F_PART: borrowed struct mfs_entry of the layout */
 };
 
 struct mfs_nodes;
 
-/* A table holding a root node (inode 1). NULL on ENOMEM. */
-struct mfs_nodes *mfs_nodes_new(void);
+/* A table holding a root node (inode 1). priv_free (may be NULL) is
+ * called with a node's priv, when not NULL, as the node is freed. NULL on
+ * ENOMEM. */
+struct mfs_nodes *mfs_nodes_new(void (*priv_free)(struct mfs_node *node));
 /* Frees every node, whatever its counts. */
 void mfs_nodes_free(struct mfs_nodes *t);
 
@@ -87,6 +105,12 @@ struct mfs_node *mfs_nodes_add(struct mfs_nodes *t, struct mfs_node *parent,
 
 /* Unlinks node and, recursively, everything below it. */
 void mfs_nodes_unlink(struct mfs_nodes *t, struct mfs_node *node);
+
+/* Moves a linked node under newparent with a copy of newname (the caller
+ * makes sure the name is free). Returns 0, or -1 on ENOMEM (nothing
+ * changed then). */
+int mfs_nodes_move(struct mfs_nodes *t, struct mfs_node *node,
+		   struct mfs_node *newparent, const char *newname);
 
 /* One more kernel lookup of node. */
 void mfs_nodes_lookup(struct mfs_node *node);

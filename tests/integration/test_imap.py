@@ -187,16 +187,19 @@ def test_new_and_expunged_messages_show(env):
         check(b"message 501" in f.read(), "the remaining message is 501")
 
 
-def test_writes_are_refused(env):
-    for fn in (lambda: os.mkdir(os.path.join(M.path, "New")),
-               lambda: open(os.path.join(M.path, "INBOX", "x.eml"), "w"),
-               lambda: os.rmdir(os.path.join(M.path, "Small"))):
+def test_message_files_are_read_only(env):
+    d = os.path.join(M.path, "Small", message_dirs(os.path.join(M.path, "Small"))[0])
+    for fn in (lambda: open(os.path.join(d, "message.eml"), "w"),
+               lambda: open(os.path.join(d, "headers"), "a"),
+               lambda: open(os.path.join(d, "new-file"), "w"),
+               lambda: os.mkdir(os.path.join(d, "x")),
+               lambda: os.chmod(os.path.join(d, "message.eml"), 0o644)):
         try:
             fn()
         except OSError as e:
             check(e.errno in (30, 1, 13), "errno %d" % e.errno)
         else:
-            raise AssertionError("a write succeeded on a read-only tree")
+            raise AssertionError("a write inside a message directory succeeded")
 
 
 def test_missing_message_is_enoent(env):
