@@ -101,6 +101,9 @@ install: mailfs
 	install -m 0755 mailfs $(DESTDIR)$(PREFIX)/bin/mailfs
 	install -m 0755 mount-helpers/mount.mailfs $(DESTDIR)/sbin/mount.mailfs
 	install -m 0644 docs/mailfs.1 $(DESTDIR)$(PREFIX)/share/man/man1/mailfs.1
+	install -d $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/lib/systemd/user
+	install -m 0644 docs/mailfs.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/mailfs.conf.5
+	install -m 0644 mount-helpers/mailfs@.service $(DESTDIR)$(PREFIX)/lib/systemd/user/mailfs@.service
 
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
