@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,12 +26,21 @@ struct mfs_imap {
 	const struct mfs_account *acct; /* borrowed */
 	const char *password;		/* borrowed */
 	mailimap *session;		/* owned; NULL while disconnected */
-	char *selected;			/* owned: mailbox under EXAMINE, or NULL */
+	char *selected;			/* owned: selected mailbox, or NULL */
+	int selected_rw;		/* selected by SELECT, not EXAMINE */
 	uint32_t selected_validity;
+	unsigned caps; /* IMAP_CAP_* after login */
+};
+
+/* Capabilities the writes depend on, read once per connection. */
+enum {
+	IMAP_CAP_MOVE = 1 << 0,
+	IMAP_CAP_UIDPLUS = 1 << 1,
+	IMAP_CAP_UNSELECT = 1 << 2,
 };
 
 static struct mfs_imap *imap_new(const struct mfs_account *acct,
-			      const char *password)
+				 const char *password)
 {
 	struct mfs_imap *imap = calloc(1, sizeof(*imap));
 
@@ -51,6 +61,8 @@ static void imap_drop(struct mfs_imap *imap)
 	imap->session = NULL;
 	free(imap->selected);
 	imap->selected = NULL;
+	imap->selected_rw = 0;
+	imap->caps = 0;
 }
 
 static void imap_free(struct mfs_imap *imap)
@@ -88,15 +100,16 @@ static int imap_fail(struct mfs_imap *imap, int r, const char *what,
 	switch (r) {
 	case MAILIMAP_ERROR_STREAM:
 	case MAILIMAP_ERROR_CONNECTION_REFUSED:
+	case MAILIMAP_ERROR_FATAL: /* BYE: the server closes the connection */
 		timed_out = imap->session != NULL &&
 			    imap->session->imap_stream != NULL &&
 			    mfs_stream_timed_out(imap->session->imap_stream);
 		imap_drop(imap);
 		if (timed_out)
-			return mfs_err_set(err, MFS_E_TIMEOUT,
-					   "%s: %s:%d did not answer within %d s",
-					   what, srv->host, srv->port,
-					   imap->acct->timeout);
+			return mfs_err_set(
+			    err, MFS_E_TIMEOUT,
+			    "%s: %s:%d did not answer within %d s", what,
+			    srv->host, srv->port, imap->acct->timeout);
 		return mfs_err_set(err, MFS_E_CONNECT,
 				   "%s: connection to %s:%d lost", what,
 				   srv->host, srv->port);
@@ -143,6 +156,50 @@ static int imap_has_cap(struct mfs_imap *imap, const char *name, int *has,
 	*has = caps_have(caps, name);
 	mailimap_capability_data_free(caps);
 	return MFS_OK;
+}
+
+/*
+ * Reads the capabilities the writes need. Dovecot and most servers list
+ * them in the LOGIN reply's CAPABILITY code, which libetpan keeps in the
+ * connection info; only when that is missing is CAPABILITY asked.
+ */
+static int imap_load_caps(struct mfs_imap *imap, struct mfs_err *err)
+{
+	struct mailimap_connection_info *ci =
+	    imap->session->imap_connection_info;
+	struct mailimap_capability_data *caps = NULL;
+	int r;
+
+	if (ci == NULL || ci->imap_capability == NULL) {
+		r = mailimap_capability(imap->session, &caps);
+		if (r != MAILIMAP_NO_ERROR)
+			return imap_fail(imap, r, "CAPABILITY", MFS_E_PROTO,
+					 err);
+		mailimap_capability_data_free(caps);
+		ci = imap->session->imap_connection_info;
+		if (ci == NULL || ci->imap_capability == NULL)
+			return MFS_OK; /* no capabilities at all */
+	}
+	imap->caps = 0;
+	if (caps_have(ci->imap_capability, "MOVE"))
+		imap->caps |= IMAP_CAP_MOVE;
+	if (caps_have(ci->imap_capability, "UIDPLUS"))
+		imap->caps |= IMAP_CAP_UIDPLUS;
+	if (caps_have(ci->imap_capability, "UNSELECT"))
+		imap->caps |= IMAP_CAP_UNSELECT;
+	return MFS_OK;
+}
+
+/* Forgets the capabilities seen before login: they may change with it. */
+static void imap_forget_caps(struct mfs_imap *imap)
+{
+	struct mailimap_connection_info *ci =
+	    imap->session->imap_connection_info;
+
+	if (ci != NULL && ci->imap_capability != NULL) {
+		mailimap_capability_data_free(ci->imap_capability);
+		ci->imap_capability = NULL;
+	}
 }
 
 static int imap_starttls(struct mfs_imap *imap, const struct mfs_tls_opts *tls,
@@ -199,8 +256,7 @@ static int imap_open(struct mfs_imap *imap, struct mfs_err *err)
 	}
 	mailimap_set_timeout(imap->session, acct->timeout);
 	r = mailimap_connect(imap->session, s); /* the session owns s now */
-	if (r == MAILIMAP_NO_ERROR_AUTHENTICATED &&
-	    srv->tls != MFS_TLS_NONE) {
+	if (r == MAILIMAP_NO_ERROR_AUTHENTICATED && srv->tls != MFS_TLS_NONE) {
 		/* PREAUTH before TLS would skip STARTTLS: a downgrade. */
 		if (srv->tls == MFS_TLS_STARTTLS) {
 			imap_drop(imap);
@@ -208,7 +264,7 @@ static int imap_open(struct mfs_imap *imap, struct mfs_err *err)
 					   "%s:%d sent PREAUTH before STARTTLS",
 					   srv->host, srv->port);
 		}
-		return MFS_OK;
+		return imap_load_caps(imap, err);
 	}
 	if (r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED &&
 	    r != MAILIMAP_NO_ERROR_AUTHENTICATED) {
@@ -229,20 +285,20 @@ static int imap_open(struct mfs_imap *imap, struct mfs_err *err)
 				   "connection",
 				   srv->host, srv->port);
 	}
+	imap_forget_caps(imap);
 	r = mailimap_login(imap->session, acct->user, imap->password);
 	if (r != MAILIMAP_NO_ERROR) {
 		r = imap_fail(imap, r, "login", MFS_E_AUTH, err);
 		if (r == MFS_E_AUTH)
-			mfs_err_set(err, MFS_E_AUTH,
-				    "login as %s at %s:%d refused: %s",
-				    acct->user, srv->host, srv->port,
-				    imap_reply(imap));
+			mfs_err_set(
+			    err, MFS_E_AUTH, "login as %s at %s:%d refused: %s",
+			    acct->user, srv->host, srv->port, imap_reply(imap));
 		imap_drop(imap);
 		return r;
 	}
 	mfs_log_debug("imap: logged in to %s:%d as %s", srv->host, srv->port,
 		      acct->user);
-	return MFS_OK;
+	return imap_load_caps(imap, err);
 }
 
 static int imap_ensure(struct mfs_imap *imap, struct mfs_err *err)
@@ -341,28 +397,44 @@ unlock:
 	return err->code;
 }
 
-/* EXAMINE mailbox unless it is already the selected one (or `force`). */
-static int imap_examine(struct mfs_imap *imap, const char *mailbox, int force,
-			struct mfs_err *err)
+/*
+ * Selects mailbox: EXAMINE (read-only) or, when `rw`, SELECT. Nothing is
+ * sent when mailbox is selected already in a mode that serves (a read-write
+ * selection serves reads too), unless `force`.
+ */
+static int imap_select(struct mfs_imap *imap, const char *mailbox, int rw,
+		       int force, struct mfs_err *err)
 {
 	int r;
 
 	if (!force && imap->selected != NULL &&
-	    strcmp(imap->selected, mailbox) == 0)
+	    strcmp(imap->selected, mailbox) == 0 && (imap->selected_rw || !rw))
 		return MFS_OK;
 	free(imap->selected);
 	imap->selected = NULL;
-	r = mailimap_examine(imap->session, mailbox);
+	imap->selected_rw = 0;
+	if (rw)
+		r = mailimap_select(imap->session, mailbox);
+	else
+		r = mailimap_examine(imap->session, mailbox);
 	if (r != MAILIMAP_NO_ERROR)
-		return imap_fail(imap, r, "EXAMINE", MFS_E_NOENT, err);
+		return imap_fail(imap, r, rw ? "SELECT" : "EXAMINE",
+				 MFS_E_NOENT, err);
 	imap->selected = strdup(mailbox);
 	if (imap->selected == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	imap->selected_rw = rw;
 	imap->selected_validity =
-		imap->session->imap_selection_info != NULL
-			? imap->session->imap_selection_info->sel_uidvalidity
-			: 0;
+	    imap->session->imap_selection_info != NULL
+		? imap->session->imap_selection_info->sel_uidvalidity
+		: 0;
 	return MFS_OK;
+}
+
+static int imap_examine(struct mfs_imap *imap, const char *mailbox, int force,
+			struct mfs_err *err)
+{
+	return imap_select(imap, mailbox, 0, force, err);
 }
 
 static time_t imap_date_to_time(const struct mailimap_date_time *d)
@@ -406,8 +478,7 @@ static unsigned flags_from(const struct mailimap_msg_att_dynamic *dyn)
 
 	if (dyn == NULL || dyn->att_list == NULL)
 		return 0;
-	for (it = clist_begin(dyn->att_list); it != NULL;
-	     it = clist_next(it)) {
+	for (it = clist_begin(dyn->att_list); it != NULL; it = clist_next(it)) {
 		struct mailimap_flag_fetch *ff = clist_content(it);
 
 		if (ff->fl_type != MAILIMAP_FLAG_FETCH_OTHER ||
@@ -445,8 +516,7 @@ static int msg_from_att(const struct mailimap_msg_att *att,
 	clistiter *it;
 
 	memset(m, 0, sizeof(*m));
-	for (it = clist_begin(att->att_list); it != NULL;
-	     it = clist_next(it)) {
+	for (it = clist_begin(att->att_list); it != NULL; it = clist_next(it)) {
 		struct mailimap_msg_att_item *item = clist_content(it);
 		struct mailimap_msg_att_static *st;
 
@@ -464,7 +534,7 @@ static int msg_from_att(const struct mailimap_msg_att *att,
 			break;
 		case MAILIMAP_MSG_ATT_INTERNALDATE:
 			internal =
-				imap_date_to_time(st->att_data.att_internal_date);
+			    imap_date_to_time(st->att_data.att_internal_date);
 			break;
 		case MAILIMAP_MSG_ATT_ENVELOPE:
 			env = st->att_data.att_env;
@@ -479,9 +549,8 @@ static int msg_from_att(const struct mailimap_msg_att *att,
 	if (m->date == (time_t)-1)
 		m->date = internal;
 	m->from = envelope_from(env);
-	m->subject = mfs_hdr_decode(env != NULL && env->env_subject != NULL
-					    ? env->env_subject
-					    : "");
+	m->subject = mfs_hdr_decode(
+	    env != NULL && env->env_subject != NULL ? env->env_subject : "");
 	if (m->from == NULL || m->subject == NULL) {
 		free(m->from);
 		free(m->subject);
@@ -498,17 +567,17 @@ static struct mailimap_fetch_type *index_fetch_type(void)
 	if (ft == NULL)
 		return NULL;
 	if (mailimap_fetch_type_new_fetch_att_list_add(
-		    ft, mailimap_fetch_att_new_uid()) != MAILIMAP_NO_ERROR ||
+		ft, mailimap_fetch_att_new_uid()) != MAILIMAP_NO_ERROR ||
 	    mailimap_fetch_type_new_fetch_att_list_add(
-		    ft, mailimap_fetch_att_new_flags()) != MAILIMAP_NO_ERROR ||
+		ft, mailimap_fetch_att_new_flags()) != MAILIMAP_NO_ERROR ||
 	    mailimap_fetch_type_new_fetch_att_list_add(
-		    ft, mailimap_fetch_att_new_rfc822_size()) !=
-		    MAILIMAP_NO_ERROR ||
+		ft, mailimap_fetch_att_new_rfc822_size()) !=
+		MAILIMAP_NO_ERROR ||
 	    mailimap_fetch_type_new_fetch_att_list_add(
-		    ft, mailimap_fetch_att_new_internaldate()) !=
-		    MAILIMAP_NO_ERROR ||
+		ft, mailimap_fetch_att_new_internaldate()) !=
+		MAILIMAP_NO_ERROR ||
 	    mailimap_fetch_type_new_fetch_att_list_add(
-		    ft, mailimap_fetch_att_new_envelope()) != MAILIMAP_NO_ERROR) {
+		ft, mailimap_fetch_att_new_envelope()) != MAILIMAP_NO_ERROR) {
 		mailimap_fetch_type_free(ft);
 		return NULL;
 	}
@@ -607,8 +676,8 @@ static int write_all(int fd, const char *buf, size_t len)
 }
 
 /* The BODY[] literal of a FETCH result, or NULL. */
-static const struct mailimap_msg_att_body_section *
-body_of(const clist *result, uint32_t uid)
+static const struct mailimap_msg_att_body_section *body_of(const clist *result,
+							   uint32_t uid)
 {
 	const clistiter *it, *jt;
 
@@ -620,7 +689,7 @@ body_of(const clist *result, uint32_t uid)
 		for (jt = clist_begin(att->att_list); jt != NULL;
 		     jt = clist_next(jt)) {
 			const struct mailimap_msg_att_item *item =
-				clist_content(jt);
+			    clist_content(jt);
 			const struct mailimap_msg_att_static *st;
 
 			if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC)
@@ -663,11 +732,10 @@ static int imap_fetch(struct mfs_store *st, const char *mailbox,
 	set = mailimap_set_new_single(uid);
 	if (ft == NULL || set == NULL ||
 	    mailimap_fetch_type_new_fetch_att_list_add(
-		    ft, mailimap_fetch_att_new_uid()) != MAILIMAP_NO_ERROR ||
+		ft, mailimap_fetch_att_new_uid()) != MAILIMAP_NO_ERROR ||
 	    mailimap_fetch_type_new_fetch_att_list_add(
-		    ft, mailimap_fetch_att_new_body_peek_section(
-				mailimap_section_new(NULL))) !=
-		    MAILIMAP_NO_ERROR) {
+		ft, mailimap_fetch_att_new_body_peek_section(
+			mailimap_section_new(NULL))) != MAILIMAP_NO_ERROR) {
 		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto free_req;
 	}
@@ -678,8 +746,8 @@ static int imap_fetch(struct mfs_store *st, const char *mailbox,
 	}
 	body = body_of(result, uid);
 	if (body == NULL) {
-		mfs_err_set(err, MFS_E_NOENT, "%s: message %u is gone",
-			    mailbox, uid);
+		mfs_err_set(err, MFS_E_NOENT, "%s: message %u is gone", mailbox,
+			    uid);
 		goto free_result;
 	}
 	if (body->sec_length > 0 &&
@@ -703,9 +771,906 @@ unlock:
 	return err->code;
 }
 
+/* --- writes ------------------------------------------------------------ */
+
+/*
+ * What a NO reply means, from its response code (RFC 5530) where the server
+ * gave one, else `dflt`.
+ */
+static enum mfs_errcode imap_no_code(struct mfs_imap *imap,
+				     enum mfs_errcode dflt)
+{
+	const struct mailimap_response_info *ri;
+	const char *atom;
+
+	if (imap->session == NULL || imap->session->imap_response_info == NULL)
+		return dflt;
+	ri = imap->session->imap_response_info;
+	if (ri->rsp_trycreate)
+		return MFS_E_NOENT;
+	atom = ri->rsp_atom;
+	if (atom == NULL)
+		return dflt;
+	if (strcasecmp(atom, "ALREADYEXISTS") == 0)
+		return MFS_E_EXIST;
+	if (strcasecmp(atom, "NONEXISTENT") == 0)
+		return MFS_E_NOENT;
+	if (strcasecmp(atom, "HASCHILDREN") == 0)
+		return MFS_E_NOTEMPTY;
+	if (strcasecmp(atom, "CANNOT") == 0 ||
+	    strcasecmp(atom, "NOPERM") == 0 || strcasecmp(atom, "INUSE") == 0 ||
+	    strcasecmp(atom, "LIMIT") == 0 ||
+	    strcasecmp(atom, "OVERQUOTA") == 0)
+		return MFS_E_ACCESS;
+	return dflt;
+}
+
+/* imap_fail() for a command whose NO carries a response code. */
+static int imap_fail_no(struct mfs_imap *imap, int r, const char *what,
+			enum mfs_errcode dflt, struct mfs_err *err)
+{
+	return imap_fail(imap, r, what, imap_no_code(imap, dflt), err);
+}
+
+/* A server mailbox name we can send: modified UTF-7 is printable ASCII. */
+static int check_name(const char *name, struct mfs_err *err)
+{
+	const unsigned char *p = (const unsigned char *)name;
+
+	if (*p == '\0')
+		return mfs_err_set(err, MFS_E_INVAL, "empty folder name");
+	for (; *p != '\0'; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			return mfs_err_set(err, MFS_E_INVAL,
+					   "folder name \"%s\" is not modified "
+					   "UTF-7",
+					   name);
+	return MFS_OK;
+}
+
+static int is_inbox(const char *name)
+{
+	return strcasecmp(name, "INBOX") == 0;
+}
+
+/*
+ * Leaves the selected mailbox before DELETE or RENAME, which may touch it
+ * (Dovecot closes the connection when the selected mailbox is deleted).
+ * INBOX is never deleted nor renamed, so it may stay selected.
+ */
+static int imap_leave(struct mfs_imap *imap, struct mfs_err *err)
+{
+	int r;
+
+	if (imap->selected == NULL || is_inbox(imap->selected))
+		return MFS_OK;
+	if (!(imap->caps & IMAP_CAP_UNSELECT))
+		return imap_examine(imap, "INBOX", 1, err);
+	free(imap->selected);
+	imap->selected = NULL;
+	imap->selected_rw = 0;
+	r = mailimap_custom_command(imap->session, "UNSELECT");
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail(imap, r, "UNSELECT", MFS_E_PROTO, err);
+	return MFS_OK;
+}
+
+static int imap_create(struct mfs_store *st, const char *folder,
+		       struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	int r;
+
+	if (check_name(folder, err) != MFS_OK)
+		return err->code;
+	pthread_mutex_lock(&imap->lock);
+	if (imap_ensure(imap, err) != MFS_OK)
+		goto unlock;
+	r = mailimap_create(imap->session, folder);
+	if (r != MAILIMAP_NO_ERROR) {
+		imap_fail_no(imap, r, "CREATE", MFS_E_ACCESS, err);
+		goto unlock;
+	}
+	mfs_err_clear(err);
+unlock:
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
+}
+
+/* The LIST entry of exactly `folder`, or NULL. */
+static struct mailimap_mailbox_list *list_find(clist *list, const char *folder)
+{
+	clistiter *it;
+
+	for (it = clist_begin(list); it != NULL; it = clist_next(it)) {
+		struct mailimap_mailbox_list *mb = clist_content(it);
+
+		if (mb->mb_name != NULL && strcmp(mb->mb_name, folder) == 0)
+			return mb;
+	}
+	return NULL;
+}
+
+/* MFS_E_NOTEMPTY when folder has subfolders. delim: its delimiter. */
+static int check_no_children(struct mfs_imap *imap, const char *folder,
+			     char delim, struct mfs_err *err)
+{
+	clist *list = NULL;
+	char *pattern;
+	int r, n;
+
+	if (delim == '\0')
+		return MFS_OK;
+	if (asprintf(&pattern, "%s%c%%", folder, delim) < 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	r = mailimap_list(imap->session, "", pattern, &list);
+	free(pattern);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail(imap, r, "LIST", MFS_E_PROTO, err);
+	n = clist_count(list);
+	mailimap_list_result_free(list);
+	if (n > 0)
+		return mfs_err_set(err, MFS_E_NOTEMPTY,
+				   "%s still holds folders", folder);
+	return MFS_OK;
+}
+
+/* MFS_E_NOTEMPTY when folder holds messages (STATUS MESSAGES). */
+static int check_no_messages(struct mfs_imap *imap, const char *folder,
+			     struct mfs_err *err)
+{
+	struct mailimap_status_att_list *atts;
+	struct mailimap_mailbox_data_status *status = NULL;
+	clistiter *it;
+	uint32_t messages = 0;
+	int r;
+
+	atts = mailimap_status_att_list_new_empty();
+	if (atts == NULL || mailimap_status_att_list_add(
+				atts, MAILIMAP_STATUS_ATT_MESSAGES) != 0) {
+		if (atts != NULL)
+			mailimap_status_att_list_free(atts);
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	r = mailimap_status(imap->session, folder, atts, &status);
+	mailimap_status_att_list_free(atts);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail_no(imap, r, "STATUS", MFS_E_NOENT, err);
+	for (it = status->st_info_list ? clist_begin(status->st_info_list)
+				       : NULL;
+	     it != NULL; it = clist_next(it)) {
+		struct mailimap_status_info *si = clist_content(it);
+
+		if (si->st_att == MAILIMAP_STATUS_ATT_MESSAGES)
+			messages = si->st_value;
+	}
+	mailimap_mailbox_data_status_free(status);
+	if (messages > 0)
+		return mfs_err_set(err, MFS_E_NOTEMPTY,
+				   "%s still holds %u messages", folder,
+				   messages);
+	return MFS_OK;
+}
+
+/*
+ * DELETE would take the folder's messages with it, and on some servers
+ * its subfolders' too: both are checked first, and refused.
+ */
+static int imap_remove(struct mfs_store *st, const char *folder,
+		       struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	struct mailimap_mailbox_list *mb;
+	clist *list = NULL;
+	char delim;
+	int r, noselect;
+
+	if (check_name(folder, err) != MFS_OK)
+		return err->code;
+	if (is_inbox(folder))
+		return mfs_err_set(err, MFS_E_ACCESS,
+				   "INBOX cannot be removed");
+	pthread_mutex_lock(&imap->lock);
+	if (imap_ensure(imap, err) != MFS_OK)
+		goto unlock;
+	r = mailimap_list(imap->session, "", folder, &list);
+	if (r != MAILIMAP_NO_ERROR) {
+		imap_fail(imap, r, "LIST", MFS_E_PROTO, err);
+		goto unlock;
+	}
+	mb = list_find(list, folder);
+	if (mb == NULL) {
+		mailimap_list_result_free(list);
+		mfs_err_set(err, MFS_E_NOENT, "no folder %s", folder);
+		goto unlock;
+	}
+	delim = mb->mb_delimiter;
+	noselect = mb->mb_flag != NULL &&
+		   mb->mb_flag->mbf_type == MAILIMAP_MBX_LIST_FLAGS_SFLAG &&
+		   mb->mb_flag->mbf_sflag == MAILIMAP_MBX_LIST_SFLAG_NOSELECT;
+	mailimap_list_result_free(list);
+	if (check_no_children(imap, folder, delim, err) != MFS_OK ||
+	    (!noselect && check_no_messages(imap, folder, err) != MFS_OK) ||
+	    imap_leave(imap, err) != MFS_OK)
+		goto unlock;
+	r = mailimap_delete(imap->session, folder);
+	if (r != MAILIMAP_NO_ERROR) {
+		imap_fail_no(imap, r, "DELETE", MFS_E_ACCESS, err);
+		goto unlock;
+	}
+	mfs_err_clear(err);
+unlock:
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
+}
+
+static int imap_rename(struct mfs_store *st, const char *from, const char *to,
+		       struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	int r;
+
+	if (check_name(from, err) != MFS_OK || check_name(to, err) != MFS_OK)
+		return err->code;
+	if (is_inbox(from))
+		return mfs_err_set(err, MFS_E_ACCESS,
+				   "INBOX cannot be renamed");
+	if (is_inbox(to))
+		return mfs_err_set(err, MFS_E_EXIST, "INBOX exists");
+	pthread_mutex_lock(&imap->lock);
+	if (imap_ensure(imap, err) != MFS_OK || imap_leave(imap, err) != MFS_OK)
+		goto unlock;
+	r = mailimap_rename(imap->session, from, to);
+	if (r != MAILIMAP_NO_ERROR) {
+		imap_fail_no(imap, r, "RENAME", MFS_E_ACCESS, err);
+		goto unlock;
+	}
+	mfs_err_clear(err);
+unlock:
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
+}
+
+/* --- APPEND, streamed ---------------------------------------------------- */
+
+#define APPEND_CHUNK (64 * 1024)
+
+/*
+ * The literal is the file with every bare LF sent as CRLF (IMAP lines end
+ * in CRLF; libetpan's own APPEND does the same). Its size must be known
+ * before the first byte, so the file is read twice, a chunk at a time.
+ * `out` NULL: count only; else send to out. *wire: bytes of the literal.
+ * Returns 0, -1 on a local read error (errno), -2 on a stream error.
+ */
+static int literal_pass(int fd, uint64_t len, char *buf, mailstream *out,
+			uint64_t *wire)
+{
+	static const char cr = '\r';
+	uint64_t off = 0;
+	char prev = '\0';
+
+	*wire = 0;
+	while (off < len) {
+		size_t want =
+		    len - off < APPEND_CHUNK ? len - off : APPEND_CHUNK;
+		ssize_t got = pread(fd, buf, want, (off_t)off);
+		size_t i, start = 0;
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			if (got == 0)
+				errno = EIO; /* the file shrank */
+			return -1;
+		}
+		for (i = 0; i < (size_t)got; i++) {
+			if (buf[i] == '\n' && prev != '\r') {
+				if (out != NULL &&
+				    ((i > start &&
+				      mailstream_write(out, buf + start,
+						       i - start) < 0) ||
+				     mailstream_write(out, &cr, 1) < 0))
+					return -2;
+				start = i;
+				(*wire)++;
+			}
+			prev = buf[i];
+		}
+		if (out != NULL && (size_t)got > start &&
+		    mailstream_write(out, buf + start, (size_t)got - start) < 0)
+			return -2;
+		*wire += (uint64_t)got;
+		off += (uint64_t)got;
+	}
+	return 0;
+}
+
+/* "(\Seen \Flagged)" for MFS_FLAG_* bits. */
+static void flags_text(unsigned flags, char *out, size_t len)
+{
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} names[] = {
+	    {MFS_FLAG_SEEN, "\\Seen"},	     {MFS_FLAG_ANSWERED, "\\Answered"},
+	    {MFS_FLAG_FLAGGED, "\\Flagged"}, {MFS_FLAG_DELETED, "\\Deleted"},
+	    {MFS_FLAG_DRAFT, "\\Draft"},
+	};
+	size_t i, pos;
+
+	pos = (size_t)snprintf(out, len, "(");
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (flags & names[i].bit)
+			pos +=
+			    (size_t)snprintf(out + pos, len - pos, "%s%s",
+					     pos > 1 ? " " : "", names[i].name);
+	snprintf(out + pos, len - pos, ")");
+}
+
+/* The mailbox as an IMAP quoted string (check_name() passed). */
+static char *quoted(const char *s)
+{
+	char *q = malloc(2 * strlen(s) + 3), *p = q;
+
+	if (q == NULL)
+		return NULL;
+	*p++ = '"';
+	for (; *s != '\0'; s++) {
+		if (*s == '"' || *s == '\\')
+			*p++ = '\\';
+		*p++ = *s;
+	}
+	*p++ = '"';
+	*p = '\0';
+	return q;
+}
+
+/* ` "16-Nov-2026 09:30:00 +0000"` for date, or "" when date is 0. */
+static void date_text(time_t date, char *out, size_t len)
+{
+	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr",
+					     "May", "Jun", "Jul", "Aug",
+					     "Sep", "Oct", "Nov", "Dec"};
+	struct tm tm;
+
+	out[0] = '\0';
+	if (date == 0 || gmtime_r(&date, &tm) == NULL)
+		return;
+	snprintf(out, len, " \"%02d-%s-%04d %02d:%02d:%02d +0000\"", tm.tm_mday,
+		 months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+		 tm.tm_sec);
+}
+
+/* The new message's APPENDUID (RFC 4315) from the last reply, if any. */
+static void append_uid(struct mfs_imap *imap, uint32_t *validity, uint32_t *uid)
+{
+	const struct mailimap_response_info *ri =
+	    imap->session->imap_response_info;
+	clistiter *it;
+
+	*validity = 0;
+	*uid = 0;
+	if (ri == NULL)
+		return;
+	for (it = clist_begin(ri->rsp_extension_list); it != NULL;
+	     it = clist_next(it)) {
+		struct mailimap_extension_data *ext = clist_content(it);
+		struct mailimap_uidplus_resp_code_apnd *apnd;
+
+		if (ext->ext_extension != &mailimap_extension_uidplus ||
+		    ext->ext_type != MAILIMAP_UIDPLUS_RESP_CODE_APND)
+			continue;
+		apnd = ext->ext_data;
+		if (apnd->uid_set == NULL ||
+		    clist_begin(apnd->uid_set->set_list) == NULL)
+			continue;
+		*validity = apnd->uid_uidvalidity;
+		*uid = ((struct mailimap_set_item *)clist_content(
+			    clist_begin(apnd->uid_set->set_list)))
+			   ->set_first;
+		return;
+	}
+}
+
+/* Reads the tagged reply; MAILIMAP_ERROR_APPEND for NO. */
+static int append_reply(struct mfs_imap *imap)
+{
+	struct mailimap_response *resp = NULL;
+	int r, type;
+
+	r = mailimap_parse_response(imap->session, &resp);
+	if (r != MAILIMAP_NO_ERROR)
+		return r;
+	type =
+	    resp->rsp_resp_done->rsp_data.rsp_tagged->rsp_cond_state->rsp_type;
+	mailimap_response_free(resp);
+	return type == MAILIMAP_RESP_COND_STATE_OK ? MAILIMAP_NO_ERROR
+						   : MAILIMAP_ERROR_APPEND;
+}
+
+/*
+ * APPEND with a synchronizing literal written from the file a chunk at a
+ * time: libetpan's mailimap_append() wants the whole message in memory.
+ * The command and the reply go through libetpan's own tag, stream and
+ * parser, so the session stays consistent.
+ */
+static int append_send(struct mfs_imap *imap, const char *folder, int fd,
+		       uint64_t len, time_t date, unsigned flags, char *buf,
+		       struct mfs_err *err)
+{
+	mailstream *s = imap->session->imap_stream;
+	char ftext[64], dtext[40], *cmd, *mbox;
+	uint64_t wire, sent;
+	const char *line;
+	int r;
+
+	if (literal_pass(fd, len, buf, NULL, &wire) != 0)
+		return mfs_err_set(err, MFS_E_IO, "cannot read the message: %s",
+				   strerror(errno));
+	mbox = quoted(folder);
+	flags_text(flags, ftext, sizeof(ftext));
+	date_text(date, dtext, sizeof(dtext));
+	if (mbox == NULL ||
+	    asprintf(&cmd, "APPEND %s %s%s {%llu}\r\n", mbox, ftext, dtext,
+		     (unsigned long long)wire) < 0) {
+		free(mbox);
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	free(mbox);
+	r = mailimap_send_current_tag(imap->session);
+	if (r == MAILIMAP_NO_ERROR &&
+	    (mailstream_write(s, cmd, strlen(cmd)) < 0 ||
+	     mailstream_flush(s) < 0))
+		r = MAILIMAP_ERROR_STREAM;
+	free(cmd);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail(imap, r, "APPEND", MFS_E_PROTO, err);
+	line = mailimap_read_line(imap->session);
+	if (line == NULL)
+		return imap_fail(imap, MAILIMAP_ERROR_STREAM, "APPEND",
+				 MFS_E_PROTO, err);
+	if (line[0] != '+') /* refused before the literal */
+		return imap_fail_no(imap, append_reply(imap), "APPEND",
+				    MFS_E_INVAL, err);
+	r = literal_pass(fd, len, buf, s, &sent);
+	if (r == 0 && sent != wire) {
+		errno = EIO; /* the file changed under us */
+		r = -1;
+	}
+	if (r == -1) {
+		/* Half a literal cannot be taken back: drop the connection. */
+		mfs_err_set(err, MFS_E_IO, "cannot read the message: %s",
+			    strerror(errno));
+		imap_drop(imap);
+		return err->code;
+	}
+	if (r != 0 || mailstream_write(s, "\r\n", 2) < 0 ||
+	    mailstream_flush(s) < 0 ||
+	    mailimap_read_line(imap->session) == NULL)
+		return imap_fail(imap, MAILIMAP_ERROR_STREAM, "APPEND",
+				 MFS_E_PROTO, err);
+	r = append_reply(imap);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail_no(imap, r, "APPEND", MFS_E_INVAL, err);
+	return MFS_OK;
+}
+
+static int imap_append(struct mfs_store *st, const char *folder, int fd,
+		       uint64_t len, time_t date, unsigned flags,
+		       uint32_t *validity, uint32_t *uid, struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	char *buf;
+
+	if (check_name(folder, err) != MFS_OK)
+		return err->code;
+	buf = malloc(APPEND_CHUNK);
+	if (buf == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	pthread_mutex_lock(&imap->lock);
+	if (imap_ensure(imap, err) != MFS_OK ||
+	    append_send(imap, folder, fd, len, date, flags, buf, err) != MFS_OK)
+		goto unlock;
+	append_uid(imap, validity, uid);
+	mfs_err_clear(err);
+unlock:
+	pthread_mutex_unlock(&imap->lock);
+	free(buf);
+	return err->code;
+}
+
+/* --- messages ------------------------------------------------------------ */
+
+/* SELECT folder read-write and check that it is still numbered by
+ * validity. */
+static int imap_select_uid(struct mfs_imap *imap, const char *folder,
+			   uint32_t validity, uint32_t uid, struct mfs_err *err)
+{
+	if (check_name(folder, err) != MFS_OK ||
+	    imap_ensure(imap, err) != MFS_OK ||
+	    imap_select(imap, folder, 1, 0, err) != MFS_OK)
+		return err->code;
+	if (imap->selected_validity != validity)
+		return mfs_err_set(
+		    err, MFS_E_NOENT,
+		    "%s: UIDVALIDITY changed, message %u is gone", folder, uid);
+	return MFS_OK;
+}
+
+/* The flags of uid among FETCH responses. Returns 1 when found. */
+static int fetch_flags_of(const clist *atts, uint32_t uid, unsigned *flags)
+{
+	const clistiter *it, *jt;
+
+	if (atts == NULL)
+		return 0;
+	for (it = clist_begin(atts); it != NULL; it = clist_next(it)) {
+		const struct mailimap_msg_att *att = clist_content(it);
+		const struct mailimap_msg_att_dynamic *dyn = NULL;
+		uint32_t got = 0;
+
+		for (jt = clist_begin(att->att_list); jt != NULL;
+		     jt = clist_next(jt)) {
+			const struct mailimap_msg_att_item *item =
+			    clist_content(jt);
+
+			if (item->att_type == MAILIMAP_MSG_ATT_ITEM_DYNAMIC)
+				dyn = item->att_data.att_dyn;
+			else if (item->att_data.att_static->att_type ==
+				 MAILIMAP_MSG_ATT_UID)
+				got =
+				    item->att_data.att_static->att_data.att_uid;
+		}
+		if (got == uid && dyn != NULL) {
+			*flags = flags_from(dyn);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* UID FETCH uid (FLAGS): MFS_E_NOENT when the message is gone. */
+static int imap_uid_flags(struct mfs_imap *imap, uint32_t uid, unsigned *flags,
+			  struct mfs_err *err)
+{
+	struct mailimap_fetch_type *ft;
+	struct mailimap_set *set;
+	clist *result = NULL;
+	int r, found;
+
+	ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	set = mailimap_set_new_single(uid);
+	if (ft == NULL || set == NULL ||
+	    mailimap_fetch_type_new_fetch_att_list_add(
+		ft, mailimap_fetch_att_new_uid()) != MAILIMAP_NO_ERROR ||
+	    mailimap_fetch_type_new_fetch_att_list_add(
+		ft, mailimap_fetch_att_new_flags()) != MAILIMAP_NO_ERROR) {
+		r = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_req;
+	}
+	r = mailimap_uid_fetch(imap->session, set, ft, &result);
+	if (r != MAILIMAP_NO_ERROR) {
+		r = imap_fail(imap, r, "UID FETCH FLAGS", MFS_E_PROTO, err);
+		goto free_req;
+	}
+	found = fetch_flags_of(result, uid, flags);
+	mailimap_fetch_list_free(result);
+	r = found ? MFS_OK
+		  : mfs_err_set(err, MFS_E_NOENT, "%s: message %u is gone",
+				imap->selected, uid);
+free_req:
+	if (ft != NULL)
+		mailimap_fetch_type_free(ft);
+	if (set != NULL)
+		mailimap_set_free(set);
+	return r;
+}
+
+/*
+ * UID STORE uid with the given flag change (consumed), then the message's
+ * flags: from the FETCH the STORE answers with, else (a server that stays
+ * silent when nothing changed) from UID FETCH FLAGS, which also tells a
+ * message that is gone (MFS_E_NOENT).
+ */
+static int imap_uid_store(struct mfs_imap *imap, uint32_t uid,
+			  struct mailimap_store_att_flags *change,
+			  unsigned *flags, struct mfs_err *err)
+{
+	struct mailimap_set *set = mailimap_set_new_single(uid);
+	int r;
+
+	if (set == NULL) {
+		mailimap_store_att_flags_free(change);
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	r = mailimap_uid_store(imap->session, set, change);
+	mailimap_set_free(set);
+	mailimap_store_att_flags_free(change);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail_no(imap, r, "UID STORE", MFS_E_INVAL, err);
+	if (imap->session->imap_response_info != NULL &&
+	    fetch_flags_of(imap->session->imap_response_info->rsp_fetch_list,
+			   uid, flags))
+		return MFS_OK;
+	return imap_uid_flags(imap, uid, flags, err);
+}
+
+/* +FLAGS (\Deleted) on uid. */
+static int imap_mark_deleted(struct mfs_imap *imap, uint32_t uid,
+			     struct mfs_err *err)
+{
+	struct mailimap_flag_list *fl = mailimap_flag_list_new_empty();
+	struct mailimap_flag *deleted = mailimap_flag_new_deleted();
+	struct mailimap_store_att_flags *change;
+	unsigned flags;
+
+	if (fl == NULL || deleted == NULL ||
+	    mailimap_flag_list_add(fl, deleted) != MAILIMAP_NO_ERROR) {
+		if (deleted != NULL)
+			mailimap_flag_free(deleted);
+		if (fl != NULL)
+			mailimap_flag_list_free(fl);
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	change = mailimap_store_att_flags_new_add_flags(fl);
+	if (change == NULL) {
+		mailimap_flag_list_free(fl);
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	return imap_uid_store(imap, uid, change, &flags, err);
+}
+
+/* UID EXPUNGE uid (RFC 4315): other messages marked \Deleted stay. */
+static int imap_uid_expunge(struct mfs_imap *imap, uint32_t uid,
+			    struct mfs_err *err)
+{
+	struct mailimap_set *set = mailimap_set_new_single(uid);
+	int r;
+
+	if (set == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	r = mailimap_uid_expunge(imap->session, set);
+	mailimap_set_free(set);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail_no(imap, r, "UID EXPUNGE", MFS_E_ACCESS, err);
+	return MFS_OK;
+}
+
+static int need_uidplus(struct mfs_imap *imap, const char *what,
+			struct mfs_err *err)
+{
+	const struct mfs_server *srv = &imap->acct->store;
+
+	if (imap->caps & IMAP_CAP_UIDPLUS)
+		return MFS_OK;
+	return mfs_err_set(err, MFS_E_ACCESS,
+			   "%s: %s:%d offers no UIDPLUS, and EXPUNGE without "
+			   "it could remove messages other clients marked "
+			   "\\Deleted; refused",
+			   what, srv->host, srv->port);
+}
+
+static int imap_expunge(struct mfs_store *st, const char *folder,
+			uint32_t validity, uint32_t uid, struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+
+	pthread_mutex_lock(&imap->lock);
+	if (imap_select_uid(imap, folder, validity, uid, err) != MFS_OK ||
+	    need_uidplus(imap, "delete", err) != MFS_OK ||
+	    imap_mark_deleted(imap, uid, err) != MFS_OK ||
+	    imap_uid_expunge(imap, uid, err) != MFS_OK)
+		goto unlock;
+	mfs_err_clear(err);
+unlock:
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
+}
+
+/* Whether the last reply carried a COPYUID (RFC 4315) code. */
+static int got_copyuid(struct mfs_imap *imap)
+{
+	const struct mailimap_response_info *ri =
+	    imap->session->imap_response_info;
+	clistiter *it;
+
+	if (ri == NULL)
+		return 0;
+	for (it = clist_begin(ri->rsp_extension_list); it != NULL;
+	     it = clist_next(it)) {
+		struct mailimap_extension_data *ext = clist_content(it);
+
+		if (ext->ext_extension == &mailimap_extension_uidplus &&
+		    ext->ext_type == MAILIMAP_UIDPLUS_RESP_CODE_COPY)
+			return 1;
+	}
+	return 0;
+}
+
+/* UID MOVE (RFC 6851). A UID that no longer exists moves nothing and is
+ * still answered OK: then no COPYUID comes (UIDPLUS), nor any EXPUNGE. */
+static int move_by_move(struct mfs_imap *imap, uint32_t uid, const char *to,
+			struct mfs_err *err)
+{
+	struct mailimap_set *set = mailimap_set_new_single(uid);
+	const struct mailimap_response_info *ri;
+	int r, moved;
+
+	if (set == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	r = mailimap_uid_move(imap->session, set, to);
+	mailimap_set_free(set);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail_no(imap, r, "UID MOVE", MFS_E_ACCESS, err);
+	ri = imap->session->imap_response_info;
+	if (imap->caps & IMAP_CAP_UIDPLUS)
+		moved = got_copyuid(imap);
+	else
+		moved = ri != NULL && clist_count(ri->rsp_expunged) > 0;
+	if (!moved)
+		return mfs_err_set(err, MFS_E_NOENT, "%s: message %u is gone",
+				   imap->selected, uid);
+	return MFS_OK;
+}
+
+/* UID COPY, then \Deleted and UID EXPUNGE of that UID only. */
+static int move_by_copy(struct mfs_imap *imap, uint32_t uid, const char *to,
+			struct mfs_err *err)
+{
+	struct mailimap_set *set = mailimap_set_new_single(uid);
+	int r;
+
+	if (set == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	r = mailimap_uid_copy(imap->session, set, to);
+	mailimap_set_free(set);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail_no(imap, r, "UID COPY", MFS_E_ACCESS, err);
+	if (!got_copyuid(imap))
+		return mfs_err_set(err, MFS_E_NOENT, "%s: message %u is gone",
+				   imap->selected, uid);
+	if (imap_mark_deleted(imap, uid, err) != MFS_OK)
+		return err->code;
+	return imap_uid_expunge(imap, uid, err);
+}
+
+static int imap_move(struct mfs_store *st, const char *from, uint32_t validity,
+		     uint32_t uid, const char *to, struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+
+	if (check_name(to, err) != MFS_OK)
+		return err->code;
+	pthread_mutex_lock(&imap->lock);
+	if (imap_select_uid(imap, from, validity, uid, err) != MFS_OK)
+		goto unlock;
+	if (imap->caps & IMAP_CAP_MOVE) {
+		if (move_by_move(imap, uid, to, err) != MFS_OK)
+			goto unlock;
+	} else if (need_uidplus(imap, "move", err) != MFS_OK ||
+		   move_by_copy(imap, uid, to, err) != MFS_OK) {
+		goto unlock;
+	}
+	mfs_err_clear(err);
+unlock:
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
+}
+
+/* A keyword is an IMAP atom (RFC 3501 flag-keyword). */
+static int keyword_ok(const char *s)
+{
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f ||
+		    strchr("(){%*\"\\]", *s) != NULL)
+			return 0;
+	return 1;
+}
+
+/* One flag name as a libetpan flag, or NULL (ENOMEM or invalid: *bad). */
+static struct mailimap_flag *flag_new(const char *name, int *bad)
+{
+	char *kw;
+	struct mailimap_flag *f;
+
+	*bad = 0;
+	if (strcasecmp(name, "\\Seen") == 0)
+		return mailimap_flag_new_seen();
+	if (strcasecmp(name, "\\Answered") == 0)
+		return mailimap_flag_new_answered();
+	if (strcasecmp(name, "\\Flagged") == 0)
+		return mailimap_flag_new_flagged();
+	if (strcasecmp(name, "\\Deleted") == 0)
+		return mailimap_flag_new_deleted();
+	if (strcasecmp(name, "\\Draft") == 0)
+		return mailimap_flag_new_draft();
+	if (!keyword_ok(name)) {
+		*bad = 1;
+		return NULL;
+	}
+	kw = strdup(name);
+	if (kw == NULL)
+		return NULL;
+	f = mailimap_flag_new_flag_keyword(kw);
+	if (f == NULL)
+		free(kw);
+	return f;
+}
+
+/* The STORE change for how and flags, or NULL with err set. */
+static struct mailimap_store_att_flags *
+flags_change(char how, const char *const *flags, size_t n, struct mfs_err *err)
+{
+	struct mailimap_flag_list *fl = mailimap_flag_list_new_empty();
+	struct mailimap_store_att_flags *change = NULL;
+	size_t i;
+	int bad;
+
+	if (fl == NULL)
+		goto nomem;
+	for (i = 0; i < n; i++) {
+		struct mailimap_flag *f = flag_new(flags[i], &bad);
+
+		if (f == NULL && bad) {
+			mfs_err_set(err, MFS_E_INVAL, "not a flag: \"%s\"",
+				    flags[i]);
+			goto free_fl;
+		}
+		if (f == NULL)
+			goto nomem;
+		if (mailimap_flag_list_add(fl, f) != MAILIMAP_NO_ERROR) {
+			mailimap_flag_free(f);
+			goto nomem;
+		}
+	}
+	if (how == '+')
+		change = mailimap_store_att_flags_new_add_flags(fl);
+	else if (how == '-')
+		change = mailimap_store_att_flags_new_remove_flags(fl);
+	else if (how == '=')
+		change = mailimap_store_att_flags_new_set_flags(fl);
+	else {
+		mfs_err_set(err, MFS_E_INVAL, "not a flag change: '%c'", how);
+		goto free_fl;
+	}
+	if (change != NULL)
+		return change;
+nomem:
+	mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+free_fl:
+	if (fl != NULL)
+		mailimap_flag_list_free(fl);
+	return NULL;
+}
+
+static int imap_store_flags(struct mfs_store *st, const char *folder,
+			    uint32_t validity, uint32_t uid, char how,
+			    const char *const *flags, size_t n, unsigned *now,
+			    struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	struct mailimap_store_att_flags *change;
+
+	change = flags_change(how, flags, n, err);
+	if (change == NULL)
+		return err->code;
+	pthread_mutex_lock(&imap->lock);
+	if (imap_select_uid(imap, folder, validity, uid, err) != MFS_OK) {
+		mailimap_store_att_flags_free(change);
+		goto unlock;
+	}
+	if (imap_uid_store(imap, uid, change, now, err) != MFS_OK)
+		goto unlock;
+	mfs_err_clear(err);
+unlock:
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
+}
+
 static void imap_tls_info(struct mfs_store *st, char *version, size_t vlen,
-			  char *subject, size_t slen, char *issuer,
-			  size_t ilen)
+			  char *subject, size_t slen, char *issuer, size_t ilen)
 {
 	struct mfs_imap *imap = st->priv;
 	pthread_mutex_lock(&imap->lock);
@@ -727,12 +1692,19 @@ static void imap_store_free(struct mfs_store *st)
 }
 
 static const struct mfs_store_ops imap_ops = {
-	.connect = imap_connect,
-	.list = imap_list,
-	.index = imap_index,
-	.fetch = imap_fetch,
-	.tls_info = imap_tls_info,
-	.free = imap_store_free,
+    .connect = imap_connect,
+    .list = imap_list,
+    .index = imap_index,
+    .fetch = imap_fetch,
+    .create = imap_create,
+    .remove = imap_remove,
+    .rename = imap_rename,
+    .append = imap_append,
+    .move = imap_move,
+    .expunge = imap_expunge,
+    .store_flags = imap_store_flags,
+    .tls_info = imap_tls_info,
+    .free = imap_store_free,
 };
 
 struct mfs_store *mfs_imap_store_new(const struct mfs_account *acct,
