@@ -75,6 +75,19 @@ def wait_for(cond, timeout, what):
 
 
 class Mount:
+    """A mailfs mount in the foreground. umount() unmounts it and checks
+    that mailfs exited cleanly (status 0, no sanitizer report)."""
+    live = []
+
+    @classmethod
+    def leftover(cls):
+        """Unmounts and returns the paths of mounts a test did not
+        unmount."""
+        left = [m.path for m in cls.live]
+        for m in list(cls.live):
+            m.umount(check_exit=False)
+        return left
+
     def __init__(self, env, account="test", config=None, args=()):
         self.env = env
         self.path = tempfile.mkdtemp(prefix="mnt-", dir=env.dir)
@@ -84,6 +97,7 @@ class Mount:
         cmd += list(args) + [account, self.path]
         self.proc = subprocess.Popen(cmd, stdout=self.log,
                                      stderr=subprocess.STDOUT)
+        Mount.live.append(self)
         try:
             wait_for(lambda: os.path.ismount(self.path) or
                      self.proc.poll() is not None, 20, "the mount")
@@ -99,18 +113,30 @@ class Mount:
         self.log.seek(0)
         return self.log.read()
 
-    def umount(self):
+    def umount(self, check_exit=True):
+        if self in Mount.live:
+            Mount.live.remove(self)
+        if self.log.closed:
+            return self.proc.returncode
         if os.path.ismount(self.path):
             subprocess.run(["fusermount3", "-u", self.path],
                            stderr=subprocess.DEVNULL)
+        hung = False
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
+            hung = True
             self.proc.kill()
             self.proc.wait()
             subprocess.run(["fusermount3", "-uz", self.path],
                            stderr=subprocess.DEVNULL)
+        out = self.output()
         self.log.close()
+        if check_exit and (hung or self.proc.returncode not in (0, -9) or
+                           "Sanitizer" in out or "runtime error" in out):
+            raise AssertionError("mailfs did not exit cleanly (status %s%s):\n%s"
+                                 % (self.proc.returncode,
+                                    ", hung" if hung else "", out[-4000:]))
         return self.proc.returncode
 
     def __enter__(self):

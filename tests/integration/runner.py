@@ -71,10 +71,16 @@ def run_all(directory):
                     print("PASS %s (%.1f s)" % (name, time.time() - t0))
                 sys.stdout.flush()
             if hasattr(mod, "teardown_module"):
+                name = "%s.teardown_module" % mod.__name__
                 try:
                     mod.teardown_module(env)
                 except Exception:
-                    traceback.print_exc()
+                    failed += 1
+                    print("FAIL %s" % name)
+                    traceback.print_exc(file=sys.stdout)
+            for m in harness.Mount.leftover():
+                failed += 1
+                print("FAIL %s: a mount was left behind: %s" % (mod.__name__, m))
     finally:
         env.stop()
     return passed, failed, skipped

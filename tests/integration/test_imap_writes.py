@@ -256,3 +256,71 @@ def test_flags_file(env):
             return sorted(f.read().split())
     wait_for(lambda: "\\Flagged" in shown() and "\\Seen" not in shown(), 15,
              "the flags file to show the new flags")
+
+
+def server_message_ids(env, folder):
+    c = imap(env)
+    c.select('"%s"' % folder, readonly=True)
+    typ, data = c.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    c.logout()
+    ids = []
+    for item in data:
+        if isinstance(item, tuple):
+            m = re.search(rb"<([^>]+)>", item[1])
+            if m:
+                ids.append(m.group(1).decode())
+    return sorted(ids)
+
+
+def test_not_a_message_is_refused(env):
+    os.mkdir(os.path.join(M.path, "Junk1"))
+    before = server_uids(env, "Junk1")
+    path = os.path.join(M.path, "Junk1", "notes.txt")
+
+    def write():
+        with open(path, "wb") as f:
+            f.write(b"just some notes\nno header here\n")
+    expect_errno(errno.EINVAL, write, "cp of a non-message")
+    eq(server_uids(env, "Junk1"), before, "nothing appended")
+    check(not os.path.exists(path), "no file left behind")
+
+
+def test_flags_xattr(env):
+    os.mkdir(os.path.join(M.path, "XattrBox"))
+    uid = server_append(env, "XattrBox", 900)
+    d = msg_dir(os.path.join(M.path, "XattrBox"), uid)
+    check("user.mail.flags" in os.listxattr(d), os.listxattr(d))
+    os.setxattr(d, "user.mail.flags", b"\\Flagged\n\\Seen\n")
+    eq(server_flags(env, "XattrBox", uid), ["\\Flagged", "\\Seen"], "flags after setxattr")
+    eq(os.getxattr(d, "user.mail.flags"), b"\\Seen\n\\Flagged\n", "getxattr")
+    os.setxattr(d, "user.mail.flags", b"-\\Seen\n")
+    eq(server_flags(env, "XattrBox", uid), ["\\Flagged"], "flags after -\\Seen")
+
+
+def test_bulk_copy_move_remove(env):
+    src_dir = os.path.join(env.dir, "bulk-src")
+    os.mkdir(src_dir)
+    for i in range(200):
+        with open(os.path.join(src_dir, "m%03d.eml" % i), "wb") as f:
+            f.write(make_message(5000 + i))
+    want = sorted("write-%d@example.test" % (5000 + i) for i in range(200))
+    for box in ("BulkA", "BulkB"):
+        os.mkdir(os.path.join(M.path, box))
+    r = subprocess.run("cp %s/*.eml '%s/'" % (src_dir, os.path.join(M.path, "BulkA")),
+                       shell=True, timeout=300)
+    eq(r.returncode, 0, "cp of 200 messages")
+    eq(server_message_ids(env, "BulkA"), want, "Message-IDs after cp")
+    a = os.path.join(M.path, "BulkA")
+    wait_for(lambda: len(uids_in(a)) == 200, 20, "200 messages listed")
+    names = [n for n in os.listdir(a) if DIRNAME.match(n)]
+    r = subprocess.run(["mv"] + [os.path.join(a, n) for n in names] +
+                       [os.path.join(M.path, "BulkB") + "/"], timeout=300)
+    eq(r.returncode, 0, "mv of 200 messages")
+    eq(server_message_ids(env, "BulkA"), [], "BulkA empty after mv")
+    eq(server_message_ids(env, "BulkB"), want, "Message-IDs after mv")
+    b = os.path.join(M.path, "BulkB")
+    wait_for(lambda: len(uids_in(b)) == 200, 20, "200 messages listed in BulkB")
+    names = [n for n in os.listdir(b) if DIRNAME.match(n)]
+    r = subprocess.run(["rm", "-r"] + [os.path.join(b, n) for n in names], timeout=300)
+    eq(r.returncode, 0, "rm -r of 200 messages")
+    eq(server_message_ids(env, "BulkB"), [], "BulkB empty after rm -r")

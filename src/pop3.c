@@ -1,0 +1,1380 @@
+/*
+ * pop3.c - the POP3 driver (see pop3.h).
+ *
+ * This file speaks POP3 itself over the mailstream that tls.c provides
+ * (libetpan's mailpop3 sends one command and waits for its reply, which
+ * rules out pipelining, and it reads whole messages into memory). Replies
+ * are read through a small buffer of our own, so that a message is
+ * streamed to its file line by line and memory does not grow with its
+ * size.
+ *
+ * One session per operation: POP3 servers lock the maildrop for as long as
+ * a session is open (another client, or the user's phone, would get
+ * "-ERR in use"), and message numbers mean nothing outside their session.
+ */
+#include "pop3.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <libetpan/libetpan.h>
+#include <openssl/evp.h>
+
+#include "log.h"
+#include "names.h"
+#include "tls.h"
+
+#define P3_LINE_MAX 1024	 /* status, CAPA, UIDL and LIST lines */
+#define P3_HDR_MAX  (256 * 1024) /* header bytes kept per message */
+#define P3_BATCH    256		 /* commands sent before replies are read */
+#define P3_UIDL_MAX 70		 /* RFC 1939 7 */
+#define P3_CMD_MAX  (4096 + 256) /* a PASS or AUTH PLAIN command */
+#define P3_OUT_BUF  16384	 /* bytes gathered before a write(2) */
+
+/* What CAPA said (RFC 2449). */
+enum {
+	CAP_STLS = 1 << 0,
+	CAP_USER = 1 << 1,
+	CAP_SASL_PLAIN = 1 << 2,
+	CAP_PIPELINING = 1 << 3,
+	CAP_UIDL = 1 << 4,
+	CAP_TOP = 1 << 5,
+	CAP_EXPIRE_0 = 1 << 6,	  /* "EXPIRE 0": RETR deletes */
+	CAP_EXPIRE_USER = 1 << 7, /* the policy is per user: ask after login */
+};
+
+struct mfs_pop3 {
+	pthread_mutex_t lock;		/* one session at a time */
+	const struct mfs_account *acct; /* borrowed */
+	const char *password;		/* borrowed */
+	/* of the last session that completed its TLS handshake */
+	char tls_version[64];
+	char tls_subject[512];
+	char tls_issuer[512];
+};
+
+/* One POP3 session. */
+struct pop3_conn {
+	struct mfs_pop3 *pop; /* borrowed */
+	mailstream *s;	      /* owned */
+	unsigned caps;	      /* CAP_* */
+	int have_capa;	      /* the server answered CAPA */
+	int broken;	      /* the stream failed: close without QUIT */
+	int quit_sent;	      /* QUIT went out with the last batch */
+	size_t pos, len;      /* unread bytes are buf[pos..len) */
+	char buf[8192];	      /* at most the stream's buffer size */
+};
+
+/* ---- the session: bytes in and out ----------------------------------- */
+
+static int conn_stream_fail(struct pop3_conn *c, const char *what,
+			    struct mfs_err *err)
+{
+	const struct mfs_server *srv = &c->pop->acct->store;
+
+	c->broken = 1;
+	if (mfs_stream_timed_out(c->s))
+		return mfs_err_set(err, MFS_E_TIMEOUT,
+				   "%s: %s:%d did not answer within %d s", what,
+				   srv->host, srv->port, c->pop->acct->timeout);
+	return mfs_err_set(err, MFS_E_CONNECT, "%s: connection to %s:%d lost",
+			   what, srv->host, srv->port);
+}
+
+static int conn_fill(struct pop3_conn *c, const char *what, struct mfs_err *err)
+{
+	ssize_t n = mailstream_read(c->s, c->buf, sizeof(c->buf));
+
+	if (n <= 0)
+		return conn_stream_fail(c, what, err);
+	c->pos = 0;
+	c->len = (size_t)n;
+	return MFS_OK;
+}
+
+/*
+ * Reads the next piece of a line into out (at most cap >= 2 bytes, not
+ * NUL-terminated): up to and including its LF, or cap bytes. *eol says
+ * whether the piece ends the line; the LF and a CR just before it are
+ * then removed. A CR is never the last byte of a piece that does not end
+ * the line, so a CRLF is never split between two pieces.
+ */
+static int conn_piece(struct pop3_conn *c, char *out, size_t cap, size_t *n,
+		      int *eol, const char *what, struct mfs_err *err)
+{
+	size_t k = 0;
+
+	*eol = 0;
+	for (;;) {
+		char ch;
+
+		if (k == cap) {
+			if (out[k - 1] == '\r' && k > 1) {
+				k--;
+				c->pos--; /* still in buf: no refill since */
+			}
+			break;
+		}
+		if (c->pos == c->len && conn_fill(c, what, err) != MFS_OK)
+			return err->code;
+		ch = c->buf[c->pos++];
+		if (ch == '\n') {
+			*eol = 1;
+			if (k > 0 && out[k - 1] == '\r')
+				k--;
+			break;
+		}
+		out[k++] = ch;
+	}
+	*n = k;
+	return MFS_OK;
+}
+
+/* One whole reply line, NUL-terminated, cut at cap - 1 bytes (the rest of
+ * the line is read and dropped). A NUL byte in it is MFS_E_PROTO. */
+static int conn_line(struct pop3_conn *c, char *line, size_t cap,
+		     const char *what, struct mfs_err *err)
+{
+	size_t n, len = 0, skip;
+	char scratch[256];
+	int eol;
+
+	if (conn_piece(c, line, cap - 1, &n, &eol, what, err) != MFS_OK)
+		return err->code;
+	len = n;
+	while (!eol) {
+		if (conn_piece(c, scratch, sizeof(scratch), &skip, &eol, what,
+			       err) != MFS_OK)
+			return err->code;
+	}
+	if (memchr(line, '\0', len) != NULL) {
+		c->broken = 1;
+		return mfs_err_set(err, MFS_E_PROTO,
+				   "%s: the server sent a NUL byte", what);
+	}
+	line[len] = '\0';
+	return MFS_OK;
+}
+
+/* Queues one command line (CRLF added); sent by conn_flush(). */
+static int conn_send(struct pop3_conn *c, const char *what, struct mfs_err *err,
+		     const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int conn_send(struct pop3_conn *c, const char *what, struct mfs_err *err,
+		     const char *fmt, ...)
+{
+	char cmd[P3_CMD_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(cmd, sizeof(cmd) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(cmd) - 2)
+		return mfs_err_set(err, MFS_E_INVAL, "%s: command too long",
+				   what);
+	memcpy(cmd + n, "\r\n", 2);
+	n += 2;
+	if (mailstream_write(c->s, cmd, (size_t)n) != n) {
+		explicit_bzero(cmd, sizeof(cmd));
+		return conn_stream_fail(c, what, err);
+	}
+	explicit_bzero(cmd, sizeof(cmd)); /* may have held a password */
+	return MFS_OK;
+}
+
+static int conn_flush(struct pop3_conn *c, const char *what,
+		      struct mfs_err *err)
+{
+	if (mailstream_flush(c->s) != 0)
+		return conn_stream_fail(c, what, err);
+	return MFS_OK;
+}
+
+/*
+ * Reads a status line. *ok is 1 for "+OK", 0 for "-ERR"; text (cap bytes)
+ * receives what follows it, for error messages. Anything else is
+ * MFS_E_PROTO and breaks the session.
+ */
+static int conn_status(struct pop3_conn *c, int *ok, char *text, size_t cap,
+		       const char *what, struct mfs_err *err)
+{
+	char line[P3_LINE_MAX];
+	const char *rest;
+
+	if (conn_line(c, line, sizeof(line), what, err) != MFS_OK)
+		return err->code;
+	if (strncmp(line, "+OK", 3) == 0) {
+		*ok = 1;
+		rest = line + 3;
+	} else if (strncmp(line, "-ERR", 4) == 0) {
+		*ok = 0;
+		rest = line + 4;
+	} else {
+		c->broken = 1;
+		return mfs_err_set(err, MFS_E_PROTO,
+				   "%s: unexpected reply \"%.80s\"", what,
+				   line);
+	}
+	while (*rest == ' ')
+		rest++;
+	if (text != NULL)
+		snprintf(text, cap, "%s",
+			 *rest != '\0' ? rest : "no reason given");
+	return MFS_OK;
+}
+
+/* The next line of a multi-line reply, dot-unstuffed, into line (cap
+ * bytes, cut as by conn_line). *end is 1 at the terminating ".". */
+static int conn_ml_line(struct pop3_conn *c, char *line, size_t cap, int *end,
+			const char *what, struct mfs_err *err)
+{
+	if (conn_line(c, line, cap, what, err) != MFS_OK)
+		return err->code;
+	*end = strcmp(line, ".") == 0;
+	if (line[0] == '.')
+		memmove(line, line + 1, strlen(line));
+	return MFS_OK;
+}
+
+/* Reads and drops the rest of a multi-line reply. */
+static int conn_ml_skip(struct pop3_conn *c, const char *what,
+			struct mfs_err *err)
+{
+	char line[P3_LINE_MAX];
+	int end = 0;
+
+	while (!end)
+		if (conn_ml_line(c, line, sizeof(line), &end, what, err) !=
+		    MFS_OK)
+			return err->code;
+	return MFS_OK;
+}
+
+/* Sends one command and reads its status line. */
+static int conn_cmd(struct pop3_conn *c, int *ok, char *text, size_t cap,
+		    const char *what, struct mfs_err *err, const char *cmd)
+{
+	if (conn_send(c, what, err, "%s", cmd) != MFS_OK ||
+	    conn_flush(c, what, err) != MFS_OK)
+		return err->code;
+	return conn_status(c, ok, text, cap, what, err);
+}
+
+/* ---- the session: opening and closing --------------------------------- */
+
+/* Ends the session: QUIT unless the stream broke, then the socket. */
+static void conn_close(struct pop3_conn *c)
+{
+	int ok;
+
+	if (c == NULL)
+		return;
+	if (c->s != NULL && !c->broken) {
+		struct mfs_err ignored;
+
+		if (c->quit_sent ||
+		    conn_send(c, "QUIT", &ignored, "QUIT") == MFS_OK) {
+			if (conn_flush(c, "QUIT", &ignored) == MFS_OK)
+				conn_status(c, &ok, NULL, 0, "QUIT", &ignored);
+		}
+	}
+	if (c->s != NULL)
+		mailstream_close(c->s);
+	free(c);
+}
+
+static void capa_line(struct pop3_conn *c, const char *line)
+{
+	char word[64];
+	const char *rest;
+	size_t n = strcspn(line, " ");
+
+	if (n >= sizeof(word))
+		return;
+	memcpy(word, line, n);
+	word[n] = '\0';
+	rest = line + n;
+	if (strcasecmp(word, "STLS") == 0)
+		c->caps |= CAP_STLS;
+	else if (strcasecmp(word, "USER") == 0)
+		c->caps |= CAP_USER;
+	else if (strcasecmp(word, "PIPELINING") == 0)
+		c->caps |= CAP_PIPELINING;
+	else if (strcasecmp(word, "UIDL") == 0)
+		c->caps |= CAP_UIDL;
+	else if (strcasecmp(word, "TOP") == 0)
+		c->caps |= CAP_TOP;
+	else if (strcasecmp(word, "SASL") == 0) {
+		char mechs[P3_LINE_MAX], *save = NULL, *m;
+
+		snprintf(mechs, sizeof(mechs), "%s", rest);
+		for (m = strtok_r(mechs, " ", &save); m != NULL;
+		     m = strtok_r(NULL, " ", &save))
+			if (strcasecmp(m, "PLAIN") == 0)
+				c->caps |= CAP_SASL_PLAIN;
+	} else if (strcasecmp(word, "EXPIRE") == 0) {
+		char val[32] = "", user[16] = "";
+
+		if (sscanf(rest, " %31s %15s", val, user) >= 1) {
+			if (strcmp(val, "0") == 0)
+				c->caps |= CAP_EXPIRE_0;
+			if (strcasecmp(user, "USER") == 0)
+				c->caps |= CAP_EXPIRE_USER;
+		}
+	}
+}
+
+/* CAPA: fills c->caps (0 and have_capa 0 when the server knows no CAPA). */
+static int conn_capa(struct pop3_conn *c, struct mfs_err *err)
+{
+	char line[P3_LINE_MAX];
+	int ok, end = 0;
+
+	c->caps = 0;
+	c->have_capa = 0;
+	if (conn_cmd(c, &ok, NULL, 0, "CAPA", err, "CAPA") != MFS_OK)
+		return err->code;
+	if (!ok)
+		return MFS_OK;
+	c->have_capa = 1;
+	for (;;) {
+		if (conn_ml_line(c, line, sizeof(line), &end, "CAPA", err) !=
+		    MFS_OK)
+			return err->code;
+		if (end)
+			break;
+		capa_line(c, line);
+	}
+	return MFS_OK;
+}
+
+static int conn_stls(struct pop3_conn *c, const struct mfs_tls_opts *tls,
+		     struct mfs_err *err)
+{
+	const struct mfs_server *srv = &c->pop->acct->store;
+	char text[256];
+	int ok;
+
+	if (!(c->caps & CAP_STLS)) {
+		c->broken = 1; /* say nothing more, QUIT included */
+		return mfs_err_set(err, MFS_E_TLS,
+				   "%s:%d does not offer STLS; refusing to "
+				   "log in without TLS (tls = none allows it)",
+				   srv->host, srv->port);
+	}
+	if (conn_cmd(c, &ok, text, sizeof(text), "STLS", err, "STLS") != MFS_OK)
+		return err->code;
+	if (!ok) {
+		c->broken = 1;
+		return mfs_err_set(err, MFS_E_TLS, "STLS at %s:%d refused: %s",
+				   srv->host, srv->port, text);
+	}
+	if (c->pos != c->len) {
+		c->broken = 1;
+		return mfs_err_set(err, MFS_E_TLS,
+				   "TLS to %s: server sent data before the "
+				   "TLS handshake",
+				   srv->host);
+	}
+	if (mfs_stream_starttls(c->s, tls, err) != MFS_OK) {
+		c->broken = 1;
+		return err->code;
+	}
+	return conn_capa(c, err);
+}
+
+static int refuse_expire(struct pop3_conn *c, struct mfs_err *err)
+{
+	const struct mfs_server *srv = &c->pop->acct->store;
+
+	return mfs_err_set(err, MFS_E_ACCESS,
+			   "%s:%d: server deletes retrieved mail (EXPIRE 0); "
+			   "refusing to read",
+			   srv->host, srv->port);
+}
+
+static int auth_refused(struct pop3_conn *c, const char *text,
+			struct mfs_err *err)
+{
+	const struct mfs_account *acct = c->pop->acct;
+
+	return mfs_err_set(err, MFS_E_AUTH, "login as %s at %s:%d refused: %s",
+			   acct->user, acct->store.host, acct->store.port,
+			   text);
+}
+
+/* USER and PASS, sent together when the server pipelines. */
+static int login_user_pass(struct pop3_conn *c, struct mfs_err *err)
+{
+	const struct mfs_account *acct = c->pop->acct;
+	char text[256];
+	int ok, ok2;
+
+	if (conn_send(c, "USER", err, "USER %s", acct->user) != MFS_OK)
+		return err->code;
+	if (!(c->caps & CAP_PIPELINING)) {
+		if (conn_flush(c, "USER", err) != MFS_OK ||
+		    conn_status(c, &ok, text, sizeof(text), "USER", err) !=
+			MFS_OK)
+			return err->code;
+		if (!ok)
+			return auth_refused(c, text, err);
+	}
+	if (conn_send(c, "PASS", err, "PASS %s", c->pop->password) != MFS_OK ||
+	    conn_flush(c, "PASS", err) != MFS_OK)
+		return err->code;
+	if (c->caps & CAP_PIPELINING) {
+		if (conn_status(c, &ok, text, sizeof(text), "USER", err) !=
+		    MFS_OK)
+			return err->code;
+		if (conn_status(c, &ok2, ok ? text : NULL, sizeof(text), "PASS",
+				err) != MFS_OK)
+			return err->code;
+		ok = ok && ok2;
+	} else if (conn_status(c, &ok, text, sizeof(text), "PASS", err) !=
+		   MFS_OK) {
+		return err->code;
+	}
+	return ok ? MFS_OK : auth_refused(c, text, err);
+}
+
+/* SASL PLAIN (RFC 5034) with the initial response. */
+static int login_plain(struct pop3_conn *c, struct mfs_err *err)
+{
+	const struct mfs_account *acct = c->pop->acct;
+	size_t ulen = strlen(acct->user), plen = strlen(c->pop->password);
+	unsigned char raw[P3_CMD_MAX / 2];
+	char b64[P3_CMD_MAX], text[256];
+	size_t rawlen = ulen + plen + 2;
+	int ok, r;
+
+	if (rawlen > sizeof(raw))
+		return mfs_err_set(err, MFS_E_AUTH,
+				   "user name and password too long for "
+				   "AUTH PLAIN");
+	raw[0] = '\0';
+	memcpy(raw + 1, acct->user, ulen);
+	raw[ulen + 1] = '\0';
+	memcpy(raw + ulen + 2, c->pop->password, plen);
+	EVP_EncodeBlock((unsigned char *)b64, raw, (int)rawlen);
+	explicit_bzero(raw, sizeof(raw));
+	r = conn_send(c, "AUTH", err, "AUTH PLAIN %s", b64);
+	explicit_bzero(b64, sizeof(b64));
+	if (r != MFS_OK || conn_flush(c, "AUTH", err) != MFS_OK)
+		return err->code;
+	if (conn_line(c, text, sizeof(text), "AUTH", err) != MFS_OK)
+		return err->code;
+	if (strncmp(text, "+OK", 3) == 0)
+		return MFS_OK;
+	if (strncmp(text, "+", 1) == 0) {
+		/* a challenge despite the initial response: cancel */
+		if (conn_cmd(c, &ok, NULL, 0, "AUTH", err, "*") != MFS_OK)
+			return err->code;
+		return auth_refused(c,
+				    "the server ignored the initial "
+				    "response",
+				    err);
+	}
+	if (strncmp(text, "-ERR", 4) != 0) {
+		c->broken = 1;
+		return mfs_err_set(err, MFS_E_PROTO,
+				   "AUTH: unexpected reply \"%.80s\"", text);
+	}
+	return auth_refused(c, text[4] == ' ' ? text + 5 : "no reason given",
+			    err);
+}
+
+static int conn_login(struct pop3_conn *c, struct mfs_err *err)
+{
+	const struct mfs_account *acct = c->pop->acct;
+
+	if (strpbrk(acct->user, "\r\n") != NULL ||
+	    strpbrk(c->pop->password, "\r\n") != NULL)
+		return mfs_err_set(err, MFS_E_AUTH,
+				   "user name or password contains a line "
+				   "break");
+	/* Without CAPA, USER/PASS is the one method every server has. */
+	if (!c->have_capa || (c->caps & CAP_USER))
+		return login_user_pass(c, err);
+	if (c->caps & CAP_SASL_PLAIN)
+		return login_plain(c, err);
+	return mfs_err_set(err, MFS_E_AUTH,
+			   "%s:%d offers neither USER nor SASL PLAIN",
+			   acct->store.host, acct->store.port);
+}
+
+/* TCP, TLS, greeting, CAPA, STLS, login. APOP is not used: the config
+ * has no way to ask for it, and it needs the password's MD5 on the wire
+ * where TLS already protects USER/PASS. */
+static int conn_open(struct mfs_pop3 *pop, struct pop3_conn **out,
+		     struct mfs_err *err)
+{
+	const struct mfs_account *acct = pop->acct;
+	const struct mfs_server *srv = &acct->store;
+	struct mfs_tls_opts tls = {srv->host, acct->ca_file, acct->timeout};
+	struct pop3_conn *c;
+	char text[256];
+	int fd, ok;
+
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	c->pop = pop;
+	fd = mfs_tcp_connect(srv->host, srv->port, acct->timeout, err);
+	if (fd < 0)
+		goto free_conn;
+	if (srv->tls == MFS_TLS_IMPLICIT)
+		c->s = mfs_stream_tls(fd, &tls, err);
+	else
+		c->s = mfs_stream_plain(fd, acct->timeout, err);
+	if (c->s == NULL)
+		goto free_conn;
+	if (conn_status(c, &ok, text, sizeof(text), "greeting", err) != MFS_OK)
+		goto close_conn;
+	if (!ok) {
+		c->broken = 1;
+		mfs_err_set(err, MFS_E_CONNECT, "%s:%d refused the session: %s",
+			    srv->host, srv->port, text);
+		goto close_conn;
+	}
+	if (conn_capa(c, err) != MFS_OK)
+		goto close_conn;
+	if (srv->tls == MFS_TLS_STARTTLS && conn_stls(c, &tls, err) != MFS_OK)
+		goto close_conn;
+	if (c->caps & CAP_EXPIRE_0) {
+		refuse_expire(c, err);
+		goto close_conn;
+	}
+	if (conn_login(c, err) != MFS_OK)
+		goto close_conn;
+	if ((c->caps & CAP_EXPIRE_USER) && conn_capa(c, err) != MFS_OK)
+		goto close_conn;
+	if (c->caps & CAP_EXPIRE_0) {
+		refuse_expire(c, err);
+		goto close_conn;
+	}
+	mfs_stream_tls_info(c->s, pop->tls_version, sizeof(pop->tls_version),
+			    pop->tls_subject, sizeof(pop->tls_subject),
+			    pop->tls_issuer, sizeof(pop->tls_issuer));
+	mfs_log_debug("pop3: logged in to %s:%d as %s", srv->host, srv->port,
+		      acct->user);
+	*out = c;
+	return MFS_OK;
+
+close_conn:
+	conn_close(c);
+	return err->code;
+free_conn:
+	free(c);
+	return err->code;
+}
+
+/* ---- UIDL and LIST ----------------------------------------------------- */
+
+/* A UIDL as RFC 1939 allows it: 1 to 70 characters 0x21..0x7E. */
+static int uidl_valid(const char *s)
+{
+	size_t n = strlen(s), i;
+
+	if (n == 0 || n > P3_UIDL_MAX)
+		return 0;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+/* "N REST": the number and a pointer to REST (one word). */
+static int scan_listing(const char *line, uint32_t *num, const char **rest)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(line, &end, 10);
+	if (errno != 0 || end == line || *end != ' ' || v == 0 ||
+	    v > UINT32_MAX || line[0] < '0' || line[0] > '9')
+		return -1;
+	while (*end == ' ')
+		end++;
+	*num = (uint32_t)v;
+	*rest = end;
+	return 0;
+}
+
+static int no_uidl(struct pop3_conn *c, struct mfs_err *err)
+{
+	const struct mfs_server *srv = &c->pop->acct->store;
+
+	return mfs_err_set(err, MFS_E_PROTO,
+			   "%s:%d: server has no UIDL; message names would "
+			   "not be stable",
+			   srv->host, srv->port);
+}
+
+static int bad_reply(struct pop3_conn *c, const char *what, const char *line,
+		     struct mfs_err *err)
+{
+	c->broken = 1;
+	return mfs_err_set(err, MFS_E_PROTO,
+			   "%s: cannot use the line \"%.80s\"", what, line);
+}
+
+/* Reads a UIDL listing into msgs (uid and uidl), *n of them. */
+static int read_uidl(struct pop3_conn *c, struct mfs_store_msg **msgs,
+		     size_t *n, struct mfs_err *err)
+{
+	struct mfs_store_msg *out = NULL, *grown;
+	size_t count = 0, room = 0;
+	char line[P3_LINE_MAX];
+	const char *id;
+	uint32_t num;
+	int ok, end;
+
+	if (conn_status(c, &ok, NULL, 0, "UIDL", err) != MFS_OK)
+		return err->code;
+	if (!ok)
+		return no_uidl(c, err);
+	for (;;) {
+		if (conn_ml_line(c, line, sizeof(line), &end, "UIDL", err) !=
+		    MFS_OK)
+			goto free_out;
+		if (end)
+			break;
+		if (scan_listing(line, &num, &id) != 0) {
+			bad_reply(c, "UIDL", line, err);
+			goto free_out;
+		}
+		if (!uidl_valid(id)) {
+			c->broken = 1;
+			mfs_err_set(err, MFS_E_PROTO,
+				    "UIDL: message %" PRIu32 " has an "
+				    "invalid UIDL (RFC 1939: 1 to 70 "
+				    "characters from 0x21 to 0x7E)",
+				    num);
+			goto free_out;
+		}
+		if (count == room) {
+			room = room ? room * 2 : 64;
+			grown = realloc(out, room * sizeof(*out));
+			if (grown == NULL) {
+				mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+				goto free_out;
+			}
+			out = grown;
+		}
+		memset(&out[count], 0, sizeof(out[count]));
+		out[count].uid = num;
+		out[count].uidl = strdup(id);
+		if (out[count].uidl == NULL) {
+			mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+			goto free_out;
+		}
+		count++;
+	}
+	*msgs = out;
+	*n = count;
+	return MFS_OK;
+
+free_out:
+	mfs_store_msgs_free(out, count);
+	return err->code;
+}
+
+static int cmp_uid(const void *a, const void *b)
+{
+	const struct mfs_store_msg *x = a, *y = b;
+
+	return x->uid < y->uid ? -1 : x->uid > y->uid;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static struct mfs_store_msg *find_uid(struct mfs_store_msg *msgs, size_t n,
+				      uint32_t uid)
+{
+	struct mfs_store_msg key = {.uid = uid};
+
+	return bsearch(&key, msgs, n, sizeof(*msgs), cmp_uid);
+}
+
+/* Sorts msgs by number and refuses a number or a UIDL seen twice. */
+static int check_unique(struct pop3_conn *c, struct mfs_store_msg *msgs,
+			size_t n, struct mfs_err *err)
+{
+	char **ids;
+	size_t i;
+	int r = MFS_OK;
+
+	qsort(msgs, n, sizeof(*msgs), cmp_uid);
+	for (i = 1; i < n; i++)
+		if (msgs[i].uid == msgs[i - 1].uid)
+			return bad_reply(c, "UIDL", "a message number twice",
+					 err);
+	ids = malloc((n + 1) * sizeof(*ids));
+	if (ids == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	for (i = 0; i < n; i++)
+		ids[i] = msgs[i].uidl;
+	qsort(ids, n, sizeof(*ids), cmp_str);
+	for (i = 1; i < n; i++) {
+		if (strcmp(ids[i], ids[i - 1]) == 0) {
+			c->broken = 1;
+			r = mfs_err_set(err, MFS_E_PROTO,
+					"UIDL: two messages share the UIDL "
+					"%s",
+					ids[i]);
+			break;
+		}
+	}
+	free(ids);
+	return r;
+}
+
+/* Reads a LIST listing into the sizes of msgs (sorted by uid). Every
+ * message of the UIDL listing must have a size, and no other. */
+static int read_list(struct pop3_conn *c, struct mfs_store_msg *msgs, size_t n,
+		     struct mfs_err *err)
+{
+	char line[P3_LINE_MAX], *end_num;
+	const char *rest;
+	struct mfs_store_msg *m;
+	unsigned long long size;
+	size_t seen = 0;
+	uint32_t num;
+	int ok, end;
+
+	if (conn_status(c, &ok, NULL, 0, "LIST", err) != MFS_OK)
+		return err->code;
+	if (!ok) {
+		c->broken = 1;
+		return mfs_err_set(err, MFS_E_PROTO, "LIST refused");
+	}
+	for (;;) {
+		if (conn_ml_line(c, line, sizeof(line), &end, "LIST", err) !=
+		    MFS_OK)
+			return err->code;
+		if (end)
+			break;
+		if (scan_listing(line, &num, &rest) != 0 || rest[0] < '0' ||
+		    rest[0] > '9')
+			return bad_reply(c, "LIST", line, err);
+		errno = 0;
+		size = strtoull(rest, &end_num, 10);
+		if (errno != 0 || (*end_num != '\0' && *end_num != ' '))
+			return bad_reply(c, "LIST", line, err);
+		m = find_uid(msgs, n, num);
+		if (m == NULL)
+			return bad_reply(
+			    c, "LIST (a message UIDL did not list)", line, err);
+		m->size = size;
+		seen++;
+	}
+	if (seen != n) {
+		c->broken = 1;
+		return mfs_err_set(err, MFS_E_PROTO,
+				   "LIST names %zu messages, UIDL %zu", seen,
+				   n);
+	}
+	return MFS_OK;
+}
+
+/* ---- TOP n 0: the headers ----------------------------------------------- */
+
+/* The raw value of the first header `name` in the header block hdr
+ * (lines separated by CRLF), folded lines included; NULL when absent. */
+static const char *header_find(const char *hdr, const char *name, size_t *len)
+{
+	size_t nlen = strlen(name);
+	const char *p = hdr, *v, *e;
+
+	while (*p != '\0') {
+		if (strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+			v = p + nlen + 1;
+			e = v;
+			for (;;) {
+				e = strstr(e, "\r\n");
+				if (e == NULL) {
+					e = v + strlen(v);
+					break;
+				}
+				if (e[2] != ' ' && e[2] != '\t')
+					break;
+				e += 2;
+			}
+			*len = (size_t)(e - v);
+			return v;
+		}
+		p = strstr(p, "\r\n");
+		if (p == NULL)
+			break;
+		p += 2;
+	}
+	return NULL;
+}
+
+static char *header_value(const char *hdr, const char *name)
+{
+	size_t len;
+	const char *v = header_find(hdr, name, &len);
+
+	if (v == NULL)
+		return NULL;
+	while (len > 0 &&
+	       (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')) {
+		v++;
+		len--;
+	}
+	while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+		len--;
+	return strndup(v, len);
+}
+
+/* The sender display: the decoded display name of the first From
+ * mailbox, else its address, else the decoded header as it stands. */
+static char *from_display(const char *raw)
+{
+	struct mailimf_mailbox_list *list = NULL;
+	struct mailimf_mailbox *mb;
+	size_t idx = 0;
+	char *out;
+
+	if (raw == NULL)
+		return strdup("");
+	if (mailimf_mailbox_list_parse(raw, strlen(raw), &idx, &list) !=
+		MAILIMF_NO_ERROR ||
+	    clist_begin(list->mb_list) == NULL) {
+		if (list != NULL)
+			mailimf_mailbox_list_free(list);
+		return mfs_hdr_decode(raw);
+	}
+	mb = clist_content(clist_begin(list->mb_list));
+	if (mb->mb_display_name != NULL && mb->mb_display_name[0] != '\0')
+		out = mfs_hdr_decode(mb->mb_display_name);
+	else
+		out = mfs_hdr_decode(mb->mb_addr_spec);
+	mailimf_mailbox_list_free(list);
+	return out;
+}
+
+/* Fills date, from and subject of m from a header block. */
+static int msg_from_headers(struct mfs_store_msg *m, const char *hdr)
+{
+	char *from = header_value(hdr, "From");
+	char *subject = header_value(hdr, "Subject");
+	char *date = header_value(hdr, "Date");
+	int r = 0;
+
+	m->date = date != NULL ? mfs_parse_date(date) : (time_t)-1;
+	if (m->date == (time_t)-1)
+		m->date = 0;
+	free(m->from);
+	free(m->subject);
+	m->from = from_display(from);
+	m->subject = mfs_hdr_decode(subject != NULL ? subject : "");
+	if (m->from == NULL || m->subject == NULL)
+		r = -1;
+	free(from);
+	free(subject);
+	free(date);
+	return r;
+}
+
+/* A growable header block, kept to at most P3_HDR_MAX bytes. */
+struct hdrbuf {
+	char *data; /* owned */
+	size_t len, room;
+	int done; /* the blank line that ends the header was seen */
+};
+
+static int hdr_add(struct hdrbuf *h, const char *s, size_t n)
+{
+	char *grown;
+
+	if (h->len + n + 3 > P3_HDR_MAX)
+		return 0; /* the rest is dropped: big headers stay bounded */
+	if (h->len + n + 3 > h->room) {
+		size_t room = h->room ? h->room * 2 : 4096;
+
+		while (room < h->len + n + 3)
+			room *= 2;
+		grown = realloc(h->data, room);
+		if (grown == NULL)
+			return -1;
+		h->data = grown;
+		h->room = room;
+	}
+	memcpy(h->data + h->len, s, n);
+	memcpy(h->data + h->len + n, "\r\n", 3);
+	h->len += n + 2;
+	return 0;
+}
+
+/* Reads the reply to TOP n 0 into m. A refused TOP leaves m without
+ * sender, subject and date. */
+static int read_top(struct pop3_conn *c, struct mfs_store_msg *m,
+		    struct mfs_err *err)
+{
+	struct hdrbuf h = {0};
+	char piece[4096];
+	size_t n;
+	int ok, eol, at_start = 1, skip_line = 0;
+
+	if (conn_status(c, &ok, NULL, 0, "TOP", err) != MFS_OK)
+		return err->code;
+	if (!ok)
+		return msg_from_headers(m, "") == 0
+			   ? MFS_OK
+			   : mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	for (;;) {
+		const char *p = piece;
+
+		if (conn_piece(c, piece, sizeof(piece), &n, &eol, "TOP", err) !=
+		    MFS_OK)
+			goto free_h;
+		if (at_start && eol && n == 1 && piece[0] == '.')
+			break;
+		if (at_start && n > 0 && piece[0] == '.') {
+			p++;
+			n--;
+		}
+		if (at_start && eol && n == 0)
+			h.done = 1;
+		/* a line longer than a piece is dropped, not cut */
+		if (!eol)
+			skip_line = 1;
+		else if (!h.done && !skip_line && hdr_add(&h, p, n) != 0) {
+			mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+			goto free_h;
+		}
+		if (eol)
+			skip_line = 0;
+		at_start = eol;
+	}
+	if (msg_from_headers(m, h.data != NULL ? h.data : "") != 0)
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	else
+		mfs_err_clear(err);
+free_h:
+	free(h.data);
+	return err->code;
+}
+
+/*
+ * TOP n 0 for every message, in batches of P3_BATCH commands when the
+ * server pipelines (a batch is small enough for the socket buffers, so
+ * neither side can block on a full buffer while the other waits), else
+ * one at a time. With pipelining, QUIT rides along with the last batch.
+ */
+static int read_headers(struct pop3_conn *c, struct mfs_store_msg *msgs,
+			size_t n, struct mfs_err *err)
+{
+	size_t batch = (c->caps & CAP_PIPELINING) ? P3_BATCH : 1;
+	size_t i, j, end;
+
+	for (i = 0; i < n; i = end) {
+		end = i + batch < n ? i + batch : n;
+		for (j = i; j < end; j++)
+			if (conn_send(c, "TOP", err, "TOP %" PRIu32 " 0",
+				      msgs[j].uid) != MFS_OK)
+				return err->code;
+		if (end == n && (c->caps & CAP_PIPELINING)) {
+			if (conn_send(c, "QUIT", err, "QUIT") != MFS_OK)
+				return err->code;
+			c->quit_sent = 1;
+		}
+		if (conn_flush(c, "TOP", err) != MFS_OK)
+			return err->code;
+		for (j = i; j < end; j++)
+			if (read_top(c, &msgs[j], err) != MFS_OK)
+				return err->code;
+	}
+	return MFS_OK;
+}
+
+/* Header-less entries for a server without TOP. */
+static int no_headers(struct mfs_store_msg *msgs, size_t n, struct mfs_err *err)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (msg_from_headers(&msgs[i], "") != 0)
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	return MFS_OK;
+}
+
+/* ---- the store ops ------------------------------------------------------ */
+
+static int is_inbox(const char *folder, struct mfs_err *err)
+{
+	if (strcasecmp(folder, "INBOX") == 0)
+		return 1;
+	mfs_err_set(err, MFS_E_NOENT, "a POP3 account has only INBOX, not %s",
+		    folder);
+	return 0;
+}
+
+static int pop3_connect(struct mfs_store *st, struct mfs_err *err)
+{
+	struct mfs_pop3 *pop = st->priv;
+	struct pop3_conn *c = NULL;
+	int r;
+
+	pthread_mutex_lock(&pop->lock);
+	r = conn_open(pop, &c, err);
+	if (r == MFS_OK) {
+		conn_close(c);
+		mfs_err_clear(err);
+	}
+	pthread_mutex_unlock(&pop->lock);
+	return r;
+}
+
+static int pop3_list(struct mfs_store *st, struct mfs_store_folder **folders,
+		     size_t *n, struct mfs_err *err)
+{
+	struct mfs_store_folder *out = calloc(1, sizeof(*out));
+
+	(void)st;
+	if (out == NULL || (out->name = strdup("INBOX")) == NULL) {
+		free(out);
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	*folders = out;
+	*n = 1;
+	mfs_err_clear(err);
+	return MFS_OK;
+}
+
+/* Reads a multi-line reply that is no longer wanted, so that the session
+ * can still end with QUIT. */
+static void drain_reply(struct pop3_conn *c)
+{
+	struct mfs_err ignored;
+	int ok;
+
+	if (c->broken)
+		return;
+	if (conn_status(c, &ok, NULL, 0, "LIST", &ignored) == MFS_OK && ok)
+		conn_ml_skip(c, "LIST", &ignored);
+}
+
+static int index_session(struct pop3_conn *c, struct mfs_store_msg **msgs,
+			 size_t *n, struct mfs_err *err)
+{
+	struct mfs_store_msg *out = NULL;
+	size_t count = 0;
+
+	if (c->have_capa && !(c->caps & CAP_UIDL))
+		return no_uidl(c, err);
+	if (conn_send(c, "UIDL", err, "UIDL") != MFS_OK)
+		return err->code;
+	if (c->caps & CAP_PIPELINING) {
+		if (conn_send(c, "LIST", err, "LIST") != MFS_OK ||
+		    conn_flush(c, "UIDL", err) != MFS_OK)
+			return err->code;
+		if (read_uidl(c, &out, &count, err) != MFS_OK) {
+			drain_reply(c);
+			return err->code;
+		}
+	} else {
+		if (conn_flush(c, "UIDL", err) != MFS_OK ||
+		    read_uidl(c, &out, &count, err) != MFS_OK)
+			return err->code;
+		if (conn_send(c, "LIST", err, "LIST") != MFS_OK ||
+		    conn_flush(c, "LIST", err) != MFS_OK)
+			goto free_out;
+	}
+	if (check_unique(c, out, count, err) != MFS_OK ||
+	    read_list(c, out, count, err) != MFS_OK)
+		goto free_out;
+	if (c->have_capa && !(c->caps & CAP_TOP)) {
+		if (no_headers(out, count, err) != MFS_OK)
+			goto free_out;
+	} else if (read_headers(c, out, count, err) != MFS_OK) {
+		goto free_out;
+	}
+	*msgs = out;
+	*n = count;
+	return MFS_OK;
+
+free_out:
+	mfs_store_msgs_free(out, count);
+	return err->code;
+}
+
+static int pop3_index(struct mfs_store *st, const char *folder,
+		      uint32_t *validity, struct mfs_store_msg **msgs,
+		      size_t *n, struct mfs_err *err)
+{
+	struct mfs_pop3 *pop = st->priv;
+	struct pop3_conn *c = NULL;
+
+	if (!is_inbox(folder, err))
+		return err->code;
+	pthread_mutex_lock(&pop->lock);
+	if (conn_open(pop, &c, err) != MFS_OK)
+		goto unlock;
+	if (index_session(c, msgs, n, err) == MFS_OK) {
+		*validity = 0;
+		mfs_err_clear(err);
+	}
+	conn_close(c);
+unlock:
+	pthread_mutex_unlock(&pop->lock);
+	return err->code;
+}
+
+/* The number of the message whose UIDL is uidl in this session: first
+ * "UIDL hint" (the number it had in the listing), else the whole UIDL
+ * listing. *num is 0 when the message is gone. */
+static int find_number(struct pop3_conn *c, uint32_t hint, const char *uidl,
+		       uint32_t *num, struct mfs_err *err)
+{
+	char line[P3_LINE_MAX], want[P3_LINE_MAX];
+	struct mfs_store_msg *all = NULL;
+	size_t count = 0, i;
+	int ok;
+
+	*num = 0;
+	if (c->have_capa && !(c->caps & CAP_UIDL))
+		return no_uidl(c, err);
+	if (hint != 0) {
+		snprintf(want, sizeof(want), "%" PRIu32 " %s", hint, uidl);
+		if (conn_send(c, "UIDL", err, "UIDL %" PRIu32, hint) !=
+			MFS_OK ||
+		    conn_flush(c, "UIDL", err) != MFS_OK ||
+		    conn_status(c, &ok, line, sizeof(line), "UIDL", err) !=
+			MFS_OK)
+			return err->code;
+		if (ok && strcmp(line, want) == 0) {
+			*num = hint;
+			return MFS_OK;
+		}
+	}
+	if (conn_send(c, "UIDL", err, "UIDL") != MFS_OK ||
+	    conn_flush(c, "UIDL", err) != MFS_OK ||
+	    read_uidl(c, &all, &count, err) != MFS_OK)
+		return err->code;
+	for (i = 0; i < count; i++)
+		if (strcmp(all[i].uidl, uidl) == 0)
+			*num = all[i].uid;
+	mfs_store_msgs_free(all, count);
+	return MFS_OK;
+}
+
+/* Gathers output into few write(2) calls. */
+struct outbuf {
+	int fd;
+	size_t n;
+	uint64_t total;
+	char data[P3_OUT_BUF];
+};
+
+static int out_flush(struct outbuf *o)
+{
+	const char *p = o->data;
+
+	while (o->n > 0) {
+		ssize_t w = write(o->fd, p, o->n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		o->n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int out_put(struct outbuf *o, const char *s, size_t n)
+{
+	while (n > 0) {
+		size_t k = sizeof(o->data) - o->n;
+
+		if (k > n)
+			k = n;
+		memcpy(o->data + o->n, s, k);
+		o->n += k;
+		o->total += k;
+		s += k;
+		n -= k;
+		if (o->n == sizeof(o->data) && out_flush(o) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * Streams the reply to RETR into o: dot-unstuffed, each line ending in
+ * CRLF. POP3 must end the last line with CRLF even when the message does
+ * not (RFC 1939 3); so the CRLF of the last line is held back and dropped
+ * when the message is exactly `size` bytes without it (the LIST size is
+ * the message's own length, which Dovecot and RFC 1939 count with CRLF
+ * line ends and without the stuffing).
+ */
+static int read_retr(struct pop3_conn *c, uint64_t size, struct outbuf *o,
+		     struct mfs_err *err)
+{
+	char piece[8192];
+	size_t n;
+	int eol, at_start = 1, pending = 0;
+
+	for (;;) {
+		const char *p = piece;
+
+		if (conn_piece(c, piece, sizeof(piece), &n, &eol, "RETR",
+			       err) != MFS_OK)
+			return err->code;
+		if (at_start && eol && n == 1 && piece[0] == '.')
+			break;
+		if (at_start && n > 0 && piece[0] == '.') {
+			p++;
+			n--;
+		}
+		if ((pending && out_put(o, "\r\n", 2) != 0) ||
+		    out_put(o, p, n) != 0)
+			goto write_failed;
+		pending = eol;
+		at_start = eol;
+	}
+	if (pending && o->total != size && out_put(o, "\r\n", 2) != 0)
+		goto write_failed;
+	if (out_flush(o) != 0)
+		goto write_failed;
+	return MFS_OK;
+
+write_failed:
+	/* the rest of the reply is unread: the session cannot go on */
+	c->broken = 1;
+	return mfs_err_set(err, MFS_E_IO, "cannot write the message: %s",
+			   strerror(errno));
+}
+
+static int fetch_session(struct pop3_conn *c, const struct mfs_store_msg *msg,
+			 int fd, size_t *len, struct mfs_err *err)
+{
+	struct outbuf *o;
+	char text[256];
+	uint32_t num;
+	int ok;
+
+	if (find_number(c, msg->uid, msg->uidl, &num, err) != MFS_OK)
+		return err->code;
+	if (num == 0)
+		return mfs_err_set(err, MFS_E_NOENT,
+				   "INBOX: message %s is gone", msg->uidl);
+	if (conn_send(c, "RETR", err, "RETR %" PRIu32, num) != MFS_OK ||
+	    conn_flush(c, "RETR", err) != MFS_OK ||
+	    conn_status(c, &ok, text, sizeof(text), "RETR", err) != MFS_OK)
+		return err->code;
+	if (!ok)
+		return mfs_err_set(err, MFS_E_PROTO, "RETR %s refused: %s",
+				   msg->uidl, text);
+	o = malloc(sizeof(*o));
+	if (o == NULL) {
+		c->broken = 1;
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	o->fd = fd;
+	o->n = 0;
+	o->total = 0;
+	if (read_retr(c, msg->size, o, err) == MFS_OK)
+		*len = (size_t)o->total;
+	free(o);
+	return err->code;
+}
+
+static int pop3_fetch(struct mfs_store *st, const char *folder,
+		      uint32_t validity, const struct mfs_store_msg *msg,
+		      int fd, size_t *len, struct mfs_err *err)
+{
+	struct mfs_pop3 *pop = st->priv;
+	struct pop3_conn *c = NULL;
+
+	(void)validity;
+	if (!is_inbox(folder, err))
+		return err->code;
+	if (msg->uidl == NULL)
+		return mfs_err_set(err, MFS_E_NOENT,
+				   "INBOX: a POP3 message needs its UIDL");
+	pthread_mutex_lock(&pop->lock);
+	if (conn_open(pop, &c, err) != MFS_OK)
+		goto unlock;
+	mfs_err_clear(err);
+	fetch_session(c, msg, fd, len, err);
+	conn_close(c);
+unlock:
+	pthread_mutex_unlock(&pop->lock);
+	return err->code;
+}
+
+static void pop3_tls_info(struct mfs_store *st, char *version, size_t vlen,
+			  char *subject, size_t slen, char *issuer, size_t ilen)
+{
+	struct mfs_pop3 *pop = st->priv;
+
+	pthread_mutex_lock(&pop->lock);
+	snprintf(version, vlen, "%s", pop->tls_version);
+	snprintf(subject, slen, "%s", pop->tls_subject);
+	snprintf(issuer, ilen, "%s", pop->tls_issuer);
+	pthread_mutex_unlock(&pop->lock);
+}
+
+static void pop3_store_free(struct mfs_store *st)
+{
+	struct mfs_pop3 *pop;
+
+	if (st == NULL)
+		return;
+	pop = st->priv;
+	if (pop != NULL) {
+		pthread_mutex_destroy(&pop->lock);
+		free(pop);
+	}
+	free(st);
+}
+
+static const struct mfs_store_ops pop3_ops = {
+    .connect = pop3_connect,
+    .list = pop3_list,
+    .index = pop3_index,
+    .fetch = pop3_fetch,
+    .tls_info = pop3_tls_info,
+    .free = pop3_store_free,
+};
+
+struct mfs_store *mfs_pop3_store_new(const struct mfs_account *acct,
+				     const char *password)
+{
+	struct mfs_store *st = calloc(1, sizeof(*st));
+	struct mfs_pop3 *pop;
+
+	if (st == NULL)
+		return NULL;
+	pop = calloc(1, sizeof(*pop));
+	if (pop == NULL) {
+		free(st);
+		return NULL;
+	}
+	pthread_mutex_init(&pop->lock, NULL);
+	pop->acct = acct;
+	pop->password = password;
+	st->ops = &pop3_ops;
+	st->priv = pop;
+	st->read_only = 1;
+	return st;
+}
