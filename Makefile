@@ -68,7 +68,7 @@ UNIT_BINS  := $(patsubst %,$(BUILD)/tests/%_test,$(UNIT_TESTS))
 all: $(DEPS_FIRST) mailfs
 
 mailfs: $(BUILD)/mailfs
-	cp $< $@
+	cp $< $@.new && mv -f $@.new $@
 
 .PHONY: mailfs
 

@@ -36,6 +36,9 @@ enum cfg_key {
 	K_CACHE_DIR,
 	K_TIMEOUT,
 	K_TLS,
+	K_RETRY_MIN,
+	K_RETRY_MAX,
+	K_QUEUE_LIFETIME,
 	K_COUNT
 };
 
@@ -52,6 +55,9 @@ static const char *const key_names[K_COUNT] = {
     [K_CACHE_DIR] = "cache_dir",
     [K_TIMEOUT] = "timeout",
     [K_TLS] = "tls",
+    [K_RETRY_MIN] = "retry_min",
+    [K_RETRY_MAX] = "retry_max",
+    [K_QUEUE_LIFETIME] = "queue_lifetime",
 };
 
 struct scheme {
@@ -531,26 +537,37 @@ free_auth:
 	return rc;
 }
 
-static int parse_timeout(struct parser *p, int *timeout)
+/* A whole number of seconds from 1 to max for key, else def. */
+static int parse_seconds(struct parser *p, int key, int def, long max,
+			 int *out)
 {
-	const char *s = p->val[K_TIMEOUT];
+	const char *s = p->val[key];
+	char msg[64];
 	long v = 0;
 
-	*timeout = TIMEOUT_DEFAULT;
+	*out = def;
 	if (s == NULL)
 		return 0;
+	snprintf(msg, sizeof(msg), "not a number of seconds (1-%ld)", max);
 	for (; *s; s++) {
 		if (*s < '0' || *s > '9')
-			return key_err(p, K_TIMEOUT,
-				       "not a number of seconds (1-3600)");
+			return key_err(p, key, msg);
 		v = v * 10 + (*s - '0');
-		if (v > TIMEOUT_MAX)
+		if (v > max)
 			break;
 	}
-	if (v < 1 || v > TIMEOUT_MAX)
-		return key_err(p, K_TIMEOUT, "out of range (1-3600 seconds)");
-	*timeout = (int)v;
+	if (v < 1 || v > max) {
+		snprintf(msg, sizeof(msg), "out of range (1-%ld seconds)", max);
+		return key_err(p, key, msg);
+	}
+	*out = (int)v;
 	return 0;
+}
+
+static int parse_timeout(struct parser *p, int *timeout)
+{
+	return parse_seconds(p, K_TIMEOUT, TIMEOUT_DEFAULT, TIMEOUT_MAX,
+			     timeout);
 }
 
 /* An environment variable that holds an absolute path, else NULL. */
@@ -729,6 +746,13 @@ static int build_account(struct parser *p, struct mfs_account *a)
 		rc = apply_tls(p, a);
 	if (rc == 0)
 		rc = parse_timeout(p, &a->timeout);
+	if (rc == 0)
+		rc = parse_seconds(p, K_RETRY_MIN, 60, 86400, &a->retry_min);
+	if (rc == 0)
+		rc = parse_seconds(p, K_RETRY_MAX, 3600, 86400, &a->retry_max);
+	if (rc == 0)
+		rc = parse_seconds(p, K_QUEUE_LIFETIME, 7 * 86400,
+				   365L * 86400, &a->queue_lifetime);
 	if (rc == 0)
 		rc = build_paths(p, a);
 	if (rc != 0)

@@ -15,7 +15,8 @@
  * characters (the name becomes a cache directory).
  *
  * Keys: imap, pop3, user, password_command, password_file, smtp, from,
- * sent_folder, ca_file, cache_dir, timeout, tls.  Anything else is an error
+ * sent_folder, ca_file, cache_dir, timeout, tls, retry_min, retry_max,
+ * queue_lifetime.  Anything else is an error
  * that names file and line.  Exactly one of imap/pop3; exactly one of
  * password_command/password_file.
  *
@@ -68,6 +69,10 @@ struct mfs_account {
 	char *cache_dir;	 /* owned; default $XDG_CACHE_HOME/mailfs/NAME
 				    else ~/.cache/mailfs/NAME; "~/" expanded */
 	int timeout;		 /* seconds, > 0; default 30 */
+	int retry_min;		 /* outbox: first retry after (s); 60 */
+	int retry_max;		 /* outbox: longest wait between retries;
+				    3600 */
+	int queue_lifetime;	 /* outbox: give up after (s); 7 days */
 };
 
 /* The default config path: $XDG_CONFIG_HOME/mailfs/config, else

@@ -23,6 +23,7 @@
 #include "mime.h"
 #include "names.h"
 #include "node.h"
+#include "spool.h"
 
 /* How long a folder listing is trusted before it is asked for again. */
 #define LIST_TTL 5
@@ -43,6 +44,9 @@ struct mfs_fs {
 	time_t folders_listed;
 	unsigned gen;
 	char delim; /* the server's hierarchy delimiter, '\0' if flat */
+	char *sent_mailbox;	  /* owned: SPECIAL-USE \Sent, or NULL */
+	struct mfs_spool *spool;  /* borrowed, or NULL: no outbox/ */
+	struct mfs_node *outbox;  /* outbox/, or NULL */
 	uid_t uid;
 	gid_t gid;
 };
@@ -86,6 +90,7 @@ void mfs_fs_free(struct mfs_fs *fs)
 	if (fs == NULL)
 		return;
 	mfs_nodes_free(fs->nodes);
+	free(fs->sent_mailbox);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->refresh);
 	free(fs);
@@ -190,6 +195,8 @@ static int folder_add(struct mfs_fs *fs, const struct mfs_store_folder *f)
 	dir->noselect = f->noselect;
 	if (fs->delim == '\0')
 		fs->delim = f->delim;
+	if (f->sent && fs->sent_mailbox == NULL)
+		fs->sent_mailbox = strdup(f->name);
 	return 0;
 }
 
@@ -652,13 +659,120 @@ static int dir_ensure(struct mfs_fs *fs, struct mfs_node *dir,
 	return MFS_OK;
 }
 
+/* --- outbox/ ------------------------------------------------------------ */
+
+void mfs_fs_set_spool(struct mfs_fs *fs, struct mfs_spool *spool)
+{
+	struct mfs_node *root, *ob;
+
+	pthread_mutex_lock(&fs->lock);
+	root = mfs_nodes_root(fs->nodes);
+	fs->spool = spool;
+	ob = mfs_nodes_add(fs->nodes, root, "outbox", MFS_N_OUTBOX);
+	if (ob != NULL) {
+		ob->mtime = time(NULL);
+		if (mfs_nodes_add(fs->nodes, ob, ".status", MFS_N_STATUS) ==
+		    NULL)
+			mfs_log_err("out of memory for outbox/.status");
+	}
+	fs->outbox = ob;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* Brings outbox/ and outbox/.status/ in line with the spool. Caller holds
+ * the lock (the spool's own lock nests inside it). */
+static int outbox_sync(struct mfs_fs *fs, struct mfs_err *err)
+{
+	struct mfs_spool_entry *ents = NULL;
+	struct mfs_node *ob = fs->outbox, *st, *c, *next;
+	size_t n = 0, i;
+	int rc = MFS_OK;
+
+	if (mfs_spool_list(fs->spool, &ents, &n, err) != MFS_OK)
+		return err->code;
+	st = mfs_nodes_child(fs->nodes, ob, ".status");
+	fs->gen++;
+	for (i = 0; i < n && rc == MFS_OK; i++) {
+		struct mfs_node *dirs[2] = {ob, st};
+		int k;
+
+		for (k = 0; k < 2 && dirs[k] != NULL; k++) {
+			c = mfs_nodes_child(fs->nodes, dirs[k], ents[i].name);
+			if (c == NULL) {
+				c = mfs_nodes_add(fs->nodes, dirs[k],
+						  ents[i].name, MFS_N_FILE);
+				if (c == NULL) {
+					rc = mfs_err_set(err, MFS_E_NOMEM,
+							 "out of memory");
+					break;
+				}
+				c->file = k == 0 ? MFS_F_OUTBOX : MFS_F_STATUS;
+			}
+			if (c->kind != MFS_N_FILE)
+				continue; /* a user file named .status */
+			c->mtime = ents[i].mtime;
+			if (k == 0)
+				c->size = (uint64_t)ents[i].size;
+			c->gen = fs->gen;
+		}
+	}
+	mfs_spool_entries_free(ents, n);
+	if (rc != MFS_OK)
+		return rc;
+	for (c = ob->first_child; c != NULL; c = next) {
+		next = c->next_sibling;
+		if (c->kind == MFS_N_FILE && c->gen != fs->gen)
+			mfs_nodes_unlink(fs->nodes, c);
+	}
+	for (c = st != NULL ? st->first_child : NULL; c != NULL; c = next) {
+		next = c->next_sibling;
+		if (c->gen != fs->gen)
+			mfs_nodes_unlink(fs->nodes, c);
+	}
+	return MFS_OK;
+}
+
+int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size)
+{
+	struct mfs_fs *fs = arg;
+	uint32_t validity, uid;
+	struct mfs_err err;
+	char *mailbox = NULL;
+
+	mfs_err_clear(&err);
+	if (fs->store->ops->append == NULL)
+		return 0; /* POP3: no Sent folder */
+	pthread_mutex_lock(&fs->lock);
+	if (fs->acct->sent_folder != NULL)
+		mailbox = mfs_mutf7_encode(fs->acct->sent_folder);
+	else if (fs->sent_mailbox != NULL)
+		mailbox = strdup(fs->sent_mailbox);
+	pthread_mutex_unlock(&fs->lock);
+	if (mailbox == NULL) {
+		mfs_log_err("outbox/%s was sent; no Sent folder to keep a copy "
+			    "in (set sent_folder)",
+			    name);
+		return 0;
+	}
+	if (fs->store->ops->append(fs->store, mailbox, fd, (uint64_t)size,
+				   time(NULL), MFS_FLAG_SEEN, &validity, &uid,
+				   &err) != MFS_OK)
+		mfs_log_err("outbox/%s was sent, but its copy in %s failed: %s",
+			    name, mailbox, err.msg);
+	free(mailbox);
+	return 0;
+}
+
 /* --- attributes ---------------------------------------------------------- */
 
 /* Brings n->size up to date. Caller holds the lock. */
-static int node_size(struct mfs_node *n, struct mfs_err *err)
+static int node_size(struct mfs_fs *fs, struct mfs_node *n,
+		     struct mfs_err *err)
 {
+	struct mfs_spool_entry e;
 	struct mfs_node *msg;
 	struct stat st;
+	char *text;
 
 	if (n->kind != MFS_N_FILE)
 		return MFS_OK;
@@ -671,6 +785,19 @@ static int node_size(struct mfs_node *n, struct mfs_err *err)
 		if (fstat(((struct upload *)n->priv)->fd, &st) == 0)
 			n->size = (uint64_t)st.st_size;
 		return MFS_OK;
+	case MFS_F_OUTBOX:
+		if (mfs_spool_stat(fs->spool, n->name, &e, err) != MFS_OK)
+			return err->code;
+		n->size = (uint64_t)e.size;
+		free(e.name);
+		return MFS_OK;
+	case MFS_F_STATUS:
+		text = mfs_spool_status_text(fs->spool, n->name, err);
+		if (text == NULL)
+			return err->code;
+		n->size = strlen(text);
+		free(text);
+		return MFS_OK;
 	default:
 		return MFS_OK;
 	}
@@ -678,6 +805,12 @@ static int node_size(struct mfs_node *n, struct mfs_err *err)
 
 static int node_writable(const struct mfs_fs *fs, const struct mfs_node *n)
 {
+	if (n->kind == MFS_N_OUTBOX ||
+	    (n->kind == MFS_N_FILE && n->file == MFS_F_OUTBOX))
+		return 1;
+	if (n->kind == MFS_N_STATUS ||
+	    (n->kind == MFS_N_FILE && n->file == MFS_F_STATUS))
+		return 0;
 	if (fs->store->read_only)
 		return 0;
 	if (n->kind == MFS_N_FILE)
@@ -711,6 +844,8 @@ static double node_ttl(const struct mfs_node *n)
 {
 	if (n->kind == MFS_N_FILE && n->file != MFS_F_PART)
 		return 0.0; /* flags and new files change under us */
+	if (n->kind == MFS_N_OUTBOX || n->kind == MFS_N_STATUS)
+		return 0.0;
 	if (n->kind == MFS_N_ROOT || n->kind == MFS_N_FOLDER)
 		return FOLDER_ATTR_TTL;
 	return MESSAGE_ATTR_TTL;
@@ -773,6 +908,8 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	mfs_nodes_hold(dir);
 	if (dir->kind == MFS_N_MESSAGE || dir->kind == MFS_N_PARTDIR)
 		dir_ensure(fs, dir, &err);
+	if (dir->kind == MFS_N_OUTBOX || dir->kind == MFS_N_STATUS)
+		outbox_sync(fs, &err);
 	n = mfs_nodes_child(fs->nodes, dir, name);
 	if (n == NULL && dir->kind == MFS_N_FOLDER && !dir->noselect &&
 	    strstr(name, " \xc2\xb7") != NULL) {
@@ -789,7 +926,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		pthread_mutex_lock(&fs->lock);
 		n = dir->linked ? mfs_nodes_child(fs->nodes, dir, name) : NULL;
 	}
-	if (n != NULL && node_size(n, &err) != MFS_OK)
+	if (n != NULL && node_size(fs, n, &err) != MFS_OK)
 		n = NULL;
 	if (n == NULL) {
 		mfs_nodes_release(fs->nodes, dir);
@@ -850,7 +987,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 	n = node_get(req, fs, ino);
 	if (n == NULL)
 		return;
-	if (node_size(n, &err) != MFS_OK) {
+	if (node_size(fs, n, &err) != MFS_OK) {
 		pthread_mutex_unlock(&fs->lock);
 		reply_err(req, &err);
 		return;
@@ -948,6 +1085,9 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 			mfs_log_err("%s (showing the last listing)", err.msg);
 		pthread_mutex_lock(&fs->lock);
 		if (err.code != MFS_OK && dir->listed == 0)
+			goto fail;
+	} else if (dir->kind == MFS_N_OUTBOX || dir->kind == MFS_N_STATUS) {
+		if (outbox_sync(fs, &err) != MFS_OK)
 			goto fail;
 	} else if (dir_ensure(fs, dir, &err) != MFS_OK) {
 		goto fail;
@@ -1199,6 +1339,20 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 					 strerror(errno));
 		fi->direct_io = 1;
 		break;
+	case MFS_F_OUTBOX:
+		rc = mfs_spool_open_entry(fs->spool, n->name,
+					  fi->flags & (O_ACCMODE | O_TRUNC),
+					  &h->fd, &err);
+		h->dirty = writing && (fi->flags & O_TRUNC);
+		fi->direct_io = 1;
+		break;
+	case MFS_F_STATUS:
+		h->buf = mfs_spool_status_text(fs->spool, n->name, &err);
+		h->len = h->cap = h->buf ? strlen(h->buf) : 0;
+		if (h->buf == NULL)
+			rc = err.code;
+		fi->direct_io = 1;
+		break;
 	default:
 		rc = mfs_err_set(&err, MFS_E_ACCESS, "not a file to open");
 	}
@@ -1219,7 +1373,8 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 
 	(void)ino;
-	if (h->fd < 0 || h->node->file == MFS_F_NEW) {
+	if (h->fd < 0 || h->node->file == MFS_F_NEW ||
+	    h->node->file == MFS_F_OUTBOX) {
 		if (h->fd >= 0) { /* a new file reads back what was written */
 			buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 			buf.buf[0].fd = h->fd;
@@ -1257,7 +1412,7 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data,
 	int e;
 
 	(void)ino;
-	if (h->node->file == MFS_F_NEW) {
+	if (h->node->file == MFS_F_NEW || h->node->file == MFS_F_OUTBOX) {
 		w = pwrite(h->fd, data, size, off);
 		if (w < 0) {
 			fuse_reply_err(req, errno);
@@ -1376,11 +1531,10 @@ static int looks_like_message(const char *head, size_t len)
 }
 
 /* APPENDs a new file of a folder. */
-static int upload_commit(struct mfs_fs *fs, struct handle *h,
+static int upload_append(struct mfs_fs *fs, struct handle *h,
 			 struct mfs_err *err)
 {
 	char head[65536], *date, *mailbox;
-	struct mfs_node *folder;
 	uint32_t validity = 0, uid = 0;
 	time_t when = 0;
 	struct stat st;
@@ -1404,8 +1558,7 @@ static int upload_commit(struct mfs_fs *fs, struct handle *h,
 	if (when == (time_t)-1)
 		when = 0;
 	pthread_mutex_lock(&fs->lock);
-	folder = h->node->parent;
-	mailbox = strdup(folder->mailbox);
+	mailbox = strdup(h->node->parent->mailbox);
 	pthread_mutex_unlock(&fs->lock);
 	if (mailbox == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
@@ -1413,13 +1566,58 @@ static int upload_commit(struct mfs_fs *fs, struct handle *h,
 				    (uint64_t)st.st_size, when, 0, &validity,
 				    &uid, err);
 	free(mailbox);
+	return rc;
+}
+
+/* The file is gone from the folder whatever came of it: appended, it shows
+ * as a message directory after the next listing; refused, the user still
+ * has the original. */
+static int upload_commit(struct mfs_fs *fs, struct handle *h,
+			 struct mfs_err *err)
+{
+	int rc = upload_append(fs, h, err);
+
 	pthread_mutex_lock(&fs->lock);
-	if (h->node->linked)
+	if (h->node->linked) {
+		if (rc == MFS_OK)
+			h->node->parent->listed = 0;
 		mfs_nodes_unlink(fs->nodes, h->node);
-	if (rc == MFS_OK)
-		folder->listed = 0; /* list again to show the new message */
+	}
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
+}
+
+/* Submits a closed outbox file; see SPEC.md "outbox/" for what close()
+ * returns. */
+static int outbox_commit(struct mfs_fs *fs, struct handle *h,
+			 struct mfs_err *err)
+{
+	struct mfs_spool_outcome out;
+	char *name;
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	name = strdup(h->node->name);
+	pthread_mutex_unlock(&fs->lock);
+	if (name == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	memset(&out, 0, sizeof(out));
+	rc = mfs_spool_commit(fs->spool, name, &out, err);
+	if (rc == MFS_OK && out.result == MFS_SPOOL_SENT)
+		mfs_log_info("outbox/%s sent%s%s", name,
+			     out.reply[0] ? "; " : "", out.reply);
+	else if (rc == MFS_OK && out.result == MFS_SPOOL_DEFERRED)
+		mfs_log_info("outbox/%s queued for a retry: %s", name,
+			     out.reply);
+	/* A permanent refusal is an I/O error of close(), so cp reports it;
+	 * the reason is in outbox/.status/NAME and the log. */
+	if (rc == MFS_E_ACCESS)
+		err->code = MFS_E_IO;
+	pthread_mutex_lock(&fs->lock);
+	outbox_sync(fs, &(struct mfs_err){0});
+	pthread_mutex_unlock(&fs->lock);
+	free(name);
+	return rc == MFS_E_ACCESS ? MFS_E_IO : rc;
 }
 
 static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1441,6 +1639,8 @@ static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 				 &err);
 	else if (h->node->file == MFS_F_NEW)
 		rc = upload_commit(fs, h, &err);
+	else if (h->node->file == MFS_F_OUTBOX)
+		rc = outbox_commit(fs, h, &err);
 	if (rc != MFS_OK) {
 		reply_err(req, &err);
 		return;
@@ -1555,8 +1755,16 @@ static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (dir == NULL)
 		return;
 	n = mfs_nodes_child(fs->nodes, dir, name);
+	if (n != NULL && n->kind == MFS_N_PARTDIR && !fs->store->read_only) {
+		/* "rm -r" of a message directory empties it first: succeed
+		 * and do nothing; the rmdir of the message deletes it. */
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, 0);
+		return;
+	}
 	if (fs->store->read_only || n == NULL || n->kind == MFS_N_FILE ||
-	    n->kind == MFS_N_PARTDIR) {
+	    n->kind == MFS_N_PARTDIR || n->kind == MFS_N_OUTBOX ||
+	    n->kind == MFS_N_STATUS) {
 		pthread_mutex_unlock(&fs->lock);
 		fuse_reply_err(req, fs->store->read_only ? EROFS
 				    : n == NULL	       ? ENOENT
@@ -1636,7 +1844,17 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (dir == NULL)
 		return;
 	n = mfs_nodes_child(fs->nodes, dir, name);
-	if (fs->store->read_only)
+	if (dir->kind == MFS_N_OUTBOX && n != NULL && n->kind == MFS_N_FILE) {
+		struct mfs_err err;
+
+		mfs_err_clear(&err);
+		if (mfs_spool_unlink(fs->spool, name, &err) != MFS_OK)
+			e = mfs_err_errno(err.code);
+		else
+			outbox_sync(fs, &err);
+	} else if (dir->kind == MFS_N_STATUS)
+		e = EPERM;
+	else if (fs->store->read_only)
 		e = EROFS;
 	else if (n == NULL)
 		e = ENOENT;
@@ -1644,8 +1862,6 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		e = EISDIR;
 	else if (n->file == MFS_F_NEW)
 		mfs_nodes_unlink(fs->nodes, n);
-	else if (n->kind == MFS_N_FILE && dir->kind == MFS_N_PARTDIR)
-		e = EPERM;
 	pthread_mutex_unlock(&fs->lock);
 	fuse_reply_err(req, e);
 }
@@ -1688,6 +1904,20 @@ static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	ndir = mfs_nodes_get(fs->nodes, newparent);
 	n = mfs_nodes_child(fs->nodes, dir, name);
+	if (dir->kind == MFS_N_OUTBOX || (ndir && ndir->kind == MFS_N_OUTBOX)) {
+		int e = 0;
+
+		if (dir != ndir || n == NULL || n->kind != MFS_N_FILE)
+			e = n == NULL ? ENOENT : EXDEV;
+		else if (mfs_spool_rename(fs->spool, name, newname, &err) !=
+			 MFS_OK)
+			e = mfs_err_errno(err.code);
+		else
+			outbox_sync(fs, &err);
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, e);
+		return;
+	}
 	if (fs->store->read_only || ndir == NULL || n == NULL ||
 	    (flags & RENAME_EXCHANGE)) {
 		pthread_mutex_unlock(&fs->lock);
@@ -1783,6 +2013,58 @@ out:
 	fuse_reply_err(req, 0);
 }
 
+/* A file made in outbox/: a new spool entry. Called with the lock held;
+ * releases it. */
+static void outbox_create(fuse_req_t req, struct mfs_fs *fs,
+			  struct mfs_node *dir, const char *name,
+			  struct fuse_file_info *fi)
+{
+	struct fuse_entry_param e;
+	struct mfs_node *n;
+	struct mfs_err err;
+	struct handle *h;
+	int fd = -1;
+
+	mfs_err_clear(&err);
+	if (mfs_nodes_child(fs->nodes, dir, name) != NULL) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, EEXIST);
+		return;
+	}
+	h = calloc(1, sizeof(*h));
+	if (h == NULL ||
+	    mfs_spool_create(fs->spool, name, &fd, &err) != MFS_OK) {
+		pthread_mutex_unlock(&fs->lock);
+		free(h);
+		if (h == NULL)
+			mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
+		reply_err(req, &err);
+		return;
+	}
+	outbox_sync(fs, &err);
+	n = mfs_nodes_child(fs->nodes, dir, name);
+	if (n == NULL) {
+		pthread_mutex_unlock(&fs->lock);
+		close(fd);
+		free(h);
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	h->node = n;
+	h->fd = fd;
+	h->dirty = 1; /* even an empty file is submitted on close */
+	mfs_nodes_hold(n);
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = 1;
+	memset(&e, 0, sizeof(e));
+	e.ino = n->ino;
+	node_stat(fs, n, &e.attr);
+	mfs_nodes_lookup(n);
+	pthread_mutex_unlock(&fs->lock);
+	if (fuse_reply_create(req, &e, fi) != 0)
+		handle_free(fs, h);
+}
+
 /* A regular file made in a folder: written to an anonymous file, APPENDed
  * when closed. */
 static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -1798,6 +2080,10 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	dir = node_get(req, fs, parent);
 	if (dir == NULL)
 		return;
+	if (dir->kind == MFS_N_OUTBOX) {
+		outbox_create(req, fs, dir, name, fi);
+		return;
+	}
 	if (fs->store->read_only || fs->store->ops->append == NULL ||
 	    dir->kind != MFS_N_FOLDER || dir->noselect) {
 		pthread_mutex_unlock(&fs->lock);
@@ -1860,7 +2146,24 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	n = node_get(req, fs, ino);
 	if (n == NULL)
 		return;
-	if (fs->store->read_only) {
+	if ((to_set & FUSE_SET_ATTR_SIZE) && n->kind == MFS_N_FILE &&
+	    n->file == MFS_F_OUTBOX) {
+		struct mfs_err err;
+		int fd;
+
+		mfs_err_clear(&err);
+		if (mfs_spool_open_entry(fs->spool, n->name, O_WRONLY, &fd,
+					 &err) != MFS_OK) {
+			e = mfs_err_errno(err.code);
+		} else {
+			if (ftruncate(fd, attr->st_size) != 0)
+				e = errno;
+			close(fd);
+		}
+	} else if (n->kind == MFS_N_OUTBOX ||
+		   (n->kind == MFS_N_FILE && n->file == MFS_F_OUTBOX)) {
+		/* chmod, utimes of outbox files: accepted, nothing to keep */
+	} else if (fs->store->read_only) {
 		e = EROFS;
 	} else if ((to_set & FUSE_SET_ATTR_SIZE) && n->kind == MFS_N_FILE &&
 		   n->file == MFS_F_NEW) {
@@ -1879,7 +2182,7 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		struct mfs_err err;
 
 		mfs_err_clear(&err);
-		node_size(n, &err);
+		node_size(fs, n, &err);
 		node_stat(fs, n, &st);
 	}
 	pthread_mutex_unlock(&fs->lock);

@@ -24,6 +24,17 @@ struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
 			  struct mfs_store *store, struct mfs_cache *cache);
 void mfs_fs_free(struct mfs_fs *fs);
 
+struct mfs_spool;
+
+/* Gives the filesystem an outbox/ directory backed by spool (borrowed; it
+ * must outlive fs). Call before mfs_fs_prepare(). */
+void mfs_fs_set_spool(struct mfs_fs *fs, struct mfs_spool *spool);
+
+/* The callback the spool calls after the server accepted a message: on
+ * stores that can append, a copy goes to the Sent folder (sent_folder, else
+ * the folder with SPECIAL-USE \Sent), marked \Seen. arg is the fs. */
+int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size);
+
 /* Lists the folders once, before mounting, so that a bad login or an
  * unreachable server is reported on the terminal. */
 int mfs_fs_prepare(struct mfs_fs *fs, struct mfs_err *err);

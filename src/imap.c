@@ -584,6 +584,55 @@ static struct mailimap_fetch_type *index_fetch_type(void)
 	return ft;
 }
 
+/* Collects the listing while libetpan parses it: each FETCH response is
+ * turned into an mfs_store_msg and freed at once, so a listing of any size
+ * never holds more than one parsed response. */
+struct index_acc {
+	struct mfs_store_msg *msgs; /* owned */
+	size_t n, cap;
+	int nomem;
+};
+
+static void index_handler(struct mailimap_msg_att *att, void *ctx)
+{
+	struct index_acc *acc = ctx;
+	struct mfs_store_msg m;
+
+	if (acc->nomem)
+		return;
+	if (acc->n == acc->cap) {
+		size_t cap = acc->cap ? acc->cap * 2 : 256;
+		struct mfs_store_msg *p =
+			realloc(acc->msgs, cap * sizeof(*p));
+
+		if (p == NULL) {
+			acc->nomem = 1;
+			return;
+		}
+		acc->msgs = p;
+		acc->cap = cap;
+	}
+	if (msg_from_att(att, &m) != 0) {
+		acc->nomem = 1;
+		return;
+	}
+	if (m.uid == 0) { /* a FETCH without UID: not ours */
+		free(m.from);
+		free(m.subject);
+		return;
+	}
+	acc->msgs[acc->n++] = m;
+}
+
+/* libetpan hands FETCH responses to the handler only while a progress
+ * callback is set. */
+static void index_progress(size_t current, size_t maximum, void *ctx)
+{
+	(void)current;
+	(void)maximum;
+	(void)ctx;
+}
+
 static int imap_index(struct mfs_store *st, const char *mailbox,
 		      uint32_t *uidvalidity, struct mfs_store_msg **msgs,
 		      size_t *n, struct mfs_err *err)
@@ -591,10 +640,8 @@ static int imap_index(struct mfs_store *st, const char *mailbox,
 	struct mfs_imap *imap = st->priv;
 	struct mailimap_fetch_type *ft = NULL;
 	struct mailimap_set *set = NULL;
+	struct index_acc acc = {0};
 	clist *result = NULL;
-	clistiter *it;
-	struct mfs_store_msg *out = NULL;
-	size_t count = 0;
 	int r;
 
 	pthread_mutex_lock(&imap->lock);
@@ -615,42 +662,34 @@ static int imap_index(struct mfs_store *st, const char *mailbox,
 		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto free_req;
 	}
+	mailimap_set_msg_att_handler(imap->session, index_handler, &acc);
+	mailimap_set_progress_callback(imap->session, NULL, index_progress,
+				       NULL);
 	r = mailimap_uid_fetch(imap->session, set, ft, &result);
+	if (imap->session != NULL) {
+		mailimap_set_msg_att_handler(imap->session, NULL, NULL);
+		mailimap_set_progress_callback(imap->session, NULL, NULL,
+					       NULL);
+	}
 	if (r != MAILIMAP_NO_ERROR) {
 		imap_fail(imap, r, "UID FETCH", MFS_E_PROTO, err);
 		goto free_req;
 	}
-	out = calloc(clist_count(result) + 1, sizeof(*out));
-	if (out == NULL) {
-		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-		goto free_result;
-	}
-	for (it = clist_begin(result); it != NULL; it = clist_next(it)) {
-		if (msg_from_att(clist_content(it), &out[count]) != 0) {
-			mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-			goto free_out;
-		}
-		if (out[count].uid == 0) { /* a FETCH without UID: ignore */
-			free(out[count].from);
-			free(out[count].subject);
-			continue;
-		}
-		count++;
-	}
 	mailimap_fetch_list_free(result);
+	if (acc.nomem) {
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_req;
+	}
 	mailimap_fetch_type_free(ft);
 	mailimap_set_free(set);
-	*msgs = out;
-	*n = count;
+	*msgs = acc.msgs;
+	*n = acc.n;
 	mfs_err_clear(err);
 	pthread_mutex_unlock(&imap->lock);
 	return MFS_OK;
 
-free_out:
-	mfs_store_msgs_free(out, count);
-free_result:
-	mailimap_fetch_list_free(result);
 free_req:
+	mfs_store_msgs_free(acc.msgs, acc.n);
 	if (ft != NULL)
 		mailimap_fetch_type_free(ft);
 	if (set != NULL)
@@ -706,12 +745,38 @@ static const struct mailimap_msg_att_body_section *body_of(const clist *result,
 	return NULL;
 }
 
+/* Streams a BODY[] literal to a file as libetpan reads it, so that a
+ * message of any size (or a server that claims a huge literal) never sits
+ * in memory. */
+struct body_ctx {
+	int fd;
+	size_t len;
+	int failed; /* errno of a failed write */
+};
+
+static bool body_sink(int type, struct mailimap_msg_att_body_section *section,
+		      const char *bytes, size_t length, void *ctx)
+{
+	struct body_ctx *b = ctx;
+
+	(void)section;
+	if (type != MAILIMAP_MSG_ATT_BODY_SECTION)
+		return true;
+	if (write_all(b->fd, bytes, length) != 0) {
+		b->failed = errno ? errno : EIO;
+		return false;
+	}
+	b->len += length;
+	return true;
+}
+
 static int imap_fetch(struct mfs_store *st, const char *mailbox,
 		      uint32_t uidvalidity, const struct mfs_store_msg *msg,
 		      int fd, size_t *len, struct mfs_err *err)
 {
 	struct mfs_imap *imap = st->priv;
 	uint32_t uid = msg->uid;
+	struct body_ctx sink = {fd, 0, 0};
 	struct mailimap_fetch_type *ft = NULL;
 	struct mailimap_set *set = NULL;
 	clist *result = NULL;
@@ -739,9 +804,20 @@ static int imap_fetch(struct mfs_store *st, const char *mailbox,
 		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto free_req;
 	}
+	mailimap_set_msg_body_handler(imap->session, body_sink, &sink);
 	r = mailimap_uid_fetch(imap->session, set, ft, &result);
+	if (imap->session != NULL)
+		mailimap_set_msg_body_handler(imap->session, NULL, NULL);
 	if (r != MAILIMAP_NO_ERROR) {
-		imap_fail(imap, r, "UID FETCH BODY.PEEK[]", MFS_E_PROTO, err);
+		if (sink.failed) {
+			imap_drop(imap); /* the reply was cut short */
+			mfs_err_set(err, MFS_E_IO,
+				    "cannot write message %u: %s", uid,
+				    strerror(sink.failed));
+		} else {
+			imap_fail(imap, r, "UID FETCH BODY.PEEK[]",
+				  MFS_E_PROTO, err);
+		}
 		goto free_req;
 	}
 	body = body_of(result, uid);
@@ -750,13 +826,7 @@ static int imap_fetch(struct mfs_store *st, const char *mailbox,
 			    uid);
 		goto free_result;
 	}
-	if (body->sec_length > 0 &&
-	    write_all(fd, body->sec_body_part, body->sec_length) != 0) {
-		mfs_err_set(err, MFS_E_IO, "cannot write message %u: %s", uid,
-			    strerror(errno));
-		goto free_result;
-	}
-	*len = body->sec_length;
+	*len = sink.len;
 	mfs_err_clear(err);
 
 free_result:

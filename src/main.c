@@ -16,6 +16,8 @@
 #include "fs.h"
 #include "imap.h"
 #include "log.h"
+#include "pop3.h"
+#include "spool.h"
 
 #define MAILFS_VERSION "0.1.0"
 
@@ -124,6 +126,8 @@ static struct mfs_store *store_new(const struct mfs_account *acct,
 {
 	if (acct->store.proto == MFS_PROTO_IMAP)
 		return mfs_imap_store_new(acct, password);
+	if (acct->store.proto == MFS_PROTO_POP3)
+		return mfs_pop3_store_new(acct, password);
 	return NULL;
 }
 
@@ -194,7 +198,8 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 	struct mfs_store *st = NULL;
 	struct mfs_cache *cache = NULL;
 	struct mfs_fs *fs = NULL;
-	char *password = NULL, *extra = NULL;
+	struct mfs_spool *spool = NULL;
+	char *password = NULL, *extra = NULL, *spool_dir = NULL;
 	struct mfs_err err;
 	int rc = 1;
 
@@ -229,6 +234,27 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 	fs = mfs_fs_new(&acct, st, cache);
 	if (fs == NULL)
 		goto out;
+	if (acct.has_smtp) {
+		struct mfs_spool_opts so = {0};
+
+		if (asprintf(&spool_dir, "%s/outbox", acct.cache_dir) < 0) {
+			spool_dir = NULL;
+			goto out;
+		}
+		so.dir = spool_dir;
+		so.acct = &acct;
+		so.password = password;
+		so.backoff_min = acct.retry_min;
+		so.backoff_max = acct.retry_max;
+		so.lifetime = acct.queue_lifetime;
+		so.sent = mfs_fs_sent_copy;
+		so.sent_arg = fs;
+		if (mfs_spool_open(&so, &spool, &err) != MFS_OK) {
+			fprintf(stderr, "mailfs: %s\n", err.msg);
+			goto out;
+		}
+		mfs_fs_set_spool(fs, spool);
+	}
 	if (mfs_fs_prepare(fs, &err) != MFS_OK) {
 		fprintf(stderr, "mailfs: %s\n", err.msg);
 		goto out;
@@ -244,6 +270,9 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 		goto unmount;
 	if (!opts.foreground)
 		mfs_log_init(1, cli->debug);
+	/* threads only now: fuse_daemonize() forks */
+	if (spool != NULL && mfs_spool_start(spool, &err) != MFS_OK)
+		mfs_log_err("outbox retries will not run: %s", err.msg);
 	mfs_log_info("mounted %s at %s", acct.name, opts.mountpoint);
 	if (opts.singlethread) {
 		rc = fuse_session_loop(se);
@@ -266,6 +295,8 @@ remove_handlers:
 out:
 	if (se != NULL)
 		fuse_session_destroy(se);
+	mfs_spool_close(spool);
+	free(spool_dir);
 	mfs_fs_free(fs);
 	mfs_cache_close(cache);
 	if (st != NULL)

@@ -27,6 +27,8 @@ enum mfs_node_kind {
 	MFS_N_FOLDER,
 	MFS_N_MESSAGE, /* a message directory */
 	MFS_N_PARTDIR, /* a directory inside one (parts/, parts/2/, ...) */
+	MFS_N_OUTBOX,  /* outbox/ */
+	MFS_N_STATUS,  /* outbox/.status/ */
 	MFS_N_FILE,
 };
 
@@ -35,7 +37,8 @@ enum mfs_file_kind {
 	MFS_F_PART,   /* a file of the message layout (mime.h) */
 	MFS_F_FLAGS,  /* flags: the message's flags, one per line */
 	MFS_F_NEW,    /* a file being written into a folder: becomes APPEND */
-	MFS_F_OUTBOX, /* a file in outbox/ */
+	MFS_F_OUTBOX, /* a file in outbox/: a spool entry */
+	MFS_F_STATUS, /* outbox/.status/NAME: how that entry is doing */
 };
 
 struct mfs_node {

@@ -60,6 +60,7 @@ struct mfs_conn {
 	struct mailstream_cancel *cancel; /* owned */
 	int timeout;			  /* seconds, when low->timeout is 0 */
 	int timed_out;			  /* a wait ran out: stream is dead */
+	int eof;			  /* the peer closed: reads fail */
 };
 
 static ssize_t conn_read(mailstream_low *low, void *buf, size_t count);
@@ -263,15 +264,29 @@ static ssize_t ssl_write(mailstream_low *low, const void *buf, size_t count)
 	}
 }
 
+/*
+ * End of stream is reported as an error, not as 0: libetpan's IMAP parser
+ * loops for ever on a read of 0 bytes in the middle of a literal (1.9.4,
+ * mailimap_literal_parse_progress), which a server that closes the
+ * connection mid-message would turn into a busy hang.
+ */
 static ssize_t conn_read(mailstream_low *low, void *buf, size_t count)
 {
 	struct mfs_conn *conn = low->data;
+	ssize_t n;
 
-	if (conn_dead(conn))
+	if (conn_dead(conn) || conn->eof)
 		return -1;
 	if (conn->ssl != NULL)
-		return ssl_read(low, buf, count);
-	return plain_read(low, buf, count);
+		n = ssl_read(low, buf, count);
+	else
+		n = plain_read(low, buf, count);
+	if (n == 0 && count > 0) {
+		conn->eof = 1;
+		errno = ECONNRESET;
+		return -1;
+	}
+	return n;
 }
 
 static ssize_t conn_write(mailstream_low *low, const void *buf, size_t count)

@@ -279,6 +279,25 @@ TEST_F(ConfigTest, Timeout)
 	EXPECT_EQ(acct_.timeout, 45);
 }
 
+TEST_F(ConfigTest, OutboxRetryKeys)
+{
+	ASSERT_EQ(Load(std::string(kMin)), MFS_OK);
+	EXPECT_EQ(acct_.retry_min, 60);
+	EXPECT_EQ(acct_.retry_max, 3600);
+	EXPECT_EQ(acct_.queue_lifetime, 7 * 86400);
+	ASSERT_EQ(Load(std::string(kMin) + "retry_min = 2\nretry_max = 10\n"
+					   "queue_lifetime = 600\n"),
+		  MFS_OK);
+	EXPECT_EQ(acct_.retry_min, 2);
+	EXPECT_EQ(acct_.retry_max, 10);
+	EXPECT_EQ(acct_.queue_lifetime, 600);
+	EXPECT_EQ(Load(std::string(kMin) + "retry_min = 0\n"), MFS_E_CONFIG);
+	EXPECT_NE(Msg().find("retry_min"), std::string::npos) << Msg();
+	EXPECT_EQ(Load(std::string(kMin) + "queue_lifetime = 1d\n"),
+		  MFS_E_CONFIG);
+	EXPECT_NE(Msg().find("queue_lifetime"), std::string::npos) << Msg();
+}
+
 struct UrlCase {
 	const char *key;
 	const char *url;

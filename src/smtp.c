@@ -1,0 +1,686 @@
+/*
+ * smtp.c - SMTP submission client over our own mailstream.
+ *
+ * libetpan's mailsmtp wants the whole message in memory; here the body is
+ * streamed from a file descriptor and dot-stuffed on the way, so a 25 MB
+ * message costs one 64 KiB buffer.
+ */
+#include "smtp.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "log.h"
+#include "tls.h"
+
+#define CHUNK	  65536
+#define REPLY_MAX 4096 /* bytes of reply text kept */
+
+struct mfs_smtp {
+	mailstream *stream; /* owned */
+	MMAPString *line;   /* owned: the line being read */
+	char host[256];	    /* for messages */
+	unsigned caps;	    /* MFS_SMTP_* */
+	off_t size_limit;
+	int alive;
+	int used; /* a transaction happened: RSET before the next */
+};
+
+/* One reply: the code and the text lines joined with "; ". */
+struct reply {
+	int code;
+	char text[REPLY_MAX];
+};
+
+/* ---- lines ----------------------------------------------------------------
+ */
+
+static int net_error(struct mfs_smtp *s, const char *what, struct mfs_err *err)
+{
+	s->alive = 0;
+	if (mfs_stream_timed_out(s->stream))
+		return mfs_err_set(err, MFS_E_TIMEOUT, "SMTP %s: %s: timed out",
+				   s->host, what);
+	return mfs_err_set(err, MFS_E_CONNECT, "SMTP %s: %s: connection lost",
+			   s->host, what);
+}
+
+static int write_raw(struct mfs_smtp *s, const char *p, size_t n)
+{
+	if (!s->alive)
+		return -1;
+	if (n && mailstream_write(s->stream, p, n) != (ssize_t)n)
+		return -1;
+	return 0;
+}
+
+/* Queues one command line (CRLF added); private lines are not logged. */
+static int put_cmd(struct mfs_smtp *s, int private, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int put_cmd(struct mfs_smtp *s, int private, const char *fmt, ...)
+{
+	char buf[1200];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || n >= (int)sizeof(buf) - 2)
+		return -1;
+	if (!private)
+		mfs_log_debug("smtp %s > %s", s->host, buf);
+	else
+		mfs_log_debug("smtp %s > (credentials)", s->host);
+	memcpy(buf + n, "\r\n", 2);
+	n = write_raw(s, buf, n + 2);
+	explicit_bzero(buf, sizeof(buf));
+	return n;
+}
+
+static int flush(struct mfs_smtp *s)
+{
+	return s->alive && mailstream_flush(s->stream) == 0 ? 0 : -1;
+}
+
+/* Reads one (maybe multi-line) reply. Returns 0, or -1 on a network error
+ * or a malformed line (then the session is dead). When lines is not NULL,
+ * every line's text is appended to it, '\n' after each. */
+static int read_reply(struct mfs_smtp *s, struct reply *r, char *lines,
+		      size_t lines_len)
+{
+	size_t tl = 0, ll = 0;
+
+	r->code = 0;
+	r->text[0] = '\0';
+	if (lines && lines_len)
+		lines[0] = '\0';
+	for (;;) {
+		char *l;
+		int code;
+
+		if (!s->alive)
+			return -1;
+		l = mailstream_read_line_remove_eol(s->stream, s->line);
+		if (!l)
+			return -1;
+		mfs_log_debug("smtp %s < %.200s", s->host, l);
+		if (strlen(l) < 3 || !isdigit((unsigned char)l[0]) ||
+		    !isdigit((unsigned char)l[1]) ||
+		    !isdigit((unsigned char)l[2]) ||
+		    (l[3] && l[3] != ' ' && l[3] != '-')) {
+			snprintf(r->text, sizeof(r->text),
+				 "malformed reply \"%.100s\"", l);
+			s->alive = 0;
+			return -1;
+		}
+		code = atoi(l);
+		if (r->code && code != r->code) {
+			s->alive = 0;
+			return -1;
+		}
+		r->code = code;
+		if (tl + 1 < sizeof(r->text))
+			tl += snprintf(r->text + tl, sizeof(r->text) - tl,
+				       "%s%s", tl ? "; " : "", l);
+		if (tl >= sizeof(r->text))
+			tl = sizeof(r->text) - 1;
+		if (lines && ll + 1 < lines_len) {
+			ll += snprintf(lines + ll, lines_len - ll, "%s\n",
+				       l[3] ? l + 4 : "");
+			if (ll >= lines_len)
+				ll = lines_len - 1;
+		}
+		if (l[3] != '-')
+			return 0;
+	}
+}
+
+/* Sends a command and reads its reply; a network failure sets err. */
+static int command(struct mfs_smtp *s, struct reply *r, const char *what,
+		   int private, const char *fmt, const char *arg,
+		   struct mfs_err *err)
+{
+	if (put_cmd(s, private, fmt, arg) || flush(s) ||
+	    read_reply(s, r, NULL, 0))
+		return net_error(s, what, err);
+	return MFS_OK;
+}
+
+/* ---- opening ------------------------------------------------------------- */
+
+static void parse_ehlo(struct mfs_smtp *s, char *lines)
+{
+	char *save = NULL;
+
+	s->caps = 0;
+	s->size_limit = 0;
+	/* the first line is the greeting name */
+	for (char *l = strtok_r(lines, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save)) {
+		if (strcasecmp(l, "8BITMIME") == 0)
+			s->caps |= MFS_SMTP_8BITMIME;
+		else if (strcasecmp(l, "SMTPUTF8") == 0)
+			s->caps |= MFS_SMTP_SMTPUTF8;
+		else if (strcasecmp(l, "PIPELINING") == 0)
+			s->caps |= MFS_SMTP_PIPELINING;
+		else if (strcasecmp(l, "STARTTLS") == 0)
+			s->caps |= MFS_SMTP_STARTTLS;
+		else if (strncasecmp(l, "SIZE", 4) == 0 &&
+			 (!l[4] || l[4] == ' ')) {
+			s->caps |= MFS_SMTP_SIZE;
+			s->size_limit = l[4] ? strtoll(l + 5, NULL, 10) : 0;
+		} else if (strncasecmp(l, "AUTH ", 5) == 0 ||
+			   strncasecmp(l, "AUTH=", 5) == 0) {
+			char *save2 = NULL;
+
+			for (char *m = strtok_r(l + 5, " ", &save2); m;
+			     m = strtok_r(NULL, " ", &save2)) {
+				if (strcasecmp(m, "PLAIN") == 0)
+					s->caps |= MFS_SMTP_AUTH_PLAIN;
+				else if (strcasecmp(m, "LOGIN") == 0)
+					s->caps |= MFS_SMTP_AUTH_LOGIN;
+			}
+		}
+	}
+}
+
+static void helo_name(const struct mfs_smtp_opts *opts, char *buf, size_t len)
+{
+	char host[256] = "";
+
+	if (opts->helo_name) {
+		snprintf(buf, len, "%s", opts->helo_name);
+		return;
+	}
+	if (gethostname(host, sizeof(host) - 1) != 0)
+		host[0] = '\0';
+	for (char *p = host; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.')
+			host[0] = '\0';
+	snprintf(buf, len, "%s", host[0] ? host : "localhost");
+}
+
+static int ehlo(struct mfs_smtp *s, const char *name, struct mfs_err *err)
+{
+	char lines[4096];
+	struct reply r;
+
+	if (put_cmd(s, 0, "EHLO %s", name) || flush(s) ||
+	    read_reply(s, &r, lines, sizeof(lines)))
+		return net_error(s, "EHLO", err);
+	if (r.code != 250)
+		return mfs_err_set(err, MFS_E_PROTO,
+				   "SMTP %s: EHLO refused: %s", s->host,
+				   r.text);
+	parse_ehlo(s, lines);
+	return MFS_OK;
+}
+
+static char *b64(const void *p, size_t n)
+{
+	char *out = malloc(4 * ((n + 2) / 3) + 1);
+
+	if (out)
+		EVP_EncodeBlock((unsigned char *)out, p, n);
+	return out;
+}
+
+static int auth_reply(struct mfs_smtp *s, const struct reply *r, int want,
+		      struct mfs_err *err)
+{
+	if (r->code == want)
+		return MFS_OK;
+	if (r->code >= 500)
+		return mfs_err_set(err, MFS_E_AUTH,
+				   "SMTP %s: login refused: %s", s->host,
+				   r->text);
+	return mfs_err_set(err, MFS_E_PROTO, "SMTP %s: login failed: %s",
+			   s->host, r->text);
+}
+
+static int auth_plain(struct mfs_smtp *s, const char *user, const char *pass,
+		      struct mfs_err *err)
+{
+	size_t ul = strlen(user), pl = strlen(pass);
+	char *raw = malloc(ul + pl + 2), *enc;
+	struct reply r;
+	int rc;
+
+	if (!raw)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	raw[0] = '\0';
+	memcpy(raw + 1, user, ul);
+	raw[ul + 1] = '\0';
+	memcpy(raw + ul + 2, pass, pl);
+	enc = b64(raw, ul + pl + 2);
+	explicit_bzero(raw, ul + pl + 2);
+	free(raw);
+	if (!enc)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	rc = command(s, &r, "AUTH", 1, "AUTH PLAIN %s", enc, err);
+	explicit_bzero(enc, strlen(enc));
+	free(enc);
+	return rc ? rc : auth_reply(s, &r, 235, err);
+}
+
+static int auth_login(struct mfs_smtp *s, const char *user, const char *pass,
+		      struct mfs_err *err)
+{
+	const char *steps[2] = {user, pass};
+	struct reply r;
+	int rc;
+
+	rc = command(s, &r, "AUTH", 0, "AUTH LOGIN%s", "", err);
+	if (rc || (rc = auth_reply(s, &r, 334, err)))
+		return rc;
+	for (int i = 0; i < 2; i++) {
+		char *enc = b64(steps[i], strlen(steps[i]));
+
+		if (!enc)
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		rc = command(s, &r, "AUTH", 1, "%s", enc, err);
+		explicit_bzero(enc, strlen(enc));
+		free(enc);
+		if (rc || (rc = auth_reply(s, &r, i ? 235 : 334, err)))
+			return rc;
+	}
+	return MFS_OK;
+}
+
+static int login(struct mfs_smtp *s, const struct mfs_smtp_opts *opts,
+		 struct mfs_err *err)
+{
+	if (!opts->user || !opts->password)
+		return MFS_OK;
+	if (s->caps & MFS_SMTP_AUTH_PLAIN)
+		return auth_plain(s, opts->user, opts->password, err);
+	if (s->caps & MFS_SMTP_AUTH_LOGIN)
+		return auth_login(s, opts->user, opts->password, err);
+	return mfs_err_set(err, MFS_E_AUTH,
+			   "SMTP %s: the server offers no AUTH PLAIN or LOGIN",
+			   s->host);
+}
+
+static int starttls(struct mfs_smtp *s, const struct mfs_smtp_opts *opts,
+		    const char *name, struct mfs_err *err)
+{
+	struct mfs_tls_opts tls = {opts->server->host, opts->ca_file,
+				   opts->timeout};
+	struct reply r;
+	int rc;
+
+	if (!(s->caps & MFS_SMTP_STARTTLS))
+		return mfs_err_set(err, MFS_E_TLS,
+				   "SMTP %s: the server does not offer "
+				   "STARTTLS",
+				   s->host);
+	rc = command(s, &r, "STARTTLS", 0, "STARTTLS%s", "", err);
+	if (rc)
+		return rc;
+	if (r.code != 220)
+		return mfs_err_set(err, MFS_E_TLS,
+				   "SMTP %s: STARTTLS refused: %s", s->host,
+				   r.text);
+	rc = mfs_stream_starttls(s->stream, &tls, err);
+	if (rc) {
+		s->alive = 0;
+		return rc;
+	}
+	return ehlo(s, name, err);
+}
+
+static int greet(struct mfs_smtp *s, const struct mfs_smtp_opts *opts,
+		 struct mfs_err *err)
+{
+	char name[256];
+	struct reply r;
+	int rc;
+
+	if (read_reply(s, &r, NULL, 0))
+		return net_error(s, "greeting", err);
+	if (r.code != 220)
+		return mfs_err_set(err, MFS_E_PROTO, "SMTP %s: not ready: %s",
+				   s->host, r.text);
+	helo_name(opts, name, sizeof(name));
+	rc = ehlo(s, name, err);
+	if (rc == MFS_OK && opts->server->tls == MFS_TLS_STARTTLS)
+		rc = starttls(s, opts, name, err);
+	if (rc == MFS_OK)
+		rc = login(s, opts, err);
+	return rc;
+}
+
+int mfs_smtp_open(const struct mfs_smtp_opts *opts, struct mfs_smtp **out,
+		  struct mfs_err *err)
+{
+	struct mfs_tls_opts tls = {opts->server->host, opts->ca_file,
+				   opts->timeout};
+	struct mfs_smtp *s;
+	int fd, rc;
+
+	*out = NULL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	snprintf(s->host, sizeof(s->host), "%s:%d", opts->server->host,
+		 opts->server->port);
+	s->line = mmap_string_new("");
+	if (!s->line) {
+		rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_s;
+	}
+	fd = mfs_tcp_connect(opts->server->host, opts->server->port,
+			     opts->timeout, err);
+	if (fd < 0) {
+		rc = err ? err->code : MFS_E_CONNECT;
+		goto free_line;
+	}
+	if (opts->server->tls == MFS_TLS_IMPLICIT)
+		s->stream = mfs_stream_tls(fd, &tls, err);
+	else
+		s->stream = mfs_stream_plain(fd, opts->timeout, err);
+	if (!s->stream) {
+		rc = err ? err->code : MFS_E_CONNECT;
+		goto free_line;
+	}
+	s->alive = 1;
+	rc = greet(s, opts, err);
+	if (rc)
+		goto close_stream;
+	*out = s;
+	return MFS_OK;
+close_stream:
+	mailstream_close(s->stream);
+free_line:
+	mmap_string_free(s->line);
+free_s:
+	free(s);
+	return rc;
+}
+
+unsigned mfs_smtp_caps(const struct mfs_smtp *s)
+{
+	return s->caps;
+}
+
+off_t mfs_smtp_size_limit(const struct mfs_smtp *s)
+{
+	return s->size_limit;
+}
+
+int mfs_smtp_alive(const struct mfs_smtp *s)
+{
+	return s->alive;
+}
+
+void mfs_smtp_cancel(struct mfs_smtp *s)
+{
+	if (s && s->stream)
+		mailstream_cancel(s->stream);
+}
+
+void mfs_smtp_close(struct mfs_smtp *s)
+{
+	struct reply r;
+
+	if (!s)
+		return;
+	if (s->alive && put_cmd(s, 0, "QUIT") == 0 && flush(s) == 0)
+		read_reply(s, &r, NULL, 0);
+	mailstream_close(s->stream);
+	mmap_string_free(s->line);
+	free(s);
+}
+
+int mfs_smtp_err_temporary(const struct mfs_err *err)
+{
+	return err->code == MFS_E_CONNECT || err->code == MFS_E_TIMEOUT ||
+	       err->code == MFS_E_PROTO;
+}
+
+/* ---- sending --------------------------------------------------------------
+ */
+
+void mfs_smtp_result_free(struct mfs_smtp_result *res)
+{
+	free(res->reply);
+	for (size_t i = 0; i < res->nrejected; i++) {
+		free(res->rejected[i].rcpt);
+		free(res->rejected[i].reply);
+	}
+	free(res->rejected);
+	memset(res, 0, sizeof(*res));
+}
+
+static int outcome(struct mfs_smtp_result *res, enum mfs_smtp_status st,
+		   const char *text, struct mfs_err *err)
+{
+	res->status = st;
+	free(res->reply);
+	res->reply = strdup(text);
+	if (!res->reply)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	return MFS_OK;
+}
+
+/* A failure of the network: text from the error. */
+static int net_outcome(struct mfs_smtp *s, struct mfs_smtp_result *res,
+		       enum mfs_smtp_status st, const char *what,
+		       struct mfs_err *err)
+{
+	struct mfs_err e;
+
+	net_error(s, what, &e);
+	return outcome(res, st, e.msg, err);
+}
+
+static enum mfs_smtp_status by_code(int code)
+{
+	return code >= 500 ? MFS_SMTP_PERMFAIL : MFS_SMTP_TEMPFAIL;
+}
+
+static int add_rejected(struct mfs_smtp_result *res, const char *rcpt,
+			const char *reply)
+{
+	struct mfs_smtp_rejected *r;
+
+	r = realloc(res->rejected, (res->nrejected + 1) * sizeof(*r));
+	if (!r)
+		return -1;
+	res->rejected = r;
+	r += res->nrejected;
+	r->rcpt = strdup(rcpt);
+	r->reply = strdup(reply);
+	if (!r->rcpt || !r->reply) {
+		free(r->rcpt);
+		free(r->reply);
+		return -1;
+	}
+	res->nrejected++;
+	return 0;
+}
+
+/* Streams size bytes of fd, dot-stuffed, ending in CRLF. */
+static int send_body(struct mfs_smtp *s, int fd, off_t size)
+{
+	char *in = malloc(CHUNK), *out = malloc(2 * CHUNK);
+	off_t off = 0;
+	int bol = 1, rc = -1;
+	char last[2] = {'\r', '\n'};
+
+	if (!in || !out)
+		goto free_bufs;
+	while (off < size) {
+		size_t want = size - off < CHUNK ? size - off : CHUNK, o = 0;
+		ssize_t n = pread(fd, in, want, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto free_bufs;
+		for (ssize_t i = 0; i < n; i++) {
+			if (bol && in[i] == '.')
+				out[o++] = '.';
+			out[o++] = in[i];
+			bol = in[i] == '\n';
+			last[0] = last[1];
+			last[1] = in[i];
+		}
+		if (write_raw(s, out, o))
+			goto free_bufs;
+		off += n;
+	}
+	if (last[0] != '\r' || last[1] != '\n') {
+		if (write_raw(s, last[1] == '\r' ? "\n" : "\r\n",
+			      last[1] == '\r' ? 1 : 2))
+			goto free_bufs;
+	}
+	rc = flush(s);
+free_bufs:
+	free(in);
+	free(out);
+	return rc;
+}
+
+static int put_envelope(struct mfs_smtp *s, const char *sender,
+			const char *const *rcpts, size_t nrcpts, off_t size,
+			unsigned flags)
+{
+	char params[128] = "";
+	size_t pl = 0;
+
+	if (s->caps & MFS_SMTP_SIZE)
+		pl += snprintf(params + pl, sizeof(params) - pl, " SIZE=%lld",
+			       (long long)size);
+	if ((flags & MFS_SMTP_SEND_8BIT) && (s->caps & MFS_SMTP_8BITMIME))
+		pl += snprintf(params + pl, sizeof(params) - pl,
+			       " BODY=8BITMIME");
+	if ((flags & MFS_SMTP_SEND_UTF8) && (s->caps & MFS_SMTP_SMTPUTF8))
+		snprintf(params + pl, sizeof(params) - pl, " SMTPUTF8");
+	if (put_cmd(s, 0, "MAIL FROM:<%s>%s", sender, params))
+		return -1;
+	for (size_t i = 0; i < nrcpts; i++) {
+		if (!(s->caps & MFS_SMTP_PIPELINING))
+			break;
+		if (put_cmd(s, 0, "RCPT TO:<%s>", rcpts[i]))
+			return -1;
+	}
+	return flush(s);
+}
+
+/* MAIL and RCPT; returns MFS_OK with res->status set when the
+ * transaction cannot go on (res->reply set), or with *accepted counted. */
+static int envelope(struct mfs_smtp *s, const char *sender,
+		    const char *const *rcpts, size_t nrcpts, off_t size,
+		    unsigned flags, size_t *accepted, int *stop,
+		    struct mfs_smtp_result *res, struct mfs_err *err)
+{
+	int pipelined = (s->caps & MFS_SMTP_PIPELINING) != 0;
+	struct reply mail, r;
+	int any_temp = 0;
+
+	*accepted = 0;
+	*stop = 1;
+	if (put_envelope(s, sender, rcpts, nrcpts, size, flags) ||
+	    read_reply(s, &mail, NULL, 0))
+		return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "MAIL", err);
+	for (size_t i = 0; i < nrcpts; i++) {
+		if (!pipelined && mail.code / 100 != 2)
+			break;
+		if (!pipelined &&
+		    (put_cmd(s, 0, "RCPT TO:<%s>", rcpts[i]) || flush(s)))
+			return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RCPT",
+					   err);
+		if (read_reply(s, &r, NULL, 0))
+			return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RCPT",
+					   err);
+		if (mail.code / 100 != 2)
+			continue;
+		if (r.code / 100 == 2) {
+			(*accepted)++;
+			continue;
+		}
+		any_temp |= r.code < 500;
+		if (add_rejected(res, rcpts[i], r.text))
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	if (mail.code / 100 != 2)
+		return outcome(res, by_code(mail.code), mail.text, err);
+	if (*accepted == 0) {
+		char text[REPLY_MAX] = "";
+		size_t tl = 0;
+
+		for (size_t i = 0; i < res->nrejected && tl < sizeof(text); i++)
+			tl += snprintf(text + tl, sizeof(text) - tl, "%s%s",
+				       i ? "; " : "", res->rejected[i].reply);
+		return outcome(res,
+			       any_temp ? MFS_SMTP_TEMPFAIL : MFS_SMTP_PERMFAIL,
+			       text, err);
+	}
+	*stop = 0;
+	return MFS_OK;
+}
+
+int mfs_smtp_send(struct mfs_smtp *s, const char *sender,
+		  const char *const *rcpts, size_t nrcpts, int fd, off_t size,
+		  unsigned flags, struct mfs_smtp_result *res,
+		  struct mfs_err *err)
+{
+	struct reply r;
+	size_t accepted;
+	int rc, stop;
+	char text[128];
+
+	memset(res, 0, sizeof(*res));
+	if (!sender || nrcpts == 0)
+		return mfs_err_set(err, MFS_E_INVAL,
+				   "a message needs a sender and a recipient");
+	if (!s->alive)
+		return outcome(res, MFS_SMTP_TEMPFAIL, "the session is closed",
+			       err);
+	if (s->size_limit > 0 && size > s->size_limit) {
+		snprintf(text, sizeof(text),
+			 "message is %lld bytes, the server takes at most %lld",
+			 (long long)size, (long long)s->size_limit);
+		return outcome(res, MFS_SMTP_PERMFAIL, text, err);
+	}
+	if (s->used) {
+		if (put_cmd(s, 0, "RSET") || flush(s) ||
+		    read_reply(s, &r, NULL, 0))
+			return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RSET",
+					   err);
+		if (r.code != 250) {
+			s->alive = 0;
+			return outcome(res, MFS_SMTP_TEMPFAIL, r.text, err);
+		}
+	}
+	s->used = 1;
+	rc = envelope(s, sender, rcpts, nrcpts, size, flags, &accepted, &stop,
+		      res, err);
+	if (rc || stop)
+		return rc;
+	if (put_cmd(s, 0, "DATA") || flush(s) || read_reply(s, &r, NULL, 0))
+		return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "DATA", err);
+	if (r.code != 354)
+		return outcome(res, by_code(r.code), r.text, err);
+	if (send_body(s, fd, size))
+		return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "sending data",
+				   err);
+	/* from here on the server may have the whole message */
+	if (write_raw(s, ".\r\n", 3) || flush(s) || read_reply(s, &r, NULL, 0))
+		return net_outcome(s, res, MFS_SMTP_UNKNOWN,
+				   "waiting for the reply to the data", err);
+	if (r.code / 100 == 2)
+		return outcome(res, MFS_SMTP_ACCEPTED, r.text, err);
+	return outcome(res, by_code(r.code), r.text, err);
+}

@@ -1,0 +1,143 @@
+/*
+ * smtp.h - SMTP submission client.
+ *
+ * The dialogue is spoken directly over our mailstream (tls.h), not through
+ * libetpan's mailsmtp: the message is streamed from a file descriptor with
+ * dot-stuffing done here, so memory does not grow with the message, and
+ * every wait is bounded by the stream's timeout.
+ *
+ *   smtps://  mfs_tcp_connect + mfs_stream_tls, greeting, EHLO
+ *   smtp://   mfs_stream_plain, greeting, EHLO, STARTTLS (refused when the
+ *             server does not offer it, before any AUTH), EHLO again
+ *   tls=none  plain, no STARTTLS (only with the account's explicit setting)
+ *
+ * Then AUTH PLAIN (AUTH LOGIN when PLAIN is not offered) when a user is
+ * given. EHLO names the local host name, or "localhost" when it has none
+ * that is a plain DNS name. Used extensions: PIPELINING (MAIL and every
+ * RCPT go in one write, then DATA after their replies), 8BITMIME
+ * (BODY=8BITMIME), SMTPUTF8, SIZE (checked before MAIL and given as SIZE=).
+ * One session sends several messages (RSET between them); QUIT on close.
+ *
+ * The password is borrowed from the caller and never logged or kept; the
+ * AUTH lines are not written to the debug log.
+ *
+ * A session is used by one thread at a time; mfs_smtp_cancel() is the only
+ * call another thread may make.
+ */
+#ifndef MAILFS_SMTP_H
+#define MAILFS_SMTP_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "error.h"
+
+/* Extensions the server announced (mfs_smtp_caps()). */
+#define MFS_SMTP_8BITMIME   0x01
+#define MFS_SMTP_SMTPUTF8   0x02
+#define MFS_SMTP_PIPELINING 0x04
+#define MFS_SMTP_SIZE	    0x08
+#define MFS_SMTP_STARTTLS   0x10
+#define MFS_SMTP_AUTH_PLAIN 0x20
+#define MFS_SMTP_AUTH_LOGIN 0x40
+
+/* Flags for mfs_smtp_send(). */
+#define MFS_SMTP_SEND_8BIT 0x1 /* add BODY=8BITMIME */
+#define MFS_SMTP_SEND_UTF8 0x2 /* add SMTPUTF8 */
+
+struct mfs_smtp_opts {
+	const struct mfs_server *server; /* borrowed: host, port, tls mode */
+	const char *user;		 /* borrowed, or NULL: no AUTH */
+	const char *password;		 /* borrowed, or NULL: no AUTH */
+	const char *ca_file;		 /* borrowed, or NULL */
+	int timeout;			 /* seconds for any one wait, > 0 */
+	const char *helo_name;		 /* borrowed, or NULL: see above */
+};
+
+struct mfs_smtp; /* one open session */
+
+/*
+ * Connects, greets, secures the connection and logs in. On success *out
+ * is a session (close with mfs_smtp_close()).
+ * Errors (err->msg says which step and quotes the server's reply):
+ *   MFS_E_CONNECT  TCP connection failed, or the server closed it
+ *   MFS_E_TIMEOUT  a wait ran out
+ *   MFS_E_TLS      TLS failed, or smtp:// and no STARTTLS offered
+ *   MFS_E_AUTH     AUTH refused (5xx), or no usable AUTH mechanism
+ *   MFS_E_PROTO    an unexpected or malformed reply (4xx greeting etc.)
+ *   MFS_E_NOMEM
+ * mfs_smtp_err_temporary() tells which of these are worth a retry.
+ */
+int mfs_smtp_open(const struct mfs_smtp_opts *opts, struct mfs_smtp **out,
+		  struct mfs_err *err);
+
+/* The MFS_SMTP_* extensions of the session (after the last EHLO). */
+unsigned mfs_smtp_caps(const struct mfs_smtp *s);
+
+/* The server's SIZE limit in bytes, or 0 when it announced none. */
+off_t mfs_smtp_size_limit(const struct mfs_smtp *s);
+
+enum mfs_smtp_status {
+	MFS_SMTP_ACCEPTED, /* 250 after the data; see nrejected */
+	MFS_SMTP_TEMPFAIL, /* 4xx, network or timeout before the data's
+			      end was sent: safe to send again */
+	MFS_SMTP_PERMFAIL, /* 5xx on MAIL, on every RCPT, on DATA or after
+			      the data; or too large for SIZE */
+	MFS_SMTP_UNKNOWN,  /* the data's end was sent and no reply came
+			      (network, timeout): the server may have
+			      accepted it; do not resend automatically */
+};
+
+struct mfs_smtp_rejected {
+	char *rcpt;  /* owned */
+	char *reply; /* owned: "550 5.1.1 <x@y>: ... User unknown" */
+};
+
+struct mfs_smtp_result {
+	enum mfs_smtp_status status;
+	char *reply; /* owned: the decisive server reply (code and text,
+			lines of a multi-line reply joined with "; "), or
+			a local description ("connection lost: ...") */
+	struct mfs_smtp_rejected *rejected; /* owned: nrejected entries */
+	size_t nrejected;
+};
+
+/*
+ * Sends one message: MAIL FROM:<sender> (with SIZE=, BODY=8BITMIME and
+ * SMTPUTF8 as flags and capabilities say), RCPT TO for each recipient,
+ * DATA, the size bytes of fd from offset 0 (read with pread; CRLF line ends
+ * expected, lines starting with '.' are dot-stuffed here; a missing final
+ * CRLF is added), ".". Before a second message in the session, RSET.
+ * Fills *res (release with mfs_smtp_result_free()). Some recipients
+ * rejected and others accepted: MFS_SMTP_ACCEPTED with the rejected ones
+ * listed. After a TEMPFAIL or UNKNOWN caused by the network, the session
+ * is dead: mfs_smtp_alive() returns 0 and it must be closed.
+ * Returns MFS_OK when *res holds an outcome; MFS_E_NOMEM or MFS_E_INVAL
+ * (no recipient, NULL sender) otherwise.
+ */
+int mfs_smtp_send(struct mfs_smtp *s, const char *sender,
+		  const char *const *rcpts, size_t nrcpts, int fd, off_t size,
+		  unsigned flags, struct mfs_smtp_result *res,
+		  struct mfs_err *err);
+
+/* Frees the owned fields of *res and zeroes it. Safe on a zeroed struct. */
+void mfs_smtp_result_free(struct mfs_smtp_result *res);
+
+/* 1 while the session can send another message, else 0. */
+int mfs_smtp_alive(const struct mfs_smtp *s);
+
+/* Wakes a blocked read or write of the session from another thread; the
+ * session is then dead (the blocked call fails as a network error). */
+void mfs_smtp_cancel(struct mfs_smtp *s);
+
+/* Sends QUIT (when alive; the reply is waited for at most the timeout),
+ * closes the connection and frees s. NULL is fine. */
+void mfs_smtp_close(struct mfs_smtp *s);
+
+/* 1 when an error from mfs_smtp_open() is worth a retry later (network,
+ * timeout, 4xx), 0 when it is not (TLS verification, AUTH refused with
+ * 5xx, no STARTTLS). */
+int mfs_smtp_err_temporary(const struct mfs_err *err);
+
+#endif

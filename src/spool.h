@@ -1,0 +1,236 @@
+/*
+ * spool.h - the durable outbox queue behind outbox/.
+ *
+ * A spool is a directory (mode 0700). Each entry is two files named by an
+ * internal id, never by the user's name:
+ *
+ *   ID.eml     the message exactly as the user wrote it (mode 0600)
+ *   ID.state   a small text file: the user's name, status, attempts,
+ *              first queued time, next attempt time, Message-ID, Date,
+ *              last server reply
+ *
+ * so that a rename in outbox/ only rewrites ID.state. Every state change is
+ * written as ID.state.new, fsync'd, renamed over ID.state, and the
+ * directory fsync'd. A password is never written.
+ *
+ * Status of an entry (what the user sees in the status text):
+ *   writing   created, not yet committed (a file still open, or left open
+ *             by a crash: not sent until committed again)
+ *   waiting   committed under a name that starts with '.' or ends in '~',
+ *             ".swp" or ".tmp": held until renamed to a normal name
+ *   queued    to be sent at `next attempt` (a temporary failure, or a
+ *             rename out of a waiting name)
+ *   sending   being sent now
+ *   failed    permanent failure (5xx, or queued longer than the queue
+ *             lifetime); the reason is in `last reply`
+ *   invalid   the message cannot be sent as written (outmsg said why)
+ *   unknown   a previous run stopped after the message's data was sent and
+ *             before the server's reply came (a crash while "sending", or
+ *             a connection lost right after the final "."): the server may
+ *             have accepted it. It is NOT sent again by itself; the log
+ *             names its Message-ID so the user can look for it in the
+ *             recipients' or the Sent folder. To send it again anyway, the
+ *             user commits it again (opens it for writing and closes it,
+ *             e.g. `touch` with O_WRONLY, or renames it), which the FUSE
+ *             layer turns into mfs_spool_commit().
+ * A message is removed from the spool once the server accepted it.
+ *
+ * 8-bit: the body goes with BODY=8BITMIME when offered (else outmsg
+ * re-encodes it). Non-ASCII header text is always RFC 2047 encoded, and
+ * SMTPUTF8 is used only when an address needs it: a server may offer
+ * SMTPUTF8 while a later hop does not (Postfix in front of Dovecot LMTP
+ * bounces such mail), and encoded words reach every reader.
+ *
+ * Locking: every function may be called from any thread; one mutex guards
+ * the in-memory index, and no network wait ever happens under it.
+ */
+#ifndef MAILFS_SPOOL_H
+#define MAILFS_SPOOL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "config.h"
+#include "error.h"
+
+enum mfs_spool_status {
+	MFS_SPOOL_WRITING,
+	MFS_SPOOL_WAITING,
+	MFS_SPOOL_QUEUED,
+	MFS_SPOOL_SENDING,
+	MFS_SPOOL_FAILED,
+	MFS_SPOOL_INVALID,
+	MFS_SPOOL_UNKNOWN,
+};
+
+/* Called after the server accepted a message, before the entry is removed:
+ * fd is the prepared message as sent (Bcc removed, CRLF), size bytes, read
+ * it with pread. IMAP mounts APPEND it to the Sent folder. The return value
+ * is ignored; a failure should be logged by the callback. It runs on the
+ * committing thread or on the retry thread, without the spool's lock. */
+typedef int (*mfs_spool_sent_fn)(void *arg, const char *name, int fd,
+				 off_t size);
+
+struct mfs_spool_opts {
+	const char *dir; /* borrowed: the spool directory, created (0700)
+			    when missing, e.g. CACHE_DIR/outbox */
+	const struct mfs_account *acct; /* borrowed, lives as long as the
+					   spool: smtp, user, from, ca_file,
+					   timeout */
+	const char *password;		/* borrowed, lives as long as the spool;
+					   NULL: no AUTH */
+	int backoff_min;	/* seconds before the first retry; 0: 60 */
+	int backoff_max;	/* cap of the doubling backoff; 0: 3600 */
+	int lifetime;		/* seconds from first queued until a message
+				   that keeps failing temporarily is
+				   "failed"; 0: 7 days */
+	mfs_spool_sent_fn sent; /* or NULL */
+	void *sent_arg;		/* passed to sent */
+};
+
+struct mfs_spool; /* opaque */
+
+struct mfs_spool_entry {
+	char *name; /* owned: the name the user gave */
+	off_t size; /* of the message file as written */
+	enum mfs_spool_status status;
+	time_t mtime; /* of the message file */
+};
+
+enum mfs_spool_result {
+	MFS_SPOOL_SENT,	    /* accepted (maybe with rejected recipients,
+			       see reply); the entry is gone */
+	MFS_SPOOL_DEFERRED, /* temporary failure; queued for a retry */
+	MFS_SPOOL_REJECTED, /* permanent failure; the entry is "failed" */
+	MFS_SPOOL_BAD,	    /* the message is "invalid" */
+	MFS_SPOOL_HELD,	    /* a waiting name: not sent */
+	MFS_SPOOL_UNSURE,   /* no reply after the data: "unknown" */
+};
+
+struct mfs_spool_outcome {
+	enum mfs_spool_result result;
+	char reply[MFS_ERRMSG_MAX]; /* the server's reply or the reason;
+				       for SENT, the rejected recipients
+				       with reasons, or "" */
+};
+
+/*
+ * Opens (creating it when missing) the spool directory and loads its
+ * entries. Replay: an entry found "sending" becomes "unknown" (logged with
+ * its Message-ID); "queued" entries are due at once (the retry thread
+ * sends them when started).
+ * Errors: MFS_E_INVAL (opts->acct without smtp), MFS_E_IO (cannot create,
+ * not a directory, unreadable), MFS_E_NOMEM.
+ */
+int mfs_spool_open(const struct mfs_spool_opts *opts, struct mfs_spool **out,
+		   struct mfs_err *err);
+
+/* Stops the retry thread (if started) and frees the spool. Nothing on
+ * disk changes. NULL is fine. */
+void mfs_spool_close(struct mfs_spool *sp);
+
+/* Names waiting, queued, failed... in outbox/: every entry, in creation
+ * order. *entries is malloc'd; free with mfs_spool_entries_free().
+ * Errors: MFS_E_NOMEM. */
+int mfs_spool_list(struct mfs_spool *sp, struct mfs_spool_entry **entries,
+		   size_t *n, struct mfs_err *err);
+void mfs_spool_entries_free(struct mfs_spool_entry *entries, size_t n);
+
+/* One entry by name (for lookup/getattr); e->name is owned by the caller
+ * (free it). Errors: MFS_E_NOENT, MFS_E_NOMEM. */
+int mfs_spool_stat(struct mfs_spool *sp, const char *name,
+		   struct mfs_spool_entry *e, struct mfs_err *err);
+
+/*
+ * Creates an entry "writing" under name and returns in *fd a descriptor
+ * open O_RDWR|O_CLOEXEC on its message file (the caller closes it). The
+ * caller writes through it (pwrite) and calls mfs_spool_commit() when the
+ * file is closed.
+ * Errors: MFS_E_INVAL (empty name, '/', "." or "..", longer than 255
+ * bytes), MFS_E_EXIST, MFS_E_IO, MFS_E_NOMEM.
+ */
+int mfs_spool_create(struct mfs_spool *sp, const char *name, int *fd,
+		     struct mfs_err *err);
+
+/*
+ * Opens the message file of an existing entry (flags as open(2): O_RDONLY,
+ * O_WRONLY, O_RDWR, O_TRUNC) into *fd. Opening for writing makes the entry
+ * "writing" again (a later commit sends it as new); not allowed while it is
+ * "sending".
+ * Errors: MFS_E_NOENT, MFS_E_ACCESS (writing while sending), MFS_E_IO.
+ */
+int mfs_spool_open_entry(struct mfs_spool *sp, const char *name, int flags,
+			 int *fd, struct mfs_err *err);
+
+/*
+ * Renames an entry. An existing entry named newname is replaced (unless it
+ * is "sending": MFS_E_ACCESS). A "waiting" entry renamed to a normal name
+ * becomes "queued", due at once, and the retry thread is woken; an entry
+ * renamed to a waiting name (not "sending") becomes "waiting". "failed",
+ * "invalid" and "unknown" entries renamed to a normal name are queued
+ * again too (the user's way to retry).
+ * Errors: MFS_E_NOENT, MFS_E_INVAL (bad newname), MFS_E_ACCESS, MFS_E_IO.
+ */
+int mfs_spool_rename(struct mfs_spool *sp, const char *oldname,
+		     const char *newname, struct mfs_err *err);
+
+/* Removes an entry (the user cancels it). Errors: MFS_E_NOENT,
+ * MFS_E_ACCESS (it is being sent right now), MFS_E_IO. */
+int mfs_spool_unlink(struct mfs_spool *sp, const char *name,
+		     struct mfs_err *err);
+
+/*
+ * Submits an entry whose file was closed after writing: fsyncs the message
+ * file and the directory before any byte goes to the server; under a
+ * waiting name, marks it "waiting" and stops (HELD). Else prepares it
+ * (outmsg) and sends it now over a new SMTP session, and fills *outcome.
+ * Blocks for the network (bounded by the account's timeout per wait).
+ * Returns what close() should return:
+ *   MFS_OK        SENT, DEFERRED (cp succeeds: it will be retried), HELD
+ *   MFS_E_INVAL   BAD: the message is invalid (err->msg says why)
+ *   MFS_E_ACCESS  REJECTED: a permanent failure (err->msg quotes the
+ *                 server), and UNSURE (err->msg says to check)
+ *   MFS_E_NOENT   no such entry; MFS_E_ACCESS if it is "sending" now
+ *   MFS_E_IO      fsync or a state write failed (nothing was sent)
+ *   MFS_E_NOMEM
+ */
+int mfs_spool_commit(struct mfs_spool *sp, const char *name,
+		     struct mfs_spool_outcome *outcome, struct mfs_err *err);
+
+/*
+ * The status text of an entry, for outbox/.status/NAME: lines
+ *   status: queued
+ *   attempts: 2
+ *   first queued: 2026-11-20 15:32:01 +0100
+ *   next attempt: 2026-11-20 15:36:01 +0100     (queued only)
+ *   message-id: <...>
+ *   last reply: 451 4.3.0 Try again later
+ * malloc'd, owned by the caller. Errors: NULL with err MFS_E_NOENT or
+ * MFS_E_NOMEM.
+ */
+char *mfs_spool_status_text(struct mfs_spool *sp, const char *name,
+			    struct mfs_err *err);
+
+/* Starts the retry thread: it sends every due "queued" entry, one SMTP
+ * session per burst, then sleeps until the next is due or it is woken.
+ * Errors: MFS_E_NOMEM (thread creation failed). Calling it twice is a
+ * no-op. */
+int mfs_spool_start(struct mfs_spool *sp, struct mfs_err *err);
+
+/* Stops the retry thread: wakes it, cancels a session in progress, joins
+ * it. Returns within about one network timeout. Safe when not started. */
+void mfs_spool_stop(struct mfs_spool *sp);
+
+/* Sends every due "queued" entry now on the calling thread (what the retry
+ * thread does in one round). Returns the number of entries sent. */
+int mfs_spool_run_due(struct mfs_spool *sp);
+
+/* 1 for a name that waits for a rename ('.' first, or ending in '~',
+ * ".swp", ".tmp"), else 0. */
+int mfs_spool_name_waits(const char *name);
+
+/* "queued", "failed", ... for a status. */
+const char *mfs_spool_status_name(enum mfs_spool_status status);
+
+#endif

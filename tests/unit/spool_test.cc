@@ -1,0 +1,421 @@
+#include <gtest/gtest.h>
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <set>
+#include <vector>
+#include <algorithm>
+
+extern "C" {
+#include "spool.h"
+}
+
+namespace
+{
+
+std::map<std::string, std::string> env;
+std::string srvdir;
+
+std::string slurp(const std::string &path)
+{
+	std::ifstream in(path, std::ios::binary);
+	std::stringstream ss;
+	ss << in.rdbuf();
+	return ss.str();
+}
+
+class Servers : public ::testing::Environment
+{
+      public:
+	void SetUp() override
+	{
+		char tmpl[] = "/tmp/spool_test.XXXXXX";
+		const char *top = mkdtemp(tmpl);
+		// the servers drop privileges and must reach their directory
+		chmod(top, 0755);
+		srvdir = std::string(top) + "/srv";
+		std::string cmd = "tests/servers/mailservers.sh start " +
+				  srvdir + " >" + srvdir + ".log 2>&1";
+		if (system(cmd.c_str()) != 0) {
+			fprintf(stderr, "mail servers did not start, see %s.log\n",
+				srvdir.c_str());
+			return;
+		}
+		std::ifstream in(srvdir + "/env");
+		std::string line;
+		while (std::getline(in, line)) {
+			size_t eq = line.find('=');
+			if (eq != std::string::npos)
+				env[line.substr(0, eq)] = line.substr(eq + 1);
+		}
+	}
+	void TearDown() override
+	{
+		if (!srvdir.empty())
+			system(("tests/servers/mailservers.sh stop " + srvdir +
+				" >/dev/null 2>&1")
+				       .c_str());
+	}
+};
+
+// Messages that arrived for user 1 (alice) or 2 (bob) with X-Test-Id token.
+std::vector<std::string> fetch(int user, const std::string &token,
+			       int expect, int wait = 30)
+{
+	std::string out = srvdir + ".fetch." + token;
+	std::string cmd = "/usr/bin/python3 tests/unit/smtp_fetch.py " +
+			  srvdir + "/env " + std::to_string(user) + " " +
+			  token + " " + std::to_string(expect) + " " + out +
+			  " " + std::to_string(wait) + " >" + out + ".n";
+	std::vector<std::string> msgs;
+
+	if (system(cmd.c_str()) != 0)
+		return msgs;
+	int n = atoi(slurp(out + ".n").c_str());
+	for (int i = 0; i < n; i++)
+		msgs.push_back(slurp(out + "/" + std::to_string(i) + ".eml"));
+	return msgs;
+}
+
+
+class Spool : public ::testing::Test
+{
+      protected:
+	struct mfs_account acct = {};
+	struct mfs_spool *sp = nullptr;
+	std::string dir;
+	std::vector<std::string> sent_names;
+
+	static int on_sent(void *arg, const char *name, int fd, off_t size)
+	{
+		auto *self = (Spool *)arg;
+		char buf[16] = "";
+		self->sent_names.push_back(name);
+		EXPECT_GT(size, 0);
+		EXPECT_EQ(5, pread(fd, buf, 5, 0));
+		return 0;
+	}
+	void SetUp() override
+	{
+		if (env.empty())
+			GTEST_SKIP() << "the local mail servers did not start";
+		char tmpl[] = "/tmp/spool_dir.XXXXXX";
+		dir = std::string(mkdtemp(tmpl)) + "/outbox";
+		acct.has_smtp = 1;
+		acct.smtp.proto = MFS_PROTO_SMTP;
+		acct.smtp.tls = MFS_TLS_IMPLICIT;
+		acct.smtp.host = (char *)"localhost";
+		acct.smtp.port = atoi(env["MFS_SMTPS_PORT"].c_str());
+		acct.user = (char *)env["MFS_USER"].c_str();
+		acct.ca_file = (char *)env["MFS_CA"].c_str();
+		acct.timeout = 5;
+		open_spool();
+	}
+	void open_spool()
+	{
+		struct mfs_spool_opts o = {};
+		struct mfs_err err = {};
+		o.dir = dir.c_str();
+		o.acct = &acct;
+		o.password = env["MFS_PASS"].c_str();
+		o.backoff_min = 1;
+		o.backoff_max = 2;
+		o.sent = on_sent;
+		o.sent_arg = this;
+		ASSERT_EQ(MFS_OK, mfs_spool_open(&o, &sp, &err)) << err.msg;
+	}
+	void TearDown() override
+	{
+		mfs_spool_close(sp);
+		if (!dir.empty())
+			system(("rm -rf " + dir.substr(0, dir.rfind('/')))
+				       .c_str());
+	}
+	void write_entry(const std::string &name, const std::string &text)
+	{
+		struct mfs_err err = {};
+		int fd = -1;
+		ASSERT_EQ(MFS_OK, mfs_spool_create(sp, name.c_str(), &fd, &err))
+			<< err.msg;
+		size_t off = 0;
+		while (off < text.size()) {
+			ssize_t n = pwrite(fd, text.data() + off,
+					   std::min<size_t>(1 << 20,
+							    text.size() - off),
+					   off);
+			ASSERT_GT(n, 0);
+			off += n;
+		}
+		close(fd);
+	}
+	int commit(const std::string &name, struct mfs_spool_outcome *oc,
+		   struct mfs_err *err)
+	{
+		return mfs_spool_commit(sp, name.c_str(), oc, err);
+	}
+	std::string status(const std::string &name)
+	{
+		struct mfs_err err = {};
+		char *t = mfs_spool_status_text(sp, name.c_str(), &err);
+		std::string s = t ? t : std::string("ERR ") + err.msg;
+		free(t);
+		return s;
+	}
+	size_t count()
+	{
+		struct mfs_spool_entry *e;
+		size_t n = 0;
+		struct mfs_err err = {};
+		EXPECT_EQ(MFS_OK, mfs_spool_list(sp, &e, &n, &err));
+		mfs_spool_entries_free(e, n);
+		return n;
+	}
+};
+
+std::string msg(const std::string &token, const std::string &to,
+		const std::string &body, const std::string &extra = "")
+{
+	return "From: Alice <alice@example.test>\nTo: " + to +
+	       "\nSubject: spool " + token + "\nX-Test-Id: " + token + "\n" +
+	       extra + "\n" + body;
+}
+
+TEST_F(Spool, CommitSendsBareLfUtf8AndHidesBcc)
+{
+	std::string body = "Gr\xc3\xbc\xc3\x9f"
+			   "e\n.\n.foo\nend\n";
+	write_entry("hello.eml",
+		    msg("sp1", "alice@example.test", body,
+			"Bcc: bob@example.test\nSubject: \xc3\x84pfel\n"));
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	ASSERT_EQ(MFS_OK, commit("hello.eml", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	EXPECT_EQ(0u, count());
+	EXPECT_EQ(std::vector<std::string>{"hello.eml"}, sent_names);
+	auto bob = fetch(2, "sp1", 1);
+	ASSERT_EQ(1u, bob.size());
+	EXPECT_EQ(std::string::npos, bob[0].find("Bcc"));
+	EXPECT_NE(std::string::npos,
+		  bob[0].find("Gr\xc3\xbc\xc3\x9f"
+			      "e\r\n.\r\n.foo\r\nend\r\n"));
+	EXPECT_NE(std::string::npos, bob[0].find("Message-ID: <"));
+	EXPECT_EQ(1u, fetch(1, "sp1", 1).size());
+}
+
+TEST_F(Spool, WaitingNamesAreHeldUntilRenamed)
+{
+	write_entry(".draft.swp", msg("sp2", "bob@example.test", "x\n"));
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	ASSERT_EQ(MFS_OK, commit(".draft.swp", &oc, &err));
+	EXPECT_EQ(MFS_SPOOL_HELD, oc.result);
+	EXPECT_NE(std::string::npos, status(".draft.swp").find("waiting"));
+	ASSERT_EQ(MFS_OK, mfs_spool_rename(sp, ".draft.swp", "draft", &err));
+	EXPECT_NE(std::string::npos, status("draft").find("status: queued"));
+	EXPECT_EQ(1, mfs_spool_run_due(sp));
+	EXPECT_EQ(0u, count());
+	EXPECT_EQ(1u, fetch(2, "sp2", 1).size());
+}
+
+TEST_F(Spool, PermanentFailureKeepsFileWithReason)
+{
+	write_entry("bad", msg("sp3", "nobody@elsewhere.invalid", "x\n"));
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	EXPECT_EQ(MFS_E_ACCESS, commit("bad", &oc, &err));
+	EXPECT_EQ(MFS_SPOOL_REJECTED, oc.result);
+	EXPECT_NE(nullptr, strstr(err.msg, "Relay access denied")) << err.msg;
+	std::string st = status("bad");
+	EXPECT_NE(std::string::npos, st.find("status: failed")) << st;
+	EXPECT_NE(std::string::npos, st.find("last reply: 554")) << st;
+	EXPECT_EQ(1u, count());
+	ASSERT_EQ(MFS_OK, mfs_spool_unlink(sp, "bad", &err));
+	EXPECT_EQ(0u, count());
+}
+
+TEST_F(Spool, InvalidMessageStaysWithReason)
+{
+	write_entry("inv", "Subject: no recipients\n\nbody\n");
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	EXPECT_EQ(MFS_E_INVAL, commit("inv", &oc, &err));
+	EXPECT_EQ(MFS_SPOOL_BAD, oc.result);
+	EXPECT_NE(std::string::npos, status("inv").find("status: invalid"));
+	EXPECT_NE(std::string::npos, status("inv").find("From"));
+}
+
+TEST_F(Spool, PartialRejectionIsSentAndReported)
+{
+	write_entry("part", msg("sp4", "bob@example.test, unknown@example.test",
+				"x\n"));
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	EXPECT_EQ(MFS_OK, commit("part", &oc, &err));
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result);
+	EXPECT_NE(nullptr, strstr(oc.reply, "unknown@example.test")) << oc.reply;
+	EXPECT_NE(nullptr, strstr(oc.reply, "550")) << oc.reply;
+	EXPECT_EQ(1u, fetch(2, "sp4", 1).size());
+}
+
+TEST_F(Spool, ServerDownThenRetryThreadDelivers)
+{
+	int port = acct.smtp.port;
+	acct.smtp.port = 1; // nothing listens there
+	write_entry("later", msg("sp5", "bob@example.test", "retry me\n"));
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	EXPECT_EQ(MFS_OK, commit("later", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_DEFERRED, oc.result);
+	std::string st = status("later");
+	EXPECT_NE(std::string::npos, st.find("status: queued")) << st;
+	EXPECT_NE(std::string::npos, st.find("next attempt:")) << st;
+	EXPECT_NE(std::string::npos, st.find("attempts: 1")) << st;
+	acct.smtp.port = port; // the server is back
+	ASSERT_EQ(MFS_OK, mfs_spool_start(sp, &err));
+	auto got = fetch(2, "sp5", 1);
+	EXPECT_EQ(1u, got.size());
+	for (int i = 0; i < 50 && count(); i++)
+		usleep(100000);
+	EXPECT_EQ(0u, count());
+	mfs_spool_stop(sp);
+}
+
+TEST_F(Spool, BurstOfHundredArrivesOnceEach)
+{
+	for (int i = 0; i < 100; i++)
+		write_entry("m" + std::to_string(i),
+			    msg("sp6", "bob@example.test",
+				"n" + std::to_string(i) + "\n",
+				"X-Seq: " + std::to_string(i) + "\n"));
+	// rename-style submission: all queued, one session for the burst
+	struct mfs_err err = {};
+	for (int i = 0; i < 100; i++) {
+		std::string n = "m" + std::to_string(i);
+		ASSERT_EQ(MFS_OK, mfs_spool_rename(sp, n.c_str(),
+						   (n + ".tmp").c_str(), &err));
+		struct mfs_spool_outcome oc;
+		ASSERT_EQ(MFS_OK, commit(n + ".tmp", &oc, &err));
+		ASSERT_EQ(MFS_OK, mfs_spool_rename(sp, (n + ".tmp").c_str(),
+						   n.c_str(), &err));
+	}
+	EXPECT_EQ(100, mfs_spool_run_due(sp));
+	auto got = fetch(2, "sp6", 100, 60);
+	ASSERT_EQ(100u, got.size());
+	std::set<std::string> seqs;
+	for (auto &m : got) {
+		size_t p = m.find("X-Seq: ");
+		seqs.insert(m.substr(p + 7, m.find("\r\n", p) - p - 7));
+	}
+	EXPECT_EQ(100u, seqs.size());
+}
+
+TEST_F(Spool, LargeAttachmentArrivesIntact)
+{
+	std::string blob(25 * 1024 * 1024 / 4 * 3, '\0');
+	unsigned x = 12345;
+	for (auto &c : blob) {
+		x = x * 1103515245 + 12345;
+		c = (char)(x >> 16);
+	}
+	std::string b64;
+	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
+				  "qrstuvwxyz0123456789+/";
+	for (size_t i = 0; i < blob.size(); i += 3) {
+		unsigned v = (unsigned char)blob[i] << 16 |
+			     (unsigned char)blob[i + 1] << 8 |
+			     (unsigned char)blob[i + 2];
+		b64 += tab[v >> 18];
+		b64 += tab[(v >> 12) & 63];
+		b64 += tab[(v >> 6) & 63];
+		b64 += tab[v & 63];
+		if ((i / 3) % 19 == 18)
+			b64 += '\n';
+	}
+	std::string body = "--b\nContent-Type: text/plain\n\nsee attached\n"
+			   "--b\nContent-Type: application/octet-stream\n"
+			   "Content-Transfer-Encoding: base64\n\n" +
+			   b64 + "\n--b--\n";
+	write_entry("big", msg("sp7", "bob@example.test", body,
+			       "MIME-Version: 1.0\nContent-Type: "
+			       "multipart/mixed; boundary=b\n"));
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	ASSERT_EQ(MFS_OK, commit("big", &oc, &err)) << err.msg;
+	ASSERT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	auto got = fetch(2, "sp7", 1, 60);
+	ASSERT_EQ(1u, got.size());
+	// compare the attachment's base64 text after removing line ends
+	size_t p = got[0].find("base64\r\n\r\n") + 10;
+	std::string rx = got[0].substr(p, got[0].find("\r\n--b--") - p);
+	std::string clean;
+	for (char c : rx)
+		if (c != '\r' && c != '\n')
+			clean += c;
+	std::string want;
+	for (char c : b64)
+		if (c != '\n')
+			want += c;
+	EXPECT_EQ(want.size(), clean.size());
+	EXPECT_TRUE(want == clean);
+}
+
+TEST_F(Spool, CrashWhileSendingIsNotResent)
+{
+	write_entry("crash", msg("sp8", "bob@example.test", "once\n"));
+	mfs_spool_close(sp);
+	sp = nullptr;
+	// the state a crash between DATA and the reply leaves behind
+	std::string cmd = "sed -i 's/^status: .*/status: sending/; "
+			  "s/^message-id: .*/message-id: <c@x>/' " +
+			  dir + "/*.state";
+	ASSERT_EQ(0, system(cmd.c_str()));
+	open_spool();
+	std::string st = status("crash");
+	EXPECT_NE(std::string::npos, st.find("status: unknown")) << st;
+	EXPECT_NE(std::string::npos, st.find("<c@x>")) << st;
+	EXPECT_EQ(0, mfs_spool_run_due(sp));
+	EXPECT_EQ(0u, fetch(2, "sp8", 1, 3).size());
+	// the user's way to send it again: a rename
+	struct mfs_err err = {};
+	ASSERT_EQ(MFS_OK, mfs_spool_rename(sp, "crash", "crash2", &err));
+	EXPECT_EQ(1, mfs_spool_run_due(sp));
+	EXPECT_EQ(1u, fetch(2, "sp8", 1).size());
+}
+
+TEST_F(Spool, StateSurvivesReopen)
+{
+	write_entry("keep.tmp", msg("sp9", "bob@example.test", "x\n"));
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	ASSERT_EQ(MFS_OK, commit("keep.tmp", &oc, &err));
+	mfs_spool_close(sp);
+	sp = nullptr;
+	open_spool();
+	struct mfs_spool_entry e;
+	ASSERT_EQ(MFS_OK, mfs_spool_stat(sp, "keep.tmp", &e, &err));
+	EXPECT_EQ(MFS_SPOOL_WAITING, e.status);
+	EXPECT_GT(e.size, 0);
+	free(e.name);
+	struct stat st;
+	ASSERT_EQ(0, stat(dir.c_str(), &st));
+	EXPECT_EQ(0700u, st.st_mode & 0777);
+	int fd = -1;
+	EXPECT_EQ(MFS_E_EXIST, mfs_spool_create(sp, "keep.tmp", &fd, &err));
+	EXPECT_EQ(-1, fd);
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+	::testing::InitGoogleTest(&argc, argv);
+	::testing::AddGlobalTestEnvironment(new Servers);
+	return RUN_ALL_TESTS();
+}
