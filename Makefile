@@ -30,7 +30,7 @@ endif
 # Debian packages needed to build, test and demo.
 DEPS = build-essential pkg-config libfuse3-dev fuse3 libetpan-dev libssl-dev \
        openssl libgtest-dev dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
-       postfix python3 clang libclang-rt-14-dev
+       postfix python3 clang libclang-rt-14-dev isync curl msmtp
 
 # Packages are looked up only when pkg-config cannot find the libraries.
 HAVE_LIBS := $(shell pkg-config --exists $(PKGS) 2>/dev/null && echo yes)
@@ -104,6 +104,9 @@ install: mailfs
 	install -d $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/lib/systemd/user
 	install -m 0644 docs/mailfs.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/mailfs.conf.5
 	install -m 0644 mount-helpers/mailfs@.service $(DESTDIR)$(PREFIX)/lib/systemd/user/mailfs@.service
+
+bench: deps mailfs
+	@/usr/bin/python3 tests/bench/bench.py
 
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
