@@ -168,7 +168,9 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 	if (fill(ctx, out, &len, err) != MFS_OK) {
 		close(out);
 		unlink(tmp);
-		if (err->code == MFS_E_IO && errno == ENOSPC)
+		/* MFS_E_IO from a fill is a local write that failed (a full
+		 * disk): the bytes can still go to memory. */
+		if (err->code == MFS_E_IO)
 			return cache_fill_anon(cache, expected, fill, ctx, fd,
 					       err);
 		return err->code;

@@ -846,7 +846,10 @@ static double node_ttl(const struct mfs_node *n)
 		return 0.0; /* flags and new files change under us */
 	if (n->kind == MFS_N_OUTBOX || n->kind == MFS_N_STATUS)
 		return 0.0;
-	if (n->kind == MFS_N_ROOT || n->kind == MFS_N_FOLDER)
+	/* A message directory's name may come back for another message
+	 * (after a UIDVALIDITY change): the kernel keeps it briefly. */
+	if (n->kind == MFS_N_ROOT || n->kind == MFS_N_FOLDER ||
+	    n->kind == MFS_N_MESSAGE)
 		return FOLDER_ATTR_TTL;
 	return MESSAGE_ATTR_TTL;
 }
@@ -906,6 +909,13 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	mfs_nodes_hold(dir);
+	if ((dir->kind == MFS_N_MESSAGE || dir->kind == MFS_N_PARTDIR) &&
+	    !message_of(dir)->linked) {
+		mfs_nodes_release(fs->nodes, dir);
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
 	if (dir->kind == MFS_N_MESSAGE || dir->kind == MFS_N_PARTDIR)
 		dir_ensure(fs, dir, &err);
 	if (dir->kind == MFS_N_OUTBOX || dir->kind == MFS_N_STATUS)
@@ -1089,6 +1099,9 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 	} else if (dir->kind == MFS_N_OUTBOX || dir->kind == MFS_N_STATUS) {
 		if (outbox_sync(fs, &err) != MFS_OK)
 			goto fail;
+	} else if (!message_of(dir)->linked) {
+		mfs_err_set(&err, MFS_E_NOENT, "message gone");
+		goto fail;
 	} else if (dir_ensure(fs, dir, &err) != MFS_OK) {
 		goto fail;
 	}
@@ -1318,6 +1331,14 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->fd = -1;
 	h->node = n;
 	mfs_nodes_hold(n);
+	if ((n->file == MFS_F_PART || n->file == MFS_F_FLAGS) &&
+	    !message_of(n)->linked) {
+		/* expunged, or its folder's UIDVALIDITY changed */
+		pthread_mutex_unlock(&fs->lock);
+		handle_free(fs, h);
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
 	switch (n->file) {
 	case MFS_F_PART:
 		rc = open_part(fs, n, h, &err);

@@ -69,8 +69,13 @@ static void imap_free(struct mfs_imap *imap)
 {
 	if (imap == NULL)
 		return;
-	if (imap->session != NULL)
+	if (imap->session != NULL && imap->session->imap_stream != NULL) {
+		/* A polite LOGOUT, but unmounting must not wait a whole
+		 * timeout for a server that stopped answering. */
+		mailstream_low_set_timeout(
+			mailstream_get_low(imap->session->imap_stream), 1);
 		mailimap_logout(imap->session);
+	}
 	imap_drop(imap);
 	pthread_mutex_destroy(&imap->lock);
 	free(imap);
