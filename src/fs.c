@@ -1150,6 +1150,58 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
+/* readdir with attributes: "ls -l" of a large folder then costs one
+ * request per buffer instead of one lookup per entry. Every entry given
+ * counts as a lookup of its node. */
+static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct dir_snap *s = (struct dir_snap *)(uintptr_t)fi->fh;
+	struct mfs_err err;
+	char *buf;
+	size_t used = 0;
+	off_t i;
+
+	(void)ino;
+	mfs_err_clear(&err);
+	buf = malloc(size);
+	if (buf == NULL) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
+	for (i = off; i >= 0 && (size_t)i < s->n; i++) {
+		struct fuse_entry_param e;
+		struct mfs_node *n = mfs_nodes_get(fs->nodes, s->ents[i].ino);
+		int dot = i < 2; /* "." and "..": no lookup counted */
+		size_t len;
+
+		memset(&e, 0, sizeof(e));
+		if (n == NULL || (!dot && node_size(fs, n, &err) != MFS_OK)) {
+			/* gone since opendir: offer it without attributes */
+			e.attr.st_ino = s->ents[i].ino;
+			e.attr.st_mode = s->ents[i].type;
+		} else {
+			node_stat(fs, n, &e.attr);
+			if (!dot) {
+				e.ino = n->ino;
+				e.attr_timeout = e.entry_timeout = node_ttl(n);
+			}
+		}
+		len = fuse_add_direntry_plus(req, buf + used, size - used,
+					     s->ents[i].name, &e, i + 1);
+		if (len > size - used)
+			break;
+		used += len;
+		if (e.ino != 0)
+			mfs_nodes_lookup(n);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
 static void fs_releasedir(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_file_info *fi)
 {
@@ -2325,7 +2377,17 @@ static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		fuse_reply_err(req, 0);
 }
 
+static void fs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* always READDIRPLUS: "ls -l" of a folder is the common case */
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+}
+
 const struct fuse_lowlevel_ops mfs_fs_ops = {
+	.init = fs_init,
 	.lookup = fs_lookup,
 	.forget = fs_forget,
 	.forget_multi = fs_forget_multi,
@@ -2333,6 +2395,7 @@ const struct fuse_lowlevel_ops mfs_fs_ops = {
 	.setattr = fs_setattr,
 	.opendir = fs_opendir,
 	.readdir = fs_readdir,
+	.readdirplus = fs_readdirplus,
 	.releasedir = fs_releasedir,
 	.open = fs_open,
 	.read = fs_read,
