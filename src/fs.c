@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,9 +266,14 @@ static char *message_name(const struct mfs_store_msg *m)
 	return mfs_msg_dirname(m->date, m->from, m->subject, id);
 }
 
-/* Moves m into node (taking its owned strings). */
+/* Moves m into node (taking its uidl). Sender and subject are in the
+ * node's name already and are not kept: a folder of 100,000 messages must
+ * stay small. */
 static void message_take(struct mfs_node *node, struct mfs_store_msg *m)
 {
+	free(m->from);
+	free(m->subject);
+	m->from = m->subject = NULL;
 	node->msg = *m;
 	node->mtime = m->date > 0 ? m->date : 0;
 	memset(m, 0, sizeof(*m));
@@ -354,6 +360,7 @@ static int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 			r = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		pthread_mutex_unlock(&fs->lock);
 		mfs_store_msgs_free(msgs, n);
+		malloc_trim(0); /* give the listing's memory back */
 	}
 	free(mailbox);
 unlock_refresh:
@@ -528,6 +535,10 @@ static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
 	}
 	if (mfs_layout_build(v->map, v->len, &v->layout, err) != MFS_OK)
 		goto fail;
+	/* The pages are the cache file's: let them go until a part is read,
+	 * so that looking into a large message does not keep it resident. */
+	if (v->map != NULL)
+		madvise(v->map, v->len, MADV_DONTNEED);
 	*out = v;
 	return MFS_OK;
 fail:
@@ -770,17 +781,22 @@ static int node_size(struct mfs_fs *fs, struct mfs_node *n,
 		     struct mfs_err *err)
 {
 	struct mfs_spool_entry e;
-	struct mfs_node *msg;
 	struct stat st;
 	char *text;
 
 	if (n->kind != MFS_N_FILE)
 		return MFS_OK;
 	switch (n->file) {
-	case MFS_F_PART:
-		msg = message_of(n);
-		return mfs_entry_size(((struct view *)msg->priv)->layout,
-				      n->entry, &n->size, err);
+	case MFS_F_PART: {
+		struct view *v = message_of(n)->priv;
+		struct mfs_entry *e = n->entry;
+		int known = e->src.size_known, rc;
+
+		rc = mfs_entry_size(v->layout, e, &n->size, err);
+		if (!known && v->map != NULL && n->size > 65536)
+			madvise(v->map, v->len, MADV_DONTNEED);
+		return rc;
+	}
 	case MFS_F_NEW:
 		if (fstat(((struct upload *)n->priv)->fd, &st) == 0)
 			n->size = (uint64_t)st.st_size;
@@ -1324,6 +1340,8 @@ static int open_part(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
 	pthread_mutex_unlock(&fs->lock);
 	rc = mfs_cache_get(fs->cache, key, h->size, part_fill, &pf, &h->fd,
 			   err);
+	if (v->map != NULL)
+		madvise(v->map, v->len, MADV_DONTNEED);
 	pthread_mutex_lock(&fs->lock);
 	return rc;
 }

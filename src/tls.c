@@ -61,7 +61,12 @@ struct mfs_conn {
 	int timeout;			  /* seconds, when low->timeout is 0 */
 	int timed_out;			  /* a wait ran out: stream is dead */
 	int eof;			  /* the peer closed: reads fail */
+	size_t since_nl;		  /* bytes read since the last LF */
 };
+
+/* A server that sends more than this without a line end is refused: the
+ * protocol parsers above keep a line in memory while they read it. */
+#define MFS_LINE_MAX (16u * 1024 * 1024)
 
 static ssize_t conn_read(mailstream_low *low, void *buf, size_t count);
 static ssize_t conn_write(mailstream_low *low, const void *buf, size_t count);
@@ -285,6 +290,19 @@ static ssize_t conn_read(mailstream_low *low, void *buf, size_t count)
 		conn->eof = 1;
 		errno = ECONNRESET;
 		return -1;
+	}
+	if (n > 0) {
+		const char *nl = memrchr(buf, '\n', (size_t)n);
+
+		if (nl != NULL)
+			conn->since_nl = (size_t)n - (size_t)(nl - (char *)buf) - 1;
+		else
+			conn->since_nl += (size_t)n;
+		if (conn->since_nl > MFS_LINE_MAX) {
+			conn->eof = 1;
+			errno = EPROTO;
+			return -1;
+		}
 	}
 	return n;
 }
