@@ -7,10 +7,13 @@
  */
 #include "fs.h"
 
+#include "imap.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <malloc.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +51,7 @@ struct mfs_fs {
 	char *sent_mailbox;	  /* owned: SPECIAL-USE \Sent, or NULL */
 	struct mfs_spool *spool;  /* borrowed, or NULL: no outbox/ */
 	struct mfs_node *outbox;  /* outbox/, or NULL */
+	struct idle *idle;	  /* owned, or NULL */
 	uid_t uid;
 	gid_t gid;
 };
@@ -772,6 +776,122 @@ int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size)
 			    name, mailbox, err.msg);
 	free(mailbox);
 	return 0;
+}
+
+/* --- IDLE ---------------------------------------------------------------- */
+
+struct idle {
+	pthread_t thread;
+	int pipe[2];		 /* owned: written to stop the thread */
+	struct mfs_store *store; /* owned */
+	struct mfs_fs *fs;	 /* borrowed */
+	int stop;		 /* guarded by fs->lock */
+};
+
+/* INBOX changed on the server: its listing is out of date. */
+static void inbox_changed(struct mfs_fs *fs)
+{
+	struct mfs_node *c;
+
+	pthread_mutex_lock(&fs->lock);
+	for (c = mfs_nodes_root(fs->nodes)->first_child; c != NULL;
+	     c = c->next_sibling)
+		if (c->kind == MFS_N_FOLDER && c->mailbox != NULL &&
+		    strcasecmp(c->mailbox, "INBOX") == 0)
+			c->listed = 0;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static int idle_stopping(struct idle *id)
+{
+	int stop;
+
+	pthread_mutex_lock(&id->fs->lock);
+	stop = id->stop;
+	pthread_mutex_unlock(&id->fs->lock);
+	return stop;
+}
+
+static void *idle_thread(void *arg)
+{
+	struct idle *id = arg;
+	struct mfs_err err;
+	int changed, failures = 0;
+
+	while (!idle_stopping(id)) {
+		mfs_err_clear(&err);
+		if (mfs_imap_idle(id->store, "INBOX", id->pipe[0], 600,
+				  &changed, &err) == MFS_OK) {
+			failures = 0;
+			if (changed)
+				inbox_changed(id->fs);
+			continue;
+		}
+		if (err.code == MFS_E_PROTO && failures == 0 &&
+		    strstr(err.msg, "no IDLE") != NULL) {
+			mfs_log_info("%s: new mail shows when INBOX is listed",
+				     err.msg);
+			break;
+		}
+		if (failures++ == 0)
+			mfs_log_err("IDLE: %s (trying again)", err.msg);
+		/* wait a while, or until stopped */
+		struct pollfd p = {.fd = id->pipe[0], .events = POLLIN};
+
+		poll(&p, 1, failures < 5 ? 5000 : 60000);
+	}
+	return NULL;
+}
+
+void mfs_fs_start_idle(struct mfs_fs *fs, struct mfs_store *store)
+{
+	struct idle *id = calloc(1, sizeof(*id));
+
+	if (id == NULL || pipe2(id->pipe, O_CLOEXEC) != 0) {
+		free(id);
+		store->ops->free(store);
+		mfs_log_err("IDLE not started: %s", strerror(errno));
+		return;
+	}
+	id->store = store;
+	id->fs = fs;
+	if (pthread_create(&id->thread, NULL, idle_thread, id) != 0) {
+		close(id->pipe[0]);
+		close(id->pipe[1]);
+		store->ops->free(store);
+		free(id);
+		mfs_log_err("IDLE not started: no thread");
+		return;
+	}
+	fs->idle = id;
+}
+
+void mfs_fs_stop_idle(struct mfs_fs *fs)
+{
+	struct idle *id = fs->idle;
+	struct timespec deadline;
+
+	if (id == NULL)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	id->stop = 1;
+	pthread_mutex_unlock(&fs->lock);
+	if (write(id->pipe[1], "x", 1) < 0)
+		mfs_log_err("IDLE stop: %s", strerror(errno));
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 3;
+	if (pthread_timedjoin_np(id->thread, NULL, &deadline) != 0) {
+		/* The server does not answer DONE: leave the thread to the
+		 * process exit rather than hold up the unmount. */
+		mfs_log_err("IDLE connection did not close in time");
+		fs->idle = NULL;
+		return;
+	}
+	id->store->ops->free(id->store);
+	close(id->pipe[0]);
+	close(id->pipe[1]);
+	free(id);
+	fs->idle = NULL;
 }
 
 /* --- attributes ---------------------------------------------------------- */

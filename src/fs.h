@@ -35,6 +35,16 @@ void mfs_fs_set_spool(struct mfs_fs *fs, struct mfs_spool *spool);
  * the folder with SPECIAL-USE \Sent), marked \Seen. arg is the fs. */
 int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size);
 
+/* Watches INBOX with IMAP IDLE on a connection of its own (store, made
+ * for this alone; the fs owns it from now on) from a thread of its own, so
+ * that new or removed messages are listed again at the next look without
+ * waiting for the listing to age. Call after daemonizing. */
+void mfs_fs_start_idle(struct mfs_fs *fs, struct mfs_store *store);
+
+/* Stops the IDLE thread (within a few seconds even when the server does
+ * not answer) and frees its store. Safe when not started. */
+void mfs_fs_stop_idle(struct mfs_fs *fs);
+
 /* Lists the folders once, before mounting, so that a bad login or an
  * unreachable server is reported on the terminal. */
 int mfs_fs_prepare(struct mfs_fs *fs, struct mfs_err *err);

@@ -9,6 +9,7 @@
 #include "imap.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1796,4 +1797,52 @@ struct mfs_store *mfs_imap_store_new(const struct mfs_account *acct,
 		return NULL;
 	}
 	return st;
+}
+
+int mfs_imap_idle(struct mfs_store *st, const char *mailbox, int stop_fd,
+		  int max_wait, int *changed, struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	struct pollfd pfd[2];
+	int r, n;
+
+	*changed = 0;
+	pthread_mutex_lock(&imap->lock);
+	if (imap_ensure(imap, err) != MFS_OK ||
+	    imap_examine(imap, mailbox, 0, err) != MFS_OK)
+		goto unlock;
+	if (!mailimap_has_idle(imap->session)) {
+		mfs_err_set(err, MFS_E_PROTO, "the server has no IDLE");
+		goto unlock;
+	}
+	r = mailimap_idle(imap->session);
+	if (r != MAILIMAP_NO_ERROR) {
+		imap_fail(imap, r, "IDLE", MFS_E_PROTO, err);
+		goto unlock;
+	}
+	/* Wait for the server to say something, for the caller to stop us,
+	 * or for max_wait (servers drop an IDLE after 30 minutes). */
+	n = 0;
+	if (imap->session->imap_stream->read_buffer_len == 0) {
+		pfd[0].fd = mailimap_idle_get_fd(imap->session);
+		pfd[0].events = POLLIN;
+		pfd[1].fd = stop_fd;
+		pfd[1].events = POLLIN;
+		do
+			n = poll(pfd, 2, max_wait * 1000);
+		while (n < 0 && errno == EINTR);
+		if (n > 0 && (pfd[0].revents & (POLLIN | POLLERR | POLLHUP)))
+			*changed = 1;
+	} else {
+		*changed = 1;
+	}
+	r = mailimap_idle_done(imap->session);
+	if (r != MAILIMAP_NO_ERROR) {
+		imap_fail(imap, r, "IDLE DONE", MFS_E_PROTO, err);
+		goto unlock;
+	}
+	mfs_err_clear(err);
+unlock:
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
 }

@@ -41,4 +41,14 @@ struct mfs_imap;
 struct mfs_store *mfs_imap_store_new(const struct mfs_account *acct,
 				     const char *password);
 
+/*
+ * One round of IDLE on mailbox, on the store's own connection (use a store
+ * made for this alone: the connection is busy meanwhile). Returns when the
+ * server reports a change (*changed = 1), when stop_fd becomes readable, or
+ * after max_wait seconds (*changed = 0), having ended the IDLE with DONE.
+ * Errors as connect, plus MFS_E_PROTO when the server has no IDLE.
+ */
+int mfs_imap_idle(struct mfs_store *st, const char *mailbox, int stop_fd,
+		  int max_wait, int *changed, struct mfs_err *err);
+
 #endif

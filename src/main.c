@@ -273,6 +273,12 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 	/* threads only now: fuse_daemonize() forks */
 	if (spool != NULL && mfs_spool_start(spool, &err) != MFS_OK)
 		mfs_log_err("outbox retries will not run: %s", err.msg);
+	if (acct.store.proto == MFS_PROTO_IMAP) {
+		struct mfs_store *idle = mfs_imap_store_new(&acct, password);
+
+		if (idle != NULL)
+			mfs_fs_start_idle(fs, idle);
+	}
 	mfs_log_info("mounted %s at %s", acct.name, opts.mountpoint);
 	if (opts.singlethread) {
 		rc = fuse_session_loop(se);
@@ -287,6 +293,7 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 		fuse_loop_cfg_destroy(loop);
 	}
 	rc = rc != 0;
+	mfs_fs_stop_idle(fs);
 	mfs_log_info("unmounted %s", acct.name);
 unmount:
 	fuse_session_unmount(se);

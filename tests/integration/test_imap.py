@@ -351,3 +351,17 @@ def test_connection_refused_is_reported(env):
     cfg = env.write_config("config-refused", {"imap": "imaps://127.0.0.1:%d" % free_port()})
     r = env.mailfs(["--check", "-o", "config=" + cfg, "test"])
     check(r.returncode != 0 and "refused" in r.stdout.decode().lower(), r.stdout.decode())
+
+
+def test_idle_shows_new_mail_before_the_listing_ages(env):
+    path = os.path.join(M.path, "INBOX")
+    before = set(message_dirs(path))
+    t0 = time.time()
+    c = env.imap()
+    c.append("INBOX", None, None, make_message(777, subject="idle check"))
+    c.logout()
+    # The listing above is less than 5 s old, so only IDLE can have told
+    # the mount that INBOX changed.
+    wait_for(lambda: any("idle check" in n for n in set(message_dirs(path)) - before),
+             3, "the new message through IDLE")
+    check(time.time() - t0 < 4.5, "seen before the listing aged")
