@@ -105,6 +105,11 @@ install: mailfs
 	install -m 0644 docs/mailfs.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/mailfs.conf.5
 	install -m 0644 mount-helpers/mailfs@.service $(DESTDIR)$(PREFIX)/lib/systemd/user/mailfs@.service
 
+# libFuzzer targets, FUZZ_SECONDS each (tests/fuzz/README.md)
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
+
 bench: deps mailfs
 	@/usr/bin/python3 tests/bench/bench.py
 

@@ -1,3 +1,4 @@
+// fuzz-sources: src/mime.c src/names.c src/error.c
 /*
  * mime_fuzz.c - libFuzzer target for the MIME-to-tree module.
  *

@@ -1,3 +1,4 @@
+// fuzz-sources: src/names.c src/error.c
 /*
  * names_fuzz.c - libFuzzer target for src/names.c.
  *

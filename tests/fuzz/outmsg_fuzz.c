@@ -1,3 +1,4 @@
+// fuzz-sources: src/outmsg.c src/names.c src/error.c
 /*
  * outmsg_fuzz.c - libFuzzer target for src/outmsg.c.
  *

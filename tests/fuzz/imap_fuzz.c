@@ -1,0 +1,233 @@
+// fuzz-sources: src/tls.c src/names.c src/error.c src/log.c src/store.c
+/*
+ * imap_fuzz.c - libFuzzer target for the IMAP driver's reading of server
+ * replies.
+ *
+ * The input is what a server sends: a greeting, then replies. It is served
+ * through a socketpair under mailfs's own plain stream (tls.c), and the
+ * driver's list, index and fetch operations (src/imap.c, included here so
+ * that its static functions run unchanged) each read it from the start on a
+ * fresh session. The driver must not crash, leak or hang; what it returns
+ * is checked against store.h: on success the results are well formed, on
+ * failure the code is one a network driver may return.
+ *
+ * libetpan numbers its command tags from 1 per session, so a useful input
+ * looks like "* OK hi\r\n* LIST () \"/\" INBOX\r\n1 OK done\r\n".
+ *
+ * Build and run: tests/fuzz/run.sh (FUZZ_SECONDS each), or by hand:
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc \
+ *     $(pkg-config --cflags fuse3 libetpan) tests/fuzz/imap_fuzz.c \
+ *     src/tls.c src/names.c src/error.c src/log.c src/store.c \
+ *     $(pkg-config --libs libetpan openssl) -o /tmp/imap_fuzz
+ *   /tmp/imap_fuzz -max_total_time=60 -max_len=65536
+ */
+#include "../../src/imap.c"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+/* Bigger inputs would not fit the socket buffer written before reading. */
+#define FUZZ_MAX 65536
+
+/* The server's end of the current session's socketpair. */
+static int peer = -1;
+
+/* libetpan 1.9.4 itself leaks parts of a response when
+ * mailimap_parse_response fails on some inputs; that is not the driver's to
+ * fix. libetpan has no frame pointers: the suppression needs full unwinding
+ * to see that frame. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+	return "fast_unwind_on_malloc=0";
+}
+
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void)
+{
+	return "leak:mailimap_parse_response\n"
+	       "leak:mailimap_greeting_parse\n";
+}
+
+static void check(int ok)
+{
+	if (!ok)
+		abort();
+}
+
+static int sane_code(enum mfs_errcode c)
+{
+	return c == MFS_E_PROTO || c == MFS_E_CONNECT || c == MFS_E_TIMEOUT ||
+	       c == MFS_E_NOENT || c == MFS_E_NOMEM || c == MFS_E_AUTH;
+}
+
+/* A session whose server has said everything in data and closed its side
+ * for writing; NULL when the greeting already fails. */
+static mailimap *session_over(const uint8_t *data, size_t size)
+{
+	struct mfs_err err;
+	mailstream *s;
+	mailimap *imap;
+	int sv[2], r;
+	size_t off = 0;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		abort();
+	while (off < size) {
+		ssize_t w = send(sv[1], data + off, size - off, MSG_NOSIGNAL);
+
+		check(w > 0);
+		off += (size_t)w;
+	}
+	shutdown(sv[1], SHUT_WR);
+	/* sv[1] stays open (and unread) while the session lives, so that
+	 * the driver's commands can be written */
+	peer = sv[1];
+	s = mfs_stream_plain(sv[0], 1, &err);
+	if (s == NULL) {
+		close(sv[1]);
+		return NULL;
+	}
+	imap = mailimap_new(0, NULL);
+	check(imap != NULL);
+	mailimap_set_timeout(imap, 1);
+	r = mailimap_connect(imap, s);
+	if (r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED &&
+	    r != MAILIMAP_NO_ERROR_AUTHENTICATED) {
+		mailimap_free(imap);
+		close(sv[1]);
+		peer = -1;
+		return NULL;
+	}
+	return imap;
+}
+
+static void session_end(struct mfs_imap *imap)
+{
+	if (imap->session != NULL)
+		imap_drop(imap);
+	close(peer);
+	peer = -1;
+}
+
+static void fuzz_list(struct mfs_store *st, struct mfs_imap *imap,
+		      const uint8_t *data, size_t size)
+{
+	struct mfs_store_folder *folders = NULL;
+	struct mfs_err err;
+	mailimap *session = session_over(data, size);
+	size_t n = 0, i;
+
+	if (session == NULL)
+		return;
+	imap->session = session;
+	if (st->ops->list(st, &folders, &n, &err) == MFS_OK) {
+		for (i = 0; i < n; i++)
+			check(folders[i].name != NULL);
+		mfs_store_folders_free(folders, n);
+	} else {
+		check(sane_code(err.code));
+	}
+	session_end(imap);
+}
+
+static void fuzz_index(struct mfs_store *st, struct mfs_imap *imap,
+		       const uint8_t *data, size_t size,
+		       struct mfs_store_msg *first, uint32_t *validity)
+{
+	struct mfs_store_msg *msgs = NULL;
+	struct mfs_err err;
+	mailimap *session = session_over(data, size);
+	size_t n = 0, i;
+
+	if (session == NULL)
+		return;
+	imap->session = session;
+	if (st->ops->index(st, "INBOX", validity, &msgs, &n, &err) == MFS_OK) {
+		for (i = 0; i < n; i++) {
+			check(msgs[i].uid != 0);
+			check(msgs[i].from != NULL && msgs[i].subject != NULL);
+			check(
+			    mfs_utf8_valid(msgs[i].from, strlen(msgs[i].from)));
+			check(mfs_utf8_valid(msgs[i].subject,
+					     strlen(msgs[i].subject)));
+		}
+		if (n > 0)
+			first->uid = msgs[0].uid;
+		mfs_store_msgs_free(msgs, n);
+	} else {
+		check(sane_code(err.code));
+	}
+	session_end(imap);
+}
+
+static void fuzz_fetch(struct mfs_store *st, struct mfs_imap *imap,
+		       const uint8_t *data, size_t size,
+		       const struct mfs_store_msg *msg, uint32_t validity)
+{
+	struct mfs_err err;
+	mailimap *session = session_over(data, size);
+	size_t len = 0;
+	int fd;
+
+	if (session == NULL)
+		return;
+	fd = memfd_create("fuzz", MFD_CLOEXEC);
+	check(fd >= 0);
+	imap->session = session;
+	if (st->ops->fetch(st, "INBOX", validity, msg, fd, &len, &err) ==
+	    MFS_OK)
+		check(lseek(fd, 0, SEEK_CUR) == (off_t)len);
+	else
+		check(sane_code(err.code) || err.code == MFS_E_IO);
+	close(fd);
+	session_end(imap);
+}
+
+/* libetpan allocates a literal's announced size before reading it
+ * (mmap_string_sized_new() in its literal parser): "{4000000000}" costs
+ * gigabytes of address space. That is known and reported; inputs that
+ * announce 100 MB or more are skipped so that fuzzing goes on past it. */
+static int huge_literal(const uint8_t *data, size_t size)
+{
+	size_t i, digits = 0;
+
+	for (i = 0; i < size; i++) {
+		if (data[i] >= '0' && data[i] <= '9' &&
+		    (digits > 0 || (i > 0 && data[i - 1] == '{'))) {
+			if (++digits >= 9)
+				return 1;
+		} else {
+			digits = 0;
+		}
+	}
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	/* Reconnects go to a port nobody listens on: refused at once. */
+	static struct mfs_account acct = {
+	    .store = {MFS_PROTO_IMAP, MFS_TLS_NONE, "127.0.0.1", 1},
+	    .user = "u",
+	    .timeout = 1,
+	};
+	static struct mfs_store *st;
+	struct mfs_store_msg msg = {.uid = 1, .size = 10};
+	uint32_t validity = 0;
+
+	if (st == NULL) {
+		signal(SIGPIPE, SIG_IGN);
+		st = mfs_imap_store_new(&acct, "p");
+		check(st != NULL);
+	}
+	if (size > FUZZ_MAX || huge_literal(data, size))
+		return 0;
+	fuzz_list(st, st->priv, data, size);
+	fuzz_index(st, st->priv, data, size, &msg, &validity);
+	fuzz_fetch(st, st->priv, data, size, &msg, validity);
+	return 0;
+}

@@ -1,0 +1,68 @@
+#!/bin/sh
+# Builds every tests/fuzz/*_fuzz.c target and runs each for FUZZ_SECONDS
+# (default 60). The C sources a target needs besides itself are listed on a
+# line "// fuzz-sources: src/a.c src/b.c" in the target. Binaries go to
+# build/fuzz/, corpora to build/fuzz/NAME-corpus/ (seeded from
+# tests/fuzz/NAME-seeds/ and, for mime, tests/mime-corpus/).
+# Exit status: 1 when a build fails or a target finds a crash.
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+SECS=${FUZZ_SECONDS:-60}
+OUT=build/fuzz
+mkdir -p "$OUT"
+CFLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc"
+PKGC=$(pkg-config --cflags fuse3 libetpan)
+PKGL=$(pkg-config --libs libetpan openssl)
+status=0
+
+# Writes a few well-formed starting inputs for targets whose seeds are
+# generated rather than kept as files.
+seed() {
+	case "$1" in
+	imap_fuzz)
+		printf '* OK [CAPABILITY IMAP4rev1 UIDPLUS MOVE] hi\r\n* LIST (\\HasNoChildren) "/" INBOX\r\n* LIST (\\Noselect \\Sent) "/" "Re&AOc-us"\r\n* 2 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n1 OK done\r\n* 1 FETCH (UID 1 FLAGS (\\Seen $Junk) RFC822.SIZE 10 INTERNALDATE "17-Jul-1996 02:44:25 -0700" ENVELOPE ("Wed, 17 Jul 1996 02:23:25 -0700 (PDT)" "=?utf-8?q?Gr=C3=BC=C3=9Fe?=" (("=?iso-8859-1?q?J=F6rg?=" NIL "j" "example.com")) NIL NIL (("A" NIL "a" "b")) NIL NIL NIL "<id@x>") BODY[] {10}\r\n0123456789)\r\n2 OK done\r\n' >"$2/s1"
+		printf '* PREAUTH hi\r\n* 1 EXISTS\r\n1 OK [READ-ONLY] x\r\n* 1 FETCH (UID 1 BODY[] {3}\r\nabc)\r\n2 OK\r\n' >"$2/s2"
+		printf '* OK hi\r\n1 NO [NONEXISTENT] x\r\n' >"$2/s3"
+		;;
+	config_fuzz)
+		printf '[a]\nimap = imaps://h.example:993\nuser = u\npassword_file = ~/p\nsmtp = smtp://[::1]:587\ntimeout = 5\ncache_dir = /c\n[b]\nx = y\n' >"$2/s1"
+		printf '\357\273\277; c\r\n[a]\r\npop3 = pop3://10.0.0.1\r\nuser = x #c\r\npassword_command = echo p\r\ntls = none\r\n' >"$2/s2"
+		;;
+	esac
+}
+
+for src in tests/fuzz/*_fuzz.c; do
+	name=$(basename "$src" .c)
+	sources=$(sed -n 's|^// fuzz-sources:||p' "$src" | head -n 1)
+	if [ -z "$sources" ]; then
+		echo "$name: no '// fuzz-sources:' line, skipped" >&2
+		status=1
+		continue
+	fi
+	# shellcheck disable=SC2086
+	if ! clang $CFLAGS $PKGC "$src" $sources $PKGL -o "$OUT/$name"; then
+		echo "$name: build failed" >&2
+		status=1
+		continue
+	fi
+	corpus="$OUT/$name-corpus"
+	mkdir -p "$corpus"
+	[ -n "$(ls -A "$corpus")" ] || seed "$name" "$corpus"
+	seeds=""
+	base=${name%_fuzz}
+	[ -d "tests/fuzz/$base-seeds" ] && seeds="tests/fuzz/$base-seeds"
+	[ "$base" = mime ] && seeds="$seeds tests/mime-corpus"
+	echo "== $name: $SECS s"
+	# shellcheck disable=SC2086
+	if ! "$OUT/$name" -max_total_time="$SECS" -max_len=65536 \
+	    -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	    -artifact_prefix="$OUT/$name-" "$corpus" $seeds \
+	    >"$OUT/$name.log" 2>&1; then
+		echo "$name: FAILED, see $OUT/$name.log" >&2
+		tail -n 30 "$OUT/$name.log" >&2
+		status=1
+	fi
+	grep -E '^stat::number_of_executed_units|^Done [0-9]+ runs' \
+	    "$OUT/$name.log"
+done
+exit $status
