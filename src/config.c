@@ -39,6 +39,7 @@ enum cfg_key {
 	K_RETRY_MIN,
 	K_RETRY_MAX,
 	K_QUEUE_LIFETIME,
+	K_REFRESH,
 	K_COUNT
 };
 
@@ -58,6 +59,7 @@ static const char *const key_names[K_COUNT] = {
     [K_RETRY_MIN] = "retry_min",
     [K_RETRY_MAX] = "retry_max",
     [K_QUEUE_LIFETIME] = "queue_lifetime",
+    [K_REFRESH] = "refresh",
 };
 
 struct scheme {
@@ -753,6 +755,10 @@ static int build_account(struct parser *p, struct mfs_account *a)
 	if (rc == 0)
 		rc = parse_seconds(p, K_QUEUE_LIFETIME, 7 * 86400,
 				   365L * 86400, &a->queue_lifetime);
+	if (rc == 0)
+		rc = parse_seconds(p, K_REFRESH,
+				   a->store.proto == MFS_PROTO_POP3 ? 60 : 5,
+				   86400, &a->refresh);
 	if (rc == 0)
 		rc = build_paths(p, a);
 	if (rc != 0)

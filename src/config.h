@@ -16,7 +16,7 @@
  *
  * Keys: imap, pop3, user, password_command, password_file, smtp, from,
  * sent_folder, ca_file, cache_dir, timeout, tls, retry_min, retry_max,
- * queue_lifetime.  Anything else is an error
+ * queue_lifetime, refresh.  Anything else is an error
  * that names file and line.  Exactly one of imap/pop3; exactly one of
  * password_command/password_file.
  *
@@ -73,6 +73,8 @@ struct mfs_account {
 	int retry_max;		 /* outbox: longest wait between retries;
 				    3600 */
 	int queue_lifetime;	 /* outbox: give up after (s); 7 days */
+	int refresh;		 /* a folder listing is asked for again when
+				    older than this (s); 5, POP3 60 */
 };
 
 /* The default config path: $XDG_CONFIG_HOME/mailfs/config, else

@@ -1227,7 +1227,10 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 		pthread_mutex_lock(&fs->lock);
 	} else if (dir->kind == MFS_N_FOLDER) {
 		pthread_mutex_unlock(&fs->lock);
-		if (refresh_folder(fs, dir, LIST_TTL, &err) != MFS_OK)
+		if (refresh_folder(fs, dir, fs->acct->refresh > 0
+						    ? fs->acct->refresh
+						    : LIST_TTL,
+				   &err) != MFS_OK)
 			mfs_log_err("%s (showing the last listing)", err.msg);
 		pthread_mutex_lock(&fs->lock);
 		if (err.code != MFS_OK && dir->listed == 0)
@@ -2371,6 +2374,14 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 				e = errno;
 			close(fd);
 		}
+	} else if (n->kind == MFS_N_FOLDER &&
+		   !(to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
+			       FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+		/* "touch FOLDER": list it again at the next look (a POP3
+		 * mount still says EROFS: nothing was written) */
+		n->listed = 0;
+		if (fs->store->read_only)
+			e = EROFS;
 	} else if (n->kind == MFS_N_OUTBOX ||
 		   (n->kind == MFS_N_FILE && n->file == MFS_F_OUTBOX)) {
 		/* chmod, utimes of outbox files: accepted, nothing to keep */

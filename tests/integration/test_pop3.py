@@ -4,6 +4,7 @@ EROFS without touching the server (checked with Python's poplib)."""
 import email
 import errno
 import os
+import time
 import poplib
 import re
 import subprocess
@@ -143,8 +144,14 @@ def test_pop3_new_message_appears(env):
              b"From: Late <late@example.test>\r\nSubject: pop3 late arrival\r\n"
              b"Message-ID: <pop3-late@x>\r\n\r\nhello\r\n")
     c.logout()
+    time.sleep(1)
+    eq(len(message_dirs(inbox)), n, "POP3 listings are kept for 60 s")
+    try:
+        os.utime(inbox)  # asks for a new listing (and says EROFS)
+    except OSError as e:
+        eq(e.errno, errno.EROFS, "touch INBOX")
     wait_for(lambda: len(message_dirs(inbox)) == n + 1, 20,
-             "the new message after the listing TTL")
+             "the new message after touch")
     late = [d for d in message_dirs(inbox) if "pop3 late arrival" in d]
     eq(len(late), 1, "the new message by subject")
     with open(os.path.join(inbox, late[0], "message.eml"), "rb") as f:
@@ -164,3 +171,24 @@ def test_pop3_check(env):
     out = r.stdout.decode()
     eq(r.returncode, 0, "exit status (%s)" % out)
     check("TLSv1." in out, out)
+
+
+def test_outbox_works_on_a_pop3_mount(env):
+    cfg = pop3_config(env, "config-pop3-smtp",
+                      smtp="smtp://localhost:%s" % env["MFS_SMTP_PORT"],
+                      **{"from": env["MFS_EMAIL"]})
+    tag = "pop3-outbox-%d" % os.getpid()
+    with env.mount(config=cfg) as m:
+        with open(os.path.join(m.path, "outbox", "note"), "wb") as f:
+            f.write(("To: %s\nSubject: %s\n\nsent from a POP3 mount\n"
+                     % (env["MFS_EMAIL"], tag)).encode())
+
+        def arrived():
+            c = env.imap()
+            c.select("INBOX", readonly=True)
+            found = c.uid("SEARCH", "SUBJECT", tag)[1][0].split()
+            c.logout()
+            return len(found) == 1
+        wait_for(arrived, 30, "the message sent through outbox/")
+        check(not os.path.exists(os.path.join(m.path, "outbox", "note")),
+              "the file left outbox/")

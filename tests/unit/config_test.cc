@@ -291,6 +291,9 @@ TEST_F(ConfigTest, OutboxRetryKeys)
 	EXPECT_EQ(acct_.retry_min, 2);
 	EXPECT_EQ(acct_.retry_max, 10);
 	EXPECT_EQ(acct_.queue_lifetime, 600);
+	EXPECT_EQ(acct_.refresh, 5);
+	ASSERT_EQ(Load(std::string(kMin) + "refresh = 120\n"), MFS_OK);
+	EXPECT_EQ(acct_.refresh, 120);
 	EXPECT_EQ(Load(std::string(kMin) + "retry_min = 0\n"), MFS_E_CONFIG);
 	EXPECT_NE(Msg().find("retry_min"), std::string::npos) << Msg();
 	EXPECT_EQ(Load(std::string(kMin) + "queue_lifetime = 1d\n"),
