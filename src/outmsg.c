@@ -693,6 +693,14 @@ int mfs_outmsg_parse(int fd, const struct mfs_outmsg_opts *opts,
 				 "`from` is configured");
 	if (rc)
 		goto free_from;
+	if (!from_value && opts && opts->from) {
+		/* RFC 5322 wants a From header: the configured sender */
+		msg->from_header = strdup(opts->from);
+		if (!msg->from_header) {
+			rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+			goto free_from;
+		}
+	}
 	if (msg->nrcpts == 0) {
 		rc = mfs_err_set(err, MFS_E_INVAL,
 				 "the message has no recipient in To, Cc or "
@@ -727,6 +735,7 @@ free_from:
 void mfs_outmsg_free(struct mfs_outmsg *msg)
 {
 	free(msg->sender);
+	free(msg->from_header);
 	for (size_t i = 0; i < msg->nrcpts; i++)
 		free(msg->rcpts[i]);
 	free(msg->rcpts);
@@ -1004,6 +1013,11 @@ static int build_header(const struct mfs_outmsg *msg, unsigned caps, int qp,
 			continue;
 		}
 		sb_add(out, f.start, f.len);
+	}
+	if (msg->from_header) {
+		sb_str(out, "From: ");
+		sb_str(out, msg->from_header);
+		sb_ch(out, '\n');
 	}
 	if (!msg->has_date)
 		put_date(out, msg->date);

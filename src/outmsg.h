@@ -75,6 +75,8 @@ struct mfs_outmsg {
 	int multipart;	    /* top-level Content-Type is multipart/... */
 	off_t body_offset;  /* where the body starts in the input */
 	char *header;	    /* owned: the raw header block, LF line ends */
+	char *from_header;  /* owned: a From value to add (the `from`
+			       setting, when the message has no From) */
 };
 
 /*

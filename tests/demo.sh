@@ -42,6 +42,8 @@ password_file = $SERVERS/alice.pass
 ca_file = $MFS_CA
 cache_dir = $STATE/cache
 timeout = 10
+smtp = smtps://localhost:$MFS_SMTPS_PORT
+from = Alice Smith <$MFS_EMAIL>
 CFG
 	mkdir -p "$MNT"
 	if mountpoint -q "$MNT"; then
@@ -57,6 +59,9 @@ The demo account is mounted at ./demo-mail. Try:
   ls demo-mail/INBOX
   cat demo-mail/INBOX/*/message.eml
   ls -R demo-mail/Projects
+  cat demo-mail/INBOX/*Budget*/body.txt
+  printf 'To: $MFS_EMAIL\nSubject: hello from the shell\n\nIt works.\n' > demo-mail/outbox/hello
+  ls demo-mail/INBOX demo-mail/Sent      # a few seconds later
 
 Config: $CONFIG
 Stop everything with: make demo-stop

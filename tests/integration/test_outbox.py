@@ -231,3 +231,11 @@ def test_kill_9_during_burst_loses_nothing(env):
                       "k%d" % i in left, "message %d acknowledged by cp is not lost" % i)
     finally:
         m2.umount()
+
+
+def test_from_header_added_from_the_setting(env):
+    t = tag()
+    write(os.path.join(M.path, "outbox", "nofrom"),
+          ("To: %s\nSubject: nofrom %s\n\nhi\n" % (env["MFS_EMAIL"], t)).encode())
+    m = email.message_from_bytes(find(env, t, folder="Sent")[0])
+    eq(m["From"], "Alice <%s>" % env["MFS_EMAIL"], "From of the Sent copy")
