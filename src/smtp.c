@@ -684,3 +684,10 @@ int mfs_smtp_send(struct mfs_smtp *s, const char *sender,
 		return outcome(res, MFS_SMTP_ACCEPTED, r.text, err);
 	return outcome(res, by_code(r.code), r.text, err);
 }
+
+void mfs_smtp_tls_info(struct mfs_smtp *s, char *version, size_t vlen,
+		       char *subject, size_t slen, char *issuer, size_t ilen)
+{
+	mfs_stream_tls_info(s->stream, version, vlen, subject, slen, issuer,
+			    ilen);
+}

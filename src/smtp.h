@@ -75,6 +75,11 @@ int mfs_smtp_open(const struct mfs_smtp_opts *opts, struct mfs_smtp **out,
 /* The MFS_SMTP_* extensions of the session (after the last EHLO). */
 unsigned mfs_smtp_caps(const struct mfs_smtp *s);
 
+/* For --check: TLS version and certificate of the session (see
+ * mfs_stream_tls_info). */
+void mfs_smtp_tls_info(struct mfs_smtp *s, char *version, size_t vlen,
+		       char *subject, size_t slen, char *issuer, size_t ilen);
+
 /* The server's SIZE limit in bytes, or 0 when it announced none. */
 off_t mfs_smtp_size_limit(const struct mfs_smtp *s);
 

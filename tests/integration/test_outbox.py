@@ -239,3 +239,16 @@ def test_from_header_added_from_the_setting(env):
           ("To: %s\nSubject: nofrom %s\n\nhi\n" % (env["MFS_EMAIL"], t)).encode())
     m = email.message_from_bytes(find(env, t, folder="Sent")[0])
     eq(m["From"], "Alice <%s>" % env["MFS_EMAIL"], "From of the Sent copy")
+
+
+def test_check_says_hello_to_smtp(env):
+    r = env.mailfs(["--check", "-o", "config=" + CFG, "test"])
+    out = r.stdout.decode()
+    eq(r.returncode, 0, "exit status (%s)" % out)
+    check("smtp tls: TLSv1." in out and "smtp login: ok" in out, out)
+    check("smtp extensions:" in out and "PIPELINING" in out, out)
+    bad = env.write_config("config-outbox-badsmtp", {
+        "smtp": "smtps://localhost:%s" % env["MFS_POP3S_PORT"]})  # not SMTP
+    r = env.mailfs(["--check", "-o", "config=" + bad, "test"], timeout=60)
+    check(r.returncode != 0, "a server that is not SMTP fails the check: %s"
+          % r.stdout.decode())
