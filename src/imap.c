@@ -237,6 +237,37 @@ static int imap_starttls(struct mfs_imap *imap, const struct mfs_tls_opts *tls,
 	return MFS_OK;
 }
 
+/* The protocol trace of -d. Secrets (the LOGIN password) come marked
+ * private and are never shown; long data is cut, so that message contents
+ * do not fill the log. */
+static void imap_logger(mailimap *session, int type, const char *str,
+			size_t size, void *ctx)
+{
+	const char *dir;
+	int len;
+
+	(void)session;
+	(void)ctx;
+	switch (type) {
+	case MAILSTREAM_LOG_TYPE_DATA_SENT_PRIVATE:
+		mfs_log_debug("imap C: <%zu bytes not shown>", size);
+		return;
+	case MAILSTREAM_LOG_TYPE_DATA_SENT:
+		dir = "C";
+		break;
+	case MAILSTREAM_LOG_TYPE_DATA_RECEIVED:
+		dir = "S";
+		break;
+	default:
+		return;
+	}
+	len = size > 200 ? 200 : (int)size;
+	while (len > 0 && (str[len - 1] == '\n' || str[len - 1] == '\r'))
+		len--;
+	mfs_log_debug("imap %s: %.*s%s", dir, len, str,
+		      size > 200 ? " [...]" : "");
+}
+
 static int imap_open(struct mfs_imap *imap, struct mfs_err *err)
 {
 	const struct mfs_account *acct = imap->acct;
@@ -261,6 +292,8 @@ static int imap_open(struct mfs_imap *imap, struct mfs_err *err)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	}
 	mailimap_set_timeout(imap->session, acct->timeout);
+	if (mfs_log_debugging())
+		mailimap_set_logger(imap->session, imap_logger, NULL);
 	r = mailimap_connect(imap->session, s); /* the session owns s now */
 	if (r == MAILIMAP_NO_ERROR_AUTHENTICATED && srv->tls != MFS_TLS_NONE) {
 		/* PREAUTH before TLS would skip STARTTLS: a downgrade. */
