@@ -196,3 +196,56 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 	}
 	return MFS_OK;
 }
+
+int mfs_cache_has(struct mfs_cache *cache, const char *key, uint64_t expected)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	if (snprintf(path, sizeof(path), "%s/%s", cache->dir, key) >=
+	    (int)sizeof(path))
+		return 0;
+	fd = cache_lookup(path, expected);
+	if (fd < 0)
+		return 0;
+	close(fd);
+	return 1;
+}
+
+int mfs_cache_tmp(struct mfs_cache *cache, int *fd, char **tmp,
+		  struct mfs_err *err)
+{
+	if (asprintf(tmp, "%s/ahead.tmp.XXXXXX", cache->dir) < 0) {
+		*tmp = NULL;
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	*fd = mkostemp(*tmp, O_CLOEXEC);
+	if (*fd < 0) {
+		free(*tmp);
+		*tmp = NULL;
+		return mfs_err_set(err, MFS_E_IO, "cache: %s", strerror(errno));
+	}
+	return MFS_OK;
+}
+
+int mfs_cache_commit(struct mfs_cache *cache, const char *key, int fd,
+		     const char *tmp, uint64_t expected)
+{
+	char path[PATH_MAX], *slash;
+	struct stat st;
+	int ok;
+
+	ok = fstat(fd, &st) == 0 && (uint64_t)st.st_size == expected;
+	close(fd);
+	if (ok && snprintf(path, sizeof(path), "%s/%s", cache->dir, key) <
+		      (int)sizeof(path)) {
+		slash = strrchr(path, '/');
+		*slash = '\0';
+		ok = mkdir_p(path) == 0;
+		*slash = '/';
+		if (ok && rename(tmp, path) == 0)
+			return 0;
+	}
+	unlink(tmp);
+	return -1;
+}

@@ -44,6 +44,21 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 		  mfs_cache_fill_fn fill, void *ctx, int *fd,
 		  struct mfs_err *err);
 
+/* 1 when entry key exists with size expected. */
+int mfs_cache_has(struct mfs_cache *cache, const char *key, uint64_t expected);
+
+/* A temporary file in the cache for an entry still to come: *fd open for
+ * writing, *tmp its path (malloc'd, the caller frees it). Errors: MFS_E_IO,
+ * MFS_E_NOMEM. */
+int mfs_cache_tmp(struct mfs_cache *cache, int *fd, char **tmp,
+		  struct mfs_err *err);
+
+/* Closes fd and renames the temporary file tmp into place as entry key
+ * when its size is expected; otherwise removes it. Returns 0 when the
+ * entry is in place. */
+int mfs_cache_commit(struct mfs_cache *cache, const char *key, int fd,
+		     const char *tmp, uint64_t expected);
+
 /* Appends to buf (of size len) the lowercase hex of s: a safe key
  * component for any string. Returns 0, or -1 when buf is too small. */
 int mfs_cache_key_hex(const char *s, char *buf, size_t len);

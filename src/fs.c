@@ -550,6 +550,129 @@ fail:
 	return err->code;
 }
 
+/* Fetch-ahead: when a message must be fetched, the next messages of its
+ * folder that are not cached yet come in the same command, so that reading
+ * a folder in a row ("grep -r") costs a round trip per AHEAD_MAX messages,
+ * not per message. Large messages are left to their own fetch. */
+#define AHEAD_MAX 32
+#define AHEAD_SIZE_MAX (1024 * 1024)
+
+struct ahead {
+	struct mfs_fs *fs;
+	size_t n;
+	struct ahead_item {
+		uint32_t uid;
+		uint64_t size;
+		char *key; /* owned */
+	} item[AHEAD_MAX];
+	char *tmp; /* owned: the file being written */
+};
+
+static int ahead_open(void *ctx)
+{
+	struct ahead *a = ctx;
+	struct mfs_err err;
+	int fd;
+
+	free(a->tmp);
+	a->tmp = NULL;
+	if (mfs_cache_tmp(a->fs->cache, &fd, &a->tmp, &err) != MFS_OK)
+		return -1;
+	return fd;
+}
+
+static void ahead_done(void *ctx, uint32_t uid, int fd, size_t len)
+{
+	struct ahead *a = ctx;
+	size_t i;
+
+	(void)len; /* the commit checks the size on disk */
+	for (i = 0; i < a->n; i++)
+		if (a->item[i].uid == uid)
+			break;
+	if (i < a->n && a->tmp != NULL) {
+		mfs_cache_commit(a->fs->cache, a->item[i].key, fd, a->tmp,
+				 a->item[i].size);
+	} else {
+		close(fd);
+		if (a->tmp != NULL)
+			unlink(a->tmp);
+	}
+	free(a->tmp);
+	a->tmp = NULL;
+}
+
+/* Caller holds the lock; msg is held. Drops the lock while it fetches.
+ * Returns MFS_OK, or the network error that made the fetch fail (the
+ * caller then fails too rather than wait a second time). */
+static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
+		       struct mfs_err *ret)
+{
+	struct ahead a = {.fs = fs};
+	uint32_t uids[AHEAD_MAX];
+	struct mfs_node *c;
+	struct msg_ref r;
+	char *mailbox = NULL, key[1024];
+	uint32_t validity;
+	struct mfs_err err;
+	size_t i, n = 0;
+
+	int rc = MFS_OK;
+
+	if (fs->store->ops->fetch_many == NULL || msg->msg.uid == 0 ||
+	    msg->msg.size > AHEAD_SIZE_MAX || msg->parent->kind != MFS_N_FOLDER)
+		return MFS_OK;
+	mailbox = strdup(msg->parent->mailbox);
+	validity = msg->parent->validity;
+	/* msg first, then its neighbours after it, then before it: names
+	 * sort by date, which may run either way along the UIDs */
+	for (int back = 0; back < 2 && mailbox != NULL; back++) {
+		c = back ? msg->prev_sibling : msg;
+		for (; c != NULL && a.n < AHEAD_MAX;
+		     c = back ? c->prev_sibling : c->next_sibling) {
+			if (c->kind != MFS_N_MESSAGE || c->msg.uid == 0 ||
+			    c->msg.size > AHEAD_SIZE_MAX || c->priv != NULL)
+				continue;
+			if (msg_ref_take(c, &r) != 0)
+				break;
+			if (cache_key(&r, "", key, sizeof(key)) == 0) {
+				a.item[a.n].uid = c->msg.uid;
+				a.item[a.n].size = c->msg.size;
+				a.item[a.n].key = strdup(key);
+				if (a.item[a.n].key != NULL)
+					a.n++;
+			}
+			msg_ref_free(&r);
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+	/* only what the cache does not have; none if msg itself is there */
+	for (i = 0; i < a.n; i++) {
+		if (mfs_cache_has(fs->cache, a.item[i].key, a.item[i].size)) {
+			if (i == 0)
+				break;
+			continue;
+		}
+		uids[n++] = a.item[i].uid;
+	}
+	mfs_err_clear(&err);
+	if (n > 1 && (i == a.n) &&
+	    fs->store->ops->fetch_many(fs->store, mailbox, validity, uids, n,
+				       ahead_open, ahead_done, &a,
+				       &err) != MFS_OK) {
+		mfs_log_debug("fetch-ahead: %s", err.msg);
+		if (err.code == MFS_E_TIMEOUT || err.code == MFS_E_CONNECT ||
+		    err.code == MFS_E_TLS)
+			rc = mfs_err_set(ret, err.code, "%s", err.msg);
+	}
+	for (i = 0; i < a.n; i++)
+		free(a.item[i].key);
+	free(a.tmp);
+	free(mailbox);
+	pthread_mutex_lock(&fs->lock);
+	return rc;
+}
+
 /* Makes sure msg has its view. Caller holds the lock and a hold on msg;
  * the lock is dropped while the message is fetched. */
 static int view_ensure(struct mfs_fs *fs, struct mfs_node *msg,
@@ -559,6 +682,10 @@ static int view_ensure(struct mfs_fs *fs, struct mfs_node *msg,
 	struct view *v = NULL;
 	int rc;
 
+	if (msg->priv != NULL)
+		return MFS_OK;
+	if (fetch_ahead(fs, msg, err) != MFS_OK)
+		return err->code;
 	if (msg->priv != NULL)
 		return MFS_OK;
 	if (msg_ref_take(msg, &r) != 0)

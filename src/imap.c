@@ -1778,6 +1778,143 @@ unlock:
 	return err->code;
 }
 
+/* Fetch-ahead: literals go to files the caller opens, one per message;
+ * the end of each FETCH response names the UID they belong to. */
+struct many_ctx {
+	int (*open_fn)(void *ctx);
+	void (*done_fn)(void *ctx, uint32_t uid, int fd, size_t len);
+	void *ctx;
+	int fd; /* the message being written, or -1 */
+	size_t len;
+	int failed; /* errno of a failed write or open */
+};
+
+static bool many_body(int type, struct mailimap_msg_att_body_section *section,
+		      const char *bytes, size_t length, void *ctx)
+{
+	struct many_ctx *m = ctx;
+
+	(void)section;
+	if (type != MAILIMAP_MSG_ATT_BODY_SECTION)
+		return true;
+	if (m->fd < 0) {
+		m->fd = m->open_fn(m->ctx);
+		m->len = 0;
+		if (m->fd < 0) {
+			m->failed = EIO;
+			return false;
+		}
+	}
+	if (write_all(m->fd, bytes, length) != 0) {
+		m->failed = errno ? errno : EIO;
+		return false;
+	}
+	m->len += length;
+	return true;
+}
+
+static void many_att(struct mailimap_msg_att *att, void *ctx)
+{
+	struct many_ctx *m = ctx;
+	uint32_t uid = 0;
+	clistiter *it;
+
+	for (it = clist_begin(att->att_list); it != NULL;
+	     it = clist_next(it)) {
+		struct mailimap_msg_att_item *item = clist_content(it);
+
+		if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
+		    item->att_data.att_static->att_type == MAILIMAP_MSG_ATT_UID)
+			uid = item->att_data.att_static->att_data.att_uid;
+	}
+	if (m->fd < 0)
+		return; /* no body in this response (flags, or empty) */
+	if (uid != 0)
+		m->done_fn(m->ctx, uid, m->fd, m->len);
+	else
+		close(m->fd);
+	m->fd = -1;
+	m->len = 0;
+}
+
+static int imap_fetch_many(struct mfs_store *st, const char *mailbox,
+			   uint32_t uidvalidity, const uint32_t *uids,
+			   size_t n, int (*open_fn)(void *ctx),
+			   void (*done_fn)(void *ctx, uint32_t uid, int fd,
+					   size_t len),
+			   void *ctx, struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	struct many_ctx m = {open_fn, done_fn, ctx, -1, 0, 0};
+	struct mailimap_fetch_type *ft = NULL;
+	struct mailimap_set *set = NULL;
+	clist *result = NULL;
+	size_t i;
+	int r;
+
+	pthread_mutex_lock(&imap->lock);
+	if (imap_ensure(imap, err) != MFS_OK ||
+	    imap_examine(imap, mailbox, 0, err) != MFS_OK)
+		goto unlock;
+	if (imap->selected_validity != uidvalidity) {
+		mfs_err_set(err, MFS_E_NOENT, "%s: UIDVALIDITY changed",
+			    mailbox);
+		goto unlock;
+	}
+	ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	set = mailimap_set_new_empty();
+	if (ft == NULL || set == NULL ||
+	    mailimap_fetch_type_new_fetch_att_list_add(
+		    ft, mailimap_fetch_att_new_uid()) != MAILIMAP_NO_ERROR ||
+	    mailimap_fetch_type_new_fetch_att_list_add(
+		    ft, mailimap_fetch_att_new_body_peek_section(
+				mailimap_section_new(NULL))) !=
+		    MAILIMAP_NO_ERROR) {
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_req;
+	}
+	for (i = 0; i < n; i++) {
+		if (mailimap_set_add_single(set, uids[i]) != MAILIMAP_NO_ERROR) {
+			mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+			goto free_req;
+		}
+	}
+	mailimap_set_msg_body_handler(imap->session, many_body, &m);
+	mailimap_set_msg_att_handler(imap->session, many_att, &m);
+	mailimap_set_progress_callback(imap->session, NULL, index_progress,
+				       NULL);
+	r = mailimap_uid_fetch(imap->session, set, ft, &result);
+	if (imap->session != NULL) {
+		mailimap_set_msg_body_handler(imap->session, NULL, NULL);
+		mailimap_set_msg_att_handler(imap->session, NULL, NULL);
+		mailimap_set_progress_callback(imap->session, NULL, NULL,
+					       NULL);
+	}
+	if (m.fd >= 0)
+		close(m.fd); /* a response cut short */
+	if (r != MAILIMAP_NO_ERROR) {
+		if (m.failed) {
+			imap_drop(imap);
+			mfs_err_set(err, MFS_E_IO, "fetch-ahead: %s",
+				    strerror(m.failed));
+		} else {
+			imap_fail(imap, r, "UID FETCH (ahead)", MFS_E_PROTO,
+				  err);
+		}
+		goto free_req;
+	}
+	mailimap_fetch_list_free(result);
+	mfs_err_clear(err);
+free_req:
+	if (ft != NULL)
+		mailimap_fetch_type_free(ft);
+	if (set != NULL)
+		mailimap_set_free(set);
+unlock:
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
+}
+
 static void imap_tls_info(struct mfs_store *st, char *version, size_t vlen,
 			  char *subject, size_t slen, char *issuer, size_t ilen)
 {
@@ -1805,6 +1942,7 @@ static const struct mfs_store_ops imap_ops = {
     .list = imap_list,
     .index = imap_index,
     .fetch = imap_fetch,
+    .fetch_many = imap_fetch_many,
     .create = imap_create,
     .remove = imap_remove,
     .rename = imap_rename,

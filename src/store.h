@@ -67,6 +67,18 @@ struct mfs_store_ops {
 		     uint32_t validity, const struct mfs_store_msg *msg,
 		     int fd, size_t *len, struct mfs_err *err);
 
+	/* Fetch-ahead (NULL where the protocol has none): the raw messages
+	 * uids[0..n) of folder in one command. For each message that comes
+	 * the driver calls open_fn(ctx) for an fd to write it to, then
+	 * done_fn(ctx, uid, fd, len) once it is complete (done_fn then owns
+	 * fd). Messages that are gone are skipped. Errors as fetch. */
+	int (*fetch_many)(struct mfs_store *st, const char *folder,
+			  uint32_t validity, const uint32_t *uids, size_t n,
+			  int (*open_fn)(void *ctx),
+			  void (*done_fn)(void *ctx, uint32_t uid, int fd,
+					  size_t len),
+			  void *ctx, struct mfs_err *err);
+
 	/* --- writes; NULL in a read-only store ---------------------------- */
 
 	/* CREATE folder (server name). MFS_E_EXIST: it exists already. */

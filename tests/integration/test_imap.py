@@ -365,3 +365,24 @@ def test_idle_shows_new_mail_before_the_listing_ages(env):
     wait_for(lambda: any("idle check" in n for n in set(message_dirs(path)) - before),
              3, "the new message through IDLE")
     check(time.time() - t0 < 4.5, "seen before the listing aged")
+
+
+def test_reading_a_folder_in_a_row_fetches_ahead(env):
+    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
+    cfg = env.write_config("config-ahead", {
+        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+    want = server_messages(env, "Bulk")
+    try:
+        with env.mount(config=cfg) as m:
+            path = os.path.join(m.path, "Bulk")
+            names = sorted(message_dirs(path))
+            proxy.reset()
+            for n in names:
+                uid = int(DIRNAME.match(n).group(1))
+                with open(os.path.join(path, n, "message.eml"), "rb") as f:
+                    eq(f.read(), want[uid], "message.eml of uid %d" % uid)
+            fetches = [c for c in proxy.commands if "BODY.PEEK[]" in c]
+            print("reading 40 messages in a row: %d fetch commands" % len(fetches))
+            check(len(fetches) <= 3, "fetched ahead: %r" % fetches)
+    finally:
+        proxy.close()
