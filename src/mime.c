@@ -1076,41 +1076,13 @@ static const unsigned short cp1252_high[32] = {
     0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0xFFFD, 0x017E, 0x0178,
 };
 
-/* Labels sent for a superset of what they name (as mfs_text_to_utf8()). */
-static const struct {
-	const char *label;
-	const char *iconv_name;
-} charset_aliases[] = {
-    {"iso-8859-1", "WINDOWS-1252"},
-    {"iso8859-1", "WINDOWS-1252"},
-    {"iso_8859-1", "WINDOWS-1252"},
-    {"latin1", "WINDOWS-1252"},
-    {"l1", "WINDOWS-1252"},
-    {"gb2312", "GB18030"},
-    {"gbk", "GB18030"},
-    {"x-gbk", "GB18030"},
-    {"euc-cn", "GB18030"},
-    {"shift_jis", "CP932"},
-    {"shift-jis", "CP932"},
-    {"sjis", "CP932"},
-    {"x-sjis", "CP932"},
-    {"ms_kanji", "CP932"},
-    {"windows-31j", "CP932"},
-    {"euc-kr", "CP949"},
-    {"ks_c_5601-1987", "CP949"},
-    {"iso-8859-8-i", "ISO-8859-8"},
-    {"iso-8859-6-i", "ISO-8859-6"},
-    {"iso-8859-6-e", "ISO-8859-6"},
-    {"iso-8859-8-e", "ISO-8859-8"},
-};
-
 #define CHARSET_NAME_MAX 40
 
 /* A converter to UTF-8 for charset, or (iconv_t)-1 for "no charset":
  * NULL, us-ascii, an implausible name or one iconv does not know. */
 static iconv_t charset_open(const char *cs)
 {
-	size_t i, n;
+	size_t n;
 
 	if (cs == NULL)
 		return (iconv_t)-1;
@@ -1118,15 +1090,7 @@ static iconv_t charset_open(const char *cs)
 	if (n == 0 || n > CHARSET_NAME_MAX || strcasecmp(cs, "us-ascii") == 0 ||
 	    strcasecmp(cs, "ascii") == 0)
 		return (iconv_t)-1;
-	for (i = 0; i < n; i++)
-		if (!isalnum((unsigned char)cs[i]) && !strchr("-_.:", cs[i]))
-			return (iconv_t)-1;
-	for (i = 0; i < sizeof(charset_aliases) / sizeof(charset_aliases[0]);
-	     i++)
-		if (strcasecmp(cs, charset_aliases[i].label) == 0)
-			return iconv_open("UTF-8",
-					  charset_aliases[i].iconv_name);
-	return iconv_open("UTF-8", cs);
+	return mfs_charset_open(cs, n);
 }
 
 /* The last stage of text: CRLF -> LF. */

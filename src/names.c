@@ -305,7 +305,7 @@ static const struct {
  * (no '/', which glibc would read as a conversion suffix).
  * Returns (iconv_t)-1 when the name is implausible or unknown.
  */
-static iconv_t charset_open(const char *name, size_t n)
+iconv_t mfs_charset_open(const char *name, size_t n)
 {
 	char buf[CHARSET_NAME_MAX + 1];
 	const char *use = buf;
@@ -367,7 +367,7 @@ char *mfs_text_to_utf8(const char *charset, const char *in, size_t len,
 	iconv_t cd = (iconv_t)-1;
 
 	if (charset != NULL)
-		cd = charset_open(charset, strlen(charset));
+		cd = mfs_charset_open(charset, strlen(charset));
 	if (cd == (iconv_t)-1) {
 		sb_add_raw(&conv, in, len, mfs_utf8_valid(in, len));
 	} else {
@@ -736,7 +736,7 @@ static int ew_take(struct ew_group *g, const struct ew *w, const char *gap,
 		sb_free(&bytes);
 		return 0;
 	}
-	cd = charset_open(w->charset, w->charset_len);
+	cd = mfs_charset_open(w->charset, w->charset_len);
 	if (cd == (iconv_t)-1)
 		goto free_bytes;
 	/* the whitespace between two encoded words is dropped */

@@ -24,6 +24,7 @@
 #ifndef MAILFS_NAMES_H
 #define MAILFS_NAMES_H
 
+#include <iconv.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -219,5 +220,15 @@ time_t mfs_parse_date(const char *rfc5322_date);
  * Returns (time_t)-1 when the text is NULL or not such a date.
  */
 time_t mfs_parse_imap_date(const char *internaldate);
+
+/*
+ * Opens an iconv converter from the charset named by the n bytes at name to
+ * UTF-8. Only plausible names reach iconv_open() (letters, digits and
+ * "-_.:", at most 40 bytes), and labels that mail software uses for a
+ * superset are widened (iso-8859-1 and us-ascii to windows-1252, gb2312 to
+ * GB18030, shift_jis to CP932, euc-kr to CP949, ...).
+ * Returns (iconv_t)-1 when the name is implausible or unknown.
+ */
+iconv_t mfs_charset_open(const char *name, size_t n);
 
 #endif

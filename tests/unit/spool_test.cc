@@ -16,73 +16,10 @@ extern "C" {
 #include "spool.h"
 }
 
+#include "mail_servers.h"
+
 namespace
 {
-
-std::map<std::string, std::string> env;
-std::string srvdir;
-
-std::string slurp(const std::string &path)
-{
-	std::ifstream in(path, std::ios::binary);
-	std::stringstream ss;
-	ss << in.rdbuf();
-	return ss.str();
-}
-
-class Servers : public ::testing::Environment
-{
-      public:
-	void SetUp() override
-	{
-		char tmpl[] = "/tmp/spool_test.XXXXXX";
-		const char *top = mkdtemp(tmpl);
-		// the servers drop privileges and must reach their directory
-		chmod(top, 0755);
-		srvdir = std::string(top) + "/srv";
-		std::string cmd = "tests/servers/mailservers.sh start " +
-				  srvdir + " >" + srvdir + ".log 2>&1";
-		if (system(cmd.c_str()) != 0) {
-			fprintf(stderr, "mail servers did not start, see %s.log\n",
-				srvdir.c_str());
-			return;
-		}
-		std::ifstream in(srvdir + "/env");
-		std::string line;
-		while (std::getline(in, line)) {
-			size_t eq = line.find('=');
-			if (eq != std::string::npos)
-				env[line.substr(0, eq)] = line.substr(eq + 1);
-		}
-	}
-	void TearDown() override
-	{
-		if (!srvdir.empty())
-			system(("tests/servers/mailservers.sh stop " + srvdir +
-				" >/dev/null 2>&1")
-				       .c_str());
-	}
-};
-
-// Messages that arrived for user 1 (alice) or 2 (bob) with X-Test-Id token.
-std::vector<std::string> fetch(int user, const std::string &token,
-			       int expect, int wait = 30)
-{
-	std::string out = srvdir + ".fetch." + token;
-	std::string cmd = "/usr/bin/python3 tests/unit/smtp_fetch.py " +
-			  srvdir + "/env " + std::to_string(user) + " " +
-			  token + " " + std::to_string(expect) + " " + out +
-			  " " + std::to_string(wait) + " >" + out + ".n";
-	std::vector<std::string> msgs;
-
-	if (system(cmd.c_str()) != 0)
-		return msgs;
-	int n = atoi(slurp(out + ".n").c_str());
-	for (int i = 0; i < n; i++)
-		msgs.push_back(slurp(out + "/" + std::to_string(i) + ".eml"));
-	return msgs;
-}
-
 
 class Spool : public ::testing::Test
 {
@@ -416,6 +353,6 @@ TEST_F(Spool, StateSurvivesReopen)
 int main(int argc, char **argv)
 {
 	::testing::InitGoogleTest(&argc, argv);
-	::testing::AddGlobalTestEnvironment(new Servers);
+	::testing::AddGlobalTestEnvironment(new Servers("spool_test"));
 	return RUN_ALL_TESTS();
 }
