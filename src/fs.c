@@ -52,6 +52,7 @@ struct mfs_fs {
 	struct mfs_spool *spool;  /* borrowed, or NULL: no outbox/ */
 	struct mfs_node *outbox;  /* outbox/, or NULL */
 	struct idle *idle;	  /* owned, or NULL */
+	struct handle *handles;	  /* open files (fs->lock) */
 	uid_t uid;
 	gid_t gid;
 };
@@ -1498,18 +1499,49 @@ struct handle {
 	char *buf;	       /* owned: content (flags), or what was written */
 	size_t len, cap;
 	int dirty; /* written since the last flush */
+	struct handle *prev, *next; /* in fs->handles */
 };
+
+/* Handles are registered while open, so that a request that reaches us
+ * after its file was released finds out instead of touching freed memory.
+ * Caller holds fs->lock. */
+static void handle_register(struct mfs_fs *fs, struct handle *h)
+{
+	h->prev = NULL;
+	h->next = fs->handles;
+	if (fs->handles != NULL)
+		fs->handles->prev = h;
+	fs->handles = h;
+}
+
+static int handle_live(const struct mfs_fs *fs, const struct handle *h)
+{
+	const struct handle *x;
+
+	for (x = fs->handles; x != NULL; x = x->next)
+		if (x == h)
+			return 1;
+	return 0;
+}
 
 static void handle_free(struct mfs_fs *fs, struct handle *h)
 {
 	if (h == NULL)
 		return;
+	pthread_mutex_lock(&fs->lock);
+	if (handle_live(fs, h)) {
+		if (h->prev != NULL)
+			h->prev->next = h->next;
+		else
+			fs->handles = h->next;
+		if (h->next != NULL)
+			h->next->prev = h->prev;
+	}
+	mfs_nodes_release(fs->nodes, h->node);
+	pthread_mutex_unlock(&fs->lock);
 	if (h->fd >= 0)
 		close(h->fd);
 	free(h->buf);
-	pthread_mutex_lock(&fs->lock);
-	mfs_nodes_release(fs->nodes, h->node);
-	pthread_mutex_unlock(&fs->lock);
 	free(h);
 }
 
@@ -1697,6 +1729,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	default:
 		rc = mfs_err_set(&err, MFS_E_ACCESS, "not a file to open");
 	}
+	if (rc == MFS_OK)
+		handle_register(fs, h);
 	pthread_mutex_unlock(&fs->lock);
 	if (rc != MFS_OK) {
 		handle_free(fs, h);
@@ -1710,70 +1744,88 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	struct mfs_fs *fs = fuse_req_userdata(req);
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	char *copy = NULL;
+	int fd = -1, grows;
+	off_t pos = 0;
 
 	(void)ino;
-	if (h->fd < 0 || h->node->file == MFS_F_NEW ||
-	    h->node->file == MFS_F_OUTBOX) {
-		if (h->fd >= 0) { /* a new file reads back what was written */
-			buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-			buf.buf[0].fd = h->fd;
-			buf.buf[0].pos = off;
-			fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
-			return;
-		}
-		if ((size_t)off >= h->len) {
-			fuse_reply_buf(req, NULL, 0);
-			return;
-		}
-		if (size > h->len - (size_t)off)
+	pthread_mutex_lock(&fs->lock);
+	if (!handle_live(fs, h)) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	/* new and outbox files read back what was written so far */
+	grows = h->node->file == MFS_F_NEW || h->node->file == MFS_F_OUTBOX;
+	if (h->fd < 0) {
+		if ((size_t)off >= h->len)
+			size = 0;
+		else if (size > h->len - (size_t)off)
 			size = h->len - (size_t)off;
-		fuse_reply_buf(req, h->buf + off, size);
+		copy = size > 0 ? malloc(size) : NULL;
+		if (copy != NULL)
+			memcpy(copy, h->buf + off, size);
+		else
+			size = 0;
+	} else {
+		if (!grows && (uint64_t)off >= h->size)
+			size = 0;
+		else if (!grows && size > h->size - (uint64_t)off)
+			size = (size_t)(h->size - (uint64_t)off);
+		pos = grows ? off : h->base + off;
+		if (size > 0)
+			fd = dup(h->fd); /* the handle may be released meanwhile */
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (fd < 0) {
+		fuse_reply_buf(req, copy, size);
+		free(copy);
 		return;
 	}
-	if ((uint64_t)off >= h->size) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	if (size > h->size - (uint64_t)off)
-		size = (size_t)(h->size - (uint64_t)off);
 	buf.buf[0].size = size;
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = h->fd;
-	buf.buf[0].pos = h->base + off;
+	buf.buf[0].fd = fd;
+	buf.buf[0].pos = pos;
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+	close(fd);
 }
 
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
+	struct mfs_fs *fs = fuse_req_userdata(req);
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	ssize_t w;
-	int e;
+	ssize_t w = -1;
+	int e = 0;
 
 	(void)ino;
-	if (h->node->file == MFS_F_NEW || h->node->file == MFS_F_OUTBOX) {
+	pthread_mutex_lock(&fs->lock);
+	if (!handle_live(fs, h)) {
+		e = EBADF;
+	} else if (h->node->file == MFS_F_NEW ||
+		   h->node->file == MFS_F_OUTBOX) {
 		w = pwrite(h->fd, data, size, off);
-		if (w < 0) {
-			fuse_reply_err(req, errno);
-			return;
+		if (w < 0)
+			e = errno;
+		else
+			h->dirty = 1;
+	} else if (h->node->file != MFS_F_FLAGS) {
+		e = EBADF;
+	} else {
+		e = handle_append(h, data, size, off);
+		if (e == 0) {
+			h->dirty = 1;
+			w = (ssize_t)size;
 		}
-		h->dirty = 1;
-		fuse_reply_write(req, (size_t)w);
-		return;
 	}
-	if (h->node->file != MFS_F_FLAGS) {
-		fuse_reply_err(req, EBADF);
-		return;
-	}
-	e = handle_append(h, data, size, off);
-	if (e != 0) {
+	pthread_mutex_unlock(&fs->lock);
+	if (e != 0)
 		fuse_reply_err(req, e);
-		return;
-	}
-	h->dirty = 1;
-	fuse_reply_write(req, size);
+	else
+		fuse_reply_write(req, (size_t)w);
 }
 
 /* Parses a written flags file and stores it. Lines "\Flag" or "keyword"
@@ -2395,6 +2447,7 @@ static void outbox_create(fuse_req_t req, struct mfs_fs *fs,
 	h->fd = fd;
 	h->dirty = 1; /* even an empty file is submitted on close */
 	mfs_nodes_hold(n);
+	handle_register(fs, h);
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->direct_io = 1;
 	memset(&e, 0, sizeof(e));
@@ -2460,6 +2513,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	h->node = n;
 	mfs_nodes_hold(n);
 	h->fd = dup(fd);
+	handle_register(fs, h);
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->direct_io = 1;
 	{
