@@ -2406,13 +2406,32 @@ out:
 	fuse_reply_err(req, 0);
 }
 
+/* Replies to a create with the new node n and its open handle h, which it
+ * registers. Called with the lock held; releases it. */
+static void reply_create(fuse_req_t req, struct mfs_fs *fs,
+			 struct mfs_node *n, struct handle *h,
+			 struct fuse_file_info *fi)
+{
+	struct fuse_entry_param e;
+
+	handle_register(fs, h);
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = 1;
+	memset(&e, 0, sizeof(e));
+	e.ino = n->ino;
+	node_stat(fs, n, &e.attr);
+	mfs_nodes_lookup(n);
+	pthread_mutex_unlock(&fs->lock);
+	if (fuse_reply_create(req, &e, fi) != 0)
+		handle_free(fs, h);
+}
+
 /* A file made in outbox/: a new spool entry. Called with the lock held;
  * releases it. */
 static void outbox_create(fuse_req_t req, struct mfs_fs *fs,
 			  struct mfs_node *dir, const char *name,
 			  struct fuse_file_info *fi)
 {
-	struct fuse_entry_param e;
 	struct mfs_node *n;
 	struct mfs_err err;
 	struct handle *h;
@@ -2447,16 +2466,7 @@ static void outbox_create(fuse_req_t req, struct mfs_fs *fs,
 	h->fd = fd;
 	h->dirty = 1; /* even an empty file is submitted on close */
 	mfs_nodes_hold(n);
-	handle_register(fs, h);
-	fi->fh = (uint64_t)(uintptr_t)h;
-	fi->direct_io = 1;
-	memset(&e, 0, sizeof(e));
-	e.ino = n->ino;
-	node_stat(fs, n, &e.attr);
-	mfs_nodes_lookup(n);
-	pthread_mutex_unlock(&fs->lock);
-	if (fuse_reply_create(req, &e, fi) != 0)
-		handle_free(fs, h);
+	reply_create(req, fs, n, h, fi);
 }
 
 /* A regular file made in a folder: written to an anonymous file, APPENDed
@@ -2513,20 +2523,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	h->node = n;
 	mfs_nodes_hold(n);
 	h->fd = dup(fd);
-	handle_register(fs, h);
-	fi->fh = (uint64_t)(uintptr_t)h;
-	fi->direct_io = 1;
-	{
-		struct fuse_entry_param e;
-
-		memset(&e, 0, sizeof(e));
-		e.ino = n->ino;
-		node_stat(fs, n, &e.attr);
-		mfs_nodes_lookup(n);
-		pthread_mutex_unlock(&fs->lock);
-		if (fuse_reply_create(req, &e, fi) != 0)
-			handle_free(fs, h);
-	}
+	reply_create(req, fs, n, h, fi);
 }
 
 static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
