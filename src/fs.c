@@ -1007,7 +1007,7 @@ void mfs_fs_stop_idle(struct mfs_fs *fs)
 	if (write(id->pipe[1], "x", 1) < 0)
 		mfs_log_err("IDLE stop: %s", strerror(errno));
 	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += 3;
+	deadline.tv_sec += 1;
 	if (pthread_timedjoin_np(id->thread, NULL, &deadline) != 0) {
 		/* The server does not answer DONE: leave the thread to the
 		 * process exit rather than hold up the unmount. */

@@ -2004,6 +2004,14 @@ int mfs_imap_idle(struct mfs_store *st, const char *mailbox, int stop_fd,
 		while (n < 0 && errno == EINTR);
 		if (n > 0 && (pfd[0].revents & (POLLIN | POLLERR | POLLHUP)))
 			*changed = 1;
+		if (n > 0 && pfd[1].revents != 0 && !*changed) {
+			/* stopping: no DONE, no LOGOUT, just hang up, so
+			 * that a server that stopped answering cannot hold
+			 * up the unmount */
+			imap_drop(imap);
+			mfs_err_clear(err);
+			goto unlock;
+		}
 	} else {
 		*changed = 1;
 	}
