@@ -233,6 +233,8 @@ class CountingProxy:
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
         self.commands = []
+        self.conns = {}  # connection number -> its command lines
+        self.idle = set()  # connections that went into IDLE
         self.lock = threading.Lock()
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -244,10 +246,14 @@ class CountingProxy:
             except OSError:
                 return
             s = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._pipe, args=(c, s, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(s, c, False), daemon=True).start()
+            with self.lock:
+                cid = len(self.conns)
+                self.conns[cid] = []
+            threading.Thread(target=self._pipe, args=(c, s, cid), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(s, c, None), daemon=True).start()
 
-    def _pipe(self, src, dst, count):
+    def _pipe(self, src, dst, cid):
+        count = cid is not None
         buf = b""
         while True:
             try:
@@ -267,7 +273,11 @@ class CountingProxy:
                     parts = line.split(b" ", 2)
                     if len(parts) >= 2 and parts[0].isalnum():
                         with self.lock:
-                            self.commands.append(line.decode("ascii", "replace"))
+                            text = line.decode("ascii", "replace")
+                            self.commands.append(text)
+                            self.conns[cid].append(text)
+                            if text.split(" ")[1:2] == ["IDLE"]:
+                                self.idle.add(cid)
             try:
                 dst.sendall(data)
             except OSError:
@@ -276,10 +286,23 @@ class CountingProxy:
     def reset(self):
         with self.lock:
             self.commands = []
+            for cid in self.conns:
+                self.conns[cid] = []
 
     def count(self):
         with self.lock:
             return len(self.commands)
+
+    def count_without_idle(self):
+        """Commands since reset() on the connections that never went into
+        IDLE (mailfs watches INBOX on a connection of its own)."""
+        with self.lock:
+            return sum(len(cmds) for cid, cmds in self.conns.items()
+                       if cid not in self.idle)
+
+    def wait_idle(self, timeout=15):
+        """Waits until a connection has gone into IDLE."""
+        wait_for(lambda: bool(self.idle), timeout, "a connection in IDLE")
 
     def close(self):
         self.closed = True
