@@ -1155,6 +1155,25 @@ static struct mfs_node *node_get(fuse_req_t req, struct mfs_fs *fs,
 	return n;
 }
 
+/* The directory of inode ino, held, or NULL after replying with an error
+ * (ENOENT, ENOTDIR). On success the caller holds the lock and must release
+ * the hold. */
+static struct mfs_node *dir_get(fuse_req_t req, struct mfs_fs *fs,
+				fuse_ino_t ino)
+{
+	struct mfs_node *dir = node_get(req, fs, ino);
+
+	if (dir == NULL)
+		return NULL;
+	if (dir->kind == MFS_N_FILE) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, ENOTDIR);
+		return NULL;
+	}
+	mfs_nodes_hold(dir);
+	return dir;
+}
+
 /* --- handlers: looking ---------------------------------------------------- */
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1164,15 +1183,9 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct mfs_err err;
 
 	mfs_err_clear(&err);
-	dir = node_get(req, fs, parent);
+	dir = dir_get(req, fs, parent);
 	if (dir == NULL)
 		return;
-	if (dir->kind == MFS_N_FILE) {
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, ENOTDIR);
-		return;
-	}
-	mfs_nodes_hold(dir);
 	if ((dir->kind == MFS_N_MESSAGE || dir->kind == MFS_N_PARTDIR) &&
 	    !message_of(dir)->linked) {
 		mfs_nodes_release(fs->nodes, dir);
@@ -1338,15 +1351,9 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct mfs_err err;
 
 	mfs_err_clear(&err);
-	dir = node_get(req, fs, ino);
+	dir = dir_get(req, fs, ino);
 	if (dir == NULL)
 		return;
-	if (dir->kind == MFS_N_FILE) {
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, ENOTDIR);
-		return;
-	}
-	mfs_nodes_hold(dir);
 	if (dir->kind == MFS_N_ROOT) {
 		pthread_mutex_unlock(&fs->lock);
 		if (refresh_folders(fs, FOLDERS_TTL, &err) != MFS_OK)

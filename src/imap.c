@@ -753,33 +753,51 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-/* The BODY[] literal of a FETCH result, or NULL. */
-static const struct mailimap_msg_att_body_section *body_of(const clist *result,
-							   uint32_t uid)
+/* The UID of one FETCH response, or 0 when it has none. */
+static uint32_t att_uid(const struct mailimap_msg_att *att)
+{
+	const clistiter *it;
+
+	for (it = clist_begin(att->att_list); it != NULL; it = clist_next(it)) {
+		const struct mailimap_msg_att_item *item = clist_content(it);
+
+		if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
+		    item->att_data.att_static->att_type == MAILIMAP_MSG_ATT_UID)
+			return item->att_data.att_static->att_data.att_uid;
+	}
+	return 0;
+}
+
+/*
+ * The first item of a FETCH response for uid among atts (may be NULL) that
+ * is the static item `type` (MAILIMAP_MSG_ATT_BODY_SECTION, ...), or the
+ * dynamic one (FLAGS) when type is -1. NULL when there is none.
+ */
+static const struct mailimap_msg_att_item *uid_item(const clist *atts,
+						    uint32_t uid, int type)
 {
 	const clistiter *it, *jt;
 
-	for (it = clist_begin(result); it != NULL; it = clist_next(it)) {
+	if (atts == NULL)
+		return NULL;
+	for (it = clist_begin(atts); it != NULL; it = clist_next(it)) {
 		const struct mailimap_msg_att *att = clist_content(it);
-		const struct mailimap_msg_att_body_section *body = NULL;
-		uint32_t got = 0;
 
+		if (att_uid(att) != uid)
+			continue;
 		for (jt = clist_begin(att->att_list); jt != NULL;
 		     jt = clist_next(jt)) {
 			const struct mailimap_msg_att_item *item =
 			    clist_content(jt);
-			const struct mailimap_msg_att_static *st;
 
-			if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC)
-				continue;
-			st = item->att_data.att_static;
-			if (st->att_type == MAILIMAP_MSG_ATT_UID)
-				got = st->att_data.att_uid;
-			else if (st->att_type == MAILIMAP_MSG_ATT_BODY_SECTION)
-				body = st->att_data.att_body_section;
+			if (type == -1 &&
+			    item->att_type == MAILIMAP_MSG_ATT_ITEM_DYNAMIC)
+				return item;
+			if (type != -1 &&
+			    item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
+			    item->att_data.att_static->att_type == type)
+				return item;
 		}
-		if (got == uid && body != NULL)
-			return body;
 	}
 	return NULL;
 }
@@ -819,7 +837,6 @@ static int imap_fetch(struct mfs_store *st, const char *mailbox,
 	struct mailimap_fetch_type *ft = NULL;
 	struct mailimap_set *set = NULL;
 	clist *result = NULL;
-	const struct mailimap_msg_att_body_section *body;
 	int r;
 
 	pthread_mutex_lock(&imap->lock);
@@ -859,8 +876,7 @@ static int imap_fetch(struct mfs_store *st, const char *mailbox,
 		}
 		goto free_req;
 	}
-	body = body_of(result, uid);
-	if (body == NULL) {
+	if (uid_item(result, uid, MAILIMAP_MSG_ATT_BODY_SECTION) == NULL) {
 		mfs_err_set(err, MFS_E_NOENT, "%s: message %u is gone", mailbox,
 			    uid);
 		goto free_result;
@@ -1409,33 +1425,12 @@ static int imap_select_uid(struct mfs_imap *imap, const char *folder,
 /* The flags of uid among FETCH responses. Returns 1 when found. */
 static int fetch_flags_of(const clist *atts, uint32_t uid, unsigned *flags)
 {
-	const clistiter *it, *jt;
+	const struct mailimap_msg_att_item *item = uid_item(atts, uid, -1);
 
-	if (atts == NULL)
+	if (item == NULL)
 		return 0;
-	for (it = clist_begin(atts); it != NULL; it = clist_next(it)) {
-		const struct mailimap_msg_att *att = clist_content(it);
-		const struct mailimap_msg_att_dynamic *dyn = NULL;
-		uint32_t got = 0;
-
-		for (jt = clist_begin(att->att_list); jt != NULL;
-		     jt = clist_next(jt)) {
-			const struct mailimap_msg_att_item *item =
-			    clist_content(jt);
-
-			if (item->att_type == MAILIMAP_MSG_ATT_ITEM_DYNAMIC)
-				dyn = item->att_data.att_dyn;
-			else if (item->att_data.att_static->att_type ==
-				 MAILIMAP_MSG_ATT_UID)
-				got =
-				    item->att_data.att_static->att_data.att_uid;
-		}
-		if (got == uid && dyn != NULL) {
-			*flags = flags_from(dyn);
-			return 1;
-		}
-	}
-	return 0;
+	*flags = flags_from(item->att_data.att_dyn);
+	return 1;
 }
 
 /* UID FETCH uid (FLAGS): MFS_E_NOENT when the message is gone. */
@@ -1816,17 +1811,8 @@ static bool many_body(int type, struct mailimap_msg_att_body_section *section,
 static void many_att(struct mailimap_msg_att *att, void *ctx)
 {
 	struct many_ctx *m = ctx;
-	uint32_t uid = 0;
-	clistiter *it;
+	uint32_t uid = att_uid(att);
 
-	for (it = clist_begin(att->att_list); it != NULL;
-	     it = clist_next(it)) {
-		struct mailimap_msg_att_item *item = clist_content(it);
-
-		if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
-		    item->att_data.att_static->att_type == MAILIMAP_MSG_ATT_UID)
-			uid = item->att_data.att_static->att_data.att_uid;
-	}
 	if (m->fd < 0)
 		return; /* no body in this response (flags, or empty) */
 	if (uid != 0)
