@@ -118,9 +118,10 @@ class Mount:
             Mount.live.remove(self)
         if self.log.closed:
             return self.proc.returncode
-        if os.path.ismount(self.path):
-            subprocess.run(["fusermount3", "-u", self.path],
-                           stderr=subprocess.DEVNULL)
+        # also when the mount is dead (mailfs killed): ismount() is false
+        # then, but the kernel still holds it
+        subprocess.run(["fusermount3", "-u", self.path],
+                       stderr=subprocess.DEVNULL)
         hung = False
         try:
             self.proc.wait(timeout=15)
