@@ -55,11 +55,13 @@ UNIT_config = config error
 UNIT_names  = names error
 UNIT_tls    = tls error
 UNIT_mime   = mime names error
-UNIT_imap   = imap tls names store log error config
+UNIT_imap   = imap tls names store log error config sasl
 UNIT_outmsg = outmsg names error
-UNIT_spool  = spool outmsg smtp tls names log error config
-UNIT_smtp   = smtp tls outmsg names log error config
-UNIT_pop3   = pop3 tls names store log error config
+UNIT_spool  = spool outmsg smtp tls names log error config sasl
+UNIT_smtp   = smtp tls outmsg names log error config sasl
+UNIT_pop3   = pop3 tls names store log error config sasl
+UNIT_sasl   = sasl
+UNIT_cache  = cache error log
 UNIT_TESTS := $(patsubst tests/unit/%_test.cc,%,$(wildcard tests/unit/*_test.cc))
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/%_test,$(UNIT_TESTS))
 

@@ -38,6 +38,13 @@
 
 enum mfs_proto { MFS_PROTO_IMAP, MFS_PROTO_POP3, MFS_PROTO_SMTP };
 
+/* How the store and SMTP logins prove who the user is. */
+enum mfs_auth {
+	MFS_AUTH_PASSWORD = 0, /* LOGIN, USER/PASS, AUTH PLAIN or LOGIN    */
+	MFS_AUTH_XOAUTH2,      /* SASL XOAUTH2, the secret is a token      */
+	MFS_AUTH_OAUTHBEARER,  /* SASL OAUTHBEARER (RFC 7628), a token     */
+};
+
 enum mfs_tls_mode {
 	MFS_TLS_IMPLICIT, /* imaps://, pop3s://, smtps://           */
 	MFS_TLS_STARTTLS, /* imap://, pop3://, smtp:// (required)    */
@@ -75,6 +82,16 @@ struct mfs_account {
 	int queue_lifetime;	 /* outbox: give up after (s); 7 days */
 	int refresh;		 /* a folder listing is asked for again when
 				    older than this (s); 5, POP3 60 */
+	enum mfs_auth auth;	 /* "auth": password (default), xoauth2,
+				    oauthbearer; the token is the secret that
+				    password_command prints */
+	int apop;		 /* "apop = yes": POP3 APOP when offered */
+	int allow_expire;	 /* "allow_expire = yes": read a POP3 server
+				    that deletes what it sends (EXPIRE 0) */
+	unsigned long long cache_size; /* "cache_size": bytes the disk cache
+				    may hold (suffix K, M, G); 1 GiB */
+	int connections;	 /* "connections": IMAP connections for
+				    readers, 1-16; 4 */
 };
 
 /* The default config path: $XDG_CONFIG_HOME/mailfs/config, else
