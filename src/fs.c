@@ -376,13 +376,26 @@ unlock_refresh:
 
 /* --- message views ------------------------------------------------------- */
 
+/* Messages of at least LAZY_MIN bytes are read lazily where the store can:
+ * their directory is laid out from a skeleton (store.h) in which each part
+ * body of at least HOLE_MIN bytes is a hole, and a hole is fetched only
+ * when a file that needs it is read. */
+#define LAZY_MIN (1024 * 1024)
+#define HOLE_MIN (64 * 1024)
+
 /* The bytes of a message and their layout, made on the first look inside
  * the message directory; owned by the message node (its priv). */
 struct view {
-	int fd;			   /* owned: the cache entry */
+	int fd;			   /* owned: the cache entry, or the skeleton */
 	char *map;		   /* owned: fd mapped, or NULL when empty */
 	size_t len;
 	struct mfs_layout *layout; /* owned; borrows map */
+	struct mfs_seg *segs;	   /* owned; a skeleton: its real and hole
+				    * ranges (nsegs); NULL for the message */
+	size_t nsegs;
+	struct view *full;	   /* owned; a skeleton: the whole message,
+				    * made when a file needs bytes that the
+				    * skeleton makes up (message.eml) */
 };
 
 /* A file being written into a folder (MFS_F_NEW); owned by its node. */
@@ -399,6 +412,8 @@ static void view_free(struct view *v)
 		munmap(v->map, v->len);
 	if (v->fd >= 0)
 		close(v->fd);
+	mfs_store_segs_free(v->segs, v->nsegs);
+	view_free(v->full);
 	free(v);
 }
 
@@ -513,42 +528,182 @@ static int message_fd(struct mfs_fs *fs, const struct msg_ref *r, int *fd,
 			     err);
 }
 
-static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
-		      struct view **out, struct mfs_err *err)
+/* Maps v->fd and lays it out. */
+static int view_map(struct view *v, struct mfs_err *err)
 {
-	struct view *v = calloc(1, sizeof(*v));
 	struct stat st;
 
-	if (v == NULL)
-		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	v->fd = -1;
-	if (message_fd(fs, r, &v->fd, err) != MFS_OK)
-		goto fail;
-	if (fstat(v->fd, &st) != 0) {
-		mfs_err_set(err, MFS_E_IO, "cache: %s", strerror(errno));
-		goto fail;
-	}
+	if (fstat(v->fd, &st) != 0)
+		return mfs_err_set(err, MFS_E_IO, "cache: %s", strerror(errno));
 	v->len = (size_t)st.st_size;
 	if (v->len > 0) {
 		v->map = mmap(NULL, v->len, PROT_READ, MAP_SHARED, v->fd, 0);
 		if (v->map == MAP_FAILED) {
 			v->map = NULL;
-			mfs_err_set(err, MFS_E_IO, "cache: mmap: %s",
-				    strerror(errno));
-			goto fail;
+			return mfs_err_set(err, MFS_E_IO, "cache: mmap: %s",
+					   strerror(errno));
 		}
 	}
 	if (mfs_layout_build(v->map, v->len, &v->layout, err) != MFS_OK)
-		goto fail;
+		return err->code;
 	/* The pages are the cache file's: let them go until a part is read,
 	 * so that looking into a large message does not keep it resident. */
 	if (v->map != NULL)
 		madvise(v->map, v->len, MADV_DONTNEED);
+	return MFS_OK;
+}
+
+/* The view of the whole message, fetched into the cache if need be. */
+static int view_build_whole(struct mfs_fs *fs, const struct msg_ref *r,
+			    struct view **out, struct mfs_err *err)
+{
+	struct view *v = calloc(1, sizeof(*v));
+
+	if (v == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	v->fd = -1;
+	if (message_fd(fs, r, &v->fd, err) != MFS_OK ||
+	    view_map(v, err) != MFS_OK) {
+		view_free(v);
+		return err->code;
+	}
 	*out = v;
 	return MFS_OK;
-fail:
+}
+
+/* The part of tree p (or one below it) whose body is exactly [off, off +
+ * len) and that has no children: what a hole must stand for. */
+static int hole_is_leaf(const struct mfs_part *p, size_t off, size_t len)
+{
+	size_t i;
+
+	if (p == NULL)
+		return 0;
+	if (p->nchildren == 0 && p->message == NULL && p->body_off == off &&
+	    p->body_len == len)
+		return 1;
+	for (i = 0; i < p->nchildren; i++)
+		if (hole_is_leaf(p->children[i], off, len))
+			return 1;
+	return hole_is_leaf(p->message, off, len);
+}
+
+/* The range of v that holds every byte of file entry e: NULL when e's
+ * bytes are in v as they are (generated, or in a real range); a hole;
+ * or NULL with *whole set when they are made up in v (message.eml), so
+ * that only the whole message has them. */
+static const struct mfs_seg *entry_seg(const struct view *v,
+				       const struct mfs_entry *e, int *whole)
+{
+	size_t i;
+
+	*whole = 0;
+	if (v->segs == NULL || e->src.kind == MFS_SRC_STRING ||
+	    e->src.len == 0)
+		return NULL;
+	for (i = 0; i < v->nsegs; i++) {
+		const struct mfs_seg *g = &v->segs[i];
+
+		if (g->off <= e->src.off &&
+		    e->src.off + e->src.len <= g->off + g->len)
+			return g->hole ? g : NULL;
+	}
+	*whole = 1;
+	return NULL;
+}
+
+/* Gives the files of a skeleton's directory d that are a hole as it is
+ * (7bit, 8bit, binary: decoding changes nothing) the hole's length. Other
+ * files in holes have no size until their hole is fetched: the server's
+ * word for a decoded size (BINARY.SIZE) is not exact everywhere. */
+static void hole_sizes(const struct view *v, const struct mfs_dir *d)
+{
+	size_t i;
+	int whole;
+
+	for (i = 0; i < d->n; i++) {
+		struct mfs_entry *e = &d->entries[i];
+		const struct mfs_seg *g;
+
+		if (e->is_dir) {
+			hole_sizes(v, e->dir);
+			continue;
+		}
+		g = entry_seg(v, e, &whole);
+		if (g != NULL && e->src.kind == MFS_SRC_DECODED &&
+		    e->src.cte == MFS_CTE_BINARY) {
+			e->src.size = e->src.len;
+			e->src.size_known = 1;
+		}
+	}
+}
+
+/*
+ * The lazy view of a large message: its skeleton. *out is NULL (and the
+ * result MFS_OK) when the message is better read whole: small, in the
+ * cache already, nothing to leave out, or a skeleton whose layout does
+ * not match its holes.
+ */
+static int view_build_lazy(struct mfs_fs *fs, const struct msg_ref *r,
+			   struct view **out, struct mfs_err *err)
+{
+	const struct mfs_store_ops *ops = fs->store->ops;
+	struct view *v;
+	char key[1024];
+	size_t i;
+
+	*out = NULL;
+	if (ops->skeleton == NULL || r->msg.uid == 0 ||
+	    r->msg.size < LAZY_MIN || cache_key(r, "", key, sizeof(key)) != 0 ||
+	    mfs_cache_has(fs->cache, key, r->msg.size))
+		return MFS_OK;
+	v = calloc(1, sizeof(*v));
+	if (v == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	v->fd = memfd_create("mailfs-skeleton", MFD_CLOEXEC);
+	if (v->fd < 0) {
+		mfs_log_err("skeleton: memfd: %s", strerror(errno));
+		goto whole;
+	}
+	if (ops->skeleton(fs->store, r->mailbox, r->validity, &r->msg,
+			  HOLE_MIN, v->fd, &v->segs, &v->nsegs,
+			  err) != MFS_OK) {
+		if (err->code != MFS_E_PROTO) {
+			view_free(v);
+			return err->code;
+		}
+		mfs_log_debug("skeleton of %u: %s", r->msg.uid, err->msg);
+		goto whole;
+	}
+	if (v->nsegs == 0 || view_map(v, err) != MFS_OK)
+		goto whole;
+	for (i = 0; i < v->nsegs; i++) {
+		if (v->segs[i].hole &&
+		    !hole_is_leaf(v->layout->root, v->segs[i].off,
+				  v->segs[i].len)) {
+			mfs_log_debug("skeleton of %u does not fit its "
+				      "holes",
+				      r->msg.uid);
+			goto whole;
+		}
+	}
+	hole_sizes(v, &v->layout->root_dir);
+	*out = v;
+	return MFS_OK;
+whole:
 	view_free(v);
-	return err->code;
+	mfs_err_clear(err);
+	return MFS_OK;
+}
+
+static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
+		      struct view **out, struct mfs_err *err)
+{
+	if (view_build_lazy(fs, r, out, err) != MFS_OK)
+		return err->code;
+	if (*out != NULL)
+		return MFS_OK;
+	return view_build_whole(fs, r, out, err);
 }
 
 /* Fetch-ahead: when a message must be fetched, the next messages of its
@@ -1022,9 +1177,217 @@ void mfs_fs_stop_idle(struct mfs_fs *fs)
 	fs->idle = NULL;
 }
 
+/* --- lazy views: files of a skeleton ------------------------------------- */
+
+/* The entry of the whole message's layout at the path of n below msg, or
+ * NULL when that layout has no such file. */
+static struct mfs_entry *full_entry(const struct view *full,
+				    const struct mfs_node *msg,
+				    const struct mfs_node *n)
+{
+	const char *comp[3 * MFS_MIME_DEPTH_MAX + 4];
+	const struct mfs_node *c;
+	struct mfs_entry *e;
+	size_t k = 0, i;
+
+	for (c = n; c != NULL && c != msg; c = c->parent) {
+		if (k == sizeof(comp) / sizeof(comp[0]))
+			return NULL;
+		comp[k++] = c->name;
+	}
+	for (i = 0; i < k / 2; i++) {
+		const char *t = comp[i];
+
+		comp[i] = comp[k - 1 - i];
+		comp[k - 1 - i] = t;
+	}
+	e = mfs_layout_lookup(full->layout, comp, k);
+	return e != NULL && !e->is_dir ? e : NULL;
+}
+
+/* Makes the whole-message view of msg's skeleton. Caller holds the lock
+ * and a hold on msg; the lock is dropped while the message is fetched. */
+static int full_ensure(struct mfs_fs *fs, struct mfs_node *msg,
+		       struct mfs_err *err)
+{
+	struct view *v = msg->priv, *fv = NULL;
+	struct msg_ref r;
+	int rc;
+
+	if (v->full != NULL)
+		return MFS_OK;
+	if (msg_ref_take(msg, &r) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	pthread_mutex_unlock(&fs->lock);
+	rc = view_build_whole(fs, &r, &fv, err);
+	pthread_mutex_lock(&fs->lock);
+	msg_ref_free(&r);
+	if (rc != MFS_OK)
+		return rc;
+	if (v->full == NULL)
+		v->full = fv;
+	else
+		view_free(fv);
+	return MFS_OK;
+}
+
+/* The file of the whole message that n shows: *fv, *fe. Caller holds the
+ * lock and a hold on n, as for full_ensure(). */
+static int full_file(struct mfs_fs *fs, struct mfs_node *n, struct view **fv,
+		     struct mfs_entry **fe, struct mfs_err *err)
+{
+	struct mfs_node *msg = message_of(n);
+	struct view *v = msg->priv;
+
+	if (full_ensure(fs, msg, err) != MFS_OK)
+		return err->code;
+	*fv = v->full;
+	*fe = full_entry(v->full, msg, n);
+	if (*fe == NULL)
+		return mfs_err_set(err, MFS_E_IO,
+				   "%s: the message does not match its "
+				   "structure",
+				   n->name);
+	return MFS_OK;
+}
+
+struct section_fill {
+	struct mfs_fs *fs;
+	const struct msg_ref *ref;
+	const char *section;
+};
+
+static int section_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
+{
+	struct section_fill *f = ctx;
+
+	return f->fs->store->ops->fetch_section(
+	    f->fs->store, f->ref->mailbox, f->ref->validity, &f->ref->msg,
+	    f->section, fd, len, err);
+}
+
+/* An fd on the bytes of hole g of message r: from the cache, else
+ * fetched into it. Called without the lock. */
+static int hole_fd(struct mfs_fs *fs, const struct msg_ref *r,
+		   const struct mfs_seg *g, int *fd, struct mfs_err *err)
+{
+	struct section_fill ctx = {fs, r, g->section};
+	char key[1024], suffix[80];
+
+	snprintf(suffix, sizeof(suffix), ".h%s", g->section);
+	if (cache_key(r, suffix, key, sizeof(key)) != 0)
+		return mfs_err_set(err, MFS_E_IO, "cache key too long");
+	return mfs_cache_get(fs->cache, key, g->len, section_fill, &ctx, fd,
+			     err);
+}
+
+/* Decodes file e of a skeleton, which lies in hole g, from the hole's
+ * bytes in hfd. */
+static int hole_decode(int hfd, const struct mfs_seg *g,
+		       const struct mfs_entry *e, mfs_sink_fn sink, void *ctx,
+		       struct mfs_err *err)
+{
+	struct mfs_layout hole = {0};
+	struct mfs_entry te = *e;
+	char *map = NULL;
+	int rc;
+
+	if (g->len > 0) {
+		map = mmap(NULL, g->len, PROT_READ, MAP_SHARED, hfd, 0);
+		if (map == MAP_FAILED)
+			return mfs_err_set(err, MFS_E_IO, "cache: mmap: %s",
+					   strerror(errno));
+	}
+	hole.buf = map;
+	hole.len = g->len;
+	te.src.off -= g->off;
+	rc = mfs_entry_decode(&hole, &te, sink, ctx, err);
+	if (map != NULL)
+		munmap(map, g->len);
+	return rc;
+}
+
+static int count_sink(void *ctx, const char *data, size_t len)
+{
+	(void)data;
+	*(uint64_t *)ctx += len;
+	return 0;
+}
+
+/* Whether node_size() of n would fetch: a file of a skeleton whose size
+ * only its hole or the whole message can tell. Caller holds the lock. */
+static int size_needs_fetch(struct mfs_node *n)
+{
+	const struct view *v;
+	const struct mfs_entry *e;
+	int whole;
+
+	if (n->kind != MFS_N_FILE || n->file != MFS_F_PART)
+		return 0;
+	v = message_of(n)->priv;
+	e = n->entry;
+	if (v == NULL || v->segs == NULL || e->src.size_known)
+		return 0;
+	if (entry_seg(v, e, &whole) != NULL)
+		return 1;
+	return whole && !(e->src.kind == MFS_SRC_RAW && e->src.off == 0 &&
+			  e->src.len == v->len);
+}
+
+/* node_size() of a file of a skeleton. Caller holds the lock and a hold
+ * on n (a kernel lookup or mfs_nodes_hold()); the lock is dropped while
+ * bytes are fetched. */
+static int lazy_size(struct mfs_fs *fs, struct mfs_node *n,
+		     struct mfs_err *err)
+{
+	struct mfs_node *msg = message_of(n);
+	struct view *v = msg->priv, *fv = NULL;
+	struct mfs_entry *e = n->entry, *fe = NULL;
+	const struct mfs_seg *g;
+	struct msg_ref r;
+	uint64_t size = 0;
+	int whole, hfd = -1, rc;
+
+	g = entry_seg(v, e, &whole);
+	if (!whole && g == NULL)
+		return mfs_entry_size(v->layout, e, &n->size, err);
+	if (e->src.size_known) {
+		n->size = e->src.size;
+		return MFS_OK;
+	}
+	if (whole && e->src.kind == MFS_SRC_RAW && e->src.off == 0 &&
+	    e->src.len == v->len) {
+		n->size = msg->msg.size; /* message.eml */
+		return MFS_OK;
+	}
+	if (whole) {
+		if (full_file(fs, n, &fv, &fe, err) != MFS_OK)
+			return err->code;
+		return mfs_entry_size(fv->layout, fe, &n->size, err);
+	}
+	/* a file in a hole: its size is known once it is decoded */
+	if (msg_ref_take(msg, &r) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	pthread_mutex_unlock(&fs->lock);
+	rc = hole_fd(fs, &r, g, &hfd, err);
+	if (rc == MFS_OK) {
+		rc = hole_decode(hfd, g, e, count_sink, &size, err);
+		close(hfd);
+	}
+	pthread_mutex_lock(&fs->lock);
+	msg_ref_free(&r);
+	if (rc != MFS_OK)
+		return rc;
+	e->src.size = size;
+	e->src.size_known = 1;
+	n->size = size;
+	return MFS_OK;
+}
+
 /* --- attributes ---------------------------------------------------------- */
 
-/* Brings n->size up to date. Caller holds the lock. */
+/* Brings n->size up to date. Caller holds the lock and a hold on n: the
+ * lock may be dropped while bytes are fetched. */
 static int node_size(struct mfs_fs *fs, struct mfs_node *n,
 		     struct mfs_err *err)
 {
@@ -1040,6 +1403,8 @@ static int node_size(struct mfs_fs *fs, struct mfs_node *n,
 		struct mfs_entry *e = n->entry;
 		int known = e->src.size_known, rc;
 
+		if (v->segs != NULL)
+			return lazy_size(fs, n, err);
 		rc = mfs_entry_size(v->layout, e, &n->size, err);
 		if (!known && v->map != NULL && n->size > 65536)
 			madvise(v->map, v->len, MADV_DONTNEED);
@@ -1213,8 +1578,13 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		pthread_mutex_lock(&fs->lock);
 		n = dir->linked ? mfs_nodes_child(fs->nodes, dir, name) : NULL;
 	}
-	if (n != NULL && node_size(fs, n, &err) != MFS_OK)
-		n = NULL;
+	if (n != NULL) {
+		mfs_nodes_hold(n);
+		if (node_size(fs, n, &err) != MFS_OK) {
+			mfs_nodes_release(fs->nodes, n);
+			n = NULL;
+		}
+	}
 	if (n == NULL) {
 		mfs_nodes_release(fs->nodes, dir);
 		pthread_mutex_unlock(&fs->lock);
@@ -1226,6 +1596,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	reply_entry(req, fs, n);
+	mfs_nodes_release(fs->nodes, n);
 	mfs_nodes_release(fs->nodes, dir);
 	pthread_mutex_unlock(&fs->lock);
 }
@@ -1452,8 +1823,14 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 		size_t len;
 
 		memset(&e, 0, sizeof(e));
-		if (n == NULL || (!dot && node_size(fs, n, &err) != MFS_OK)) {
-			/* gone since opendir: offer it without attributes */
+		if (n != NULL)
+			mfs_nodes_hold(n); /* node_size() may drop the lock */
+		if (n == NULL ||
+		    (!dot && (size_needs_fetch(n) ||
+			      node_size(fs, n, &err) != MFS_OK))) {
+			/* gone since opendir, or its size would cost a
+			 * fetch: offer it without attributes (a LOOKUP
+			 * follows when they are wanted) */
 			e.attr.st_ino = s->ents[i].ino;
 			e.attr.st_mode = s->ents[i].type;
 		} else {
@@ -1465,11 +1842,15 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 		}
 		len = fuse_add_direntry_plus(req, buf + used, size - used,
 					     s->ents[i].name, &e, i + 1);
+		if (len <= size - used) {
+			used += len;
+			if (e.ino != 0)
+				mfs_nodes_lookup(n);
+		}
+		if (n != NULL)
+			mfs_nodes_release(fs->nodes, n);
 		if (len > size - used)
 			break;
-		used += len;
-		if (e.ino != 0)
-			mfs_nodes_lookup(n);
 	}
 	pthread_mutex_unlock(&fs->lock);
 	fuse_reply_buf(req, buf, used);
@@ -1593,16 +1974,14 @@ static int part_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 	return MFS_OK;
 }
 
-/* Opens a file of the message layout: raw ranges straight from the
- * message's cache entry, decoded files through a cache entry of their own.
- * Caller holds the lock and a hold on n; the lock is dropped while
- * decoding. */
-static int open_part(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
-		     struct mfs_err *err)
+/* Opens file e of view v (of message msg; cache key suffix ".<kind><id>"):
+ * raw ranges straight from the view's file, decoded files through a cache
+ * entry of their own. Caller holds the lock and a hold on msg; the lock is
+ * dropped while decoding. */
+static int open_entry(struct mfs_fs *fs, struct mfs_node *msg, struct view *v,
+		      const struct mfs_entry *e, char kind, uint64_t size,
+		      struct handle *h, struct mfs_err *err)
 {
-	struct mfs_node *msg = message_of(n);
-	struct view *v = msg->priv;
-	const struct mfs_entry *e = n->entry;
 	struct part_fill pf = {v->layout, e};
 	struct msg_ref r;
 	char key[1024], suffix[32];
@@ -1619,13 +1998,13 @@ static int open_part(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
 	}
 	if (msg_ref_take(msg, &r) != 0)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	snprintf(suffix, sizeof(suffix), ".p%" PRIu32, e->id);
+	snprintf(suffix, sizeof(suffix), ".%c%" PRIu32, kind, e->id);
 	if (cache_key(&r, suffix, key, sizeof(key)) != 0) {
 		msg_ref_free(&r);
 		return mfs_err_set(err, MFS_E_IO, "cache key too long");
 	}
 	msg_ref_free(&r);
-	h->size = n->size;
+	h->size = size;
 	pthread_mutex_unlock(&fs->lock);
 	rc = mfs_cache_get(fs->cache, key, h->size, part_fill, &pf, &h->fd,
 			   err);
@@ -1633,6 +2012,85 @@ static int open_part(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
 		madvise(v->map, v->len, MADV_DONTNEED);
 	pthread_mutex_lock(&fs->lock);
 	return rc;
+}
+
+struct hole_fill {
+	int hfd;
+	const struct mfs_seg *g;
+	const struct mfs_entry *e;
+};
+
+static int hole_part_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
+{
+	struct hole_fill *p = ctx;
+	struct decode_ctx d = {fd, 0};
+
+	if (hole_decode(p->hfd, p->g, p->e, decode_sink, &d, err) != MFS_OK)
+		return err->code;
+	*len = d.len;
+	return MFS_OK;
+}
+
+/* Opens file e of a skeleton, which lies in hole g: the hole is fetched
+ * (or found in the cache) and the file decoded from it. Caller holds the
+ * lock and a hold on n; the lock is dropped meanwhile. */
+static int open_hole(struct mfs_fs *fs, struct mfs_node *n,
+		     const struct mfs_seg *g, struct handle *h,
+		     struct mfs_err *err)
+{
+	const struct mfs_entry *e = n->entry;
+	struct hole_fill hf = {-1, g, e};
+	struct msg_ref r;
+	char key[1024], suffix[32];
+	int rc;
+
+	if (msg_ref_take(message_of(n), &r) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	snprintf(suffix, sizeof(suffix), ".l%" PRIu32, e->id);
+	if (cache_key(&r, suffix, key, sizeof(key)) != 0) {
+		msg_ref_free(&r);
+		return mfs_err_set(err, MFS_E_IO, "cache key too long");
+	}
+	h->size = n->size;
+	pthread_mutex_unlock(&fs->lock);
+	rc = hole_fd(fs, &r, g, &hf.hfd, err);
+	if (rc == MFS_OK && e->src.kind == MFS_SRC_RAW) {
+		h->fd = hf.hfd;
+		h->base = (off_t)(e->src.off - g->off);
+		h->size = e->src.len;
+	} else if (rc == MFS_OK) {
+		rc = mfs_cache_get(fs->cache, key, h->size, hole_part_fill,
+				   &hf, &h->fd, err);
+		close(hf.hfd);
+	}
+	pthread_mutex_lock(&fs->lock);
+	msg_ref_free(&r);
+	return rc;
+}
+
+/* Opens a file of a message directory. Caller holds the lock and a hold
+ * on n; the lock may be dropped while bytes are fetched or decoded. */
+static int open_part(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
+		     struct mfs_err *err)
+{
+	struct mfs_node *msg = message_of(n);
+	struct view *v = msg->priv, *fv;
+	const struct mfs_seg *g;
+	struct mfs_entry *fe;
+	int whole;
+
+	if (v->segs == NULL)
+		return open_entry(fs, msg, v, n->entry, 'p', n->size, h, err);
+	if (node_size(fs, n, err) != MFS_OK)
+		return err->code;
+	g = entry_seg(v, n->entry, &whole);
+	if (g != NULL)
+		return open_hole(fs, n, g, h, err);
+	if (!whole)
+		return open_entry(fs, msg, v, n->entry, 's', n->size, h, err);
+	if (full_file(fs, n, &fv, &fe, err) != MFS_OK)
+		return err->code;
+	return open_entry(fs, msg, fv, fe, 'p', n->size, h, err);
 }
 
 static int handle_append(struct handle *h, const char *data, size_t len,

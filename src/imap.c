@@ -20,6 +20,7 @@
 
 #include "log.h"
 #include "names.h"
+#include "skeleton.h"
 #include "tls.h"
 
 struct mfs_imap {
@@ -827,9 +828,62 @@ static bool body_sink(int type, struct mailimap_msg_att_body_section *section,
 	return true;
 }
 
-static int imap_fetch(struct mfs_store *st, const char *mailbox,
-		      uint32_t uidvalidity, const struct mfs_store_msg *msg,
-		      int fd, size_t *len, struct mfs_err *err)
+/* Selects mailbox for reading and checks that its numbering is still
+ * uidvalidity. Caller holds the lock. */
+static int imap_reading(struct mfs_imap *imap, const char *mailbox,
+			uint32_t uidvalidity, struct mfs_err *err)
+{
+	if (imap_ensure(imap, err) != MFS_OK ||
+	    imap_examine(imap, mailbox, 0, err) != MFS_OK)
+		return err->code;
+	if (imap->selected_validity != uidvalidity)
+		return mfs_err_set(err, MFS_E_NOENT,
+				   "%s: UIDVALIDITY changed, the message is "
+				   "gone",
+				   mailbox);
+	return MFS_OK;
+}
+
+/* A fetch request for one message: UID plus the given items, each sent as
+ * written ("BODY.PEEK[2.MIME]"). NULL on ENOMEM. */
+static struct mailimap_fetch_type *fetch_items(const char *const *items,
+					       size_t n)
+{
+	struct mailimap_fetch_type *ft =
+	    mailimap_fetch_type_new_fetch_att_list_empty();
+	size_t i;
+
+	if (ft == NULL)
+		return NULL;
+	if (mailimap_fetch_type_new_fetch_att_list_add(
+		ft, mailimap_fetch_att_new_uid()) != MAILIMAP_NO_ERROR)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		char *kw = strdup(items[i]);
+		struct mailimap_fetch_att *att =
+		    kw ? mailimap_fetch_att_new_extension(kw) : NULL;
+
+		if (att == NULL) {
+			free(kw);
+			goto fail;
+		}
+		if (mailimap_fetch_type_new_fetch_att_list_add(ft, att) !=
+		    MAILIMAP_NO_ERROR) {
+			mailimap_fetch_att_free(att);
+			goto fail;
+		}
+	}
+	return ft;
+fail:
+	mailimap_fetch_type_free(ft);
+	return NULL;
+}
+
+static int imap_fetch_section(struct mfs_store *st, const char *mailbox,
+			      uint32_t uidvalidity,
+			      const struct mfs_store_msg *msg,
+			      const char *section, int fd, size_t *len,
+			      struct mfs_err *err)
 {
 	struct mfs_imap *imap = st->priv;
 	uint32_t uid = msg->uid;
@@ -837,26 +891,21 @@ static int imap_fetch(struct mfs_store *st, const char *mailbox,
 	struct mailimap_fetch_type *ft = NULL;
 	struct mailimap_set *set = NULL;
 	clist *result = NULL;
+	char item[96];
+	const char *items[1] = {item};
 	int r;
 
+	if (strlen(section) > 64 || strspn(section, "0123456789.") !=
+					   strlen(section))
+		return mfs_err_set(err, MFS_E_INVAL, "bad section '%s'",
+				   section);
+	snprintf(item, sizeof(item), "BODY.PEEK[%s]", section);
 	pthread_mutex_lock(&imap->lock);
-	if (imap_ensure(imap, err) != MFS_OK ||
-	    imap_examine(imap, mailbox, 0, err) != MFS_OK)
+	if (imap_reading(imap, mailbox, uidvalidity, err) != MFS_OK)
 		goto unlock;
-	if (imap->selected_validity != uidvalidity) {
-		mfs_err_set(err, MFS_E_NOENT,
-			    "%s: UIDVALIDITY changed, message %u is gone",
-			    mailbox, uid);
-		goto unlock;
-	}
-	ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	ft = fetch_items(items, 1);
 	set = mailimap_set_new_single(uid);
-	if (ft == NULL || set == NULL ||
-	    mailimap_fetch_type_new_fetch_att_list_add(
-		ft, mailimap_fetch_att_new_uid()) != MAILIMAP_NO_ERROR ||
-	    mailimap_fetch_type_new_fetch_att_list_add(
-		ft, mailimap_fetch_att_new_body_peek_section(
-			mailimap_section_new(NULL))) != MAILIMAP_NO_ERROR) {
+	if (ft == NULL || set == NULL) {
 		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto free_req;
 	}
@@ -891,6 +940,221 @@ free_req:
 		mailimap_fetch_type_free(ft);
 	if (set != NULL)
 		mailimap_set_free(set);
+unlock:
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
+}
+
+static int imap_fetch(struct mfs_store *st, const char *mailbox,
+		      uint32_t uidvalidity, const struct mfs_store_msg *msg,
+		      int fd, size_t *len, struct mfs_err *err)
+{
+	return imap_fetch_section(st, mailbox, uidvalidity, msg, "", fd, len,
+				  err);
+}
+
+/* --- lazy reading: the skeleton of a large message ----------------------- */
+
+/* The section of a BODY[...] reply item as written in the request. */
+static int section_name(const struct mailimap_section *sec, char *out,
+			size_t len)
+{
+	const struct mailimap_section_spec *sp = sec ? sec->sec_spec : NULL;
+	const struct mailimap_section_text *tx;
+	size_t n = 0;
+	clistiter *it;
+	int k;
+
+	out[0] = '\0';
+	if (sp == NULL)
+		return 0;
+	if (sp->sec_type == MAILIMAP_SECTION_SPEC_SECTION_MSGTEXT) {
+		if (sp->sec_data.sec_msgtext == NULL ||
+		    sp->sec_data.sec_msgtext->sec_type !=
+			MAILIMAP_SECTION_MSGTEXT_HEADER)
+			return -1;
+		snprintf(out, len, "HEADER");
+		return 0;
+	}
+	for (it = clist_begin(sp->sec_data.sec_part->sec_id); it != NULL;
+	     it = clist_next(it)) {
+		k = snprintf(out + n, len - n, "%s%u", n ? "." : "",
+			     *(uint32_t *)clist_content(it));
+		if (k < 0 || (size_t)k >= len - n)
+			return -1;
+		n += (size_t)k;
+	}
+	tx = sp->sec_text;
+	if (tx == NULL)
+		return 0;
+	if (tx->sec_type == MAILIMAP_SECTION_TEXT_MIME)
+		k = snprintf(out + n, len - n, ".MIME");
+	else if (tx->sec_msgtext != NULL &&
+		 tx->sec_msgtext->sec_type == MAILIMAP_SECTION_MSGTEXT_HEADER)
+		k = snprintf(out + n, len - n, ".HEADER");
+	else
+		return -1;
+	return k < 0 || (size_t)k >= len - n ? -1 : 0;
+}
+
+/* Puts the items of a FETCH reply into the plan's items. */
+static void skel_fill(struct mfs_skel *sk, const struct mailimap_msg_att *att)
+{
+	char name[MFS_SKEL_SECTION_MAX + 8];
+	const clistiter *it;
+	size_t i;
+
+	for (it = clist_begin(att->att_list); it != NULL; it = clist_next(it)) {
+		const struct mailimap_msg_att_item *item = clist_content(it);
+		const struct mailimap_msg_att_body_section *bs;
+
+		if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC ||
+		    item->att_data.att_static->att_type !=
+			MAILIMAP_MSG_ATT_BODY_SECTION)
+			continue;
+		bs = item->att_data.att_static->att_data.att_body_section;
+		if (section_name(bs->sec_section, name, sizeof(name)) != 0)
+			continue;
+		for (i = 0; i < sk->n; i++) {
+			struct mfs_skel_item *x = &sk->items[i];
+
+			if (x->kind == MFS_SKEL_SECTION &&
+			    strcasecmp(x->section, name) == 0) {
+				x->data = bs->sec_body_part;
+				x->data_len = bs->sec_length;
+				x->got = bs->sec_body_part != NULL ||
+					 bs->sec_length == 0;
+			}
+		}
+	}
+}
+
+/* The items to ask for: BODY.PEEK[...] of each section. Returns a
+ * malloc'd array of n malloc'd strings. */
+static char **skel_requests(const struct mfs_skel *sk, size_t *n)
+{
+	char **v = calloc(sk->n ? sk->n : 1, sizeof(*v));
+	size_t i;
+
+	*n = 0;
+	if (v == NULL)
+		return NULL;
+	for (i = 0; i < sk->n; i++) {
+		const struct mfs_skel_item *x = &sk->items[i];
+		int r = 0;
+
+		if (x->kind != MFS_SKEL_SECTION)
+			continue;
+		r = asprintf(&v[*n], "BODY.PEEK[%s]", x->section);
+		if (r < 0) {
+			v[*n] = NULL;
+			goto fail;
+		}
+		(*n)++;
+	}
+	return v;
+fail:
+	for (i = 0; i < *n; i++)
+		free(v[i]);
+	free(v);
+	return NULL;
+}
+
+/* UID FETCH uid (items) for one message; *result its reply. Caller holds
+ * the lock. */
+static int fetch_one(struct mfs_imap *imap, uint32_t uid,
+		     const char *const *items, size_t n, clist **result,
+		     const char *what, struct mfs_err *err)
+{
+	struct mailimap_fetch_type *ft = fetch_items(items, n);
+	struct mailimap_set *set = mailimap_set_new_single(uid);
+	int r;
+
+	*result = NULL;
+	if (ft == NULL || set == NULL) {
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	} else {
+		r = mailimap_uid_fetch(imap->session, set, ft, result);
+		if (r != MAILIMAP_NO_ERROR)
+			imap_fail(imap, r, what, MFS_E_PROTO, err);
+		else
+			mfs_err_clear(err);
+	}
+	if (ft != NULL)
+		mailimap_fetch_type_free(ft);
+	if (set != NULL)
+		mailimap_set_free(set);
+	return err->code;
+}
+
+/* The FETCH reply for uid among result, or NULL. */
+static const struct mailimap_msg_att *att_of(const clist *result, uint32_t uid)
+{
+	const clistiter *it;
+
+	for (it = clist_begin(result); it != NULL; it = clist_next(it))
+		if (att_uid(clist_content(it)) == uid)
+			return clist_content(it);
+	return NULL;
+}
+
+static int imap_skeleton(struct mfs_store *st, const char *mailbox,
+			 uint32_t uidvalidity, const struct mfs_store_msg *msg,
+			 uint64_t hole_min, int fd, struct mfs_seg **segs,
+			 size_t *nsegs, struct mfs_err *err)
+{
+	static const char *const structure[] = {"BODYSTRUCTURE"};
+	struct mfs_imap *imap = st->priv;
+	const struct mailimap_msg_att_item *item;
+	const struct mailimap_msg_att *att;
+	struct mfs_skel sk = {0};
+	clist *first = NULL, *second = NULL;
+	char **req = NULL;
+	size_t nreq = 0, i;
+
+	*segs = NULL;
+	*nsegs = 0;
+	pthread_mutex_lock(&imap->lock);
+	if (imap_reading(imap, mailbox, uidvalidity, err) != MFS_OK)
+		goto unlock;
+	if (fetch_one(imap, msg->uid, structure, 1, &first,
+		      "UID FETCH BODYSTRUCTURE", err) != MFS_OK)
+		goto unlock;
+	item = uid_item(first, msg->uid, MAILIMAP_MSG_ATT_BODYSTRUCTURE);
+	if (item == NULL) {
+		mfs_err_set(err, MFS_E_NOENT, "%s: message %u is gone",
+			    mailbox, msg->uid);
+		goto free_first;
+	}
+	if (mfs_skel_plan(item->att_data.att_static->att_data.att_bodystructure,
+			  hole_min, &sk, err) != MFS_OK || sk.n == 0)
+		goto free_first;
+	req = skel_requests(&sk, &nreq);
+	if (req == NULL) {
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_plan;
+	}
+	if (fetch_one(imap, msg->uid, (const char *const *)req, nreq, &second,
+		      "UID FETCH (sections)", err) != MFS_OK)
+		goto free_req;
+	att = att_of(second, msg->uid);
+	if (att == NULL) {
+		mfs_err_set(err, MFS_E_NOENT, "%s: message %u is gone",
+			    mailbox, msg->uid);
+		goto free_second;
+	}
+	skel_fill(&sk, att);
+	mfs_skel_write(&sk, fd, segs, nsegs, err);
+free_second:
+	mailimap_fetch_list_free(second);
+free_req:
+	for (i = 0; i < nreq; i++)
+		free(req[i]);
+	free(req);
+free_plan:
+	mfs_skel_free(&sk);
+free_first:
+	mailimap_fetch_list_free(first);
 unlock:
 	pthread_mutex_unlock(&imap->lock);
 	return err->code;
@@ -1929,6 +2193,8 @@ static const struct mfs_store_ops imap_ops = {
     .index = imap_index,
     .fetch = imap_fetch,
     .fetch_many = imap_fetch_many,
+    .skeleton = imap_skeleton,
+    .fetch_section = imap_fetch_section,
     .create = imap_create,
     .remove = imap_remove,
     .rename = imap_rename,

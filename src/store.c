@@ -23,3 +23,12 @@ void mfs_store_msgs_free(struct mfs_store_msg *msgs, size_t n)
 	}
 	free(msgs);
 }
+
+void mfs_store_segs_free(struct mfs_seg *segs, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n && segs != NULL; i++)
+		free(segs[i].section);
+	free(segs);
+}

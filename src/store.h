@@ -45,6 +45,16 @@ struct mfs_store_msg {
 	unsigned flags; /* MFS_FLAG_* bits */
 };
 
+/*
+ * One range of a message skeleton (the skeleton op below) that holds the
+ * message's real bytes, or a hole where they are left out.
+ */
+struct mfs_seg {
+	size_t off, len;  /* in the skeleton */
+	int hole;	  /* zeros in the skeleton: fetch `section` */
+	char *section;	  /* owned; hole: the IMAP section of its bytes */
+};
+
 struct mfs_store;
 
 struct mfs_store_ops {
@@ -78,6 +88,31 @@ struct mfs_store_ops {
 			  void (*done_fn)(void *ctx, uint32_t uid, int fd,
 					  size_t len),
 			  void *ctx, struct mfs_err *err);
+
+	/* Lazy reading of large messages (NULL where the protocol has none).
+	 *
+	 * skeleton writes to fd (empty, at offset 0) a stand-in for the raw
+	 * message with the same MIME tree: its real header blocks and the
+	 * real bodies of the parts under hole_min bytes, the multipart
+	 * framing made up from the structure, and a hole of zeros of the
+	 * exact size in place of each larger part body. *segs (malloc'd,
+	 * *nsegs of them, free with mfs_store_segs_free()) lists the ranges
+	 * that hold real bytes or a hole; every other byte is made up. It
+	 * costs two round trips. *nsegs is 0 and nothing is written when
+	 * the message has no part worth leaving out or a structure the
+	 * skeleton does not cover: fetch it whole then. Errors as fetch. */
+	int (*skeleton)(struct mfs_store *st, const char *folder,
+			uint32_t validity, const struct mfs_store_msg *msg,
+			uint64_t hole_min, int fd, struct mfs_seg **segs,
+			size_t *nsegs, struct mfs_err *err);
+	/* The bytes of one section of the message (IMAP: BODY.PEEK[section],
+	 * "" for the whole message) to fd; *len receives their count.
+	 * Errors as fetch. */
+	int (*fetch_section)(struct mfs_store *st, const char *folder,
+			     uint32_t validity,
+			     const struct mfs_store_msg *msg,
+			     const char *section, int fd, size_t *len,
+			     struct mfs_err *err);
 
 	/* --- writes; NULL in a read-only store ---------------------------- */
 
@@ -134,5 +169,6 @@ struct mfs_store {
 
 void mfs_store_folders_free(struct mfs_store_folder *folders, size_t n);
 void mfs_store_msgs_free(struct mfs_store_msg *msgs, size_t n);
+void mfs_store_segs_free(struct mfs_seg *segs, size_t n);
 
 #endif

@@ -224,7 +224,8 @@ class Env:
 
 class CountingProxy:
     """A TCP relay from a local port to target that counts the IMAP
-    commands (tagged lines) the client sends. For plaintext IMAP only."""
+    commands (tagged lines) the client sends and the bytes the server
+    sends back. For plaintext IMAP only."""
 
     def __init__(self, target_port):
         self.target = target_port
@@ -236,6 +237,7 @@ class CountingProxy:
         self.commands = []
         self.conns = {}  # connection number -> its command lines
         self.idle = set()  # connections that went into IDLE
+        self.received = 0  # bytes from the server to mailfs
         self.lock = threading.Lock()
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -279,6 +281,9 @@ class CountingProxy:
                             self.conns[cid].append(text)
                             if text.split(" ")[1:2] == ["IDLE"]:
                                 self.idle.add(cid)
+            else:
+                with self.lock:
+                    self.received += len(data)
             try:
                 dst.sendall(data)
             except OSError:
@@ -286,6 +291,7 @@ class CountingProxy:
 
     def reset(self):
         with self.lock:
+            self.received = 0
             self.commands = []
             for cid in self.conns:
                 self.conns[cid] = []

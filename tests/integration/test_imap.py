@@ -1,8 +1,10 @@
 """The IMAP tree: folders and message.eml through a real mount, compared
 with what Python's imaplib reads from the same Dovecot."""
+import base64
 import email
 import email.utils
 import os
+import random
 import re
 import subprocess
 import time
@@ -387,3 +389,92 @@ def test_reading_a_folder_in_a_row_fetches_ahead(env):
             check(len(fetches) <= 3, "fetched ahead: %r" % fetches)
     finally:
         proxy.close()
+
+
+def lazy_message(blobs):
+    """A multipart/mixed message: a text body and one base64 attachment
+    per blob, named part1.bin, part2.bin, ..."""
+    out = ["From: Big <big@example.test>", "To: alice@example.test",
+           "Subject: three large attachments",
+           "Date: Tue, 14 Nov 2023 10:00:00 +0000",
+           "MIME-Version: 1.0",
+           'Content-Type: multipart/mixed; boundary="b0undary"', "",
+           "preamble that only the whole message has", "--b0undary",
+           "Content-Type: text/plain; charset=utf-8", "",
+           "See the attached files.", ""]
+    for i, blob in enumerate(blobs, 1):
+        out += ["--b0undary",
+                "Content-Type: application/octet-stream",
+                'Content-Disposition: attachment; filename="part%d.bin"' % i,
+                "Content-Transfer-Encoding: base64", ""]
+        enc = base64.b64encode(blob).decode()
+        out += [enc[j:j + 76] for j in range(0, len(enc), 76)]
+    out += ["--b0undary--", "epilogue", ""]
+    return "\r\n".join(out).encode()
+
+
+def test_reading_one_attachment_fetches_that_attachment_only(env):
+    rnd = random.Random(3)
+    blobs = [rnd.randbytes(n)
+             for n in (1500000, 2000000, 1700000)]
+    raw = lazy_message(blobs)
+    c = env.imap()
+    c.create("Lazy")
+    c.append("Lazy", None, None, raw)
+    c.logout()
+    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
+    cfg = env.write_config("config-lazy", {
+        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+    try:
+        with env.mount(config=cfg) as m:
+            path = os.path.join(m.path, "Lazy")
+            (name,) = message_dirs(path)
+            msg = os.path.join(path, name)
+            proxy.reset()
+            names = os.listdir(msg)
+            for f in ("body.txt", "from", "subject", "headers", "message.eml"):
+                os.stat(os.path.join(msg, f))
+            looked = proxy.received
+            print("looking into a %d-byte message: %d bytes from the server, "
+                  "commands %r" % (len(raw), looked,
+                                        [c for c in proxy.commands if "FETCH" in c]))
+            check(looked < 64 * 1024, "looking inside fetched %d bytes" % looked)
+            check({"part1.bin", "part2.bin", "part3.bin"} <= set(names),
+                  "attachments listed: %r" % names)
+            eq(os.stat(os.path.join(msg, "message.eml")).st_size, len(raw),
+               "st_size of message.eml")
+            with open(os.path.join(msg, "body.txt"), "rb") as f:
+                eq(f.read(), b"See the attached files.\n", "body.txt")
+
+            proxy.reset()
+            eq(os.stat(os.path.join(msg, "part2.bin")).st_size, len(blobs[1]),
+               "st_size of part2.bin")
+            with open(os.path.join(msg, "part2.bin"), "rb") as f:
+                eq(f.read(), blobs[1], "part2.bin")
+            enc = len(base64.b64encode(blobs[1])) * 78 // 76
+            got = proxy.received
+            print("reading part2.bin (%d bytes encoded): %d bytes from the "
+                  "server, commands %r" % (enc, got, [c for c in proxy.commands if "FETCH" in c]))
+            check(enc <= got < enc + 64 * 1024,
+                  "one attachment of %d bytes cost %d bytes" % (enc, got))
+            check(not any("BODY.PEEK[]" in c for c in proxy.commands),
+                  "the whole message was not fetched: %r" % proxy.commands)
+
+            proxy.reset()
+            with open(os.path.join(msg, "parts", "3", "content"), "rb") as f:
+                eq(f.read(), blobs[1], "parts/3/content, from the cache")
+            eq(proxy.received, 0, "bytes for a part already fetched")
+            for i in (1, 3):
+                eq(os.stat(os.path.join(msg, "part%d.bin" % i)).st_size,
+                   len(blobs[i - 1]), "st_size of part%d.bin" % i)
+                with open(os.path.join(msg, "part%d.bin" % i), "rb") as f:
+                    eq(f.read(), blobs[i - 1], "part%d.bin" % i)
+            with open(os.path.join(msg, "message.eml"), "rb") as f:
+                eq(f.read(), raw, "message.eml")
+    finally:
+        proxy.close()
+    c = env.imap()
+    c.select("Lazy", readonly=True)
+    typ, data = c.fetch("1", "(FLAGS)")
+    check(b"\\Seen" not in data[0], "still unseen: %r" % data)
+    c.logout()

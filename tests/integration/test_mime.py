@@ -2,12 +2,14 @@
 appended to a folder, and its message directory (body.txt, body.html,
 parts/*/content, attachments) is checked against Python's email package
 by tests/integration/mime_reference.py."""
+import base64
 import glob
 import os
+import quopri
 import re
 import subprocess
 
-from harness import check, eq
+from harness import CountingProxy, check, eq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "..", "mime-corpus")
@@ -95,3 +97,103 @@ def test_hostile_names_stay_inside(env):
                 check(not any(0x202a <= ord(ch) <= 0x202e or ord(ch) < 32 for ch in name),
                       "control or bidi character in %r" % name)
             check(os.path.realpath(root).startswith(os.path.realpath(folder)), root)
+
+
+def large_messages():
+    """Messages over 1 MiB, which the mount reads lazily (a skeleton from
+    BODYSTRUCTURE, large parts fetched on their own): nested multiparts, a
+    forwarded message with a large attachment, large quoted-printable and
+    8-bit text, and a message that is one large base64 part."""
+    import random
+    rnd = random.Random(7)
+    blob = rnd.randbytes(1200000)
+    b64 = base64.encodebytes(blob).decode().replace("\n", "\r\n")
+    qp_line = "Caf\u00e9 cr\u00e8me, " * 10
+    qp = quopri.encodestring(((qp_line + "\n") * 9000).encode("utf-8"))
+    qp = qp.decode().replace("\n", "\r\n")
+    latin = ("na\xefve r\xe9sum\xe9 " * 8 + "\r\n") * 2000
+    inner = ("From: Inner <inner@example.test>\r\n"
+             "Subject: =?utf-8?q?forwarded_=C3=A9?=\r\n"
+             "MIME-Version: 1.0\r\n"
+             "Content-Type: multipart/mixed; boundary=in\r\n\r\n"
+             "--in\r\nContent-Type: text/plain\r\n\r\nInner text.\r\n"
+             "--in\r\nContent-Type: image/png; name=photo.png\r\n"
+             "Content-Transfer-Encoding: base64\r\n\r\n" + b64 +
+             "--in--\r\n")
+    head = ("From: Large <large@example.test>\r\nTo: alice@example.test\r\n"
+            "Date: Wed, 15 Nov 2023 09:00:00 +0000\r\nMIME-Version: 1.0\r\n")
+    one = (head + "Subject: nested large\r\n"
+           "Content-Type: multipart/mixed; boundary=out\r\n\r\n"
+           "preamble\r\n--out\r\n"
+           "Content-Type: multipart/alternative; boundary=alt\r\n\r\n"
+           "--alt\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + qp +
+           "\r\n--alt\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+           "<p>Caf\u00e9</p>\r\n--alt--\r\n"
+           "\r\n--out\r\nContent-Type: message/rfc822\r\n\r\n" + inner +
+           "\r\n--out\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+           "Content-Disposition: attachment; filename=latin.txt\r\n"
+           "Content-Transfer-Encoding: 8bit\r\n\r\n" + latin +
+           "\r\n--out\r\nContent-Type: application/octet-stream\r\n"
+           "Content-Disposition: attachment; filename*=utf-8''%C3%A9t%C3%A9.bin\r\n"
+           "Content-Transfer-Encoding: base64\r\n\r\n" + b64 +
+           "--out--\r\nepilogue\r\n")
+    two = (head + "Subject: one large part\r\n"
+           "Content-Type: application/pdf; name=report.pdf\r\n"
+           "Content-Transfer-Encoding: base64\r\n\r\n" + b64)
+    three = (head + "Subject: large text\r\n"
+             "Content-Type: multipart/alternative; boundary=a\r\n\r\n"
+             "--a\r\nContent-Type: text/plain; charset=utf-8\r\n"
+             "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + qp +
+             "\r\n--a--\r\n")
+    one = one.replace(latin, "\0latin\0").encode("utf-8")
+    one = one.replace(b"\0latin\0", latin.encode("iso-8859-1"))
+    return [one, two.encode("ascii"), three.encode("ascii")]
+
+
+def test_large_messages_read_lazily_decode_like_python(env):
+    msgs = large_messages()
+    c = env.imap()
+    c.create("Large")
+    for raw in msgs:
+        check(len(raw) > 1024 * 1024, "a large message (%d bytes)" % len(raw))
+        eq(c.append("Large", None, None, raw)[0], "OK", "APPEND")
+    c.logout()
+    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
+    cfg = env.write_config("config-large", {
+        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+    failures = []
+    try:
+        with env.mount(config=cfg) as m:
+            folder = os.path.join(m.path, "Large")
+            dirs = [d for d in os.listdir(folder) if "\u00b7" in d]
+            eq(len(dirs), len(msgs), "one directory per message")
+            for d in dirs:
+                uid = int(d.rsplit("\u00b7", 1)[1])
+                tmp = os.path.join(env.dir, "large-%d.eml" % uid)
+                with open(tmp, "wb") as f:
+                    f.write(msgs[uid - 1])
+                r = subprocess.run(["/usr/bin/python3",
+                                    os.path.join(HERE, "mime_reference.py"),
+                                    "check", tmp, os.path.join(folder, d)],
+                                   stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, timeout=120)
+                if r.returncode != 0:
+                    failures.append("%s: %s" % (d, r.stdout.decode()[-2000:]))
+                for root, _, files in os.walk(os.path.join(folder, d)):
+                    for name in files:
+                        p = os.path.join(root, name)
+                        with open(p, "rb") as f:
+                            eq(os.stat(p).st_size, len(f.read()),
+                               "st_size of %s" % p)
+            structure = [c for c in proxy.commands if "BODYSTRUCTURE" in c]
+            eq(len(structure), len(msgs), "a skeleton for each message")
+            holes = sorted(set(re.findall(r"UID FETCH (\d+) \(UID BODY\.PEEK\[([\d.]+)\]\)$",
+                                          "\n".join(proxy.commands), re.M)))
+            print("holes fetched on their own: %r" % holes)
+            for want in (("1", "2.2"), ("1", "4"), ("2", "1"), ("3", "1")):
+                check(want in holes, "hole %s of message %s fetched by "
+                      "section: %r" % (want[1], want[0], holes))
+    finally:
+        proxy.close()
+    check(not failures, "\n".join(failures))

@@ -1,0 +1,95 @@
+/*
+ * skeleton.h - a stand-in for a large message, planned from its IMAP
+ * BODYSTRUCTURE, so that its directory can be laid out (mime.c) without
+ * fetching its large part bodies.
+ *
+ * Two steps, with the network in between (imap.c does that part):
+ *
+ *   1. mfs_skel_plan() walks the structure and lists what the stand-in is
+ *      made of, in order: made-up text (multipart delimiter lines), real
+ *      sections to fetch (BODY.PEEK[HEADER], BODY.PEEK[2.MIME], the bodies
+ *      of small parts) and holes (the bodies of parts of at least hole_min
+ *      bytes).
+ *   2. The caller fetches the sections into the items, then
+ *      mfs_skel_write() writes the stand-in and the list of its real and
+ *      hole ranges (struct mfs_seg, store.h).
+ *
+ * Sections are numbered as RFC 3501 6.4.5 says: the top header is HEADER,
+ * the parts of a multipart message 1, 2, ..., their MIME headers 1.MIME,
+ * the body of a message that is not multipart 1; inside a message/rfc822
+ * part N, N.HEADER and N.1, N.2, ...
+ *
+ * The stand-in drops what the structure does not tell (a multipart's
+ * preamble and epilogue), so only the ranges in segs hold real bytes.
+ */
+#ifndef MAILFS_SKELETON_H
+#define MAILFS_SKELETON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "store.h"
+
+struct mailimap_body;
+
+/* Longest section name planned ("1.2.3.MIME"); deeper trees are fetched
+ * whole. */
+#define MFS_SKEL_SECTION_MAX 64
+/* At most this many items; a message with more parts is fetched whole. */
+#define MFS_SKEL_ITEMS_MAX 400
+/* At most this many bytes of real sections; more: fetched whole. */
+#define MFS_SKEL_SMALL_MAX (4 * 1024 * 1024)
+
+enum mfs_skel_kind {
+	MFS_SKEL_TEXT,	  /* made-up bytes: text */
+	MFS_SKEL_SECTION, /* the bytes of BODY.PEEK[section] */
+	MFS_SKEL_HOLE,	  /* octets zeros; BODY.PEEK[section] later */
+};
+
+struct mfs_skel_item {
+	enum mfs_skel_kind kind;
+	char section[MFS_SKEL_SECTION_MAX]; /* SECTION, HOLE */
+	char *text;			    /* owned; TEXT */
+	size_t text_len;
+	uint64_t octets;    /* HOLE: encoded size from the structure */
+	int is_header;	    /* SECTION: a header block (HEADER, MIME) */
+	/* filled by the caller before mfs_skel_write(): */
+	const char *data;   /* borrowed; SECTION: the fetched bytes */
+	size_t data_len;
+	int got;	    /* SECTION: data is set */
+};
+
+struct mfs_skel {
+	struct mfs_skel_item *items; /* owned array */
+	size_t n;
+};
+
+/*
+ * Plans the stand-in of the message whose BODYSTRUCTURE is body. On
+ * success s->n is 0 when the message is not worth it: no part body of
+ * hole_min bytes or more, or a structure the plan does not cover (a
+ * multipart without boundary, an encoding the server may not decode,
+ * deeper than MFS_SKEL_SECTION_MAX allows, more than MFS_SKEL_ITEMS_MAX
+ * items or MFS_SKEL_SMALL_MAX real bytes, a message/rfc822 at the top).
+ * Free with mfs_skel_free() either way.
+ * Errors: MFS_E_NOMEM.
+ */
+int mfs_skel_plan(const struct mailimap_body *body, uint64_t hole_min,
+		  struct mfs_skel *s, struct mfs_err *err);
+
+/*
+ * Writes the stand-in to fd (from its current offset 0; holes are left
+ * sparse) and stores its real and hole ranges in *segs (malloc'd, *nsegs;
+ * free with mfs_store_segs_free()).
+ * Errors: MFS_E_PROTO when a section was not filled, or a header section
+ * does not end with a blank line (the server's answer does not fit the
+ * plan); MFS_E_IO when fd cannot be written; MFS_E_NOMEM.
+ */
+int mfs_skel_write(const struct mfs_skel *s, int fd, struct mfs_seg **segs,
+		   size_t *nsegs, struct mfs_err *err);
+
+/* Frees what s owns and zeroes it. */
+void mfs_skel_free(struct mfs_skel *s);
+
+#endif
