@@ -1,22 +1,51 @@
 /* cache.c - see cache.h */
 #include "cache.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 
+/* The subdirectory of the spool (main.c puts the outbox there). */
+#define FOREIGN_DIR "outbox"
+/* Deeper than any key goes; a bound for the scan. */
+#define SCAN_DEPTH_MAX	  16
+#define INDEX_BUCKETS_MIN 1024
+
+/* An entry the cache knows of; in a hash bucket and in the list of use. */
+struct entry {
+	struct entry *hnext; /* borrowed: next in the same bucket */
+	struct entry *older; /* borrowed: list of use, oldest first */
+	struct entry *newer; /* borrowed */
+	uint64_t size;
+	char key[];
+};
+
 struct mfs_cache {
 	char *dir;	   /* owned */
 	atomic_int warned; /* the "cannot write" problem was logged */
+	/* lock guards every field below it */
+	pthread_mutex_t lock;
+	struct entry **bucket; /* owned, with every entry */
+	size_t nbucket;	       /* a power of two */
+	size_t n;
+	struct entry *oldest; /* borrowed: the next to go */
+	struct entry *newest; /* borrowed */
+	uint64_t total;	      /* bytes of the entries in the index */
+	uint64_t limit;
+	int evict_warned; /* a failed removal was logged */
 };
 
 /* mkdir -p with mode 0700 for every component it creates. */
@@ -42,6 +71,355 @@ static int mkdir_p(const char *path)
 	return 0;
 }
 
+/* ---- the index ---------------------------------------------------------- */
+
+static uint64_t key_hash(const char *key)
+{
+	uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+
+	for (; *key != '\0'; key++)
+		h = (h ^ (unsigned char)*key) * 1099511628211ULL;
+	return h;
+}
+
+static struct entry **index_slot(struct mfs_cache *c, const char *key)
+{
+	struct entry **p = &c->bucket[key_hash(key) & (c->nbucket - 1)];
+
+	while (*p != NULL && strcmp((*p)->key, key) != 0)
+		p = &(*p)->hnext;
+	return p;
+}
+
+/* Doubles the buckets; on failure the index stays as it was. */
+static void index_grow(struct mfs_cache *c)
+{
+	size_t nb = c->nbucket * 2, i;
+	struct entry **b = calloc(nb, sizeof(*b));
+	struct entry *e, *next;
+
+	if (b == NULL)
+		return;
+	for (i = 0; i < c->nbucket; i++) {
+		for (e = c->bucket[i]; e != NULL; e = next) {
+			next = e->hnext;
+			e->hnext = b[key_hash(e->key) & (nb - 1)];
+			b[key_hash(e->key) & (nb - 1)] = e;
+		}
+	}
+	free(c->bucket);
+	c->bucket = b;
+	c->nbucket = nb;
+}
+
+static void lru_remove(struct mfs_cache *c, struct entry *e)
+{
+	if (e->older != NULL)
+		e->older->newer = e->newer;
+	else
+		c->oldest = e->newer;
+	if (e->newer != NULL)
+		e->newer->older = e->older;
+	else
+		c->newest = e->older;
+	e->older = e->newer = NULL;
+}
+
+static void lru_append(struct mfs_cache *c, struct entry *e)
+{
+	e->older = c->newest;
+	e->newer = NULL;
+	if (c->newest != NULL)
+		c->newest->newer = e;
+	else
+		c->oldest = e;
+	c->newest = e;
+}
+
+/* Records entry key of size bytes as the most recently used. Returns it,
+ * or NULL when out of memory (the entry is then not counted). */
+static struct entry *index_put(struct mfs_cache *c, const char *key,
+			       uint64_t size)
+{
+	struct entry **slot = index_slot(c, key);
+	struct entry *e = *slot;
+	size_t len;
+
+	if (e != NULL) {
+		c->total = c->total - e->size + size;
+		e->size = size;
+		lru_remove(c, e);
+		lru_append(c, e);
+		return e;
+	}
+	len = strlen(key);
+	e = malloc(sizeof(*e) + len + 1);
+	if (e == NULL)
+		return NULL;
+	memcpy(e->key, key, len + 1);
+	e->size = size;
+	e->hnext = NULL;
+	*slot = e;
+	lru_append(c, e);
+	c->total += size;
+	if (++c->n > c->nbucket)
+		index_grow(c);
+	return e;
+}
+
+static void index_drop(struct mfs_cache *c, struct entry *e)
+{
+	struct entry **slot = index_slot(c, e->key);
+
+	*slot = e->hnext;
+	lru_remove(c, e);
+	c->total -= e->size;
+	c->n--;
+	free(e);
+}
+
+/* ---- eviction ----------------------------------------------------------- */
+
+/* Removes the file of entry key. A file already gone (another process
+ * removed it) is fine. Caller holds the lock. */
+static void entry_unlink(struct mfs_cache *c, const char *key)
+{
+	char path[PATH_MAX];
+
+	if (snprintf(path, sizeof(path), "%s/%s", c->dir, key) >=
+	    (int)sizeof(path))
+		return;
+	if (unlink(path) == 0 || errno == ENOENT)
+		return;
+	if (!c->evict_warned) {
+		c->evict_warned = 1;
+		mfs_log_err("cache %s: cannot remove %s: %s", c->dir, key,
+			    strerror(errno));
+	}
+}
+
+/* When the total is over the bound, removes the least recently used
+ * entries but keep (which is being handed out; may be NULL) until the
+ * total is at most 90% of the bound. Caller holds the lock. */
+static void evict(struct mfs_cache *c, const struct entry *keep)
+{
+	uint64_t target = c->limit - c->limit / 10;
+	struct entry *e, *next;
+	size_t gone = 0;
+
+	if (c->total <= c->limit)
+		return;
+	for (e = c->oldest; e != NULL && c->total > target; e = next) {
+		next = e->newer;
+		if (e == keep)
+			continue;
+		entry_unlink(c, e->key);
+		index_drop(c, e);
+		gone++;
+	}
+	mfs_log_debug("cache %s: removed %zu entries, %llu bytes left", c->dir,
+		      gone, (unsigned long long)c->total);
+}
+
+/* Counts entry key, open on fd, as just used and applies the bound. An fd
+ * whose file is no longer linked (removed or replaced meanwhile) is not
+ * counted. */
+static void note_use(struct mfs_cache *c, const char *key, int fd)
+{
+	struct entry *e;
+	struct stat st;
+
+	pthread_mutex_lock(&c->lock);
+	if (fstat(fd, &st) == 0 && st.st_nlink > 0) {
+		e = index_put(c, key, (uint64_t)st.st_size);
+		if (e != NULL)
+			evict(c, e);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static uint64_t cache_limit(struct mfs_cache *c)
+{
+	uint64_t limit;
+
+	pthread_mutex_lock(&c->lock);
+	limit = c->limit;
+	pthread_mutex_unlock(&c->lock);
+	return limit;
+}
+
+/* Records now as the last use of the file on fd, in its mtime: nothing
+ * else changes an entry's mtime (noatime and relatime leave atime
+ * unreliable). A read-only cache keeps the old time; no harm. */
+static void touch(int fd)
+{
+	struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}};
+
+	clock_gettime(CLOCK_REALTIME, &ts[1]);
+	futimens(fd, ts);
+}
+
+/* ---- the scan at open --------------------------------------------------- */
+
+struct found {
+	char *key; /* owned */
+	uint64_t size;
+	struct timespec used;
+};
+
+struct scan {
+	struct found *v; /* owned */
+	size_t n, cap;
+};
+
+/* Temporary files are named "<entry>.tmp.XXXXXX" or "ahead.tmp.XXXXXX";
+ * no valid key contains ".tmp.". */
+static int is_tmp_name(const char *name)
+{
+	return strstr(name, ".tmp.") != NULL;
+}
+
+/* Removes a temporary file left by a crash. A live writer holds a lock on
+ * its temporary file (see tmp_lock), so one still being written by another
+ * process stays. */
+static void drop_torn(int dfd, const char *name)
+{
+	int fd =
+	    openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		unlinkat(dfd, name, 0);
+	close(fd);
+}
+
+static void tmp_lock(int fd)
+{
+	/* Fails only when a scan has just taken it: the scan then removes
+	 * the file and the rename that follows fails, which is handled. */
+	flock(fd, LOCK_EX | LOCK_NB);
+}
+
+static int scan_add(struct scan *s, const char *key, const struct stat *st)
+{
+	struct found *v;
+
+	if (s->n == s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 256;
+		v = realloc(s->v, s->cap * sizeof(*v));
+		if (v == NULL)
+			return -1;
+		s->v = v;
+	}
+	s->v[s->n].key = strdup(key);
+	if (s->v[s->n].key == NULL)
+		return -1;
+	s->v[s->n].size = (uint64_t)st->st_size;
+	s->v[s->n].used = st->st_mtim;
+	s->n++;
+	return 0;
+}
+
+/* Walks directory dfd (whose key prefix is rel, "" at the top); takes dfd.
+ * Entries that vanish during the walk are skipped. */
+static int scan_dir(struct scan *s, int dfd, const char *rel, int depth)
+{
+	char key[PATH_MAX];
+	struct dirent *d;
+	struct stat st;
+	DIR *dir = fdopendir(dfd);
+	int fd, rc = 0;
+
+	if (dir == NULL) {
+		close(dfd);
+		return 0;
+	}
+	while (rc == 0 && (d = readdir(dir)) != NULL) {
+		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
+			continue;
+		if (depth == 0 && (d->d_name[0] == '.' ||
+				   strcmp(d->d_name, FOREIGN_DIR) == 0))
+			continue;
+		if (fstatat(dfd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			continue;
+		if (snprintf(key, sizeof(key), "%s%s%s", rel, *rel ? "/" : "",
+			     d->d_name) >= (int)sizeof(key))
+			continue;
+		if (S_ISREG(st.st_mode) && is_tmp_name(d->d_name)) {
+			drop_torn(dfd, d->d_name);
+		} else if (S_ISREG(st.st_mode)) {
+			if ((st.st_mode & 077) != 0)
+				fchmodat(dfd, d->d_name, 0600, 0);
+			rc = scan_add(s, key, &st);
+		} else if (S_ISDIR(st.st_mode) && depth < SCAN_DEPTH_MAX) {
+			if ((st.st_mode & 077) != 0)
+				fchmodat(dfd, d->d_name, 0700, 0);
+			fd = openat(dfd, d->d_name,
+				    O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+					O_CLOEXEC);
+			if (fd >= 0)
+				rc = scan_dir(s, fd, key, depth + 1);
+		}
+	}
+	closedir(dir);
+	return rc;
+}
+
+static int found_cmp(const void *a, const void *b)
+{
+	const struct timespec *x = &((const struct found *)a)->used;
+	const struct timespec *y = &((const struct found *)b)->used;
+
+	if (x->tv_sec != y->tv_sec)
+		return x->tv_sec < y->tv_sec ? -1 : 1;
+	if (x->tv_nsec != y->tv_nsec)
+		return x->tv_nsec < y->tv_nsec ? -1 : 1;
+	return 0;
+}
+
+/* Builds the index from the directory, oldest use first. */
+static int cache_scan(struct mfs_cache *c, struct mfs_err *err)
+{
+	struct scan s = {0};
+	size_t i;
+	int fd, rc = MFS_OK;
+
+	fd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return mfs_err_set(err, MFS_E_IO, "cache directory %s: %s",
+				   c->dir, strerror(errno));
+	if (scan_dir(&s, fd, "", 0) != 0) {
+		rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_found;
+	}
+	qsort(s.v, s.n, sizeof(*s.v), found_cmp);
+	for (i = 0; i < s.n; i++) {
+		if (index_put(c, s.v[i].key, s.v[i].size) == NULL) {
+			rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+			goto free_found;
+		}
+	}
+free_found:
+	for (i = 0; i < s.n; i++)
+		free(s.v[i].key);
+	free(s.v);
+	return rc;
+}
+
+/* ---- open and close ----------------------------------------------------- */
+
+static void index_free(struct mfs_cache *c)
+{
+	struct entry *e, *next;
+
+	for (e = c->oldest; e != NULL; e = next) {
+		next = e->newer;
+		free(e);
+	}
+	free(c->bucket);
+}
+
 int mfs_cache_open(const char *dir, struct mfs_cache **cache,
 		   struct mfs_err *err)
 {
@@ -49,33 +427,66 @@ int mfs_cache_open(const char *dir, struct mfs_cache **cache,
 	struct stat st;
 
 	if (mkdir_p(dir) != 0 || stat(dir, &st) != 0)
-		return mfs_err_set(err, MFS_E_IO, "cache directory %s: %s",
-				   dir, strerror(errno));
+		return mfs_err_set(err, MFS_E_IO, "cache directory %s: %s", dir,
+				   strerror(errno));
 	if (!S_ISDIR(st.st_mode))
 		return mfs_err_set(err, MFS_E_IO,
-				   "cache directory %s is not a directory", dir);
+				   "cache directory %s is not a directory",
+				   dir);
 	if ((st.st_mode & 077) != 0 && chmod(dir, 0700) != 0)
-		mfs_log_err("cannot make %s private: %s", dir,
-			    strerror(errno));
+		mfs_log_err("cannot make %s private: %s", dir, strerror(errno));
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	c->dir = strdup(dir);
-	if (c->dir == NULL) {
-		free(c);
-		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	c->nbucket = INDEX_BUCKETS_MIN;
+	c->bucket = calloc(c->nbucket, sizeof(*c->bucket));
+	if (c->dir == NULL || c->bucket == NULL) {
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_cache;
 	}
+	c->limit = MFS_CACHE_DEFAULT_LIMIT;
+	if (cache_scan(c, err) != MFS_OK)
+		goto free_cache;
+	pthread_mutex_init(&c->lock, NULL);
 	*cache = c;
 	return MFS_OK;
+free_cache:
+	index_free(c);
+	free(c->dir);
+	free(c);
+	return err->code;
 }
 
 void mfs_cache_close(struct mfs_cache *cache)
 {
 	if (cache == NULL)
 		return;
+	index_free(cache);
+	pthread_mutex_destroy(&cache->lock);
 	free(cache->dir);
 	free(cache);
 }
+
+void mfs_cache_set_limit(struct mfs_cache *cache, uint64_t bytes)
+{
+	pthread_mutex_lock(&cache->lock);
+	cache->limit = bytes != 0 ? bytes : MFS_CACHE_DEFAULT_LIMIT;
+	evict(cache, NULL);
+	pthread_mutex_unlock(&cache->lock);
+}
+
+uint64_t mfs_cache_usage(struct mfs_cache *cache)
+{
+	uint64_t total;
+
+	pthread_mutex_lock(&cache->lock);
+	total = cache->total;
+	pthread_mutex_unlock(&cache->lock);
+	return total;
+}
+
+/* ---- entries ------------------------------------------------------------ */
 
 int mfs_cache_key_hex(const char *s, char *buf, size_t len)
 {
@@ -92,6 +503,38 @@ int mfs_cache_key_hex(const char *s, char *buf, size_t len)
 	return 0;
 }
 
+/* 1 when key names an entry: components of [A-Za-z0-9._-], none empty or
+ * starting with '.', no temporary name, nothing of the spool's. */
+static int key_ok(const char *key)
+{
+	const char *p;
+
+	if (is_tmp_name(key) ||
+	    strncmp(key, FOREIGN_DIR "/", sizeof(FOREIGN_DIR)) == 0 ||
+	    strcmp(key, FOREIGN_DIR) == 0)
+		return 0;
+	for (p = key;; p++) {
+		if (p == key || p[-1] == '/') {
+			if (*p == '\0' || *p == '/' || *p == '.')
+				return 0;
+		}
+		if (*p == '\0')
+			return 1;
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' ||
+		      *p == '-' || *p == '/'))
+			return 0;
+	}
+}
+
+static int entry_path(struct mfs_cache *c, const char *key, char *path,
+		      size_t len)
+{
+	if (!key_ok(key))
+		return -1;
+	return snprintf(path, len, "%s/%s", c->dir, key) >= (int)len ? -1 : 0;
+}
+
 /* An open entry of the right size, or -1. */
 static int cache_lookup(const char *path, uint64_t expected)
 {
@@ -105,6 +548,30 @@ static int cache_lookup(const char *path, uint64_t expected)
 		close(fd);
 		return -1;
 	}
+	return fd;
+}
+
+/* Makes the directory of path and a locked temporary file tmp (of size
+ * PATH_MAX) beside it. Returns its fd, or -1. */
+static int tmp_beside(const char *path, char *tmp)
+{
+	char *slash;
+	int fd;
+
+	if (snprintf(tmp, PATH_MAX, "%s.tmp.XXXXXX", path) >= PATH_MAX) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	slash = strrchr(tmp, '/');
+	*slash = '\0';
+	if (mkdir_p(tmp) != 0) {
+		*slash = '/';
+		return -1;
+	}
+	*slash = '/';
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd >= 0)
+		tmp_lock(fd);
 	return fd;
 }
 
@@ -142,27 +609,21 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 		  mfs_cache_fill_fn fill, void *ctx, int *fd,
 		  struct mfs_err *err)
 {
-	char path[PATH_MAX], tmp[PATH_MAX], *slash;
+	char path[PATH_MAX], tmp[PATH_MAX];
 	size_t len = 0;
 	int out;
 
-	if (snprintf(path, sizeof(path), "%s/%s", cache->dir, key) >=
-		    (int)sizeof(path) ||
-	    snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >=
-		    (int)sizeof(tmp))
-		return mfs_err_set(err, MFS_E_IO, "cache key too long");
+	if (entry_path(cache, key, path, sizeof(path)) != 0)
+		return mfs_err_set(err, MFS_E_IO, "invalid cache key %.200s",
+				   key);
 	*fd = cache_lookup(path, expected);
-	if (*fd >= 0)
+	if (*fd >= 0) {
+		touch(*fd);
+		note_use(cache, key, *fd);
 		return MFS_OK;
-
-	slash = strrchr(path, '/');
-	*slash = '\0';
-	if (mkdir_p(path) != 0) {
-		*slash = '/';
-		return cache_fill_anon(cache, expected, fill, ctx, fd, err);
 	}
-	*slash = '/';
-	out = mkostemp(tmp, O_CLOEXEC);
+
+	out = tmp_beside(path, tmp);
 	if (out < 0)
 		return cache_fill_anon(cache, expected, fill, ctx, fd, err);
 	if (fill(ctx, out, &len, err) != MFS_OK) {
@@ -183,10 +644,18 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 				   "%llu",
 				   len, (unsigned long long)expected);
 	}
-	if (rename(tmp, path) != 0) {
-		close(out);
+	if (expected > cache_limit(cache)) {
+		/* larger than the whole cache: read from the unlinked file */
 		unlink(tmp);
-		return cache_fill_anon(cache, expected, fill, ctx, fd, err);
+	} else {
+		touch(out);
+		if (rename(tmp, path) != 0) {
+			close(out);
+			unlink(tmp);
+			return cache_fill_anon(cache, expected, fill, ctx, fd,
+					       err);
+		}
+		note_use(cache, key, out);
 	}
 	*fd = out;
 	if (lseek(out, 0, SEEK_SET) != 0) {
@@ -202,8 +671,7 @@ int mfs_cache_has(struct mfs_cache *cache, const char *key, uint64_t expected)
 	char path[PATH_MAX];
 	int fd;
 
-	if (snprintf(path, sizeof(path), "%s/%s", cache->dir, key) >=
-	    (int)sizeof(path))
+	if (entry_path(cache, key, path, sizeof(path)) != 0)
 		return 0;
 	fd = cache_lookup(path, expected);
 	if (fd < 0)
@@ -225,6 +693,7 @@ int mfs_cache_tmp(struct mfs_cache *cache, int *fd, char **tmp,
 		*tmp = NULL;
 		return mfs_err_set(err, MFS_E_IO, "cache: %s", strerror(errno));
 	}
+	tmp_lock(*fd);
 	return MFS_OK;
 }
 
@@ -235,17 +704,24 @@ int mfs_cache_commit(struct mfs_cache *cache, const char *key, int fd,
 	struct stat st;
 	int ok;
 
-	ok = fstat(fd, &st) == 0 && (uint64_t)st.st_size == expected;
-	close(fd);
-	if (ok && snprintf(path, sizeof(path), "%s/%s", cache->dir, key) <
-		      (int)sizeof(path)) {
+	ok = fstat(fd, &st) == 0 && (uint64_t)st.st_size == expected &&
+	     expected <= cache_limit(cache) &&
+	     entry_path(cache, key, path, sizeof(path)) == 0;
+	if (ok) {
 		slash = strrchr(path, '/');
 		*slash = '\0';
 		ok = mkdir_p(path) == 0;
 		*slash = '/';
-		if (ok && rename(tmp, path) == 0)
-			return 0;
 	}
+	if (ok) {
+		touch(fd);
+		if (rename(tmp, path) == 0) {
+			note_use(cache, key, fd);
+			close(fd);
+			return 0;
+		}
+	}
+	close(fd);
 	unlink(tmp);
 	return -1;
 }
