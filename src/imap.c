@@ -20,6 +20,7 @@
 
 #include "log.h"
 #include "names.h"
+#include "sasl.h"
 #include "skeleton.h"
 #include "tls.h"
 
@@ -27,6 +28,8 @@ struct mfs_imap {
 	pthread_mutex_t lock;
 	const struct mfs_account *acct; /* borrowed */
 	const char *password;		/* borrowed */
+	char *fresh; /* owned: a token asked for again after the server
+		      * refused the first one; used instead of password */
 	mailimap *session;		/* owned; NULL while disconnected */
 	char *selected;			/* owned: selected mailbox, or NULL */
 	int selected_rw;		/* selected by SELECT, not EXAMINE */
@@ -79,6 +82,7 @@ static void imap_free(struct mfs_imap *imap)
 		mailimap_logout(imap->session);
 	}
 	imap_drop(imap);
+	mfs_password_free(imap->fresh);
 	pthread_mutex_destroy(&imap->lock);
 	free(imap);
 }
@@ -269,6 +273,117 @@ static void imap_logger(mailimap *session, int type, const char *str,
 		      size > 200 ? " [...]" : "");
 }
 
+/* The tagged reply of the command just sent, after its line has been
+ * read: MAILIMAP_NO_ERROR for OK, MAILIMAP_ERROR_LOGIN for NO or BAD. */
+static int tagged_reply(mailimap *session)
+{
+	struct mailimap_response *rsp = NULL;
+	int r = mailimap_parse_response(session, &rsp), state;
+
+	if (r != MAILIMAP_NO_ERROR)
+		return r;
+	state = rsp->rsp_resp_done->rsp_data.rsp_tagged->rsp_cond_state
+		    ->rsp_type;
+	mailimap_response_free(rsp);
+	if (state != MAILIMAP_RESP_COND_STATE_OK)
+		return MAILIMAP_ERROR_LOGIN;
+	session->imap_state = MAILIMAP_STATE_AUTHENTICATED;
+	return MAILIMAP_NO_ERROR;
+}
+
+/*
+ * AUTHENTICATE mech with a SASL initial response (RFC 4959). The response
+ * is sent marked private, so the -d trace does not show it. A server that
+ * refuses a token answers with a challenge first ("+ <error>"): it gets
+ * `cancel` ("" for XOAUTH2, "AQ==" for OAUTHBEARER as RFC 7628 asks) and
+ * then says NO.
+ */
+static int imap_authenticate(struct mfs_imap *imap, const char *mech,
+			     const char *ir, const char *cancel)
+{
+	mailimap *session = imap->session;
+	mailstream *s = session->imap_stream;
+	int ok;
+
+	ok = mailimap_send_current_tag(session) == MAILIMAP_NO_ERROR &&
+	     mailstream_write(s, "AUTHENTICATE ", 13) == 13 &&
+	     mailstream_write(s, mech, strlen(mech)) == (ssize_t)strlen(mech) &&
+	     mailstream_write(s, " ", 1) == 1;
+	mailstream_set_privacy(s, 0);
+	ok = ok && mailstream_write(s, ir, strlen(ir)) == (ssize_t)strlen(ir);
+	mailstream_set_privacy(s, 1);
+	ok = ok && mailstream_write(s, "\r\n", 2) == 2 &&
+	     mailstream_flush(s) == 0 && mailimap_read_line(session) != NULL;
+	if (ok && session->imap_stream_buffer->str[0] == '+') {
+		/* the server's error, as a challenge: end the exchange */
+		ok = mailstream_write(s, cancel, strlen(cancel)) ==
+			 (ssize_t)strlen(cancel) &&
+		     mailstream_write(s, "\r\n", 2) == 2 &&
+		     mailstream_flush(s) == 0 &&
+		     mailimap_read_line(session) != NULL;
+	}
+	if (!ok)
+		return MAILIMAP_ERROR_STREAM;
+	return tagged_reply(session);
+}
+
+/* One login with secret: LOGIN, or the SASL mechanism auth asks for. */
+static int imap_login_once(struct mfs_imap *imap, const char *secret)
+{
+	const struct mfs_account *acct = imap->acct;
+	const struct mfs_server *srv = &acct->store;
+	char *ir;
+	int r;
+
+	if (acct->auth == MFS_AUTH_PASSWORD)
+		return mailimap_login(imap->session, acct->user, secret);
+	if (acct->auth == MFS_AUTH_XOAUTH2)
+		ir = mfs_sasl_xoauth2(acct->user, secret);
+	else
+		ir = mfs_sasl_oauthbearer(acct->user, srv->host, srv->port,
+					  secret);
+	if (ir == NULL)
+		return MAILIMAP_ERROR_MEMORY;
+	r = imap_authenticate(imap,
+			      acct->auth == MFS_AUTH_XOAUTH2 ? "XOAUTH2"
+							     : "OAUTHBEARER",
+			      ir, acct->auth == MFS_AUTH_XOAUTH2 ? "" : "AQ==");
+	mfs_sasl_free(ir);
+	return r;
+}
+
+/*
+ * Logs in. A refused OAuth token may have expired: the token is asked for
+ * again (password_command) and tried once more on the same connection; a
+ * refused password is final.
+ */
+static int imap_login(struct mfs_imap *imap, struct mfs_err *err)
+{
+	const struct mfs_account *acct = imap->acct;
+	const struct mfs_server *srv = &acct->store;
+	char *fresh = NULL;
+	int r;
+
+	r = imap_login_once(imap, imap->fresh ? imap->fresh : imap->password);
+	if (r == MAILIMAP_ERROR_LOGIN && acct->auth != MFS_AUTH_PASSWORD) {
+		mfs_log_info("imap: %s:%d refused the token; asking for a "
+			     "new one",
+			     srv->host, srv->port);
+		if (mfs_password_get(acct, &fresh, err) != MFS_OK)
+			return err->code;
+		mfs_password_free(imap->fresh);
+		imap->fresh = fresh;
+		r = imap_login_once(imap, imap->fresh);
+	}
+	if (r == MAILIMAP_NO_ERROR)
+		return MFS_OK;
+	r = imap_fail(imap, r, "login", MFS_E_AUTH, err);
+	if (r == MFS_E_AUTH)
+		mfs_err_set(err, MFS_E_AUTH, "login as %s at %s:%d refused: %s",
+			    acct->user, srv->host, srv->port, imap_reply(imap));
+	return r;
+}
+
 static int imap_open(struct mfs_imap *imap, struct mfs_err *err)
 {
 	const struct mfs_account *acct = imap->acct;
@@ -326,15 +441,9 @@ static int imap_open(struct mfs_imap *imap, struct mfs_err *err)
 				   srv->host, srv->port);
 	}
 	imap_forget_caps(imap);
-	r = mailimap_login(imap->session, acct->user, imap->password);
-	if (r != MAILIMAP_NO_ERROR) {
-		r = imap_fail(imap, r, "login", MFS_E_AUTH, err);
-		if (r == MFS_E_AUTH)
-			mfs_err_set(
-			    err, MFS_E_AUTH, "login as %s at %s:%d refused: %s",
-			    acct->user, srv->host, srv->port, imap_reply(imap));
+	if (imap_login(imap, err) != MFS_OK) {
 		imap_drop(imap);
-		return r;
+		return err->code;
 	}
 	mfs_log_debug("imap: logged in to %s:%d as %s", srv->host, srv->port,
 		      acct->user);

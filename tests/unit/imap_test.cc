@@ -484,6 +484,80 @@ TEST_F(ImapDefault, ExpungeOnlyThatUid)
 	EXPECT_EQ(srv->check("uids Ex"), std::to_string(theirs));
 }
 
+// A login with a token (auth = xoauth2 or oauthbearer); password_command
+// prints `next` and counts its runs in a file. Returns the connect result.
+static int oauth_login(struct mfs_account base, enum mfs_auth auth,
+		       const std::string &first, const std::string &next,
+		       const std::string &dir, int *runs, struct mfs_err *err)
+{
+	std::string count = dir + "/token-runs";
+	std::string cmd = "echo run >> '" + count + "'; echo '" + next + "'";
+	struct mfs_store *st;
+	int rc;
+
+	unlink(count.c_str());
+	base.auth = auth;
+	base.password_command = (char *)cmd.c_str();
+	st = mfs_imap_store_new(&base, first.c_str());
+	if (st == NULL)
+		return MFS_E_NOMEM;
+	rc = st->ops->connect(st, err);
+	st->ops->free(st);
+	std::ifstream in(count);
+	std::string line;
+	*runs = 0;
+	while (std::getline(in, line))
+		(*runs)++;
+	return rc;
+}
+
+TEST_F(ImapDefault, OauthTokensLogIn)
+{
+	std::string pass = srv->vars["MFS_PASS"];
+	int runs;
+
+	EXPECT_EQ(oauth_login(acct, MFS_AUTH_XOAUTH2, pass, pass, tmpdir, &runs,
+			      &err),
+		  MFS_OK)
+	    << err.msg;
+	EXPECT_EQ(runs, 0);
+	EXPECT_EQ(oauth_login(acct, MFS_AUTH_OAUTHBEARER, pass, pass, tmpdir,
+			      &runs, &err),
+		  MFS_OK)
+	    << err.msg;
+	EXPECT_EQ(runs, 0);
+}
+
+TEST_F(ImapDefault, RefusedTokenIsAskedForAgainOnce)
+{
+	std::string pass = srv->vars["MFS_PASS"];
+	int runs;
+
+	for (enum mfs_auth a : {MFS_AUTH_XOAUTH2, MFS_AUTH_OAUTHBEARER}) {
+		EXPECT_EQ(oauth_login(acct, a, "expired", pass, tmpdir, &runs,
+				      &err),
+			  MFS_OK)
+		    << err.msg;
+		EXPECT_EQ(runs, 1);
+		EXPECT_EQ(oauth_login(acct, a, "expired", "also-bad", tmpdir,
+				      &runs, &err),
+			  MFS_E_AUTH);
+		EXPECT_EQ(runs, 1);
+	}
+}
+
+TEST_F(ImapDefault, RefusedPasswordIsNotAskedForAgain)
+{
+	int runs;
+
+	EXPECT_EQ(oauth_login(acct, MFS_AUTH_PASSWORD, "wrong",
+			      srv->vars["MFS_PASS"], tmpdir, &runs, &err),
+		  MFS_E_AUTH);
+	EXPECT_EQ(runs, 0);
+	EXPECT_NE(std::string(err.msg).find("refused"), std::string::npos)
+	    << err.msg;
+}
+
 TEST_F(ImapDefault, StoreFlags)
 {
 	create("Fl");
