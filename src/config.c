@@ -22,6 +22,10 @@
 #define TIMEOUT_MAX	3600
 /* The longest password line accepted, terminator included. */
 #define PASSWORD_MAX 4096
+#define CACHE_SIZE_DEFAULT (1ULL << 30)
+#define CACHE_SIZE_MIN	   (1ULL << 20)
+#define CONNECTIONS_DEFAULT 4
+#define CONNECTIONS_MAX	    16
 
 enum cfg_key {
 	K_IMAP,
@@ -40,6 +44,11 @@ enum cfg_key {
 	K_RETRY_MAX,
 	K_QUEUE_LIFETIME,
 	K_REFRESH,
+	K_AUTH,
+	K_APOP,
+	K_ALLOW_EXPIRE,
+	K_CACHE_SIZE,
+	K_CONNECTIONS,
 	K_COUNT
 };
 
@@ -60,6 +69,11 @@ static const char *const key_names[K_COUNT] = {
     [K_RETRY_MAX] = "retry_max",
     [K_QUEUE_LIFETIME] = "queue_lifetime",
     [K_REFRESH] = "refresh",
+    [K_AUTH] = "auth",
+    [K_APOP] = "apop",
+    [K_ALLOW_EXPIRE] = "allow_expire",
+    [K_CACHE_SIZE] = "cache_size",
+    [K_CONNECTIONS] = "connections",
 };
 
 struct scheme {
@@ -572,6 +586,128 @@ static int parse_timeout(struct parser *p, int *timeout)
 			     timeout);
 }
 
+static int parse_auth(struct parser *p, enum mfs_auth *auth)
+{
+	static const struct {
+		const char *name;
+		enum mfs_auth auth;
+	} kinds[] = {
+	    {"password", MFS_AUTH_PASSWORD},
+	    {"xoauth2", MFS_AUTH_XOAUTH2},
+	    {"oauthbearer", MFS_AUTH_OAUTHBEARER},
+	};
+	const char *v = p->val[K_AUTH];
+	size_t i;
+
+	*auth = MFS_AUTH_PASSWORD;
+	if (v == NULL)
+		return 0;
+	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		if (strcasecmp(v, kinds[i].name) == 0) {
+			*auth = kinds[i].auth;
+			return 0;
+		}
+	}
+	return key_err(p, K_AUTH,
+		       "must be 'password', 'xoauth2' or 'oauthbearer'");
+}
+
+/* "yes" or "no" for key k, else def. */
+static int parse_yes_no(struct parser *p, enum cfg_key k, int def, int *out)
+{
+	const char *v = p->val[k];
+
+	*out = def;
+	if (v == NULL)
+		return 0;
+	if (strcasecmp(v, "yes") == 0)
+		*out = 1;
+	else if (strcasecmp(v, "no") == 0)
+		*out = 0;
+	else
+		return key_err(p, k, "must be 'yes' or 'no'");
+	return 0;
+}
+
+/* A byte count: digits and an optional suffix K, M or G (1024-based). */
+static int parse_cache_size(struct parser *p, unsigned long long *out)
+{
+	const char *s = p->val[K_CACHE_SIZE];
+	unsigned long long v = 0, unit = 1;
+	const char *c;
+
+	*out = CACHE_SIZE_DEFAULT;
+	if (s == NULL)
+		return 0;
+	for (c = s; *c >= '0' && *c <= '9'; c++) {
+		if (v > (~0ULL - 9) / 10)
+			return key_err(p, K_CACHE_SIZE, "too large");
+		v = v * 10 + (unsigned long long)(*c - '0');
+	}
+	if (c == s)
+		return key_err(p, K_CACHE_SIZE,
+			       "not a size (digits with an optional K, M "
+			       "or G)");
+	if (*c == 'K' || *c == 'k')
+		unit = 1ULL << 10;
+	else if (*c == 'M' || *c == 'm')
+		unit = 1ULL << 20;
+	else if (*c == 'G' || *c == 'g')
+		unit = 1ULL << 30;
+	if (unit != 1)
+		c++;
+	if (*c != '\0')
+		return key_err(p, K_CACHE_SIZE,
+			       "not a size (digits with an optional K, M "
+			       "or G)");
+	if (v > ~0ULL / unit)
+		return key_err(p, K_CACHE_SIZE, "too large");
+	v *= unit;
+	if (v < CACHE_SIZE_MIN)
+		return key_err(p, K_CACHE_SIZE, "too small (at least 1M)");
+	*out = v;
+	return 0;
+}
+
+static int parse_connections(struct parser *p, int *out)
+{
+	const char *s = p->val[K_CONNECTIONS];
+	long v = 0;
+
+	*out = CONNECTIONS_DEFAULT;
+	if (s == NULL)
+		return 0;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return key_err(p, K_CONNECTIONS,
+				       "not a number (1-16)");
+		v = v * 10 + (*s - '0');
+		if (v > CONNECTIONS_MAX)
+			break;
+	}
+	if (v < 1 || v > CONNECTIONS_MAX)
+		return key_err(p, K_CONNECTIONS, "out of range (1-16)");
+	*out = (int)v;
+	return 0;
+}
+
+/* The keys that are neither URLs, paths nor durations. */
+static int parse_options(struct parser *p, struct mfs_account *a)
+{
+	int rc;
+
+	rc = parse_auth(p, &a->auth);
+	if (rc == 0)
+		rc = parse_yes_no(p, K_APOP, 0, &a->apop);
+	if (rc == 0)
+		rc = parse_yes_no(p, K_ALLOW_EXPIRE, 0, &a->allow_expire);
+	if (rc == 0)
+		rc = parse_cache_size(p, &a->cache_size);
+	if (rc == 0)
+		rc = parse_connections(p, &a->connections);
+	return rc;
+}
+
 /* An environment variable that holds an absolute path, else NULL. */
 static const char *env_dir(const char *name)
 {
@@ -760,6 +896,8 @@ static int build_account(struct parser *p, struct mfs_account *a)
 				   a->store.proto == MFS_PROTO_POP3 ? 60 : 5,
 				   86400, &a->refresh);
 	if (rc == 0)
+		rc = parse_options(p, a);
+	if (rc == 0)
 		rc = build_paths(p, a);
 	if (rc != 0)
 		return rc;
@@ -871,13 +1009,74 @@ static long long now_ms(void)
 }
 
 /*
- * Runs in the child between fork and exec: only async-signal-safe calls.
+ * The program and arguments of password_command. A value with a shell
+ * metacharacter runs as /bin/sh -c VALUE; any other value is split on
+ * blanks and run directly, so that a plain "pass show mail/work" needs no
+ * shell. Built before fork: the child may not allocate.
+ */
+struct command {
+	const char *file; /* borrowed: argv[0] or "/bin/sh" */
+	char **argv;	  /* owned array; the words point into buf or cmd */
+	char *buf;	  /* owned: the split copy of the value, or NULL */
+	int shell;	  /* 1: run through /bin/sh -c */
+};
+
+static bool needs_shell(const char *cmd)
+{
+	return strpbrk(cmd, "|&;<>()$`\\\"'*?[]#~=%{}\n") != NULL;
+}
+
+static int command_build(const char *cmd, struct command *c)
+{
+	size_t n = 0, i = 0;
+	char *w, *save = NULL;
+
+	memset(c, 0, sizeof(*c));
+	if (needs_shell(cmd)) {
+		c->argv = calloc(4, sizeof(*c->argv));
+		if (c->argv == NULL)
+			return -1;
+		c->argv[0] = (char *)"sh";
+		c->argv[1] = (char *)"-c";
+		c->argv[2] = (char *)cmd;
+		c->file = "/bin/sh";
+		c->shell = 1;
+		return 0;
+	}
+	c->buf = strdup(cmd);
+	if (c->buf == NULL)
+		return -1;
+	for (w = c->buf; *w; w++)
+		if (!is_blank(*w) && (w == c->buf || is_blank(w[-1])))
+			n++;
+	c->argv = calloc(n + 1, sizeof(*c->argv));
+	if (c->argv == NULL) {
+		free(c->buf);
+		c->buf = NULL;
+		return -1;
+	}
+	for (w = strtok_r(c->buf, " \t", &save); w != NULL && i < n;
+	     w = strtok_r(NULL, " \t", &save))
+		c->argv[i++] = w;
+	c->file = c->argv[0];
+	return c->file == NULL ? -1 : 0;
+}
+
+static void command_free(struct command *c)
+{
+	free(c->argv);
+	free(c->buf);
+	memset(c, 0, sizeof(*c));
+}
+
+/*
+ * Runs in the child between fork and exec: only async-signal-safe calls
+ * (glibc's execvp allocates nothing).
  * in and out are above 2 so that dup2 always clears their close-on-exec.
  */
 static void __attribute__((noreturn))
-exec_command(const char *cmd, int in, int out, int max_fd)
+exec_command(const struct command *c, int in, int out, int max_fd)
 {
-	char *argv[] = {"sh", "-c", (char *)cmd, NULL};
 	sigset_t none;
 	int fd;
 
@@ -889,8 +1088,11 @@ exec_command(const char *cmd, int in, int out, int max_fd)
 	if (close_range(3, ~0U, 0) < 0)
 		for (fd = 3; fd < max_fd; fd++)
 			close(fd);
-	execv("/bin/sh", argv);
-	_exit(127);
+	if (c->shell)
+		execv(c->file, c->argv);
+	else
+		execvp(c->file, c->argv);
+	_exit(errno == ENOENT ? 127 : 126);
 }
 
 /* Moves fd above 2 (stdin/stdout/stderr), close-on-exec; -1 on error. */
@@ -920,11 +1122,16 @@ static int spawn_command(const struct mfs_account *acct, pid_t *pid, int *out,
 			 struct mfs_err *err)
 {
 	int pfd[2], devnull, max_fd = max_open_fds(), rc = 0;
+	struct command cmd;
 
-	if (pipe2(pfd, O_CLOEXEC) < 0)
-		return mfs_err_set(err, MFS_E_CONFIG,
-				   "%s: [%s] password_command: pipe: %s",
-				   acct->path, acct->name, strerror(errno));
+	if (command_build(acct->password_command, &cmd) < 0)
+		return nomem(err);
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		rc = mfs_err_set(err, MFS_E_CONFIG,
+				 "%s: [%s] password_command: pipe: %s",
+				 acct->path, acct->name, strerror(errno));
+		goto free_cmd;
+	}
 	pfd[0] = fd_above_stdio(pfd[0]);
 	pfd[1] = fd_above_stdio(pfd[1]);
 	devnull = fd_above_stdio(open("/dev/null", O_RDONLY | O_CLOEXEC));
@@ -936,7 +1143,7 @@ static int spawn_command(const struct mfs_account *acct, pid_t *pid, int *out,
 	}
 	*pid = fork();
 	if (*pid == 0)
-		exec_command(acct->password_command, devnull, pfd[1], max_fd);
+		exec_command(&cmd, devnull, pfd[1], max_fd);
 	if (*pid < 0) {
 		rc = mfs_err_set(err, MFS_E_CONFIG,
 				 "%s: [%s] password_command: fork: %s",
@@ -952,6 +1159,8 @@ close_fds:
 		close(pfd[1]);
 	if (pfd[0] >= 0)
 		close(pfd[0]);
+free_cmd:
+	command_free(&cmd);
 	return rc;
 }
 

@@ -16,7 +16,8 @@
  *
  * Keys: imap, pop3, user, password_command, password_file, smtp, from,
  * sent_folder, ca_file, cache_dir, timeout, tls, retry_min, retry_max,
- * queue_lifetime, refresh.  Anything else is an error
+ * queue_lifetime, refresh, auth, apop, allow_expire, cache_size,
+ * connections.  Anything else is an error
  * that names file and line.  Exactly one of imap/pop3; exactly one of
  * password_command/password_file.
  *
@@ -30,6 +31,11 @@
  * fragment; port 1-65535. timeout is 1-3600. tls is "required" (the
  * default) or "none". password_file, ca_file and cache_dir must be absolute
  * or start with "~/" (or be "~"), expanded with $HOME. No value is empty.
+ * auth is "password" (the default), "xoauth2" or "oauthbearer". apop and
+ * allow_expire are "yes" or "no" (the default). cache_size is a whole
+ * number of bytes with an optional suffix K, M or G (powers of 1024), at
+ * least 1M, default 1G. connections is 1-16, default 4. Words (auth, tls,
+ * yes/no) are matched without regard to case.
  */
 #ifndef MAILFS_CONFIG_H
 #define MAILFS_CONFIG_H
@@ -118,7 +124,10 @@ int mfs_config_load(const char *path, const char *account,
 void mfs_account_free(struct mfs_account *acct);
 
 /*
- * Obtains the password: runs password_command (via /bin/sh -c, stdin
+ * Obtains the password (or, with auth = xoauth2/oauthbearer, the token):
+ * runs password_command (via /bin/sh -c when the value holds a shell
+ * metacharacter, one of | & ; < > ( ) $ ` \ " ' * ? [ ] # ~ = % { } or a
+ * newline; otherwise split on blanks and run directly through PATH; stdin
  * /dev/null, stdout captured, stderr inherited, all other fds closed, the
  * environment inherited, killed after acct->timeout seconds) and takes its
  * first line; or reads the first line of password_file, refusing it unless it

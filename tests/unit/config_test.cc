@@ -301,6 +301,70 @@ TEST_F(ConfigTest, OutboxRetryKeys)
 	EXPECT_NE(Msg().find("queue_lifetime"), std::string::npos) << Msg();
 }
 
+TEST_F(ConfigTest, AuthAndPop3AndCacheKeysDefaults)
+{
+	ASSERT_EQ(Load(kMin), MFS_OK) << err_.msg;
+	EXPECT_EQ(acct_.auth, MFS_AUTH_PASSWORD);
+	EXPECT_EQ(acct_.apop, 0);
+	EXPECT_EQ(acct_.allow_expire, 0);
+	EXPECT_EQ(acct_.cache_size, 1ULL << 30);
+	EXPECT_EQ(acct_.connections, 4);
+}
+
+TEST_F(ConfigTest, AuthKey)
+{
+	ASSERT_EQ(Load(std::string(kMin) + "auth = xoauth2\n"), MFS_OK);
+	EXPECT_EQ(acct_.auth, MFS_AUTH_XOAUTH2);
+	ASSERT_EQ(Load(std::string(kMin) + "auth = OAuthBearer\n"), MFS_OK);
+	EXPECT_EQ(acct_.auth, MFS_AUTH_OAUTHBEARER);
+	ASSERT_EQ(Load(std::string(kMin) + "auth = password\n"), MFS_OK);
+	EXPECT_EQ(acct_.auth, MFS_AUTH_PASSWORD);
+}
+
+TEST_F(ConfigTest, YesNoKeys)
+{
+	ASSERT_EQ(Load(std::string(kMin) + "apop = yes\nallow_expire = YES\n"),
+		  MFS_OK)
+	    << err_.msg;
+	EXPECT_EQ(acct_.apop, 1);
+	EXPECT_EQ(acct_.allow_expire, 1);
+	ASSERT_EQ(Load(std::string(kMin) + "apop = no\nallow_expire = no\n"),
+		  MFS_OK)
+	    << err_.msg;
+	EXPECT_EQ(acct_.apop, 0);
+	EXPECT_EQ(acct_.allow_expire, 0);
+}
+
+TEST_F(ConfigTest, CacheSize)
+{
+	const struct {
+		const char *text;
+		unsigned long long bytes;
+	} cases[] = {
+	    {"1048576", 1ULL << 20},  {"1024K", 1ULL << 20},
+	    {"1M", 1ULL << 20},	      {"500m", 500ULL << 20},
+	    {"2G", 2ULL << 30},	      {"3g", 3ULL << 30},
+	    {"4096k", 4ULL << 20},    {"1073741824", 1ULL << 30},
+	    {"16777216G", 1ULL << 54},
+	};
+	for (const auto &c : cases) {
+		SCOPED_TRACE(c.text);
+		ASSERT_EQ(Load(std::string(kMin) + "cache_size = " + c.text +
+			       "\n"),
+			  MFS_OK)
+		    << err_.msg;
+		EXPECT_EQ(acct_.cache_size, c.bytes);
+	}
+}
+
+TEST_F(ConfigTest, Connections)
+{
+	ASSERT_EQ(Load(std::string(kMin) + "connections = 1\n"), MFS_OK);
+	EXPECT_EQ(acct_.connections, 1);
+	ASSERT_EQ(Load(std::string(kMin) + "connections = 16\n"), MFS_OK);
+	EXPECT_EQ(acct_.connections, 16);
+}
+
 struct UrlCase {
 	const char *key;
 	const char *url;
@@ -625,6 +689,28 @@ TEST_F(ConfigTest, ValueErrors)
 	    {"ca_file = certs/ca.pem", 5, "absolute path"},
 	    {"ca_file = ~bob/ca.pem", 5, "~user"},
 	    {"cache_dir = cache", 5, "cache_dir"},
+	    {"auth = plain", 5, "auth"},
+	    {"auth = oauth", 5, "auth"},
+	    {"auth =", 5, "auth: empty"},
+	    {"apop = 1", 5, "apop"},
+	    {"apop = true", 5, "apop"},
+	    {"allow_expire = maybe", 5, "allow_expire"},
+	    {"cache_size = 1023K", 5, "cache_size"},
+	    {"cache_size = 0", 5, "cache_size"},
+	    {"cache_size = 1048575", 5, "cache_size"},
+	    {"cache_size = 1T", 5, "cache_size"},
+	    {"cache_size = 1MB", 5, "cache_size"},
+	    {"cache_size = 1 M", 5, "cache_size"},
+	    {"cache_size = -1G", 5, "cache_size"},
+	    {"cache_size = M", 5, "cache_size"},
+	    {"cache_size = 1.5G", 5, "cache_size"},
+	    {"cache_size = 99999999999999999999", 5, "cache_size"},
+	    {"cache_size = 17179869184G", 5, "cache_size"},
+	    {"connections = 0", 5, "connections"},
+	    {"connections = 17", 5, "connections"},
+	    {"connections = -1", 5, "connections"},
+	    {"connections = 4x", 5, "connections"},
+	    {"connections = 99999999999999999999", 5, "connections"},
 	};
 	for (const ErrCase &c : cases)
 		ExpectError(std::string(kMin) + c.text + "\n", c.line, c.word);
@@ -789,6 +875,61 @@ TEST_F(ConfigTest, CommandStdinIsDevNull)
 	LoadCommand("[ \"$(readlink /proc/self/fd/0)\" = /dev/null ] || exit 8;"
 		    " echo pw");
 	EXPECT_EQ(Password(), "pw");
+}
+
+// A value without shell metacharacters runs without /bin/sh: the script
+// reports its parent's name, which is the test itself, not "sh".
+TEST_F(ConfigTest, CommandWithoutMetacharactersRunsWithoutShell)
+{
+	std::string script =
+	    Write("print-parent",
+		  "#!/bin/sh\n"
+		  "ps -o comm= -p $PPID | tr -d ' '\n",
+		  0700);
+	std::string self;
+	{
+		std::ifstream comm("/proc/self/comm");
+		std::getline(comm, self);
+	}
+	LoadCommand(script);
+	EXPECT_EQ(Password(), self);
+	EXPECT_NE(self, "sh");
+	// Words are split on blanks and passed as they are.
+	std::string args = Write("print-args",
+				 "#!/bin/sh\n"
+				 "printf '%s|' \"$#\" \"$@\"; echo\n",
+				 0700);
+	LoadCommand(args + "  one\ttwo  three");
+	EXPECT_EQ(Password(), "3|one|two|three|");
+	// Found through PATH, as a shell would.
+	LoadCommand("printf direct");
+	EXPECT_EQ(Password(), "direct");
+	LoadCommand("mailfs-no-such-command-xyz arg");
+	Password(MFS_E_CONFIG);
+	EXPECT_NE(Msg().find("127"), std::string::npos) << Msg();
+}
+
+TEST_F(ConfigTest, CommandWithMetacharactersRunsThroughShell)
+{
+	std::string script =
+	    Write("print-parent",
+		  "#!/bin/sh\n"
+		  "ps -o comm= -p $PPID | tr -d ' '\n",
+		  0700);
+	LoadCommand("echo a | tr a b");
+	EXPECT_EQ(Password(), "b");
+	// Each metacharacter alone is enough to get a shell as the parent.
+	const char *const uses[] = {
+	    " | cat", " && true", "; true", " < /dev/null", " 2> /dev/null",
+	    " $HOME", " `true`", " a\\b", " \"a\"", " 'a'", " a*", " a?",
+	    " a[", " a]", " a#b", " ~", " a=b", " 50%", " {", " }"};
+	for (const char *u : uses) {
+		SCOPED_TRACE(u);
+		LoadCommand(script + u);
+		EXPECT_EQ(Password(), "sh");
+	}
+	LoadCommand("(" + script + ")");
+	EXPECT_EQ(Password(), "sh");
 }
 
 // --- password_file ---
