@@ -215,7 +215,13 @@ ssl_key = <$d/server.key
 $dh
 
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+# XOAUTH2 and OAUTHBEARER: without an oauth2 passdb, Dovecot 2.3 checks the
+# bearer token against the passdb as if it were the password, so the
+# user's password is a valid token and anything else is refused (IMAP
+# AUTHENTICATIONFAILED; SMTP through Postfix answers 334 with an error JSON,
+# then 535 after the client's "AQ==" or empty line). Postfix offers both
+# mechanisms too, since its SASL is this Dovecot's (private/auth).
+auth_mechanisms = plain login xoauth2 oauthbearer
 auth_failure_delay = 0
 auth_username_format = %Ln
 passdb {
@@ -281,6 +287,15 @@ service lmtp {
   inet_listener lmtp {
     address = 127.0.0.1
     port = $PORT_LMTP
+  }
+}
+# No auth penalty (up to 15 s before each login after failed ones from
+# the same IP): tests refuse passwords and tokens on purpose, and a
+# penalty would outlast their timeouts. mode = 0 removes the socket, and
+# the auth process then skips the penalty.
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
   }
 }
 service auth {
