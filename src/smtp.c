@@ -16,19 +16,21 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
 #include "log.h"
+#include "sasl.h"
 #include "tls.h"
 
 #define CHUNK	  65536
 #define REPLY_MAX 4096 /* bytes of reply text kept */
+#define LINE_MAX_ 4096 /* longest reply line accepted, CRLF excluded */
+#define LINES_MAX 1000 /* most lines in one reply */
+#define CMD_MAX	  512  /* RFC 5321 4.5.3.1.4: a command line, CRLF included */
 
 struct mfs_smtp {
-	mailstream *stream; /* owned */
-	MMAPString *line;   /* owned: the line being read */
-	char host[256];	    /* for messages */
-	unsigned caps;	    /* MFS_SMTP_* */
+	mailstream *stream;	  /* owned */
+	char line[LINE_MAX_ + 1]; /* the line being read */
+	char host[256];		  /* for messages */
+	unsigned caps;		  /* MFS_SMTP_* */
 	off_t size_limit;
 	int alive;
 	int used; /* a transaction happened: RSET before the next */
@@ -53,6 +55,17 @@ static int net_error(struct mfs_smtp *s, const char *what, struct mfs_err *err)
 			   s->host, what);
 }
 
+/* A failed read_reply: a malformed reply says so, anything else is the
+ * network's failure. */
+static int reply_error(struct mfs_smtp *s, const struct reply *r,
+		       const char *what, struct mfs_err *err)
+{
+	if (r->code == 0 && r->text[0] != '\0')
+		return mfs_err_set(err, MFS_E_PROTO, "SMTP %s: %s: %s", s->host,
+				   what, r->text);
+	return net_error(s, what, err);
+}
+
 static int write_raw(struct mfs_smtp *s, const char *p, size_t n)
 {
 	if (!s->alive)
@@ -62,11 +75,11 @@ static int write_raw(struct mfs_smtp *s, const char *p, size_t n)
 	return 0;
 }
 
-/* Queues one command line (CRLF added); private lines are not logged. */
-static int put_cmd(struct mfs_smtp *s, int private, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* Queues one command line (CRLF added) and traces it. */
+static int put_cmd(struct mfs_smtp *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
-static int put_cmd(struct mfs_smtp *s, int private, const char *fmt, ...)
+static int put_cmd(struct mfs_smtp *s, const char *fmt, ...)
 {
 	char buf[1200];
 	va_list ap;
@@ -77,14 +90,20 @@ static int put_cmd(struct mfs_smtp *s, int private, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0 || n >= (int)sizeof(buf) - 2)
 		return -1;
-	if (!private)
-		mfs_log_debug("smtp %s > %s", s->host, buf);
-	else
-		mfs_log_debug("smtp %s > (credentials)", s->host);
+	mfs_log_debug("smtp: C: %s", buf);
 	memcpy(buf + n, "\r\n", 2);
-	n = write_raw(s, buf, n + 2);
-	explicit_bzero(buf, sizeof(buf));
-	return n;
+	return write_raw(s, buf, n + 2);
+}
+
+/* Queues shown followed by secret and CRLF; the trace shows "<hidden>" in
+ * place of the secret. */
+static int put_secret(struct mfs_smtp *s, const char *shown, const char *secret)
+{
+	mfs_log_debug("smtp: C: %s<hidden>", shown);
+	if (write_raw(s, shown, strlen(shown)) ||
+	    write_raw(s, secret, strlen(secret)) || write_raw(s, "\r\n", 2))
+		return -1;
+	return 0;
 }
 
 static int flush(struct mfs_smtp *s)
@@ -92,9 +111,51 @@ static int flush(struct mfs_smtp *s)
 	return s->alive && mailstream_flush(s->stream) == 0 ? 0 : -1;
 }
 
+/* Reads one line into s->line, without its CRLF (or bare LF). Returns its
+ * length, -1 on a network error, -2 when it is too long or holds a NUL. */
+static int read_line(struct mfs_smtp *s)
+{
+	size_t n = 0;
+	char c;
+
+	for (;;) {
+		if (mailstream_read(s->stream, &c, 1) != 1)
+			return -1;
+		if (c == '\n')
+			break;
+		if (c == '\0' || n == LINE_MAX_)
+			return -2;
+		s->line[n++] = c;
+	}
+	if (n > 0 && s->line[n - 1] == '\r')
+		n--;
+	s->line[n] = '\0';
+	return (int)n;
+}
+
+/* RFC 5321 4.2: a reply line is a code from 200 to 559 whose second digit
+ * is 0-5, then the end, a space or a hyphen. */
+static int reply_code(const char *l)
+{
+	if (l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '5' ||
+	    !isdigit((unsigned char)l[2]))
+		return -1;
+	if (l[3] != '\0' && l[3] != ' ' && l[3] != '-')
+		return -1;
+	return (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
+}
+
+static int malformed(struct mfs_smtp *s, struct reply *r, const char *why)
+{
+	r->code = 0;
+	snprintf(r->text, sizeof(r->text), "malformed reply (%s)", why);
+	s->alive = 0;
+	return -1;
+}
+
 /* Reads one (maybe multi-line) reply. Returns 0, or -1 on a network error
- * or a malformed line (then the session is dead). When lines is not NULL,
- * every line's text is appended to it, '\n' after each. */
+ * or a malformed reply (then the session is dead, and r->code is 0). When
+ * lines is not NULL, every line's text is appended to it, '\n' after each. */
 static int read_reply(struct mfs_smtp *s, struct reply *r, char *lines,
 		      size_t lines_len)
 {
@@ -104,30 +165,29 @@ static int read_reply(struct mfs_smtp *s, struct reply *r, char *lines,
 	r->text[0] = '\0';
 	if (lines && lines_len)
 		lines[0] = '\0';
-	for (;;) {
-		char *l;
-		int code;
+	for (int i = 0;; i++) {
+		const char *l = s->line;
+		int code, n;
 
 		if (!s->alive)
 			return -1;
-		l = mailstream_read_line_remove_eol(s->stream, s->line);
-		if (!l)
-			return -1;
-		mfs_log_debug("smtp %s < %.200s", s->host, l);
-		if (strlen(l) < 3 || !isdigit((unsigned char)l[0]) ||
-		    !isdigit((unsigned char)l[1]) ||
-		    !isdigit((unsigned char)l[2]) ||
-		    (l[3] && l[3] != ' ' && l[3] != '-')) {
-			snprintf(r->text, sizeof(r->text),
-				 "malformed reply \"%.100s\"", l);
+		n = read_line(s);
+		if (n == -1) {
+			r->code = 0;
+			r->text[0] = '\0';
 			s->alive = 0;
 			return -1;
 		}
-		code = atoi(l);
-		if (r->code && code != r->code) {
-			s->alive = 0;
-			return -1;
-		}
+		if (n == -2)
+			return malformed(s, r, "line too long or NUL byte");
+		mfs_log_debug("smtp: S: %.512s", l);
+		code = reply_code(l);
+		if (code < 0)
+			return malformed(s, r, "no reply code");
+		if (r->code && code != r->code)
+			return malformed(s, r, "code changes within a reply");
+		if (i == LINES_MAX)
+			return malformed(s, r, "too many lines");
 		r->code = code;
 		if (tl + 1 < sizeof(r->text))
 			tl += snprintf(r->text + tl, sizeof(r->text) - tl,
@@ -147,12 +207,21 @@ static int read_reply(struct mfs_smtp *s, struct reply *r, char *lines,
 
 /* Sends a command and reads its reply; a network failure sets err. */
 static int command(struct mfs_smtp *s, struct reply *r, const char *what,
-		   int private, const char *fmt, const char *arg,
-		   struct mfs_err *err)
+		   const char *cmd, struct mfs_err *err)
 {
-	if (put_cmd(s, private, fmt, arg) || flush(s) ||
+	if (put_cmd(s, "%s", cmd) || flush(s) || read_reply(s, r, NULL, 0))
+		return reply_error(s, r, what, err);
+	return MFS_OK;
+}
+
+/* Sends shown + secret (traced as hidden) and reads the reply. */
+static int secret_command(struct mfs_smtp *s, struct reply *r,
+			  const char *shown, const char *secret,
+			  struct mfs_err *err)
+{
+	if (put_secret(s, shown, secret) || flush(s) ||
 	    read_reply(s, r, NULL, 0))
-		return net_error(s, what, err);
+		return reply_error(s, r, "AUTH", err);
 	return MFS_OK;
 }
 
@@ -189,6 +258,10 @@ static void parse_ehlo(struct mfs_smtp *s, char *lines)
 					s->caps |= MFS_SMTP_AUTH_PLAIN;
 				else if (strcasecmp(m, "LOGIN") == 0)
 					s->caps |= MFS_SMTP_AUTH_LOGIN;
+				else if (strcasecmp(m, "XOAUTH2") == 0)
+					s->caps |= MFS_SMTP_AUTH_XOAUTH2;
+				else if (strcasecmp(m, "OAUTHBEARER") == 0)
+					s->caps |= MFS_SMTP_AUTH_OAUTHBEARER;
 			}
 		}
 	}
@@ -215,9 +288,9 @@ static int ehlo(struct mfs_smtp *s, const char *name, struct mfs_err *err)
 	char lines[4096];
 	struct reply r;
 
-	if (put_cmd(s, 0, "EHLO %s", name) || flush(s) ||
+	if (put_cmd(s, "EHLO %s", name) || flush(s) ||
 	    read_reply(s, &r, lines, sizeof(lines)))
-		return net_error(s, "EHLO", err);
+		return reply_error(s, &r, "EHLO", err);
 	if (r.code != 250)
 		return mfs_err_set(err, MFS_E_PROTO,
 				   "SMTP %s: EHLO refused: %s", s->host,
@@ -226,13 +299,9 @@ static int ehlo(struct mfs_smtp *s, const char *name, struct mfs_err *err)
 	return MFS_OK;
 }
 
-static char *b64(const void *p, size_t n)
+static int nomem(struct mfs_err *err)
 {
-	char *out = malloc(4 * ((n + 2) / 3) + 1);
-
-	if (out)
-		EVP_EncodeBlock((unsigned char *)out, p, n);
-	return out;
+	return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 }
 
 static int auth_reply(struct mfs_smtp *s, const struct reply *r, int want,
@@ -248,28 +317,38 @@ static int auth_reply(struct mfs_smtp *s, const struct reply *r, int want,
 			   s->host, r->text);
 }
 
+/*
+ * "AUTH MECH" with the base64 initial response ir: on the command line when
+ * it fits the 512 bytes of RFC 5321, else after the server's empty 334
+ * (RFC 4954 4).
+ */
+static int auth_start(struct mfs_smtp *s, struct reply *r, const char *mech,
+		      const char *ir, struct mfs_err *err)
+{
+	char shown[64];
+	int rc;
+
+	snprintf(shown, sizeof(shown), "AUTH %s ", mech);
+	if (strlen(shown) + strlen(ir) + 2 <= CMD_MAX)
+		return secret_command(s, r, shown, ir, err);
+	shown[strlen(shown) - 1] = '\0';
+	rc = command(s, r, "AUTH", shown, err);
+	if (rc != MFS_OK || r->code != 334)
+		return rc;
+	return secret_command(s, r, "", ir, err);
+}
+
 static int auth_plain(struct mfs_smtp *s, const char *user, const char *pass,
 		      struct mfs_err *err)
 {
-	size_t ul = strlen(user), pl = strlen(pass);
-	char *raw = malloc(ul + pl + 2), *enc;
+	char *ir = mfs_sasl_plain(user, pass);
 	struct reply r;
 	int rc;
 
-	if (!raw)
-		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	raw[0] = '\0';
-	memcpy(raw + 1, user, ul);
-	raw[ul + 1] = '\0';
-	memcpy(raw + ul + 2, pass, pl);
-	enc = b64(raw, ul + pl + 2);
-	explicit_bzero(raw, ul + pl + 2);
-	free(raw);
-	if (!enc)
-		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	rc = command(s, &r, "AUTH", 1, "AUTH PLAIN %s", enc, err);
-	explicit_bzero(enc, strlen(enc));
-	free(enc);
+	if (!ir)
+		return nomem(err);
+	rc = auth_start(s, &r, "PLAIN", ir, err);
+	mfs_sasl_free(ir);
 	return rc ? rc : auth_reply(s, &r, 235, err);
 }
 
@@ -280,21 +359,105 @@ static int auth_login(struct mfs_smtp *s, const char *user, const char *pass,
 	struct reply r;
 	int rc;
 
-	rc = command(s, &r, "AUTH", 0, "AUTH LOGIN%s", "", err);
+	rc = command(s, &r, "AUTH", "AUTH LOGIN", err);
 	if (rc || (rc = auth_reply(s, &r, 334, err)))
 		return rc;
 	for (int i = 0; i < 2; i++) {
-		char *enc = b64(steps[i], strlen(steps[i]));
+		char *enc = mfs_b64_encode(steps[i], strlen(steps[i]));
 
 		if (!enc)
-			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-		rc = command(s, &r, "AUTH", 1, "%s", enc, err);
-		explicit_bzero(enc, strlen(enc));
-		free(enc);
+			return nomem(err);
+		rc = secret_command(s, &r, "", enc, err);
+		mfs_sasl_free(enc);
 		if (rc || (rc = auth_reply(s, &r, i ? 235 : 334, err)))
 			return rc;
 	}
 	return MFS_OK;
+}
+
+/*
+ * One AUTH XOAUTH2 or OAUTHBEARER with token. A refusal comes as 334 with
+ * an error (base64 JSON): the client then ends the exchange with an empty
+ * line (XOAUTH2) or "AQ==", a lone ^A (RFC 7628 3.2.3), and the server
+ * answers 5xx. *refused is set when the server turned the token down.
+ */
+static int auth_token(struct mfs_smtp *s, const struct mfs_smtp_opts *o,
+		      const char *token, int *refused, struct mfs_err *err)
+{
+	int bearer = o->auth == MFS_AUTH_OAUTHBEARER;
+	struct reply r;
+	char *ir;
+	int rc;
+
+	*refused = 0;
+	if (bearer)
+		ir = mfs_sasl_oauthbearer(o->user, o->server->host,
+					  o->server->port, token);
+	else
+		ir = mfs_sasl_xoauth2(o->user, token);
+	if (!ir)
+		return nomem(err);
+	rc = auth_start(s, &r, bearer ? "OAUTHBEARER" : "XOAUTH2", ir, err);
+	mfs_sasl_free(ir);
+	if (rc)
+		return rc;
+	if (r.code == 334) {
+		rc = secret_command(s, &r, "", bearer ? "AQ==" : "", err);
+		if (rc)
+			return rc;
+		*refused = r.code >= 500;
+	}
+	if (r.code == 535)
+		*refused = 1;
+	return auth_reply(s, &r, 235, err);
+}
+
+static int token_mech_offered(struct mfs_smtp *s, enum mfs_auth auth,
+			      struct mfs_err *err)
+{
+	unsigned bit = auth == MFS_AUTH_OAUTHBEARER ? MFS_SMTP_AUTH_OAUTHBEARER
+						    : MFS_SMTP_AUTH_XOAUTH2;
+
+	if (s->caps & bit)
+		return MFS_OK;
+	return mfs_err_set(
+	    err, MFS_E_AUTH, "SMTP %s: the server offers no AUTH %s", s->host,
+	    auth == MFS_AUTH_OAUTHBEARER ? "OAUTHBEARER" : "XOAUTH2");
+}
+
+/*
+ * Token login: a refused token is asked for again once (the account's
+ * password_command may print a fresh one) and tried once more on the same
+ * connection (RFC 4954 allows AUTH again after a failure).
+ */
+static int login_token(struct mfs_smtp *s, const struct mfs_smtp_opts *o,
+		       struct mfs_err *err)
+{
+	struct mfs_err first;
+	char *fresh = NULL;
+	int rc, refused;
+
+	rc = token_mech_offered(s, o->auth, err);
+	if (rc)
+		return rc;
+	rc = auth_token(s, o, o->password, &refused, err);
+	if (rc == MFS_OK || !refused || !o->acct || !s->alive)
+		return rc;
+	first = *err;
+	mfs_log_info("SMTP %s: token refused, asking for a new one", s->host);
+	if (mfs_password_get(o->acct, &fresh, err) != MFS_OK) {
+		mfs_log_err("%s", err->msg);
+		*err = first;
+		return rc;
+	}
+	rc = auth_token(s, o, fresh, &refused, err);
+	if (rc == MFS_OK && o->renewed) {
+		mfs_password_free(*o->renewed);
+		*o->renewed = fresh;
+		fresh = NULL;
+	}
+	mfs_password_free(fresh);
+	return rc;
 }
 
 static int login(struct mfs_smtp *s, const struct mfs_smtp_opts *opts,
@@ -302,6 +465,8 @@ static int login(struct mfs_smtp *s, const struct mfs_smtp_opts *opts,
 {
 	if (!opts->user || !opts->password)
 		return MFS_OK;
+	if (opts->auth != MFS_AUTH_PASSWORD)
+		return login_token(s, opts, err);
 	if (s->caps & MFS_SMTP_AUTH_PLAIN)
 		return auth_plain(s, opts->user, opts->password, err);
 	if (s->caps & MFS_SMTP_AUTH_LOGIN)
@@ -324,7 +489,7 @@ static int starttls(struct mfs_smtp *s, const struct mfs_smtp_opts *opts,
 				   "SMTP %s: the server does not offer "
 				   "STARTTLS",
 				   s->host);
-	rc = command(s, &r, "STARTTLS", 0, "STARTTLS%s", "", err);
+	rc = command(s, &r, "STARTTLS", "STARTTLS", err);
 	if (rc)
 		return rc;
 	if (r.code != 220)
@@ -347,7 +512,7 @@ static int greet(struct mfs_smtp *s, const struct mfs_smtp_opts *opts,
 	int rc;
 
 	if (read_reply(s, &r, NULL, 0))
-		return net_error(s, "greeting", err);
+		return reply_error(s, &r, "greeting", err);
 	if (r.code != 220)
 		return mfs_err_set(err, MFS_E_PROTO, "SMTP %s: not ready: %s",
 				   s->host, r.text);
@@ -374,16 +539,11 @@ int mfs_smtp_open(const struct mfs_smtp_opts *opts, struct mfs_smtp **out,
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	snprintf(s->host, sizeof(s->host), "%s:%d", opts->server->host,
 		 opts->server->port);
-	s->line = mmap_string_new("");
-	if (!s->line) {
-		rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-		goto free_s;
-	}
 	fd = mfs_tcp_connect(opts->server->host, opts->server->port,
 			     opts->timeout, err);
 	if (fd < 0) {
 		rc = err ? err->code : MFS_E_CONNECT;
-		goto free_line;
+		goto free_s;
 	}
 	if (opts->server->tls == MFS_TLS_IMPLICIT)
 		s->stream = mfs_stream_tls(fd, &tls, err);
@@ -391,7 +551,7 @@ int mfs_smtp_open(const struct mfs_smtp_opts *opts, struct mfs_smtp **out,
 		s->stream = mfs_stream_plain(fd, opts->timeout, err);
 	if (!s->stream) {
 		rc = err ? err->code : MFS_E_CONNECT;
-		goto free_line;
+		goto free_s;
 	}
 	s->alive = 1;
 	rc = greet(s, opts, err);
@@ -401,8 +561,6 @@ int mfs_smtp_open(const struct mfs_smtp_opts *opts, struct mfs_smtp **out,
 	return MFS_OK;
 close_stream:
 	mailstream_close(s->stream);
-free_line:
-	mmap_string_free(s->line);
 free_s:
 	free(s);
 	return rc;
@@ -435,10 +593,9 @@ void mfs_smtp_close(struct mfs_smtp *s)
 
 	if (!s)
 		return;
-	if (s->alive && put_cmd(s, 0, "QUIT") == 0 && flush(s) == 0)
+	if (s->alive && put_cmd(s, "QUIT") == 0 && flush(s) == 0)
 		read_reply(s, &r, NULL, 0);
 	mailstream_close(s->stream);
-	mmap_string_free(s->line);
 	free(s);
 }
 
@@ -567,12 +724,12 @@ static int put_envelope(struct mfs_smtp *s, const char *sender,
 			       " BODY=8BITMIME");
 	if ((flags & MFS_SMTP_SEND_UTF8) && (s->caps & MFS_SMTP_SMTPUTF8))
 		snprintf(params + pl, sizeof(params) - pl, " SMTPUTF8");
-	if (put_cmd(s, 0, "MAIL FROM:<%s>%s", sender, params))
+	if (put_cmd(s, "MAIL FROM:<%s>%s", sender, params))
 		return -1;
 	for (size_t i = 0; i < nrcpts; i++) {
 		if (!(s->caps & MFS_SMTP_PIPELINING))
 			break;
-		if (put_cmd(s, 0, "RCPT TO:<%s>", rcpts[i]))
+		if (put_cmd(s, "RCPT TO:<%s>", rcpts[i]))
 			return -1;
 	}
 	return flush(s);
@@ -598,7 +755,7 @@ static int envelope(struct mfs_smtp *s, const char *sender,
 		if (!pipelined && mail.code / 100 != 2)
 			break;
 		if (!pipelined &&
-		    (put_cmd(s, 0, "RCPT TO:<%s>", rcpts[i]) || flush(s)))
+		    (put_cmd(s, "RCPT TO:<%s>", rcpts[i]) || flush(s)))
 			return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RCPT",
 					   err);
 		if (read_reply(s, &r, NULL, 0))
@@ -655,7 +812,7 @@ int mfs_smtp_send(struct mfs_smtp *s, const char *sender,
 		return outcome(res, MFS_SMTP_PERMFAIL, text, err);
 	}
 	if (s->used) {
-		if (put_cmd(s, 0, "RSET") || flush(s) ||
+		if (put_cmd(s, "RSET") || flush(s) ||
 		    read_reply(s, &r, NULL, 0))
 			return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RSET",
 					   err);
@@ -669,7 +826,7 @@ int mfs_smtp_send(struct mfs_smtp *s, const char *sender,
 		      res, err);
 	if (rc || stop)
 		return rc;
-	if (put_cmd(s, 0, "DATA") || flush(s) || read_reply(s, &r, NULL, 0))
+	if (put_cmd(s, "DATA") || flush(s) || read_reply(s, &r, NULL, 0))
 		return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "DATA", err);
 	if (r.code != 354)
 		return outcome(res, by_code(r.code), r.text, err);

@@ -11,15 +11,31 @@
  *             server does not offer it, before any AUTH), EHLO again
  *   tls=none  plain, no STARTTLS (only with the account's explicit setting)
  *
- * Then AUTH PLAIN (AUTH LOGIN when PLAIN is not offered) when a user is
- * given. EHLO names the local host name, or "localhost" when it has none
+ * Then, when a user is given, AUTH PLAIN (AUTH LOGIN when PLAIN is not
+ * offered), or with a token (opts.auth) AUTH XOAUTH2 or AUTH OAUTHBEARER;
+ * an initial response that would make the AUTH line longer than 512 bytes
+ * is sent after the server's empty 334 instead (RFC 4954). A refused token
+ * (535, or 334 with an error, which is answered with an empty line for
+ * XOAUTH2 and "AQ==" for OAUTHBEARER, RFC 7628) is asked for once more
+ * through mfs_password_get(opts.acct) and tried once more on the same
+ * connection. A refused password is not retried.
+ *
+ * EHLO names the local host name, or "localhost" when it has none
  * that is a plain DNS name. Used extensions: PIPELINING (MAIL and every
  * RCPT go in one write, then DATA after their replies), 8BITMIME
  * (BODY=8BITMIME), SMTPUTF8, SIZE (checked before MAIL and given as SIZE=).
  * One session sends several messages (RSET between them); QUIT on close.
  *
- * The password is borrowed from the caller and never logged or kept; the
- * AUTH lines are not written to the debug log.
+ * Replies must be well formed: every line a code 200-559 (second digit
+ * 0-5) followed by the end, a space or '-', the same code on every line of
+ * a reply, lines of at most 4096 bytes with no NUL, at most 1000 lines;
+ * anything else ends the session (MFS_E_PROTO, or a TEMPFAIL outcome).
+ *
+ * With -d (mfs_log_debugging()) every command line and reply line is logged
+ * as "smtp: C: ..." and "smtp: S: ...", except the AUTH secrets: the initial
+ * response, the AUTH LOGIN steps and every line sent after a 334 show as
+ * "<hidden>". The password or token is borrowed from the caller and never
+ * logged.
  *
  * A session is used by one thread at a time; mfs_smtp_cancel() is the only
  * call another thread may make.
@@ -34,13 +50,15 @@
 #include "error.h"
 
 /* Extensions the server announced (mfs_smtp_caps()). */
-#define MFS_SMTP_8BITMIME   0x01
-#define MFS_SMTP_SMTPUTF8   0x02
-#define MFS_SMTP_PIPELINING 0x04
-#define MFS_SMTP_SIZE	    0x08
-#define MFS_SMTP_STARTTLS   0x10
-#define MFS_SMTP_AUTH_PLAIN 0x20
-#define MFS_SMTP_AUTH_LOGIN 0x40
+#define MFS_SMTP_8BITMIME	  0x01
+#define MFS_SMTP_SMTPUTF8	  0x02
+#define MFS_SMTP_PIPELINING	  0x04
+#define MFS_SMTP_SIZE		  0x08
+#define MFS_SMTP_STARTTLS	  0x10
+#define MFS_SMTP_AUTH_PLAIN	  0x20
+#define MFS_SMTP_AUTH_LOGIN	  0x40
+#define MFS_SMTP_AUTH_XOAUTH2	  0x80
+#define MFS_SMTP_AUTH_OAUTHBEARER 0x100
 
 /* Flags for mfs_smtp_send(). */
 #define MFS_SMTP_SEND_8BIT 0x1 /* add BODY=8BITMIME */
@@ -53,6 +71,18 @@ struct mfs_smtp_opts {
 	const char *ca_file;		 /* borrowed, or NULL */
 	int timeout;			 /* seconds for any one wait, > 0 */
 	const char *helo_name;		 /* borrowed, or NULL: see above */
+	enum mfs_auth auth;		 /* MFS_AUTH_PASSWORD (0): password is a
+					    password (PLAIN, LOGIN); else it is
+					    a token for XOAUTH2/OAUTHBEARER */
+	const struct mfs_account *acct;	 /* borrowed, or NULL: asked for a new
+					    token (mfs_password_get) when the
+					    server refuses one; NULL: no retry */
+	char **renewed;			 /* borrowed, or NULL: after a login
+					    with a new token, *renewed is that
+					    token (owned by the caller: keep it
+					    for later logins, wipe it with
+					    mfs_password_free(); an old value
+					    is freed) */
 };
 
 struct mfs_smtp; /* one open session */
@@ -64,8 +94,11 @@ struct mfs_smtp; /* one open session */
  *   MFS_E_CONNECT  TCP connection failed, or the server closed it
  *   MFS_E_TIMEOUT  a wait ran out
  *   MFS_E_TLS      TLS failed, or smtp:// and no STARTTLS offered
- *   MFS_E_AUTH     AUTH refused (5xx), or no usable AUTH mechanism
+ *   MFS_E_AUTH     AUTH refused (5xx; for a token, also after the retry
+ *                  with a new one), or no usable AUTH mechanism
  *   MFS_E_PROTO    an unexpected or malformed reply (4xx greeting etc.)
+ * When asking for a new token fails, the error is logged and the refusal
+ * (MFS_E_AUTH) returned.
  *   MFS_E_NOMEM
  * mfs_smtp_err_temporary() tells which of these are worth a retry.
  */

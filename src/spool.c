@@ -55,6 +55,9 @@ struct mfs_spool {
 	pthread_t thread;
 	int started, stop;
 	struct mfs_smtp *cur; /* borrowed: session of the retry thread */
+	char *token;	      /* owned or NULL: a token asked for again after
+				 the server refused o.password; used instead
+				 of it from then on (under lock) */
 };
 
 static const char *const status_names[] = {
@@ -432,6 +435,7 @@ void mfs_spool_close(struct mfs_spool *sp)
 	}
 	pthread_cond_destroy(&sp->cond);
 	pthread_mutex_destroy(&sp->lock);
+	mfs_password_free(sp->token);
 	close(sp->dirfd);
 	free(sp);
 }
@@ -844,14 +848,33 @@ static unsigned send_flags(const struct mfs_outmsg *m, unsigned caps)
 	return f;
 }
 
+/* Opens a session with the latest token (a copy, since the other thread
+ * may renew it meanwhile) and keeps a token renewed during the login. */
 static int open_session(struct mfs_spool *sp, struct mfs_smtp **s,
 			struct mfs_err *err)
 {
 	const struct mfs_account *a = sp->o.acct;
+	char *secret = NULL, *renewed = NULL;
 	struct mfs_smtp_opts so = {&a->smtp,   a->user,	   sp->o.password,
-				   a->ca_file, a->timeout, NULL};
+				   a->ca_file, a->timeout, NULL,
+				   a->auth,    a,	   &renewed};
+	int rc;
 
-	return mfs_smtp_open(&so, s, err);
+	pthread_mutex_lock(&sp->lock);
+	if (sp->token)
+		secret = strdup(sp->token);
+	pthread_mutex_unlock(&sp->lock);
+	if (secret)
+		so.password = secret;
+	rc = mfs_smtp_open(&so, s, err);
+	mfs_password_free(secret);
+	if (renewed) {
+		pthread_mutex_lock(&sp->lock);
+		mfs_password_free(sp->token);
+		sp->token = renewed;
+		pthread_mutex_unlock(&sp->lock);
+	}
+	return rc;
 }
 
 /* Sends the prepared message over *s (opened when NULL). */

@@ -79,7 +79,12 @@ struct mfs_spool_opts {
 					   spool: smtp, user, from, ca_file,
 					   timeout */
 	const char *password;		/* borrowed, lives as long as the spool;
-					   NULL: no AUTH */
+					   NULL: no AUTH. With acct->auth a
+					   token mechanism it is the token:
+					   when the server refuses it, a new
+					   one is asked for (mfs_password_get)
+					   and kept by the spool for later
+					   sessions */
 	int backoff_min;	/* seconds before the first retry; 0: 60 */
 	int backoff_max;	/* cap of the doubling backoff; 0: 3600 */
 	int lifetime;		/* seconds from first queued until a message

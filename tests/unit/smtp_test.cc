@@ -1,18 +1,30 @@
 // smtp_test.cc - the SMTP client against the real local Postfix
 // (tests/servers/mailservers.sh): both ports, dot-stuffing, UTF-8,
-// rejections, partial rejection, a closed port, session reuse.
+// rejections, partial rejection, a closed port, session reuse, token
+// logins (XOAUTH2, OAUTHBEARER) with one renewal; and against a scripted
+// server on 127.0.0.1: AUTH LOGIN, long initial responses, malformed
+// replies, and the -d trace that must hide every secret.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 
 extern "C" {
+#include "log.h"
+#include "sasl.h"
 #include "smtp.h"
 }
 
@@ -28,6 +40,26 @@ int memfd_with(const std::string &s)
 	return fd;
 }
 
+// A key of the servers' env file, without adding it to env when missing
+// (an empty env means the servers did not start).
+const char *envc(const char *key)
+{
+	auto it = env.find(key);
+	return it == env.end() ? "" : it->second.c_str();
+}
+
+// How a Session logs in; the defaults are alice's password.
+struct Login {
+	const char *pass = nullptr; // nullptr: MFS_PASS
+	enum mfs_auth auth = MFS_AUTH_PASSWORD;
+	const struct mfs_account *acct = nullptr;
+	char **renewed = nullptr;
+	enum mfs_tls_mode tls = MFS_TLS_IMPLICIT;
+	int port = 0; // 0: the port of tls
+	const char *host = "localhost";
+	const char *user = nullptr; // nullptr: MFS_USER
+};
+
 struct Session {
 	struct mfs_server server = {};
 	struct mfs_smtp *s = nullptr;
@@ -37,20 +69,35 @@ struct Session {
 	explicit Session(bool implicit, const char *pass = nullptr,
 			 int port = 0)
 	{
+		Login l;
+		l.pass = pass;
+		l.tls = implicit ? MFS_TLS_IMPLICIT : MFS_TLS_STARTTLS;
+		l.port = port;
+		open(l);
+	}
+	explicit Session(const Login &l)
+	{
+		open(l);
+	}
+	void open(const Login &l)
+	{
 		server.proto = MFS_PROTO_SMTP;
-		server.tls = implicit ? MFS_TLS_IMPLICIT : MFS_TLS_STARTTLS;
-		server.host = (char *)"localhost";
-		server.port = port ? port
-				   : atoi(env[implicit ? "MFS_SMTPS_PORT"
-						       : "MFS_SMTP_PORT"]
-						  .c_str());
+		server.tls = l.tls;
+		server.host = (char *)l.host;
+		server.port = l.port ? l.port
+				     : atoi(envc(l.tls == MFS_TLS_IMPLICIT
+						     ? "MFS_SMTPS_PORT"
+						     : "MFS_SMTP_PORT"));
 		struct mfs_smtp_opts o = {
-			&server,
-			env["MFS_USER"].c_str(),
-			pass ? pass : env["MFS_PASS"].c_str(),
-			env["MFS_CA"].c_str(),
-			5,
-			nullptr};
+		    &server,
+		    l.user ? l.user : envc("MFS_USER"),
+		    l.pass ? l.pass : envc("MFS_PASS"),
+		    envc("MFS_CA"),
+		    5,
+		    nullptr,
+		    l.auth,
+		    l.acct,
+		    l.renewed};
 		rc = mfs_smtp_open(&o, &s, &err);
 	}
 	~Session()
@@ -90,6 +137,202 @@ class Smtp : public ::testing::Test
 			GTEST_SKIP() << "the local mail servers did not start";
 	}
 };
+
+std::string b64(const std::string &raw)
+{
+	char *e = mfs_b64_encode(raw.data(), raw.size());
+	std::string s = e;
+	mfs_sasl_free(e);
+	return s;
+}
+
+// A password_command for token renewal: a script (its path has no shell
+// metacharacter, so it runs directly) that prints the contents of
+// DIR/token and counts its runs in DIR/count.
+class TokenSource
+{
+      public:
+	explicit TokenSource(const std::string &token)
+	{
+		char tmpl[] = "/tmp/mailfs-smtp-token-XXXXXX";
+		dir_ = mkdtemp(tmpl);
+		std::ofstream(dir_ + "/token") << token << "\n";
+		std::string script = dir_ + "/print-token";
+		std::ofstream(script)
+		    << "#!/bin/sh\n"
+		       "d=$(dirname \"$0\")\n"
+		       "echo x >>\"$d/count\"\n"
+		       "cat \"$d/token\"\n";
+		chmod(script.c_str(), 0700);
+		command_ = script;
+		acct_.name = (char *)"t";
+		acct_.path = (char *)"/test/config";
+		acct_.password_command = &command_[0];
+		acct_.timeout = 5;
+	}
+	~TokenSource()
+	{
+		system(("rm -rf " + dir_).c_str());
+	}
+	const struct mfs_account *acct() const
+	{
+		return &acct_;
+	}
+	// How many times the command ran.
+	int runs() const
+	{
+		std::string c = slurp(dir_ + "/count");
+		return (int)std::count(c.begin(), c.end(), '\n');
+	}
+
+      private:
+	std::string dir_, command_;
+	struct mfs_account acct_ = {};
+};
+
+// Captures what the log writes to stderr, with -d on, while it lives.
+class LogCapture
+{
+      public:
+	LogCapture()
+	{
+		char tmpl[] = "/tmp/mailfs-smtp-log-XXXXXX";
+		int fd = mkstemp(tmpl);
+		path_ = tmpl;
+		fflush(stderr);
+		saved_ = dup(2);
+		dup2(fd, 2);
+		close(fd);
+		mfs_log_init(0, 1);
+	}
+	~LogCapture()
+	{
+		stop();
+		unlink(path_.c_str());
+	}
+	std::string stop()
+	{
+		if (saved_ >= 0) {
+			mfs_log_init(0, 0);
+			fflush(stderr);
+			dup2(saved_, 2);
+			close(saved_);
+			saved_ = -1;
+			text_ = slurp(path_);
+		}
+		return text_;
+	}
+
+      private:
+	std::string path_, text_;
+	int saved_ = -1;
+};
+
+bool has(const std::string &hay, const std::string &needle)
+{
+	return hay.find(needle) != std::string::npos;
+}
+
+// A scripted SMTP server for one connection on 127.0.0.1: it sends the
+// greeting, then answers each line it receives with answer(line); an
+// empty answer closes the connection.
+class FakeServer
+{
+      public:
+	using Answer = std::function<std::string(const std::string &)>;
+
+	FakeServer(const std::string &greeting, Answer answer)
+	    : greeting_(greeting), answer_(std::move(answer))
+	{
+		struct sockaddr_in a = {};
+		socklen_t len = sizeof(a);
+
+		lfd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		a.sin_family = AF_INET;
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		EXPECT_EQ(0, bind(lfd_, (struct sockaddr *)&a, sizeof(a)));
+		EXPECT_EQ(0, listen(lfd_, 1));
+		getsockname(lfd_, (struct sockaddr *)&a, &len);
+		port = ntohs(a.sin_port);
+		thread_ = std::thread([this] { serve(); });
+	}
+	~FakeServer()
+	{
+		shutdown(lfd_, SHUT_RDWR);
+		thread_.join();
+		close(lfd_);
+	}
+	// The lines received (after the client closed).
+	std::vector<std::string> lines()
+	{
+		thread_.join();
+		thread_ = std::thread([] {});
+		return lines_;
+	}
+	int port = 0;
+
+      private:
+	void serve()
+	{
+		int c = accept4(lfd_, nullptr, nullptr, SOCK_CLOEXEC);
+		std::string buf;
+		char chunk[4096];
+
+		if (c < 0)
+			return;
+		put(c, greeting_);
+		for (;;) {
+			size_t nl = buf.find("\r\n");
+			if (nl == std::string::npos) {
+				ssize_t n = recv(c, chunk, sizeof(chunk), 0);
+				if (n <= 0)
+					break;
+				buf.append(chunk, n);
+				continue;
+			}
+			std::string line = buf.substr(0, nl);
+			buf.erase(0, nl + 2);
+			lines_.push_back(line);
+			std::string reply = answer_(line);
+			if (reply.empty())
+				break;
+			put(c, reply);
+		}
+		close(c);
+	}
+	static void put(int c, const std::string &s)
+	{
+		if (!s.empty())
+			send(c, s.data(), s.size(), MSG_NOSIGNAL);
+	}
+	int lfd_ = -1;
+	std::string greeting_;
+	Answer answer_;
+	std::thread thread_;
+	std::vector<std::string> lines_;
+};
+
+Login fake_login(int port, const char *pass = "pw-S3CRET")
+{
+	Login l;
+	l.tls = MFS_TLS_NONE;
+	l.port = port;
+	l.host = "127.0.0.1";
+	l.user = "alice";
+	l.pass = pass;
+	return l;
+}
+
+// A fake server's answer to everything but AUTH: EHLO offers ehlo_auth.
+std::string plain_answer(const std::string &line, const std::string &ehlo)
+{
+	if (line.rfind("EHLO ", 0) == 0)
+		return "250-fake.test\r\n250-PIPELINING\r\n250 AUTH " +
+		       ehlo + "\r\n";
+	if (line == "QUIT")
+		return "221 bye\r\n";
+	return "500 what\r\n";
+}
 
 TEST_F(Smtp, StartTlsPortDotsArriveIntact)
 {
@@ -196,6 +439,272 @@ TEST_F(Smtp, NoStartTlsOfferedIsRefused)
 	// never comes, which must fail within the timeout, not hang
 	Session ses(false, nullptr, atoi(env["MFS_SMTPS_PORT"].c_str()));
 	EXPECT_NE(MFS_OK, ses.rc);
+}
+
+// --- token logins against Dovecot through Postfix ---
+
+TEST_F(Smtp, Xoauth2AndOauthbearerLogIn)
+{
+	// Dovecot checks a bearer token like a password (mailservers.sh).
+	for (auto auth : {MFS_AUTH_XOAUTH2, MFS_AUTH_OAUTHBEARER}) {
+		for (auto tls : {MFS_TLS_IMPLICIT, MFS_TLS_STARTTLS}) {
+			SCOPED_TRACE(std::to_string(auth) + "/" +
+				     std::to_string(tls));
+			Login l;
+			l.auth = auth;
+			l.tls = tls;
+			Session ses(l);
+			ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+			unsigned caps = mfs_smtp_caps(ses.s);
+			EXPECT_TRUE(caps & MFS_SMTP_AUTH_XOAUTH2);
+			EXPECT_TRUE(caps & MFS_SMTP_AUTH_OAUTHBEARER);
+		}
+	}
+	Login l;
+	l.auth = MFS_AUTH_OAUTHBEARER;
+	Session ses(l);
+	ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	auto r = ses.send(message("oauth1", "x\r\n"), {"bob@example.test"});
+	EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+	mfs_smtp_result_free(&r);
+	EXPECT_EQ(1u, fetch(2, "oauth1", 1).size());
+}
+
+TEST_F(Smtp, RefusedTokenIsAskedForAgainOnceAndKept)
+{
+	for (auto auth : {MFS_AUTH_XOAUTH2, MFS_AUTH_OAUTHBEARER}) {
+		SCOPED_TRACE(auth);
+		TokenSource src(env["MFS_PASS"]);
+		char *renewed = nullptr;
+		Login l;
+		l.pass = "expired-token";
+		l.auth = auth;
+		l.acct = src.acct();
+		l.renewed = &renewed;
+		Session ses(l);
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+		EXPECT_EQ(1, src.runs());
+		ASSERT_NE(nullptr, renewed);
+		EXPECT_EQ(env["MFS_PASS"], renewed);
+		mfs_password_free(renewed);
+	}
+}
+
+TEST_F(Smtp, TokenRefusedTwiceFailsAfterOneRenewal)
+{
+	TokenSource src("still-wrong");
+	char *renewed = nullptr;
+	Login l;
+	l.pass = "expired-token";
+	l.auth = MFS_AUTH_XOAUTH2;
+	l.acct = src.acct();
+	l.renewed = &renewed;
+	Session ses(l);
+	EXPECT_EQ(MFS_E_AUTH, ses.rc) << ses.err.msg;
+	EXPECT_EQ(0, mfs_smtp_err_temporary(&ses.err));
+	EXPECT_EQ(1, src.runs());
+	EXPECT_EQ(nullptr, renewed);
+	EXPECT_FALSE(has(ses.err.msg, "wrong")) << ses.err.msg;
+	EXPECT_FALSE(has(ses.err.msg, "expired")) << ses.err.msg;
+}
+
+TEST_F(Smtp, RefusedPasswordIsNotAskedForAgain)
+{
+	TokenSource src(env["MFS_PASS"]);
+	char *renewed = nullptr;
+	Login l;
+	l.pass = "wrong-password";
+	l.acct = src.acct();
+	l.renewed = &renewed;
+	Session ses(l);
+	EXPECT_EQ(MFS_E_AUTH, ses.rc) << ses.err.msg;
+	EXPECT_EQ(0, src.runs());
+	EXPECT_EQ(nullptr, renewed);
+}
+
+// --- the -d trace ---
+
+TEST_F(Smtp, TraceShowsCommandsAndHidesSecrets)
+{
+	std::string pass = env["MFS_PASS"], user = env["MFS_USER"];
+	LogCapture cap;
+	{
+		Session ses(false);
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	}
+	TokenSource src(pass);
+	{
+		Login l;
+		l.pass = "expired-TOKEN-1";
+		l.auth = MFS_AUTH_OAUTHBEARER;
+		l.acct = src.acct();
+		Session ses(l);
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	}
+	std::string log = cap.stop();
+	EXPECT_TRUE(has(log, "smtp: S: 220 ")) << log;
+	EXPECT_TRUE(has(log, "smtp: C: EHLO ")) << log;
+	EXPECT_TRUE(has(log, "smtp: C: STARTTLS")) << log;
+	EXPECT_TRUE(has(log, "smtp: S: 250")) << log;
+	EXPECT_TRUE(has(log, "smtp: C: AUTH PLAIN <hidden>")) << log;
+	EXPECT_TRUE(has(log, "smtp: C: AUTH OAUTHBEARER <hidden>")) << log;
+	EXPECT_TRUE(has(log, "smtp: S: 334 ")) << log;
+	EXPECT_TRUE(has(log, "smtp: C: <hidden>")) << log;
+	EXPECT_TRUE(has(log, "smtp: S: 235 ")) << log;
+	EXPECT_TRUE(has(log, "smtp: C: QUIT")) << log;
+	EXPECT_FALSE(has(log, pass)) << log;
+	EXPECT_FALSE(has(log, "expired-TOKEN-1")) << log;
+	EXPECT_FALSE(has(log, "AQ==")) << log;
+	EXPECT_FALSE(has(log, b64(std::string("\0", 1) + user +
+				   std::string("\0", 1) + pass)))
+	    << log;
+}
+
+// --- a scripted server ---
+
+TEST(SmtpFake, AuthLoginStepsAreHiddenInTheTrace)
+{
+	FakeServer srv("220 fake ESMTP\r\n", [](const std::string &line) {
+		if (line == "AUTH LOGIN")
+			return std::string("334 VXNlcm5hbWU6\r\n");
+		if (line == b64("alice"))
+			return std::string("334 UGFzc3dvcmQ6\r\n");
+		if (line == b64("pw-S3CRET"))
+			return std::string("235 2.7.0 ok\r\n");
+		return plain_answer(line, "LOGIN");
+	});
+	LogCapture cap;
+	{
+		Session ses(fake_login(srv.port));
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	}
+	std::string log = cap.stop();
+	auto lines = srv.lines();
+	ASSERT_EQ(5u, lines.size());
+	EXPECT_EQ("AUTH LOGIN", lines[1]);
+	EXPECT_EQ("QUIT", lines[4]);
+	EXPECT_TRUE(has(log, "smtp: C: AUTH LOGIN\n")) << log;
+	EXPECT_TRUE(has(log, "smtp: S: 334 UGFzc3dvcmQ6")) << log;
+	size_t hidden = 0;
+	for (size_t at = 0;
+	     (at = log.find("smtp: C: <hidden>\n", at)) != std::string::npos;
+	     at++)
+		hidden++;
+	EXPECT_EQ(2u, hidden) << log;
+	EXPECT_FALSE(has(log, "pw-S3CRET")) << log;
+	EXPECT_FALSE(has(log, b64("pw-S3CRET"))) << log;
+	EXPECT_FALSE(has(log, b64("alice"))) << log;
+}
+
+TEST(SmtpFake, LongInitialResponseFollowsAnEmptyChallenge)
+{
+	std::string token(600, 't');
+	std::string ir = b64("user=alice\1auth=Bearer " + token + "\1\1");
+	FakeServer srv("220 fake\r\n", [&](const std::string &line) {
+		if (line == "AUTH XOAUTH2")
+			return std::string("334 \r\n");
+		if (line == ir)
+			return std::string("235 ok\r\n");
+		return plain_answer(line, "PLAIN XOAUTH2");
+	});
+	Login l = fake_login(srv.port, token.c_str());
+	l.auth = MFS_AUTH_XOAUTH2;
+	{
+		Session ses(l);
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	}
+	auto lines = srv.lines();
+	ASSERT_GE(lines.size(), 3u);
+	EXPECT_EQ("AUTH XOAUTH2", lines[1]);
+	EXPECT_EQ(ir, lines[2]);
+}
+
+TEST(SmtpFake, OauthbearerErrorIsAnsweredWithCtrlA)
+{
+	FakeServer srv("220 fake\r\n", [&](const std::string &line) {
+		if (line.rfind("AUTH OAUTHBEARER ", 0) == 0)
+			return std::string("334 eyJzdGF0dXMiOiI0MDEifQ==\r\n");
+		if (line == "AQ==")
+			return std::string("535 5.7.8 refused\r\n");
+		return plain_answer(line, "OAUTHBEARER");
+	});
+	TokenSource src("fresh");
+	char *renewed = nullptr;
+	Login l = fake_login(srv.port, "old");
+	l.auth = MFS_AUTH_OAUTHBEARER;
+	l.acct = src.acct();
+	l.renewed = &renewed;
+	{
+		Session ses(l);
+		EXPECT_EQ(MFS_E_AUTH, ses.rc) << ses.err.msg;
+		EXPECT_TRUE(has(ses.err.msg, "535")) << ses.err.msg;
+	}
+	auto lines = srv.lines();
+	// EHLO, AUTH, AQ==, AUTH again with the new token, AQ== (a failed
+	// open sends no QUIT)
+	ASSERT_EQ(5u, lines.size());
+	EXPECT_EQ("AQ==", lines[2]);
+	EXPECT_EQ(b64("n,a=alice,\1host=127.0.0.1\1port=" +
+		      std::to_string(srv.port) + "\1auth=Bearer fresh\1\1"),
+		  lines[3].substr(17));
+	EXPECT_EQ("AQ==", lines[4]);
+	EXPECT_EQ(1, src.runs());
+	EXPECT_EQ(nullptr, renewed);
+}
+
+TEST(SmtpFake, MissingMechanismIsAnAuthError)
+{
+	FakeServer srv("220 fake\r\n", [](const std::string &line) {
+		return plain_answer(line, "PLAIN LOGIN");
+	});
+	Login l = fake_login(srv.port);
+	l.auth = MFS_AUTH_OAUTHBEARER;
+	Session ses(l);
+	EXPECT_EQ(MFS_E_AUTH, ses.rc);
+	EXPECT_TRUE(has(ses.err.msg, "OAUTHBEARER")) << ses.err.msg;
+}
+
+TEST(SmtpFake, MalformedRepliesEndTheSession)
+{
+	const std::string bad[] = {
+	    "hello\r\n",
+	    "22 short\r\n",
+	    "2200 four digits\r\n",
+	    "600 no such class\r\n",
+	    "160 no such class\r\n",
+	    "260 second digit\r\n",
+	    "2x0 letter\r\n",
+	    "220-a\r\n221 b\r\n",
+	    "220-a\r\nb\r\n",
+	    std::string("220 nul\0x\r\n", 11),
+	    "220 " + std::string(5000, 'a') + "\r\n",
+	};
+	for (const std::string &g : bad) {
+		SCOPED_TRACE(g.substr(0, 40));
+		FakeServer srv(g, [](const std::string &line) {
+			return plain_answer(line, "PLAIN");
+		});
+		Session ses(fake_login(srv.port));
+		EXPECT_EQ(MFS_E_PROTO, ses.rc) << ses.err.msg;
+		EXPECT_EQ(nullptr, ses.s);
+	}
+	// A malformed EHLO reply, too.
+	FakeServer srv2("220 ok\r\n", [](const std::string &line) {
+		if (line.rfind("EHLO ", 0) == 0)
+			return std::string("250-x\r\n2501 y\r\n");
+		return plain_answer(line, "PLAIN");
+	});
+	Session ses2(fake_login(srv2.port));
+	EXPECT_EQ(MFS_E_PROTO, ses2.rc) << ses2.err.msg;
+	// The shortest valid reply is the code alone.
+	FakeServer srv("220\r\n", [](const std::string &line) {
+		if (line == "AUTH PLAIN " +
+				b64(std::string("\0alice\0pw-S3CRET", 16)))
+			return std::string("235\r\n");
+		return plain_answer(line, "PLAIN");
+	});
+	Session ses(fake_login(srv.port));
+	EXPECT_EQ(MFS_OK, ses.rc) << ses.err.msg;
 }
 
 } // namespace

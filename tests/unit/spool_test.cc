@@ -54,13 +54,13 @@ class Spool : public ::testing::Test
 		acct.timeout = 5;
 		open_spool();
 	}
-	void open_spool()
+	void open_spool(const char *password = nullptr)
 	{
 		struct mfs_spool_opts o = {};
 		struct mfs_err err = {};
 		o.dir = dir.c_str();
 		o.acct = &acct;
-		o.password = env["MFS_PASS"].c_str();
+		o.password = password ? password : env["MFS_PASS"].c_str();
 		o.backoff_min = 1;
 		o.backoff_max = 2;
 		o.sent = on_sent;
@@ -144,6 +144,38 @@ TEST_F(Spool, CommitSendsBareLfUtf8AndHidesBcc)
 			      "e\r\n.\r\n.foo\r\nend\r\n"));
 	EXPECT_NE(std::string::npos, bob[0].find("Message-ID: <"));
 	EXPECT_EQ(1u, fetch(1, "sp1", 1).size());
+}
+
+// An expired token is renewed through password_command once, and the new
+// token serves the later sessions too.
+TEST_F(Spool, RefusedTokenIsRenewedOnceAndKept)
+{
+	std::string tdir = dir.substr(0, dir.rfind('/'));
+	std::ofstream(tdir + "/token") << env["MFS_PASS"] << "\n";
+	std::string cmd = tdir + "/print-token";
+	std::ofstream(cmd) << "#!/bin/sh\n"
+			      "echo x >>" << tdir << "/count\n"
+			      "cat " << tdir << "/token\n";
+	chmod(cmd.c_str(), 0700);
+	mfs_spool_close(sp);
+	sp = nullptr;
+	acct.auth = MFS_AUTH_XOAUTH2;
+	acct.name = (char *)"t";
+	acct.path = (char *)"/test/config";
+	acct.password_command = &cmd[0];
+	open_spool("expired-token");
+	for (const char *name : {"tok1.eml", "tok2.eml"}) {
+		SCOPED_TRACE(name);
+		write_entry(name, msg("sptok", "bob@example.test", "x\n"));
+		struct mfs_spool_outcome oc;
+		struct mfs_err err = {};
+		ASSERT_EQ(MFS_OK, commit(name, &oc, &err)) << err.msg;
+		EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	}
+	std::string runs = slurp(tdir + "/count");
+	EXPECT_EQ(1, std::count(runs.begin(), runs.end(), '\n'));
+	EXPECT_EQ(2u, fetch(2, "sptok", 2).size());
+	acct.password_command = nullptr;
 }
 
 TEST_F(Spool, WaitingNamesAreHeldUntilRenamed)
