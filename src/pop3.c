@@ -29,13 +29,15 @@
 
 #include "log.h"
 #include "names.h"
+#include "sasl.h"
 #include "tls.h"
 
 #define P3_LINE_MAX 1024	 /* status, CAPA, UIDL and LIST lines */
 #define P3_HDR_MAX  (256 * 1024) /* header bytes kept per message */
-#define P3_BATCH    256		 /* commands sent before replies are read */
+#define P3_WINDOW   16384	 /* TOP bytes unanswered (see read_headers) */
 #define P3_UIDL_MAX 70		 /* RFC 1939 7 */
-#define P3_CMD_MAX  (4096 + 256) /* a PASS or AUTH PLAIN command */
+#define P3_CMD_MAX  16384	 /* a command line with a secret in it */
+#define P3_CMD_IR   255		 /* RFC 5034 4: AUTH with initial response */
 #define P3_OUT_BUF  16384	 /* bytes gathered before a write(2) */
 
 /* What CAPA said (RFC 2449). */
@@ -48,12 +50,18 @@ enum {
 	CAP_TOP = 1 << 5,
 	CAP_EXPIRE_0 = 1 << 6,	  /* "EXPIRE 0": RETR deletes */
 	CAP_EXPIRE_USER = 1 << 7, /* the policy is per user: ask after login */
+	CAP_SASL_XOAUTH2 = 1 << 8,
+	CAP_SASL_OAUTHBEARER = 1 << 9,
 };
 
 struct mfs_pop3 {
 	pthread_mutex_t lock;		/* one session at a time */
 	const struct mfs_account *acct; /* borrowed */
 	const char *password;		/* borrowed */
+	char *fresh; /* owned (mfs_password_free) or NULL: a token asked for
+			again after the server refused the one before; used
+			instead of password from then on */
+	int expire_warned; /* the EXPIRE 0 warning has been logged */
 	/* of the last session that completed its TLS handshake */
 	char tls_version[64];
 	char tls_subject[512];
@@ -62,14 +70,15 @@ struct mfs_pop3 {
 
 /* One POP3 session. */
 struct pop3_conn {
-	struct mfs_pop3 *pop; /* borrowed */
-	mailstream *s;	      /* owned */
-	unsigned caps;	      /* CAP_* */
-	int have_capa;	      /* the server answered CAPA */
-	int broken;	      /* the stream failed: close without QUIT */
-	int quit_sent;	      /* QUIT went out with the last batch */
-	size_t pos, len;      /* unread bytes are buf[pos..len) */
-	char buf[8192];	      /* at most the stream's buffer size */
+	struct mfs_pop3 *pop;	 /* borrowed */
+	mailstream *s;		 /* owned */
+	unsigned caps;		 /* CAP_* */
+	int have_capa;		 /* the server answered CAPA */
+	int broken;		 /* the stream failed: close without QUIT */
+	int quit_sent;		 /* QUIT went out with the last batch */
+	char stamp[P3_LINE_MAX]; /* the greeting's <timestamp>, or "" */
+	size_t pos, len;	 /* unread bytes are buf[pos..len) */
+	char buf[8192];		 /* at most the stream's buffer size */
 };
 
 /* ---- the session: bytes in and out ----------------------------------- */
@@ -163,7 +172,27 @@ static int conn_line(struct pop3_conn *c, char *line, size_t cap,
 	return MFS_OK;
 }
 
-/* Queues one command line (CRLF added); sent by conn_flush(). */
+/*
+ * Queues the command line shown + secret (secret may be NULL), CRLF added;
+ * sent by conn_flush(). The -d trace shows it as "C: shown<hidden>".
+ */
+static int conn_put(struct pop3_conn *c, const char *what, const char *shown,
+		    const char *secret, struct mfs_err *err)
+{
+	size_t n = strlen(shown), k = secret != NULL ? strlen(secret) : 0;
+
+	if (n + k + 2 > P3_CMD_MAX)
+		return mfs_err_set(err, MFS_E_INVAL, "%s: command too long",
+				   what);
+	mfs_log_debug("pop3: C: %s%s", shown, secret != NULL ? "<hidden>" : "");
+	if (mailstream_write(c->s, shown, n) != (ssize_t)n ||
+	    (k > 0 && mailstream_write(c->s, secret, k) != (ssize_t)k) ||
+	    mailstream_write(c->s, "\r\n", 2) != 2)
+		return conn_stream_fail(c, what, err);
+	return MFS_OK;
+}
+
+/* Queues one command line without a secret in it (see conn_put). */
 static int conn_send(struct pop3_conn *c, const char *what, struct mfs_err *err,
 		     const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -171,24 +200,17 @@ static int conn_send(struct pop3_conn *c, const char *what, struct mfs_err *err,
 static int conn_send(struct pop3_conn *c, const char *what, struct mfs_err *err,
 		     const char *fmt, ...)
 {
-	char cmd[P3_CMD_MAX];
+	char cmd[P3_LINE_MAX];
 	va_list ap;
 	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(cmd, sizeof(cmd) - 2, fmt, ap);
+	n = vsnprintf(cmd, sizeof(cmd), fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(cmd) - 2)
+	if (n < 0 || (size_t)n >= sizeof(cmd))
 		return mfs_err_set(err, MFS_E_INVAL, "%s: command too long",
 				   what);
-	memcpy(cmd + n, "\r\n", 2);
-	n += 2;
-	if (mailstream_write(c->s, cmd, (size_t)n) != n) {
-		explicit_bzero(cmd, sizeof(cmd));
-		return conn_stream_fail(c, what, err);
-	}
-	explicit_bzero(cmd, sizeof(cmd)); /* may have held a password */
-	return MFS_OK;
+	return conn_put(c, what, cmd, NULL, err);
 }
 
 static int conn_flush(struct pop3_conn *c, const char *what,
@@ -196,6 +218,16 @@ static int conn_flush(struct pop3_conn *c, const char *what,
 {
 	if (mailstream_flush(c->s) != 0)
 		return conn_stream_fail(c, what, err);
+	return MFS_OK;
+}
+
+/* Reads a status line (not a data line) and traces it ("S: ..."). */
+static int conn_reply(struct pop3_conn *c, char *line, size_t cap,
+		      const char *what, struct mfs_err *err)
+{
+	if (conn_line(c, line, cap, what, err) != MFS_OK)
+		return err->code;
+	mfs_log_debug("pop3: S: %s", line);
 	return MFS_OK;
 }
 
@@ -210,7 +242,7 @@ static int conn_status(struct pop3_conn *c, int *ok, char *text, size_t cap,
 	char line[P3_LINE_MAX];
 	const char *rest;
 
-	if (conn_line(c, line, sizeof(line), what, err) != MFS_OK)
+	if (conn_reply(c, line, sizeof(line), what, err) != MFS_OK)
 		return err->code;
 	if (strncmp(line, "+OK", 3) == 0) {
 		*ok = 1;
@@ -318,9 +350,14 @@ static void capa_line(struct pop3_conn *c, const char *line)
 
 		snprintf(mechs, sizeof(mechs), "%s", rest);
 		for (m = strtok_r(mechs, " ", &save); m != NULL;
-		     m = strtok_r(NULL, " ", &save))
+		     m = strtok_r(NULL, " ", &save)) {
 			if (strcasecmp(m, "PLAIN") == 0)
 				c->caps |= CAP_SASL_PLAIN;
+			else if (strcasecmp(m, "XOAUTH2") == 0)
+				c->caps |= CAP_SASL_XOAUTH2;
+			else if (strcasecmp(m, "OAUTHBEARER") == 0)
+				c->caps |= CAP_SASL_OAUTHBEARER;
+		}
 	} else if (strcasecmp(word, "EXPIRE") == 0) {
 		char val[32] = "", user[16] = "";
 
@@ -392,14 +429,30 @@ static int conn_stls(struct pop3_conn *c, const struct mfs_tls_opts *tls,
 	return conn_capa(c, err);
 }
 
-static int refuse_expire(struct pop3_conn *c, struct mfs_err *err)
+/* EXPIRE 0 (RFC 2449 6.7): the server deletes every message it sends.
+ * Refused unless allow_expire; then a warning, once per store. */
+static int check_expire(struct pop3_conn *c, struct mfs_err *err)
 {
-	const struct mfs_server *srv = &c->pop->acct->store;
+	const struct mfs_account *acct = c->pop->acct;
+	const struct mfs_server *srv = &acct->store;
 
-	return mfs_err_set(err, MFS_E_ACCESS,
-			   "%s:%d: server deletes retrieved mail (EXPIRE 0); "
-			   "refusing to read",
-			   srv->host, srv->port);
+	if (!(c->caps & CAP_EXPIRE_0))
+		return MFS_OK;
+	if (!acct->allow_expire)
+		return mfs_err_set(err, MFS_E_ACCESS,
+				   "%s:%d: server deletes retrieved mail "
+				   "(EXPIRE 0); refusing to read (set "
+				   "allow_expire = yes to read it anyway, the "
+				   "server then deletes every message mailfs "
+				   "reads)",
+				   srv->host, srv->port);
+	if (!c->pop->expire_warned) {
+		c->pop->expire_warned = 1;
+		mfs_log_err("warning: %s:%d deletes every message mailfs reads "
+			    "(EXPIRE 0); reading anyway (allow_expire = yes)",
+			    srv->host, srv->port);
+	}
+	return MFS_OK;
 }
 
 static int auth_refused(struct pop3_conn *c, const char *text,
@@ -410,6 +463,13 @@ static int auth_refused(struct pop3_conn *c, const char *text,
 	return mfs_err_set(err, MFS_E_AUTH, "login as %s at %s:%d refused: %s",
 			   acct->user, acct->store.host, acct->store.port,
 			   text);
+}
+
+/* The secret of the next login: the token asked for again, else the one
+ * the store was made with. */
+static const char *pop_secret(const struct mfs_pop3 *pop)
+{
+	return pop->fresh != NULL ? pop->fresh : pop->password;
 }
 
 /* USER and PASS, sent together when the server pipelines. */
@@ -429,7 +489,7 @@ static int login_user_pass(struct pop3_conn *c, struct mfs_err *err)
 		if (!ok)
 			return auth_refused(c, text, err);
 	}
-	if (conn_send(c, "PASS", err, "PASS %s", c->pop->password) != MFS_OK ||
+	if (conn_put(c, "PASS", "PASS ", pop_secret(c->pop), err) != MFS_OK ||
 	    conn_flush(c, "PASS", err) != MFS_OK)
 		return err->code;
 	if (c->caps & CAP_PIPELINING) {
@@ -447,61 +507,206 @@ static int login_user_pass(struct pop3_conn *c, struct mfs_err *err)
 	return ok ? MFS_OK : auth_refused(c, text, err);
 }
 
-/* SASL PLAIN (RFC 5034) with the initial response. */
-static int login_plain(struct pop3_conn *c, struct mfs_err *err)
+/* The timestamp of an APOP greeting ("+OK ... <stamp>"), if any. */
+static void greeting_stamp(struct pop3_conn *c, const char *text)
+{
+	const char *lt = strchr(text, '<');
+	const char *gt = lt != NULL ? strchr(lt, '>') : NULL;
+
+	c->stamp[0] = '\0';
+	if (gt != NULL && gt - lt > 1)
+		snprintf(c->stamp, sizeof(c->stamp), "%.*s", (int)(gt - lt + 1),
+			 lt);
+}
+
+/* MD5 of stamp and secret as 32 lower-case hex digits (RFC 1939 7). */
+static int apop_digest(const char *stamp, const char *secret, char hex[33])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0, i;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok;
+
+	if (ctx == NULL)
+		return -1;
+	ok = EVP_DigestInit_ex(ctx, EVP_md5(), NULL) == 1 &&
+	     EVP_DigestUpdate(ctx, stamp, strlen(stamp)) == 1 &&
+	     EVP_DigestUpdate(ctx, secret, strlen(secret)) == 1 &&
+	     EVP_DigestFinal_ex(ctx, md, &len) == 1 && len == 16;
+	EVP_MD_CTX_free(ctx);
+	for (i = 0; ok && i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	explicit_bzero(md, sizeof(md));
+	return ok ? 0 : -1;
+}
+
+/* APOP user digest: the password itself never goes out. */
+static int login_apop(struct pop3_conn *c, struct mfs_err *err)
 {
 	const struct mfs_account *acct = c->pop->acct;
-	size_t ulen = strlen(acct->user), plen = strlen(c->pop->password);
-	unsigned char raw[P3_CMD_MAX / 2];
-	char b64[P3_CMD_MAX], text[256];
-	size_t rawlen = ulen + plen + 2;
+	char shown[P3_LINE_MAX], digest[33], text[256];
 	int ok, r;
 
-	if (rawlen > sizeof(raw))
+	if (c->stamp[0] == '\0')
 		return mfs_err_set(err, MFS_E_AUTH,
-				   "user name and password too long for "
-				   "AUTH PLAIN");
-	raw[0] = '\0';
-	memcpy(raw + 1, acct->user, ulen);
-	raw[ulen + 1] = '\0';
-	memcpy(raw + ulen + 2, c->pop->password, plen);
-	EVP_EncodeBlock((unsigned char *)b64, raw, (int)rawlen);
-	explicit_bzero(raw, sizeof(raw));
-	r = conn_send(c, "AUTH", err, "AUTH PLAIN %s", b64);
-	explicit_bzero(b64, sizeof(b64));
-	if (r != MFS_OK || conn_flush(c, "AUTH", err) != MFS_OK)
+				   "apop = yes, but the server offers no APOP "
+				   "(no <timestamp> in its greeting); the "
+				   "password is not sent");
+	if (apop_digest(c->stamp, pop_secret(c->pop), digest) != 0)
+		return mfs_err_set(err, MFS_E_AUTH,
+				   "APOP: MD5 is not available");
+	if (snprintf(shown, sizeof(shown), "APOP %s ", acct->user) >=
+	    (int)sizeof(shown))
+		return mfs_err_set(err, MFS_E_AUTH, "APOP: user name too long");
+	r = conn_put(c, "APOP", shown, digest, err);
+	explicit_bzero(digest, sizeof(digest));
+	if (r != MFS_OK || conn_flush(c, "APOP", err) != MFS_OK ||
+	    conn_status(c, &ok, text, sizeof(text), "APOP", err) != MFS_OK)
 		return err->code;
-	if (conn_line(c, text, sizeof(text), "AUTH", err) != MFS_OK)
-		return err->code;
-	if (strncmp(text, "+OK", 3) == 0)
-		return MFS_OK;
-	if (strncmp(text, "+", 1) == 0) {
-		/* a challenge despite the initial response: cancel */
-		if (conn_cmd(c, &ok, NULL, 0, "AUTH", err, "*") != MFS_OK)
+	return ok ? MFS_OK : auth_refused(c, text, err);
+}
+
+/*
+ * AUTH mech with the initial response ir (RFC 5034): on the command line
+ * when that stays within 255 octets, else after the server's "+"
+ * challenge. A challenge after the response means failure (XOAUTH2 and
+ * OAUTHBEARER carry their error in it): it is answered with `cancel` and
+ * the final -ERR is read. MFS_E_AUTH means the server refused.
+ */
+static int login_sasl(struct pop3_conn *c, const char *mech, const char *ir,
+		      const char *cancel, struct mfs_err *err)
+{
+	char shown[64], line[P3_LINE_MAX];
+	int ok;
+
+	snprintf(shown, sizeof(shown), "AUTH %s ", mech);
+	if (strlen(shown) + strlen(ir) <= P3_CMD_IR) {
+		if (conn_put(c, "AUTH", shown, ir, err) != MFS_OK)
 			return err->code;
-		return auth_refused(c,
-				    "the server ignored the initial "
-				    "response",
-				    err);
+	} else {
+		if (conn_send(c, "AUTH", err, "AUTH %s", mech) != MFS_OK ||
+		    conn_flush(c, "AUTH", err) != MFS_OK ||
+		    conn_reply(c, line, sizeof(line), "AUTH", err) != MFS_OK)
+			return err->code;
+		if (strncmp(line, "-ERR", 4) == 0)
+			return auth_refused(
+			    c, line[4] == ' ' ? line + 5 : "no reason given",
+			    err);
+		if (line[0] != '+' || strncmp(line, "+OK", 3) == 0) {
+			c->broken = 1;
+			return mfs_err_set(err, MFS_E_PROTO,
+					   "AUTH: unexpected reply \"%.80s\"",
+					   line);
+		}
+		if (conn_put(c, "AUTH", "", ir, err) != MFS_OK)
+			return err->code;
 	}
-	if (strncmp(text, "-ERR", 4) != 0) {
+	if (conn_flush(c, "AUTH", err) != MFS_OK ||
+	    conn_reply(c, line, sizeof(line), "AUTH", err) != MFS_OK)
+		return err->code;
+	if (strncmp(line, "+OK", 3) == 0)
+		return MFS_OK;
+	if (line[0] == '+') {
+		if (conn_put(c, "AUTH", cancel, NULL, err) != MFS_OK ||
+		    conn_flush(c, "AUTH", err) != MFS_OK ||
+		    conn_status(c, &ok, line, sizeof(line), "AUTH", err) !=
+			MFS_OK)
+			return err->code;
+		return auth_refused(
+		    c, ok ? "the server sent a challenge" : line, err);
+	}
+	if (strncmp(line, "-ERR", 4) != 0) {
 		c->broken = 1;
 		return mfs_err_set(err, MFS_E_PROTO,
-				   "AUTH: unexpected reply \"%.80s\"", text);
+				   "AUTH: unexpected reply \"%.80s\"", line);
 	}
-	return auth_refused(c, text[4] == ' ' ? text + 5 : "no reason given",
+	return auth_refused(c, line[4] == ' ' ? line + 5 : "no reason given",
 			    err);
+}
+
+/* SASL PLAIN with the initial response. */
+static int login_plain(struct pop3_conn *c, struct mfs_err *err)
+{
+	char *ir = mfs_sasl_plain(c->pop->acct->user, pop_secret(c->pop));
+	int r;
+
+	if (ir == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	r = login_sasl(c, "PLAIN", ir, "*", err);
+	mfs_sasl_free(ir);
+	return r;
+}
+
+/* One XOAUTH2 or OAUTHBEARER attempt with the current token. */
+static int login_token(struct pop3_conn *c, struct mfs_err *err)
+{
+	const struct mfs_account *acct = c->pop->acct;
+	int bearer = acct->auth == MFS_AUTH_OAUTHBEARER;
+	char *ir;
+	int r;
+
+	if (bearer)
+		ir = mfs_sasl_oauthbearer(acct->user, acct->store.host,
+					  acct->store.port, pop_secret(c->pop));
+	else
+		ir = mfs_sasl_xoauth2(acct->user, pop_secret(c->pop));
+	if (ir == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	r = login_sasl(c, bearer ? "OAUTHBEARER" : "XOAUTH2", ir,
+		       bearer ? "AQ==" : "*", err);
+	mfs_sasl_free(ir);
+	return r;
+}
+
+/*
+ * XOAUTH2 or OAUTHBEARER. Tokens expire: when the server refuses one, the
+ * password source is asked once more and the login tried once more in the
+ * same session; the new token is kept for later sessions.
+ */
+static int login_oauth(struct pop3_conn *c, struct mfs_err *err)
+{
+	struct mfs_pop3 *pop = c->pop;
+	const struct mfs_server *srv = &pop->acct->store;
+	int bearer = pop->acct->auth == MFS_AUTH_OAUTHBEARER;
+	unsigned need = bearer ? CAP_SASL_OAUTHBEARER : CAP_SASL_XOAUTH2;
+	struct mfs_err first;
+	char *fresh = NULL;
+	int r;
+
+	if (c->have_capa && !(c->caps & need))
+		return mfs_err_set(
+		    err, MFS_E_AUTH, "%s:%d does not offer SASL %s", srv->host,
+		    srv->port, bearer ? "OAUTHBEARER" : "XOAUTH2");
+	r = login_token(c, err);
+	if (r != MFS_E_AUTH || c->broken)
+		return r;
+	first = *err;
+	mfs_log_info("pop3: %s:%d refused the token; asking for a new one",
+		     srv->host, srv->port);
+	if (mfs_password_get(pop->acct, &fresh, err) != MFS_OK) {
+		mfs_log_err("pop3: no new token: %s", err->msg);
+		*err = first;
+		return err->code;
+	}
+	mfs_password_free(pop->fresh);
+	pop->fresh = fresh;
+	return login_token(c, err);
 }
 
 static int conn_login(struct pop3_conn *c, struct mfs_err *err)
 {
 	const struct mfs_account *acct = c->pop->acct;
 
+	if (acct->auth == MFS_AUTH_XOAUTH2 ||
+	    acct->auth == MFS_AUTH_OAUTHBEARER)
+		return login_oauth(c, err);
 	if (strpbrk(acct->user, "\r\n") != NULL ||
-	    strpbrk(c->pop->password, "\r\n") != NULL)
+	    strpbrk(pop_secret(c->pop), "\r\n") != NULL)
 		return mfs_err_set(err, MFS_E_AUTH,
 				   "user name or password contains a line "
 				   "break");
+	if (acct->apop)
+		return login_apop(c, err);
 	/* Without CAPA, USER/PASS is the one method every server has. */
 	if (!c->have_capa || (c->caps & CAP_USER))
 		return login_user_pass(c, err);
@@ -512,9 +717,44 @@ static int conn_login(struct pop3_conn *c, struct mfs_err *err)
 			   acct->store.host, acct->store.port);
 }
 
-/* TCP, TLS, greeting, CAPA, STLS, login. APOP is not used: the config
- * has no way to ask for it, and it needs the password's MD5 on the wire
- * where TLS already protects USER/PASS. */
+/* On a connected stream c->s: greeting, CAPA, STLS, EXPIRE, login. */
+static int conn_start(struct pop3_conn *c, struct mfs_err *err)
+{
+	struct mfs_pop3 *pop = c->pop;
+	const struct mfs_account *acct = pop->acct;
+	const struct mfs_server *srv = &acct->store;
+	struct mfs_tls_opts tls = {srv->host, acct->ca_file, acct->timeout};
+	char text[P3_LINE_MAX];
+	int ok;
+
+	if (conn_status(c, &ok, text, sizeof(text), "greeting", err) != MFS_OK)
+		return err->code;
+	if (!ok) {
+		c->broken = 1;
+		return mfs_err_set(err, MFS_E_CONNECT,
+				   "%s:%d refused the session: %.256s",
+				   srv->host, srv->port, text);
+	}
+	greeting_stamp(c, text);
+	if (conn_capa(c, err) != MFS_OK)
+		return err->code;
+	if (srv->tls == MFS_TLS_STARTTLS && conn_stls(c, &tls, err) != MFS_OK)
+		return err->code;
+	if (check_expire(c, err) != MFS_OK || conn_login(c, err) != MFS_OK)
+		return err->code;
+	if ((c->caps & CAP_EXPIRE_USER) &&
+	    (conn_capa(c, err) != MFS_OK || check_expire(c, err) != MFS_OK))
+		return err->code;
+	mfs_stream_tls_info(c->s, pop->tls_version, sizeof(pop->tls_version),
+			    pop->tls_subject, sizeof(pop->tls_subject),
+			    pop->tls_issuer, sizeof(pop->tls_issuer));
+	mfs_log_debug("pop3: logged in to %s:%d as %s", srv->host, srv->port,
+		      acct->user);
+	return MFS_OK;
+}
+
+/* TCP, TLS (implicit or STLS), greeting, CAPA, login: a session ready for
+ * the transaction state, or an error. */
 static int conn_open(struct mfs_pop3 *pop, struct pop3_conn **out,
 		     struct mfs_err *err)
 {
@@ -522,8 +762,7 @@ static int conn_open(struct mfs_pop3 *pop, struct pop3_conn **out,
 	const struct mfs_server *srv = &acct->store;
 	struct mfs_tls_opts tls = {srv->host, acct->ca_file, acct->timeout};
 	struct pop3_conn *c;
-	char text[256];
-	int fd, ok;
+	int fd;
 
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
@@ -538,35 +777,8 @@ static int conn_open(struct mfs_pop3 *pop, struct pop3_conn **out,
 		c->s = mfs_stream_plain(fd, acct->timeout, err);
 	if (c->s == NULL)
 		goto free_conn;
-	if (conn_status(c, &ok, text, sizeof(text), "greeting", err) != MFS_OK)
+	if (conn_start(c, err) != MFS_OK)
 		goto close_conn;
-	if (!ok) {
-		c->broken = 1;
-		mfs_err_set(err, MFS_E_CONNECT, "%s:%d refused the session: %s",
-			    srv->host, srv->port, text);
-		goto close_conn;
-	}
-	if (conn_capa(c, err) != MFS_OK)
-		goto close_conn;
-	if (srv->tls == MFS_TLS_STARTTLS && conn_stls(c, &tls, err) != MFS_OK)
-		goto close_conn;
-	if (c->caps & CAP_EXPIRE_0) {
-		refuse_expire(c, err);
-		goto close_conn;
-	}
-	if (conn_login(c, err) != MFS_OK)
-		goto close_conn;
-	if ((c->caps & CAP_EXPIRE_USER) && conn_capa(c, err) != MFS_OK)
-		goto close_conn;
-	if (c->caps & CAP_EXPIRE_0) {
-		refuse_expire(c, err);
-		goto close_conn;
-	}
-	mfs_stream_tls_info(c->s, pop->tls_version, sizeof(pop->tls_version),
-			    pop->tls_subject, sizeof(pop->tls_subject),
-			    pop->tls_issuer, sizeof(pop->tls_issuer));
-	mfs_log_debug("pop3: logged in to %s:%d as %s", srv->host, srv->port,
-		      acct->user);
 	*out = c;
 	return MFS_OK;
 
@@ -707,6 +919,8 @@ static struct mfs_store_msg *find_uid(struct mfs_store_msg *msgs, size_t n,
 {
 	struct mfs_store_msg key = {.uid = uid};
 
+	if (n == 0) /* msgs may be NULL, which bsearch must not get */
+		return NULL;
 	return bsearch(&key, msgs, n, sizeof(*msgs), cmp_uid);
 }
 
@@ -718,6 +932,8 @@ static int check_unique(struct pop3_conn *c, struct mfs_store_msg *msgs,
 	size_t i;
 	int r = MFS_OK;
 
+	if (n == 0) /* an empty maildrop: msgs is NULL */
+		return MFS_OK;
 	qsort(msgs, n, sizeof(*msgs), cmp_uid);
 	for (i = 1; i < n; i++)
 		if (msgs[i].uid == msgs[i - 1].uid)
@@ -972,34 +1188,58 @@ free_h:
 	return err->code;
 }
 
+/* Queues "TOP uid 0"; *bytes grows by its length on the wire. */
+static int send_top(struct pop3_conn *c, uint32_t uid, size_t *bytes,
+		    struct mfs_err *err)
+{
+	char cmd[32];
+
+	*bytes +=
+	    (size_t)snprintf(cmd, sizeof(cmd), "TOP %" PRIu32 " 0", uid) + 2;
+	return conn_put(c, "TOP", cmd, NULL, err);
+}
+
+/* The length on the wire of "TOP uid 0". */
+static size_t top_len(uint32_t uid)
+{
+	return (size_t)snprintf(NULL, 0, "TOP %" PRIu32 " 0", uid) + 2;
+}
+
 /*
- * TOP n 0 for every message, in batches of P3_BATCH commands when the
- * server pipelines (a batch is small enough for the socket buffers, so
- * neither side can block on a full buffer while the other waits), else
- * one at a time. With pipelining, QUIT rides along with the last batch.
+ * TOP n 0 for every message. When the server pipelines, commands go out
+ * in one write as long as the ones not yet answered stay within
+ * P3_WINDOW bytes: that much always fits in the socket buffers between
+ * client and server, so the server never stops reading commands while
+ * this side is still writing them (no deadlock, whatever the replies
+ * weigh). When half the window has been answered, the next commands go
+ * out, before the rest of the replies is read. QUIT rides along with the
+ * last commands. Without pipelining, one command at a time.
  */
 static int read_headers(struct pop3_conn *c, struct mfs_store_msg *msgs,
 			size_t n, struct mfs_err *err)
 {
-	size_t batch = (c->caps & CAP_PIPELINING) ? P3_BATCH : 1;
-	size_t i, j, end;
+	size_t sent = 0, done, out = 0;
+	int pipe = (c->caps & CAP_PIPELINING) != 0;
 
-	for (i = 0; i < n; i = end) {
-		end = i + batch < n ? i + batch : n;
-		for (j = i; j < end; j++)
-			if (conn_send(c, "TOP", err, "TOP %" PRIu32 " 0",
-				      msgs[j].uid) != MFS_OK)
+	for (done = 0; done < n; done++) {
+		if (sent < n &&
+		    (sent == done || (pipe && out <= P3_WINDOW / 2))) {
+			while (sent < n &&
+			       (sent == done || (pipe && out < P3_WINDOW)))
+				if (send_top(c, msgs[sent++].uid, &out, err) !=
+				    MFS_OK)
+					return err->code;
+			if (sent == n && pipe) {
+				if (conn_send(c, "QUIT", err, "QUIT") != MFS_OK)
+					return err->code;
+				c->quit_sent = 1;
+			}
+			if (conn_flush(c, "TOP", err) != MFS_OK)
 				return err->code;
-		if (end == n && (c->caps & CAP_PIPELINING)) {
-			if (conn_send(c, "QUIT", err, "QUIT") != MFS_OK)
-				return err->code;
-			c->quit_sent = 1;
 		}
-		if (conn_flush(c, "TOP", err) != MFS_OK)
+		if (read_top(c, &msgs[done], err) != MFS_OK)
 			return err->code;
-		for (j = i; j < end; j++)
-			if (read_top(c, &msgs[j], err) != MFS_OK)
-				return err->code;
+		out -= top_len(msgs[done].uid);
 	}
 	return MFS_OK;
 }
@@ -1270,7 +1510,7 @@ static int fetch_session(struct pop3_conn *c, const struct mfs_store_msg *msg,
 	struct outbuf *o;
 	char text[256];
 	uint32_t num;
-	int ok;
+	int ok, r;
 
 	if (find_number(c, msg->uid, msg->uidl, &num, err) != MFS_OK)
 		return err->code;
@@ -1292,10 +1532,11 @@ static int fetch_session(struct pop3_conn *c, const struct mfs_store_msg *msg,
 	o->fd = fd;
 	o->n = 0;
 	o->total = 0;
-	if (read_retr(c, msg->size, o, err) == MFS_OK)
+	r = read_retr(c, msg->size, o, err);
+	if (r == MFS_OK)
 		*len = (size_t)o->total;
 	free(o);
-	return err->code;
+	return r;
 }
 
 static int pop3_fetch(struct mfs_store *st, const char *folder,
@@ -1343,6 +1584,7 @@ static void pop3_store_free(struct mfs_store *st)
 	pop = st->priv;
 	if (pop != NULL) {
 		pthread_mutex_destroy(&pop->lock);
+		mfs_password_free(pop->fresh);
 		free(pop);
 	}
 	free(st);

@@ -20,30 +20,52 @@
 
 /*
  * Creates the POP3 store for acct (read_only = 1; the write ops are NULL);
- * connects nothing yet. acct and password are borrowed and must outlive the
- * store. Returns NULL on ENOMEM. The store's ops (store.h) on POP3:
+ * connects nothing yet. acct and password (the password or OAuth2 token)
+ * are borrowed and must outlive the store. Returns NULL on ENOMEM.
+ * The store's ops (store.h) on POP3:
  *   connect  opens a session and ends it (QUIT): checks that the server is
  *            reachable, the TLS and the login. TCP, then implicit TLS
  *            (pop3s://) or STLS (pop3://; required: when CAPA does not list
  *            STLS no password is sent, MFS_E_TLS, unless tls = none). CAPA
- *            before and after STLS. Login with USER/PASS, or AUTH PLAIN
- *            when CAPA lists no USER but SASL PLAIN (MFS_E_AUTH when
- *            refused or when neither is offered). APOP is not used
- *            (the config has no key to ask for it). A server whose CAPA
- *            says "EXPIRE 0" deletes every message that is retrieved:
- *            MFS_E_ACCESS ("server deletes retrieved mail (EXPIRE 0);
- *            refusing to read") before logging in, or right after it when
- *            the policy is per user ("EXPIRE n USER" before login); no
- *            config key overrides this.
+ *            before and after STLS. Login, by acct->auth:
+ *              password: APOP when acct->apop (MD5 of the greeting's
+ *                <timestamp> and the password; no timestamp: MFS_E_AUTH
+ *                "the server offers no APOP", and no password is sent),
+ *                else USER/PASS, or AUTH PLAIN when CAPA lists no USER but
+ *                SASL PLAIN (MFS_E_AUTH when neither is offered).
+ *              xoauth2, oauthbearer: AUTH XOAUTH2 / AUTH OAUTHBEARER with
+ *                the password as the token (MFS_E_AUTH when CAPA does not
+ *                list the mechanism). When the server refuses the token,
+ *                mfs_password_get() is asked once for a new one and the
+ *                login tried once more in the same session; the new token
+ *                (owned by the store, wiped when it is freed) is used from
+ *                then on. A refused password is never asked for again.
+ *            AUTH carries its initial response on the command line when
+ *            that stays within 255 octets, else after a "+" challenge
+ *            (RFC 5034). MFS_E_AUTH when the login is refused.
+ *            A server whose CAPA says "EXPIRE 0" deletes every message
+ *            that is retrieved: MFS_E_ACCESS ("... refusing to read (set
+ *            allow_expire = yes to read it anyway, the server then
+ *            deletes every message mailfs reads)") before logging in, or
+ *            right after it when the policy is per user ("EXPIRE n USER"
+ *            before login); with acct->allow_expire the store reads
+ *            anyway and logs a warning once.
+ *            With -d (mfs_log_debugging()), every command line is logged
+ *            as "pop3: C: ..." and every status line received as
+ *            "pop3: S: ..." (not the lines of multi-line replies); the
+ *            PASS argument, the APOP digest and AUTH responses show as
+ *            "<hidden>".
  *   list     one folder, "INBOX"; no network.
  *   index    "INBOX" only (else MFS_E_NOENT); *validity is 0. UIDL and
  *            LIST, then TOP n 0 for every message. When CAPA lists
  *            PIPELINING, USER+PASS go out together, UIDL+LIST together,
- *            and TOP in batches of 256 commands (small enough for any
- *            socket buffer, so neither side can block while the other
- *            waits), QUIT riding with the last batch: 1000 messages cost
- *            7 client round trips after the greeting. Without PIPELINING
- *            every command waits for its reply (1006 for 1000 messages).
+ *            and TOP in one write while the commands not yet answered
+ *            stay within 16 KB (less than any socket buffer pair, so
+ *            neither side can block while the other waits); past that,
+ *            more go out whenever half of them have been answered, and
+ *            QUIT rides with the last ones: 1000 messages cost 4 client
+ *            round trips after the greeting. Without PIPELINING every
+ *            command waits for its reply (1006 for 1000 messages).
  *            uid is the message number in this session, uidl the UIDL,
  *            size the LIST size (RFC 1939: the octets of the message with
  *            CRLF line ends, before dot-stuffing; Dovecot's equals the

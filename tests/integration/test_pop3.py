@@ -192,3 +192,111 @@ def test_outbox_works_on_a_pop3_mount(env):
         wait_for(arrived, 30, "the message sent through outbox/")
         check(not os.path.exists(os.path.join(m.path, "outbox", "note")),
               "the file left outbox/")
+
+
+# --- APOP, EXPIRE 0, OAuth2 and the -d trace, through the config file -------
+
+RFC1939_GREETING = b"+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>\r\n"
+
+
+def fake_maildrop(capa, login_ok):
+    """A handler for harness.FakeServer: one message, CAPA `capa`;
+    login_ok(line) says whether a login line (APOP, USER, PASS, AUTH)
+    succeeds."""
+    msg = b"From: A <a@x>\r\nSubject: fake\r\n\r\nhello\r\n"
+
+    def handler(line):
+        line = line.rstrip(b"\r\n")
+        word = line.split(b" ")[0].upper()
+        if word == b"CAPA":
+            return b"+OK\r\n" + capa + b".\r\n"
+        if word in (b"APOP", b"USER", b"PASS", b"AUTH"):
+            return b"+OK\r\n" if login_ok(line) else b"-ERR [AUTH] no\r\n"
+        if line == b"UIDL":
+            return b"+OK\r\n1 fake-1\r\n.\r\n"
+        if line == b"LIST":
+            return b"+OK\r\n1 %d\r\n.\r\n" % len(msg)
+        if line == b"TOP 1 0":
+            return b"+OK\r\n" + msg.split(b"\r\n\r\n")[0] + b"\r\n\r\n.\r\n"
+        if line == b"QUIT":
+            return b"+OK bye\r\n"
+        return b"-ERR what\r\n"
+    return handler
+
+
+def fake_config(env, name, port, secret, **more):
+    pw = os.path.join(env.dir, name + ".pass")
+    with open(pw, "w") as f:
+        f.write(secret + "\n")
+    os.chmod(pw, 0o600)
+    keys = {"user": "mrose", "password_file": pw, "tls": "none"}
+    keys.update(more)
+    return pop3_config(env, name, "pop3://127.0.0.1:%d" % port, **keys)
+
+
+def check_run(env, cfg, debug=False):
+    args = ["--check"] + (["-d"] if debug else []) + ["-o", "config=" + cfg,
+                                                       "test"]
+    r = env.mailfs(args)
+    return r.returncode, r.stdout.decode(errors="replace")
+
+
+def test_pop3_apop_login(env):
+    from harness import FakeServer
+    digest = b"APOP mrose c4c9334bac560ecc979e58001b3e22fb"
+    srv = FakeServer(RFC1939_GREETING,
+                     fake_maildrop(b"UIDL\r\nTOP\r\n", lambda l: l == digest))
+    try:
+        rc, out = check_run(env, fake_config(env, "config-apop", srv.port,
+                                             "tanstaaf", apop="yes"))
+        eq(rc, 0, "--check with APOP (%s)" % out)
+        sent = b"".join(srv.lines)
+        check(digest + b"\r\n" in sent, sent)
+        check(b"tanstaaf" not in sent and b"PASS" not in sent, sent)
+    finally:
+        srv.close()
+    srv = FakeServer(b"+OK ready\r\n",
+                     fake_maildrop(b"USER\r\nUIDL\r\n", lambda l: True))
+    try:
+        rc, out = check_run(env, fake_config(env, "config-apop2", srv.port,
+                                             "tanstaaf", apop="yes"))
+        check(rc != 0, "--check without an APOP greeting succeeded")
+        check("the server offers no APOP" in out, out)
+        sent = b"".join(srv.lines)
+        check(b"PASS" not in sent and b"tanstaaf" not in sent, sent)
+    finally:
+        srv.close()
+
+
+def test_pop3_expire0_needs_allow_expire(env):
+    from harness import FakeServer
+    srv = FakeServer(b"+OK ready\r\n",
+                     fake_maildrop(b"USER\r\nUIDL\r\nTOP\r\nEXPIRE 0\r\n",
+                                   lambda l: True))
+    try:
+        rc, out = check_run(env, fake_config(env, "config-exp", srv.port,
+                                             "pw"))
+        check(rc != 0, "--check of an EXPIRE 0 server succeeded")
+        check("set allow_expire = yes to read it anyway" in out, out)
+        check(not any(l.startswith(b"PASS") for l in srv.lines), srv.lines)
+        rc, out = check_run(env, fake_config(env, "config-exp2", srv.port,
+                                             "pw", allow_expire="yes"))
+        eq(rc, 0, "--check with allow_expire = yes (%s)" % out)
+        eq(out.count("EXPIRE 0"), 1, "the warning, once: %s" % out)
+    finally:
+        srv.close()
+
+
+def test_pop3_xoauth2_and_trace(env):
+    """Dovecot takes the password as the token here; -d shows the
+    dialogue without the secrets."""
+    for mech in ("xoauth2", "oauthbearer"):
+        cfg = pop3_config(env, "config-pop3-" + mech, auth=mech)
+        rc, out = check_run(env, cfg, debug=True)
+        eq(rc, 0, "--check with auth = %s (%s)" % (mech, out))
+        check("C: AUTH %s <hidden>" % mech.upper() in out, out)
+        check(env["MFS_PASS"] not in out, "the token is in the trace")
+    rc, out = check_run(env, pop3_config(env), debug=True)
+    eq(rc, 0, "--check -d (%s)" % out)
+    check("C: PASS <hidden>" in out and "S: +OK" in out, out)
+    check(env["MFS_PASS"] not in out, "the password is in the trace")

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <functional>
@@ -26,9 +27,12 @@
 #include <thread>
 #include <vector>
 
+#include <openssl/evp.h>
+
 extern "C" {
 #include "config.h"
 #include "error.h"
+#include "log.h"
 #include "pop3.h"
 #include "store.h"
 }
@@ -250,6 +254,10 @@ struct Store {
 		st = mfs_pop3_store_new(acct, password);
 		if (st == NULL)
 			abort();
+		// a code nothing sets: a result read from an err that nothing
+		// set does not pass for MFS_OK
+		memset(&err, 0x5a, sizeof(err));
+		err.msg[sizeof(err.msg) - 1] = '\0';
 	}
 	~Store()
 	{
@@ -427,6 +435,33 @@ TEST(Pop3Dovecot, OtherFoldersDoNotExist)
 		  MFS_E_NOENT);
 }
 
+// Runs when tests/servers/mailservers.sh makes Dovecot offer XOAUTH2 and
+// OAUTHBEARER (the token is the user's password there).
+TEST(Pop3Dovecot, OauthLoginsAndFreshToken)
+{
+	NEED_SERVERS();
+	if (system("grep -qi xoauth2 tests/servers/mailservers.sh") != 0)
+		GTEST_SKIP() << "the test Dovecot offers no XOAUTH2 yet";
+	std::string pw = servers->pass("alice");
+	std::string pwfile = servers->dir + "/alice-token";
+	write_file(pwfile, pw + "\n");
+	std::string cmd = "cat " + pwfile;
+
+	for (enum mfs_auth auth : {MFS_AUTH_XOAUTH2, MFS_AUTH_OAUTHBEARER}) {
+		Account a = alice(MFS_TLS_IMPLICIT);
+		a.acct.auth = auth;
+		a.acct.path = (char *)"/test/config";
+		a.acct.password_command = (char *)cmd.c_str();
+		Store good(&a.acct, pw.c_str());
+		ASSERT_EQ(good.index(), MFS_OK) << auth << good.err.msg;
+		EXPECT_GE(good.n, 5u);
+		// a stale token: refused, then the command's token works
+		Store stale(&a.acct, "stale-token");
+		ASSERT_EQ(stale.index(), MFS_OK) << auth << stale.err.msg;
+		EXPECT_EQ(stale.n, good.n);
+	}
+}
+
 // ---- a relay that counts round trips -------------------------------------
 
 // Relays one plain connection at a time to Dovecot's POP3 port and counts
@@ -564,8 +599,9 @@ TEST(Pop3Dovecot, ThousandMessagesRoundTrips)
 	printf("[ round trips ] index of 1000 messages: %d client bursts "
 	       "with PIPELINING (%.2f s), %d without (%.2f s)\n",
 	       bursts[0], secs[0], bursts[1], secs[1]);
-	// CAPA, USER+PASS, UIDL+LIST, 4 batches of TOP (the last with QUIT)
-	EXPECT_EQ(bursts[0], 7);
+	// CAPA, USER+PASS, UIDL+LIST, all 1000 TOP with QUIT (12 KB of
+	// commands, within the 16 KB window)
+	EXPECT_EQ(bursts[0], 4);
 	// CAPA, USER, PASS, UIDL, LIST, 1000 x TOP, QUIT
 	EXPECT_EQ(bursts[1], 1006);
 
@@ -748,6 +784,15 @@ struct Maildrop {
 	}
 };
 
+size_t count_of(const std::string &hay, const std::string &needle)
+{
+	size_t n = 0;
+	for (size_t at = hay.find(needle); at != std::string::npos;
+	     at = hay.find(needle, at + 1))
+		n++;
+	return n;
+}
+
 Account fake_account(const FakePop3 &srv, enum mfs_tls_mode tls)
 {
 	Account a(tls, srv.port, "carol");
@@ -789,6 +834,27 @@ TEST(Pop3Fake, PipeliningSendsBatches)
 	ASSERT_EQ(s.index(), MFS_OK) << s.err.msg;
 	ASSERT_EQ(s.n, 3u);
 	EXPECT_GE(srv.max_pending, 4) << srv.all(); // 3 x TOP + QUIT
+}
+
+TEST(Pop3Fake, ManyMessagesSlideThePipeliningWindow)
+{
+	Maildrop md;
+	md.capa = "USER\r\nUIDL\r\nTOP\r\nPIPELINING\r\n";
+	md.msgs.clear();
+	for (int i = 0; i < 3000; i++) // 40 KB of TOP commands
+		md.msgs.push_back("Subject: m" + std::to_string(i + 1) +
+				  "\r\n\r\nbody\r\n");
+	FakePop3 srv("+OK ready\r\n", std::ref(md));
+	Account a = fake_account(srv, MFS_TLS_NONE);
+	Store s(&a.acct, "secret");
+
+	ASSERT_EQ(s.index(), MFS_OK) << s.err.msg;
+	ASSERT_EQ(s.n, 3000u);
+	for (size_t i = 0; i < s.n; i++)
+		ASSERT_EQ(std::string(s.msgs[i].subject),
+			  "m" + std::to_string(i + 1));
+	EXPECT_EQ(count_of(srv.all(), "TOP "), 3000u);
+	EXPECT_EQ(srv.all().rfind("TOP 3000 0\nQUIT\n"), srv.all().size() - 16);
 }
 
 TEST(Pop3Fake, NoUidlIsAClearError)
@@ -943,6 +1009,421 @@ TEST(Pop3Fake, GarbageRepliesAreProtocolErrors)
 	Store s(&a.acct, "secret");
 
 	EXPECT_EQ(s.index(), MFS_E_PROTO);
+}
+
+// ---- APOP, EXPIRE 0, OAuth2 and the protocol trace ------------------------
+
+// Catches what the log writes to stderr while it lives.
+struct StderrCapture {
+	int saved, fd;
+
+	StderrCapture()
+	{
+		fflush(stderr);
+		fd = memfd_create("pop3-log", 0);
+		saved = dup(2);
+		if (fd < 0 || saved < 0 || dup2(fd, 2) < 0)
+			abort();
+	}
+	std::string text()
+	{
+		fflush(stderr);
+		off_t size = lseek(fd, 0, SEEK_END);
+		std::string out(size, '\0');
+		if (size > 0 && pread(fd, &out[0], size, 0) != size)
+			abort();
+		return out;
+	}
+	~StderrCapture()
+	{
+		fflush(stderr);
+		dup2(saved, 2);
+		close(saved);
+		close(fd);
+	}
+};
+
+std::string b64(const std::string &raw)
+{
+	std::string out(4 * ((raw.size() + 2) / 3) + 1, '\0');
+	int n = EVP_EncodeBlock((unsigned char *)&out[0],
+				(const unsigned char *)raw.data(), raw.size());
+	out.resize(n);
+	return out;
+}
+
+const char *rfc1939_greeting =
+    "+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>\r\n";
+
+TEST(Pop3Fake, ApopSendsRfc1939Digest)
+{
+	Maildrop md;
+	md.capa = "USER\r\nUIDL\r\nTOP\r\nPIPELINING\r\n";
+	FakePop3 srv(rfc1939_greeting, [&md](const std::string &l) {
+		if (l.rfind("APOP ", 0) == 0)
+			return std::string(
+			    l == "APOP mrose c4c9334bac560ecc979e58001b3e22fb"
+				? "+OK maildrop has 3 messages\r\n"
+				: "-ERR permission denied\r\n");
+		if (l.rfind("USER", 0) == 0 || l.rfind("PASS", 0) == 0)
+			return std::string("-ERR use APOP\r\n");
+		return md(l);
+	});
+	Account a(MFS_TLS_NONE, srv.port, "mrose");
+	a.host = "127.0.0.1";
+	a.acct.store.host = (char *)a.host.c_str();
+	a.acct.apop = 1;
+	Store s(&a.acct, "tanstaaf");
+
+	ASSERT_EQ(s.index(), MFS_OK) << s.err.msg << srv.all();
+	EXPECT_EQ(s.n, 3u);
+	std::string got;
+	ASSERT_EQ(s.fetch(&s.msgs[0], got), MFS_OK) << s.err.msg;
+	EXPECT_EQ(got, md.msgs[0]);
+	EXPECT_EQ(srv.all().find("tanstaaf"), std::string::npos);
+	EXPECT_EQ(srv.all().find("PASS"), std::string::npos);
+
+	Store bad(&a.acct, "tanstaaf2");
+	EXPECT_EQ(bad.st->ops->connect(bad.st, &bad.err), MFS_E_AUTH);
+	EXPECT_NE(std::string(bad.err.msg).find("permission denied"),
+		  std::string::npos)
+	    << bad.err.msg;
+}
+
+TEST(Pop3Fake, ApopWithoutTimestampSendsNothing)
+{
+	Maildrop md;
+	md.capa = "USER\r\nUIDL\r\nTOP\r\n";
+	FakePop3 srv("+OK ready\r\n", std::ref(md));
+	Account a = fake_account(srv, MFS_TLS_NONE);
+	a.acct.apop = 1;
+	Store s(&a.acct, "secret");
+
+	EXPECT_EQ(s.st->ops->connect(s.st, &s.err), MFS_E_AUTH);
+	EXPECT_NE(std::string(s.err.msg).find("the server offers no APOP"),
+		  std::string::npos)
+	    << s.err.msg;
+	std::string seen = srv.all();
+	EXPECT_EQ(seen.find("secret"), std::string::npos) << seen;
+	EXPECT_EQ(seen.find("USER"), std::string::npos) << seen;
+	EXPECT_EQ(seen.find("PASS"), std::string::npos) << seen;
+	EXPECT_EQ(seen.find("APOP"), std::string::npos) << seen;
+}
+
+TEST(Pop3Fake, Expire0RefusalNamesTheOption)
+{
+	Maildrop md;
+	md.capa = "USER\r\nUIDL\r\nTOP\r\nEXPIRE 0\r\n";
+	FakePop3 srv("+OK ready\r\n", std::ref(md));
+	Account a = fake_account(srv, MFS_TLS_NONE);
+	Store s(&a.acct, "secret");
+
+	EXPECT_EQ(s.st->ops->connect(s.st, &s.err), MFS_E_ACCESS);
+	EXPECT_NE(std::string(s.err.msg).find(
+		      "set allow_expire = yes to read it anyway, the server "
+		      "then deletes every message mailfs reads"),
+		  std::string::npos)
+	    << s.err.msg;
+}
+
+TEST(Pop3Fake, AllowExpireReadsAndWarnsOnce)
+{
+	for (const char *capa : {"USER\r\nUIDL\r\nTOP\r\nEXPIRE 0\r\n",
+				 "USER\r\nUIDL\r\nTOP\r\nEXPIRE 30 USER\r\n"}) {
+		Maildrop md;
+		md.capa = capa;
+		bool logged_in = false;
+		FakePop3 srv("+OK ready\r\n", [&](const std::string &l) {
+			if (l.rfind("PASS ", 0) == 0)
+				logged_in = true;
+			if (l == "QUIT")
+				logged_in = false;
+			if (l == "CAPA" && logged_in)
+				return std::string("+OK\r\nUSER\r\nUIDL\r\n"
+						   "TOP\r\nEXPIRE 0\r\n.\r\n");
+			return md(l);
+		});
+		Account a = fake_account(srv, MFS_TLS_NONE);
+		a.acct.allow_expire = 1;
+		Store s(&a.acct, "secret");
+		std::string log;
+		{
+			StderrCapture cap;
+
+			ASSERT_EQ(s.index(), MFS_OK) << s.err.msg;
+			std::string got;
+			ASSERT_EQ(s.fetch(&s.msgs[2], got), MFS_OK)
+			    << s.err.msg;
+			EXPECT_EQ(got, md.msgs[2]);
+			log = cap.text();
+		}
+		EXPECT_EQ(count_of(log, "EXPIRE 0"), 1u) << capa << log;
+		EXPECT_NE(log.find("allow_expire = yes"), std::string::npos)
+		    << log;
+		EXPECT_NE(srv.all().find("RETR 3"), std::string::npos);
+	}
+}
+
+// A password_command that prints tok-1, tok-2, ... on its runs; runs()
+// counts them.
+struct TokenCommand {
+	std::string dir, cmd;
+
+	TokenCommand()
+	{
+		char tmpl[] = "/tmp/mfs-pop3-token-XXXXXX";
+		if (mkdtemp(tmpl) == NULL)
+			abort();
+		dir = tmpl;
+		write_file(dir + "/next.sh",
+			   "n=$(cat \"$1\" 2>/dev/null || echo 0)\n"
+			   "n=$((n + 1))\necho $n >\"$1\"\necho tok-$n\n");
+		cmd = "/bin/sh " + dir + "/next.sh " + dir + "/count";
+	}
+	~TokenCommand()
+	{
+		std::string c = "rm -rf " + dir;
+		if (system(c.c_str()) != 0)
+			fprintf(stderr, "cannot remove %s\n", dir.c_str());
+	}
+	int runs()
+	{
+		std::string n = read_file(dir + "/count");
+		return n.empty() ? 0 : std::stoi(n);
+	}
+	void use(Account &a)
+	{
+		a.acct.path = (char *)"/test/config";
+		a.acct.password_command = (char *)cmd.c_str();
+	}
+};
+
+// A SASL server for one mechanism that accepts only the response `good`
+// and otherwise sends `challenge` and expects `cancel`; counts attempts.
+struct SaslServer {
+	Maildrop md;
+	std::string mech, good, challenge, cancel;
+	bool in_auth = false, awaiting_ir = false;
+	int attempts = 0;
+
+	std::string operator()(const std::string &l)
+	{
+		std::string prefix = "AUTH " + mech;
+		if (awaiting_ir) {
+			awaiting_ir = false;
+			return answer(l);
+		}
+		if (in_auth) {
+			in_auth = false;
+			return l == cancel ? "-ERR [AUTH] token refused\r\n"
+					   : "-ERR bad cancel\r\n";
+		}
+		if (l == prefix) {
+			awaiting_ir = true;
+			return "+ \r\n";
+		}
+		if (l.rfind(prefix + " ", 0) == 0)
+			return answer(l.substr(prefix.size() + 1));
+		if (l.rfind("USER", 0) == 0 || l.rfind("PASS", 0) == 0)
+			return "-ERR no\r\n";
+		return md(l);
+	}
+	std::string answer(const std::string &ir)
+	{
+		attempts++;
+		if (ir == good)
+			return "+OK welcome\r\n";
+		in_auth = true;
+		return "+ " + challenge + "\r\n";
+	}
+};
+
+std::string xoauth2_ir(const std::string &user, const std::string &token)
+{
+	return b64("user=" + user + "\1auth=Bearer " + token + "\1\1");
+}
+
+TEST(Pop3Fake, Xoauth2RetriesOnceWithAFreshToken)
+{
+	SaslServer sasl;
+	sasl.md.capa = "SASL PLAIN XOAUTH2\r\nUIDL\r\nTOP\r\nPIPELINING\r\n";
+	sasl.mech = "XOAUTH2";
+	sasl.good = xoauth2_ir("carol", "tok-1");
+	sasl.challenge = b64("{\"status\":\"401\",\"schemes\":\"Bearer\"}");
+	sasl.cancel = "*";
+	FakePop3 srv("+OK ready\r\n", std::ref(sasl));
+	Account a = fake_account(srv, MFS_TLS_NONE);
+	TokenCommand tokens;
+	a.acct.auth = MFS_AUTH_XOAUTH2;
+	tokens.use(a);
+	Store s(&a.acct, "tok-stale");
+
+	ASSERT_EQ(s.index(), MFS_OK) << s.err.msg << srv.all();
+	EXPECT_EQ(s.n, 3u);
+	EXPECT_EQ(tokens.runs(), 1);
+	EXPECT_EQ(sasl.attempts, 2);
+	EXPECT_NE(srv.all().find("AUTH XOAUTH2 " +
+				 xoauth2_ir("carol", "tok-stale") + "\n*\n" +
+				 "AUTH XOAUTH2 " + sasl.good + "\n"),
+		  std::string::npos)
+	    << srv.all();
+	// the fresh token is kept: the next session logs in at once
+	std::string got;
+	ASSERT_EQ(s.fetch(&s.msgs[1], got), MFS_OK) << s.err.msg;
+	EXPECT_EQ(got, sasl.md.msgs[1]);
+	EXPECT_EQ(tokens.runs(), 1);
+	EXPECT_EQ(sasl.attempts, 3);
+
+	// a server that refuses every token: one retry per session
+	sasl.good = "never";
+	EXPECT_EQ(s.st->ops->connect(s.st, &s.err), MFS_E_AUTH);
+	EXPECT_NE(std::string(s.err.msg).find("token refused"),
+		  std::string::npos)
+	    << s.err.msg;
+	EXPECT_EQ(tokens.runs(), 2);
+	EXPECT_EQ(sasl.attempts, 5);
+}
+
+TEST(Pop3Fake, OauthbearerLongTokenAfterChallenge)
+{
+	std::string token(400, 'x');
+	SaslServer sasl;
+	sasl.md.capa = "SASL OAUTHBEARER\r\nUIDL\r\nTOP\r\n";
+	sasl.mech = "OAUTHBEARER";
+	sasl.challenge = b64("{\"status\":\"invalid_token\"}");
+	sasl.cancel = "AQ==";
+	FakePop3 srv("+OK ready\r\n", std::ref(sasl));
+	sasl.good =
+	    b64("n,a=carol,\1host=127.0.0.1\1port=" + std::to_string(srv.port) +
+		"\1auth=Bearer " + token + "\1\1");
+	Account a = fake_account(srv, MFS_TLS_NONE);
+	a.acct.auth = MFS_AUTH_OAUTHBEARER;
+	TokenCommand tokens;
+	tokens.use(a);
+	Store s(&a.acct, token.c_str());
+
+	ASSERT_EQ(s.index(), MFS_OK) << s.err.msg << srv.all();
+	EXPECT_EQ(tokens.runs(), 0);
+	// RFC 5034: over 255 octets, the response follows a "+" challenge
+	EXPECT_NE(srv.all().find("AUTH OAUTHBEARER\n" + sasl.good + "\n"),
+		  std::string::npos)
+	    << srv.all();
+
+	// a refused token: "+ error", answered with AQ==, then one retry
+	Store s2(&a.acct, "short");
+	sasl.good = "never";
+	EXPECT_EQ(s2.st->ops->connect(s2.st, &s2.err), MFS_E_AUTH);
+	EXPECT_EQ(tokens.runs(), 1);
+	EXPECT_NE(srv.all().find("\nAQ==\n"), std::string::npos) << srv.all();
+	EXPECT_EQ(srv.all().find("bad cancel"), std::string::npos);
+}
+
+TEST(Pop3Fake, OauthNotOfferedIsAClearError)
+{
+	Maildrop md;
+	md.capa = "USER\r\nSASL PLAIN\r\nUIDL\r\n";
+	FakePop3 srv("+OK ready\r\n", std::ref(md));
+	Account a = fake_account(srv, MFS_TLS_NONE);
+	a.acct.auth = MFS_AUTH_XOAUTH2;
+	Store s(&a.acct, "tok");
+
+	EXPECT_EQ(s.st->ops->connect(s.st, &s.err), MFS_E_AUTH);
+	EXPECT_NE(std::string(s.err.msg).find("does not offer SASL XOAUTH2"),
+		  std::string::npos)
+	    << s.err.msg;
+	EXPECT_EQ(srv.all().find("AUTH"), std::string::npos) << srv.all();
+}
+
+TEST(Pop3Fake, RefusedPasswordIsNotAskedForAgain)
+{
+	Maildrop md;
+	md.capa = "USER\r\nUIDL\r\nTOP\r\n";
+	FakePop3 srv("+OK ready\r\n", [&md](const std::string &l) {
+		if (l.rfind("PASS ", 0) == 0)
+			return std::string("-ERR [AUTH] wrong\r\n");
+		return md(l);
+	});
+	Account a = fake_account(srv, MFS_TLS_NONE);
+	TokenCommand tokens;
+	tokens.use(a);
+	Store s(&a.acct, "secret");
+
+	EXPECT_EQ(s.st->ops->connect(s.st, &s.err), MFS_E_AUTH);
+	EXPECT_EQ(tokens.runs(), 0);
+	EXPECT_EQ(count_of(srv.all(), "PASS"), 1u) << srv.all();
+}
+
+TEST(Pop3Fake, DebugTraceHidesSecrets)
+{
+	Maildrop md;
+	md.capa = "USER\r\nUIDL\r\nTOP\r\nPIPELINING\r\n";
+	FakePop3 user_srv("+OK ready\r\n", std::ref(md));
+	Maildrop md2;
+	md2.capa = "SASL PLAIN\r\nUIDL\r\nTOP\r\n";
+	FakePop3 plain_srv("+OK ready\r\n", [&md2](const std::string &l) {
+		return l.rfind("AUTH PLAIN ", 0) == 0 ? std::string("+OK\r\n")
+						      : md2(l);
+	});
+	Maildrop md3;
+	md3.capa = "UIDL\r\nTOP\r\n";
+	FakePop3 apop_srv(rfc1939_greeting, [&md3](const std::string &l) {
+		return l.rfind("APOP ", 0) == 0 ? std::string("+OK\r\n")
+						: md3(l);
+	});
+	SaslServer sasl;
+	sasl.md.capa = "SASL XOAUTH2\r\nUIDL\r\nTOP\r\n";
+	sasl.mech = "XOAUTH2";
+	sasl.good = xoauth2_ir("carol", "tok-1");
+	sasl.challenge = b64("{\"status\":\"401\"}");
+	sasl.cancel = "*";
+	FakePop3 oauth_srv("+OK ready\r\n", std::ref(sasl));
+
+	Account a1 = fake_account(user_srv, MFS_TLS_NONE);
+	Account a2 = fake_account(plain_srv, MFS_TLS_NONE);
+	Account a3 = fake_account(apop_srv, MFS_TLS_NONE);
+	Account a4 = fake_account(oauth_srv, MFS_TLS_NONE);
+	a3.acct.apop = 1;
+	a4.acct.auth = MFS_AUTH_XOAUTH2;
+	TokenCommand tokens;
+	tokens.use(a4);
+	std::string log;
+	{
+		StderrCapture cap;
+		mfs_log_init(0, 1);
+		Store s1(&a1.acct, "pw-user-pass"), s2(&a2.acct, "pw-plain");
+		Store s3(&a3.acct, "pw-apop"), s4(&a4.acct, "tok-stale");
+		EXPECT_EQ(s1.index(), MFS_OK) << s1.err.msg;
+		std::string got;
+		EXPECT_EQ(s1.fetch(&s1.msgs[0], got), MFS_OK) << s1.err.msg;
+		EXPECT_EQ(s2.index(), MFS_OK) << s2.err.msg;
+		EXPECT_EQ(s3.index(), MFS_OK) << s3.err.msg;
+		EXPECT_EQ(s4.index(), MFS_OK) << s4.err.msg;
+		mfs_log_init(0, 0);
+		log = cap.text();
+	}
+	EXPECT_NE(log.find("C: USER carol"), std::string::npos) << log;
+	EXPECT_NE(log.find("C: PASS <hidden>"), std::string::npos) << log;
+	EXPECT_NE(log.find("C: AUTH PLAIN <hidden>"), std::string::npos);
+	EXPECT_NE(log.find("C: APOP carol <hidden>"), std::string::npos);
+	EXPECT_EQ(count_of(log, "C: AUTH XOAUTH2 <hidden>"), 2u) << log;
+	EXPECT_NE(log.find("C: RETR 1"), std::string::npos) << log;
+	EXPECT_NE(log.find("S: +OK 1 id-1"), std::string::npos) << log;
+	EXPECT_NE(log.find("S: +OK ready"), std::string::npos) << log;
+	EXPECT_NE(log.find("S: + " + sasl.challenge), std::string::npos);
+	// no secret, in clear or encoded, and no message data line
+	for (const std::string &secret :
+	     {std::string("pw-user-pass"), std::string("pw-plain"),
+	      b64(std::string("\0carol\0pw-plain", 15)), std::string("pw-apop"),
+	      std::string("tok-stale"), std::string("tok-1"),
+	      xoauth2_ir("carol", "tok-stale"), xoauth2_ir("carol", "tok-1"),
+	      std::string("hello"), std::string("Subject:"),
+	      std::string("S: 1 id-1")})
+		EXPECT_EQ(log.find(secret), std::string::npos) << secret;
+	// the APOP digest of pw-apop does not show either
+	size_t at = log.find("C: APOP carol ");
+	ASSERT_NE(at, std::string::npos);
+	EXPECT_EQ(log.compare(at + 14, 8, "<hidden>"), 0);
+	EXPECT_GT(std::count(log.begin(), log.end(), '\n'), 20);
 }
 
 } // namespace
