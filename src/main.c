@@ -144,9 +144,12 @@ static int check_smtp(const struct mfs_account *acct, const char *password)
 		{MFS_SMTP_PIPELINING, "PIPELINING"}, {MFS_SMTP_SIZE, "SIZE"},
 		{MFS_SMTP_STARTTLS, "STARTTLS"},     {MFS_SMTP_AUTH_PLAIN, "AUTH=PLAIN"},
 		{MFS_SMTP_AUTH_LOGIN, "AUTH=LOGIN"},
+		{MFS_SMTP_AUTH_XOAUTH2, "AUTH=XOAUTH2"},
+		{MFS_SMTP_AUTH_OAUTHBEARER, "AUTH=OAUTHBEARER"},
 	};
-	struct mfs_smtp_opts so = {&acct->smtp, acct->user, password,
-				   acct->ca_file, acct->timeout, NULL};
+	struct mfs_smtp_opts so = {&acct->smtp,	 acct->user,	password,
+				   acct->ca_file, acct->timeout, NULL,
+				   acct->auth,	 acct,		NULL};
 	char ver[64], subj[512], iss[512];
 	struct mfs_smtp *s = NULL;
 	struct mfs_err err;
@@ -277,6 +280,7 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 		fprintf(stderr, "mailfs: %s\n", err.msg);
 		goto out;
 	}
+	mfs_cache_set_limit(cache, acct.cache_size);
 	fs = mfs_fs_new(&acct, st, cache);
 	if (fs == NULL)
 		goto out;
