@@ -829,34 +829,48 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 	return rc;
 }
 
+/* Builds a view of msg (whole: of the whole message, for a skeleton's
+ * v->full; else msg's own view) and attaches it unless another thread
+ * did meanwhile. Caller holds the lock and a hold on msg; the lock is
+ * dropped while the view is built. */
+static int view_attach(struct mfs_fs *fs, struct mfs_node *msg, int whole,
+		       struct mfs_err *err)
+{
+	struct view *v = NULL, *mine;
+	struct msg_ref r;
+	int rc;
+
+	if (msg_ref_take(msg, &r) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	pthread_mutex_unlock(&fs->lock);
+	rc = whole ? view_build_whole(fs, &r, &v, err)
+		   : view_build(fs, &r, &v, err);
+	pthread_mutex_lock(&fs->lock);
+	msg_ref_free(&r);
+	if (rc != MFS_OK)
+		return rc;
+	mine = msg->priv;
+	if (whole && mine->full == NULL)
+		mine->full = v;
+	else if (!whole && mine == NULL)
+		msg->priv = v;
+	else
+		view_free(v);
+	return MFS_OK;
+}
+
 /* Makes sure msg has its view. Caller holds the lock and a hold on msg;
  * the lock is dropped while the message is fetched. */
 static int view_ensure(struct mfs_fs *fs, struct mfs_node *msg,
 		       struct mfs_err *err)
 {
-	struct msg_ref r;
-	struct view *v = NULL;
-	int rc;
-
 	if (msg->priv != NULL)
 		return MFS_OK;
 	if (fetch_ahead(fs, msg, err) != MFS_OK)
 		return err->code;
 	if (msg->priv != NULL)
 		return MFS_OK;
-	if (msg_ref_take(msg, &r) != 0)
-		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	pthread_mutex_unlock(&fs->lock);
-	rc = view_build(fs, &r, &v, err);
-	pthread_mutex_lock(&fs->lock);
-	msg_ref_free(&r);
-	if (rc != MFS_OK)
-		return rc;
-	if (msg->priv == NULL)
-		msg->priv = v;
-	else
-		view_free(v);
-	return MFS_OK;
+	return view_attach(fs, msg, 0, err);
 }
 
 /* The text of the flags file. Returns a malloc'd string or NULL. */
@@ -1210,25 +1224,9 @@ static struct mfs_entry *full_entry(const struct view *full,
 static int full_ensure(struct mfs_fs *fs, struct mfs_node *msg,
 		       struct mfs_err *err)
 {
-	struct view *v = msg->priv, *fv = NULL;
-	struct msg_ref r;
-	int rc;
-
-	if (v->full != NULL)
+	if (((struct view *)msg->priv)->full != NULL)
 		return MFS_OK;
-	if (msg_ref_take(msg, &r) != 0)
-		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	pthread_mutex_unlock(&fs->lock);
-	rc = view_build_whole(fs, &r, &fv, err);
-	pthread_mutex_lock(&fs->lock);
-	msg_ref_free(&r);
-	if (rc != MFS_OK)
-		return rc;
-	if (v->full == NULL)
-		v->full = fv;
-	else
-		view_free(fv);
-	return MFS_OK;
+	return view_attach(fs, msg, 1, err);
 }
 
 /* The file of the whole message that n shows: *fv, *fe. Caller holds the
