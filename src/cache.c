@@ -393,7 +393,8 @@ static int cache_scan(struct mfs_cache *c, struct mfs_err *err)
 		rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto free_found;
 	}
-	qsort(s.v, s.n, sizeof(*s.v), found_cmp);
+	if (s.n > 0)
+		qsort(s.v, s.n, sizeof(*s.v), found_cmp);
 	for (i = 0; i < s.n; i++) {
 		if (index_put(c, s.v[i].key, s.v[i].size) == NULL) {
 			rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
