@@ -1,11 +1,11 @@
-// fuzz-sources: src/tls.c src/names.c src/error.c src/log.c src/store.c src/skeleton.c
+// fuzz-sources: src/tls.c src/names.c src/error.c src/log.c src/store.c src/skeleton.c src/config.c src/sasl.c
 /*
  * imap_fuzz.c - libFuzzer target for the IMAP driver's reading of server
  * replies.
  *
  * The input is what a server sends: a greeting, then replies. It is served
  * through a socketpair under mailfs's own plain stream (tls.c), and the
- * driver's list, index and fetch operations (src/imap.c, included here so
+ * driver's list, index, fetch and skeleton operations (src/imap.c, included here so
  * that its static functions run unchanged) each read it from the start on a
  * fresh session. The driver must not crash, leak or hang; what it returns
  * is checked against store.h: on success the results are well formed, on
@@ -187,6 +187,42 @@ static void fuzz_fetch(struct mfs_store *st, struct mfs_imap *imap,
 	session_end(imap);
 }
 
+/* The skeleton of a large message (BODYSTRUCTURE, then its sections):
+ * on success its real and hole ranges are in order, do not overlap, lie
+ * inside what was written, and every hole names a section. */
+static void fuzz_skeleton(struct mfs_store *st, struct mfs_imap *imap,
+			  const uint8_t *data, size_t size,
+			  const struct mfs_store_msg *msg, uint32_t validity)
+{
+	struct mfs_seg *segs = NULL;
+	struct mfs_err err;
+	mailimap *session = session_over(data, size);
+	size_t n = 0, i, end = 0;
+	struct stat sb;
+	int fd;
+
+	if (session == NULL)
+		return;
+	fd = memfd_create("fuzz", MFD_CLOEXEC);
+	check(fd >= 0);
+	imap->session = session;
+	if (st->ops->skeleton(st, "INBOX", validity, msg, 4, fd, &segs, &n,
+			      &err) == MFS_OK) {
+		check(fstat(fd, &sb) == 0);
+		for (i = 0; i < n; i++) {
+			check(segs[i].off >= end);
+			end = segs[i].off + segs[i].len;
+			check(end <= (size_t)sb.st_size);
+			check(!segs[i].hole || segs[i].section != NULL);
+		}
+		mfs_store_segs_free(segs, n);
+	} else {
+		check(sane_code(err.code) || err.code == MFS_E_IO);
+	}
+	close(fd);
+	session_end(imap);
+}
+
 /* libetpan allocates a literal's announced size before reading it
  * (mmap_string_sized_new() in its literal parser): "{4000000000}" costs
  * gigabytes of address space. That is known and reported; inputs that
@@ -229,5 +265,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_list(st, st->priv, data, size);
 	fuzz_index(st, st->priv, data, size, &msg, &validity);
 	fuzz_fetch(st, st->priv, data, size, &msg, validity);
+	fuzz_skeleton(st, st->priv, data, size, &msg, validity);
 	return 0;
 }

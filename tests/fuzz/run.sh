@@ -33,6 +33,11 @@ seed() {
 
 for src in tests/fuzz/*_fuzz.c; do
 	name=$(basename "$src" .c)
+	# FUZZ_TARGETS="imap pop3": only those targets
+	if [ -n "${FUZZ_TARGETS:-}" ] &&
+	    ! printf ' %s ' "$FUZZ_TARGETS" | grep -q " ${name%_fuzz} "; then
+		continue
+	fi
 	sources=$(sed -n 's|^// fuzz-sources:||p' "$src" | head -n 1)
 	if [ -z "$sources" ]; then
 		echo "$name: no '// fuzz-sources:' line, skipped" >&2
