@@ -18,6 +18,7 @@
 
 #include <libetpan/libetpan.h>
 
+#include "idxcache.h"
 #include "log.h"
 #include "names.h"
 #include "sasl.h"
@@ -42,6 +43,7 @@ enum {
 	IMAP_CAP_MOVE = 1 << 0,
 	IMAP_CAP_UIDPLUS = 1 << 1,
 	IMAP_CAP_UNSELECT = 1 << 2,
+	IMAP_CAP_CONDSTORE = 1 << 3,
 };
 
 static struct mfs_imap *imap_new(const struct mfs_account *acct,
@@ -198,6 +200,9 @@ static int imap_load_caps(struct mfs_imap *imap, struct mfs_err *err)
 		imap->caps |= IMAP_CAP_UIDPLUS;
 	if (caps_have(ci->imap_capability, "UNSELECT"))
 		imap->caps |= IMAP_CAP_UNSELECT;
+	if (caps_have(ci->imap_capability, "CONDSTORE") ||
+	    caps_have(ci->imap_capability, "QRESYNC"))
+		imap->caps |= IMAP_CAP_CONDSTORE;
 	return MFS_OK;
 }
 
@@ -550,19 +555,30 @@ unlock:
  * Selects mailbox: EXAMINE (read-only) or, when `rw`, SELECT. Nothing is
  * sent when mailbox is selected already in a mode that serves (a read-write
  * selection serves reads too), unless `force`.
+ *
+ * With `modseq` (read-only only, and only on a server with CONDSTORE) the
+ * command is EXAMINE mailbox (CONDSTORE), always sent, and *modseq receives
+ * the HIGHESTMODSEQ (0 when the server keeps none for the mailbox). This
+ * selection is recorded like any other, so that later reads of the same
+ * mailbox reuse it; CONDSTORE then stays on for the connection, and the
+ * FETCH responses carry MODSEQ items, which every reader of FETCH
+ * responses here skips.
  */
-static int imap_select(struct mfs_imap *imap, const char *mailbox, int rw,
-		       int force, struct mfs_err *err)
+static int imap_select_modseq(struct mfs_imap *imap, const char *mailbox,
+			      int rw, int force, uint64_t *modseq,
+			      struct mfs_err *err)
 {
 	int r;
 
-	if (!force && imap->selected != NULL &&
+	if (modseq == NULL && !force && imap->selected != NULL &&
 	    strcmp(imap->selected, mailbox) == 0 && (imap->selected_rw || !rw))
 		return MFS_OK;
 	free(imap->selected);
 	imap->selected = NULL;
 	imap->selected_rw = 0;
-	if (rw)
+	if (modseq != NULL)
+		r = mailimap_examine_condstore(imap->session, mailbox, modseq);
+	else if (rw)
 		r = mailimap_select(imap->session, mailbox);
 	else
 		r = mailimap_examine(imap->session, mailbox);
@@ -578,6 +594,12 @@ static int imap_select(struct mfs_imap *imap, const char *mailbox, int rw,
 		? imap->session->imap_selection_info->sel_uidvalidity
 		: 0;
 	return MFS_OK;
+}
+
+static int imap_select(struct mfs_imap *imap, const char *mailbox, int rw,
+		       int force, struct mfs_err *err)
+{
+	return imap_select_modseq(imap, mailbox, rw, force, NULL, err);
 }
 
 static int imap_examine(struct mfs_imap *imap, const char *mailbox, int force,
@@ -673,6 +695,8 @@ static int msg_from_att(const struct mailimap_msg_att *att,
 			m->flags = flags_from(item->att_data.att_dyn);
 			continue;
 		}
+		if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC)
+			continue; /* MODSEQ, once CONDSTORE is on */
 		st = item->att_data.att_static;
 		switch (st->att_type) {
 		case MAILIMAP_MSG_ATT_UID:
@@ -782,29 +806,35 @@ static void index_progress(size_t current, size_t maximum, void *ctx)
 	(void)ctx;
 }
 
-static int imap_index(struct mfs_store *st, const char *mailbox,
-		      uint32_t *uidvalidity, struct mfs_store_msg **msgs,
-		      size_t *n, struct mfs_err *err)
+static int uid_cmp(const void *a, const void *b)
 {
-	struct mfs_imap *imap = st->priv;
-	struct mailimap_fetch_type *ft = NULL;
-	struct mailimap_set *set = NULL;
+	const struct mfs_store_msg *x = a, *y = b;
+
+	return x->uid < y->uid ? -1 : x->uid > y->uid;
+}
+
+/* Puts a listing in UID order (servers send it so; this makes sure). */
+static void sort_by_uid(struct mfs_store_msg *msgs, size_t n)
+{
+	for (size_t i = 1; i < n; i++) {
+		if (msgs[i].uid <= msgs[i - 1].uid) {
+			qsort(msgs, n, sizeof(*msgs), uid_cmp);
+			return;
+		}
+	}
+}
+
+/* UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE) of the
+ * selected mailbox, in UID order. Caller holds the lock. */
+static int index_fetch_all(struct mfs_imap *imap, struct mfs_store_msg **msgs,
+			   size_t *n, struct mfs_err *err)
+{
+	struct mailimap_fetch_type *ft;
+	struct mailimap_set *set;
 	struct index_acc acc = {0};
 	clist *result = NULL;
 	int r;
 
-	pthread_mutex_lock(&imap->lock);
-	if (imap_ensure(imap, err) != MFS_OK ||
-	    imap_examine(imap, mailbox, 1, err) != MFS_OK)
-		goto unlock;
-	*uidvalidity = imap->selected_validity;
-	if (imap->session->imap_selection_info->sel_exists == 0) {
-		*msgs = NULL;
-		*n = 0;
-		mfs_err_clear(err);
-		pthread_mutex_unlock(&imap->lock);
-		return MFS_OK;
-	}
 	ft = index_fetch_type();
 	set = mailimap_set_new_interval(1, 0); /* 1:* */
 	if (ft == NULL || set == NULL) {
@@ -817,8 +847,7 @@ static int imap_index(struct mfs_store *st, const char *mailbox,
 	r = mailimap_uid_fetch(imap->session, set, ft, &result);
 	if (imap->session != NULL) {
 		mailimap_set_msg_att_handler(imap->session, NULL, NULL);
-		mailimap_set_progress_callback(imap->session, NULL, NULL,
-					       NULL);
+		mailimap_set_progress_callback(imap->session, NULL, NULL, NULL);
 	}
 	if (r != MAILIMAP_NO_ERROR) {
 		imap_fail(imap, r, "UID FETCH", MFS_E_PROTO, err);
@@ -831,10 +860,10 @@ static int imap_index(struct mfs_store *st, const char *mailbox,
 	}
 	mailimap_fetch_type_free(ft);
 	mailimap_set_free(set);
+	sort_by_uid(acc.msgs, acc.n);
 	*msgs = acc.msgs;
 	*n = acc.n;
 	mfs_err_clear(err);
-	pthread_mutex_unlock(&imap->lock);
 	return MFS_OK;
 
 free_req:
@@ -843,6 +872,259 @@ free_req:
 		mailimap_fetch_type_free(ft);
 	if (set != NULL)
 		mailimap_set_free(set);
+	return err->code;
+}
+
+/* Applies the FETCH responses of a CHANGEDSINCE fetch to a kept listing
+ * as libetpan parses them. */
+struct flags_acc {
+	struct mfs_store_msg *msgs; /* borrowed: the kept listing */
+	size_t n;
+	uint32_t uidnext; /* of the listing */
+	int stray;	  /* a message older than uidnext the listing lacks */
+};
+
+static void flags_handler(struct mailimap_msg_att *att, void *ctx)
+{
+	struct flags_acc *acc = ctx;
+	const struct mailimap_msg_att_dynamic *dyn = NULL;
+	struct mfs_store_msg key = {0}, *m;
+	clistiter *it;
+
+	for (it = clist_begin(att->att_list); it != NULL; it = clist_next(it)) {
+		struct mailimap_msg_att_item *item = clist_content(it);
+
+		if (item->att_type == MAILIMAP_MSG_ATT_ITEM_DYNAMIC)
+			dyn = item->att_data.att_dyn;
+		else if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
+			 item->att_data.att_static->att_type ==
+			     MAILIMAP_MSG_ATT_UID)
+			key.uid = item->att_data.att_static->att_data.att_uid;
+	}
+	if (key.uid == 0)
+		return;
+	m = bsearch(&key, acc->msgs, acc->n, sizeof(key), uid_cmp);
+	if (m == NULL) {
+		/* newer than the listing: arrived after EXAMINE, not ours
+		 * to show yet; older: the listing was wrong */
+		if (key.uid < acc->uidnext)
+			acc->stray = 1;
+		return;
+	}
+	if (dyn != NULL)
+		m->flags = flags_from(dyn);
+}
+
+/*
+ * UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since) on the selected mailbox,
+ * applied to msgs[0..n) (UID order). *stray is set when a message the
+ * listing should hold is missing from it. Caller holds the lock.
+ */
+static int index_fetch_changed(struct mfs_imap *imap, uint64_t since,
+			       uint32_t uidnext, struct mfs_store_msg *msgs,
+			       size_t n, int *stray, struct mfs_err *err)
+{
+	struct flags_acc acc = {msgs, n, uidnext, 0};
+	struct mailimap_fetch_type *ft;
+	struct mailimap_set *set;
+	clist *result = NULL;
+	int r;
+
+	ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	set = mailimap_set_new_interval(1, 0); /* 1:* */
+	if (ft == NULL || set == NULL ||
+	    mailimap_fetch_type_new_fetch_att_list_add(
+		ft, mailimap_fetch_att_new_uid()) != MAILIMAP_NO_ERROR ||
+	    mailimap_fetch_type_new_fetch_att_list_add(
+		ft, mailimap_fetch_att_new_flags()) != MAILIMAP_NO_ERROR) {
+		r = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_req;
+	}
+	mailimap_set_msg_att_handler(imap->session, flags_handler, &acc);
+	mailimap_set_progress_callback(imap->session, NULL, index_progress,
+				       NULL);
+	r = mailimap_uid_fetch_changedsince(imap->session, set, ft, since,
+					    &result);
+	if (imap->session != NULL) {
+		mailimap_set_msg_att_handler(imap->session, NULL, NULL);
+		mailimap_set_progress_callback(imap->session, NULL, NULL, NULL);
+	}
+	if (r != MAILIMAP_NO_ERROR) {
+		r = imap_fail(imap, r, "UID FETCH CHANGEDSINCE", MFS_E_PROTO,
+			      err);
+		goto free_req;
+	}
+	mailimap_fetch_list_free(result);
+	*stray = acc.stray;
+	r = MFS_OK;
+free_req:
+	if (ft != NULL)
+		mailimap_fetch_type_free(ft);
+	if (set != NULL)
+		mailimap_set_free(set);
+	return r;
+}
+
+/* The state of the mailbox just selected with modseq. */
+static void index_state(struct mfs_imap *imap, uint64_t modseq,
+			struct mfs_idx_head *now)
+{
+	const struct mailimap_selection_info *si =
+	    imap->session->imap_selection_info;
+
+	memset(now, 0, sizeof(*now));
+	now->validity = imap->selected_validity;
+	now->uidnext = si != NULL ? si->sel_uidnext : 0;
+	now->exists = si != NULL ? si->sel_exists : 0;
+	now->modseq = modseq;
+}
+
+/*
+ * The listing file of mailbox and the key that ties it to this account
+ * and mailbox (both malloc'd). Returns -1 without a cache_dir or on ENOMEM.
+ */
+static int index_file(struct mfs_imap *imap, const char *mailbox, char **path,
+		      char **key)
+{
+	const struct mfs_account *acct = imap->acct;
+
+	if (acct->cache_dir == NULL)
+		return -1;
+	*path = mfs_idx_path(acct->cache_dir, mailbox);
+	if (*path == NULL)
+		return -1;
+	if (asprintf(key, "imap %s@%s:%d %s", acct->user ? acct->user : "",
+		     acct->store.host ? acct->store.host : "", acct->store.port,
+		     mailbox) < 0) {
+		free(*path);
+		*path = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* Keeps a listing taken in state now; a failure only costs a full listing
+ * next time. */
+static void index_keep(const char *path, const char *key,
+		       const struct mfs_idx_head *now,
+		       const struct mfs_store_msg *msgs, size_t n)
+{
+	struct mfs_err err;
+
+	if (n != now->exists) /* the listing missed a message: not kept */
+		return;
+	if (mfs_idx_save(path, key, now, msgs, n, &err) != MFS_OK)
+		mfs_log_debug("imap: listing not kept: %s", err.msg);
+}
+
+enum {
+	KEPT_UNUSABLE = 0, /* list in full */
+	KEPT_SAME,	   /* served as kept: nothing changed */
+	KEPT_FLAGS,	   /* served with the flags changed since */
+	KEPT_FAILED,	   /* the connection failed: err is set */
+};
+
+/*
+ * The listing of the selected mailbox from its file, when the file was
+ * taken with the same UIDVALIDITY, UIDNEXT and EXISTS as `now` (then the
+ * same messages are there) and a HIGHESTMODSEQ no newer: as kept when the
+ * HIGHESTMODSEQ is the same too, else with the flags that changed since
+ * fetched. Caller holds the lock.
+ */
+static int index_kept(struct mfs_imap *imap, const char *path, const char *key,
+		      const struct mfs_idx_head *now,
+		      struct mfs_store_msg **msgs, size_t *n,
+		      struct mfs_err *err)
+{
+	struct mfs_idx_reader *rd;
+	struct mfs_idx_head was;
+	struct mfs_err ierr;
+	int r, stray = 0;
+
+	if (mfs_idx_open(path, key, &was, &rd, &ierr) != MFS_OK) {
+		if (ierr.code != MFS_E_NOENT)
+			mfs_log_debug("imap: kept listing unusable: %s",
+				      ierr.msg);
+		return KEPT_UNUSABLE;
+	}
+	if (was.validity != now->validity || was.uidnext != now->uidnext ||
+	    was.exists != now->exists || was.count != now->exists ||
+	    was.modseq == 0 || was.modseq > now->modseq) {
+		mfs_idx_close(rd);
+		return KEPT_UNUSABLE;
+	}
+	r = mfs_idx_read(rd, msgs, n, &ierr);
+	mfs_idx_close(rd);
+	if (r != MFS_OK) {
+		mfs_log_debug("imap: kept listing unusable: %s", ierr.msg);
+		return KEPT_UNUSABLE;
+	}
+	if (was.modseq == now->modseq)
+		return KEPT_SAME;
+	r = index_fetch_changed(imap, was.modseq, now->uidnext, *msgs, *n,
+				&stray, err);
+	if (r != MFS_OK || stray) {
+		mfs_store_msgs_free(*msgs, *n);
+		*msgs = NULL;
+		*n = 0;
+		/* a refused command leaves the connection usable */
+		if (r != MFS_OK && imap->session == NULL)
+			return KEPT_FAILED;
+		return KEPT_UNUSABLE;
+	}
+	return KEPT_FLAGS;
+}
+
+/*
+ * The listing of a folder. EXAMINE, with CONDSTORE when the server has it;
+ * then, when a listing of this folder is kept in the cache_dir and the
+ * folder's state shows that no message came or went, that listing (no
+ * other command, or one UID FETCH CHANGEDSINCE for the flags); else one UID
+ * FETCH 1:* of everything, kept for next time when the server has
+ * CONDSTORE. A kept listing is trusted only when UIDVALIDITY, UIDNEXT and
+ * EXISTS are all unchanged: with the same UIDNEXT no message was added,
+ * with the same EXISTS then none was expunged either.
+ */
+static int imap_index(struct mfs_store *st, const char *mailbox,
+		      uint32_t *uidvalidity, struct mfs_store_msg **msgs,
+		      size_t *n, struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	struct mfs_idx_head now;
+	uint64_t modseq = 0;
+	char *path = NULL, *key = NULL;
+	int kept = KEPT_UNUSABLE;
+
+	pthread_mutex_lock(&imap->lock);
+	if (imap_ensure(imap, err) != MFS_OK ||
+	    imap_select_modseq(imap, mailbox, 0, 1,
+			       (imap->caps & IMAP_CAP_CONDSTORE) ? &modseq
+								 : NULL,
+			       err) != MFS_OK)
+		goto unlock;
+	index_state(imap, modseq, &now);
+	*uidvalidity = now.validity;
+	*msgs = NULL;
+	*n = 0;
+	if (now.exists == 0) {
+		mfs_err_clear(err);
+		goto unlock;
+	}
+	/* without HIGHESTMODSEQ a flag change cannot be told: keep nothing */
+	if (now.modseq != 0 && now.uidnext != 0 && now.validity != 0 &&
+	    index_file(imap, mailbox, &path, &key) == 0)
+		kept = index_kept(imap, path, key, &now, msgs, n, err);
+	if (kept == KEPT_FAILED)
+		goto free_file;
+	if (kept == KEPT_UNUSABLE &&
+	    index_fetch_all(imap, msgs, n, err) != MFS_OK)
+		goto free_file;
+	if (kept != KEPT_SAME && path != NULL)
+		index_keep(path, key, &now, *msgs, *n);
+	mfs_err_clear(err);
+free_file:
+	free(path);
+	free(key);
 unlock:
 	pthread_mutex_unlock(&imap->lock);
 	return err->code;
@@ -944,6 +1226,12 @@ static int imap_reading(struct mfs_imap *imap, const char *mailbox,
 {
 	if (imap_ensure(imap, err) != MFS_OK ||
 	    imap_examine(imap, mailbox, 0, err) != MFS_OK)
+		return err->code;
+	/* This connection may have selected the folder before it was made
+	 * again (another connection lists it): ask once more before saying
+	 * the message is gone. */
+	if (imap->selected_validity != uidvalidity &&
+	    imap_examine(imap, mailbox, 1, err) != MFS_OK)
 		return err->code;
 	if (imap->selected_validity != uidvalidity)
 		return mfs_err_set(err, MFS_E_NOENT,
@@ -2212,14 +2500,8 @@ static int imap_fetch_many(struct mfs_store *st, const char *mailbox,
 	int r;
 
 	pthread_mutex_lock(&imap->lock);
-	if (imap_ensure(imap, err) != MFS_OK ||
-	    imap_examine(imap, mailbox, 0, err) != MFS_OK)
+	if (imap_reading(imap, mailbox, uidvalidity, err) != MFS_OK)
 		goto unlock;
-	if (imap->selected_validity != uidvalidity) {
-		mfs_err_set(err, MFS_E_NOENT, "%s: UIDVALIDITY changed",
-			    mailbox);
-		goto unlock;
-	}
 	ft = mailimap_fetch_type_new_fetch_att_list_empty();
 	set = mailimap_set_new_empty();
 	if (ft == NULL || set == NULL ||

@@ -1,0 +1,488 @@
+/*
+ * idxcache.c - the on-disk copy of one folder's listing (see idxcache.h).
+ */
+#include "idxcache.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define IDX_MAGIC     "MFSIDX\r\n"
+#define IDX_MAGIC_LEN 8
+#define IDX_DIR	      ".index"
+/* Longest from, subject or key kept; longer ones are refused on reading
+ * before any allocation, so a corrupted length cannot ask for gigabytes. */
+#define IDX_STR_MAX (1u << 20)
+/* Longest folder name spelt out in hex in a file name (2 chars a byte). */
+#define IDX_HEX_MAX 120
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME  0x100000001b3ULL
+
+struct mfs_idx_reader {
+	FILE *f;	  /* owned */
+	uint64_t sum;	  /* FNV-1a of the bytes read so far */
+	uint32_t count;	  /* records announced by the header */
+	const char *path; /* borrowed: for messages */
+};
+
+static uint64_t fnv(uint64_t h, const void *p, size_t len)
+{
+	const unsigned char *b = p;
+
+	while (len-- > 0) {
+		h ^= *b++;
+		h *= FNV_PRIME;
+	}
+	return h;
+}
+
+static void put_le(unsigned char *out, uint64_t v, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		out[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le(const unsigned char *in, size_t len)
+{
+	uint64_t v = 0;
+
+	for (size_t i = 0; i < len; i++)
+		v |= (uint64_t)in[i] << (8 * i);
+	return v;
+}
+
+char *mfs_idx_path(const char *cache_dir, const char *folder)
+{
+	size_t len = strlen(folder);
+	char *path, *p;
+	int r;
+
+	if (len > IDX_HEX_MAX) {
+		r = asprintf(&path, "%s/%s/h%016llx", cache_dir, IDX_DIR,
+			     (unsigned long long)fnv(FNV_OFFSET, folder, len));
+		return r < 0 ? NULL : path;
+	}
+	path = malloc(strlen(cache_dir) + sizeof(IDX_DIR) + 2 * len + 3);
+	if (path == NULL)
+		return NULL;
+	p = path + sprintf(path, "%s/%s/", cache_dir, IDX_DIR);
+	for (size_t i = 0; i < len; i++)
+		p += sprintf(p, "%02x", (unsigned char)folder[i]);
+	if (len == 0)
+		strcpy(p, "-");
+	return path;
+}
+
+/* --- writing ------------------------------------------------------------- */
+
+/* A buffered writer that sums what it writes and remembers its first
+ * failure. */
+struct idx_writer {
+	FILE *f; /* borrowed */
+	uint64_t sum;
+	int failed;
+};
+
+static void put(struct idx_writer *w, const void *p, size_t len)
+{
+	if (w->failed || len == 0)
+		return;
+	w->sum = fnv(w->sum, p, len);
+	if (fwrite(p, 1, len, w->f) != len)
+		w->failed = 1;
+}
+
+static void put_u32(struct idx_writer *w, uint32_t v)
+{
+	unsigned char b[4];
+
+	put_le(b, v, 4);
+	put(w, b, 4);
+}
+
+static void put_u64(struct idx_writer *w, uint64_t v)
+{
+	unsigned char b[8];
+
+	put_le(b, v, 8);
+	put(w, b, 8);
+}
+
+static void put_str(struct idx_writer *w, const char *s)
+{
+	size_t len = s != NULL ? strlen(s) : 0;
+
+	put_u32(w, (uint32_t)len);
+	put(w, s, len);
+}
+
+static int str_ok(const char *s)
+{
+	return s == NULL || strlen(s) <= IDX_STR_MAX;
+}
+
+static int check_listing(const char *key, const struct mfs_store_msg *msgs,
+			 size_t n, struct mfs_err *err)
+{
+	if (!str_ok(key) || n > UINT32_MAX)
+		return mfs_err_set(err, MFS_E_INVAL,
+				   "listing too large to keep");
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0 && msgs[i].uid <= msgs[i - 1].uid)
+			return mfs_err_set(err, MFS_E_INVAL,
+					   "listing not in UID order at %u",
+					   msgs[i].uid);
+		if (!str_ok(msgs[i].from) || !str_ok(msgs[i].subject))
+			return mfs_err_set(err, MFS_E_INVAL,
+					   "message %u: header too long to "
+					   "keep",
+					   msgs[i].uid);
+	}
+	return MFS_OK;
+}
+
+/* mkdir with mode 0700; an existing directory is made 0700. */
+static int mkdir_private(const char *dir)
+{
+	struct stat st;
+
+	if (mkdir(dir, 0700) == 0)
+		return 0;
+	if (errno != EEXIST || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+		return -1;
+	if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) != 0)
+		return -1;
+	return 0;
+}
+
+/* Creates the directory of path and its parent, mode 0700. */
+static int make_dirs(const char *path)
+{
+	char *dir = strdup(path);
+	char *slash;
+	int r = -1;
+
+	if (dir == NULL)
+		return -1;
+	slash = strrchr(dir, '/');
+	if (slash == NULL || slash == dir)
+		goto free_dir;
+	*slash = '\0';
+	r = mkdir_private(dir);
+	if (r != 0 && errno == ENOENT) {
+		slash = strrchr(dir, '/');
+		if (slash != NULL && slash != dir) {
+			*slash = '\0';
+			if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+				goto free_dir;
+			*slash = '/';
+		}
+		r = mkdir_private(dir);
+	}
+free_dir:
+	free(dir);
+	return r;
+}
+
+static void write_listing(struct idx_writer *w, const char *key,
+			  const struct mfs_idx_head *head,
+			  const struct mfs_store_msg *msgs, size_t n)
+{
+	unsigned char b[8];
+
+	put(w, IDX_MAGIC, IDX_MAGIC_LEN);
+	put_u32(w, MFS_IDX_VERSION);
+	put_str(w, key);
+	put_u32(w, head->validity);
+	put_u32(w, head->uidnext);
+	put_u32(w, head->exists);
+	put_u32(w, (uint32_t)n);
+	put_u64(w, head->modseq);
+	for (size_t i = 0; i < n; i++) {
+		put_u32(w, msgs[i].uid);
+		put_u32(w, msgs[i].flags);
+		put_u64(w, msgs[i].size);
+		put_u64(w, (uint64_t)(int64_t)msgs[i].date);
+		put_str(w, msgs[i].from);
+		put_str(w, msgs[i].subject);
+	}
+	/* the checksum itself is not part of the sum */
+	put_le(b, w->sum, 8);
+	if (!w->failed && fwrite(b, 1, 8, w->f) != 8)
+		w->failed = 1;
+}
+
+int mfs_idx_save(const char *path, const char *key,
+		 const struct mfs_idx_head *head,
+		 const struct mfs_store_msg *msgs, size_t n,
+		 struct mfs_err *err)
+{
+	struct idx_writer w = {.sum = FNV_OFFSET};
+	char *tmp;
+	int fd;
+
+	if (check_listing(key, msgs, n, err) != MFS_OK)
+		return err->code;
+	if (make_dirs(path) != 0)
+		return mfs_err_set(err, MFS_E_IO,
+				   "cannot create the directory of %s: %s",
+				   path, strerror(errno));
+	if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	fd = mkstemp(tmp); /* mode 0600 */
+	if (fd < 0) {
+		mfs_err_set(err, MFS_E_IO, "cannot create %s: %s", tmp,
+			    strerror(errno));
+		goto free_tmp;
+	}
+	w.f = fdopen(fd, "w");
+	if (w.f == NULL) {
+		close(fd);
+		mfs_err_set(err, MFS_E_IO, "cannot write %s: %s", tmp,
+			    strerror(errno));
+		goto unlink_tmp;
+	}
+	write_listing(&w, key, head, msgs, n);
+	if (fflush(w.f) != 0 || fsync(fd) != 0)
+		w.failed = 1;
+	if (fclose(w.f) != 0)
+		w.failed = 1;
+	if (w.failed) {
+		mfs_err_set(err, MFS_E_IO, "cannot write %s: %s", tmp,
+			    strerror(errno));
+		goto unlink_tmp;
+	}
+	if (rename(tmp, path) != 0) {
+		mfs_err_set(err, MFS_E_IO, "cannot rename %s: %s", tmp,
+			    strerror(errno));
+		goto unlink_tmp;
+	}
+	free(tmp);
+	mfs_err_clear(err);
+	return MFS_OK;
+
+unlink_tmp:
+	unlink(tmp);
+free_tmp:
+	free(tmp);
+	return err->code;
+}
+
+/* --- reading ------------------------------------------------------------- */
+
+/* Reads exactly len bytes into p and adds them to the sum. */
+static int get(struct mfs_idx_reader *rd, void *p, size_t len)
+{
+	if (len == 0)
+		return 0;
+	if (fread(p, 1, len, rd->f) != len)
+		return -1;
+	rd->sum = fnv(rd->sum, p, len);
+	return 0;
+}
+
+static int get_u32(struct mfs_idx_reader *rd, uint32_t *v)
+{
+	unsigned char b[4];
+
+	if (get(rd, b, 4) != 0)
+		return -1;
+	*v = (uint32_t)get_le(b, 4);
+	return 0;
+}
+
+static int get_u64(struct mfs_idx_reader *rd, uint64_t *v)
+{
+	unsigned char b[8];
+
+	if (get(rd, b, 8) != 0)
+		return -1;
+	*v = get_le(b, 8);
+	return 0;
+}
+
+/* A length-prefixed string, NUL-terminated. Returns 0, -1 when the file
+ * is bad, -2 on ENOMEM. */
+static int get_str(struct mfs_idx_reader *rd, char **out)
+{
+	uint32_t len;
+	char *s;
+
+	if (get_u32(rd, &len) != 0 || len > IDX_STR_MAX)
+		return -1;
+	s = malloc((size_t)len + 1);
+	if (s == NULL)
+		return -2;
+	if (get(rd, s, len) != 0) {
+		free(s);
+		return -1;
+	}
+	s[len] = '\0';
+	*out = s;
+	return 0;
+}
+
+static int bad_file(struct mfs_idx_reader *rd, const char *why,
+		    struct mfs_err *err)
+{
+	return mfs_err_set(err, MFS_E_IO, "%s: %s", rd->path, why);
+}
+
+/* Reads the header after the magic; checks version and key. */
+static int read_head(struct mfs_idx_reader *rd, const char *key,
+		     struct mfs_idx_head *head, struct mfs_err *err)
+{
+	char magic[IDX_MAGIC_LEN];
+	uint32_t version;
+	char *stored = NULL;
+	int r;
+
+	if (get(rd, magic, IDX_MAGIC_LEN) != 0 ||
+	    memcmp(magic, IDX_MAGIC, IDX_MAGIC_LEN) != 0)
+		return bad_file(rd, "not a folder listing", err);
+	if (get_u32(rd, &version) != 0 || version != MFS_IDX_VERSION)
+		return bad_file(rd, "another version of the listing format",
+				err);
+	r = get_str(rd, &stored);
+	if (r == -2)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	if (r != 0)
+		return bad_file(rd, "cut short", err);
+	r = strcmp(stored, key);
+	free(stored);
+	if (r != 0)
+		return bad_file(rd, "written for another folder", err);
+	if (get_u32(rd, &head->validity) != 0 ||
+	    get_u32(rd, &head->uidnext) != 0 ||
+	    get_u32(rd, &head->exists) != 0 || get_u32(rd, &head->count) != 0 ||
+	    get_u64(rd, &head->modseq) != 0)
+		return bad_file(rd, "cut short", err);
+	rd->count = head->count;
+	return MFS_OK;
+}
+
+int mfs_idx_open(const char *path, const char *key, struct mfs_idx_head *head,
+		 struct mfs_idx_reader **rd, struct mfs_err *err)
+{
+	struct mfs_idx_reader *r = calloc(1, sizeof(*r));
+
+	*rd = NULL;
+	if (r == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	r->path = path;
+	r->sum = FNV_OFFSET;
+	r->f = fopen(path, "re");
+	if (r->f == NULL) {
+		mfs_err_set(err, errno == ENOENT ? MFS_E_NOENT : MFS_E_IO,
+			    "cannot open %s: %s", path, strerror(errno));
+		goto free_reader;
+	}
+	if (read_head(r, key, head, err) != MFS_OK)
+		goto close_file;
+	*rd = r;
+	mfs_err_clear(err);
+	return MFS_OK;
+
+close_file:
+	fclose(r->f);
+free_reader:
+	free(r);
+	return err->code;
+}
+
+static void msgs_free(struct mfs_store_msg *msgs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(msgs[i].from);
+		free(msgs[i].subject);
+	}
+	free(msgs);
+}
+
+/* One record. Returns 0, -1 when the file is bad, -2 on ENOMEM. */
+static int read_msg(struct mfs_idx_reader *rd, struct mfs_store_msg *m)
+{
+	uint64_t date;
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	if (get_u32(rd, &m->uid) != 0 || get_u32(rd, &m->flags) != 0 ||
+	    get_u64(rd, &m->size) != 0 || get_u64(rd, &date) != 0)
+		return -1;
+	m->date = (time_t)(int64_t)date;
+	r = get_str(rd, &m->from);
+	if (r == 0)
+		r = get_str(rd, &m->subject);
+	if (r != 0) {
+		free(m->from);
+		m->from = NULL;
+	}
+	return r;
+}
+
+/* The checksum and then the end of the file. */
+static int read_tail(struct mfs_idx_reader *rd)
+{
+	unsigned char b[8];
+
+	if (fread(b, 1, 8, rd->f) != 8 || get_le(b, 8) != rd->sum)
+		return -1;
+	return fgetc(rd->f) == EOF && !ferror(rd->f) ? 0 : -1;
+}
+
+int mfs_idx_read(struct mfs_idx_reader *rd, struct mfs_store_msg **msgs,
+		 size_t *n, struct mfs_err *err)
+{
+	struct mfs_store_msg *out = NULL;
+	size_t got = 0, cap = 0;
+	int r = 0;
+
+	/* grown as records arrive: a corrupted count costs nothing */
+	while (got < rd->count) {
+		if (got == cap) {
+			size_t c = cap ? cap * 2 : 256;
+			struct mfs_store_msg *p = realloc(out, c * sizeof(*p));
+
+			if (p == NULL) {
+				r = -2;
+				break;
+			}
+			out = p;
+			cap = c;
+		}
+		r = read_msg(rd, &out[got]);
+		if (r != 0)
+			break;
+		if (got > 0 && out[got].uid <= out[got - 1].uid) {
+			got++;
+			r = -1;
+			break;
+		}
+		got++;
+	}
+	if (r == 0 && read_tail(rd) != 0)
+		r = -1;
+	if (r != 0) {
+		msgs_free(out, got);
+		if (r == -2)
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		return bad_file(rd, "corrupted or cut short", err);
+	}
+	*msgs = out;
+	*n = got;
+	mfs_err_clear(err);
+	return MFS_OK;
+}
+
+void mfs_idx_close(struct mfs_idx_reader *rd)
+{
+	if (rd == NULL)
+		return;
+	fclose(rd->f);
+	free(rd);
+}
