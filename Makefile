@@ -1,12 +1,14 @@
 # mailfs - mount a mail account as a directory tree
 #
 #   make            build ./mailfs (installs missing packages first)
-#   make test       build and run every unit and integration test
+#   make test       build and run every unit and integration test, twice:
+#                   on the normal build and under ASan + UBSan
 #   make demo       start local mail servers with sample mail, mount ./demo-mail
 #   make demo-stop  unmount and stop what make demo started
 #   make install    install under $(DESTDIR)$(PREFIX)
 #   make deps       apt-get install every build and test dependency
 #   SANITIZE=1      build with AddressSanitizer and UndefinedBehaviorSanitizer
+#                   (make test SANITIZE=1: the sanitizer pass alone)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -55,7 +57,8 @@ UNIT_config = config error
 UNIT_names  = names error
 UNIT_tls    = tls error
 UNIT_mime   = mime names error
-UNIT_imap   = imap skeleton tls names store log error config sasl
+UNIT_imap   = imap skeleton idxcache tls names store log error config sasl
+UNIT_idxcache = idxcache error
 UNIT_outmsg = outmsg names error
 UNIT_spool  = spool outmsg smtp tls names log error config sasl
 UNIT_smtp   = smtp tls outmsg names log error config sasl
@@ -65,7 +68,7 @@ UNIT_cache  = cache error log
 UNIT_TESTS := $(patsubst tests/unit/%_test.cc,%,$(wildcard tests/unit/*_test.cc))
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/%_test,$(UNIT_TESTS))
 
-.PHONY: all test unit integration demo demo-stop install deps clean fuzz bench
+.PHONY: all test san-build unit integration demo demo-stop install deps clean fuzz bench
 
 all: $(DEPS_FIRST) mailfs
 
@@ -89,8 +92,20 @@ $(BUILD)/tests/%_test: tests/unit/%_test.cc $$(addprefix $(BUILD)/obj/,$$(addsuf
 
 unit-build: $(DEPS_FIRST) $(UNIT_BINS)
 
+# make test: every test twice, on the normal build and on the build with
+# AddressSanitizer and UndefinedBehaviorSanitizer (build-san/); the last line
+# counts both. make test SANITIZE=1: the sanitizer pass alone.
+ifeq ($(SANITIZE),1)
+test: deps $(BUILD)/mailfs $(UNIT_BINS)
+	@/usr/bin/python3 tests/run_all.py --pass sanitized $(BUILD)/mailfs $(UNIT_BINS)
+else
 test: deps mailfs $(UNIT_BINS)
-	@/usr/bin/python3 tests/run_all.py $(UNIT_BINS)
+	@$(MAKE) --no-print-directory SANITIZE=1 san-build
+	@/usr/bin/python3 tests/run_all.py --pass normal mailfs $(UNIT_BINS) \
+		--pass sanitized build-san/mailfs $(patsubst $(BUILD)/%,build-san/%,$(UNIT_BINS))
+endif
+
+san-build: $(BUILD)/mailfs $(UNIT_BINS)
 
 demo: deps mailfs
 	@tests/demo.sh start
@@ -110,7 +125,7 @@ install: mailfs
 # libFuzzer targets, FUZZ_SECONDS each (tests/fuzz/README.md)
 FUZZ_SECONDS ?= 60
 fuzz: deps
-	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_TARGETS="$(FUZZ_TARGETS)" tests/fuzz/run.sh
 
 bench: deps mailfs
 	@/usr/bin/python3 tests/bench/bench.py

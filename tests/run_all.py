@@ -3,10 +3,15 @@
 
     N passed, N failed[, N skipped]
 
-Unit tests are GoogleTest binaries (given on the command line); their
-results are read from the JSON report each writes. Integration tests are the
-test_* functions of tests/integration/test_*.py, run against real servers
-that tests/integration/harness.py starts. Exit status: 0 when nothing failed.
+    run_all.py --pass NAME MAILFS UNIT_TEST... [--pass NAME MAILFS UNIT...]
+
+Each pass runs its unit tests, GoogleTest binaries whose results are read
+from the JSON report each writes, then the integration tests (the test_*
+functions of tests/integration/test_*.py, run against real servers that
+tests/integration/harness.py starts) with MAILFS_BIN set to the pass's
+mailfs binary. `make test` runs two passes: the normal build, and the build
+with AddressSanitizer and UndefinedBehaviorSanitizer. The closing line
+counts every test of every pass. Exit status: 0 when nothing failed.
 """
 import json
 import os
@@ -62,15 +67,71 @@ def run_unit(binaries):
     return passed, failed, skipped
 
 
-def main():
-    start = time.time()
-    p1, f1, s1 = run_unit(sys.argv[1:])
-    print("unit tests: %d passed, %d failed, %d skipped" % (p1, f1, s1))
+def parse_passes(argv):
+    """[(name, mailfs, [unit binaries])] from the command line."""
+    passes = []
+    for word in argv:
+        if word == "--pass":
+            passes.append([None, None, []])
+        elif not passes:
+            raise SystemExit("usage: run_all.py --pass NAME MAILFS UNIT...")
+        elif passes[-1][0] is None:
+            passes[-1][0] = word
+        elif passes[-1][1] is None:
+            passes[-1][1] = os.path.abspath(word)
+        else:
+            passes[-1][2].append(word)
+    if not passes or any(p[1] is None for p in passes):
+        raise SystemExit("usage: run_all.py --pass NAME MAILFS UNIT...")
+    return passes
+
+
+def run_pass(name, mailfs, units):
+    """One pass, in a process of its own (the integration modules read
+    MAILFS_BIN when imported). Returns (passed, failed, skipped)."""
+    env = dict(os.environ, MAILFS_BIN=mailfs)
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__),
+                             "--one", name] + units, env=env,
+                            stdout=subprocess.PIPE)
+    counts = None
+    for raw in proc.stdout:
+        line = raw.decode("utf-8", "replace")
+        if line.startswith("pass counts: "):
+            counts = tuple(int(x) for x in line.split()[2:5])
+        else:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+    proc.wait()
+    if counts is None:
+        print("FAIL %s pass: ended without counts (exit %d)" %
+              (name, proc.returncode))
+        return 0, 1, 0
+    return counts
+
+
+def one_pass(name, units):
     import runner
+    print("== %s pass: %s ==" % (name, os.environ["MAILFS_BIN"]))
+    p1, f1, s1 = run_unit(units)
+    print("%s unit tests: %d passed, %d failed, %d skipped" %
+          (name, p1, f1, s1))
     p2, f2, s2 = runner.run_all(os.path.join(HERE, "integration"))
-    print("integration tests: %d passed, %d failed, %d skipped" % (p2, f2, s2))
+    print("%s integration tests: %d passed, %d failed, %d skipped" %
+          (name, p2, f2, s2))
+    print("pass counts: %d %d %d" % (p1 + p2, f1 + f2, s1 + s2))
+    sys.stdout.flush()
+    return 0
+
+
+def main():
+    if sys.argv[1:2] == ["--one"]:
+        return one_pass(sys.argv[2], sys.argv[3:])
+    start = time.time()
+    passed = failed = skipped = 0
+    for name, mailfs, units in parse_passes(sys.argv[1:]):
+        p, f, s = run_pass(name, mailfs, units)
+        passed, failed, skipped = passed + p, failed + f, skipped + s
     print("wall time: %.0f s" % (time.time() - start))
-    passed, failed, skipped = p1 + p2, f1 + f2, s1 + s2
     line = "%d passed, %d failed" % (passed, failed)
     if skipped:
         line += ", %d skipped" % skipped
