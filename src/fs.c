@@ -55,6 +55,14 @@ struct mfs_fs {
 	struct handle *handles;	  /* open files (fs->lock) */
 	uid_t uid;
 	gid_t gid;
+	/* Readers: stores of their own that fetch message bytes, so that
+	 * parallel reads do not queue behind one connection or a listing.
+	 * None: fs->store reads. Guarded by readers_lock. */
+	pthread_mutex_t readers_lock;
+	pthread_cond_t reader_free;
+	struct mfs_store **readers; /* owned array of owned stores */
+	int *reader_busy;	    /* owned; one per reader */
+	size_t nreaders;
 };
 
 /* A directory listing taken at opendir, served by readdir. */
@@ -88,13 +96,103 @@ struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
 	fs->acct = acct;
 	fs->uid = getuid();
 	fs->gid = getgid();
+	pthread_mutex_init(&fs->readers_lock, NULL);
+	pthread_cond_init(&fs->reader_free, NULL);
 	return fs;
+}
+
+static void *store_free_thread(void *arg)
+{
+	struct mfs_store *st = arg;
+
+	st->ops->free(st);
+	return NULL;
+}
+
+/* Frees the readers side by side: each may wait a second for its
+ * LOGOUT to be answered, and unmounting must not wait for them in turn. */
+static void readers_free(struct mfs_fs *fs)
+{
+	pthread_t *t = calloc(fs->nreaders ? fs->nreaders : 1, sizeof(*t));
+	int *started = calloc(fs->nreaders ? fs->nreaders : 1,
+			      sizeof(*started));
+	size_t i;
+
+	for (i = 0; i < fs->nreaders; i++) {
+		started[i] = t != NULL && started != NULL &&
+			     pthread_create(&t[i], NULL, store_free_thread,
+					    fs->readers[i]) == 0;
+		if (!started[i])
+			fs->readers[i]->ops->free(fs->readers[i]);
+	}
+	for (i = 0; i < fs->nreaders; i++)
+		if (started[i])
+			pthread_join(t[i], NULL);
+	free(t);
+	free(started);
+	free(fs->readers);
+	free(fs->reader_busy);
+	fs->readers = NULL;
+	fs->reader_busy = NULL;
+	fs->nreaders = 0;
+}
+
+void mfs_fs_set_readers(struct mfs_fs *fs, struct mfs_store **readers,
+			size_t n)
+{
+	fs->reader_busy = calloc(n ? n : 1, sizeof(*fs->reader_busy));
+	fs->readers = readers;
+	fs->nreaders = n;
+	if (fs->reader_busy == NULL) /* then fs->store reads */
+		readers_free(fs);
+}
+
+/* A store to fetch message bytes with: a reader no one is using (waiting
+ * for one when all are busy), or fs->store when there are none. Give it
+ * back with reader_put(). Called without fs->lock. */
+static struct mfs_store *reader_get(struct mfs_fs *fs)
+{
+	struct mfs_store *st = NULL;
+	size_t i;
+
+	if (fs->nreaders == 0)
+		return fs->store;
+	pthread_mutex_lock(&fs->readers_lock);
+	while (st == NULL) {
+		for (i = 0; i < fs->nreaders && st == NULL; i++) {
+			if (!fs->reader_busy[i]) {
+				fs->reader_busy[i] = 1;
+				st = fs->readers[i];
+			}
+		}
+		if (st == NULL)
+			pthread_cond_wait(&fs->reader_free, &fs->readers_lock);
+	}
+	pthread_mutex_unlock(&fs->readers_lock);
+	return st;
+}
+
+static void reader_put(struct mfs_fs *fs, struct mfs_store *st)
+{
+	size_t i;
+
+	if (st == fs->store)
+		return;
+	pthread_mutex_lock(&fs->readers_lock);
+	for (i = 0; i < fs->nreaders; i++)
+		if (fs->readers[i] == st)
+			fs->reader_busy[i] = 0;
+	pthread_cond_signal(&fs->reader_free);
+	pthread_mutex_unlock(&fs->readers_lock);
 }
 
 void mfs_fs_free(struct mfs_fs *fs)
 {
 	if (fs == NULL)
 		return;
+	readers_free(fs);
+	pthread_cond_destroy(&fs->reader_free);
+	pthread_mutex_destroy(&fs->readers_lock);
 	mfs_nodes_free(fs->nodes);
 	free(fs->sent_mailbox);
 	pthread_mutex_destroy(&fs->lock);
@@ -506,10 +604,12 @@ struct fetch_ctx {
 static int fetch_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 {
 	struct fetch_ctx *f = ctx;
+	struct mfs_store *st = reader_get(f->fs);
+	int rc = st->ops->fetch(st, f->ref->mailbox, f->ref->validity,
+				&f->ref->msg, fd, len, err);
 
-	return f->fs->store->ops->fetch(f->fs->store, f->ref->mailbox,
-					f->ref->validity, &f->ref->msg, fd,
-					len, err);
+	reader_put(f->fs, st);
+	return rc;
 }
 
 /* An fd on the raw message: from the cache, else fetched into it. */
@@ -648,9 +748,11 @@ static int view_build_lazy(struct mfs_fs *fs, const struct msg_ref *r,
 			   struct view **out, struct mfs_err *err)
 {
 	const struct mfs_store_ops *ops = fs->store->ops;
+	struct mfs_store *rd;
 	struct view *v;
 	char key[1024];
 	size_t i;
+	int rc;
 
 	*out = NULL;
 	if (ops->skeleton == NULL || r->msg.uid == 0 ||
@@ -665,9 +767,11 @@ static int view_build_lazy(struct mfs_fs *fs, const struct msg_ref *r,
 		mfs_log_err("skeleton: memfd: %s", strerror(errno));
 		goto whole;
 	}
-	if (ops->skeleton(fs->store, r->mailbox, r->validity, &r->msg,
-			  HOLE_MIN, v->fd, &v->segs, &v->nsegs,
-			  err) != MFS_OK) {
+	rd = reader_get(fs);
+	rc = ops->skeleton(rd, r->mailbox, r->validity, &r->msg, HOLE_MIN,
+			   v->fd, &v->segs, &v->nsegs, err);
+	reader_put(fs, rd);
+	if (rc != MFS_OK) {
 		if (err->code != MFS_E_PROTO) {
 			view_free(v);
 			return err->code;
@@ -812,14 +916,19 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 		uids[n++] = a.item[i].uid;
 	}
 	mfs_err_clear(&err);
-	if (n > 1 && (i == a.n) &&
-	    fs->store->ops->fetch_many(fs->store, mailbox, validity, uids, n,
-				       ahead_open, ahead_done, &a,
-				       &err) != MFS_OK) {
-		mfs_log_debug("fetch-ahead: %s", err.msg);
-		if (err.code == MFS_E_TIMEOUT || err.code == MFS_E_CONNECT ||
-		    err.code == MFS_E_TLS)
-			rc = mfs_err_set(ret, err.code, "%s", err.msg);
+	if (n > 1 && (i == a.n)) {
+		struct mfs_store *st = reader_get(fs);
+
+		if (st->ops->fetch_many(st, mailbox, validity, uids, n,
+					ahead_open, ahead_done, &a,
+					&err) != MFS_OK) {
+			mfs_log_debug("fetch-ahead: %s", err.msg);
+			if (err.code == MFS_E_TIMEOUT ||
+			    err.code == MFS_E_CONNECT || err.code == MFS_E_TLS)
+				rc = mfs_err_set(ret, err.code, "%s",
+						 err.msg);
+		}
+		reader_put(fs, st);
 	}
 	for (i = 0; i < a.n; i++)
 		free(a.item[i].key);
@@ -1258,10 +1367,13 @@ struct section_fill {
 static int section_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 {
 	struct section_fill *f = ctx;
+	struct mfs_store *st = reader_get(f->fs);
+	int rc = st->ops->fetch_section(st, f->ref->mailbox, f->ref->validity,
+					&f->ref->msg, f->section, fd, len,
+					err);
 
-	return f->fs->store->ops->fetch_section(
-	    f->fs->store, f->ref->mailbox, f->ref->validity, &f->ref->msg,
-	    f->section, fd, len, err);
+	reader_put(f->fs, st);
+	return rc;
 }
 
 /* An fd on the bytes of hole g of message r: from the cache, else

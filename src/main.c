@@ -134,6 +134,28 @@ static struct mfs_store *store_new(const struct mfs_account *acct,
 
 /* --check of the submission server: connect, secure, log in, and list
  * what it offers. */
+/* The connections that fetch message bytes (connections = N): stores of
+ * their own, which connect when first used. */
+static void add_readers(struct mfs_fs *fs, const struct mfs_account *acct,
+			const char *password)
+{
+	size_t n = acct->connections > 0 ? (size_t)acct->connections : 1, i;
+	struct mfs_store **readers = calloc(n, sizeof(*readers));
+
+	if (readers == NULL)
+		return;
+	for (i = 0; i < n; i++) {
+		readers[i] = mfs_imap_store_new(acct, password);
+		if (readers[i] == NULL)
+			break;
+	}
+	if (i == 0) {
+		free(readers);
+		return;
+	}
+	mfs_fs_set_readers(fs, readers, i);
+}
+
 static int check_smtp(const struct mfs_account *acct, const char *password)
 {
 	static const struct {
@@ -284,6 +306,8 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 	fs = mfs_fs_new(&acct, st, cache);
 	if (fs == NULL)
 		goto out;
+	if (acct.store.proto == MFS_PROTO_IMAP)
+		add_readers(fs, &acct, password);
 	if (acct.has_smtp) {
 		struct mfs_spool_opts so = {0};
 

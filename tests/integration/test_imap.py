@@ -7,6 +7,7 @@ import os
 import random
 import re
 import subprocess
+import threading
 import time
 
 from harness import (CountingProxy, FakeServer, check, eq, mutf7_decode,
@@ -478,3 +479,44 @@ def test_reading_one_attachment_fetches_that_attachment_only(env):
     typ, data = c.fetch("1", "(FLAGS)")
     check(b"\\Seen" not in data[0], "still unseen: %r" % data)
     c.logout()
+
+
+def test_parallel_readers_use_several_connections(env):
+    rnd = random.Random(11)
+    blobs = [rnd.randbytes(1300000) for _ in range(6)]
+    c = env.imap()
+    c.create("Parallel")
+    for blob in blobs:
+        c.append("Parallel", None, None, lazy_message([blob]))
+    c.logout()
+    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
+    cfg = env.write_config("config-parallel", {
+        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none",
+        "connections": "3"})
+    got = {}
+    try:
+        with env.mount(config=cfg) as m:
+            path = os.path.join(m.path, "Parallel")
+            names = sorted(message_dirs(path))
+            eq(len(names), 6, "messages listed")
+
+            def read(name):
+                with open(os.path.join(path, name, "part1.bin"), "rb") as f:
+                    got[name] = f.read()
+
+            threads = [threading.Thread(target=read, args=(n,)) for n in names]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            with proxy.lock:
+                fetching = {cid for cid, cmds in proxy.conns.items()
+                            if any("BODYSTRUCTURE" in x or "BODY.PEEK[" in x
+                                   for x in cmds)}
+            print("6 parallel readers, connections = 3: %d connections "
+                  "fetched" % len(fetching))
+            check(2 <= len(fetching) <= 3,
+                  "fetches spread over the readers, at most 3: %d" % len(fetching))
+    finally:
+        proxy.close()
+    eq(sorted(got.values()), sorted(blobs), "every reader got its bytes")
