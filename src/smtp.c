@@ -9,6 +9,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #define LINE_MAX_ 4096 /* longest reply line accepted, CRLF excluded */
 #define LINES_MAX 1000 /* most lines in one reply */
 #define CMD_MAX	  512  /* RFC 5321 4.5.3.1.4: a command line, CRLF included */
+#define QUIT_WAIT 2    /* seconds for the reply to QUIT */
 
 struct mfs_smtp {
 	mailstream *stream;	  /* owned */
@@ -32,8 +34,10 @@ struct mfs_smtp {
 	char host[256];		  /* for messages */
 	unsigned caps;		  /* MFS_SMTP_* */
 	off_t size_limit;
+	int timeout; /* seconds for any one wait */
 	int alive;
-	int used; /* a transaction happened: RSET before the next */
+	int dirty; /* MAIL was accepted and no reply to the data's end came
+		      yet: RSET before the next MAIL */
 };
 
 /* One reply: the code and the text lines joined with "; ". */
@@ -200,8 +204,12 @@ static int read_reply(struct mfs_smtp *s, struct reply *r, char *lines,
 			if (ll >= lines_len)
 				ll = lines_len - 1;
 		}
-		if (l[3] != '-')
-			return 0;
+		if (l[3] == '-')
+			continue;
+		/* RFC 5321 3.8: 421 comes before the server closes */
+		if (code == 421)
+			s->alive = 0;
+		return 0;
 	}
 }
 
@@ -539,6 +547,7 @@ int mfs_smtp_open(const struct mfs_smtp_opts *opts, struct mfs_smtp **out,
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	snprintf(s->host, sizeof(s->host), "%s:%d", opts->server->host,
 		 opts->server->port);
+	s->timeout = opts->timeout;
 	fd = mfs_tcp_connect(opts->server->host, opts->server->port,
 			     opts->timeout, err);
 	if (fd < 0) {
@@ -578,7 +587,15 @@ off_t mfs_smtp_size_limit(const struct mfs_smtp *s)
 
 int mfs_smtp_alive(const struct mfs_smtp *s)
 {
-	return s->alive;
+	struct pollfd p = {0};
+
+	if (!s->alive)
+		return 0;
+	/* between commands the server has nothing to say: anything to
+	 * read is a 421 or the end of the connection */
+	p.fd = mailstream_low_get_fd(mailstream_get_low(s->stream));
+	p.events = POLLIN;
+	return p.fd < 0 || poll(&p, 1, 0) == 0;
 }
 
 void mfs_smtp_cancel(struct mfs_smtp *s)
@@ -593,6 +610,10 @@ void mfs_smtp_close(struct mfs_smtp *s)
 
 	if (!s)
 		return;
+	/* a server that went away must not hold up an unmount */
+	mailstream_low_set_timeout(mailstream_get_low(s->stream),
+				   s->timeout < QUIT_WAIT ? s->timeout
+							  : QUIT_WAIT);
 	if (s->alive && put_cmd(s, "QUIT") == 0 && flush(s) == 0)
 		read_reply(s, &r, NULL, 0);
 	mailstream_close(s->stream);
@@ -709,13 +730,23 @@ free_bufs:
 	return rc;
 }
 
+/*
+ * Queues the envelope: RSET when a transaction was left open, MAIL, and
+ * with PIPELINING (RFC 2920) also every RCPT and DATA, so that the whole
+ * envelope costs one round trip. Without it only RSET or MAIL is queued.
+ */
 static int put_envelope(struct mfs_smtp *s, const char *sender,
 			const char *const *rcpts, size_t nrcpts, off_t size,
 			unsigned flags)
 {
+	int pipelined = (s->caps & MFS_SMTP_PIPELINING) != 0;
 	char params[128] = "";
 	size_t pl = 0;
 
+	if (s->dirty && put_cmd(s, "RSET"))
+		return -1;
+	if (s->dirty && !pipelined)
+		return flush(s);
 	if (s->caps & MFS_SMTP_SIZE)
 		pl += snprintf(params + pl, sizeof(params) - pl, " SIZE=%lld",
 			       (long long)size);
@@ -726,31 +757,98 @@ static int put_envelope(struct mfs_smtp *s, const char *sender,
 		snprintf(params + pl, sizeof(params) - pl, " SMTPUTF8");
 	if (put_cmd(s, "MAIL FROM:<%s>%s", sender, params))
 		return -1;
-	for (size_t i = 0; i < nrcpts; i++) {
-		if (!(s->caps & MFS_SMTP_PIPELINING))
-			break;
+	for (size_t i = 0; pipelined && i < nrcpts; i++)
 		if (put_cmd(s, "RCPT TO:<%s>", rcpts[i]))
 			return -1;
-	}
+	if (pipelined && put_cmd(s, "DATA"))
+		return -1;
 	return flush(s);
 }
 
-/* MAIL and RCPT; returns MFS_OK with res->status set when the
- * transaction cannot go on (res->reply set), or with *accepted counted. */
+/* Reads the reply to RSET; anything but 250 ends the session. Returns 0,
+ * or -1 with the outcome set in res (rc in *rc). */
+static int rset_reply(struct mfs_smtp *s, struct mfs_smtp_result *res, int *rc,
+		      struct mfs_err *err)
+{
+	struct reply r;
+
+	if (read_reply(s, &r, NULL, 0)) {
+		*rc = net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RSET", err);
+		return -1;
+	}
+	if (r.code != 250) {
+		s->alive = 0;
+		*rc = outcome(res, MFS_SMTP_TEMPFAIL, r.text, err);
+		return -1;
+	}
+	s->dirty = 0;
+	return 0;
+}
+
+/* Reads one reply of the envelope. Returns 0, or -1 with the outcome set
+ * (rc in *rc): the network failed, or the server said 421 and closed. */
+static int envelope_reply(struct mfs_smtp *s, struct reply *r, const char *what,
+			  struct mfs_smtp_result *res, int *rc,
+			  struct mfs_err *err)
+{
+	if (read_reply(s, r, NULL, 0)) {
+		*rc = net_outcome(s, res, MFS_SMTP_TEMPFAIL, what, err);
+		return -1;
+	}
+	if (!s->alive) {
+		*rc = outcome(res, MFS_SMTP_TEMPFAIL, r->text, err);
+		return -1;
+	}
+	return 0;
+}
+
+/* The outcome when no recipient was accepted: every refusal, joined. */
+static int none_accepted(struct mfs_smtp_result *res, int any_temp,
+			 struct mfs_err *err)
+{
+	char text[REPLY_MAX] = "";
+	size_t tl = 0;
+
+	for (size_t i = 0; i < res->nrejected && tl < sizeof(text); i++)
+		tl += snprintf(text + tl, sizeof(text) - tl, "%s%s",
+			       i ? "; " : "", res->rejected[i].reply);
+	return outcome(res, any_temp ? MFS_SMTP_TEMPFAIL : MFS_SMTP_PERMFAIL,
+		       text, err);
+}
+
+/*
+ * RSET, MAIL, RCPT and, with PIPELINING, DATA; *data is then the reply to
+ * DATA (code 0 without PIPELINING: DATA is still to be sent). Returns
+ * MFS_OK with *stop set and res->status set when the transaction cannot
+ * go on (res->reply set). A rejected recipient among accepted ones is
+ * listed in res and the transaction goes on.
+ */
 static int envelope(struct mfs_smtp *s, const char *sender,
 		    const char *const *rcpts, size_t nrcpts, off_t size,
-		    unsigned flags, size_t *accepted, int *stop,
+		    unsigned flags, struct reply *data, int *stop,
 		    struct mfs_smtp_result *res, struct mfs_err *err)
 {
 	int pipelined = (s->caps & MFS_SMTP_PIPELINING) != 0;
+	int any_temp = 0, rc = MFS_OK;
+	size_t accepted = 0;
 	struct reply mail, r;
-	int any_temp = 0;
 
-	*accepted = 0;
 	*stop = 1;
-	if (put_envelope(s, sender, rcpts, nrcpts, size, flags) ||
-	    read_reply(s, &mail, NULL, 0))
+	data->code = 0;
+	if (s->dirty && !pipelined) {
+		if (put_envelope(s, sender, rcpts, nrcpts, size, flags))
+			return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RSET",
+					   err);
+		if (rset_reply(s, res, &rc, err))
+			return rc;
+	}
+	if (put_envelope(s, sender, rcpts, nrcpts, size, flags))
 		return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "MAIL", err);
+	if (s->dirty && rset_reply(s, res, &rc, err))
+		return rc;
+	if (envelope_reply(s, &mail, "MAIL", res, &rc, err))
+		return rc;
+	s->dirty = mail.code / 100 == 2;
 	for (size_t i = 0; i < nrcpts; i++) {
 		if (!pipelined && mail.code / 100 != 2)
 			break;
@@ -758,34 +856,31 @@ static int envelope(struct mfs_smtp *s, const char *sender,
 		    (put_cmd(s, "RCPT TO:<%s>", rcpts[i]) || flush(s)))
 			return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RCPT",
 					   err);
-		if (read_reply(s, &r, NULL, 0))
-			return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RCPT",
-					   err);
+		if (envelope_reply(s, &r, "RCPT", res, &rc, err))
+			return rc;
 		if (mail.code / 100 != 2)
 			continue;
 		if (r.code / 100 == 2) {
-			(*accepted)++;
+			accepted++;
 			continue;
 		}
 		any_temp |= r.code < 500;
 		if (add_rejected(res, rcpts[i], r.text))
 			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	}
+	if (pipelined && envelope_reply(s, data, "DATA", res, &rc, err))
+		return rc;
+	if (mail.code / 100 == 2 && accepted > 0) {
+		*stop = 0;
+		return MFS_OK;
+	}
+	/* RFC 2920 3.1: DATA must fail without a recipient; should it not,
+	 * the only way out that sends nothing is to drop the connection */
+	if (data->code == 354)
+		s->alive = 0;
 	if (mail.code / 100 != 2)
 		return outcome(res, by_code(mail.code), mail.text, err);
-	if (*accepted == 0) {
-		char text[REPLY_MAX] = "";
-		size_t tl = 0;
-
-		for (size_t i = 0; i < res->nrejected && tl < sizeof(text); i++)
-			tl += snprintf(text + tl, sizeof(text) - tl, "%s%s",
-				       i ? "; " : "", res->rejected[i].reply);
-		return outcome(res,
-			       any_temp ? MFS_SMTP_TEMPFAIL : MFS_SMTP_PERMFAIL,
-			       text, err);
-	}
-	*stop = 0;
-	return MFS_OK;
+	return none_accepted(res, any_temp, err);
 }
 
 int mfs_smtp_send(struct mfs_smtp *s, const char *sender,
@@ -794,7 +889,6 @@ int mfs_smtp_send(struct mfs_smtp *s, const char *sender,
 		  struct mfs_err *err)
 {
 	struct reply r;
-	size_t accepted;
 	int rc, stop;
 	char text[128];
 
@@ -811,22 +905,12 @@ int mfs_smtp_send(struct mfs_smtp *s, const char *sender,
 			 (long long)size, (long long)s->size_limit);
 		return outcome(res, MFS_SMTP_PERMFAIL, text, err);
 	}
-	if (s->used) {
-		if (put_cmd(s, "RSET") || flush(s) ||
-		    read_reply(s, &r, NULL, 0))
-			return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RSET",
-					   err);
-		if (r.code != 250) {
-			s->alive = 0;
-			return outcome(res, MFS_SMTP_TEMPFAIL, r.text, err);
-		}
-	}
-	s->used = 1;
-	rc = envelope(s, sender, rcpts, nrcpts, size, flags, &accepted, &stop,
-		      res, err);
+	rc = envelope(s, sender, rcpts, nrcpts, size, flags, &r, &stop, res,
+		      err);
 	if (rc || stop)
 		return rc;
-	if (put_cmd(s, "DATA") || flush(s) || read_reply(s, &r, NULL, 0))
+	if (r.code == 0 &&
+	    (put_cmd(s, "DATA") || flush(s) || read_reply(s, &r, NULL, 0)))
 		return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "DATA", err);
 	if (r.code != 354)
 		return outcome(res, by_code(r.code), r.text, err);
@@ -837,6 +921,7 @@ int mfs_smtp_send(struct mfs_smtp *s, const char *sender,
 	if (write_raw(s, ".\r\n", 3) || flush(s) || read_reply(s, &r, NULL, 0))
 		return net_outcome(s, res, MFS_SMTP_UNKNOWN,
 				   "waiting for the reply to the data", err);
+	s->dirty = 0;
 	if (r.code / 100 == 2)
 		return outcome(res, MFS_SMTP_ACCEPTED, r.text, err);
 	return outcome(res, by_code(r.code), r.text, err);

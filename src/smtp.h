@@ -21,10 +21,15 @@
  * connection. A refused password is not retried.
  *
  * EHLO names the local host name, or "localhost" when it has none
- * that is a plain DNS name. Used extensions: PIPELINING (MAIL and every
- * RCPT go in one write, then DATA after their replies), 8BITMIME
- * (BODY=8BITMIME), SMTPUTF8, SIZE (checked before MAIL and given as SIZE=).
- * One session sends several messages (RSET between them); QUIT on close.
+ * that is a plain DNS name. Used extensions: PIPELINING (RFC 2920: MAIL,
+ * every RCPT and DATA go in one write, and their replies are read in
+ * order, so the envelope costs one round trip), 8BITMIME (BODY=8BITMIME),
+ * SMTPUTF8, SIZE (checked before MAIL and given as SIZE=).
+ * One session sends several messages: after a transaction that ended with
+ * the reply to the data's end no RSET is needed; after one that stopped
+ * earlier (a refused RCPT or DATA) RSET goes first (in the same write
+ * with PIPELINING). A 421 reply ends the session (the server closes it).
+ * QUIT on close.
  *
  * Replies must be well formed: every line a code 200-559 (second digit
  * 0-5) followed by the end, a space or '-', the same code on every line of
@@ -146,11 +151,16 @@ struct mfs_smtp_result {
  * SMTPUTF8 as flags and capabilities say), RCPT TO for each recipient,
  * DATA, the size bytes of fd from offset 0 (read with pread; CRLF line ends
  * expected, lines starting with '.' are dot-stuffed here; a missing final
- * CRLF is added), ".". Before a second message in the session, RSET.
+ * CRLF is added), ".". RSET first when the session's previous
+ * transaction was left open. With PIPELINING, a server that answers DATA
+ * with 354 although no recipient was accepted gets no data: the session
+ * is dropped instead (nothing can be delivered then).
  * Fills *res (release with mfs_smtp_result_free()). Some recipients
  * rejected and others accepted: MFS_SMTP_ACCEPTED with the rejected ones
- * listed. After a TEMPFAIL or UNKNOWN caused by the network, the session
- * is dead: mfs_smtp_alive() returns 0 and it must be closed.
+ * listed. After a TEMPFAIL or UNKNOWN caused by the network, or a 421
+ * reply, the session is dead: mfs_smtp_alive() returns 0 and it must be
+ * closed. A TEMPFAIL on a dead session means nothing of the message was
+ * accepted, so it may be sent again at once on a new session.
  * Returns MFS_OK when *res holds an outcome; MFS_E_NOMEM or MFS_E_INVAL
  * (no recipient, NULL sender) otherwise.
  */
@@ -162,15 +172,19 @@ int mfs_smtp_send(struct mfs_smtp *s, const char *sender,
 /* Frees the owned fields of *res and zeroes it. Safe on a zeroed struct. */
 void mfs_smtp_result_free(struct mfs_smtp_result *res);
 
-/* 1 while the session can send another message, else 0. */
+/* 1 while the session can send another message, else 0: after an error
+ * that ended it, and when the server sent something unasked since the
+ * last reply (a 421, or it closed the connection, e.g. after its idle
+ * time), which is checked without waiting. */
 int mfs_smtp_alive(const struct mfs_smtp *s);
 
 /* Wakes a blocked read or write of the session from another thread; the
  * session is then dead (the blocked call fails as a network error). */
 void mfs_smtp_cancel(struct mfs_smtp *s);
 
-/* Sends QUIT (when alive; the reply is waited for at most the timeout),
- * closes the connection and frees s. NULL is fine. */
+/* Sends QUIT (when alive; the reply is waited for at most 2 seconds, or
+ * the session's timeout when shorter), closes the connection and frees s.
+ * NULL is fine. */
 void mfs_smtp_close(struct mfs_smtp *s);
 
 /* 1 when an error from mfs_smtp_open() is worth a retry later (network,

@@ -54,10 +54,13 @@ struct mfs_spool {
 	unsigned counter;
 	pthread_t thread;
 	int started, stop;
-	struct mfs_smtp *cur; /* borrowed: session of the retry thread */
-	char *token;	      /* owned or NULL: a token asked for again after
-				 the server refused o.password; used instead
-				 of it from then on (under lock) */
+	struct mfs_smtp *cur;  /* borrowed: session of the retry thread */
+	struct mfs_smtp *idle; /* owned or NULL: the open session kept
+				  between messages (see session_take) */
+	time_t idle_since;     /* when idle was put back */
+	char *token;	       /* owned or NULL: a token asked for again after
+				  the server refused o.password; used instead
+				  of it from then on (under lock) */
 };
 
 static const char *const status_names[] = {
@@ -396,6 +399,8 @@ int mfs_spool_open(const struct mfs_spool_opts *opts, struct mfs_spool **out,
 		sp->o.backoff_max = 3600;
 	if (!sp->o.lifetime)
 		sp->o.lifetime = 7 * 24 * 3600;
+	if (!sp->o.keep_open)
+		sp->o.keep_open = 10;
 	if (mkdir_p(opts->dir) != 0) {
 		rc = mfs_err_set(err, MFS_E_IO, "cannot create %s: %s",
 				 opts->dir, strerror(errno));
@@ -877,18 +882,153 @@ static int open_session(struct mfs_spool *sp, struct mfs_smtp **s,
 	return rc;
 }
 
-/* Sends the prepared message over *s (opened when NULL). */
+/*
+ * The session for the next message: the one kept open since the last
+ * message when there is one, it is alive and not older than keep_open,
+ * else a new one (*reused tells which). The session belongs to the caller
+ * until session_give(). With publish, mfs_spool_stop() may cancel it.
+ */
+static int session_take(struct mfs_spool *sp, int publish, struct mfs_smtp **s,
+			int *reused, struct mfs_err *err)
+{
+	time_t since;
+	int rc;
+
+	pthread_mutex_lock(&sp->lock);
+	*s = sp->idle;
+	since = sp->idle_since;
+	sp->idle = NULL;
+	pthread_mutex_unlock(&sp->lock);
+	if (*s &&
+	    (!mfs_smtp_alive(*s) || time(NULL) - since >= sp->o.keep_open)) {
+		mfs_smtp_close(*s);
+		*s = NULL;
+	}
+	*reused = *s != NULL;
+	if (!*s) {
+		rc = open_session(sp, s, err);
+		if (rc)
+			return rc;
+	}
+	if (publish) {
+		pthread_mutex_lock(&sp->lock);
+		sp->cur = *s;
+		if (sp->stop)
+			mfs_smtp_cancel(*s);
+		pthread_mutex_unlock(&sp->lock);
+	}
+	return MFS_OK;
+}
+
+/* Keeps s open for the next message when it is alive and no other session
+ * is kept already; closes it otherwise. NULL is fine. */
+static void session_give(struct mfs_spool *sp, struct mfs_smtp *s, int publish)
+{
+	pthread_mutex_lock(&sp->lock);
+	if (publish)
+		sp->cur = NULL;
+	if (s && !sp->idle && !sp->stop && sp->o.keep_open > 0 &&
+	    mfs_smtp_alive(s)) {
+		sp->idle = s;
+		sp->idle_since = time(NULL);
+		s = NULL;
+		/* the retry thread closes it when it has been idle too long */
+		pthread_cond_broadcast(&sp->cond);
+	}
+	pthread_mutex_unlock(&sp->lock);
+	mfs_smtp_close(s);
+}
+
+/* Writes the message as it goes to a server with caps into *prep. Returns
+ * 0, or -1 with the outcome recorded. */
+static int prepare(struct mfs_spool *sp, struct entry *e,
+		   const struct mfs_outmsg *m, int fd, unsigned caps, int *prep,
+		   off_t *size, struct mfs_spool_outcome *oc)
+{
+	struct mfs_err err = {0};
+	unsigned oflags = 0;
+
+	oflags |= caps & MFS_SMTP_8BITMIME ? MFS_OUTMSG_8BITMIME : 0;
+	/* SMTPUTF8 only where an address needs it: a later hop (Dovecot's
+	 * LMTP, for one) may lack it and bounce; RFC 2047 headers go
+	 * everywhere */
+	if (m->addr_8bit && (caps & MFS_SMTP_SMTPUTF8))
+		oflags |= MFS_OUTMSG_SMTPUTF8;
+	*prep = tmpfile_in(sp);
+	if (*prep < 0) {
+		deferred(sp, e, "cannot create a temporary file", oc);
+		return -1;
+	}
+	*size = 0;
+	if (mfs_outmsg_write(m, fd, oflags, *prep, size, &err) != MFS_OK) {
+		if (err.code == MFS_E_INVAL)
+			finish(sp, e, MFS_SPOOL_BAD, MFS_SPOOL_INVALID, err.msg,
+			       oc);
+		else
+			deferred(sp, e, err.msg, oc);
+		close(*prep);
+		return -1;
+	}
+	return 0;
+}
+
+/* Records the server's verdict on a message. */
+static void verdict(struct mfs_spool *sp, struct entry *e, int prep, off_t size,
+		    const struct mfs_smtp_result *res,
+		    struct mfs_spool_outcome *oc)
+{
+	switch (res->status) {
+	case MFS_SMTP_ACCEPTED:
+		accepted(sp, e, prep, size, res, oc);
+		break;
+	case MFS_SMTP_TEMPFAIL:
+		deferred(sp, e, res->reply, oc);
+		break;
+	case MFS_SMTP_PERMFAIL:
+		finish(sp, e, MFS_SPOOL_REJECTED, MFS_SPOOL_FAILED, res->reply,
+		       oc);
+		break;
+	case MFS_SMTP_UNKNOWN:
+		finish(sp, e, MFS_SPOOL_UNSURE, MFS_SPOOL_UNKNOWN, res->reply,
+		       oc);
+		break;
+	}
+}
+
+/*
+ * A kept session found dead while sending (the server closed it after
+ * its idle time, said 421, the connection broke) before any of the
+ * message was accepted: worth one more try on a new session. A TEMPFAIL
+ * is never given after the data's end was sent (that is UNKNOWN), so the
+ * message cannot arrive twice.
+ */
+static int stale(struct mfs_spool *sp, struct mfs_smtp *s, int reused,
+		 const struct mfs_smtp_result *res)
+{
+	int stop;
+
+	pthread_mutex_lock(&sp->lock);
+	stop = sp->stop;
+	pthread_mutex_unlock(&sp->lock);
+	return reused && !stop && res->status == MFS_SMTP_TEMPFAIL &&
+	       !mfs_smtp_alive(s);
+}
+
+/* Sends the prepared message over the kept session or a new one; the
+ * entry is freed when sent. */
 static void transmit(struct mfs_spool *sp, struct entry *e,
-		     const struct mfs_outmsg *m, int fd, struct mfs_smtp **s,
-		     int publish, struct mfs_spool_outcome *oc)
+		     const struct mfs_outmsg *m, int fd, int publish,
+		     struct mfs_spool_outcome *oc)
 {
 	struct mfs_smtp_result res = {0};
 	struct mfs_err err = {0};
-	unsigned caps, oflags = 0;
-	off_t size = 0;
-	int prep;
+	struct mfs_smtp *s;
+	int prep, reused, again = 1;
+	unsigned caps;
+	off_t size;
 
-	if (!*s && open_session(sp, s, &err) != MFS_OK) {
+retry:
+	if (session_take(sp, publish, &s, &reused, &err) != MFS_OK) {
 		if (mfs_smtp_err_temporary(&err))
 			deferred(sp, e, err.msg, oc);
 		else
@@ -896,65 +1036,37 @@ static void transmit(struct mfs_spool *sp, struct entry *e,
 			       err.msg, oc);
 		return;
 	}
-	if (publish) {
-		/* mfs_spool_stop() may cancel it from now on */
-		pthread_mutex_lock(&sp->lock);
-		sp->cur = *s;
-		if (sp->stop)
-			mfs_smtp_cancel(*s);
-		pthread_mutex_unlock(&sp->lock);
-	}
-	caps = mfs_smtp_caps(*s);
-	oflags |= caps & MFS_SMTP_8BITMIME ? MFS_OUTMSG_8BITMIME : 0;
-	/* SMTPUTF8 only where an address needs it: a later hop (Dovecot's
-	 * LMTP, for one) may lack it and bounce; RFC 2047 headers go
-	 * everywhere */
-	if (m->addr_8bit && (caps & MFS_SMTP_SMTPUTF8))
-		oflags |= MFS_OUTMSG_SMTPUTF8;
-	prep = tmpfile_in(sp);
-	if (prep < 0) {
-		deferred(sp, e, "cannot create a temporary file", oc);
-		return;
-	}
-	if (mfs_outmsg_write(m, fd, oflags, prep, &size, &err) != MFS_OK) {
-		if (err.code == MFS_E_INVAL)
-			finish(sp, e, MFS_SPOOL_BAD, MFS_SPOOL_INVALID, err.msg,
-			       oc);
-		else
-			deferred(sp, e, err.msg, oc);
-		goto close_prep;
-	}
+	caps = mfs_smtp_caps(s);
+	if (prepare(sp, e, m, fd, caps, &prep, &size, oc))
+		goto give_session;
 	set_status(sp, e, MFS_SPOOL_SENDING, NULL);
-	if (mfs_smtp_send(*s, m->sender, (const char *const *)m->rcpts,
+	if (mfs_smtp_send(s, m->sender, (const char *const *)m->rcpts,
 			  m->nrcpts, prep, size, send_flags(m, caps), &res,
 			  &err) != MFS_OK) {
 		deferred(sp, e, err.msg, oc);
 		goto close_prep;
 	}
-	switch (res.status) {
-	case MFS_SMTP_ACCEPTED:
-		accepted(sp, e, prep, size, &res, oc);
-		break;
-	case MFS_SMTP_TEMPFAIL:
-		deferred(sp, e, res.reply, oc);
-		break;
-	case MFS_SMTP_PERMFAIL:
-		finish(sp, e, MFS_SPOOL_REJECTED, MFS_SPOOL_FAILED, res.reply,
-		       oc);
-		break;
-	case MFS_SMTP_UNKNOWN:
-		finish(sp, e, MFS_SPOOL_UNSURE, MFS_SPOOL_UNKNOWN, res.reply,
-		       oc);
-		break;
+	if (again && stale(sp, s, reused, &res)) {
+		mfs_log_info("outbox: the open SMTP session ended (%s); "
+			     "sending %s on a new one",
+			     res.reply, e->name);
+		again = 0;
+		mfs_smtp_result_free(&res);
+		close(prep);
+		session_give(sp, s, publish);
+		goto retry;
 	}
+	verdict(sp, e, prep, size, &res, oc);
 	mfs_smtp_result_free(&res);
 close_prep:
 	close(prep);
+give_session:
+	session_give(sp, s, publish);
 }
 
 /* One attempt for a busy entry; the entry is freed when sent. */
-static void attempt(struct mfs_spool *sp, struct entry *e, struct mfs_smtp **s,
-		    int publish, struct mfs_spool_outcome *oc)
+static void attempt(struct mfs_spool *sp, struct entry *e, int publish,
+		    struct mfs_spool_outcome *oc)
 {
 	struct mfs_outmsg_opts mo = {sp->o.acct->from, e->message_id, e->date};
 	struct mfs_outmsg m;
@@ -984,7 +1096,7 @@ static void attempt(struct mfs_spool *sp, struct entry *e, struct mfs_smtp **s,
 		e->first_queued = time(NULL);
 	e->attempts++;
 	pthread_mutex_unlock(&sp->lock);
-	transmit(sp, e, &m, fd, s, publish, oc);
+	transmit(sp, e, &m, fd, publish, oc);
 free_msg:
 	mfs_outmsg_free(&m);
 	close(fd);
@@ -1013,7 +1125,6 @@ static int durable(struct mfs_spool *sp, struct entry *e, struct mfs_err *err)
 int mfs_spool_commit(struct mfs_spool *sp, const char *name,
 		     struct mfs_spool_outcome *oc, struct mfs_err *err)
 {
-	struct mfs_smtp *s = NULL;
 	struct entry *e;
 	int rc;
 
@@ -1039,8 +1150,7 @@ int mfs_spool_commit(struct mfs_spool *sp, const char *name,
 		release(sp, e);
 		return MFS_OK;
 	}
-	attempt(sp, e, &s, 0, oc); /* e is freed when sent */
-	mfs_smtp_close(s);
+	attempt(sp, e, 0, oc); /* e is freed when sent */
 	if (oc->result != MFS_SPOOL_SENT)
 		release(sp, e);
 	if (oc->result == MFS_SPOOL_DEFERRED) {
@@ -1091,7 +1201,6 @@ static size_t take_due(struct mfs_spool *sp, struct entry ***due)
 
 static int run_round(struct mfs_spool *sp)
 {
-	struct mfs_smtp *s = NULL;
 	struct entry **due;
 	size_t n;
 	int sent = 0;
@@ -1110,23 +1219,12 @@ static int run_round(struct mfs_spool *sp)
 			release(sp, due[i]);
 			continue;
 		}
-		attempt(sp, due[i], &s, 1, &oc);
+		attempt(sp, due[i], 1, &oc);
 		if (oc.result == MFS_SPOOL_SENT)
 			sent++;
 		else
 			release(sp, due[i]);
-		if (s && !mfs_smtp_alive(s)) {
-			pthread_mutex_lock(&sp->lock);
-			sp->cur = NULL;
-			pthread_mutex_unlock(&sp->lock);
-			mfs_smtp_close(s);
-			s = NULL;
-		}
 	}
-	pthread_mutex_lock(&sp->lock);
-	sp->cur = NULL;
-	pthread_mutex_unlock(&sp->lock);
-	mfs_smtp_close(s);
 	free(due);
 	return sent;
 }
@@ -1148,13 +1246,27 @@ static time_t next_due(struct mfs_spool *sp)
 	return t;
 }
 
+/* Ends the kept session (QUIT), if any. */
+static void close_idle(struct mfs_spool *sp)
+{
+	struct mfs_smtp *s;
+
+	pthread_mutex_lock(&sp->lock);
+	s = sp->idle;
+	sp->idle = NULL;
+	pthread_mutex_unlock(&sp->lock);
+	mfs_smtp_close(s);
+}
+
 static void *retry_thread(void *arg)
 {
 	struct mfs_spool *sp = arg;
 
 	pthread_mutex_lock(&sp->lock);
 	while (!sp->stop) {
-		time_t t = next_due(sp), now = time(NULL);
+		time_t t = next_due(sp), now = time(NULL), wake;
+		time_t idle_end = sp->idle_since + sp->o.keep_open;
+		struct timespec ts;
 
 		if (t && t <= now) {
 			pthread_mutex_unlock(&sp->lock);
@@ -1162,10 +1274,17 @@ static void *retry_thread(void *arg)
 			pthread_mutex_lock(&sp->lock);
 			continue;
 		}
-		struct timespec ts;
-
+		if (sp->idle && idle_end <= now) {
+			pthread_mutex_unlock(&sp->lock);
+			close_idle(sp);
+			pthread_mutex_lock(&sp->lock);
+			continue;
+		}
+		wake = t ? t : now + 3600;
+		if (sp->idle && idle_end < wake)
+			wake = idle_end;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += t ? t - now : 3600;
+		ts.tv_sec += wake - now;
 		pthread_cond_timedwait(&sp->cond, &sp->lock, &ts);
 	}
 	pthread_mutex_unlock(&sp->lock);
@@ -1194,6 +1313,7 @@ void mfs_spool_stop(struct mfs_spool *sp)
 	pthread_mutex_lock(&sp->lock);
 	if (!sp->started) {
 		pthread_mutex_unlock(&sp->lock);
+		close_idle(sp);
 		return;
 	}
 	sp->stop = 1;
@@ -1203,4 +1323,5 @@ void mfs_spool_stop(struct mfs_spool *sp)
 	pthread_mutex_unlock(&sp->lock);
 	pthread_join(sp->thread, NULL);
 	sp->started = 0;
+	close_idle(sp);
 }

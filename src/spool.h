@@ -41,8 +41,21 @@
  * SMTPUTF8 while a later hop does not (Postfix in front of Dovecot LMTP
  * bounces such mail), and encoded words reach every reader.
  *
+ * Sessions: after a message the SMTP session stays open for keep_open
+ * seconds (the retry thread, or the next message, then ends it), and the
+ * next message, from a commit or the retry thread, uses it: the connection,
+ * TLS handshake and login are paid once for a series of messages. Should
+ * the kept session turn out dead while sending (the server closed it after
+ * its own idle time, a 421, a broken connection), the message is sent once
+ * more on a new session, but only when the failure came before the
+ * server could have the message's data; after the final "." without a
+ * reply the entry is "unknown" as always. One session is kept; a thread
+ * that finds it taken by another opens one of its own (and closes it after
+ * its message when one is kept already).
+ *
  * Locking: every function may be called from any thread; one mutex guards
- * the in-memory index, and no network wait ever happens under it.
+ * the in-memory index and the kept session, and no network wait ever
+ * happens under it.
  */
 #ifndef MAILFS_SPOOL_H
 #define MAILFS_SPOOL_H
@@ -90,6 +103,9 @@ struct mfs_spool_opts {
 	int lifetime;		/* seconds from first queued until a message
 				   that keeps failing temporarily is
 				   "failed"; 0: 7 days */
+	int keep_open;		/* seconds an SMTP session stays open after
+				   a message, for the next one; 0: 10;
+				   < 0: closed after each message */
 	mfs_spool_sent_fn sent; /* or NULL */
 	void *sent_arg;		/* passed to sent */
 };
@@ -131,8 +147,10 @@ struct mfs_spool_outcome {
 int mfs_spool_open(const struct mfs_spool_opts *opts, struct mfs_spool **out,
 		   struct mfs_err *err);
 
-/* Stops the retry thread (if started) and frees the spool. Nothing on
- * disk changes. NULL is fine. */
+/* Stops the retry thread (if started), ends the kept SMTP session (QUIT,
+ * its reply waited for at most 2 seconds, so that an unmount does not wait
+ * for a server that went away) and frees the spool. Nothing on disk
+ * changes. NULL is fine. */
 void mfs_spool_close(struct mfs_spool *sp);
 
 /* Names waiting, queued, failed... in outbox/: every entry, in creation
@@ -189,7 +207,9 @@ int mfs_spool_unlink(struct mfs_spool *sp, const char *name,
  * Submits an entry whose file was closed after writing: fsyncs the message
  * file and the directory before any byte goes to the server; under a
  * waiting name, marks it "waiting" and stops (HELD). Else prepares it
- * (outmsg) and sends it now over a new SMTP session, and fills *outcome.
+ * (outmsg) and sends it now, and fills *outcome. The SMTP session of the
+ * previous message is used when it is still open (see "Sessions" above),
+ * else a new one.
  * Blocks for the network (bounded by the account's timeout per wait).
  * Returns what close() should return:
  *   MFS_OK        SENT, DEFERRED (cp succeeds: it will be retried), HELD
@@ -217,14 +237,17 @@ int mfs_spool_commit(struct mfs_spool *sp, const char *name,
 char *mfs_spool_status_text(struct mfs_spool *sp, const char *name,
 			    struct mfs_err *err);
 
-/* Starts the retry thread: it sends every due "queued" entry, one SMTP
- * session per burst, then sleeps until the next is due or it is woken.
+/* Starts the retry thread: it sends every due "queued" entry, then sleeps
+ * until the next is due or it is woken; it also ends the kept SMTP session
+ * once it has been idle for keep_open seconds.
  * Errors: MFS_E_NOMEM (thread creation failed). Calling it twice is a
  * no-op. */
 int mfs_spool_start(struct mfs_spool *sp, struct mfs_err *err);
 
 /* Stops the retry thread: wakes it, cancels a session in progress, joins
- * it. Returns within about one network timeout. Safe when not started. */
+ * it, then ends the kept session (QUIT, its reply waited for at most 2
+ * seconds). Returns within about one network timeout. Safe when not
+ * started. */
 void mfs_spool_stop(struct mfs_spool *sp);
 
 /* Sends every due "queued" entry now on the calling thread (what the retry

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -233,9 +234,12 @@ bool has(const std::string &hay, const std::string &needle)
 	return hay.find(needle) != std::string::npos;
 }
 
+// The answer of a FakeServer that sends nothing back (lines of data).
+const std::string kSilent = "\x01";
+
 // A scripted SMTP server for one connection on 127.0.0.1: it sends the
 // greeting, then answers each line it receives with answer(line); an
-// empty answer closes the connection.
+// empty answer closes the connection, kSilent sends nothing.
 class FakeServer
 {
       public:
@@ -269,6 +273,13 @@ class FakeServer
 		thread_ = std::thread([] {});
 		return lines_;
 	}
+	// For each line, what had arrived after it and was not answered yet
+	// (what the client wrote together with it).
+	std::vector<std::string> pending()
+	{
+		lines();
+		return pending_;
+	}
 	int port = 0;
 
       private:
@@ -293,10 +304,12 @@ class FakeServer
 			std::string line = buf.substr(0, nl);
 			buf.erase(0, nl + 2);
 			lines_.push_back(line);
+			pending_.push_back(buf);
 			std::string reply = answer_(line);
 			if (reply.empty())
 				break;
-			put(c, reply);
+			if (reply != kSilent)
+				put(c, reply);
 		}
 		close(c);
 	}
@@ -309,7 +322,7 @@ class FakeServer
 	std::string greeting_;
 	Answer answer_;
 	std::thread thread_;
-	std::vector<std::string> lines_;
+	std::vector<std::string> lines_, pending_;
 };
 
 Login fake_login(int port, const char *pass = "pw-S3CRET")
@@ -416,6 +429,29 @@ TEST_F(Smtp, SeveralMessagesInOneSession)
 	}
 	EXPECT_EQ(5u, fetch(2, "multi1", 5).size());
 	EXPECT_EQ(5u, fetch(1, "multi1", 5).size());
+}
+
+// After a transaction Postfix refused (no recipient), the same session
+// sends the next message (RSET in the same write as its envelope), and it
+// arrives once.
+TEST_F(Smtp, RefusedThenAcceptedInOneSession)
+{
+	Session ses(true);
+	ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	ASSERT_TRUE(mfs_smtp_caps(ses.s) & MFS_SMTP_PIPELINING);
+	auto r = ses.send(message("reuse1", "x\r\n"),
+			  {"unknown@example.test", "nobody@elsewhere.invalid"});
+	EXPECT_EQ(MFS_SMTP_PERMFAIL, r.status) << r.reply;
+	EXPECT_EQ(2u, r.nrejected);
+	mfs_smtp_result_free(&r);
+	EXPECT_EQ(1, mfs_smtp_alive(ses.s));
+	r = ses.send(message("reuse2", "y\r\n"), {"bob@example.test"});
+	EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+	mfs_smtp_result_free(&r);
+	r = ses.send(message("reuse2", "z\r\n"), {"bob@example.test"});
+	EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+	mfs_smtp_result_free(&r);
+	EXPECT_EQ(2u, fetch(2, "reuse2", 3, 3).size());
 }
 
 TEST_F(Smtp, WrongPasswordIsAuthError)
@@ -705,6 +741,152 @@ TEST(SmtpFake, MalformedRepliesEndTheSession)
 	});
 	Session ses(fake_login(srv.port));
 	EXPECT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+}
+
+// A fake server's answer during a transaction: AUTH, MAIL and the RCPTs
+// in good are accepted, other RCPTs refused with 550, DATA gets 354 (with
+// strict, 554 when no RCPT was accepted), the data is taken silently and
+// "." accepted.
+FakeServer::Answer transaction(std::vector<std::string> good,
+			       bool strict = true)
+{
+	struct State {
+		bool in_data = false;
+		int rcpts = 0;
+	};
+	auto st = std::make_shared<State>();
+	return [=](const std::string &line) {
+		if (st->in_data) {
+			st->in_data = line != ".";
+			return st->in_data ? kSilent
+					   : std::string("250 queued\r\n");
+		}
+		if (line.rfind("AUTH ", 0) == 0)
+			return std::string("235 ok\r\n");
+		if (line.rfind("MAIL FROM:", 0) == 0 || line == "RSET") {
+			st->rcpts = 0;
+			return std::string("250 ok\r\n");
+		}
+		if (line.rfind("RCPT TO:<", 0) == 0) {
+			std::string a = line.substr(9, line.size() - 10);
+			if (std::find(good.begin(), good.end(), a) !=
+			    good.end()) {
+				st->rcpts++;
+				return std::string("250 ok\r\n");
+			}
+			return "550 5.1.1 <" + a + ">: User unknown\r\n";
+		}
+		if (line == "DATA" && strict && st->rcpts == 0)
+			return std::string("554 5.5.1 no valid recipients\r\n");
+		if (line == "DATA") {
+			st->in_data = true;
+			return std::string("354 go\r\n");
+		}
+		return plain_answer(line, "PLAIN");
+	};
+}
+
+// PIPELINING: MAIL, every RCPT and DATA in one write; a refused RCPT
+// among accepted ones is listed and the message goes; no RSET after a
+// completed transaction, RSET in the envelope's write after a refused one.
+TEST(SmtpFake, EnvelopeIsOneWriteAndRsetOnlyAfterAnAbort)
+{
+	FakeServer srv("220 ok\r\n", transaction({"a@x.test", "c@x.test"}));
+	std::vector<std::string> want;
+	{
+		Session ses(fake_login(srv.port));
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+		auto r = ses.send("Subject: 1\r\n\r\nbody\r\n",
+				  {"a@x.test", "b@x.test", "c@x.test"});
+		EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+		ASSERT_EQ(1u, r.nrejected);
+		EXPECT_STREQ("b@x.test", r.rejected[0].rcpt);
+		EXPECT_TRUE(has(r.rejected[0].reply, "550 5.1.1")) << r.rejected[0].reply;
+		mfs_smtp_result_free(&r);
+		r = ses.send("Subject: 2\r\n\r\nbody\r\n", {"b@x.test"});
+		EXPECT_EQ(MFS_SMTP_PERMFAIL, r.status) << r.reply;
+		EXPECT_TRUE(has(r.reply, "550 5.1.1")) << r.reply;
+		mfs_smtp_result_free(&r);
+		r = ses.send("Subject: 3\r\n\r\nbody\r\n", {"c@x.test"});
+		EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+		mfs_smtp_result_free(&r);
+	}
+	auto lines = srv.lines();
+	auto pending = srv.pending();
+	std::vector<std::string> cmds;
+	std::map<std::string, std::string> with;
+	for (size_t i = 0; i < lines.size(); i++) {
+		const std::string &l = lines[i];
+		if (l.rfind("MAIL", 0) == 0 || l.rfind("RCPT", 0) == 0 ||
+		    l == "DATA" || l == "RSET" || l == "QUIT" || l == "." ||
+		    l.rfind("Subject", 0) == 0)
+			cmds.push_back(l);
+		if (l == "RSET" || l.rfind("MAIL", 0) == 0)
+			with[l + std::to_string(i)] = pending[i];
+	}
+	std::vector<std::string> expect = {
+	    "MAIL FROM:<alice@example.test>", "RCPT TO:<a@x.test>",
+	    "RCPT TO:<b@x.test>", "RCPT TO:<c@x.test>", "DATA",
+	    "Subject: 1", ".",
+	    "MAIL FROM:<alice@example.test>", "RCPT TO:<b@x.test>", "DATA",
+	    "RSET", "MAIL FROM:<alice@example.test>", "RCPT TO:<c@x.test>",
+	    "DATA", "Subject: 3", ".", "QUIT"};
+	EXPECT_EQ(expect, cmds);
+	// what came in the same write as each MAIL and RSET
+	std::vector<std::string> groups;
+	for (auto &kv : with)
+		groups.push_back(kv.second);
+	EXPECT_NE(groups.end(),
+		  std::find(groups.begin(), groups.end(),
+			    "RCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\n"
+			    "RCPT TO:<c@x.test>\r\nDATA\r\n"));
+	EXPECT_NE(groups.end(),
+		  std::find(groups.begin(), groups.end(),
+			    "MAIL FROM:<alice@example.test>\r\n"
+			    "RCPT TO:<c@x.test>\r\nDATA\r\n"));
+}
+
+// A server that answers DATA with 354 though it refused every recipient
+// gets no data: the session is dropped and the refusal reported.
+TEST(SmtpFake, DataAfterNoRecipientIsNotSent)
+{
+	FakeServer srv("220 ok\r\n", transaction({}, false));
+	{
+		Session ses(fake_login(srv.port));
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+		auto r = ses.send("Subject: x\r\n\r\nbody\r\n", {"b@x.test"});
+		EXPECT_EQ(MFS_SMTP_PERMFAIL, r.status) << r.reply;
+		EXPECT_TRUE(has(r.reply, "550 5.1.1")) << r.reply;
+		EXPECT_EQ(0, mfs_smtp_alive(ses.s));
+		mfs_smtp_result_free(&r);
+	}
+	auto lines = srv.lines();
+	EXPECT_EQ(lines.end(),
+		  std::find(lines.begin(), lines.end(), "Subject: x"));
+	EXPECT_EQ(lines.end(), std::find(lines.begin(), lines.end(), "QUIT"));
+}
+
+// 421 (the server closes, e.g. after its idle time) is a temporary
+// failure that ends the session, with the server's text.
+TEST(SmtpFake, Reply421EndsTheSession)
+{
+	FakeServer srv("220 ok\r\n", [](const std::string &line) {
+		if (line.rfind("AUTH ", 0) == 0)
+			return std::string("235 ok\r\n");
+		if (line.rfind("MAIL", 0) == 0)
+			return std::string(
+			    "421 4.4.2 fake.test Error: timeout exceeded\r\n");
+		if (line.rfind("RCPT", 0) == 0 || line == "DATA")
+			return std::string("503 5.5.1 need MAIL\r\n");
+		return plain_answer(line, "PLAIN");
+	});
+	Session ses(fake_login(srv.port));
+	ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	auto r = ses.send("Subject: x\r\n\r\nbody\r\n", {"b@x.test"});
+	EXPECT_EQ(MFS_SMTP_TEMPFAIL, r.status) << r.reply;
+	EXPECT_TRUE(has(r.reply, "421 4.4.2")) << r.reply;
+	EXPECT_EQ(0, mfs_smtp_alive(ses.s));
+	mfs_smtp_result_free(&r);
 }
 
 } // namespace

@@ -1,8 +1,17 @@
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
 
 #include <fstream>
 #include <map>
@@ -20,6 +29,138 @@ extern "C" {
 
 namespace
 {
+
+// A TCP relay on 127.0.0.1 to a target port that counts the connections
+// made through it, can cut them all (as a server that closes an idle
+// session) and can stop relaying without closing (a server gone silent).
+class Relay
+{
+      public:
+	explicit Relay(int target) : target_(target)
+	{
+		struct sockaddr_in a = {};
+		socklen_t len = sizeof(a);
+
+		lfd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		a.sin_family = AF_INET;
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		EXPECT_EQ(0, bind(lfd_, (struct sockaddr *)&a, sizeof(a)));
+		EXPECT_EQ(0, listen(lfd_, 8));
+		getsockname(lfd_, (struct sockaddr *)&a, &len);
+		port = ntohs(a.sin_port);
+		accepter_ = std::thread([this] { accept_loop(); });
+	}
+	~Relay()
+	{
+		done_ = true;
+		shutdown(lfd_, SHUT_RDWR);
+		accepter_.join();
+		cut();
+		for (auto &t : pumps_)
+			t.join();
+		close(lfd_);
+	}
+	int connections()
+	{
+		return count_;
+	}
+	int open_now()
+	{
+		return open_;
+	}
+	// Closes every relayed connection, both sides.
+	void cut()
+	{
+		std::lock_guard<std::mutex> g(mu_);
+		for (int fd : fds_)
+			shutdown(fd, SHUT_RDWR);
+	}
+	// Closes the connection the client writes to next, before any of
+	// what it writes gets through.
+	void cut_on_next_write()
+	{
+		cut_next_ = true;
+	}
+	// Stops relaying: nothing more reaches either side.
+	void freeze()
+	{
+		frozen_ = true;
+	}
+	int port = 0;
+
+      private:
+	void accept_loop()
+	{
+		for (;;) {
+			int c = accept4(lfd_, nullptr, nullptr, SOCK_CLOEXEC);
+			if (c < 0 || done_) {
+				if (c >= 0)
+					close(c);
+				return;
+			}
+			int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			struct sockaddr_in a = {};
+			a.sin_family = AF_INET;
+			a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			a.sin_port = htons(target_);
+			if (connect(s, (struct sockaddr *)&a, sizeof(a)) != 0) {
+				close(s);
+				close(c);
+				continue;
+			}
+			count_++;
+			open_++;
+			std::lock_guard<std::mutex> g(mu_);
+			fds_.push_back(c);
+			fds_.push_back(s);
+			pumps_.emplace_back([this, c, s] { pump(c, s); });
+		}
+	}
+	void pump(int c, int s)
+	{
+		struct pollfd p[2] = {{c, POLLIN, 0}, {s, POLLIN, 0}};
+		char buf[65536];
+
+		for (;;) {
+			if (poll(p, 2, 100) < 0)
+				break;
+			if (frozen_ && !done_) {
+				usleep(10000);
+				continue;
+			}
+			int i = (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+				    ? 0
+				    : (p[1].revents &
+				       (POLLIN | POLLHUP | POLLERR))
+					  ? 1
+					  : -1;
+			if (i < 0)
+				continue;
+			if (i == 0 && cut_next_.exchange(false))
+				break;
+			ssize_t n = recv(p[i].fd, buf, sizeof(buf), 0);
+			if (n <= 0 || send(p[1 - i].fd, buf, n, MSG_NOSIGNAL) != n)
+				break;
+		}
+		{
+			std::lock_guard<std::mutex> g(mu_);
+			fds_.erase(std::remove(fds_.begin(), fds_.end(), c),
+				   fds_.end());
+			fds_.erase(std::remove(fds_.begin(), fds_.end(), s),
+				   fds_.end());
+		}
+		close(c);
+		close(s);
+		open_--;
+	}
+	int target_, lfd_ = -1;
+	std::atomic<bool> done_{false}, frozen_{false}, cut_next_{false};
+	std::atomic<int> count_{0}, open_{0};
+	std::mutex mu_;
+	std::vector<int> fds_;
+	std::vector<std::thread> pumps_;
+	std::thread accepter_;
+};
 
 class Spool : public ::testing::Test
 {
@@ -54,7 +195,7 @@ class Spool : public ::testing::Test
 		acct.timeout = 5;
 		open_spool();
 	}
-	void open_spool(const char *password = nullptr)
+	void open_spool(const char *password = nullptr, int keep_open = 0)
 	{
 		struct mfs_spool_opts o = {};
 		struct mfs_err err = {};
@@ -63,6 +204,7 @@ class Spool : public ::testing::Test
 		o.password = password ? password : env["MFS_PASS"].c_str();
 		o.backoff_min = 1;
 		o.backoff_max = 2;
+		o.keep_open = keep_open;
 		o.sent = on_sent;
 		o.sent_arg = this;
 		ASSERT_EQ(MFS_OK, mfs_spool_open(&o, &sp, &err)) << err.msg;
@@ -163,7 +305,9 @@ TEST_F(Spool, RefusedTokenIsRenewedOnceAndKept)
 	acct.name = (char *)"t";
 	acct.path = (char *)"/test/config";
 	acct.password_command = &cmd[0];
-	open_spool("expired-token");
+	// a new session for each message: the renewed token must serve
+	// the second login
+	open_spool("expired-token", -1);
 	for (const char *name : {"tok1.eml", "tok2.eml"}) {
 		SCOPED_TRACE(name);
 		write_entry(name, msg("sptok", "bob@example.test", "x\n"));
@@ -356,6 +500,127 @@ TEST_F(Spool, CrashWhileSendingIsNotResent)
 	ASSERT_EQ(MFS_OK, mfs_spool_rename(sp, "crash", "crash2", &err));
 	EXPECT_EQ(1, mfs_spool_run_due(sp));
 	EXPECT_EQ(1u, fetch(2, "sp8", 1).size());
+}
+
+// Messages committed one after another share one SMTP connection, and
+// each arrives once.
+TEST_F(Spool, CommitsShareOneConnection)
+{
+	Relay relay(acct.smtp.port);
+	acct.smtp.port = relay.port;
+	for (int i = 0; i < 5; i++) {
+		std::string name = "r" + std::to_string(i);
+		write_entry(name, msg("sp10", "bob@example.test",
+				      name + "\n", "X-Seq: " + name + "\n"));
+		struct mfs_spool_outcome oc;
+		struct mfs_err err = {};
+		ASSERT_EQ(MFS_OK, commit(name, &oc, &err)) << err.msg;
+		EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	}
+	EXPECT_EQ(1, relay.connections());
+	EXPECT_EQ(1, relay.open_now());
+	EXPECT_EQ(5u, sent_names.size());
+	EXPECT_EQ(5u, fetch(2, "sp10", 6, 3).size());
+	mfs_spool_close(sp);
+	sp = nullptr;
+	for (int i = 0; i < 30 && relay.open_now(); i++)
+		usleep(100000);
+	EXPECT_EQ(0, relay.open_now());
+}
+
+// The server closed the kept session between two messages (seen before
+// it is used): the second one goes on a new connection, at once, and
+// arrives exactly once.
+TEST_F(Spool, ClosedSessionIsReopenedAndSentOnce)
+{
+	Relay relay(acct.smtp.port);
+	acct.smtp.port = relay.port;
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	write_entry("c1", msg("sp11a", "bob@example.test", "one\n"));
+	ASSERT_EQ(MFS_OK, commit("c1", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	relay.cut();
+	for (int i = 0; i < 30 && relay.open_now(); i++)
+		usleep(100000);
+	write_entry("c2", msg("sp11b", "bob@example.test", "two\n"));
+	ASSERT_EQ(MFS_OK, commit("c2", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	EXPECT_EQ(0u, count());
+	EXPECT_EQ(2, relay.connections());
+	EXPECT_EQ(1u, fetch(2, "sp11b", 2, 3).size());
+	EXPECT_EQ(1u, fetch(2, "sp11a", 2, 1).size());
+}
+
+// The retry thread ends a session idle for keep_open seconds; the next
+// message opens a new one.
+// The kept session breaks while the next message's envelope is being
+// sent: the message goes once more on a new connection, and arrives
+// exactly once.
+TEST_F(Spool, SessionLostBeforeTheDataIsResentOnce)
+{
+	Relay relay(acct.smtp.port);
+	acct.smtp.port = relay.port;
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	write_entry("d1", msg("sp14a", "bob@example.test", "one\n"));
+	ASSERT_EQ(MFS_OK, commit("d1", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	relay.cut_on_next_write();
+	write_entry("d2", msg("sp14b", "bob@example.test", "two\n"));
+	ASSERT_EQ(MFS_OK, commit("d2", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	EXPECT_EQ(0u, count());
+	EXPECT_EQ(2, relay.connections());
+	EXPECT_EQ(1u, fetch(2, "sp14b", 2, 3).size());
+}
+
+TEST_F(Spool, IdleSessionIsClosed)
+{
+	Relay relay(acct.smtp.port);
+	acct.smtp.port = relay.port;
+	mfs_spool_close(sp);
+	sp = nullptr;
+	open_spool(nullptr, 1);
+	struct mfs_err err = {};
+	ASSERT_EQ(MFS_OK, mfs_spool_start(sp, &err));
+	struct mfs_spool_outcome oc;
+	write_entry("i1", msg("sp12", "bob@example.test", "one\n"));
+	ASSERT_EQ(MFS_OK, commit("i1", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	EXPECT_EQ(1, relay.open_now());
+	for (int i = 0; i < 40 && relay.open_now(); i++)
+		usleep(100000);
+	EXPECT_EQ(0, relay.open_now());
+	write_entry("i2", msg("sp12", "bob@example.test", "two\n"));
+	ASSERT_EQ(MFS_OK, commit("i2", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	EXPECT_EQ(2, relay.connections());
+	EXPECT_EQ(2u, fetch(2, "sp12", 2).size());
+}
+
+// A kept session whose server went silent does not hold up closing the
+// spool (an unmount) for longer than the short wait for QUIT.
+TEST_F(Spool, CloseIsQuickWhenTheServerIsGone)
+{
+	Relay relay(acct.smtp.port);
+	acct.smtp.port = relay.port;
+	acct.timeout = 30;
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	ASSERT_EQ(MFS_OK, mfs_spool_start(sp, &err));
+	write_entry("g1", msg("sp13", "bob@example.test", "one\n"));
+	ASSERT_EQ(MFS_OK, commit("g1", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	relay.freeze();
+	auto t0 = std::chrono::steady_clock::now();
+	mfs_spool_close(sp);
+	sp = nullptr;
+	double secs = std::chrono::duration<double>(
+			  std::chrono::steady_clock::now() - t0)
+			  .count();
+	EXPECT_LT(secs, 4.0);
+	EXPECT_GE(secs, 1.5); // it did wait for QUIT's reply, briefly
 }
 
 TEST_F(Spool, StateSurvivesReopen)
