@@ -30,10 +30,17 @@ struct mfs_imap;
  * password are borrowed and must outlive the store. Returns NULL on ENOMEM.
  * The store's ops are described in store.h; on IMAP:
  *   connect  TCP, implicit TLS or required STARTTLS (no password is sent
- *            when STARTTLS is missing: MFS_E_TLS), LOGIN (MFS_E_AUTH).
+ *            when STARTTLS is missing: MFS_E_TLS), LOGIN or, with auth =
+ *            xoauth2/oauthbearer, AUTHENTICATE with the token (a refused
+ *            token is asked for again once) (MFS_E_AUTH).
  *   list     LIST "" "*".
- *   index    EXAMINE, then one UID FETCH 1:* (UID FLAGS RFC822.SIZE
- *            INTERNALDATE ENVELOPE): two commands for any folder size.
+ *   index    EXAMINE (CONDSTORE when offered); when the listing kept in
+ *            cache_dir/.index matches the folder's UIDVALIDITY, UIDNEXT,
+ *            EXISTS and HIGHESTMODSEQ it is served as it is, with
+ *            changed flags from UID FETCH 1:* (FLAGS) (CHANGEDSINCE m)
+ *            when only HIGHESTMODSEQ moved; otherwise one UID FETCH 1:*
+ *            (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE): at most two
+ *            commands for any folder size.
  *   fetch    UID FETCH uid BODY.PEEK[] (never sets \Seen), after EXAMINE
  *            when another folder is selected; MFS_E_NOENT when the
  *            UIDVALIDITY changed or the message was expunged.
