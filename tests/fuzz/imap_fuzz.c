@@ -28,6 +28,7 @@
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 /* Bigger inputs would not fit the socket buffer written before reading. */
 #define FUZZ_MAX 65536
