@@ -63,6 +63,7 @@ struct mfs_fs {
 	struct mfs_store **readers; /* owned array of owned stores */
 	int *reader_busy;	    /* owned; one per reader */
 	size_t nreaders;
+	int store_reading;	    /* fs->store is reading (with readers) */
 };
 
 /* A directory listing taken at opendir, served by readdir. */
@@ -147,9 +148,10 @@ void mfs_fs_set_readers(struct mfs_fs *fs, struct mfs_store **readers,
 		readers_free(fs);
 }
 
-/* A store to fetch message bytes with: a reader no one is using (waiting
- * for one when all are busy), or fs->store when there are none. Give it
- * back with reader_put(). Called without fs->lock. */
+/* A store to fetch message bytes with: fs->store, logged in already, when
+ * no fetch uses it, else a reader no one is using (waiting for one when
+ * all are busy); fs->store alone when there are no readers. Give it back
+ * with reader_put(). Called without fs->lock. */
 static struct mfs_store *reader_get(struct mfs_fs *fs)
 {
 	struct mfs_store *st = NULL;
@@ -159,6 +161,10 @@ static struct mfs_store *reader_get(struct mfs_fs *fs)
 		return fs->store;
 	pthread_mutex_lock(&fs->readers_lock);
 	while (st == NULL) {
+		if (!fs->store_reading) {
+			fs->store_reading = 1;
+			st = fs->store;
+		}
 		for (i = 0; i < fs->nreaders && st == NULL; i++) {
 			if (!fs->reader_busy[i]) {
 				fs->reader_busy[i] = 1;
@@ -176,9 +182,11 @@ static void reader_put(struct mfs_fs *fs, struct mfs_store *st)
 {
 	size_t i;
 
-	if (st == fs->store)
+	if (fs->nreaders == 0)
 		return;
 	pthread_mutex_lock(&fs->readers_lock);
+	if (st == fs->store)
+		fs->store_reading = 0;
 	for (i = 0; i < fs->nreaders; i++)
 		if (fs->readers[i] == st)
 			fs->reader_busy[i] = 0;

@@ -24,11 +24,11 @@ struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
 			  struct mfs_store *store, struct mfs_cache *cache);
 void mfs_fs_free(struct mfs_fs *fs);
 
-/* Gives the filesystem n stores of the same account (made for this alone;
- * the fs owns them and the array from now on) to fetch message bytes
- * with, one fetch per store at a time, so that parallel readers do not
- * queue behind one connection. Without readers, the store given to
- * mfs_fs_new() fetches. Call before mounting. */
+/* Gives the filesystem n more stores of the same account (made for this
+ * alone; the fs owns them and the array from now on) to fetch message
+ * bytes with besides the store given to mfs_fs_new(), one fetch per store
+ * at a time, so that parallel readers do not queue behind one connection.
+ * Call before mounting. */
 void mfs_fs_set_readers(struct mfs_fs *fs, struct mfs_store **readers,
 			size_t n);
 

@@ -44,6 +44,7 @@ enum {
 	IMAP_CAP_UIDPLUS = 1 << 1,
 	IMAP_CAP_UNSELECT = 1 << 2,
 	IMAP_CAP_CONDSTORE = 1 << 3,
+	IMAP_CAP_LITERALPLUS = 1 << 4, /* RFC 7888: APPEND without waiting */
 };
 
 static struct mfs_imap *imap_new(const struct mfs_account *acct,
@@ -203,6 +204,8 @@ static int imap_load_caps(struct mfs_imap *imap, struct mfs_err *err)
 	if (caps_have(ci->imap_capability, "CONDSTORE") ||
 	    caps_have(ci->imap_capability, "QRESYNC"))
 		imap->caps |= IMAP_CAP_CONDSTORE;
+	if (caps_have(ci->imap_capability, "LITERAL+"))
+		imap->caps |= IMAP_CAP_LITERALPLUS;
 	return MFS_OK;
 }
 
@@ -1986,6 +1989,7 @@ static int append_send(struct mfs_imap *imap, const char *folder, int fd,
 {
 	mailstream *s = imap->session->imap_stream;
 	char ftext[64], dtext[40], *cmd, *mbox;
+	int plus = (imap->caps & IMAP_CAP_LITERALPLUS) != 0;
 	uint64_t wire, sent;
 	const char *line;
 	int r;
@@ -1997,27 +2001,31 @@ static int append_send(struct mfs_imap *imap, const char *folder, int fd,
 	flags_text(flags, ftext, sizeof(ftext));
 	date_text(date, dtext, sizeof(dtext));
 	if (mbox == NULL ||
-	    asprintf(&cmd, "APPEND %s %s%s {%llu}\r\n", mbox, ftext, dtext,
-		     (unsigned long long)wire) < 0) {
+	    asprintf(&cmd, "APPEND %s %s%s {%llu%s}\r\n", mbox, ftext, dtext,
+		     (unsigned long long)wire, plus ? "+" : "") < 0) {
 		free(mbox);
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	}
 	free(mbox);
 	r = mailimap_send_current_tag(imap->session);
+	/* With LITERAL+ the literal follows at once (one round trip);
+	 * otherwise the server's "+" is awaited first. */
 	if (r == MAILIMAP_NO_ERROR &&
 	    (mailstream_write(s, cmd, strlen(cmd)) < 0 ||
-	     mailstream_flush(s) < 0))
+	     (!plus && mailstream_flush(s) < 0)))
 		r = MAILIMAP_ERROR_STREAM;
 	free(cmd);
 	if (r != MAILIMAP_NO_ERROR)
 		return imap_fail(imap, r, "APPEND", MFS_E_PROTO, err);
-	line = mailimap_read_line(imap->session);
-	if (line == NULL)
-		return imap_fail(imap, MAILIMAP_ERROR_STREAM, "APPEND",
-				 MFS_E_PROTO, err);
-	if (line[0] != '+') /* refused before the literal */
-		return imap_fail_no(imap, append_reply(imap), "APPEND",
-				    MFS_E_INVAL, err);
+	if (!plus) {
+		line = mailimap_read_line(imap->session);
+		if (line == NULL)
+			return imap_fail(imap, MAILIMAP_ERROR_STREAM, "APPEND",
+					 MFS_E_PROTO, err);
+		if (line[0] != '+') /* refused before the literal */
+			return imap_fail_no(imap, append_reply(imap),
+					    "APPEND", MFS_E_INVAL, err);
+	}
 	r = literal_pass(fd, len, buf, s, &sent);
 	if (r == 0 && sent != wire) {
 		errno = EIO; /* the file changed under us */

@@ -134,14 +134,18 @@ static struct mfs_store *store_new(const struct mfs_account *acct,
 
 /* --check of the submission server: connect, secure, log in, and list
  * what it offers. */
-/* The connections that fetch message bytes (connections = N): stores of
- * their own, which connect when first used. */
+/* The connections that fetch message bytes (connections = N): the main
+ * store, and N - 1 stores of their own that connect when first used. */
 static void add_readers(struct mfs_fs *fs, const struct mfs_account *acct,
 			const char *password)
 {
-	size_t n = acct->connections > 0 ? (size_t)acct->connections : 1, i;
-	struct mfs_store **readers = calloc(n, sizeof(*readers));
+	size_t n = acct->connections > 1 ? (size_t)acct->connections - 1 : 0;
+	struct mfs_store **readers;
+	size_t i;
 
+	if (n == 0)
+		return;
+	readers = calloc(n, sizeof(*readers));
 	if (readers == NULL)
 		return;
 	for (i = 0; i < n; i++) {
