@@ -1400,10 +1400,11 @@ static int hole_fd(struct mfs_fs *fs, const struct msg_ref *r,
 }
 
 /* Decodes file e of a skeleton, which lies in hole g, from the hole's
- * bytes in hfd. */
+ * bytes in hfd: into sink, or, when sink is NULL, only to learn the size
+ * (mime.c counts; stored in *size). */
 static int hole_decode(int hfd, const struct mfs_seg *g,
 		       const struct mfs_entry *e, mfs_sink_fn sink, void *ctx,
-		       struct mfs_err *err)
+		       uint64_t *size, struct mfs_err *err)
 {
 	struct mfs_layout hole = {0};
 	struct mfs_entry te = *e;
@@ -1419,17 +1420,20 @@ static int hole_decode(int hfd, const struct mfs_seg *g,
 	hole.buf = map;
 	hole.len = g->len;
 	te.src.off -= g->off;
-	rc = mfs_entry_decode(&hole, &te, sink, ctx, err);
+	if (sink != NULL)
+		rc = mfs_entry_decode(&hole, &te, sink, ctx, err);
+	else
+		rc = mfs_entry_size(&hole, &te, size, err);
 	if (map != NULL)
 		munmap(map, g->len);
 	return rc;
 }
 
-static int count_sink(void *ctx, const char *data, size_t len)
+/* Whether file e of view v is the top message.eml (the whole message). */
+static int is_message_eml(const struct view *v, const struct mfs_entry *e)
 {
-	(void)data;
-	*(uint64_t *)ctx += len;
-	return 0;
+	return e->src.kind == MFS_SRC_RAW && e->src.off == 0 &&
+	       e->src.len == v->len;
 }
 
 /* Whether node_size() of n would fetch: a file of a skeleton whose size
@@ -1448,8 +1452,7 @@ static int size_needs_fetch(struct mfs_node *n)
 		return 0;
 	if (entry_seg(v, e, &whole) != NULL)
 		return 1;
-	return whole && !(e->src.kind == MFS_SRC_RAW && e->src.off == 0 &&
-			  e->src.len == v->len);
+	return whole && !is_message_eml(v, e);
 }
 
 /* node_size() of a file of a skeleton. Caller holds the lock and a hold
@@ -1473,8 +1476,7 @@ static int lazy_size(struct mfs_fs *fs, struct mfs_node *n,
 		n->size = e->src.size;
 		return MFS_OK;
 	}
-	if (whole && e->src.kind == MFS_SRC_RAW && e->src.off == 0 &&
-	    e->src.len == v->len) {
+	if (whole && is_message_eml(v, e)) {
 		n->size = msg->msg.size; /* message.eml */
 		return MFS_OK;
 	}
@@ -1489,7 +1491,7 @@ static int lazy_size(struct mfs_fs *fs, struct mfs_node *n,
 	pthread_mutex_unlock(&fs->lock);
 	rc = hole_fd(fs, &r, g, &hfd, err);
 	if (rc == MFS_OK) {
-		rc = hole_decode(hfd, g, e, count_sink, &size, err);
+		rc = hole_decode(hfd, g, e, NULL, NULL, &size, err);
 		close(hfd);
 	}
 	pthread_mutex_lock(&fs->lock);
@@ -2143,7 +2145,8 @@ static int hole_part_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 	struct hole_fill *p = ctx;
 	struct decode_ctx d = {fd, 0};
 
-	if (hole_decode(p->hfd, p->g, p->e, decode_sink, &d, err) != MFS_OK)
+	if (hole_decode(p->hfd, p->g, p->e, decode_sink, &d, NULL, err) !=
+	    MFS_OK)
 		return err->code;
 	*len = d.len;
 	return MFS_OK;

@@ -2499,6 +2499,7 @@ static int imap_fetch_many(struct mfs_store *st, const char *mailbox,
 					   size_t len),
 			   void *ctx, struct mfs_err *err)
 {
+	static const char *const whole[] = {"BODY.PEEK[]"};
 	struct mfs_imap *imap = st->priv;
 	struct many_ctx m = {open_fn, done_fn, ctx, -1, 0, 0};
 	struct mailimap_fetch_type *ft = NULL;
@@ -2510,15 +2511,9 @@ static int imap_fetch_many(struct mfs_store *st, const char *mailbox,
 	pthread_mutex_lock(&imap->lock);
 	if (imap_reading(imap, mailbox, uidvalidity, err) != MFS_OK)
 		goto unlock;
-	ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	ft = fetch_items(whole, 1);
 	set = mailimap_set_new_empty();
-	if (ft == NULL || set == NULL ||
-	    mailimap_fetch_type_new_fetch_att_list_add(
-		    ft, mailimap_fetch_att_new_uid()) != MAILIMAP_NO_ERROR ||
-	    mailimap_fetch_type_new_fetch_att_list_add(
-		    ft, mailimap_fetch_att_new_body_peek_section(
-				mailimap_section_new(NULL))) !=
-		    MAILIMAP_NO_ERROR) {
+	if (ft == NULL || set == NULL) {
 		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto free_req;
 	}
