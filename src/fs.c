@@ -3204,90 +3204,27 @@ static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	fs_mknod(req, newparent, newname, 0, 0);
 }
 
-/* --- extended attributes: user.mail.flags on a message directory -------- */
-
-#define FLAGS_XATTR "user.mail.flags"
-
-static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-			size_t size)
-{
-	struct mfs_fs *fs = fuse_req_userdata(req);
-	struct mfs_node *n;
-	char *text;
-
-	n = node_get(req, fs, ino);
-	if (n == NULL)
-		return;
-	if (n->kind != MFS_N_MESSAGE || strcmp(name, FLAGS_XATTR) != 0) {
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, ENODATA);
-		return;
-	}
-	text = flags_text(n->msg.flags);
-	pthread_mutex_unlock(&fs->lock);
-	if (text == NULL)
-		fuse_reply_err(req, ENOMEM);
-	else if (size == 0)
-		fuse_reply_xattr(req, strlen(text));
-	else if (size < strlen(text))
-		fuse_reply_err(req, ERANGE);
-	else
-		fuse_reply_buf(req, text, strlen(text));
-	free(text);
-}
-
-static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
-{
-	struct mfs_fs *fs = fuse_req_userdata(req);
-	struct mfs_node *n;
-	int is_msg;
-
-	n = node_get(req, fs, ino);
-	if (n == NULL)
-		return;
-	is_msg = n->kind == MFS_N_MESSAGE;
-	pthread_mutex_unlock(&fs->lock);
-	if (!is_msg)
-		size == 0 ? fuse_reply_xattr(req, 0)
-			  : fuse_reply_buf(req, NULL, 0);
-	else if (size == 0)
-		fuse_reply_xattr(req, sizeof(FLAGS_XATTR));
-	else if (size < sizeof(FLAGS_XATTR))
-		fuse_reply_err(req, ERANGE);
-	else
-		fuse_reply_buf(req, FLAGS_XATTR, sizeof(FLAGS_XATTR));
-}
+/* --- extended attributes: none ----------------------------------------
+ *
+ * There is no getxattr or listxattr: the kernel then learns from the first
+ * ENOSYS that the mount has no extended attributes and stops asking. With
+ * them, "ls -l" cost three requests per entry (SELinux label and two ACLs),
+ * which was most of the time of listing a large folder. Flags are read and
+ * written through each message's flags file. setxattr is kept only so that
+ * a read-only mount answers EROFS, like every other write.
+ */
 
 static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			const char *value, size_t size, int flags)
 {
 	struct mfs_fs *fs = fuse_req_userdata(req);
-	struct mfs_node *n;
-	struct mfs_err err;
-	int rc;
 
+	(void)ino;
+	(void)name;
+	(void)value;
+	(void)size;
 	(void)flags;
-	mfs_err_clear(&err);
-	n = node_get(req, fs, ino);
-	if (n == NULL)
-		return;
-	if (fs->store->read_only || n->kind != MFS_N_MESSAGE ||
-	    strcmp(name, FLAGS_XATTR) != 0) {
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, fs->store->read_only ? EROFS : ENOTSUP);
-		return;
-	}
-	mfs_nodes_hold(n);
-	pthread_mutex_unlock(&fs->lock);
-	/* flags_apply wants a node below the message: the message works too */
-	rc = flags_apply(fs, n, value, size, &err);
-	pthread_mutex_lock(&fs->lock);
-	mfs_nodes_release(fs->nodes, n);
-	pthread_mutex_unlock(&fs->lock);
-	if (rc != MFS_OK)
-		reply_err(req, &err);
-	else
-		fuse_reply_err(req, 0);
+	fuse_reply_err(req, fs->store->read_only ? EROFS : ENOTSUP);
 }
 
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
@@ -3324,7 +3261,5 @@ const struct fuse_lowlevel_ops mfs_fs_ops = {
 	.create = fs_create,
 	.symlink = fs_symlink,
 	.link = fs_link,
-	.getxattr = fs_getxattr,
-	.listxattr = fs_listxattr,
 	.setxattr = fs_setxattr,
 };
