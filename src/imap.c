@@ -158,13 +158,22 @@ static int caps_have(struct mailimap_capability_data *caps, const char *name)
 	return 0;
 }
 
-/* Asks for CAPABILITY and says whether `name` is among them. */
+/* Says whether `name` is among the server's capabilities: those it sent
+ * unasked (in its greeting, as Dovecot does) when there are any, which
+ * saves a round trip; otherwise it asks with CAPABILITY. */
 static int imap_has_cap(struct mfs_imap *imap, const char *name, int *has,
 			struct mfs_err *err)
 {
+	struct mailimap_connection_info *ci =
+	    imap->session->imap_connection_info;
 	struct mailimap_capability_data *caps = NULL;
-	int r = mailimap_capability(imap->session, &caps);
+	int r;
 
+	if (ci != NULL && ci->imap_capability != NULL) {
+		*has = caps_have(ci->imap_capability, name);
+		return MFS_OK;
+	}
+	r = mailimap_capability(imap->session, &caps);
 	if (r != MAILIMAP_NO_ERROR)
 		return imap_fail(imap, r, "CAPABILITY", MFS_E_PROTO, err);
 	*has = caps_have(caps, name);
@@ -247,6 +256,7 @@ static int imap_starttls(struct mfs_imap *imap, const struct mfs_tls_opts *tls,
 		imap_drop(imap);
 		return err->code;
 	}
+	imap_forget_caps(imap); /* those sent before TLS are not trusted */
 	return MFS_OK;
 }
 
@@ -735,31 +745,6 @@ static int msg_from_att(const struct mailimap_msg_att *att,
 	return 0;
 }
 
-static struct mailimap_fetch_type *index_fetch_type(void)
-{
-	struct mailimap_fetch_type *ft;
-
-	ft = mailimap_fetch_type_new_fetch_att_list_empty();
-	if (ft == NULL)
-		return NULL;
-	if (mailimap_fetch_type_new_fetch_att_list_add(
-		ft, mailimap_fetch_att_new_uid()) != MAILIMAP_NO_ERROR ||
-	    mailimap_fetch_type_new_fetch_att_list_add(
-		ft, mailimap_fetch_att_new_flags()) != MAILIMAP_NO_ERROR ||
-	    mailimap_fetch_type_new_fetch_att_list_add(
-		ft, mailimap_fetch_att_new_rfc822_size()) !=
-		MAILIMAP_NO_ERROR ||
-	    mailimap_fetch_type_new_fetch_att_list_add(
-		ft, mailimap_fetch_att_new_internaldate()) !=
-		MAILIMAP_NO_ERROR ||
-	    mailimap_fetch_type_new_fetch_att_list_add(
-		ft, mailimap_fetch_att_new_envelope()) != MAILIMAP_NO_ERROR) {
-		mailimap_fetch_type_free(ft);
-		return NULL;
-	}
-	return ft;
-}
-
 /* Collects the listing while libetpan parses it: each FETCH response is
  * turned into an mfs_store_msg and freed at once, so a listing of any size
  * never holds more than one parsed response. */
@@ -827,54 +812,111 @@ static void sort_by_uid(struct mfs_store_msg *msgs, size_t n)
 	}
 }
 
-/* UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE) of the
- * selected mailbox, in UID order. Caller holds the lock. */
-static int index_fetch_all(struct mfs_imap *imap, struct mfs_store_msg **msgs,
-			   size_t *n, struct mfs_err *err)
-{
-	struct mailimap_fetch_type *ft;
-	struct mailimap_set *set;
-	struct index_acc acc = {0};
-	clist *result = NULL;
-	int r;
+/*
+ * Messages per FETCH command of a listing. libetpan keeps the whole text of
+ * one response in memory while it parses it (about 800 bytes a message), so
+ * a large folder is listed in pieces of this many messages. All pieces are
+ * sent at once: the listing still costs one round trip.
+ */
+#define INDEX_CHUNK 2000
 
-	ft = index_fetch_type();
-	set = mailimap_set_new_interval(1, 0); /* 1:* */
-	if (ft == NULL || set == NULL) {
-		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-		goto free_req;
+/* Sends FETCH lo:hi (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE) with the
+ * next tag, without flushing. */
+static int index_send_chunk(mailimap *session, uint32_t lo, uint32_t hi)
+{
+	char cmd[96];
+	int len;
+
+	len = snprintf(cmd, sizeof(cmd),
+		       "FETCH %u:%u (UID FLAGS RFC822.SIZE INTERNALDATE "
+		       "ENVELOPE)\r\n",
+		       lo, hi);
+	if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+	    mailstream_write(session->imap_stream, cmd, (size_t)len) != len)
+		return MAILIMAP_ERROR_STREAM;
+	return MAILIMAP_NO_ERROR;
+}
+
+/* Reads the responses to the command tagged `tag` (the FETCH responses go
+ * to the message handler) and its tagged reply: MAILIMAP_NO_ERROR for OK,
+ * MAILIMAP_ERROR_FETCH for NO or BAD. */
+static int index_read_chunk(mailimap *session, int tag)
+{
+	struct mailimap_response *rsp = NULL;
+	int r, state;
+
+	session->imap_tag = tag; /* libetpan checks the reply's tag */
+	if (mailimap_read_line(session) == NULL)
+		return MAILIMAP_ERROR_STREAM;
+	r = mailimap_parse_response(session, &rsp);
+	if (r != MAILIMAP_NO_ERROR)
+		return r;
+	if (session->imap_response_info->rsp_fetch_list != NULL) {
+		mailimap_fetch_list_free(
+		    session->imap_response_info->rsp_fetch_list);
+		session->imap_response_info->rsp_fetch_list = NULL;
 	}
-	mailimap_set_msg_att_handler(imap->session, index_handler, &acc);
-	mailimap_set_progress_callback(imap->session, NULL, index_progress,
-				       NULL);
-	r = mailimap_uid_fetch(imap->session, set, ft, &result);
-	if (imap->session != NULL) {
-		mailimap_set_msg_att_handler(imap->session, NULL, NULL);
-		mailimap_set_progress_callback(imap->session, NULL, NULL, NULL);
+	state = rsp->rsp_resp_done->rsp_data.rsp_tagged->rsp_cond_state
+		    ->rsp_type;
+	mailimap_response_free(rsp);
+	return state == MAILIMAP_RESP_COND_STATE_OK ? MAILIMAP_NO_ERROR
+						    : MAILIMAP_ERROR_FETCH;
+}
+
+/*
+ * FETCH 1:exists (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE) of the
+ * selected mailbox in pipelined pieces of INDEX_CHUNK messages, in UID
+ * order. Sequence numbers cannot shift meanwhile: a server sends no
+ * EXPUNGE during a FETCH by sequence number (RFC 3501, 7.4.1). Messages
+ * that arrive after the EXAMINE are left for the next listing. A piece
+ * refused leaves the replies of later pieces unread, so the connection is
+ * dropped then. Caller holds the lock.
+ */
+static int index_fetch_all(struct mfs_imap *imap, uint32_t exists,
+			   struct mfs_store_msg **msgs, size_t *n,
+			   struct mfs_err *err)
+{
+	mailimap *session = imap->session;
+	struct index_acc acc = {0};
+	uint32_t chunks = (exists + INDEX_CHUNK - 1) / INDEX_CHUNK, i;
+	int first = session->imap_tag + 1, last, r = MAILIMAP_NO_ERROR;
+
+	for (i = 0; i < chunks && r == MAILIMAP_NO_ERROR; i++) {
+		uint32_t lo = i * INDEX_CHUNK + 1;
+		uint32_t hi = exists - lo < INDEX_CHUNK ? exists
+							: lo + INDEX_CHUNK - 1;
+
+		r = index_send_chunk(session, lo, hi);
 	}
+	if (r == MAILIMAP_NO_ERROR &&
+	    mailstream_flush(session->imap_stream) == -1)
+		r = MAILIMAP_ERROR_STREAM;
+	last = session->imap_tag;
+	mailimap_set_msg_att_handler(session, index_handler, &acc);
+	mailimap_set_progress_callback(session, NULL, index_progress, NULL);
+	for (i = 0; i < chunks && r == MAILIMAP_NO_ERROR; i++)
+		r = index_read_chunk(session, first + (int)i);
+	mailimap_set_msg_att_handler(session, NULL, NULL);
+	mailimap_set_progress_callback(session, NULL, NULL, NULL);
+	session->imap_tag = last;
 	if (r != MAILIMAP_NO_ERROR) {
-		imap_fail(imap, r, "UID FETCH", MFS_E_PROTO, err);
-		goto free_req;
+		imap_fail(imap, r, "FETCH", MFS_E_PROTO, err);
+		if (i < chunks) /* replies left unread */
+			imap_drop(imap);
+		goto free_msgs;
 	}
-	mailimap_fetch_list_free(result);
 	if (acc.nomem) {
 		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-		goto free_req;
+		goto free_msgs;
 	}
-	mailimap_fetch_type_free(ft);
-	mailimap_set_free(set);
 	sort_by_uid(acc.msgs, acc.n);
 	*msgs = acc.msgs;
 	*n = acc.n;
 	mfs_err_clear(err);
 	return MFS_OK;
 
-free_req:
+free_msgs:
 	mfs_store_msgs_free(acc.msgs, acc.n);
-	if (ft != NULL)
-		mailimap_fetch_type_free(ft);
-	if (set != NULL)
-		mailimap_set_free(set);
 	return err->code;
 }
 
@@ -1120,7 +1162,7 @@ static int imap_index(struct mfs_store *st, const char *mailbox,
 	if (kept == KEPT_FAILED)
 		goto free_file;
 	if (kept == KEPT_UNUSABLE &&
-	    index_fetch_all(imap, msgs, n, err) != MFS_OK)
+	    index_fetch_all(imap, now.exists, msgs, n, err) != MFS_OK)
 		goto free_file;
 	if (kept != KEPT_SAME && path != NULL)
 		index_keep(path, key, &now, *msgs, *n);
@@ -2505,7 +2547,7 @@ static int imap_fetch_many(struct mfs_store *st, const char *mailbox,
 	struct mailimap_fetch_type *ft = NULL;
 	struct mailimap_set *set = NULL;
 	clist *result = NULL;
-	size_t i;
+	size_t i, j;
 	int r;
 
 	pthread_mutex_lock(&imap->lock);
@@ -2517,8 +2559,12 @@ static int imap_fetch_many(struct mfs_store *st, const char *mailbox,
 		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto free_req;
 	}
-	for (i = 0; i < n; i++) {
-		if (mailimap_set_add_single(set, uids[i]) != MAILIMAP_NO_ERROR) {
+	for (i = 0; i < n; i = j) {
+		/* a run of consecutive UIDs goes as one range "a:b" */
+		for (j = i + 1; j < n && uids[j] == uids[j - 1] + 1; j++)
+			;
+		if (mailimap_set_add_interval(set, uids[i], uids[j - 1]) !=
+		    MAILIMAP_NO_ERROR) {
 			mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 			goto free_req;
 		}

@@ -177,7 +177,7 @@ class HostileImap:
                 elif cmd.startswith(b"EXAMINE") or cmd.startswith(b"SELECT"):
                     c.sendall(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n"
                               + tag + b" OK [READ-ONLY] done\r\n")
-                elif cmd.startswith(b"UID FETCH") and b"ENVELOPE" in cmd:
+                elif b"FETCH" in cmd and b"ENVELOPE" in cmd:
                     c.sendall(self.index_reply(tag))
                 elif cmd.startswith(b"UID FETCH"):
                     self.body_reply(c, tag)
