@@ -64,16 +64,22 @@ struct mfs_fs {
 	int *reader_busy;	    /* owned; one per reader */
 	size_t nreaders;
 	int store_reading;	    /* fs->store is reading (with readers) */
+	/* The run of fetch-aheads going on (fs->lock): in which folder, how
+	 * many messages the last one asked for, and when it ended. */
+	uint64_t ahead_folder;
+	size_t ahead_window;
+	time_t ahead_last;
 };
 
-/* A directory listing taken at opendir, served by readdir. */
+/* A directory listing taken at opendir, served by readdir: the children
+ * of the directory then, each held so that it stays until releasedir. Names
+ * are read from the nodes when readdir runs (no copy: a folder of 100,000
+ * messages would otherwise hold a second set of names while it is read).
+ * Offsets: 0 is ".", 1 is "..", 2 + i is nodes[i]. */
 struct dir_snap {
+	uint64_t self, parent; /* inode numbers of "." and ".." */
 	size_t n;
-	struct dir_ent {
-		char *name; /* owned */
-		uint64_t ino;
-		mode_t type;
-	} *ents; /* owned */
+	struct mfs_node **nodes; /* owned array; each node held */
 };
 
 static void node_priv_free(struct mfs_node *n);
@@ -360,9 +366,26 @@ unlock_refresh:
 	return r;
 }
 
+/*
+ * Logs in and shows INBOX, which every account has (RFC 3501, 5.1). The
+ * folder list is asked for only when the root is first listed or a name
+ * other than INBOX is looked up there, so that a mount that goes straight
+ * to INBOX costs one round trip less.
+ */
 int mfs_fs_prepare(struct mfs_fs *fs, struct mfs_err *err)
 {
-	return refresh_folders(fs, 0, err);
+	struct mfs_store_folder inbox = {.name = "INBOX"};
+	int r;
+
+	if (fs->store->ops->connect(fs->store, err) != MFS_OK)
+		return err->code;
+	pthread_mutex_lock(&fs->lock);
+	r = folder_add(fs, &inbox);
+	pthread_mutex_unlock(&fs->lock);
+	if (r != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	mfs_err_clear(err);
+	return MFS_OK;
 }
 
 /* --- messages of a folder ------------------------------------------------ */
@@ -818,11 +841,21 @@ static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
 	return view_build_whole(fs, r, out, err);
 }
 
-/* Fetch-ahead: when a message must be fetched, the next messages of its
+/*
+ * Fetch-ahead: when a message must be fetched, the next messages of its
  * folder that are not cached yet come in the same command, so that reading
- * a folder in a row ("grep -r") costs a round trip per AHEAD_MAX messages,
- * not per message. Large messages are left to their own fetch. */
-#define AHEAD_MAX 32
+ * a folder in a row ("grep -r") costs a round trip per batch, not per
+ * message. A batch asks for AHEAD_FIRST messages; while the reads go on in
+ * the same folder (the next batch starts within AHEAD_GAP seconds of the
+ * last) each batch asks for twice as many as the one before, up to
+ * AHEAD_MAX messages and AHEAD_BYTES bytes: 1,000 messages read in a row
+ * then cost 6 round trips instead of 32. Large messages are left to their
+ * own fetch.
+ */
+#define AHEAD_FIRST 32
+#define AHEAD_MAX 1024
+#define AHEAD_BYTES (16 * 1024 * 1024)
+#define AHEAD_GAP 2
 #define AHEAD_SIZE_MAX (1024 * 1024)
 
 struct ahead {
@@ -832,7 +865,7 @@ struct ahead {
 		uint32_t uid;
 		uint64_t size;
 		char *key; /* owned */
-	} item[AHEAD_MAX];
+	} *item;   /* owned array */
 	char *tmp; /* owned: the file being written */
 };
 
@@ -877,26 +910,38 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 		       struct mfs_err *ret)
 {
 	struct ahead a = {.fs = fs};
-	uint32_t uids[AHEAD_MAX];
+	uint32_t *uids = NULL;
 	struct mfs_node *c;
 	struct msg_ref r;
 	char *mailbox = NULL, key[1024];
 	uint32_t validity;
 	struct mfs_err err;
-	size_t i, n = 0;
-
-	int rc = MFS_OK;
+	size_t i, n = 0, window = AHEAD_FIRST;
+	uint64_t bytes = 0;
+	int rc = MFS_OK, fetched = 0;
 
 	if (fs->store->ops->fetch_many == NULL || msg->msg.uid == 0 ||
 	    msg->msg.size > AHEAD_SIZE_MAX || msg->parent->kind != MFS_N_FOLDER)
 		return MFS_OK;
+	if (fs->ahead_folder == msg->parent->ino &&
+	    time(NULL) - fs->ahead_last <= AHEAD_GAP)
+		window = fs->ahead_window * 2 < AHEAD_MAX
+			     ? fs->ahead_window * 2
+			     : AHEAD_MAX;
 	mailbox = strdup(msg->parent->mailbox);
+	a.item = calloc(window, sizeof(*a.item));
+	uids = calloc(window, sizeof(*uids));
+	if (mailbox == NULL || a.item == NULL || uids == NULL) {
+		/* no fetch-ahead: the message is fetched alone */
+		pthread_mutex_unlock(&fs->lock);
+		goto free_all;
+	}
 	validity = msg->parent->validity;
 	/* msg first, then its neighbours after it, then before it: names
 	 * sort by date, which may run either way along the UIDs */
-	for (int back = 0; back < 2 && mailbox != NULL; back++) {
+	for (int back = 0; back < 2; back++) {
 		c = back ? msg->prev_sibling : msg;
-		for (; c != NULL && a.n < AHEAD_MAX;
+		for (; c != NULL && a.n < window && bytes < AHEAD_BYTES;
 		     c = back ? c->prev_sibling : c->next_sibling) {
 			if (c->kind != MFS_N_MESSAGE || c->msg.uid == 0 ||
 			    c->msg.size > AHEAD_SIZE_MAX || c->priv != NULL)
@@ -907,8 +952,10 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 				a.item[a.n].uid = c->msg.uid;
 				a.item[a.n].size = c->msg.size;
 				a.item[a.n].key = strdup(key);
-				if (a.item[a.n].key != NULL)
+				if (a.item[a.n].key != NULL) {
+					bytes += c->msg.size;
 					a.n++;
+				}
 			}
 			msg_ref_free(&r);
 		}
@@ -924,7 +971,7 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 		uids[n++] = a.item[i].uid;
 	}
 	mfs_err_clear(&err);
-	if (n > 1 && (i == a.n)) {
+	if (n > 1 && i == a.n) {
 		struct mfs_store *st = reader_get(fs);
 
 		if (st->ops->fetch_many(st, mailbox, validity, uids, n,
@@ -938,11 +985,20 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 		}
 		reader_put(fs, st);
 	}
+	fetched = n > 1 && i == a.n;
+free_all:
 	for (i = 0; i < a.n; i++)
 		free(a.item[i].key);
+	free(a.item);
+	free(uids);
 	free(a.tmp);
 	free(mailbox);
 	pthread_mutex_lock(&fs->lock);
+	if (fetched) { /* the run goes on from here */
+		fs->ahead_folder = msg->parent->ino;
+		fs->ahead_window = window;
+		fs->ahead_last = time(NULL);
+	}
 	return rc;
 }
 
@@ -1171,6 +1227,10 @@ int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size)
 	mfs_err_clear(&err);
 	if (fs->store->ops->append == NULL)
 		return 0; /* POP3: no Sent folder */
+	/* the \Sent folder is known from LIST, which may not have run */
+	if (fs->acct->sent_folder == NULL &&
+	    refresh_folders(fs, FOLDERS_TTL, &err) != MFS_OK)
+		mfs_log_err("outbox/%s: %s", name, err.msg);
 	pthread_mutex_lock(&fs->lock);
 	if (fs->acct->sent_folder != NULL)
 		mailbox = mfs_mutf7_encode(fs->acct->sent_folder);
@@ -1776,37 +1836,17 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_attr(req, &st, ttl);
 }
 
-static void snap_free(struct dir_snap *s)
+/* Releases the snapshot's nodes and frees it. Caller holds the lock. */
+static void snap_free(struct mfs_fs *fs, struct dir_snap *s)
 {
 	size_t i;
 
 	if (s == NULL)
 		return;
 	for (i = 0; i < s->n; i++)
-		free(s->ents[i].name);
-	free(s->ents);
+		mfs_nodes_release(fs->nodes, s->nodes[i]);
+	free(s->nodes);
 	free(s);
-}
-
-static int snap_add(struct dir_snap *s, size_t *cap, const char *name,
-		    uint64_t ino, mode_t type)
-{
-	if (s->n == *cap) {
-		size_t ncap = *cap ? *cap * 2 : 16;
-		struct dir_ent *e = realloc(s->ents, ncap * sizeof(*e));
-
-		if (e == NULL)
-			return -1;
-		s->ents = e;
-		*cap = ncap;
-	}
-	s->ents[s->n].name = strdup(name);
-	if (s->ents[s->n].name == NULL)
-		return -1;
-	s->ents[s->n].ino = ino;
-	s->ents[s->n].type = type;
-	s->n++;
-	return 0;
 }
 
 /* Takes the listing of dir. Caller holds the lock. */
@@ -1814,23 +1854,46 @@ static struct dir_snap *snap_take(struct mfs_node *dir)
 {
 	struct dir_snap *s = calloc(1, sizeof(*s));
 	struct mfs_node *c;
-	size_t cap = 0;
+	size_t count = 0;
 
 	if (s == NULL)
 		return NULL;
-	if (snap_add(s, &cap, ".", dir->ino, S_IFDIR) != 0 ||
-	    snap_add(s, &cap, "..", dir->parent ? dir->parent->ino : 1,
-		     S_IFDIR) != 0)
-		goto fail;
+	s->self = dir->ino;
+	s->parent = dir->parent ? dir->parent->ino : 1;
+	for (c = dir->first_child; c != NULL; c = c->next_sibling)
+		count++;
+	s->nodes = calloc(count ? count : 1, sizeof(*s->nodes));
+	if (s->nodes == NULL) {
+		free(s);
+		return NULL;
+	}
 	for (c = dir->first_child; c != NULL; c = c->next_sibling) {
-		if (snap_add(s, &cap, c->name, c->ino,
-			     c->kind == MFS_N_FILE ? S_IFREG : S_IFDIR) != 0)
-			goto fail;
+		mfs_nodes_hold(c);
+		s->nodes[s->n++] = c;
 	}
 	return s;
-fail:
-	snap_free(s);
-	return NULL;
+}
+
+/* Entry off of a snapshot: its name, inode number and file type; NULL past
+ * the end. *node is the entry's node, NULL for "." and "..". */
+static const char *snap_entry(const struct dir_snap *s, off_t off,
+			      struct mfs_node **node, struct stat *st)
+{
+	struct mfs_node *n;
+
+	*node = NULL;
+	st->st_mode = S_IFDIR;
+	if (off == 0 || off == 1) {
+		st->st_ino = off == 0 ? s->self : s->parent;
+		return off == 0 ? "." : "..";
+	}
+	if (off < 0 || (size_t)(off - 2) >= s->n)
+		return NULL;
+	n = s->nodes[off - 2];
+	*node = n;
+	st->st_ino = n->ino;
+	st->st_mode = n->kind == MFS_N_FILE ? S_IFREG : S_IFDIR;
+	return n->name;
 }
 
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
@@ -1888,7 +1951,10 @@ fail:
 static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
+	struct mfs_fs *fs = fuse_req_userdata(req);
 	struct dir_snap *s = (struct dir_snap *)(uintptr_t)fi->fh;
+	struct mfs_node *n;
+	const char *name;
 	char *buf;
 	size_t used = 0;
 	off_t i;
@@ -1899,18 +1965,21 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	for (i = off; i >= 0 && (size_t)i < s->n; i++) {
+	pthread_mutex_lock(&fs->lock);
+	for (i = off; i >= 0; i++) {
 		struct stat st = {0};
 		size_t len;
 
-		st.st_ino = s->ents[i].ino;
-		st.st_mode = s->ents[i].type;
-		len = fuse_add_direntry(req, buf + used, size - used,
-					s->ents[i].name, &st, i + 1);
+		name = snap_entry(s, i, &n, &st);
+		if (name == NULL)
+			break;
+		len = fuse_add_direntry(req, buf + used, size - used, name,
+					&st, i + 1);
 		if (len > size - used)
 			break;
 		used += len;
 	}
+	pthread_mutex_unlock(&fs->lock);
 	fuse_reply_buf(req, buf, used);
 	free(buf);
 }
@@ -1936,41 +2005,39 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 		return;
 	}
 	pthread_mutex_lock(&fs->lock);
-	for (i = off; i >= 0 && (size_t)i < s->n; i++) {
+	for (i = off; i >= 0; i++) {
 		struct fuse_entry_param e;
-		struct mfs_node *n = mfs_nodes_get(fs->nodes, s->ents[i].ino);
-		int dot = i < 2; /* "." and "..": no lookup counted */
+		struct mfs_node *n;
+		const char *name;
 		size_t len;
 
 		memset(&e, 0, sizeof(e));
-		if (n != NULL)
-			mfs_nodes_hold(n); /* node_size() may drop the lock */
-		if (n == NULL ||
-		    (!dot && (size_needs_fetch(n) ||
-			      node_size(fs, n, &err) != MFS_OK))) {
-			/* gone since opendir, or its size would cost a
-			 * fetch: offer it without attributes (a LOOKUP
-			 * follows when they are wanted) */
-			e.attr.st_ino = s->ents[i].ino;
-			e.attr.st_mode = s->ents[i].type;
-		} else {
+		name = snap_entry(s, i, &n, &e.attr);
+		if (name == NULL)
+			break;
+		if (n == NULL) {
+			/* "." and "..": attributes, no lookup counted */
+			n = mfs_nodes_get(fs->nodes, e.attr.st_ino);
+			if (n != NULL)
+				node_stat(fs, n, &e.attr);
+			n = NULL;
+		} else if (n->linked && !size_needs_fetch(n) &&
+			   node_size(fs, n, &err) == MFS_OK) {
+			/* node_size() may drop the lock: n is held */
 			node_stat(fs, n, &e.attr);
-			if (!dot) {
-				e.ino = n->ino;
-				e.attr_timeout = e.entry_timeout = node_ttl(n);
-			}
+			e.ino = n->ino;
+			e.attr_timeout = e.entry_timeout = node_ttl(n);
 		}
-		len = fuse_add_direntry_plus(req, buf + used, size - used,
-					     s->ents[i].name, &e, i + 1);
-		if (len <= size - used) {
-			used += len;
-			if (e.ino != 0)
-				mfs_nodes_lookup(n);
-		}
-		if (n != NULL)
-			mfs_nodes_release(fs->nodes, n);
+		/* else gone since opendir, or its size would cost a fetch:
+		 * offered without attributes (a LOOKUP follows when they are
+		 * wanted) */
+		len = fuse_add_direntry_plus(req, buf + used, size - used, name,
+					     &e, i + 1);
 		if (len > size - used)
 			break;
+		used += len;
+		if (e.ino != 0)
+			mfs_nodes_lookup(n);
 	}
 	pthread_mutex_unlock(&fs->lock);
 	fuse_reply_buf(req, buf, used);
@@ -1980,8 +2047,12 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void fs_releasedir(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_file_info *fi)
 {
+	struct mfs_fs *fs = fuse_req_userdata(req);
+
 	(void)ino;
-	snap_free((struct dir_snap *)(uintptr_t)fi->fh);
+	pthread_mutex_lock(&fs->lock);
+	snap_free(fs, (struct dir_snap *)(uintptr_t)fi->fh);
+	pthread_mutex_unlock(&fs->lock);
 	fuse_reply_err(req, 0);
 }
 

@@ -53,8 +53,9 @@ void mfs_fs_start_idle(struct mfs_fs *fs, struct mfs_store *store);
  * not answer) and frees its store. Safe when not started. */
 void mfs_fs_stop_idle(struct mfs_fs *fs);
 
-/* Lists the folders once, before mounting, so that a bad login or an
- * unreachable server is reported on the terminal. */
+/* Logs in once, before mounting, so that a bad login or an unreachable
+ * server is reported on the terminal, and shows INBOX. The other folders
+ * are listed when first needed. Errors: those of the store's connect. */
 int mfs_fs_prepare(struct mfs_fs *fs, struct mfs_err *err);
 
 /* The handlers to give to fuse_session_new() with fs as userdata. */

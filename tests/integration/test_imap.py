@@ -221,6 +221,7 @@ def test_listing_costs_constant_commands(env):
     try:
         with env.mount(config=cfg) as m:
             proxy.wait_idle()  # the IDLE connection is set up and quiet
+            os.listdir(m.path)  # the folder list (LIST) is not counted
             counts = {}
             for box in ("Small", "Bulk"):
                 proxy.reset()
@@ -388,6 +389,38 @@ def test_reading_a_folder_in_a_row_fetches_ahead(env):
             fetches = [c for c in proxy.commands if "BODY.PEEK[]" in c]
             print("reading 40 messages in a row: %d fetch commands" % len(fetches))
             check(len(fetches) <= 3, "fetched ahead: %r" % fetches)
+    finally:
+        proxy.close()
+
+
+def test_a_long_read_in_a_row_fetches_ahead_in_growing_batches(env):
+    """Reading 400 messages one after the other: each batch asks for twice
+    as many messages as the one before (32, 64, 128, 256), so the whole
+    folder costs 4 fetch commands, and every byte is right."""
+    c = env.imap()
+    c.create("Row")
+    for i in range(400):
+        c.append("Row", None, None, make_message(1000 + i))
+    c.logout()
+    want = server_messages(env, "Row")
+    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
+    cfg = env.write_config("config-row", {
+        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+    try:
+        with env.mount(config=cfg) as m:
+            path = os.path.join(m.path, "Row")
+            names = sorted(message_dirs(path))
+            eq(len(names), 400, "messages listed")
+            proxy.reset()
+            for n in names:
+                uid = int(DIRNAME.match(n).group(1))
+                with open(os.path.join(path, n, "message.eml"), "rb") as f:
+                    eq(f.read(), want[uid], "message.eml of uid %d" % uid)
+            fetches = [x for x in proxy.commands if "BODY.PEEK[]" in x]
+            sets = [re.search(r"FETCH (\S+)", x).group(1) for x in fetches]
+            print("reading 400 messages in a row: %d fetch commands: %r"
+                  % (len(fetches), sets))
+            eq(len(fetches), 4, "fetch commands: %r" % sets)
     finally:
         proxy.close()
 

@@ -60,8 +60,10 @@ def server_uids(env):
 
 
 def envelope_fetches(cmds):
-    return [c for c in cmds if "UID FETCH 1:*" in c.upper() and
-            "ENVELOPE" in c.upper()]
+    """The commands that list a folder in full: FETCH 1:N (... ENVELOPE),
+    in pieces for a large folder."""
+    return [c for c in cmds if re.search(r"^\S+ FETCH 1:\d+ ", c.upper())
+            and "ENVELOPE" in c.upper()]
 
 
 def after_login(cmds):
@@ -98,6 +100,9 @@ class Mounts:
         before = set(self.proxy.conns)
         with self.env.mount(config=cfg) as m:
             self.proxy.wait_idle()
+            # the folder list (LIST), asked when the root is first used,
+            # is not part of the folder's listing
+            os.listdir(m.path)
             with self.proxy.lock:
                 mark = {cid: len(c) for cid, c in self.proxy.conns.items()}
             got = listing(m)
