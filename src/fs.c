@@ -367,7 +367,7 @@ unlock_refresh:
 }
 
 /*
- * Logs in and shows INBOX, which every account has (RFC 3501, 5.1). The
+ * IMAP: logs in and shows INBOX, which every account has (RFC 3501, 5.1). The
  * folder list is asked for only when the root is first listed or a name
  * other than INBOX is looked up there, so that a mount that goes straight
  * to INBOX costs one round trip less.
@@ -377,6 +377,10 @@ int mfs_fs_prepare(struct mfs_fs *fs, struct mfs_err *err)
 	struct mfs_store_folder inbox = {.name = "INBOX"};
 	int r;
 
+	/* POP3: its one folder is known without a word to the server, and a
+	 * login now would be a session of its own */
+	if (fs->store->read_only)
+		return refresh_folders(fs, 0, err);
 	if (fs->store->ops->connect(fs->store, err) != MFS_OK)
 		return err->code;
 	pthread_mutex_lock(&fs->lock);

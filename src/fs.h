@@ -53,9 +53,10 @@ void mfs_fs_start_idle(struct mfs_fs *fs, struct mfs_store *store);
  * not answer) and frees its store. Safe when not started. */
 void mfs_fs_stop_idle(struct mfs_fs *fs);
 
-/* Logs in once, before mounting, so that a bad login or an unreachable
- * server is reported on the terminal, and shows INBOX. The other folders
- * are listed when first needed. Errors: those of the store's connect. */
+/* IMAP: logs in once, before mounting, so that a bad login or an
+ * unreachable server is reported on the terminal, and shows INBOX; the
+ * other folders are listed when first needed. POP3: shows INBOX (the
+ * first use logs in). Errors: those of the store's connect or list. */
 int mfs_fs_prepare(struct mfs_fs *fs, struct mfs_err *err);
 
 /* The handlers to give to fuse_session_new() with fs as userdata. */
