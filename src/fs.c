@@ -516,6 +516,13 @@ unlock_refresh:
 #define LAZY_MIN (1024 * 1024)
 #define HOLE_MIN (64 * 1024)
 
+/* A file mapping whose pages mime.c may have dropped while it scans or
+ * decodes (mfs_release_fn): they are read again from the file. */
+struct mapping {
+	void *map;
+	size_t len;
+};
+
 /* The bytes of a message and their layout, made on the first look inside
  * the message directory; owned by the message node (its priv). */
 struct view {
@@ -663,6 +670,39 @@ static int message_fd(struct mfs_fs *fs, const struct msg_ref *r, int *fd,
 			     err);
 }
 
+static void mapping_release(void *ctx)
+{
+	struct mapping *m = ctx;
+
+	if (m->map != NULL)
+		madvise(m->map, m->len, MADV_DONTNEED);
+}
+
+/* The layout's release (mfs_release_fn) for a view. */
+static void view_release(void *ctx)
+{
+	struct view *v = ctx;
+
+	if (v->map != NULL)
+		madvise(v->map, v->len, MADV_DONTNEED);
+}
+
+/* The layout's skip (mfs_skip_fn) for a view: a skeleton's holes hold
+ * zeros, never a delimiter, and reading them would only fill memory. */
+static size_t view_skip(void *ctx, size_t off)
+{
+	const struct view *v = ctx;
+	size_t i;
+
+	for (i = 0; i < v->nsegs; i++) {
+		const struct mfs_seg *g = &v->segs[i];
+
+		if (g->hole && off >= g->off && off - g->off < g->len)
+			return g->off + g->len;
+	}
+	return off;
+}
+
 /* Maps v->fd and lays it out. */
 static int view_map(struct view *v, struct mfs_err *err)
 {
@@ -679,7 +719,9 @@ static int view_map(struct view *v, struct mfs_err *err)
 					   strerror(errno));
 		}
 	}
-	if (mfs_layout_build(v->map, v->len, &v->layout, err) != MFS_OK)
+	if (mfs_layout_build_mapped(v->map, v->len, view_release,
+				    v->segs != NULL ? view_skip : NULL, v,
+				    &v->layout, err) != MFS_OK)
 		return err->code;
 	/* The pages are the cache file's: let them go until a part is read,
 	 * so that looking into a large message does not keep it resident. */
@@ -1472,6 +1514,7 @@ static int hole_decode(int hfd, const struct mfs_seg *g,
 {
 	struct mfs_layout hole = {0};
 	struct mfs_entry te = *e;
+	struct mapping mapping;
 	char *map = NULL;
 	int rc;
 
@@ -1483,6 +1526,10 @@ static int hole_decode(int hfd, const struct mfs_seg *g,
 	}
 	hole.buf = map;
 	hole.len = g->len;
+	mapping.map = map;
+	mapping.len = g->len;
+	hole.release = mapping_release;
+	hole.release_ctx = &mapping;
 	te.src.off -= g->off;
 	if (sink != NULL)
 		rc = mfs_entry_decode(&hole, &te, sink, ctx, err);

@@ -445,7 +445,28 @@ struct pctx {
 	const char *b;
 	size_t nparts;
 	int nomem;
+	mfs_release_fn release; /* or NULL */
+	mfs_skip_fn skip;	/* or NULL */
+	void *release_ctx;	/* for both */
+	size_t mark; /* where the scan was at the last release */
 };
+
+/* Bytes scanned or decoded between two calls of a release function. */
+#define RELEASE_EVERY (2u << 20)
+
+/* The delimiter scan is at p: calls the release function once every
+ * RELEASE_EVERY bytes of progress. */
+static void scan_progress(struct pctx *c, size_t p)
+{
+	if (c->release == NULL)
+		return;
+	if (p < c->mark) {
+		c->mark = p;
+	} else if (p - c->mark >= RELEASE_EVERY) {
+		c->release(c->release_ctx);
+		c->mark = p;
+	}
+}
 
 void mfs_part_free(struct mfs_part *p)
 {
@@ -625,13 +646,20 @@ nomem:
  * in [p, end). Returns 1 and fills *dstart (its first byte), *dnext (just
  * past it) and *close, or 0.
  */
-static int find_delim(const char *b, size_t p, size_t end, const char *bnd,
+static int find_delim(struct pctx *c, size_t p, size_t end, const char *bnd,
 		      size_t blen, size_t *dstart, size_t *dnext, int *close)
 {
+	const char *b = c->b;
 	size_t next, e, q;
 
 	for (; p < end; p = next) {
+		if (c->skip != NULL) {
+			p = c->skip(c->release_ctx, p);
+			if (p >= end)
+				break;
+		}
 		next = line_next(b, p, end);
+		scan_progress(c, next);
 		if (b[p] != '-')
 			continue;
 		e = line_text_end(b, p, next);
@@ -703,7 +731,7 @@ static int split_multipart(struct pctx *c, struct mfs_part *p, const char *bnd,
 	int close, found, digest = strcmp(p->subtype, "digest") == 0;
 	struct mfs_part *child;
 
-	if (blen == 0 || !find_delim(c->b, p->body_off, end, bnd, blen, &dstart,
+	if (blen == 0 || !find_delim(c, p->body_off, end, bnd, blen, &dstart,
 				     &dnext, &close)) {
 		p->broken_multi = 1;
 		return 0;
@@ -714,7 +742,7 @@ static int split_multipart(struct pctx *c, struct mfs_part *p, const char *bnd,
 	for (;;) {
 		if (c->nparts >= MFS_MIME_PARTS_MAX)
 			return add_opaque(c, p, pos, end);
-		found = find_delim(c->b, pos, end, bnd, blen, &dstart, &dnext,
+		found = find_delim(c, pos, end, bnd, blen, &dstart, &dnext,
 				   &close);
 		cend = end;
 		if (found) {
@@ -814,10 +842,11 @@ static int assign_sections(struct mfs_part *p, const char *sec)
 	return (int)i;
 }
 
-int mfs_mime_parse(const char *buf, size_t len, struct mfs_part **out,
-		   struct mfs_err *err)
+static int mime_parse(const char *buf, size_t len, mfs_release_fn release,
+		      mfs_skip_fn skip, void *ctx, struct mfs_part **out,
+		      struct mfs_err *err)
 {
-	struct pctx c = {buf, 0, 0};
+	struct pctx c = {buf, 0, 0, release, skip, ctx, 0};
 	struct mfs_part *root;
 
 	*out = NULL;
@@ -834,6 +863,12 @@ free_root:
 	mfs_part_free(root);
 nomem:
 	return mfs_err_set(err, MFS_E_NOMEM, "out of memory parsing a message");
+}
+
+int mfs_mime_parse(const char *buf, size_t len, struct mfs_part **out,
+		   struct mfs_err *err)
+{
+	return mime_parse(buf, len, NULL, NULL, NULL, out, err);
 }
 
 static int sink_chunks(mfs_sink_fn sink, void *ctx, const char *d, size_t n);
@@ -1353,10 +1388,37 @@ static int headers_decode(const char *b, size_t off, size_t len,
 
 /* ---- reading entries ----------------------------------------------------- */
 
+/* A sink in front of the caller's that calls the layout's release function
+ * once every RELEASE_EVERY bytes that pass. */
+struct release_sink {
+	mfs_sink_fn sink;
+	void *ctx;
+	const struct mfs_layout *l;
+	size_t since;
+};
+
+static int release_sink(void *ctx, const char *d, size_t n)
+{
+	struct release_sink *rs = ctx;
+
+	rs->since += n;
+	if (rs->since >= RELEASE_EVERY) {
+		rs->l->release(rs->l->release_ctx);
+		rs->since = 0;
+	}
+	return rs->sink(rs->ctx, d, n);
+}
+
 static int source_decode(const struct mfs_layout *l, const struct mfs_source *s,
 			 mfs_sink_fn sink, void *ctx)
 {
 	const char *b = l->buf + s->off;
+	struct release_sink rs = {sink, ctx, l, 0};
+
+	if (l->release != NULL && s->len >= RELEASE_EVERY) {
+		sink = release_sink;
+		ctx = &rs;
+	}
 
 	switch (s->kind) {
 	case MFS_SRC_STRING:
@@ -2003,6 +2065,14 @@ static time_t message_date(const char *buf, const struct mfs_part *m)
 int mfs_layout_build(const char *buf, size_t len, struct mfs_layout **out,
 		     struct mfs_err *err)
 {
+	return mfs_layout_build_mapped(buf, len, NULL, NULL, NULL, out, err);
+}
+
+int mfs_layout_build_mapped(const char *buf, size_t len,
+			    mfs_release_fn release, mfs_skip_fn skip,
+			    void *ctx, struct mfs_layout **out,
+			    struct mfs_err *err)
+{
 	struct mfs_layout *l;
 	struct builder b = {0};
 	struct dirb d = {0};
@@ -2017,7 +2087,9 @@ int mfs_layout_build(const char *buf, size_t len, struct mfs_layout **out,
 				   "out of memory laying out a message");
 	l->buf = buf;
 	l->len = len;
-	r = mfs_mime_parse(buf, len, &l->root, err);
+	l->release = release;
+	l->release_ctx = ctx;
+	r = mime_parse(buf, len, release, skip, ctx, &l->root, err);
 	if (r != 0)
 		goto free_layout;
 	b.l = l;

@@ -213,9 +213,24 @@ struct mfs_dir {
 				      * directory shows, or NULL */
 };
 
+/* Called now and then while a long stretch of a message is scanned or
+ * decoded (every 2 MiB), so that the owner of a file mapping can let its
+ * pages go (MADV_DONTNEED): they are read again from the file when next
+ * touched, so the bytes seen never change, but a 50 MB message is never
+ * resident all at once. */
+typedef void (*mfs_release_fn)(void *ctx);
+
+/* The first offset at or after off where a MIME delimiter line may start:
+ * off itself, or the end of a stretch the caller knows holds none (a hole
+ * of zeros standing for a part's body). The parse does not read skipped
+ * bytes. */
+typedef size_t (*mfs_skip_fn)(void *ctx, size_t off);
+
 struct mfs_layout {
 	const char *buf; /* borrowed: the caller's message bytes */
 	size_t len;
+	mfs_release_fn release; /* or NULL: never called */
+	void *release_ctx;
 	struct mfs_part *root;	 /* owned */
 	struct mfs_dir root_dir; /* the top message directory */
 	time_t date;		 /* Date header via mfs_parse_date(), or
@@ -232,6 +247,16 @@ struct mfs_layout {
  */
 int mfs_layout_build(const char *buf, size_t len, struct mfs_layout **out,
 		     struct mfs_err *err);
+
+/* The same for bytes mapped from a file: release(ctx) is called while the
+ * parse scans long stretches, and kept in the layout for the decoding of
+ * its files (see mfs_release_fn); skip(ctx, off), when not NULL, tells the
+ * parse which stretches to pass over. Only for buffers whose pages may be
+ * dropped and read again: never for malloc'd memory. */
+int mfs_layout_build_mapped(const char *buf, size_t len,
+			    mfs_release_fn release, mfs_skip_fn skip,
+			    void *ctx, struct mfs_layout **out,
+			    struct mfs_err *err);
 
 /* Frees a layout and its tree (not buf). NULL is a no-op. */
 void mfs_layout_free(struct mfs_layout *layout);
