@@ -38,6 +38,8 @@ struct mfs_smtp {
 	int alive;
 	int dirty; /* MAIL was accepted and no reply to the data's end came
 		      yet: RSET before the next MAIL */
+	int data_out; /* the whole message went out with BDAT: from here a
+			 lost reply leaves the outcome unknown */
 };
 
 /* One reply: the code and the text lines joined with "; ". */
@@ -250,6 +252,8 @@ static void parse_ehlo(struct mfs_smtp *s, char *lines)
 			s->caps |= MFS_SMTP_SMTPUTF8;
 		else if (strcasecmp(l, "PIPELINING") == 0)
 			s->caps |= MFS_SMTP_PIPELINING;
+		else if (strcasecmp(l, "CHUNKING") == 0)
+			s->caps |= MFS_SMTP_CHUNKING;
 		else if (strcasecmp(l, "STARTTLS") == 0)
 			s->caps |= MFS_SMTP_STARTTLS;
 		else if (strncasecmp(l, "SIZE", 4) == 0 &&
@@ -688,8 +692,26 @@ static int add_rejected(struct mfs_smtp_result *res, const char *rcpt,
 	return 0;
 }
 
-/* Streams size bytes of fd, dot-stuffed, ending in CRLF. */
-static int send_body(struct mfs_smtp *s, int fd, off_t size)
+/* How many bytes send_body() adds after size bytes of fd so that they end
+ * in CRLF: 0, 1 or 2; -1 when fd cannot be read. */
+static int crlf_missing(int fd, off_t size)
+{
+	char t[2] = {'\r', '\n'};
+
+	if (size == 1 && pread(fd, t + 1, 1, 0) != 1)
+		return -1;
+	if (size == 1)
+		t[0] = '\n';
+	if (size >= 2 && pread(fd, t, 2, size - 2) != 2)
+		return -1;
+	if (t[0] == '\r' && t[1] == '\n')
+		return 0;
+	return t[1] == '\r' ? 1 : 2;
+}
+
+/* Streams size bytes of fd, dot-stuffed when `stuff` (DATA; not BDAT),
+ * ending in CRLF. */
+static int send_body(struct mfs_smtp *s, int fd, off_t size, int stuff)
 {
 	char *in = malloc(CHUNK), *out = malloc(2 * CHUNK);
 	off_t off = 0;
@@ -707,7 +729,7 @@ static int send_body(struct mfs_smtp *s, int fd, off_t size)
 		if (n <= 0)
 			goto free_bufs;
 		for (ssize_t i = 0; i < n; i++) {
-			if (bol && in[i] == '.')
+			if (stuff && bol && in[i] == '.')
 				out[o++] = '.';
 			out[o++] = in[i];
 			bol = in[i] == '\n';
@@ -734,11 +756,17 @@ free_bufs:
  * Queues the envelope: RSET when a transaction was left open, MAIL, and
  * with PIPELINING (RFC 2920) also every RCPT and DATA, so that the whole
  * envelope costs one round trip. Without it only RSET or MAIL is queued.
+ * With `bdat` (PIPELINING and CHUNKING, RFC 3030) "BDAT n LAST" and the
+ * message itself (fd, size bytes, as is) take the place of DATA: the whole
+ * submission then costs one round trip; s->data_out is set once every
+ * byte went out.
  */
 static int put_envelope(struct mfs_smtp *s, const char *sender,
-			const char *const *rcpts, size_t nrcpts, off_t size,
-			unsigned flags)
+			const char *const *rcpts, size_t nrcpts, int fd,
+			off_t size, int bdat, unsigned flags)
 {
+	int tail;
+
 	int pipelined = (s->caps & MFS_SMTP_PIPELINING) != 0;
 	char params[128] = "";
 	size_t pl = 0;
@@ -760,9 +788,25 @@ static int put_envelope(struct mfs_smtp *s, const char *sender,
 	for (size_t i = 0; pipelined && i < nrcpts; i++)
 		if (put_cmd(s, "RCPT TO:<%s>", rcpts[i]))
 			return -1;
+	if (bdat) {
+		tail = crlf_missing(fd, size);
+		if (tail < 0 ||
+		    put_cmd(s, "BDAT %lld LAST", (long long)size + tail) ||
+		    send_body(s, fd, size, 0))
+			return -1;
+		s->data_out = 1;
+		return 0;
+	}
 	if (pipelined && put_cmd(s, "DATA"))
 		return -1;
 	return flush(s);
+}
+
+/* The outcome of a lost connection: unknown once the whole message went
+ * out with BDAT (the server may have taken it), else a temporary failure. */
+static enum mfs_smtp_status lost(const struct mfs_smtp *s)
+{
+	return s->data_out ? MFS_SMTP_UNKNOWN : MFS_SMTP_TEMPFAIL;
 }
 
 /* Reads the reply to RSET; anything but 250 ends the session. Returns 0,
@@ -773,7 +817,7 @@ static int rset_reply(struct mfs_smtp *s, struct mfs_smtp_result *res, int *rc,
 	struct reply r;
 
 	if (read_reply(s, &r, NULL, 0)) {
-		*rc = net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RSET", err);
+		*rc = net_outcome(s, res, lost(s), "RSET", err);
 		return -1;
 	}
 	if (r.code != 250) {
@@ -792,7 +836,7 @@ static int envelope_reply(struct mfs_smtp *s, struct reply *r, const char *what,
 			  struct mfs_err *err)
 {
 	if (read_reply(s, r, NULL, 0)) {
-		*rc = net_outcome(s, res, MFS_SMTP_TEMPFAIL, what, err);
+		*rc = net_outcome(s, res, lost(s), what, err);
 		return -1;
 	}
 	if (!s->alive) {
@@ -817,15 +861,16 @@ static int none_accepted(struct mfs_smtp_result *res, int any_temp,
 }
 
 /*
- * RSET, MAIL, RCPT and, with PIPELINING, DATA; *data is then the reply to
- * DATA (code 0 without PIPELINING: DATA is still to be sent). Returns
+ * RSET, MAIL, RCPT and, with PIPELINING, DATA or (bdat) BDAT with the
+ * message; *data is then the reply to DATA or BDAT (code 0 without
+ * PIPELINING: DATA is still to be sent). Returns
  * MFS_OK with *stop set and res->status set when the transaction cannot
  * go on (res->reply set). A rejected recipient among accepted ones is
  * listed in res and the transaction goes on.
  */
 static int envelope(struct mfs_smtp *s, const char *sender,
-		    const char *const *rcpts, size_t nrcpts, off_t size,
-		    unsigned flags, struct reply *data, int *stop,
+		    const char *const *rcpts, size_t nrcpts, int fd, off_t size,
+		    int bdat, unsigned flags, struct reply *data, int *stop,
 		    struct mfs_smtp_result *res, struct mfs_err *err)
 {
 	int pipelined = (s->caps & MFS_SMTP_PIPELINING) != 0;
@@ -836,14 +881,16 @@ static int envelope(struct mfs_smtp *s, const char *sender,
 	*stop = 1;
 	data->code = 0;
 	if (s->dirty && !pipelined) {
-		if (put_envelope(s, sender, rcpts, nrcpts, size, flags))
+		if (put_envelope(s, sender, rcpts, nrcpts, fd, size, 0,
+				 flags))
 			return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RSET",
 					   err);
 		if (rset_reply(s, res, &rc, err))
 			return rc;
 	}
-	if (put_envelope(s, sender, rcpts, nrcpts, size, flags))
-		return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "MAIL", err);
+	if (put_envelope(s, sender, rcpts, nrcpts, fd, size, bdat, flags))
+		return net_outcome(s, res, MFS_SMTP_TEMPFAIL,
+				   bdat ? "MAIL ... BDAT" : "MAIL", err);
 	if (s->dirty && rset_reply(s, res, &rc, err))
 		return rc;
 	if (envelope_reply(s, &mail, "MAIL", res, &rc, err))
@@ -868,7 +915,8 @@ static int envelope(struct mfs_smtp *s, const char *sender,
 		if (add_rejected(res, rcpts[i], r.text))
 			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	}
-	if (pipelined && envelope_reply(s, data, "DATA", res, &rc, err))
+	if (pipelined &&
+	    envelope_reply(s, data, bdat ? "BDAT" : "DATA", res, &rc, err))
 		return rc;
 	if (mail.code / 100 == 2 && accepted > 0) {
 		*stop = 0;
@@ -890,9 +938,12 @@ int mfs_smtp_send(struct mfs_smtp *s, const char *sender,
 {
 	struct reply r;
 	int rc, stop;
+	int bdat = (s->caps & (MFS_SMTP_PIPELINING | MFS_SMTP_CHUNKING)) ==
+		   (MFS_SMTP_PIPELINING | MFS_SMTP_CHUNKING);
 	char text[128];
 
 	memset(res, 0, sizeof(*res));
+	s->data_out = 0;
 	if (!sender || nrcpts == 0)
 		return mfs_err_set(err, MFS_E_INVAL,
 				   "a message needs a sender and a recipient");
@@ -905,16 +956,22 @@ int mfs_smtp_send(struct mfs_smtp *s, const char *sender,
 			 (long long)size, (long long)s->size_limit);
 		return outcome(res, MFS_SMTP_PERMFAIL, text, err);
 	}
-	rc = envelope(s, sender, rcpts, nrcpts, size, flags, &r, &stop, res,
-		      err);
+	rc = envelope(s, sender, rcpts, nrcpts, fd, size, bdat, flags, &r,
+		      &stop, res, err);
 	if (rc || stop)
 		return rc;
+	if (bdat) { /* r is the reply to BDAT ... LAST */
+		if (r.code / 100 != 2)
+			return outcome(res, by_code(r.code), r.text, err);
+		s->dirty = 0;
+		return outcome(res, MFS_SMTP_ACCEPTED, r.text, err);
+	}
 	if (r.code == 0 &&
 	    (put_cmd(s, "DATA") || flush(s) || read_reply(s, &r, NULL, 0)))
 		return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "DATA", err);
 	if (r.code != 354)
 		return outcome(res, by_code(r.code), r.text, err);
-	if (send_body(s, fd, size))
+	if (send_body(s, fd, size, 1))
 		return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "sending data",
 				   err);
 	/* from here on the server may have the whole message */

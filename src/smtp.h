@@ -23,8 +23,11 @@
  * EHLO names the local host name, or "localhost" when it has none
  * that is a plain DNS name. Used extensions: PIPELINING (RFC 2920: MAIL,
  * every RCPT and DATA go in one write, and their replies are read in
- * order, so the envelope costs one round trip), 8BITMIME (BODY=8BITMIME),
- * SMTPUTF8, SIZE (checked before MAIL and given as SIZE=).
+ * order, so the envelope costs one round trip), CHUNKING with PIPELINING
+ * (RFC 3030: "BDAT n LAST" and the message, not dot-stuffed, go in that
+ * same write, so a whole submission costs one round trip; once every byte
+ * is out, a lost reply makes the outcome MFS_SMTP_UNKNOWN), 8BITMIME
+ * (BODY=8BITMIME), SMTPUTF8, SIZE (checked before MAIL and given as SIZE=).
  * One session sends several messages: after a transaction that ended with
  * the reply to the data's end no RSET is needed; after one that stopped
  * earlier (a refused RCPT or DATA) RSET goes first (in the same write
@@ -64,6 +67,7 @@
 #define MFS_SMTP_AUTH_LOGIN	  0x40
 #define MFS_SMTP_AUTH_XOAUTH2	  0x80
 #define MFS_SMTP_AUTH_OAUTHBEARER 0x100
+#define MFS_SMTP_CHUNKING	  0x200
 
 /* Flags for mfs_smtp_send(). */
 #define MFS_SMTP_SEND_8BIT 0x1 /* add BODY=8BITMIME */

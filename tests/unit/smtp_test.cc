@@ -889,6 +889,120 @@ TEST(SmtpFake, Reply421EndsTheSession)
 	mfs_smtp_result_free(&r);
 }
 
+// A fake server that offers CHUNKING: MAIL and the RCPTs in good are
+// accepted, "BDAT n LAST" takes the next n bytes (as lines) and answers
+// with done (an empty done closes the connection instead), or 554 when no
+// RCPT was accepted. Lines it was given are in the FakeServer's lines().
+FakeServer::Answer chunking(std::vector<std::string> good,
+			    std::string done = "250 2.0.0 queued\r\n")
+{
+	struct State {
+		long left = -1; // data bytes still to come
+		int rcpts = 0;
+	};
+	auto st = std::make_shared<State>();
+	return [=](const std::string &line) {
+		if (st->left >= 0) {
+			st->left -= (long)line.size() + 2;
+			if (st->left > 0)
+				return kSilent;
+			st->left = -1;
+			if (st->rcpts == 0)
+				return std::string(
+				    "554 5.5.1 no valid recipients\r\n");
+			return done;
+		}
+		if (line.rfind("EHLO ", 0) == 0)
+			return std::string("250-fake.test\r\n250-PIPELINING\r\n"
+					   "250-CHUNKING\r\n250 AUTH PLAIN\r\n");
+		if (line.rfind("AUTH ", 0) == 0)
+			return std::string("235 ok\r\n");
+		if (line.rfind("MAIL FROM:", 0) == 0 || line == "RSET") {
+			st->rcpts = 0;
+			return std::string("250 ok\r\n");
+		}
+		if (line.rfind("RCPT TO:<", 0) == 0) {
+			std::string a = line.substr(9, line.size() - 10);
+			if (std::find(good.begin(), good.end(), a) !=
+			    good.end()) {
+				st->rcpts++;
+				return std::string("250 ok\r\n");
+			}
+			return "550 5.1.1 <" + a + ">: User unknown\r\n";
+		}
+		if (line.rfind("BDAT ", 0) == 0) {
+			st->left = atol(line.c_str() + 5);
+			return kSilent;
+		}
+		return plain_answer(line, "PLAIN");
+	};
+}
+
+// CHUNKING with PIPELINING: MAIL, RCPT, "BDAT n LAST" and the message go
+// in one write (one round trip per message), the message as is: a line
+// that starts with "." is not stuffed, and n counts exactly its bytes.
+TEST(SmtpFake, ChunkingSendsTheWholeMessageInOneWrite)
+{
+	FakeServer srv("220 ok\r\n", chunking({"a@x.test"}));
+	const std::string msg = "Subject: 1\r\n\r\n.leading dot\r\nbody\r\n";
+	{
+		Session ses(fake_login(srv.port));
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+		for (int i = 0; i < 2; i++) {
+			auto r = ses.send(msg, {"a@x.test"});
+			EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+			EXPECT_TRUE(has(r.reply, "250 2.0.0 queued")) << r.reply;
+			mfs_smtp_result_free(&r);
+		}
+	}
+	auto lines = srv.lines();
+	auto pending = srv.pending();
+	int mails = 0;
+	for (size_t i = 0; i < lines.size(); i++) {
+		EXPECT_NE("DATA", lines[i]);
+		EXPECT_NE("RSET", lines[i]) << "no RSET after an accepted BDAT";
+		EXPECT_NE("..leading dot", lines[i]);
+		if (lines[i].rfind("MAIL FROM:", 0) != 0)
+			continue;
+		mails++;
+		EXPECT_EQ("RCPT TO:<a@x.test>\r\nBDAT " +
+			      std::to_string(msg.size()) + " LAST\r\n" + msg,
+			  pending[i]);
+	}
+	EXPECT_EQ(2, mails);
+}
+
+// With BDAT, once every byte of the message went out a lost reply leaves
+// the outcome unknown (the server may have the message): never a
+// temporary failure that would send it again.
+TEST(SmtpFake, ChunkingLostReplyAfterTheDataIsUnknown)
+{
+	FakeServer srv("220 ok\r\n", chunking({"a@x.test"}, ""));
+	Session ses(fake_login(srv.port));
+	ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	auto r = ses.send("Subject: x\r\n\r\nbody\r\n", {"a@x.test"});
+	EXPECT_EQ(MFS_SMTP_UNKNOWN, r.status) << r.reply;
+	EXPECT_EQ(0, mfs_smtp_alive(ses.s));
+	mfs_smtp_result_free(&r);
+}
+
+// With BDAT and no recipient accepted, the server refuses the chunk: the
+// outcome is the recipients' refusal, permanent.
+TEST(SmtpFake, ChunkingWithoutRecipientIsRefused)
+{
+	FakeServer srv("220 ok\r\n", chunking({"a@x.test"}));
+	Session ses(fake_login(srv.port));
+	ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	auto r = ses.send("Subject: x\r\n\r\nbody\r\n", {"b@x.test"});
+	EXPECT_EQ(MFS_SMTP_PERMFAIL, r.status) << r.reply;
+	EXPECT_TRUE(has(r.reply, "550 5.1.1")) << r.reply;
+	mfs_smtp_result_free(&r);
+	// the session goes on: RSET first, then the next message
+	r = ses.send("Subject: y\r\n\r\nbody\r\n", {"a@x.test"});
+	EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+	mfs_smtp_result_free(&r);
+}
+
 } // namespace
 
 int main(int argc, char **argv)
