@@ -1275,8 +1275,11 @@ int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size)
 		return 0; /* POP3: no Sent folder */
 	/* the \Sent folder is known from LIST, which may not have run */
 	if (fs->acct->sent_folder == NULL &&
-	    refresh_folders(fs, FOLDERS_TTL, &err) != MFS_OK)
+	    refresh_folders(fs, FOLDERS_TTL, &err) != MFS_OK) {
 		mfs_log_err("outbox/%s: %s", name, err.msg);
+		if (err.code == MFS_E_CONNECT || err.code == MFS_E_TIMEOUT)
+			return -1; /* the spool tries again later */
+	}
 	pthread_mutex_lock(&fs->lock);
 	if (fs->acct->sent_folder != NULL)
 		mailbox = mfs_mutf7_encode(fs->acct->sent_folder);
@@ -1291,9 +1294,15 @@ int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size)
 	}
 	if (fs->store->ops->append(fs->store, mailbox, fd, (uint64_t)size,
 				   time(NULL), MFS_FLAG_SEEN, &validity, &uid,
-				   &err) != MFS_OK)
+				   &err) != MFS_OK) {
 		mfs_log_err("outbox/%s was sent, but its copy in %s failed: %s",
 			    name, mailbox, err.msg);
+		free(mailbox);
+		/* unreachable or silent server: the spool tries again */
+		return err.code == MFS_E_CONNECT || err.code == MFS_E_TIMEOUT
+			   ? -1
+			   : 0;
+	}
 	free(mailbox);
 	return 0;
 }

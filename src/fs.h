@@ -38,9 +38,12 @@ struct mfs_spool;
  * must outlive fs). Call before mfs_fs_prepare(). */
 void mfs_fs_set_spool(struct mfs_fs *fs, struct mfs_spool *spool);
 
-/* The callback the spool calls after the server accepted a message: on
- * stores that can append, a copy goes to the Sent folder (sent_folder, else
- * the folder with SPECIAL-USE \Sent), marked \Seen. arg is the fs. */
+/* The callback the spool's Sent-copy thread calls for a message the server
+ * accepted: on stores that can append, a copy goes to the Sent folder
+ * (sent_folder, else the folder with SPECIAL-USE \Sent), marked \Seen. arg
+ * is the fs. Returns 0 when the copy is made or cannot ever be (logged),
+ * -1 when the IMAP server could not be reached or did not answer: the
+ * spool keeps the copy and tries again later. */
 int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size);
 
 /* Watches INBOX with IMAP IDLE on a connection of its own (store, made

@@ -380,7 +380,15 @@ remove_handlers:
 out:
 	if (se != NULL)
 		fuse_session_destroy(se);
-	mfs_spool_close(spool);
+	/* before the fs and the store: its Sent copies go through them */
+	if (mfs_spool_close(spool) != 0) {
+		/* a Sent copy still on its way uses the fs, the cache, the
+		 * store, the account and the password; the process ends now,
+		 * so they are left as they are */
+		free(spool_dir);
+		free(opts.mountpoint);
+		return rc;
+	}
 	free(spool_dir);
 	mfs_fs_free(fs);
 	mfs_cache_close(cache);

@@ -61,6 +61,8 @@ struct mfs_spool {
 	char *token;	       /* owned or NULL: a token asked for again after
 				  the server refused o.password; used instead
 				  of it from then on (under lock) */
+	struct sentq *sent;    /* owned reference, or NULL without o.sent:
+				  the Sent copies to make */
 };
 
 static const char *const status_names[] = {
@@ -356,6 +358,482 @@ static int load(struct mfs_spool *sp, struct mfs_err *err)
 	return MFS_OK;
 }
 
+/* ---- Sent copies ----------------------------------------------------------
+ *
+ * The queue lives in an allocation of its own, counted by references (the
+ * spool's and the thread's), so that a thread still inside the callback
+ * when mfs_spool_stop() gives up on it can finish that copy after the
+ * spool is gone. Times of the queue are CLOCK_MONOTONIC seconds.
+ */
+
+#define SENT_DIR ".sent"
+
+struct copy {
+	struct copy *next;
+	char id[ID_LEN];
+	char *name;	 /* owned: the name in outbox/, for the log */
+	int attempts;	 /* failed calls so far */
+	double next_try; /* monotonic; 0: now */
+};
+
+struct sentq {
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* CLOCK_MONOTONIC */
+	int refs;	     /* the spool's, and the thread's while it runs */
+	int dirfd;	     /* owned: SPOOL/.sent */
+	mfs_spool_sent_fn fn;
+	void *arg; /* borrowed: passed to fn */
+	int backoff_min, backoff_max, lifetime;
+	struct copy *head; /* owned list, in order of acceptance */
+	int busy;	   /* fn runs on head now */
+	int running;	   /* the thread exists (it is detached) */
+	int stop;	   /* the thread is asked to end by deadline */
+	double deadline;   /* monotonic */
+};
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Waits on q->cond until woken or the monotonic time t (0: no limit).
+ * Called with q->lock held. */
+static void sentq_wait(struct sentq *q, double t)
+{
+	struct timespec ts;
+
+	if (t <= 0) {
+		pthread_cond_wait(&q->cond, &q->lock);
+		return;
+	}
+	ts.tv_sec = (time_t)t;
+	ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+	pthread_cond_timedwait(&q->cond, &q->lock, &ts);
+}
+
+static void copy_free(struct copy *c)
+{
+	free(c->name);
+	free(c);
+}
+
+static void sentq_unref(struct sentq *q)
+{
+	int last;
+
+	if (!q)
+		return;
+	pthread_mutex_lock(&q->lock);
+	last = --q->refs == 0;
+	pthread_mutex_unlock(&q->lock);
+	if (!last)
+		return;
+	while (q->head) {
+		struct copy *c = q->head;
+
+		q->head = c->next;
+		copy_free(c);
+	}
+	close(q->dirfd);
+	pthread_cond_destroy(&q->cond);
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+}
+
+/* Adds c in id order (ids sort by time of acceptance). Lock held. */
+static void sentq_insert(struct sentq *q, struct copy *c)
+{
+	struct copy **pp = &q->head;
+
+	while (*pp && strcmp((*pp)->id, c->id) < 0)
+		pp = &(*pp)->next;
+	c->next = *pp;
+	*pp = c;
+}
+
+/* Deletes a copy's files: ID.eml first, so that a stop in between leaves
+ * an ID.name alone, which open drops. */
+static void copy_remove_files(struct sentq *q, const char *id)
+{
+	char path[ID_LEN + 16];
+
+	snprintf(path, sizeof(path), "%s.eml", id);
+	unlinkat(q->dirfd, path, 0);
+	snprintf(path, sizeof(path), "%s.name", id);
+	unlinkat(q->dirfd, path, 0);
+	fsync(q->dirfd);
+}
+
+/* The wall-clock time the copy's message was accepted, from the id. */
+static time_t copy_time(const struct copy *c)
+{
+	char hex[17];
+
+	snprintf(hex, sizeof(hex), "%.16s", c->id);
+	return (time_t)strtoll(hex, NULL, 16);
+}
+
+/* Records what the call of fn on the first copy c returned (rc; gone: its
+ * file is missing). Called with q->lock held; removes c unless it is to
+ * be tried again. */
+static void copy_outcome(struct sentq *q, struct copy *c, int rc, int gone)
+{
+	long delay = q->backoff_min;
+
+	if (rc == 0 || gone || time(NULL) - copy_time(c) >= q->lifetime) {
+		if (rc == 0)
+			mfs_log_info("outbox: the Sent copy of %s was made",
+				     c->name);
+		else
+			mfs_log_err("outbox: the Sent copy of %s is dropped: "
+				    "%s",
+				    c->name,
+				    gone ? "its file is gone"
+					 : "not made within the queue "
+					   "lifetime");
+		q->head = c->next;
+		copy_remove_files(q, c->id);
+		copy_free(c);
+		return;
+	}
+	c->attempts++;
+	for (int i = 1; i < c->attempts && delay < q->backoff_max; i++)
+		delay *= 2;
+	if (delay > q->backoff_max)
+		delay = q->backoff_max;
+	c->next_try = mono_now() + delay;
+	mfs_log_err("outbox: the Sent copy of %s failed (attempt %d); "
+		    "next try in %ld s",
+		    c->name, c->attempts, delay);
+}
+
+/*
+ * Hands the first copy to fn when it is due and nobody makes it now.
+ * Called with q->lock held; drops it during the call. Returns 1 when made
+ * (or dropped), 0 when it failed, -1 when there was nothing to do.
+ */
+static int sentq_make_one(struct sentq *q)
+{
+	struct copy *c = q->head;
+	char path[ID_LEN + 16];
+	struct stat st;
+	int fd, rc = -1;
+
+	if (!c || q->busy || c->next_try > mono_now())
+		return -1;
+	q->busy = 1;
+	pthread_mutex_unlock(&q->lock);
+	snprintf(path, sizeof(path), "%s.eml", c->id);
+	fd = openat(q->dirfd, path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0 && fstat(fd, &st) == 0)
+		rc = q->fn(q->arg, c->name, fd, st.st_size);
+	if (fd >= 0)
+		close(fd);
+	pthread_mutex_lock(&q->lock);
+	q->busy = 0;
+	/* only this call removes c; a new copy is never put before it */
+	copy_outcome(q, c, rc, fd < 0);
+	pthread_cond_broadcast(&q->cond);
+	return rc == 0 || fd < 0;
+}
+
+static void *sent_thread(void *arg)
+{
+	struct sentq *q = arg;
+
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		struct copy *c = q->head;
+		double now = mono_now(), wake;
+
+		if (q->stop && (!c || c->next_try > now || now >= q->deadline))
+			break;
+		if (sentq_make_one(q) >= 0)
+			continue;
+		/* nothing due, or mfs_spool_run_sent() is making it */
+		wake = c && !q->busy ? c->next_try : 0;
+		if (q->stop && (!wake || q->deadline < wake))
+			wake = q->deadline;
+		sentq_wait(q, wake);
+	}
+	q->running = 0;
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	sentq_unref(q);
+	return NULL;
+}
+
+static int sentq_start(struct sentq *q)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int rc = 0;
+
+	pthread_mutex_lock(&q->lock);
+	q->stop = 0;
+	if (!q->running) {
+		q->refs++;
+		q->running = 1;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &attr, sent_thread, q) != 0) {
+			q->refs--;
+			q->running = 0;
+			rc = -1;
+		}
+		pthread_attr_destroy(&attr);
+	}
+	/* a thread left running by a stop goes on as before */
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	return rc;
+}
+
+/* Asks the thread to end within grace seconds and waits that long at most.
+ * Returns 1 when it is still inside the callback then, else 0. */
+static int sentq_stop(struct sentq *q, int grace)
+{
+	int left;
+
+	pthread_mutex_lock(&q->lock);
+	q->stop = 1;
+	q->deadline = mono_now() + grace;
+	pthread_cond_broadcast(&q->cond);
+	while (q->running && mono_now() < q->deadline)
+		sentq_wait(q, q->deadline);
+	left = q->running;
+	pthread_mutex_unlock(&q->lock);
+	if (left)
+		mfs_log_err("outbox: a Sent copy was still being made when "
+			    "mailfs stopped; it is made again at the next "
+			    "mount unless it succeeds now");
+	return left;
+}
+
+int mfs_spool_run_sent(struct mfs_spool *sp)
+{
+	struct sentq *q = sp->sent;
+	int made = 0, rc;
+
+	if (!q)
+		return 0;
+	pthread_mutex_lock(&q->lock);
+	while ((rc = sentq_make_one(q)) > 0)
+		made++;
+	pthread_mutex_unlock(&q->lock);
+	return made;
+}
+
+/* Writes text to dirfd/path durably (path.new, fsync, rename). */
+static int write_durably(int dirfd, const char *path, const char *text,
+			 size_t len)
+{
+	char tmp[ID_LEN + 32];
+	int fd, rc = -1;
+
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	if (write(fd, text, len) == (ssize_t)len && fsync(fd) == 0 &&
+	    renameat(dirfd, tmp, dirfd, path) == 0)
+		rc = 0;
+	close(fd);
+	if (rc)
+		unlinkat(dirfd, tmp, 0);
+	return rc;
+}
+
+/* Copies size bytes of fd into dirfd/path, durably. */
+static int copy_durably(int fd, off_t size, int dirfd, const char *path)
+{
+	char tmp[ID_LEN + 32], buf[65536];
+	int out, rc = -1;
+	off_t off = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	out =
+	    openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0)
+		return -1;
+	while (off < size) {
+		ssize_t n = pread(fd, buf, sizeof(buf), off);
+
+		if (n <= 0 || write(out, buf, n) != n)
+			goto close_out;
+		off += n;
+	}
+	if (fsync(out) == 0 && renameat(dirfd, tmp, dirfd, path) == 0)
+		rc = 0;
+close_out:
+	close(out);
+	if (rc)
+		unlinkat(dirfd, tmp, 0);
+	return rc;
+}
+
+/*
+ * Keeps the prepared message prep (size bytes) as a Sent copy to make,
+ * named after id, and queues it. Returns 0, or -1 (errno set) when it
+ * could not be kept on disk.
+ */
+static int sentq_keep(struct sentq *q, const char *id, const char *name,
+		      int prep, off_t size)
+{
+	char path[ID_LEN + 16], proc[64], *text = NULL;
+	struct copy *c = calloc(1, sizeof(*c));
+	size_t len = 0;
+	FILE *f;
+
+	if (!c || !(c->name = strdup(name)))
+		goto free_copy;
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	f = open_memstream(&text, &len);
+	if (!f)
+		goto free_copy;
+	fputs("name: ", f);
+	put_escaped(f, name);
+	fputc('\n', f);
+	if (fclose(f) != 0)
+		goto free_copy;
+	snprintf(path, sizeof(path), "%s.name", id);
+	if (write_durably(q->dirfd, path, text, len) != 0)
+		goto free_copy;
+	snprintf(path, sizeof(path), "%s.eml", id);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", prep);
+	/* the O_TMPFILE gets its name only now that its bytes are safe */
+	if (fsync(prep) != 0 ||
+	    linkat(AT_FDCWD, proc, q->dirfd, path, AT_SYMLINK_FOLLOW) != 0) {
+		if (copy_durably(prep, size, q->dirfd, path) != 0)
+			goto remove_files;
+	}
+	if (fsync(q->dirfd) != 0)
+		goto remove_files;
+	free(text);
+	pthread_mutex_lock(&q->lock);
+	sentq_insert(q, c);
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	return 0;
+remove_files:
+	copy_remove_files(q, id);
+free_copy:
+	free(text);
+	if (c)
+		copy_free(c);
+	return -1;
+}
+
+/* Reads the user's name of a copy from ID.name; "?" when unreadable. */
+static char *copy_name(struct sentq *q, const char *id)
+{
+	char path[ID_LEN + 16], line[4096] = "";
+	FILE *f;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s.name", id);
+	fd = openat(q->dirfd, path, O_RDONLY | O_CLOEXEC);
+	f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
+		return strdup("?");
+	}
+	if (!fgets(line, sizeof(line), f))
+		line[0] = '\0';
+	fclose(f);
+	line[strcspn(line, "\n")] = '\0';
+	return strncmp(line, "name: ", 6) == 0 ? unescape(line + 6)
+					       : strdup("?");
+}
+
+/* Loads one directory entry of .sent: a copy for ID.eml, a removal for a
+ * left-over ID.name or a half-written *.new. */
+static void sentq_load_one(struct sentq *q, const char *fname)
+{
+	size_t n = strlen(fname);
+	char id[ID_LEN], path[ID_LEN + 16];
+	struct copy *c;
+
+	if (n > 4 && strcmp(fname + n - 4, ".new") == 0) {
+		unlinkat(q->dirfd, fname, 0);
+		return;
+	}
+	if (n > 5 && n - 5 < ID_LEN && strcmp(fname + n - 5, ".name") == 0) {
+		snprintf(path, sizeof(path), "%.*s.eml", (int)(n - 5), fname);
+		if (faccessat(q->dirfd, path, F_OK, 0) != 0)
+			unlinkat(q->dirfd, fname, 0);
+		return;
+	}
+	if (n <= 4 || n - 4 >= ID_LEN || strcmp(fname + n - 4, ".eml") != 0)
+		return;
+	snprintf(id, sizeof(id), "%.*s", (int)(n - 4), fname);
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return;
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	c->name = copy_name(q, id);
+	if (!c->name) {
+		free(c);
+		return;
+	}
+	mfs_log_info("outbox: the Sent copy of %s, left by an earlier run, "
+		     "is still to be made",
+		     c->name);
+	sentq_insert(q, c);
+}
+
+/* Opens (creating it) SPOOL/.sent and loads the copies left there. */
+static int sentq_open(struct mfs_spool *sp, struct mfs_err *err)
+{
+	pthread_condattr_t ca;
+	struct sentq *q;
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	if (mkdirat(sp->dirfd, SENT_DIR, 0700) != 0 && errno != EEXIST)
+		goto fail;
+	q->dirfd =
+	    openat(sp->dirfd, SENT_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (q->dirfd < 0)
+		goto fail;
+	fd = dup(q->dirfd);
+	d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		close(q->dirfd);
+		goto fail;
+	}
+	q->refs = 1;
+	q->fn = sp->o.sent;
+	q->arg = sp->o.sent_arg;
+	q->backoff_min = sp->o.backoff_min;
+	q->backoff_max = sp->o.backoff_max;
+	q->lifetime = sp->o.lifetime;
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&q->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	while ((de = readdir(d)))
+		sentq_load_one(q, de->d_name);
+	closedir(d);
+	sp->sent = q;
+	return MFS_OK;
+fail:
+	free(q);
+	return mfs_err_set(err, MFS_E_IO, "cannot open %s/%s: %s", sp->o.dir,
+			   SENT_DIR, strerror(errno));
+}
+
 /* ---- open and close --------------------------------------------------- */
 
 static int mkdir_p(const char *dir)
@@ -416,6 +894,8 @@ int mfs_spool_open(const struct mfs_spool_opts *opts, struct mfs_spool **out,
 	pthread_mutex_init(&sp->lock, NULL);
 	pthread_cond_init(&sp->cond, NULL);
 	rc = load(sp, err);
+	if (rc == MFS_OK && sp->o.sent)
+		rc = sentq_open(sp, err);
 	if (rc) {
 		mfs_spool_close(sp);
 		return rc;
@@ -427,11 +907,14 @@ free_sp:
 	return rc;
 }
 
-void mfs_spool_close(struct mfs_spool *sp)
+int mfs_spool_close(struct mfs_spool *sp)
 {
+	int left;
+
 	if (!sp)
-		return;
-	mfs_spool_stop(sp);
+		return 0;
+	left = mfs_spool_stop(sp);
+	sentq_unref(sp->sent);
 	while (sp->head) {
 		struct entry *e = sp->head;
 
@@ -443,6 +926,7 @@ void mfs_spool_close(struct mfs_spool *sp)
 	mfs_password_free(sp->token);
 	close(sp->dirfd);
 	free(sp);
+	return left;
 }
 
 /* ---- listing ------------------------------------------------------------- */
@@ -818,6 +1302,33 @@ static int tmpfile_in(struct mfs_spool *sp)
 	return fd;
 }
 
+/* Queues the Sent copy of an accepted message before its entry goes (a
+ * stop in between leaves the entry "sending", hence "unknown" and not sent
+ * again, and the copy is made all the same). When it cannot be kept on
+ * disk, it is made now, as the only chance left. */
+static void keep_sent_copy(struct mfs_spool *sp, struct entry *e, int prep,
+			   off_t size)
+{
+	char id[ID_LEN];
+
+	pthread_mutex_lock(&sp->lock);
+	snprintf(id, sizeof(id), "%016llx%04x%04x", (long long)time(NULL),
+		 (unsigned)getpid() & 0xffff, sp->counter++ & 0xffff);
+	pthread_mutex_unlock(&sp->lock);
+	if (sentq_keep(sp->sent, id, e->name, prep, size) == 0) {
+		mfs_log_debug("outbox: the Sent copy of %s is queued as %s",
+			      e->name, id);
+		return;
+	}
+	mfs_log_err("outbox: cannot keep the Sent copy of %s on disk (%s); "
+		    "making it now",
+		    e->name, strerror(errno));
+	if (sp->o.sent(sp->o.sent_arg, e->name, prep, size) != 0)
+		mfs_log_err("outbox: the Sent copy of %s failed and is not "
+			    "tried again",
+			    e->name);
+}
+
 static void accepted(struct mfs_spool *sp, struct entry *e, int prep,
 		     off_t size, const struct mfs_smtp_result *res,
 		     struct mfs_spool_outcome *oc)
@@ -833,8 +1344,8 @@ static void accepted(struct mfs_spool *sp, struct entry *e, int prep,
 				res->rejected[i].reply);
 	mfs_log_info("outbox: %s sent (Message-ID %s)%s%s", e->name,
 		     e->message_id, len ? "; " : "", oc->reply);
-	if (sp->o.sent)
-		sp->o.sent(sp->o.sent_arg, e->name, prep, size);
+	if (sp->sent)
+		keep_sent_copy(sp, e, prep, size);
 	pthread_mutex_lock(&sp->lock);
 	unlink_from_list(sp, e);
 	remove_files(sp, e->id);
@@ -1295,6 +1806,9 @@ int mfs_spool_start(struct mfs_spool *sp, struct mfs_err *err)
 {
 	int rc = MFS_OK;
 
+	if (sp->sent && sentq_start(sp->sent) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM,
+				   "cannot start the Sent copy thread");
 	pthread_mutex_lock(&sp->lock);
 	if (!sp->started) {
 		sp->stop = 0;
@@ -1308,7 +1822,8 @@ int mfs_spool_start(struct mfs_spool *sp, struct mfs_err *err)
 	return rc;
 }
 
-void mfs_spool_stop(struct mfs_spool *sp)
+/* The retry thread and the kept session. */
+static void stop_retries(struct mfs_spool *sp)
 {
 	pthread_mutex_lock(&sp->lock);
 	if (!sp->started) {
@@ -1324,4 +1839,13 @@ void mfs_spool_stop(struct mfs_spool *sp)
 	pthread_join(sp->thread, NULL);
 	sp->started = 0;
 	close_idle(sp);
+}
+
+int mfs_spool_stop(struct mfs_spool *sp)
+{
+	int grace = sp->o.acct->timeout > 0 ? sp->o.acct->timeout : 30;
+
+	/* first: a message being sent may still add a copy */
+	stop_retries(sp);
+	return sp->sent ? sentq_stop(sp->sent, grace) : 0;
 }

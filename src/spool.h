@@ -53,9 +53,34 @@
  * that finds it taken by another opens one of its own (and closes it after
  * its message when one is kept already).
  *
+ * Sent copies: when the server accepts a message, its prepared form (what
+ * the server got) is kept as a "Sent copy to make" before the entry
+ * leaves the spool, so that close() in outbox/ waits for SMTP alone:
+ *
+ *   .sent/ID.eml    the prepared message (mode 0600), named only once its
+ *                   bytes are on disk (linkat of the fsync'd O_TMPFILE, or
+ *                   a copy written as ID.eml.new, fsync'd and renamed),
+ *                   so a crash never leaves a torn copy to append
+ *   .sent/ID.name   the user's name, for the log (written before ID.eml;
+ *                   one without its ID.eml is dropped at open)
+ *
+ * A thread of its own (started with the retry thread) hands them to the
+ * sent callback one at a time in the order the messages were accepted,
+ * and deletes ID.eml, then ID.name, when the callback returns 0. A
+ * non-zero return keeps the copy and retries it after backoff_min
+ * seconds, doubling up to backoff_max; a copy still not made after
+ * lifetime seconds since its message was accepted is dropped (logged).
+ * Copies left by an earlier run are loaded at open, in order, and made
+ * once the thread starts. A copy is handed to the callback again only
+ * after a failure it reported, or when mailfs stopped after the callback
+ * made it and before ID.eml was deleted: then the Sent folder may hold it
+ * twice. Sent copies are not entries: outbox/ does not list them, and
+ * they have no status text; the log says when one is made or fails. With
+ * no sent callback nothing is kept.
+ *
  * Locking: every function may be called from any thread; one mutex guards
- * the in-memory index and the kept session, and no network wait ever
- * happens under it.
+ * the in-memory index and the kept session, another the Sent copies, and
+ * no network wait ever happens under either.
  */
 #ifndef MAILFS_SPOOL_H
 #define MAILFS_SPOOL_H
@@ -77,11 +102,20 @@ enum mfs_spool_status {
 	MFS_SPOOL_UNKNOWN,
 };
 
-/* Called after the server accepted a message, before the entry is removed:
- * fd is the prepared message as sent (Bcc removed, CRLF), size bytes, read
- * it with pread. IMAP mounts APPEND it to the Sent folder. The return value
- * is ignored; a failure should be logged by the callback. It runs on the
- * committing thread or on the retry thread, without the spool's lock. */
+/*
+ * Makes the Sent copy of a message the server accepted: fd is the prepared
+ * message as sent (Bcc removed, CRLF), size bytes; read it with pread
+ * (the offset is not to be relied on). IMAP mounts APPEND it to the Sent
+ * folder. name is the name the message had in outbox/, for the log.
+ * Returns 0 when the copy is made or is not to be made (no Sent folder, a
+ * POP3 mount, a permanent refusal: the callback logs why), non-zero for a
+ * temporary failure (network, server unreachable): the spool keeps the
+ * copy and calls again later. It runs on the spool's Sent-copy thread (or
+ * the thread of mfs_spool_run_sent()), never on a committing thread, and
+ * without the spool's lock; calls never overlap. It should return within
+ * a bounded time (the account's network timeouts); see mfs_spool_close()
+ * for one that does not.
+ */
 typedef int (*mfs_spool_sent_fn)(void *arg, const char *name, int fd,
 				 off_t size);
 
@@ -147,11 +181,16 @@ struct mfs_spool_outcome {
 int mfs_spool_open(const struct mfs_spool_opts *opts, struct mfs_spool **out,
 		   struct mfs_err *err);
 
-/* Stops the retry thread (if started), ends the kept SMTP session (QUIT,
- * its reply waited for at most 2 seconds, so that an unmount does not wait
- * for a server that went away) and frees the spool. Nothing on disk
- * changes. NULL is fine. */
-void mfs_spool_close(struct mfs_spool *sp);
+/*
+ * Stops the threads (see mfs_spool_stop()), ends the kept SMTP session and
+ * frees the spool. Nothing on disk changes but for the Sent copies made
+ * meanwhile. NULL is fine. Returns 0, or 1 when a sent callback was still
+ * running when the wait for the Sent copies ended: the spool is freed all
+ * the same, but that callback goes on (its copy stays on disk unless it
+ * succeeds) and sent_arg must stay valid until it returns, so the caller
+ * should leave sent_arg's object alone and exit.
+ */
+int mfs_spool_close(struct mfs_spool *sp);
 
 /* Names waiting, queued, failed... in outbox/: every entry, in creation
  * order. *entries is malloc'd; free with mfs_spool_entries_free().
@@ -239,20 +278,37 @@ char *mfs_spool_status_text(struct mfs_spool *sp, const char *name,
 
 /* Starts the retry thread: it sends every due "queued" entry, then sleeps
  * until the next is due or it is woken; it also ends the kept SMTP session
- * once it has been idle for keep_open seconds.
+ * once it has been idle for keep_open seconds. With a sent callback it
+ * starts the Sent-copy thread too (see "Sent copies" above), which makes
+ * the copies loaded at open and every new one.
  * Errors: MFS_E_NOMEM (thread creation failed). Calling it twice is a
  * no-op. */
 int mfs_spool_start(struct mfs_spool *sp, struct mfs_err *err);
 
-/* Stops the retry thread: wakes it, cancels a session in progress, joins
+/*
+ * Stops the retry thread: wakes it, cancels a session in progress, joins
  * it, then ends the kept session (QUIT, its reply waited for at most 2
- * seconds). Returns within about one network timeout. Safe when not
- * started. */
-void mfs_spool_stop(struct mfs_spool *sp);
+ * seconds). Then stops the Sent-copy thread: the copies still to make get
+ * until acct->timeout seconds from then to be made, one after another,
+ * but none is started once the callback has failed for the first of them
+ * (the server is unreachable: it waits for its next try, on disk) or once
+ * that time is up; what is left stays on disk for the next open. A
+ * callback running at the end of that time is not waited for (return 1,
+ * see mfs_spool_close()). Returns within about one network timeout plus
+ * acct->timeout, and 0 unless a callback was left running. Safe when not
+ * started.
+ */
+int mfs_spool_stop(struct mfs_spool *sp);
 
 /* Sends every due "queued" entry now on the calling thread (what the retry
  * thread does in one round). Returns the number of entries sent. */
 int mfs_spool_run_due(struct mfs_spool *sp);
+
+/* Makes every Sent copy that is due on the calling thread, in order, until
+ * the callback fails for one (what the Sent-copy thread does in one
+ * round); a copy the thread is making is left to it. Returns the number
+ * made. */
+int mfs_spool_run_sent(struct mfs_spool *sp);
 
 /* 1 for a name that waits for a rename ('.' first, or ending in '~',
  * ".swp", ".tmp"), else 0. */

@@ -7,10 +7,14 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import uuid
 
-from harness import check, eq, wait_for
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from faultproxy import FaultProxy  # noqa: E402
+from harness import check, eq, wait_for  # noqa: E402
 
 M = None
 CFG = None
@@ -239,6 +243,64 @@ def test_from_header_added_from_the_setting(env):
           ("To: %s\nSubject: nofrom %s\n\nhi\n" % (env["MFS_EMAIL"], t)).encode())
     m = email.message_from_bytes(find(env, t, folder="Sent")[0])
     eq(m["From"], "Alice <%s>" % env["MFS_EMAIL"], "From of the Sent copy")
+
+
+def sent_count(env, subject_tag):
+    """Messages in Sent whose Subject contains subject_tag, now."""
+    c = env.imap()
+    c.select("Sent", readonly=True)
+    n = len(c.uid("SEARCH", "SUBJECT", subject_tag)[1][0].split())
+    c.logout()
+    return n
+
+
+def listen_again(proxy):
+    try:
+        proxy.passthrough()
+    except OSError:  # the port is still held by a closing connection
+        return False
+    return True
+
+
+def test_sent_copy_waits_while_imap_is_unreachable(env):
+    """SMTP accepts while the IMAP server cannot be reached: cp returns at
+    once, the message leaves outbox/, and its Sent copy is made once the
+    IMAP server is back, exactly once."""
+    p = FaultProxy(int(env["MFS_IMAPS_PORT"]))
+    cfg = env.write_config("config-outbox-sentdown", {
+        "imap": "imaps://localhost:%d" % p.port,
+        "smtp": "smtps://localhost:%s" % env["MFS_SMTPS_PORT"],
+        "from": "Alice <%s>" % env["MFS_EMAIL"],
+        "retry_min": "1", "retry_max": "2",
+        "cache_dir": os.path.join(env.dir, "cache-outbox-sentdown")})
+    m = env.mount(config=cfg)
+    try:
+        check("Sent" in os.listdir(m.path), "the folders are listed")
+        p.refuse()
+        p.kill_all(rst=True)  # no FIN_WAIT holds the port for later
+        t = tag()
+        path = os.path.join(m.path, "outbox", "down.eml")
+        t0 = time.time()
+        write(path, message(env, "sentdown " + t))
+        secs = time.time() - t0
+        print("close() with the IMAP server unreachable: %.2f s" % secs)
+        check(secs < 5, "close() took %.1f s" % secs)
+        eq(len(find(env, t)), 1, "delivered while IMAP is unreachable")
+        check(not os.path.exists(path), "the file left outbox/")
+        eq([n for n in os.listdir(os.path.join(m.path, "outbox"))
+            if n != ".status"], [], "outbox/ lists no pending Sent copy")
+        wait_for(lambda: "Sent copy of down.eml failed" in m.output(), 30,
+                 "the failed Sent copy in the log")
+        eq(sent_count(env, t), 0, "no Sent copy while IMAP is unreachable")
+        wait_for(lambda: listen_again(p), 20, "the proxy to listen again")
+        eq(len(find(env, t, folder="Sent", wait=30)), 1, "the Sent copy")
+        wait_for(lambda: "Sent copy of down.eml was made" in m.output(), 10,
+                 "the Sent copy in the log")
+        time.sleep(1)
+        eq(sent_count(env, t), 1, "exactly one Sent copy")
+    finally:
+        m.umount()
+        p.close()
 
 
 def test_check_says_hello_to_smtp(env):

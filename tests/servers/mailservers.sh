@@ -438,6 +438,7 @@ EOF
   -o syslog_name=mfs-postfix-$PORT_SMTP/submission
   -o smtpd_tls_security_level=may
   -o smtpd_tls_auth_only=yes
+  -o smtpd_discard_ehlo_keywords=chunking
 127.0.0.1:$PORT_SMTPS inet n - n - - smtpd
   -o syslog_name=mfs-postfix-$PORT_SMTP/submissions
   -o smtpd_tls_wrappermode=yes

@@ -8,8 +8,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -168,16 +172,78 @@ class Spool : public ::testing::Test
 	struct mfs_account acct = {};
 	struct mfs_spool *sp = nullptr;
 	std::string dir;
-	std::vector<std::string> sent_names;
+	// the fake sent callback: what it made, how often it was called,
+	// and what it is told to do (fail the next N calls, block until
+	// released); all under mu
+	std::mutex mu;
+	std::condition_variable cv;
+	std::vector<std::string> sent_names;  // made, in order
+	std::vector<std::string> sent_bodies; // what each got to read
+	int sent_calls = 0;
+	int fail_next = 0;
+	bool block = false;
+	bool in_call = false;
 
 	static int on_sent(void *arg, const char *name, int fd, off_t size)
 	{
 		auto *self = (Spool *)arg;
-		char buf[16] = "";
-		self->sent_names.push_back(name);
+		std::string body(size > 0 ? size : 0, '\0');
 		EXPECT_GT(size, 0);
-		EXPECT_EQ(5, pread(fd, buf, 5, 0));
+		EXPECT_EQ(size, pread(fd, &body[0], body.size(), 0));
+		std::unique_lock<std::mutex> g(self->mu);
+		EXPECT_FALSE(self->in_call) << "calls overlap";
+		self->sent_calls++;
+		self->in_call = true;
+		self->cv.notify_all();
+		self->cv.wait(g, [self] { return !self->block; });
+		self->in_call = false;
+		self->cv.notify_all();
+		if (self->fail_next > 0) {
+			self->fail_next--;
+			return -1;
+		}
+		self->sent_names.push_back(name);
+		self->sent_bodies.push_back(body);
 		return 0;
+	}
+	// Waits until pred() holds (under mu), at most secs seconds.
+	template <typename P> bool wait_until(P pred, double secs = 10)
+	{
+		std::unique_lock<std::mutex> g(mu);
+		return cv.wait_for(g, std::chrono::duration<double>(secs),
+				   pred);
+	}
+	void set_block(bool b)
+	{
+		std::lock_guard<std::mutex> g(mu);
+		block = b;
+		cv.notify_all();
+	}
+	// Waits (at most 2 s) until the copy directory is empty: ID.eml goes
+	// just before ID.name, after the callback returned.
+	void wait_no_copies()
+	{
+		for (int i = 0; i < 100 && copies_on_disk(""); i++)
+			usleep(20000);
+	}
+	// Files in the Sent copy directory whose names end in suffix ("":
+	// all).
+	size_t copies_on_disk(const std::string &suffix = ".eml")
+	{
+		size_t n = 0;
+		DIR *d = opendir((dir + "/.sent").c_str());
+		if (!d)
+			return 0;
+		while (struct dirent *de = readdir(d)) {
+			std::string f = de->d_name;
+			if (f != "." && f != ".." &&
+			    f.size() > suffix.size() &&
+			    f.compare(f.size() - suffix.size(), suffix.size(),
+				      suffix) == 0)
+				n++;
+		}
+		closedir(d);
+		return n;
 	}
 	void SetUp() override
 	{
@@ -211,6 +277,7 @@ class Spool : public ::testing::Test
 	}
 	void TearDown() override
 	{
+		set_block(false);
 		mfs_spool_close(sp);
 		if (!dir.empty())
 			system(("rm -rf " + dir.substr(0, dir.rfind('/')))
@@ -277,7 +344,15 @@ TEST_F(Spool, CommitSendsBareLfUtf8AndHidesBcc)
 	ASSERT_EQ(MFS_OK, commit("hello.eml", &oc, &err)) << err.msg;
 	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
 	EXPECT_EQ(0u, count());
+	EXPECT_EQ(0, sent_calls); // not on the committing thread
+	EXPECT_EQ(1, mfs_spool_run_sent(sp));
 	EXPECT_EQ(std::vector<std::string>{"hello.eml"}, sent_names);
+	// the Sent copy is what the server got: CRLF, no Bcc
+	ASSERT_EQ(1u, sent_bodies.size());
+	EXPECT_EQ(std::string::npos, sent_bodies[0].find("Bcc"));
+	EXPECT_NE(std::string::npos, sent_bodies[0].find("end\r\n"));
+	EXPECT_EQ(0u, copies_on_disk());
+	EXPECT_EQ(0u, copies_on_disk(".name"));
 	auto bob = fetch(2, "sp1", 1);
 	ASSERT_EQ(1u, bob.size());
 	EXPECT_EQ(std::string::npos, bob[0].find("Bcc"));
@@ -519,6 +594,7 @@ TEST_F(Spool, CommitsShareOneConnection)
 	}
 	EXPECT_EQ(1, relay.connections());
 	EXPECT_EQ(1, relay.open_now());
+	EXPECT_EQ(5, mfs_spool_run_sent(sp));
 	EXPECT_EQ(5u, sent_names.size());
 	EXPECT_EQ(5u, fetch(2, "sp10", 6, 3).size());
 	mfs_spool_close(sp);
@@ -559,7 +635,10 @@ TEST_F(Spool, ClosedSessionIsReopenedAndSentOnce)
 // exactly once.
 TEST_F(Spool, SessionLostBeforeTheDataIsResentOnce)
 {
-	Relay relay(acct.smtp.port);
+	// the STARTTLS port, whose Postfix offers no CHUNKING: with DATA the
+	// envelope's replies come before any of the message goes out
+	Relay relay(atoi(env["MFS_SMTP_PORT"].c_str()));
+	acct.smtp.tls = MFS_TLS_STARTTLS;
 	acct.smtp.port = relay.port;
 	struct mfs_spool_outcome oc;
 	struct mfs_err err = {};
@@ -573,6 +652,26 @@ TEST_F(Spool, SessionLostBeforeTheDataIsResentOnce)
 	EXPECT_EQ(0u, count());
 	EXPECT_EQ(2, relay.connections());
 	EXPECT_EQ(1u, fetch(2, "sp14b", 2, 3).size());
+}
+
+// With BDAT the message goes out in the same write as its envelope: a
+// kept session cut just as it is reused leaves the message "unknown"
+// (it may have arrived), never sent a second time on a new connection.
+TEST_F(Spool, SessionLostAsABdatMessageGoesOutIsUnknown)
+{
+	Relay relay(acct.smtp.port);
+	acct.smtp.port = relay.port;
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	write_entry("u1", msg("sp15a", "bob@example.test", "one\n"));
+	ASSERT_EQ(MFS_OK, commit("u1", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	relay.cut_on_next_write();
+	write_entry("u2", msg("sp15b", "bob@example.test", "two\n"));
+	EXPECT_NE(MFS_OK, commit("u2", &oc, &err));
+	EXPECT_EQ(MFS_SPOOL_UNSURE, oc.result) << oc.reply;
+	EXPECT_EQ(1u, count()) << "the entry stays, marked unknown";
+	EXPECT_EQ(1, relay.connections()) << "not sent again";
 }
 
 TEST_F(Spool, IdleSessionIsClosed)
@@ -643,6 +742,214 @@ TEST_F(Spool, StateSurvivesReopen)
 	int fd = -1;
 	EXPECT_EQ(MFS_E_EXIST, mfs_spool_create(sp, "keep.tmp", &fd, &err));
 	EXPECT_EQ(-1, fd);
+}
+
+// close() in outbox/ (the commit) returns once the server accepted the
+// message, while the Sent copy is still being made on another thread.
+TEST_F(Spool, CommitReturnsBeforeTheSentCopyIsMade)
+{
+	struct mfs_err err = {};
+	ASSERT_EQ(MFS_OK, mfs_spool_start(sp, &err));
+	set_block(true);
+	write_entry("async", msg("sp20", "bob@example.test", "x\n",
+				 "Bcc: alice@example.test\n"));
+	struct mfs_spool_outcome oc;
+	auto f = std::async(std::launch::async, [&] {
+		struct mfs_err e = {};
+		return commit("async", &oc, &e);
+	});
+	bool returned = f.wait_for(std::chrono::seconds(15)) ==
+			std::future_status::ready;
+	bool called = wait_until([this] { return in_call; });
+	EXPECT_TRUE(returned) << "the commit waited for the Sent copy";
+	EXPECT_TRUE(called) << "the Sent copy was not started";
+	EXPECT_EQ(0u, sent_names.size());
+	// the copy waits on disk; the entry has left outbox/
+	EXPECT_EQ(1u, copies_on_disk());
+	set_block(false);
+	ASSERT_EQ(MFS_OK, f.get());
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	EXPECT_EQ(0u, count());
+	ASSERT_TRUE(wait_until([this] { return sent_names.size() == 1; }));
+	EXPECT_EQ("async", sent_names[0]);
+	EXPECT_EQ(std::string::npos, sent_bodies[0].find("Bcc"));
+	EXPECT_NE(std::string::npos, sent_bodies[0].find("X-Test-Id: sp20\r\n"));
+	wait_no_copies();
+	EXPECT_EQ(0u, copies_on_disk());
+	EXPECT_EQ(0u, copies_on_disk(".name"));
+	EXPECT_EQ(1, sent_calls);
+	EXPECT_EQ(1u, fetch(2, "sp20", 1).size());
+}
+
+// A callback that fails is called again after the backoff, and the copy
+// stays on disk until it succeeds.
+TEST_F(Spool, FailedSentCopyIsKeptAndRetried)
+{
+	struct mfs_err err = {};
+	fail_next = 2;
+	ASSERT_EQ(MFS_OK, mfs_spool_start(sp, &err));
+	write_entry("retry", msg("sp21", "bob@example.test", "x\n"));
+	struct mfs_spool_outcome oc;
+	ASSERT_EQ(MFS_OK, commit("retry", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	ASSERT_TRUE(wait_until([this] { return sent_calls >= 1; }));
+	// the next try is a backoff (1 s) away: kept meanwhile
+	EXPECT_EQ(1u, copies_on_disk());
+	EXPECT_EQ(0, mfs_spool_run_sent(sp)); // not due yet
+	auto t0 = std::chrono::steady_clock::now();
+	ASSERT_TRUE(wait_until([this] { return sent_names.size() == 1; }));
+	double secs = std::chrono::duration<double>(
+			  std::chrono::steady_clock::now() - t0)
+			  .count();
+	EXPECT_GE(secs, 2.0); // backoff 1 s, then 2 s
+	EXPECT_EQ(3, sent_calls);
+	wait_no_copies();
+	EXPECT_EQ(0u, copies_on_disk());
+}
+
+// Copies an earlier run left are made after the spool is opened again;
+// half-written files are dropped, never handed over.
+TEST_F(Spool, SentCopyLeftOnDiskIsMadeAfterReopen)
+{
+	struct mfs_err err = {};
+	write_entry("left", msg("sp22", "bob@example.test", "left over\n"));
+	struct mfs_spool_outcome oc;
+	ASSERT_EQ(MFS_OK, commit("left", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+	EXPECT_EQ(0, mfs_spool_close(sp)); // never started: nothing made
+	sp = nullptr;
+	EXPECT_EQ(0, sent_calls);
+	EXPECT_EQ(1u, copies_on_disk());
+	EXPECT_EQ(1u, copies_on_disk(".name"));
+	// what a crash while keeping a copy leaves: a torn .new, a name alone
+	std::ofstream(dir + "/.sent/00000000000000010000ffff.eml.new")
+		<< "From: torn";
+	std::ofstream(dir + "/.sent/00000000000000010000fffe.name")
+		<< "name: orphan\n";
+	open_spool();
+	EXPECT_EQ(0u, count()); // not listed in outbox/
+	ASSERT_EQ(MFS_OK, mfs_spool_start(sp, &err));
+	ASSERT_TRUE(wait_until([this] { return sent_names.size() == 1; }));
+	EXPECT_EQ("left", sent_names[0]);
+	EXPECT_NE(std::string::npos, sent_bodies[0].find("left over\r\n"));
+	wait_no_copies();
+	EXPECT_EQ(0u, copies_on_disk());
+	EXPECT_EQ(0u, copies_on_disk(".new"));
+	EXPECT_EQ(0u, copies_on_disk(".name"));
+	EXPECT_EQ(1, sent_calls);
+}
+
+// Closing the spool (an unmount) does not wait longer than the account's
+// timeout for a callback that hangs; that copy stays on disk and is made
+// at the next open.
+TEST_F(Spool, CloseWithHungSentCopyIsBounded)
+{
+	struct mfs_err err = {};
+	acct.timeout = 2;
+	ASSERT_EQ(MFS_OK, mfs_spool_start(sp, &err));
+	set_block(true);
+	write_entry("hung", msg("sp23", "bob@example.test", "x\n"));
+	struct mfs_spool_outcome oc;
+	ASSERT_EQ(MFS_OK, commit("hung", &oc, &err)) << err.msg;
+	ASSERT_TRUE(wait_until([this] { return in_call; }));
+	auto t0 = std::chrono::steady_clock::now();
+	EXPECT_EQ(1, mfs_spool_close(sp));
+	sp = nullptr;
+	double secs = std::chrono::duration<double>(
+			  std::chrono::steady_clock::now() - t0)
+			  .count();
+	EXPECT_LT(secs, 3.5);
+	EXPECT_GE(secs, 1.5);
+	EXPECT_EQ(1u, copies_on_disk());
+	// the hung call ends in a failure: the copy stays for the next run
+	{
+		std::lock_guard<std::mutex> g(mu);
+		fail_next = 1;
+	}
+	set_block(false);
+	ASSERT_TRUE(wait_until([this] { return !in_call; }));
+	usleep(200000); // the left thread records the failure and ends
+	EXPECT_EQ(1u, copies_on_disk());
+	open_spool();
+	EXPECT_EQ(1, mfs_spool_run_sent(sp));
+	ASSERT_EQ(std::vector<std::string>{"hung"}, sent_names);
+	EXPECT_EQ(2, sent_calls);
+	EXPECT_EQ(0u, copies_on_disk());
+}
+
+// With the server unreachable for the copies (the callback fails), closing
+// does not wait at all; the copy stays.
+TEST_F(Spool, CloseDoesNotWaitForFailingSentCopies)
+{
+	struct mfs_err err = {};
+	acct.timeout = 5;
+	fail_next = 1000;
+	ASSERT_EQ(MFS_OK, mfs_spool_start(sp, &err));
+	write_entry("down", msg("sp24", "bob@example.test", "x\n"));
+	struct mfs_spool_outcome oc;
+	ASSERT_EQ(MFS_OK, commit("down", &oc, &err)) << err.msg;
+	ASSERT_TRUE(wait_until([this] { return sent_calls >= 1 && !in_call; }));
+	auto t0 = std::chrono::steady_clock::now();
+	EXPECT_EQ(0, mfs_spool_close(sp));
+	sp = nullptr;
+	double secs = std::chrono::duration<double>(
+			  std::chrono::steady_clock::now() - t0)
+			  .count();
+	EXPECT_LT(secs, 1.0);
+	EXPECT_EQ(1u, copies_on_disk());
+	EXPECT_LE(sent_calls, 2);
+}
+
+// Pending copies get their chance at close, in order, while the server
+// answers.
+TEST_F(Spool, CloseMakesPendingCopies)
+{
+	struct mfs_err err = {};
+	for (int i = 0; i < 3; i++) {
+		std::string n = "p" + std::to_string(i);
+		write_entry(n, msg("sp25", "bob@example.test", n + "\n"));
+		struct mfs_spool_outcome oc;
+		ASSERT_EQ(MFS_OK, commit(n, &oc, &err)) << err.msg;
+	}
+	EXPECT_EQ(3u, copies_on_disk());
+	ASSERT_EQ(MFS_OK, mfs_spool_start(sp, &err));
+	EXPECT_EQ(0, mfs_spool_close(sp));
+	sp = nullptr;
+	EXPECT_EQ((std::vector<std::string>{"p0", "p1", "p2"}), sent_names);
+	EXPECT_EQ(0u, copies_on_disk());
+}
+
+// Many copies, some failing first, and a second thread making copies at
+// the same time as the spool's own: each copy is made exactly once, in
+// the order the messages were accepted.
+TEST_F(Spool, EachSentCopyIsMadeOnceInOrder)
+{
+	struct mfs_err err = {};
+	std::vector<std::string> want;
+	fail_next = 2;
+	ASSERT_EQ(MFS_OK, mfs_spool_start(sp, &err));
+	std::atomic<bool> done{false};
+	std::thread racer([&] {
+		while (!done)
+			mfs_spool_run_sent(sp);
+	});
+	for (int i = 0; i < 8; i++) {
+		std::string n = "o" + std::to_string(i);
+		write_entry(n, msg("sp26", "bob@example.test", n + "\n"));
+		struct mfs_spool_outcome oc;
+		ASSERT_EQ(MFS_OK, commit(n, &oc, &err)) << err.msg;
+		ASSERT_EQ(MFS_SPOOL_SENT, oc.result) << oc.reply;
+		want.push_back(n);
+	}
+	bool all = wait_until([this] { return sent_names.size() >= 8; }, 20);
+	done = true;
+	racer.join();
+	ASSERT_TRUE(all);
+	usleep(300000); // time for a copy made twice to show
+	std::lock_guard<std::mutex> g(mu);
+	EXPECT_EQ(want, sent_names);
+	EXPECT_EQ(10, sent_calls);
+	EXPECT_EQ(0u, copies_on_disk());
 }
 
 } // namespace
