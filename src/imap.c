@@ -2662,6 +2662,95 @@ struct mfs_store *mfs_imap_store_new(const struct mfs_account *acct,
 	return st;
 }
 
+/* Writes mailbox as an IMAP quoted string (modified UTF-7 is printable
+ * ASCII; backslash and '"' are escaped). Returns 0, or -1 on a write
+ * error. */
+static int write_quoted(mailstream *s, const char *mailbox)
+{
+	if (mailstream_write(s, "\"", 1) != 1)
+		return -1;
+	for (const char *p = mailbox; *p != '\0'; p++) {
+		if ((*p == '\\' || *p == '"') &&
+		    mailstream_write(s, "\\", 1) != 1)
+			return -1;
+		if (mailstream_write(s, p, 1) != 1)
+			return -1;
+	}
+	return mailstream_write(s, "\"", 1) == 1 ? 0 : -1;
+}
+
+/*
+ * EXAMINE mailbox and IDLE sent together, so that setting up the IDLE
+ * connection costs one round trip after login, not two. libetpan sends one
+ * command at a time, so both are written here and the replies read in
+ * order: EXAMINE's with libetpan's parser (it checks the tag, hence
+ * imap_tag is set to each command's in turn), then IDLE's "+". On any
+ * surprise (EXAMINE refused, IDLE refused, a broken reply) the connection
+ * is dropped: the IDLE thread connects again later. Caller holds the lock.
+ */
+static int examine_and_idle(struct mfs_imap *imap, const char *mailbox,
+			    struct mfs_err *err)
+{
+	mailimap *session = imap->session;
+	mailstream *s = session->imap_stream;
+	struct mailimap_response *rsp = NULL;
+	int first = session->imap_tag + 1, r, state, lines;
+
+	free(imap->selected);
+	imap->selected = NULL;
+	imap->selected_rw = 0;
+	if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+	    mailstream_write(s, "EXAMINE ", 8) != 8 ||
+	    write_quoted(s, mailbox) != 0 ||
+	    mailstream_write(s, "\r\n", 2) != 2 ||
+	    mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+	    mailstream_write(s, "IDLE\r\n", 6) != 6 ||
+	    mailstream_flush(s) == -1)
+		return imap_fail(imap, MAILIMAP_ERROR_STREAM, "EXAMINE",
+				 MFS_E_PROTO, err);
+	session->imap_tag = first; /* EXAMINE's reply */
+	if (mailimap_read_line(session) == NULL)
+		return imap_fail(imap, MAILIMAP_ERROR_STREAM, "EXAMINE",
+				 MFS_E_PROTO, err);
+	if (session->imap_selection_info != NULL)
+		mailimap_selection_info_free(session->imap_selection_info);
+	session->imap_selection_info = mailimap_selection_info_new();
+	r = mailimap_parse_response(session, &rsp);
+	session->imap_tag = first + 1;
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail(imap, r, "EXAMINE", MFS_E_PROTO, err);
+	state =
+	    rsp->rsp_resp_done->rsp_data.rsp_tagged->rsp_cond_state->rsp_type;
+	mailimap_response_free(rsp);
+	if (state != MAILIMAP_RESP_COND_STATE_OK) {
+		mfs_err_set(err, MFS_E_NOENT, "EXAMINE %s: %s", mailbox,
+			    imap_reply(imap));
+		imap_drop(imap); /* IDLE's refusal is left unread */
+		return err->code;
+	}
+	session->imap_state = MAILIMAP_STATE_SELECTED;
+	imap->selected = strdup(mailbox);
+	if (imap->selected == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	imap->selected_validity = session->imap_selection_info->sel_uidvalidity;
+	/* IDLE's "+", after any untagged data (as mailimap_idle() skips) */
+	for (lines = 0; lines < 100; lines++) {
+		if (mailimap_read_line(session) == NULL)
+			return imap_fail(imap, MAILIMAP_ERROR_STREAM, "IDLE",
+					 MFS_E_PROTO, err);
+		if (session->imap_stream_buffer->str[0] != '*')
+			break;
+	}
+	if (session->imap_stream_buffer->str[0] != '+') {
+		imap_drop(imap);
+		return mfs_err_set(err, MFS_E_PROTO, "IDLE refused");
+	}
+	session->imap_selection_info->sel_has_exists = 0;
+	session->imap_selection_info->sel_has_recent = 0;
+	session->imap_idle_timestamp = time(NULL);
+	return MFS_OK;
+}
+
 int mfs_imap_idle(struct mfs_store *st, const char *mailbox, int stop_fd,
 		  int max_wait, int *changed, struct mfs_err *err)
 {
@@ -2671,15 +2760,16 @@ int mfs_imap_idle(struct mfs_store *st, const char *mailbox, int stop_fd,
 
 	*changed = 0;
 	pthread_mutex_lock(&imap->lock);
-	if (imap_ensure(imap, err) != MFS_OK ||
-	    imap_examine(imap, mailbox, 0, err) != MFS_OK)
+	if (imap_ensure(imap, err) != MFS_OK)
 		goto unlock;
 	if (!mailimap_has_idle(imap->session)) {
 		mfs_err_set(err, MFS_E_PROTO, "the server has no IDLE");
 		goto unlock;
 	}
-	r = mailimap_idle(imap->session);
-	if (r != MAILIMAP_NO_ERROR) {
+	if (imap->selected == NULL || strcmp(imap->selected, mailbox) != 0) {
+		if (examine_and_idle(imap, mailbox, err) != MFS_OK)
+			goto unlock;
+	} else if ((r = mailimap_idle(imap->session)) != MAILIMAP_NO_ERROR) {
 		imap_fail(imap, r, "IDLE", MFS_E_PROTO, err);
 		goto unlock;
 	}
