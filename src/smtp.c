@@ -36,8 +36,8 @@ struct mfs_smtp {
 	off_t size_limit;
 	int timeout; /* seconds for any one wait */
 	int alive;
-	int dirty; /* MAIL was accepted and no reply to the data's end came
-		      yet: RSET before the next MAIL */
+	int dirty;    /* MAIL was accepted and no reply to the data's end came
+			 yet: RSET before the next MAIL */
 	int data_out; /* the whole message went out with BDAT: from here a
 			 lost reply leaves the outcome unknown */
 };
@@ -765,11 +765,10 @@ static int put_envelope(struct mfs_smtp *s, const char *sender,
 			const char *const *rcpts, size_t nrcpts, int fd,
 			off_t size, int bdat, unsigned flags)
 {
-	int tail;
-
 	int pipelined = (s->caps & MFS_SMTP_PIPELINING) != 0;
 	char params[128] = "";
 	size_t pl = 0;
+	int tail;
 
 	if (s->dirty && put_cmd(s, "RSET"))
 		return -1;
@@ -809,16 +808,26 @@ static enum mfs_smtp_status lost(const struct mfs_smtp *s)
 	return s->data_out ? MFS_SMTP_UNKNOWN : MFS_SMTP_TEMPFAIL;
 }
 
-/* Reads the reply to RSET; anything but 250 ends the session. Returns 0,
- * or -1 with the outcome set in res (rc in *rc). */
-static int rset_reply(struct mfs_smtp *s, struct mfs_smtp_result *res, int *rc,
-		      struct mfs_err *err)
+/*
+ * Reads the reply to RSET; anything but 250 ends the session. Returns 0,
+ * or -1 with the outcome set in res (rc in *rc). When the message already
+ * went out with BDAT and the server did not close (421), the server may
+ * still take it whatever RSET did: then *refused is RSET's reply, 0 is
+ * returned, and the reply to BDAT decides (see envelope()).
+ */
+static int rset_reply(struct mfs_smtp *s, struct reply *refused,
+		      struct mfs_smtp_result *res, int *rc, struct mfs_err *err)
 {
 	struct reply r;
 
+	refused->code = 0;
 	if (read_reply(s, &r, NULL, 0)) {
 		*rc = net_outcome(s, res, lost(s), "RSET", err);
 		return -1;
+	}
+	if (r.code != 250 && s->data_out && s->alive) {
+		*refused = r;
+		return 0;
 	}
 	if (r.code != 250) {
 		s->alive = 0;
@@ -860,6 +869,21 @@ static int none_accepted(struct mfs_smtp_result *res, int any_temp,
 		       text, err);
 }
 
+/* The end of a transaction whose RSET was refused although its message
+ * went out with BDAT: the session ends; the message went when BDAT was
+ * accepted (*stop cleared), else nothing of it was taken. */
+static int rset_refused(struct mfs_smtp *s, const struct reply *rset,
+			const struct reply *data, int *stop,
+			struct mfs_smtp_result *res, struct mfs_err *err)
+{
+	s->alive = 0;
+	if (data->code / 100 == 2) {
+		*stop = 0;
+		return MFS_OK;
+	}
+	return outcome(res, MFS_SMTP_TEMPFAIL, rset->text, err);
+}
+
 /*
  * RSET, MAIL, RCPT and, with PIPELINING, DATA or (bdat) BDAT with the
  * message; *data is then the reply to DATA or BDAT (code 0 without
@@ -876,26 +900,29 @@ static int envelope(struct mfs_smtp *s, const char *sender,
 	int pipelined = (s->caps & MFS_SMTP_PIPELINING) != 0;
 	int any_temp = 0, rc = MFS_OK;
 	size_t accepted = 0;
-	struct reply mail, r;
+	struct reply mail, r, rset = {0};
 
 	*stop = 1;
 	data->code = 0;
 	if (s->dirty && !pipelined) {
-		if (put_envelope(s, sender, rcpts, nrcpts, fd, size, 0,
-				 flags))
+		if (put_envelope(s, sender, rcpts, nrcpts, fd, size, 0, flags))
 			return net_outcome(s, res, MFS_SMTP_TEMPFAIL, "RSET",
 					   err);
-		if (rset_reply(s, res, &rc, err))
+		if (rset_reply(s, &rset, res, &rc, err))
 			return rc;
 	}
 	if (put_envelope(s, sender, rcpts, nrcpts, fd, size, bdat, flags))
 		return net_outcome(s, res, MFS_SMTP_TEMPFAIL,
 				   bdat ? "MAIL ... BDAT" : "MAIL", err);
-	if (s->dirty && rset_reply(s, res, &rc, err))
+	if (s->dirty && rset_reply(s, &rset, res, &rc, err))
 		return rc;
 	if (envelope_reply(s, &mail, "MAIL", res, &rc, err))
 		return rc;
 	s->dirty = mail.code / 100 == 2;
+	/* a refused MAIL takes nothing: a lost reply is no longer unknown
+	 * (unless a refused RSET left an earlier transaction open) */
+	if (mail.code / 100 != 2 && !rset.code)
+		s->data_out = 0;
 	for (size_t i = 0; i < nrcpts; i++) {
 		if (!pipelined && mail.code / 100 != 2)
 			break;
@@ -915,9 +942,13 @@ static int envelope(struct mfs_smtp *s, const char *sender,
 		if (add_rejected(res, rcpts[i], r.text))
 			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	}
+	if (accepted == 0 && !rset.code)
+		s->data_out = 0; /* likewise without a recipient */
 	if (pipelined &&
 	    envelope_reply(s, data, bdat ? "BDAT" : "DATA", res, &rc, err))
 		return rc;
+	if (rset.code)
+		return rset_refused(s, &rset, data, stop, res, err);
 	if (mail.code / 100 == 2 && accepted > 0) {
 		*stop = 0;
 		return MFS_OK;

@@ -126,11 +126,14 @@ void mfs_smtp_tls_info(struct mfs_smtp *s, char *version, size_t vlen,
 off_t mfs_smtp_size_limit(const struct mfs_smtp *s);
 
 enum mfs_smtp_status {
-	MFS_SMTP_ACCEPTED, /* 250 after the data; see nrejected */
+	MFS_SMTP_ACCEPTED, /* 2xx after the data; see nrejected */
 	MFS_SMTP_TEMPFAIL, /* 4xx, network or timeout before the data's
-			      end was sent: safe to send again */
-	MFS_SMTP_PERMFAIL, /* 5xx on MAIL, on every RCPT, on DATA or after
-			      the data; or too large for SIZE */
+			      end was sent (the final "." with DATA, the
+			      last byte of the chunk with BDAT), or a
+			      lost connection after MAIL or every RCPT
+			      was refused: safe to send again */
+	MFS_SMTP_PERMFAIL, /* 5xx on MAIL, on every RCPT, on DATA, on BDAT
+			      or after the data; or too large for SIZE */
 	MFS_SMTP_UNKNOWN,  /* the data's end was sent and no reply came
 			      (network, timeout): the server may have
 			      accepted it; do not resend automatically */
@@ -153,12 +156,18 @@ struct mfs_smtp_result {
 /*
  * Sends one message: MAIL FROM:<sender> (with SIZE=, BODY=8BITMIME and
  * SMTPUTF8 as flags and capabilities say), RCPT TO for each recipient,
- * DATA, the size bytes of fd from offset 0 (read with pread; CRLF line ends
- * expected, lines starting with '.' are dot-stuffed here; a missing final
- * CRLF is added), ".". RSET first when the session's previous
- * transaction was left open. With PIPELINING, a server that answers DATA
- * with 354 although no recipient was accepted gets no data: the session
- * is dropped instead (nothing can be delivered then).
+ * DATA, the size bytes of fd from offset 0 (read with pread, 64 KiB at a
+ * time; CRLF line ends expected, lines starting with '.' are dot-stuffed
+ * here; a missing final CRLF is added), ".". With PIPELINING and
+ * CHUNKING, "BDAT n LAST" and those bytes as they are (no dot-stuffing, n
+ * counting the added CRLF) take the place of DATA and go in the same write
+ * as MAIL and RCPT; the replies are then read in order. RSET first when
+ * the session's previous transaction was left open. With PIPELINING, a
+ * server that answers DATA with 354 although no recipient was accepted
+ * gets no data: the session is dropped instead (nothing can be delivered
+ * then). With BDAT, a refused RSET (the message being out already) ends
+ * the session and the reply to BDAT decides: 2xx is ACCEPTED, anything
+ * else TEMPFAIL.
  * Fills *res (release with mfs_smtp_result_free()). Some recipients
  * rejected and others accepted: MFS_SMTP_ACCEPTED with the rejected ones
  * listed. After a TEMPFAIL or UNKNOWN caused by the network, or a 421

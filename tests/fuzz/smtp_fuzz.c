@@ -3,11 +3,13 @@
  * smtp_fuzz.c - libFuzzer target for the SMTP client's reading of server
  * replies.
  *
- * The first input byte chooses how the client logs in and sends (see
- * struct knobs); the rest is what a server sends: greeting, EHLO reply,
- * AUTH replies, then the replies to MAIL, RCPT, DATA and the data's end,
- * twice (the second message goes after RSET), and the reply to QUIT. It is
- * served through a socketpair under mailfs's own plain stream (tls.c);
+ * The first input byte chooses how the client logs in and sends, and
+ * which message (see struct knobs); the rest is what a server sends:
+ * greeting, EHLO reply, AUTH replies, then the replies to MAIL, RCPT, DATA
+ * and the data's end (or, when the EHLO reply offers CHUNKING and
+ * PIPELINING, to MAIL, RCPT and "BDAT n LAST"), twice (the second message
+ * goes after RSET when the first was refused), and the reply to QUIT. It
+ * is served through a socketpair under mailfs's own plain stream (tls.c);
  * src/smtp.c is included so that its static greet() runs unchanged.
  *
  * The contract checked: no crash, leak or hang (the peer has shut down its
@@ -15,7 +17,13 @@
  * by a 1 s timeout); an error is one the header documents; a session
  * opens only after a "220" greeting (and, with a login, a "235"); every
  * outcome that quotes the server quotes a valid reply code (200-559,
- * second digit 0-5) of the right class.
+ * second digit 0-5) of the right class. What the client wrote for each
+ * message is read back from the socketpair and checked too: BDAT only
+ * when CHUNKING and PIPELINING were offered, and then never DATA; "BDAT n
+ * LAST" followed by exactly the n bytes of the message as it is (not
+ * dot-stuffed, a missing final CRLF added); ACCEPTED and UNKNOWN only
+ * after the whole message went out (the whole chunk, or the dot-stuffed
+ * data and its ".").
  *
  * A refused token is renewed from a password file written at start-up, so
  * that the renewal path runs without starting a process.
@@ -46,7 +54,22 @@ struct knobs {
 	unsigned send_flags; /* bits 2-3: MFS_SMTP_SEND_* */
 	int starttls;	     /* bit 4: smtp:// (STARTTLS required) */
 	int one_rcpt;	     /* bit 5 */
+	int msg;	     /* bits 6-7: which of messages[] */
 };
+
+/* What the client may be asked to send: no final CRLF, a final CRLF, a
+ * final lone CR, a lone ".". */
+static const char *const messages[] = {
+    "From: alice@example.test\r\nTo: bob@example.test\r\n"
+    "Subject: fuzz\r\n\r\n.leading dot\r\nbody\r\n.\r\nend",
+    "Subject: crlf\r\n\r\n..two\r\n.\r\n",
+    "Subject: cr\r\n\r\nx\r\n.\r",
+    ".",
+};
+
+/* Everything the client wrote, read back from the server's side. */
+#define WIRE_MAX (256 * 1024)
+static char wire[WIRE_MAX];
 
 static char token_file[64]; /* the renewed token's password_file */
 
@@ -81,6 +104,7 @@ static struct knobs knobs_of(uint8_t b)
 	k.send_flags = (b >> 2) & 3;
 	k.starttls = (b >> 4) & 1;
 	k.one_rcpt = (b >> 5) & 1;
+	k.msg = (b >> 6) & 3;
 	return k;
 }
 
@@ -146,8 +170,89 @@ static void check_result(const struct mfs_smtp_result *res)
 	}
 }
 
+/* Reads what the client wrote since the last call (the server's side is
+ * non-blocking). */
+static size_t drain(int peer)
+{
+	size_t n = 0;
+	ssize_t r;
+
+	while (n < WIRE_MAX &&
+	       (r = recv(peer, wire + n, WIRE_MAX - n, MSG_DONTWAIT)) > 0)
+		n += (size_t)r;
+	check(n < WIRE_MAX);
+	return n;
+}
+
+/* The message as it must follow "BDAT n LAST" (stuffed 0), or "DATA"
+ * up to its final "." line (1): with a final CRLF added when missing. */
+static size_t expected(const char *msg, int stuffed, char *out)
+{
+	size_t n = 0, len = strlen(msg);
+	int bol = 1;
+
+	if (stuffed)
+		n += (size_t)sprintf(out, "DATA\r\n");
+	for (size_t i = 0; i < len; i++) {
+		if (stuffed && bol && msg[i] == '.')
+			out[n++] = '.';
+		out[n++] = msg[i];
+		bol = msg[i] == '\n';
+	}
+	if (len < 2 || strcmp(msg + len - 2, "\r\n") != 0)
+		n += (size_t)sprintf(out + n, "%s",
+				     msg[len - 1] == '\r' ? "\n" : "\r\n");
+	if (stuffed)
+		n += (size_t)sprintf(out + n, ".\r\n");
+	return n;
+}
+
+/* A line of w (n bytes) that starts with cmd; NULL when none does. */
+static const char *find_line(const char *w, size_t n, const char *cmd)
+{
+	size_t cl = strlen(cmd);
+
+	for (size_t i = 0; i + cl <= n; i++)
+		if ((i == 0 || w[i - 1] == '\n') && memcmp(w + i, cmd, cl) == 0)
+			return w + i;
+	return NULL;
+}
+
+/* What the client wrote for one message (n bytes in wire). */
+static void check_wire(const struct mfs_smtp *s, const struct knobs *k,
+		       size_t n, enum mfs_smtp_status st, int rc)
+{
+	unsigned both = MFS_SMTP_CHUNKING | MFS_SMTP_PIPELINING;
+	const char *bdat = find_line(wire, n, "BDAT ");
+	const char *msg = messages[k->msg];
+	char want[256];
+	size_t wl;
+	int whole = 0;
+
+	if (bdat) {
+		char line[64];
+		const char *data;
+
+		check((s->caps & both) == both);
+		check(find_line(wire, n, "DATA\r\n") == NULL);
+		wl = expected(msg, 0, want);
+		snprintf(line, sizeof(line), "BDAT %zu LAST\r\n", wl);
+		check(strncmp(bdat, line, strlen(line)) == 0);
+		data = bdat + strlen(line);
+		check((size_t)(wire + n - data) >= wl);
+		check(memcmp(data, want, wl) == 0);
+		whole = 1;
+	} else if (find_line(wire, n, "MAIL FROM:")) {
+		check((s->caps & both) != both);
+		wl = expected(msg, 1, want);
+		whole = memmem(wire, n, want, wl) != NULL;
+	}
+	if (rc == MFS_OK && (st == MFS_SMTP_ACCEPTED || st == MFS_SMTP_UNKNOWN))
+		check(whole);
+}
+
 static void send_one(struct mfs_smtp *s, const struct knobs *k, int fd,
-		     off_t size)
+		     off_t size, int peer)
 {
 	static const char *const rcpts[] = {"bob@example.test",
 					    "carol@example.test"};
@@ -160,20 +265,19 @@ static void send_one(struct mfs_smtp *s, const struct knobs *k, int fd,
 	check(rc == MFS_OK || rc == MFS_E_NOMEM);
 	if (rc == MFS_OK)
 		check_result(&res);
+	check_wire(s, k, drain(peer), res.status, rc);
 	mfs_smtp_result_free(&res);
 }
 
-static int message_fd(off_t *size)
+static int message_fd(const struct knobs *k, off_t *size)
 {
-	static const char msg[] = "From: alice@example.test\r\n"
-				  "To: bob@example.test\r\n"
-				  "Subject: fuzz\r\n\r\n"
-				  ".leading dot\r\nbody\r\n.\r\nend";
+	const char *msg = messages[k->msg];
+	size_t len = strlen(msg);
 	int fd = memfd_create("msg", MFD_CLOEXEC);
 
 	check(fd >= 0);
-	check(write(fd, msg, sizeof(msg) - 1) == (ssize_t)(sizeof(msg) - 1));
-	*size = sizeof(msg) - 1;
+	check(write(fd, msg, len) == (ssize_t)len);
+	*size = (off_t)len;
 	return fd;
 }
 
@@ -241,10 +345,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check(!k.login || some_line_starts(data, size, "235"));
 	check(renewed == NULL || strcmp(renewed, "fresh-token") == 0);
 	check(renewed == NULL || k.auth != MFS_AUTH_PASSWORD);
-	fd = message_fd(&msize);
-	send_one(s, &k, fd, msize);
+	drain(sv[1]);
+	fd = message_fd(&k, &msize);
+	send_one(s, &k, fd, msize, sv[1]);
 	if (mfs_smtp_alive(s))
-		send_one(s, &k, fd, msize);
+		send_one(s, &k, fd, msize, sv[1]);
 	close(fd);
 	mfs_smtp_close(s);
 	mfs_password_free(renewed);

@@ -1,9 +1,11 @@
 // smtp_test.cc - the SMTP client against the real local Postfix
 // (tests/servers/mailservers.sh): both ports, dot-stuffing, UTF-8,
 // rejections, partial rejection, a closed port, session reuse, token
-// logins (XOAUTH2, OAUTHBEARER) with one renewal; and against a scripted
-// server on 127.0.0.1: AUTH LOGIN, long initial responses, malformed
-// replies, and the -d trace that must hide every secret.
+// logins (XOAUTH2, OAUTHBEARER) with one renewal, BDAT (CHUNKING, offered
+// on the implicit-TLS port only) byte for byte with dot lines and a 4 MB
+// message; and against a scripted server on 127.0.0.1: AUTH LOGIN, long
+// initial responses, malformed replies, the -d trace that must hide every
+// secret, pipelining, and BDAT's round trips, cuts and refusals.
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -280,6 +282,14 @@ class FakeServer
 		lines();
 		return pending_;
 	}
+	// Round trips: how often the client wrote again after a reply (the
+	// first EHLO counts, after the greeting). Exact for bursts small
+	// enough to arrive in one piece.
+	int rounds()
+	{
+		lines();
+		return rounds_;
+	}
 	int port = 0;
 
       private:
@@ -292,6 +302,7 @@ class FakeServer
 		if (c < 0)
 			return;
 		put(c, greeting_);
+		bool replied = true;
 		for (;;) {
 			size_t nl = buf.find("\r\n");
 			if (nl == std::string::npos) {
@@ -299,6 +310,8 @@ class FakeServer
 				if (n <= 0)
 					break;
 				buf.append(chunk, n);
+				rounds_ += replied;
+				replied = false;
 				continue;
 			}
 			std::string line = buf.substr(0, nl);
@@ -308,8 +321,10 @@ class FakeServer
 			std::string reply = answer_(line);
 			if (reply.empty())
 				break;
-			if (reply != kSilent)
+			if (reply != kSilent) {
 				put(c, reply);
+				replied = true;
+			}
 		}
 		close(c);
 	}
@@ -323,6 +338,7 @@ class FakeServer
 	Answer answer_;
 	std::thread thread_;
 	std::vector<std::string> lines_, pending_;
+	int rounds_ = 0;
 };
 
 Login fake_login(int port, const char *pass = "pw-S3CRET")
@@ -414,6 +430,152 @@ TEST_F(Smtp, PartialRejectionDeliversToTheOthers)
 	EXPECT_NE(nullptr, strstr(r.rejected[1].reply, "554"));
 	mfs_smtp_result_free(&r);
 	EXPECT_EQ(1u, fetch(2, "part1", 1).size());
+}
+
+// --- CHUNKING (BDAT) against Postfix: the implicit-TLS port offers it,
+// the STARTTLS port does not (smtpd_discard_ehlo_keywords in
+// mailservers.sh), so both paths meet a real server ---
+
+// A message with every header Postfix would otherwise add, so that it
+// arrives unchanged after the headers Postfix and Dovecot put on top.
+std::string full_message(const std::string &token, const std::string &body)
+{
+	return "Date: Sun, 22 Nov 2026 10:00:00 +0000\r\n"
+	       "Message-ID: <" +
+	       token + "@example.test>\r\n" + message(token, body);
+}
+
+// The delivered copy ends with the whole message as it was sent.
+::testing::AssertionResult arrived_intact(const std::string &got,
+					  const std::string &sent)
+{
+	if (got.size() >= sent.size() &&
+	    got.compare(got.size() - sent.size(), sent.size(), sent) == 0)
+		return ::testing::AssertionSuccess();
+	size_t at = 0;
+	while (at < got.size() && at < sent.size() &&
+	       got[got.size() - 1 - at] == sent[sent.size() - 1 - at])
+		at++;
+	return ::testing::AssertionFailure()
+	       << "got " << got.size() << " bytes, sent " << sent.size()
+	       << "; they differ " << at << " bytes before the end: ..."
+	       << got.substr(got.size() > at + 80 ? got.size() - at - 80 : 0,
+			     100);
+}
+
+TEST_F(Smtp, ChunkingOnlyOnTheImplicitTlsPort)
+{
+	for (bool implicit : {true, false}) {
+		SCOPED_TRACE(implicit ? "smtps" : "starttls");
+		std::string token = implicit ? "path1" : "path2";
+		LogCapture cap;
+		{
+			Session ses(implicit);
+			ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+			unsigned caps = mfs_smtp_caps(ses.s);
+			EXPECT_TRUE(caps & MFS_SMTP_PIPELINING);
+			EXPECT_EQ(implicit, (caps & MFS_SMTP_CHUNKING) != 0);
+			auto r = ses.send(full_message(token, "x\r\n"),
+					  {"bob@example.test"});
+			EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+			mfs_smtp_result_free(&r);
+		}
+		std::string log = cap.stop();
+		size_t size = full_message(token, "x\r\n").size();
+		EXPECT_EQ(implicit,
+			  has(log, "smtp: C: BDAT " + std::to_string(size) +
+				       " LAST\n"))
+		    << log;
+		EXPECT_EQ(!implicit, has(log, "smtp: C: DATA\n")) << log;
+		EXPECT_EQ(1u, fetch(2, token, 1).size());
+	}
+}
+
+// With BDAT the message goes as it is: lines starting with "." (one, two,
+// alone) are not stuffed, nothing ends the data but its size, and the
+// delivered copy is byte for byte what was sent; a message missing its
+// final CRLF gets one (counted in BDAT's size).
+TEST_F(Smtp, ChunkingDotsArriveByteExact)
+{
+	Session ses(true);
+	ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	ASSERT_TRUE(mfs_smtp_caps(ses.s) & MFS_SMTP_CHUNKING);
+	std::string body = ".\r\n.first\r\n..two\r\n...\r\n \t.\r\nx\r\n.\r\n";
+	std::string msg = full_message("bdatdots1", body);
+	auto r = ses.send(msg, {"bob@example.test"});
+	EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+	mfs_smtp_result_free(&r);
+	std::string msg2 = full_message("bdatdots2", "no end\r\n.");
+	r = ses.send(msg2, {"bob@example.test"});
+	EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+	mfs_smtp_result_free(&r);
+	auto got = fetch(2, "bdatdots1", 1);
+	ASSERT_EQ(1u, got.size());
+	EXPECT_TRUE(arrived_intact(got[0], msg));
+	got = fetch(2, "bdatdots2", 1);
+	ASSERT_EQ(1u, got.size());
+	EXPECT_TRUE(arrived_intact(got[0], msg2 + "\r\n"));
+}
+
+// A message of a few MB streamed as one BDAT chunk arrives byte for byte.
+TEST_F(Smtp, ChunkingLargeMessageArrivesByteExact)
+{
+	std::string body;
+	for (int i = 0; body.size() < 4u * 1024 * 1024; i++) {
+		char line[96];
+		snprintf(line, sizeof(line),
+			 "%s%07d the quick brown fox jumps over the lazy dog "
+			 "0123456789 abcdefghij\r\n",
+			 i % 7 == 0    ? "."
+			 : i % 11 == 0 ? ".."
+				       : "",
+			 i);
+		body += line;
+		if (i % 1000 == 0)
+			body += ".\r\n";
+	}
+	std::string msg = full_message("bdatbig1", body);
+	Session ses(true);
+	ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	ASSERT_TRUE(mfs_smtp_caps(ses.s) & MFS_SMTP_CHUNKING);
+	auto r = ses.send(msg, {"bob@example.test"});
+	EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+	mfs_smtp_result_free(&r);
+	auto got = fetch(2, "bdatbig1", 1);
+	ASSERT_EQ(1u, got.size());
+	EXPECT_TRUE(arrived_intact(got[0], msg));
+}
+
+// BDAT: a refused recipient among good ones is listed and the message
+// reaches the others; every recipient refused is a permanent failure
+// that quotes the recipients' refusals, not Postfix's "no valid
+// recipients" to BDAT; and the session goes on.
+TEST_F(Smtp, ChunkingRefusedRecipients)
+{
+	Session ses(true);
+	ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	ASSERT_TRUE(mfs_smtp_caps(ses.s) & MFS_SMTP_CHUNKING);
+	auto r = ses.send(message("bdatpart1", "x\r\n"),
+			  {"bob@example.test", "unknown@example.test"});
+	EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+	ASSERT_EQ(1u, r.nrejected);
+	EXPECT_STREQ("unknown@example.test", r.rejected[0].rcpt);
+	EXPECT_TRUE(has(r.rejected[0].reply, "550")) << r.rejected[0].reply;
+	mfs_smtp_result_free(&r);
+	r = ses.send(message("bdatnone1", "x\r\n"),
+		     {"unknown@example.test", "nobody@elsewhere.invalid"});
+	EXPECT_EQ(MFS_SMTP_PERMFAIL, r.status) << r.reply;
+	EXPECT_TRUE(has(r.reply, "550")) << r.reply;
+	EXPECT_TRUE(has(r.reply, "Relay access denied")) << r.reply;
+	EXPECT_FALSE(has(r.reply, "no valid recipients")) << r.reply;
+	EXPECT_EQ(2u, r.nrejected);
+	mfs_smtp_result_free(&r);
+	EXPECT_EQ(1, mfs_smtp_alive(ses.s));
+	r = ses.send(message("bdatpart2", "y\r\n"), {"bob@example.test"});
+	EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+	mfs_smtp_result_free(&r);
+	EXPECT_EQ(1u, fetch(2, "bdatpart1", 1).size());
+	EXPECT_EQ(1u, fetch(2, "bdatpart2", 1).size());
 }
 
 TEST_F(Smtp, SeveralMessagesInOneSession)
@@ -892,9 +1054,12 @@ TEST(SmtpFake, Reply421EndsTheSession)
 // A fake server that offers CHUNKING: MAIL and the RCPTs in good are
 // accepted, "BDAT n LAST" takes the next n bytes (as lines) and answers
 // with done (an empty done closes the connection instead), or 554 when no
-// RCPT was accepted. Lines it was given are in the FakeServer's lines().
+// RCPT was accepted. A line that starts with a key of fixed gets its value
+// instead (key "." for the reply after the data); an empty value closes.
+// Lines it was given are in the FakeServer's lines().
 FakeServer::Answer chunking(std::vector<std::string> good,
-			    std::string done = "250 2.0.0 queued\r\n")
+			    std::string done = "250 2.0.0 queued\r\n",
+			    std::map<std::string, std::string> fixed = {})
 {
 	struct State {
 		long left = -1; // data bytes still to come
@@ -907,14 +1072,22 @@ FakeServer::Answer chunking(std::vector<std::string> good,
 			if (st->left > 0)
 				return kSilent;
 			st->left = -1;
+			if (fixed.count("."))
+				return fixed.at(".");
 			if (st->rcpts == 0)
 				return std::string(
 				    "554 5.5.1 no valid recipients\r\n");
 			return done;
 		}
+		if (line.rfind("BDAT ", 0) == 0)
+			st->left = atol(line.c_str() + 5);
+		for (auto &kv : fixed)
+			if (kv.first != "." && line.rfind(kv.first, 0) == 0)
+				return kv.second;
 		if (line.rfind("EHLO ", 0) == 0)
-			return std::string("250-fake.test\r\n250-PIPELINING\r\n"
-					   "250-CHUNKING\r\n250 AUTH PLAIN\r\n");
+			return std::string(
+			    "250-fake.test\r\n250-PIPELINING\r\n"
+			    "250-CHUNKING\r\n250 AUTH PLAIN\r\n");
 		if (line.rfind("AUTH ", 0) == 0)
 			return std::string("235 ok\r\n");
 		if (line.rfind("MAIL FROM:", 0) == 0 || line == "RSET") {
@@ -930,10 +1103,8 @@ FakeServer::Answer chunking(std::vector<std::string> good,
 			}
 			return "550 5.1.1 <" + a + ">: User unknown\r\n";
 		}
-		if (line.rfind("BDAT ", 0) == 0) {
-			st->left = atol(line.c_str() + 5);
+		if (line.rfind("BDAT ", 0) == 0)
 			return kSilent;
-		}
 		return plain_answer(line, "PLAIN");
 	};
 }
@@ -1001,6 +1172,183 @@ TEST(SmtpFake, ChunkingWithoutRecipientIsRefused)
 	r = ses.send("Subject: y\r\n\r\nbody\r\n", {"a@x.test"});
 	EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
 	mfs_smtp_result_free(&r);
+}
+
+// One round trip per message with BDAT, two with DATA (the server that
+// does not offer CHUNKING); plus EHLO, AUTH and QUIT.
+TEST(SmtpFake, ChunkingCostsOneRoundTripPerMessage)
+{
+	const std::string msg = "Subject: r\r\n\r\nbody\r\n";
+	FakeServer bdat("220 ok\r\n", chunking({"a@x.test"}));
+	FakeServer data("220 ok\r\n", transaction({"a@x.test"}));
+	for (FakeServer *srv : {&bdat, &data}) {
+		Session ses(fake_login(srv->port));
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+		for (int i = 0; i < 3; i++) {
+			auto r = ses.send(msg, {"a@x.test"});
+			EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+			mfs_smtp_result_free(&r);
+		}
+	}
+	EXPECT_EQ(3 + 3, bdat.rounds());
+	EXPECT_EQ(3 + 2 * 3, data.rounds());
+	auto lines = data.lines();
+	EXPECT_EQ(3, std::count(lines.begin(), lines.end(), "DATA"));
+}
+
+// A server that offers CHUNKING without PIPELINING gets DATA, dot-stuffed.
+TEST(SmtpFake, ChunkingWithoutPipeliningUsesData)
+{
+	auto inner = transaction({"a@x.test"});
+	FakeServer srv("220 ok\r\n", [=](const std::string &line) {
+		if (line.rfind("EHLO ", 0) == 0)
+			return std::string("250-fake.test\r\n250-CHUNKING\r\n"
+					   "250 AUTH PLAIN\r\n");
+		return inner(line);
+	});
+	{
+		Session ses(fake_login(srv.port));
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+		EXPECT_EQ(MFS_SMTP_CHUNKING,
+			  mfs_smtp_caps(ses.s) &
+			      (MFS_SMTP_CHUNKING | MFS_SMTP_PIPELINING));
+		auto r = ses.send("Subject: x\r\n\r\n.dot\r\n", {"a@x.test"});
+		EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+		mfs_smtp_result_free(&r);
+	}
+	auto lines = srv.lines();
+	EXPECT_NE(lines.end(), std::find(lines.begin(), lines.end(), "DATA"));
+	EXPECT_NE(lines.end(), std::find(lines.begin(), lines.end(), "..dot"));
+	for (auto &l : lines)
+		EXPECT_NE(0u, l.rfind("BDAT", 0)) << l;
+}
+
+// The connection cut while the chunk is still being written (the server
+// closes on reading "BDAT"; the message is far larger than the socket
+// buffers): nothing can have been accepted, a temporary failure.
+TEST(SmtpFake, ChunkingCutBeforeTheDataIsOutIsTemporary)
+{
+	FakeServer srv("220 ok\r\n",
+		       chunking({"a@x.test"}, "250 ok\r\n", {{"BDAT ", ""}}));
+	std::string msg = "Subject: big\r\n\r\n";
+	msg += std::string(32u * 1024 * 1024, 'x') + "\r\n";
+	Session ses(fake_login(srv.port));
+	ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	auto r = ses.send(msg, {"a@x.test"});
+	EXPECT_EQ(MFS_SMTP_TEMPFAIL, r.status) << r.reply;
+	EXPECT_TRUE(has(r.reply, "connection lost")) << r.reply;
+	EXPECT_EQ(0, mfs_smtp_alive(ses.s));
+	mfs_smtp_result_free(&r);
+}
+
+// A refused MAIL is the permanent failure with its reason; when the
+// connection is lost after it, the message cannot have been taken: a
+// temporary failure, not an unknown outcome.
+TEST(SmtpFake, ChunkingRefusedMail)
+{
+	const std::map<std::string, std::string> refuse = {
+	    {"MAIL", "550 5.7.1 sender refused\r\n"},
+	    {"RCPT", "503 5.5.1 need MAIL\r\n"}};
+	FakeServer srv("220 ok\r\n", chunking({"a@x.test"}, "", refuse));
+	{
+		Session ses(fake_login(srv.port));
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+		auto r = ses.send("Subject: x\r\n\r\nbody\r\n", {"a@x.test"});
+		EXPECT_EQ(MFS_SMTP_PERMFAIL, r.status) << r.reply;
+		EXPECT_TRUE(has(r.reply, "550 5.7.1 sender refused"))
+		    << r.reply;
+		EXPECT_EQ(1, mfs_smtp_alive(ses.s));
+		mfs_smtp_result_free(&r);
+	}
+	auto cut = refuse;
+	cut["."] = "";
+	FakeServer srv2("220 ok\r\n", chunking({"a@x.test"}, "", cut));
+	Session ses(fake_login(srv2.port));
+	ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+	auto r = ses.send("Subject: x\r\n\r\nbody\r\n", {"a@x.test"});
+	EXPECT_EQ(MFS_SMTP_TEMPFAIL, r.status) << r.reply;
+	EXPECT_EQ(0, mfs_smtp_alive(ses.s));
+	mfs_smtp_result_free(&r);
+}
+
+// The reply to BDAT decides after accepted recipients: 5xx permanent, 4xx
+// temporary, both with the server's text; the next message then starts
+// with RSET, in the same write as its envelope and data.
+TEST(SmtpFake, ChunkingRefusedData)
+{
+	const std::string msg = "Subject: x\r\n\r\nbody\r\n";
+	auto refuse = std::make_shared<std::string>("552 5.3.4 too big\r\n");
+	auto inner = chunking({"a@x.test"});
+	FakeServer srv("220 ok\r\n", [=](const std::string &line) {
+		std::string r = inner(line);
+		return r == "250 2.0.0 queued\r\n" && !refuse->empty() ? *refuse
+								       : r;
+	});
+	{
+		Session ses(fake_login(srv.port));
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+		auto r = ses.send(msg, {"a@x.test"});
+		EXPECT_EQ(MFS_SMTP_PERMFAIL, r.status) << r.reply;
+		EXPECT_TRUE(has(r.reply, "552 5.3.4 too big")) << r.reply;
+		mfs_smtp_result_free(&r);
+		*refuse = "451 4.3.0 try later\r\n";
+		r = ses.send(msg, {"a@x.test"});
+		EXPECT_EQ(MFS_SMTP_TEMPFAIL, r.status) << r.reply;
+		EXPECT_TRUE(has(r.reply, "451 4.3.0")) << r.reply;
+		EXPECT_EQ(1, mfs_smtp_alive(ses.s));
+		mfs_smtp_result_free(&r);
+		refuse->clear();
+		r = ses.send(msg, {"a@x.test"});
+		EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+		mfs_smtp_result_free(&r);
+	}
+	auto lines = srv.lines();
+	auto pending = srv.pending();
+	int rsets = 0;
+	for (size_t i = 0; i < lines.size(); i++) {
+		if (lines[i] != "RSET")
+			continue;
+		rsets++;
+		EXPECT_EQ("MAIL FROM:<alice@example.test>\r\n"
+			  "RCPT TO:<a@x.test>\r\nBDAT " +
+			      std::to_string(msg.size()) + " LAST\r\n" + msg,
+			  pending[i]);
+	}
+	EXPECT_EQ(2, rsets);
+}
+
+// A refused RSET (the message being out already with BDAT): the reply to
+// BDAT decides, and the session ends either way. Accepted stays accepted
+// (never a temporary failure that would send it twice); refused is
+// temporary (the refusal may be the earlier transaction's).
+TEST(SmtpFake, ChunkingRefusedRsetLetsBdatDecide)
+{
+	for (bool take : {true, false}) {
+		SCOPED_TRACE(take ? "taken" : "refused");
+		std::map<std::string, std::string> fixed = {
+		    {"RSET", "500 5.5.2 what\r\n"}};
+		if (!take)
+			fixed["."] = "554 5.6.0 refused\r\n";
+		FakeServer srv(
+		    "220 ok\r\n",
+		    chunking({"a@x.test"}, "250 2.0.0 queued\r\n", fixed));
+		Session ses(fake_login(srv.port));
+		ASSERT_EQ(MFS_OK, ses.rc) << ses.err.msg;
+		auto r = ses.send("Subject: x\r\n\r\nbody\r\n", {"b@x.test"});
+		EXPECT_EQ(MFS_SMTP_PERMFAIL, r.status) << r.reply;
+		mfs_smtp_result_free(&r);
+		r = ses.send("Subject: y\r\n\r\nbody\r\n", {"a@x.test"});
+		if (take) {
+			EXPECT_EQ(MFS_SMTP_ACCEPTED, r.status) << r.reply;
+			EXPECT_TRUE(has(r.reply, "250 2.0.0 queued"))
+			    << r.reply;
+		} else {
+			EXPECT_EQ(MFS_SMTP_TEMPFAIL, r.status) << r.reply;
+			EXPECT_TRUE(has(r.reply, "500 5.5.2 what")) << r.reply;
+		}
+		EXPECT_EQ(0, mfs_smtp_alive(ses.s));
+		mfs_smtp_result_free(&r);
+	}
 }
 
 } // namespace
