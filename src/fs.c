@@ -952,6 +952,25 @@ static void ahead_done(void *ctx, uint32_t uid, int fd, size_t len)
 /* Caller holds the lock; msg is held. Drops the lock while it fetches.
  * Returns MFS_OK, or the network error that made the fetch fail (the
  * caller then fails too rather than wait a second time). */
+/* Whether the cache holds msg's raw bytes. Caller holds the lock and a
+ * hold on msg; the lock is dropped for the look at the disk. */
+static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
+{
+	struct msg_ref r;
+	char key[1024];
+	int have = 0;
+
+	if (msg_ref_take(msg, &r) != 0)
+		return 0;
+	if (cache_key(&r, "", key, sizeof(key)) == 0) {
+		pthread_mutex_unlock(&fs->lock);
+		have = mfs_cache_has(fs->cache, key, r.msg.size);
+		pthread_mutex_lock(&fs->lock);
+	}
+	msg_ref_free(&r);
+	return have;
+}
+
 static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 		       struct mfs_err *ret)
 {
@@ -968,6 +987,10 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 
 	if (fs->store->ops->fetch_many == NULL || msg->msg.uid == 0 ||
 	    msg->msg.size > AHEAD_SIZE_MAX || msg->parent->kind != MFS_N_FOLDER)
+		return MFS_OK;
+	/* brought by an earlier batch: no need to look at up to AHEAD_MAX
+	 * neighbours for each message of a run */
+	if (msg_cached(fs, msg))
 		return MFS_OK;
 	if (fs->ahead_folder == msg->parent->ino &&
 	    time(NULL) - fs->ahead_last <= AHEAD_GAP)

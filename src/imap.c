@@ -291,18 +291,31 @@ static void imap_logger(mailimap *session, int type, const char *str,
 		      size > 200 ? " [...]" : "");
 }
 
+/* Parses the responses up to the tagged reply of the command whose tag is
+ * session->imap_tag, its first line read already; *state is the reply's
+ * MAILIMAP_RESP_COND_STATE_*. Returns libetpan's error, or
+ * MAILIMAP_NO_ERROR. */
+static int parse_tagged(mailimap *session, int *state)
+{
+	struct mailimap_response *rsp = NULL;
+	int r = mailimap_parse_response(session, &rsp);
+
+	if (r != MAILIMAP_NO_ERROR)
+		return r;
+	*state = rsp->rsp_resp_done->rsp_data.rsp_tagged->rsp_cond_state
+		     ->rsp_type;
+	mailimap_response_free(rsp);
+	return MAILIMAP_NO_ERROR;
+}
+
 /* The tagged reply of the command just sent, after its line has been
  * read: MAILIMAP_NO_ERROR for OK, MAILIMAP_ERROR_LOGIN for NO or BAD. */
 static int tagged_reply(mailimap *session)
 {
-	struct mailimap_response *rsp = NULL;
-	int r = mailimap_parse_response(session, &rsp), state;
+	int state, r = parse_tagged(session, &state);
 
 	if (r != MAILIMAP_NO_ERROR)
 		return r;
-	state = rsp->rsp_resp_done->rsp_data.rsp_tagged->rsp_cond_state
-		    ->rsp_type;
-	mailimap_response_free(rsp);
 	if (state != MAILIMAP_RESP_COND_STATE_OK)
 		return MAILIMAP_ERROR_LOGIN;
 	session->imap_state = MAILIMAP_STATE_AUTHENTICATED;
@@ -842,13 +855,12 @@ static int index_send_chunk(mailimap *session, uint32_t lo, uint32_t hi)
  * MAILIMAP_ERROR_FETCH for NO or BAD. */
 static int index_read_chunk(mailimap *session, int tag)
 {
-	struct mailimap_response *rsp = NULL;
 	int r, state;
 
 	session->imap_tag = tag; /* libetpan checks the reply's tag */
 	if (mailimap_read_line(session) == NULL)
 		return MAILIMAP_ERROR_STREAM;
-	r = mailimap_parse_response(session, &rsp);
+	r = parse_tagged(session, &state);
 	if (r != MAILIMAP_NO_ERROR)
 		return r;
 	if (session->imap_response_info->rsp_fetch_list != NULL) {
@@ -856,9 +868,6 @@ static int index_read_chunk(mailimap *session, int tag)
 		    session->imap_response_info->rsp_fetch_list);
 		session->imap_response_info->rsp_fetch_list = NULL;
 	}
-	state = rsp->rsp_resp_done->rsp_data.rsp_tagged->rsp_cond_state
-		    ->rsp_type;
-	mailimap_response_free(rsp);
 	return state == MAILIMAP_RESP_COND_STATE_OK ? MAILIMAP_NO_ERROR
 						    : MAILIMAP_ERROR_FETCH;
 }
@@ -2006,15 +2015,10 @@ static void append_uid(struct mfs_imap *imap, uint32_t *validity, uint32_t *uid)
 /* Reads the tagged reply; MAILIMAP_ERROR_APPEND for NO. */
 static int append_reply(struct mfs_imap *imap)
 {
-	struct mailimap_response *resp = NULL;
-	int r, type;
+	int type, r = parse_tagged(imap->session, &type);
 
-	r = mailimap_parse_response(imap->session, &resp);
 	if (r != MAILIMAP_NO_ERROR)
 		return r;
-	type =
-	    resp->rsp_resp_done->rsp_data.rsp_tagged->rsp_cond_state->rsp_type;
-	mailimap_response_free(resp);
 	return type == MAILIMAP_RESP_COND_STATE_OK ? MAILIMAP_NO_ERROR
 						   : MAILIMAP_ERROR_APPEND;
 }
@@ -2693,7 +2697,6 @@ static int examine_and_idle(struct mfs_imap *imap, const char *mailbox,
 {
 	mailimap *session = imap->session;
 	mailstream *s = session->imap_stream;
-	struct mailimap_response *rsp = NULL;
 	int first = session->imap_tag + 1, r, state, lines;
 
 	free(imap->selected);
@@ -2715,13 +2718,10 @@ static int examine_and_idle(struct mfs_imap *imap, const char *mailbox,
 	if (session->imap_selection_info != NULL)
 		mailimap_selection_info_free(session->imap_selection_info);
 	session->imap_selection_info = mailimap_selection_info_new();
-	r = mailimap_parse_response(session, &rsp);
+	r = parse_tagged(session, &state);
 	session->imap_tag = first + 1;
 	if (r != MAILIMAP_NO_ERROR)
 		return imap_fail(imap, r, "EXAMINE", MFS_E_PROTO, err);
-	state =
-	    rsp->rsp_resp_done->rsp_data.rsp_tagged->rsp_cond_state->rsp_type;
-	mailimap_response_free(rsp);
 	if (state != MAILIMAP_RESP_COND_STATE_OK) {
 		mfs_err_set(err, MFS_E_NOENT, "EXAMINE %s: %s", mailbox,
 			    imap_reply(imap));

@@ -177,25 +177,37 @@ static int fsync_dir(struct mfs_spool *sp)
 	return fsync(sp->dirfd);
 }
 
+/* Writes text to dirfd/path durably (path.new, fsync, rename). */
+static int write_durably(int dirfd, const char *path, const char *text,
+			 size_t len)
+{
+	char tmp[ID_LEN + 32];
+	int fd, rc = -1;
+
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	if (write(fd, text, len) == (ssize_t)len && fsync(fd) == 0 &&
+	    renameat(dirfd, tmp, dirfd, path) == 0)
+		rc = 0;
+	close(fd);
+	if (rc)
+		unlinkat(dirfd, tmp, 0);
+	return rc;
+}
+
 /* Writes ID.state durably. Called with the lock held. */
 static int save_state(struct mfs_spool *sp, struct entry *e,
 		      struct mfs_err *err)
 {
-	char path[ID_LEN + 16], tmp[ID_LEN + 16];
-	FILE *f;
-	int fd;
+	char path[ID_LEN + 16], *text = NULL;
+	size_t len = 0;
+	int rc = -1;
+	FILE *f = open_memstream(&text, &len);
 
-	snprintf(path, sizeof(path), "%s.state", e->id);
-	snprintf(tmp, sizeof(tmp), "%s.state.new", e->id);
-	fd = openat(sp->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-		    0600);
-	if (fd < 0)
+	if (f == NULL)
 		goto fail;
-	f = fdopen(fd, "w");
-	if (!f) {
-		close(fd);
-		goto fail;
-	}
 	fputs("name: ", f);
 	put_escaped(f, e->name);
 	fprintf(f,
@@ -209,17 +221,16 @@ static int save_state(struct mfs_spool *sp, struct entry *e,
 	fputs("\nreply: ", f);
 	put_escaped(f, e->reply);
 	fputc('\n', f);
-	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-		fclose(f);
-		goto fail;
-	}
 	if (fclose(f) != 0)
 		goto fail;
-	if (renameat(sp->dirfd, tmp, sp->dirfd, path) != 0 ||
-	    fsync_dir(sp) != 0)
-		goto fail;
-	return MFS_OK;
+	snprintf(path, sizeof(path), "%s.state", e->id);
+	if (write_durably(sp->dirfd, path, text, len) == 0 &&
+	    fsync_dir(sp) == 0)
+		rc = MFS_OK;
 fail:
+	free(text);
+	if (rc == MFS_OK)
+		return MFS_OK;
 	return mfs_err_set(err, MFS_E_IO,
 			   "cannot write the outbox state of "
 			   "%s: %s",
@@ -625,26 +636,6 @@ int mfs_spool_run_sent(struct mfs_spool *sp)
 		made++;
 	pthread_mutex_unlock(&q->lock);
 	return made;
-}
-
-/* Writes text to dirfd/path durably (path.new, fsync, rename). */
-static int write_durably(int dirfd, const char *path, const char *text,
-			 size_t len)
-{
-	char tmp[ID_LEN + 32];
-	int fd, rc = -1;
-
-	snprintf(tmp, sizeof(tmp), "%s.new", path);
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -1;
-	if (write(fd, text, len) == (ssize_t)len && fsync(fd) == 0 &&
-	    renameat(dirfd, tmp, dirfd, path) == 0)
-		rc = 0;
-	close(fd);
-	if (rc)
-		unlinkat(dirfd, tmp, 0);
-	return rc;
 }
 
 /* Copies size bytes of fd into dirfd/path, durably. */
