@@ -71,6 +71,34 @@ static int mkdir_p(const char *path)
 	return 0;
 }
 
+/*
+ * Checks that the directory open on fd (named path, for the message) is
+ * the user's own, and makes it private (0700) when its mode lets others
+ * in. Whoever else owns or can write the cache could forge what mailfs
+ * serves as mail.
+ */
+static int dir_private(int fd, const char *path, struct mfs_err *err)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) != 0)
+		return mfs_err_set(err, MFS_E_IO, "cache directory %s: %s",
+				   path, strerror(errno));
+	if (st.st_uid != geteuid())
+		return mfs_err_set(err, MFS_E_ACCESS,
+				   "cache directory %s belongs to uid %u, not "
+				   "to you (uid %u); refusing to use it",
+				   path, (unsigned)st.st_uid,
+				   (unsigned)geteuid());
+	if ((st.st_mode & 077) != 0 && fchmod(fd, 0700) != 0)
+		return mfs_err_set(err, MFS_E_ACCESS,
+				   "cache directory %s is open to others (mode "
+				   "%04o) and cannot be made private: %s",
+				   path, (unsigned)(st.st_mode & 07777),
+				   strerror(errno));
+	return MFS_OK;
+}
+
 /* ---- the index ---------------------------------------------------------- */
 
 static uint64_t key_hash(const char *key)
@@ -341,8 +369,9 @@ static int scan_dir(struct scan *s, int dfd, const char *rel, int depth)
 		if (depth == 0 && (d->d_name[0] == '.' ||
 				   strcmp(d->d_name, FOREIGN_DIR) == 0))
 			continue;
-		if (fstatat(dfd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-			continue;
+		if (fstatat(dfd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+		    st.st_uid != geteuid())
+			continue; /* not ours: never served (cache_lookup) */
 		if (snprintf(key, sizeof(key), "%s%s%s", rel, *rel ? "/" : "",
 			     d->d_name) >= (int)sizeof(key))
 			continue;
@@ -425,17 +454,19 @@ int mfs_cache_open(const char *dir, struct mfs_cache **cache,
 		   struct mfs_err *err)
 {
 	struct mfs_cache *c;
-	struct stat st;
+	int fd, rc;
 
-	if (mkdir_p(dir) != 0 || stat(dir, &st) != 0)
+	if (mkdir_p(dir) != 0)
 		return mfs_err_set(err, MFS_E_IO, "cache directory %s: %s", dir,
 				   strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		return mfs_err_set(err, MFS_E_IO,
-				   "cache directory %s is not a directory",
-				   dir);
-	if ((st.st_mode & 077) != 0 && chmod(dir, 0700) != 0)
-		mfs_log_err("cannot make %s private: %s", dir, strerror(errno));
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return mfs_err_set(err, MFS_E_IO, "cache directory %s: %s", dir,
+				   strerror(errno));
+	rc = dir_private(fd, dir, err);
+	close(fd);
+	if (rc != MFS_OK)
+		return rc;
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
@@ -545,7 +576,7 @@ static int cache_lookup(const char *path, uint64_t expected)
 	if (fd < 0)
 		return -1;
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size != expected) {
+	    st.st_uid != geteuid() || (uint64_t)st.st_size != expected) {
 		close(fd);
 		return -1;
 	}

@@ -55,7 +55,12 @@ struct mfs_cache;
  * removes temporary files left by a crash (not those a live writer holds),
  * and makes directories 0700 and files 0600. Opening removes no entry: the
  * bound is applied by mfs_cache_set_limit and by the next new entry.
- * Errors: MFS_E_IO (cannot create or not a directory), MFS_E_NOMEM. */
+ * dir must belong to the user; a file or directory in it that belongs to
+ * someone else is never served, and no entry is opened through a symbolic
+ * link.
+ * Errors: MFS_E_IO (cannot create or not a directory), MFS_E_ACCESS (dir
+ * belongs to another user, or is open to group or others and chmod 0700
+ * fails; err->msg names it), MFS_E_NOMEM. */
 int mfs_cache_open(const char *dir, struct mfs_cache **cache,
 		   struct mfs_err *err);
 void mfs_cache_close(struct mfs_cache *cache);

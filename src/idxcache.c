@@ -146,18 +146,32 @@ static int check_listing(const char *key, const struct mfs_store_msg *msgs,
 	return MFS_OK;
 }
 
-/* mkdir with mode 0700; an existing directory is made 0700. */
+/* mkdir with mode 0700; an existing directory is made 0700. One that is
+ * a symbolic link or belongs to another user is refused (EACCES). */
 static int mkdir_private(const char *dir)
 {
 	struct stat st;
+	int fd, r = -1;
 
 	if (mkdir(dir, 0700) == 0)
 		return 0;
-	if (errno != EEXIST || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+	if (errno != EEXIST)
 		return -1;
-	if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) != 0)
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
 		return -1;
-	return 0;
+	if (fstat(fd, &st) != 0)
+		goto close_fd;
+	if (st.st_uid != geteuid()) {
+		errno = EACCES;
+		goto close_fd;
+	}
+	if ((st.st_mode & 07777) != 0700 && fchmod(fd, 0700) != 0)
+		goto close_fd;
+	r = 0;
+close_fd:
+	close(fd);
+	return r;
 }
 
 /* Creates the directory of path and its parent, mode 0700. */
@@ -370,16 +384,30 @@ int mfs_idx_open(const char *path, const char *key, struct mfs_idx_head *head,
 		 struct mfs_idx_reader **rd, struct mfs_err *err)
 {
 	struct mfs_idx_reader *r = calloc(1, sizeof(*r));
+	struct stat st;
+	int fd;
 
 	*rd = NULL;
 	if (r == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	r->path = path;
 	r->sum = FNV_OFFSET;
-	r->f = fopen(path, "re");
-	if (r->f == NULL) {
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
 		mfs_err_set(err, errno == ENOENT ? MFS_E_NOENT : MFS_E_IO,
 			    "cannot open %s: %s", path, strerror(errno));
+		goto free_reader;
+	}
+	/* another user's file is not trusted to describe the folder */
+	if (fstat(fd, &st) != 0 || st.st_uid != geteuid()) {
+		mfs_err_set(err, MFS_E_IO, "%s does not belong to you", path);
+		close(fd);
+		goto free_reader;
+	}
+	r->f = fdopen(fd, "r");
+	if (r->f == NULL) {
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		close(fd);
 		goto free_reader;
 	}
 	if (read_head(r, key, head, err) != MFS_OK)

@@ -25,7 +25,8 @@
  * name, synced and renamed into place, so a reader sees the old file or
  * the new one, never a torn one; a file with another version, another key,
  * a wrong length or a wrong checksum is refused. Directories are created
- * 0700 and files 0600.
+ * 0700 and files 0600; a file or directory that belongs to another user,
+ * or a symbolic link in their place, is refused.
  *
  * Reading streams the file: the header first (mfs_idx_open), so that the
  * caller can compare the state before reading any message, then the
@@ -75,8 +76,9 @@ int mfs_idx_save(const char *path, const char *key,
 /*
  * Opens the file at path and reads its header into *head; *rd then reads
  * the messages (mfs_idx_read) and must be closed with mfs_idx_close.
- * Errors: MFS_E_NOENT (no file), MFS_E_IO (unreadable, not a listing, other
- * version, other key, cut short), MFS_E_NOMEM.
+ * Errors: MFS_E_NOENT (no file), MFS_E_IO (unreadable, a symbolic link,
+ * not the user's own, not a listing, other version, other key, cut short),
+ * MFS_E_NOMEM.
  */
 int mfs_idx_open(const char *path, const char *key, struct mfs_idx_head *head,
 		 struct mfs_idx_reader **rd, struct mfs_err *err);

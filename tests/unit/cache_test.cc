@@ -605,3 +605,38 @@ TEST_F(Cache, ZeroLimitMeansDefault)
 }
 
 } // namespace
+
+// A cache directory that belongs to someone else is refused. A file in it
+// that belongs to someone else (planted while it was open to others) is
+// not served as mail, nor one reached through a symbolic link.
+TEST_F(Cache, ForeignDirectoryAndFilesAreRefused)
+{
+	fs::create_directories(dir);
+	if (chown(dir.c_str(), 65534, 65534) != 0)
+		GTEST_SKIP() << "cannot chown (not root)";
+	EXPECT_EQ(MFS_E_ACCESS, mfs_cache_open(dir.c_str(), &c, &err));
+	EXPECT_EQ(nullptr, c);
+	EXPECT_NE(nullptr, strstr(err.msg, dir.c_str())) << err.msg;
+	EXPECT_NE(nullptr, strstr(err.msg, "uid 65534")) << err.msg;
+	ASSERT_EQ(0, chown(dir.c_str(), geteuid(), getegid()));
+
+	fs::create_directories(dir / "m/1");
+	write_file(dir / "m/1/forged", "forged!", 0600);
+	ASSERT_EQ(0, chown((dir / "m/1/forged").c_str(), 65534, 65534));
+	fs::path elsewhere = dir.parent_path() / "elsewhere";
+	write_file(elsewhere, "linked!", 0600);
+	ASSERT_EQ(0, symlink(elsewhere.c_str(), (dir / "m/1/linked").c_str()));
+	reopen(0);
+	for (const char *key : {"m/1/forged", "m/1/linked"}) {
+		Fill f{"genuine"};
+		int fd = -1;
+
+		ASSERT_EQ(MFS_OK,
+			  mfs_cache_get(c, key, 7, fill_fn, &f, &fd, &err))
+		    << err.msg;
+		EXPECT_EQ("genuine", read_fd(fd)) << key;
+		EXPECT_EQ(1, f.calls) << key;
+		close(fd);
+	}
+	EXPECT_EQ("linked!", read_file(elsewhere));
+}

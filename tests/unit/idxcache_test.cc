@@ -288,3 +288,25 @@ TEST_F(IdxCache, UnorderedListingIsNotSaved)
 }
 
 } // namespace
+
+/* A listing that is a symbolic link, or belongs to another user, is not
+ * served; a directory of another user is not written into. */
+TEST_F(IdxCache, LinkedOrForeignListingIsRefused)
+{
+	std::vector<Msg> out;
+	struct mfs_idx_head got;
+	std::string elsewhere = dir + "/elsewhere";
+
+	ASSERT_EQ(save(sample(), head_of()), MFS_OK);
+	fs::rename(path, elsewhere);
+	ASSERT_EQ(symlink(elsewhere.c_str(), path.c_str()), 0);
+	EXPECT_EQ(load(out, got), MFS_E_IO);
+	ASSERT_EQ(unlink(path.c_str()), 0);
+	fs::rename(elsewhere, path);
+	EXPECT_EQ(load(out, got), MFS_OK);
+	if (chown(path.c_str(), 65534, 65534) != 0)
+		GTEST_SKIP() << "cannot chown (not root)";
+	EXPECT_EQ(load(out, got), MFS_E_IO);
+	ASSERT_EQ(chown(fs::path(path).parent_path().c_str(), 65534, 65534), 0);
+	EXPECT_EQ(save(sample(), head_of()), MFS_E_IO);
+}
