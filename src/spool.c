@@ -2,12 +2,19 @@
  * spool.c - the durable outbox queue.
  *
  * Ordering that keeps every message safe:
- *   create:  ID.state ("writing") first, then ID.eml, so an ID.eml never
- *            exists without its state (an ID.state without ID.eml is a
- *            create or unlink that stopped half way, and is dropped);
+ *   create:  ID.eml with O_EXCL first (an id already on disk, left by an
+ *            earlier run with the same time and pid, is skipped, never
+ *            overwritten), then ID.state ("writing"); an empty ID.eml
+ *            without its state is a create that stopped half way and is
+ *            dropped at open, as is an ID.state without ID.eml (an unlink
+ *            that stopped half way);
  *   commit:  fsync ID.eml and the directory, then "sending" durably, then
- *            the first byte to the server;
+ *            the first byte to the server; when "sending" cannot be
+ *            written, nothing is sent (the entry stays queued);
  *   accept:  ID.eml is removed before ID.state.
+ * The directories are the user's own and private (checked at open), and
+ * every file in them is opened with O_NOFOLLOW: a symbolic link is never
+ * followed, nor a file written through one.
  * An entry is "busy" while one thread commits or sends it; a busy entry is
  * never renamed, unlinked or freed by another thread, so its pointer stays
  * valid without the lock.
@@ -30,6 +37,7 @@
 #include "smtp.h"
 
 #define ID_LEN 32
+#define ID_TRIES 1000 /* ids tried by one create */
 
 struct entry {
 	struct entry *next;
@@ -119,6 +127,16 @@ static void insert(struct mfs_spool *sp, struct entry *e)
 	*pp = e;
 }
 
+/* A new id: the time, the pid and a counter, in hex, so that ids sort by
+ * time. Another run may have used it (the same second and pid after a
+ * restart): whoever creates files under it creates them with O_EXCL.
+ * Called with the lock held. */
+static void new_id(struct mfs_spool *sp, char id[ID_LEN])
+{
+	snprintf(id, ID_LEN, "%016llx%04x%04x", (long long)time(NULL),
+		 (unsigned)getpid() & 0xffff, sp->counter++ & 0xffff);
+}
+
 static void unlink_from_list(struct mfs_spool *sp, struct entry *e)
 {
 	for (struct entry **pp = &sp->head; *pp; pp = &(*pp)->next)
@@ -177,6 +195,48 @@ static int fsync_dir(struct mfs_spool *sp)
 	return fsync(sp->dirfd);
 }
 
+/*
+ * Checks that the directory open on fd (named path, for the message) is
+ * the user's own, and makes it private (0700) when its mode lets others
+ * in. Whoever else owns or can write the spool could change what is sent
+ * in the user's name.
+ */
+static int dir_private(int fd, const char *path, struct mfs_err *err)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) != 0)
+		return mfs_err_set(err, MFS_E_IO, "cannot stat %s: %s", path,
+				   strerror(errno));
+	if (st.st_uid != geteuid())
+		return mfs_err_set(err, MFS_E_ACCESS,
+				   "%s belongs to uid %u, not to you (uid %u); "
+				   "refusing to use it",
+				   path, (unsigned)st.st_uid,
+				   (unsigned)geteuid());
+	if ((st.st_mode & 077) != 0 && fchmod(fd, 0700) != 0)
+		return mfs_err_set(err, MFS_E_ACCESS,
+				   "%s is open to others (mode %04o) and cannot "
+				   "be made private: %s",
+				   path, (unsigned)(st.st_mode & 07777),
+				   strerror(errno));
+	return MFS_OK;
+}
+
+/*
+ * Creates dirfd/tmp afresh for writing: whatever is there (a file left by
+ * a crash, a planted symbolic link) is removed, not opened. Returns the fd
+ * or -1.
+ */
+static int create_new(int dirfd, const char *tmp)
+{
+	if (unlinkat(dirfd, tmp, 0) != 0 && errno != ENOENT)
+		return -1;
+	return openat(dirfd, tmp,
+		      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		      0600);
+}
+
 /* Writes text to dirfd/path durably (path.new, fsync, rename). */
 static int write_durably(int dirfd, const char *path, const char *text,
 			 size_t len)
@@ -185,7 +245,7 @@ static int write_durably(int dirfd, const char *path, const char *text,
 	int fd, rc = -1;
 
 	snprintf(tmp, sizeof(tmp), "%s.new", path);
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fd = create_new(dirfd, tmp);
 	if (fd < 0)
 		return -1;
 	if (write(fd, text, len) == (ssize_t)len && fsync(fd) == 0 &&
@@ -279,7 +339,7 @@ static struct entry *load_state(struct mfs_spool *sp, const char *id)
 	int fd;
 
 	snprintf(path, sizeof(path), "%s.state", id);
-	fd = openat(sp->dirfd, path, O_RDONLY | O_CLOEXEC);
+	fd = openat(sp->dirfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return NULL;
 	f = fdopen(fd, "r");
@@ -303,6 +363,32 @@ static struct entry *load_state(struct mfs_spool *sp, const char *id)
 		return NULL;
 	}
 	return e;
+}
+
+/* Removes the ID.eml of a create that could not write its state. */
+static void remove_eml(struct mfs_spool *sp, const char *id)
+{
+	char path[ID_LEN + 16];
+
+	snprintf(path, sizeof(path), "%s.eml", id);
+	unlinkat(sp->dirfd, path, 0);
+	fsync_dir(sp);
+}
+
+/* An empty ID.eml without its ID.state: a create that stopped before it
+ * wrote the state (nothing was written into it yet). name is ID.eml. */
+static void drop_orphan(struct mfs_spool *sp, const char *name, size_t idlen)
+{
+	char path[ID_LEN + 16];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%.*s.state", (int)idlen, name);
+	if (faccessat(sp->dirfd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0 ||
+	    errno != ENOENT)
+		return;
+	if (fstatat(sp->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(st.st_mode) && st.st_size == 0)
+		unlinkat(sp->dirfd, name, 0);
 }
 
 static void remove_files(struct mfs_spool *sp, const char *id)
@@ -350,6 +436,11 @@ static int load(struct mfs_spool *sp, struct mfs_err *err)
 		char id[ID_LEN], path[ID_LEN + 16];
 		struct entry *e;
 
+		if (n > 4 && n - 4 < ID_LEN &&
+		    strcmp(de->d_name + n - 4, ".eml") == 0) {
+			drop_orphan(sp, de->d_name, n - 4);
+			continue;
+		}
 		if (n <= 6 || n - 6 >= ID_LEN ||
 		    strcmp(de->d_name + n - 6, ".state") != 0)
 			continue;
@@ -538,7 +629,7 @@ static int sentq_make_one(struct sentq *q)
 	q->busy = 1;
 	pthread_mutex_unlock(&q->lock);
 	snprintf(path, sizeof(path), "%s.eml", c->id);
-	fd = openat(q->dirfd, path, O_RDONLY | O_CLOEXEC);
+	fd = openat(q->dirfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd >= 0 && fstat(fd, &st) == 0)
 		rc = q->fn(q->arg, c->name, fd, st.st_size);
 	if (fd >= 0)
@@ -646,8 +737,7 @@ static int copy_durably(int fd, off_t size, int dirfd, const char *path)
 	off_t off = 0;
 
 	snprintf(tmp, sizeof(tmp), "%s.new", path);
-	out =
-	    openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	out = create_new(dirfd, tmp);
 	if (out < 0)
 		return -1;
 	while (off < size) {
@@ -726,7 +816,7 @@ static char *copy_name(struct sentq *q, const char *id)
 	int fd;
 
 	snprintf(path, sizeof(path), "%s.name", id);
-	fd = openat(q->dirfd, path, O_RDONLY | O_CLOEXEC);
+	fd = openat(q->dirfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	f = fd >= 0 ? fdopen(fd, "r") : NULL;
 	if (!f) {
 		if (fd >= 0)
@@ -780,21 +870,29 @@ static void sentq_load_one(struct sentq *q, const char *fname)
 /* Opens (creating it) SPOOL/.sent and loads the copies left there. */
 static int sentq_open(struct mfs_spool *sp, struct mfs_err *err)
 {
+	char path[4096];
 	pthread_condattr_t ca;
 	struct sentq *q;
 	struct dirent *de;
 	DIR *d;
-	int fd;
+	int fd, rc;
 
 	q = calloc(1, sizeof(*q));
 	if (!q)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	if (mkdirat(sp->dirfd, SENT_DIR, 0700) != 0 && errno != EEXIST)
 		goto fail;
-	q->dirfd =
-	    openat(sp->dirfd, SENT_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	q->dirfd = openat(sp->dirfd, SENT_DIR,
+			  O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (q->dirfd < 0)
 		goto fail;
+	snprintf(path, sizeof(path), "%s/%s", sp->o.dir, SENT_DIR);
+	rc = dir_private(q->dirfd, path, err);
+	if (rc) {
+		close(q->dirfd);
+		free(q);
+		return rc;
+	}
 	fd = dup(q->dirfd);
 	d = fd >= 0 ? fdopendir(fd) : NULL;
 	if (!d) {
@@ -875,13 +973,18 @@ int mfs_spool_open(const struct mfs_spool_opts *opts, struct mfs_spool **out,
 				 opts->dir, strerror(errno));
 		goto free_sp;
 	}
-	sp->dirfd = open(opts->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	sp->dirfd =
+	    open(opts->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (sp->dirfd < 0) {
 		rc = mfs_err_set(err, MFS_E_IO, "cannot open %s: %s", opts->dir,
 				 strerror(errno));
 		goto free_sp;
 	}
-	fchmod(sp->dirfd, 0700);
+	rc = dir_private(sp->dirfd, opts->dir, err);
+	if (rc) {
+		close(sp->dirfd);
+		goto free_sp;
+	}
 	pthread_mutex_init(&sp->lock, NULL);
 	pthread_cond_init(&sp->cond, NULL);
 	rc = load(sp, err);
@@ -1056,7 +1159,7 @@ static int open_eml(struct mfs_spool *sp, const struct entry *e, int flags)
 	char path[ID_LEN + 16];
 
 	snprintf(path, sizeof(path), "%s.eml", e->id);
-	return openat(sp->dirfd, path, flags | O_CLOEXEC, 0600);
+	return openat(sp->dirfd, path, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
 }
 
 int mfs_spool_create(struct mfs_spool *sp, const char *name, int *fd,
@@ -1081,17 +1184,24 @@ int mfs_spool_create(struct mfs_spool *sp, const char *name, int *fd,
 				 name);
 		goto unlock;
 	}
-	snprintf(e->id, sizeof(e->id), "%016llx%04x%04x", (long long)time(NULL),
-		 (unsigned)getpid() & 0xffff, sp->counter++ & 0xffff);
-	e->status = MFS_SPOOL_WRITING;
-	rc = save_state(sp, e, err);
-	if (rc)
-		goto unlock;
-	*fd = open_eml(sp, e, O_RDWR | O_CREAT | O_EXCL);
+	/* an id whose files an earlier run left is skipped, never reused */
+	for (int i = 0; i < ID_TRIES && *fd < 0; i++) {
+		new_id(sp, e->id);
+		*fd = open_eml(sp, e, O_RDWR | O_CREAT | O_EXCL);
+		if (*fd < 0 && errno != EEXIST)
+			break;
+	}
 	if (*fd < 0) {
 		rc = mfs_err_set(err, MFS_E_IO, "cannot create %s: %s", name,
 				 strerror(errno));
-		remove_files(sp, e->id);
+		goto unlock;
+	}
+	e->status = MFS_SPOOL_WRITING;
+	rc = save_state(sp, e, err);
+	if (rc) {
+		close(*fd);
+		*fd = -1;
+		remove_eml(sp, e->id);
 		goto unlock;
 	}
 	insert(sp, e);
@@ -1215,21 +1325,63 @@ int mfs_spool_unlink(struct mfs_spool *sp, const char *name,
 	return rc;
 }
 
+int mfs_spool_retry_now(struct mfs_spool *sp, const char *name,
+			struct mfs_err *err)
+{
+	enum mfs_spool_status was_status;
+	time_t was_next, was_first;
+	struct entry *e;
+	int rc = MFS_OK;
+
+	pthread_mutex_lock(&sp->lock);
+	e = find(sp, name);
+	if (!e) {
+		rc = noent(name, err);
+		goto unlock;
+	}
+	if (e->busy || (e->status != MFS_SPOOL_QUEUED &&
+			e->status != MFS_SPOOL_FAILED))
+		goto unlock;
+	was_status = e->status;
+	was_next = e->next_attempt;
+	was_first = e->first_queued;
+	e->status = MFS_SPOOL_QUEUED;
+	e->next_attempt = 0;
+	if (was_status == MFS_SPOOL_FAILED)
+		e->first_queued = 0; /* a new queue lifetime */
+	rc = save_state(sp, e, err);
+	if (rc) {
+		e->status = was_status;
+		e->next_attempt = was_next;
+		e->first_queued = was_first;
+		goto unlock;
+	}
+	pthread_cond_broadcast(&sp->cond);
+unlock:
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
 /* ---- sending ------------------------------------------------------------- */
 
-/* Records a new status and reply for a busy entry, durably. */
-static void set_status(struct mfs_spool *sp, struct entry *e,
-		       enum mfs_spool_status st, const char *reply)
+/* Records a new status and reply for a busy entry, durably. Returns 0, or
+ * MFS_E_IO (logged) when it could not be written: the new status holds in
+ * memory only. */
+static int set_status(struct mfs_spool *sp, struct entry *e,
+		      enum mfs_spool_status st, const char *reply)
 {
 	struct mfs_err err;
+	int rc;
 
 	pthread_mutex_lock(&sp->lock);
 	e->status = st;
 	if (reply)
 		set_str(&e->reply, reply);
-	if (save_state(sp, e, &err) != MFS_OK)
+	rc = save_state(sp, e, &err);
+	if (rc != MFS_OK)
 		mfs_log_err("outbox: %s", err.msg);
 	pthread_mutex_unlock(&sp->lock);
+	return rc;
 }
 
 static void deferred(struct mfs_spool *sp, struct entry *e, const char *why,
@@ -1303,8 +1455,7 @@ static void keep_sent_copy(struct mfs_spool *sp, struct entry *e, int prep,
 	char id[ID_LEN];
 
 	pthread_mutex_lock(&sp->lock);
-	snprintf(id, sizeof(id), "%016llx%04x%04x", (long long)time(NULL),
-		 (unsigned)getpid() & 0xffff, sp->counter++ & 0xffff);
+	new_id(sp, id);
 	pthread_mutex_unlock(&sp->lock);
 	if (sentq_keep(sp->sent, id, e->name, prep, size) == 0) {
 		mfs_log_debug("outbox: the Sent copy of %s is queued as %s",
@@ -1541,7 +1692,15 @@ retry:
 	caps = mfs_smtp_caps(s);
 	if (prepare(sp, e, m, fd, caps, &prep, &size, oc))
 		goto give_session;
-	set_status(sp, e, MFS_SPOOL_SENDING, NULL);
+	/* "sending" is on disk before any of the message goes: else a stop
+	 * after the server took it would leave it "queued", to go again */
+	if (set_status(sp, e, MFS_SPOOL_SENDING, NULL) != MFS_OK) {
+		deferred(sp, e,
+			 "the outbox state cannot be written; not sent for "
+			 "now",
+			 oc);
+		goto close_prep;
+	}
 	if (mfs_smtp_send(s, m->sender, (const char *const *)m->rcpts,
 			  m->nrcpts, prep, size, send_flags(m, caps), &res,
 			  &err) != MFS_OK) {
@@ -1648,8 +1807,12 @@ int mfs_spool_commit(struct mfs_spool *sp, const char *name,
 	}
 	if (mfs_spool_name_waits(e->name)) {
 		oc->result = MFS_SPOOL_HELD;
-		set_status(sp, e, MFS_SPOOL_WAITING, NULL);
+		rc = set_status(sp, e, MFS_SPOOL_WAITING, NULL);
 		release(sp, e);
+		if (rc)
+			return mfs_err_set(err, MFS_E_IO,
+					   "cannot save the state of %s",
+					   name);
 		return MFS_OK;
 	}
 	attempt(sp, e, 0, oc); /* e is freed when sent */

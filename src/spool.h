@@ -1,8 +1,12 @@
 /*
  * spool.h - the durable outbox queue behind outbox/.
  *
- * A spool is a directory (mode 0700). Each entry is two files named by an
- * internal id, never by the user's name:
+ * A spool is a directory (mode 0700) that belongs to the user: one that
+ * belongs to another user, or is open to others and cannot be made
+ * private, is refused at open, and no file in it is ever opened through a
+ * symbolic link. Each entry is two files named by an internal id (the
+ * time, the pid and a counter; an id an earlier run left on disk is
+ * skipped), never by the user's name:
  *
  *   ID.eml     the message exactly as the user wrote it (mode 0600)
  *   ID.state   a small text file: the user's name, status, attempts,
@@ -20,7 +24,9 @@
  *             ".swp" or ".tmp": held until renamed to a normal name
  *   queued    to be sent at `next attempt` (a temporary failure, or a
  *             rename out of a waiting name)
- *   sending   being sent now
+ *   sending   being sent now (on disk before the first byte of the
+ *             message goes; when it cannot be written, nothing is sent
+ *             and the entry stays queued)
  *   failed    permanent failure (5xx, or queued longer than the queue
  *             lifetime); the reason is in `last reply`
  *   invalid   the message cannot be sent as written (outmsg said why)
@@ -176,7 +182,9 @@ struct mfs_spool_outcome {
  * its Message-ID); "queued" entries are due at once (the retry thread
  * sends them when started).
  * Errors: MFS_E_INVAL (opts->acct without smtp), MFS_E_IO (cannot create,
- * not a directory, unreadable), MFS_E_NOMEM.
+ * not a directory, a symbolic link, unreadable), MFS_E_ACCESS (the
+ * directory, or its .sent, belongs to another user, or is open to group or
+ * others and chmod 0700 fails; err->msg names it), MFS_E_NOMEM.
  */
 int mfs_spool_open(const struct mfs_spool_opts *opts, struct mfs_spool **out,
 		   struct mfs_err *err);
@@ -243,6 +251,19 @@ int mfs_spool_unlink(struct mfs_spool *sp, const char *name,
 		     struct mfs_err *err);
 
 /*
+ * Tries a "queued" or "failed" entry again at once (`touch outbox/NAME`):
+ * it becomes "queued", due now, and the retry thread is woken. A "failed"
+ * entry gets a new queue lifetime from its next attempt. Its attempt count
+ * is kept and grows with each attempt. Any other entry (writing, waiting,
+ * sending, invalid, unknown) is left as it is, and 0 returned; an entry
+ * already sent is no longer in the spool (MFS_E_NOENT).
+ * Errors: MFS_E_NOENT, MFS_E_IO (the new state could not be written;
+ * nothing changed).
+ */
+int mfs_spool_retry_now(struct mfs_spool *sp, const char *name,
+			struct mfs_err *err);
+
+/*
  * Submits an entry whose file was closed after writing: fsyncs the message
  * file and the directory before any byte goes to the server; under a
  * waiting name, marks it "waiting" and stops (HELD). Else prepares it
@@ -256,7 +277,9 @@ int mfs_spool_unlink(struct mfs_spool *sp, const char *name,
  *   MFS_E_ACCESS  REJECTED: a permanent failure (err->msg quotes the
  *                 server), and UNSURE (err->msg says to check)
  *   MFS_E_NOENT   no such entry; MFS_E_ACCESS if it is "sending" now
- *   MFS_E_IO      fsync or a state write failed (nothing was sent)
+ *   MFS_E_IO      fsync or a state write failed (nothing was sent);
+ *                 but "sending" that cannot be written is DEFERRED (not
+ *                 sent, queued for a retry) and MFS_OK
  *   MFS_E_NOMEM
  */
 int mfs_spool_commit(struct mfs_spool *sp, const char *name,

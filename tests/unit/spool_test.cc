@@ -261,19 +261,43 @@ class Spool : public ::testing::Test
 		acct.timeout = 5;
 		open_spool();
 	}
-	void open_spool(const char *password = nullptr, int keep_open = 0)
+	int backoff_min = 1, backoff_max = 2; // for the next open
+	int try_open(struct mfs_err *err, const char *password = nullptr,
+		     int keep_open = 0)
 	{
 		struct mfs_spool_opts o = {};
-		struct mfs_err err = {};
 		o.dir = dir.c_str();
 		o.acct = &acct;
 		o.password = password ? password : env["MFS_PASS"].c_str();
-		o.backoff_min = 1;
-		o.backoff_max = 2;
+		o.backoff_min = backoff_min;
+		o.backoff_max = backoff_max;
 		o.keep_open = keep_open;
 		o.sent = on_sent;
 		o.sent_arg = this;
-		ASSERT_EQ(MFS_OK, mfs_spool_open(&o, &sp, &err)) << err.msg;
+		return mfs_spool_open(&o, &sp, err);
+	}
+	void open_spool(const char *password = nullptr, int keep_open = 0)
+	{
+		struct mfs_err err = {};
+		ASSERT_EQ(MFS_OK, try_open(&err, password, keep_open))
+			<< err.msg;
+	}
+	// Paths of the files in the spool whose names end in suffix.
+	std::vector<std::string> spool_files(const std::string &suffix)
+	{
+		std::vector<std::string> v;
+		DIR *d = opendir(dir.c_str());
+		if (!d)
+			return v;
+		while (struct dirent *de = readdir(d)) {
+			std::string f = de->d_name;
+			if (f.size() > suffix.size() &&
+			    f.compare(f.size() - suffix.size(), suffix.size(),
+				      suffix) == 0)
+				v.push_back(dir + "/" + f);
+		}
+		closedir(d);
+		return v;
 	}
 	void TearDown() override
 	{
@@ -959,4 +983,191 @@ int main(int argc, char **argv)
 	::testing::InitGoogleTest(&argc, argv);
 	::testing::AddGlobalTestEnvironment(new Servers("spool_test"));
 	return RUN_ALL_TESTS();
+}
+
+namespace
+{
+
+void put_file(const std::string &path, const std::string &text)
+{
+	std::ofstream(path, std::ios::binary) << text;
+}
+
+std::string get_file(const std::string &path)
+{
+	std::ifstream f(path, std::ios::binary);
+	std::stringstream ss;
+	ss << f.rdbuf();
+	return ss.str();
+}
+
+} // namespace
+
+// `touch outbox/NAME`: a queued or failed message is tried again at once,
+// and its attempts go on counting.
+TEST_F(Spool, RetryNowTriesQueuedAndFailedAgain)
+{
+	mfs_spool_close(sp);
+	sp = nullptr;
+	backoff_min = backoff_max = 3600;
+	open_spool();
+	int port = acct.smtp.port;
+	acct.smtp.port = 1; // nothing listens there
+	write_entry("later", msg("retrynow1", "bob@example.test", "x\n"));
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	EXPECT_EQ(MFS_OK, commit("later", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_DEFERRED, oc.result);
+	EXPECT_EQ(0, mfs_spool_run_due(sp)); // not due for an hour
+	EXPECT_NE(std::string::npos, status("later").find("attempts: 1"));
+	ASSERT_EQ(MFS_OK, mfs_spool_retry_now(sp, "later", &err)) << err.msg;
+	EXPECT_EQ(0, mfs_spool_run_due(sp)); // tried: the server is still down
+	std::string st = status("later");
+	EXPECT_NE(std::string::npos, st.find("status: queued")) << st;
+	EXPECT_NE(std::string::npos, st.find("attempts: 2")) << st;
+	acct.smtp.port = port; // the server is back
+	EXPECT_EQ(0, mfs_spool_run_due(sp)); // due in an hour again
+	ASSERT_EQ(MFS_OK, mfs_spool_retry_now(sp, "later", &err)) << err.msg;
+	EXPECT_EQ(1, mfs_spool_run_due(sp));
+	EXPECT_EQ(1u, fetch(2, "retrynow1", 1).size());
+
+	write_entry("bad", msg("retrynow2", "nobody@elsewhere.invalid", "x\n"));
+	EXPECT_EQ(MFS_E_ACCESS, commit("bad", &oc, &err));
+	EXPECT_NE(std::string::npos, status("bad").find("status: failed"));
+	ASSERT_EQ(MFS_OK, mfs_spool_retry_now(sp, "bad", &err)) << err.msg;
+	st = status("bad");
+	EXPECT_NE(std::string::npos, st.find("status: queued")) << st;
+	EXPECT_EQ(0, mfs_spool_run_due(sp)); // refused again
+	st = status("bad");
+	EXPECT_NE(std::string::npos, st.find("status: failed")) << st;
+	EXPECT_NE(std::string::npos, st.find("attempts: 2")) << st;
+
+	// a waiting message is left as it is; an unknown name is an error
+	write_entry(".w.swp", msg("retrynow3", "bob@example.test", "x\n"));
+	ASSERT_EQ(MFS_OK, commit(".w.swp", &oc, &err));
+	ASSERT_EQ(MFS_OK, mfs_spool_retry_now(sp, ".w.swp", &err));
+	EXPECT_NE(std::string::npos, status(".w.swp").find("status: waiting"));
+	EXPECT_EQ(MFS_E_NOENT, mfs_spool_retry_now(sp, "none", &err));
+}
+
+// "sending" is on disk before the message goes: when it cannot be written
+// (here a directory stands where the state file goes, which stops root
+// too), nothing is sent and the message stays queued.
+TEST_F(Spool, UnwritableSendingStateSendsNothing)
+{
+	write_entry("nostate", msg("nostate1", "bob@example.test", "x\n"));
+	auto states = spool_files(".state");
+	ASSERT_EQ(1u, states.size());
+	ASSERT_EQ(0, unlink(states[0].c_str()));
+	ASSERT_EQ(0, mkdir(states[0].c_str(), 0700));
+	struct mfs_spool_outcome oc;
+	struct mfs_err err = {};
+	EXPECT_EQ(MFS_OK, commit("nostate", &oc, &err)) << err.msg;
+	EXPECT_EQ(MFS_SPOOL_DEFERRED, oc.result) << oc.reply;
+	EXPECT_NE(std::string::npos, status("nostate").find("status: queued"));
+	EXPECT_EQ(0u, fetch(2, "nostate1", 1, 3).size());
+	// the state can be written again: it goes, once
+	ASSERT_EQ(0, rmdir(states[0].c_str()));
+	ASSERT_EQ(MFS_OK, mfs_spool_retry_now(sp, "nostate", &err)) << err.msg;
+	EXPECT_EQ(1, mfs_spool_run_due(sp));
+	EXPECT_EQ(1u, fetch(2, "nostate1", 1).size());
+}
+
+// Ids are the time, the pid and a counter: a new run in the same second
+// with the same pid (a restarted container) makes the ids an earlier run
+// left on disk. Those are skipped; the entries behind them stay intact.
+TEST_F(Spool, IdsLeftByAnEarlierRunAreNotReused)
+{
+	mfs_spool_close(sp);
+	sp = nullptr;
+	time_t now = time(NULL);
+	std::vector<std::string> ids;
+	for (int sec = 0; sec < 3; sec++) // the create may come a bit later
+		for (unsigned c = 0; c < 4; c++) {
+			char id[64];
+			snprintf(id, sizeof(id), "%016llx%04x%04x",
+				 (long long)(now + sec),
+				 (unsigned)getpid() & 0xffff, c);
+			ids.push_back(id);
+			put_file(dir + "/" + id + ".eml",
+				 "From: a@example.test\nTo: b@example.test\n"
+				 "\nold " +
+					 std::string(id) + "\n");
+			put_file(dir + "/" + id + ".state",
+				 "name: old-" + std::string(id) +
+					 "\nstatus: waiting\n");
+		}
+	open_spool(); // its counter starts from 0 again
+	ASSERT_EQ(ids.size(), count());
+	write_entry("new", msg("idskip1", "bob@example.test", "x\n"));
+	EXPECT_EQ(ids.size() + 1, count());
+	for (const auto &id : ids) {
+		EXPECT_EQ("old " + id + "\n",
+			  get_file(dir + "/" + id + ".eml")
+				  .substr(sizeof("From: a@example.test\nTo: "
+						 "b@example.test\n\n") -
+					  1));
+		struct mfs_spool_entry e;
+		struct mfs_err err = {};
+		ASSERT_EQ(MFS_OK,
+			  mfs_spool_stat(sp, ("old-" + id).c_str(), &e, &err))
+			<< err.msg;
+		EXPECT_EQ(MFS_SPOOL_WAITING, e.status);
+		free(e.name);
+	}
+}
+
+// A symbolic link planted in the spool is never followed: not to write a
+// state through it, not to read a state from it.
+TEST_F(Spool, PlantedLinksAreNotFollowed)
+{
+	write_entry("a", msg("planted1", "bob@example.test", "x\n"));
+	auto states = spool_files(".state");
+	ASSERT_EQ(1u, states.size());
+	std::string victim = dir + "/../victim";
+	put_file(victim, "precious\n");
+	ASSERT_EQ(0, symlink(victim.c_str(), (states[0] + ".new").c_str()));
+	struct mfs_err err = {};
+	ASSERT_EQ(MFS_OK, mfs_spool_rename(sp, "a", "b", &err)) << err.msg;
+	EXPECT_EQ("precious\n", get_file(victim));
+	struct stat st;
+	ASSERT_EQ(0, lstat(states[0].c_str(), &st));
+	EXPECT_TRUE(S_ISREG(st.st_mode));
+	EXPECT_NE(std::string::npos, get_file(states[0]).find("name: b\n"));
+
+	// a state that is a link to a file elsewhere is not loaded
+	mfs_spool_close(sp);
+	sp = nullptr;
+	std::string fake = dir + "/../fake";
+	put_file(fake, "name: planted\nstatus: queued\n");
+	ASSERT_EQ(0, unlink(states[0].c_str()));
+	ASSERT_EQ(0, symlink(fake.c_str(), states[0].c_str()));
+	open_spool();
+	EXPECT_EQ(0u, count());
+	EXPECT_EQ("name: planted\nstatus: queued\n", get_file(fake));
+}
+
+// A spool directory that belongs to someone else is refused; one open to
+// others is made private.
+TEST_F(Spool, DirectoryOfAnotherUserIsRefused)
+{
+	mfs_spool_close(sp);
+	sp = nullptr;
+	if (chown(dir.c_str(), 65534, 65534) != 0)
+		GTEST_SKIP() << "cannot chown (not root)";
+	struct mfs_err err = {};
+	EXPECT_EQ(MFS_E_ACCESS, try_open(&err));
+	EXPECT_EQ(nullptr, sp);
+	EXPECT_NE(nullptr, strstr(err.msg, dir.c_str())) << err.msg;
+	EXPECT_NE(nullptr, strstr(err.msg, "uid 65534")) << err.msg;
+	ASSERT_EQ(0, chown(dir.c_str(), geteuid(), getegid()));
+	ASSERT_EQ(0, chmod(dir.c_str(), 0777));
+	ASSERT_EQ(0, chown((dir + "/.sent").c_str(), 65534, 65534));
+	EXPECT_EQ(MFS_E_ACCESS, try_open(&err));
+	EXPECT_NE(nullptr, strstr(err.msg, "/.sent")) << err.msg;
+	ASSERT_EQ(0, chown((dir + "/.sent").c_str(), geteuid(), getegid()));
+	ASSERT_EQ(MFS_OK, try_open(&err)) << err.msg;
+	struct stat st;
+	ASSERT_EQ(0, stat(dir.c_str(), &st));
+	EXPECT_EQ(0700u, st.st_mode & 0777);
 }
