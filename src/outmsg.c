@@ -666,6 +666,25 @@ static int read_fields(struct mfs_outmsg *msg, char **from_value,
 	return rc;
 }
 
+/*
+ * An address the SMTP commands can carry: RFC 5321 4.5.3.1.3 bounds a
+ * path ("<" address ">") to 256 octets, which also keeps MAIL FROM and
+ * RCPT TO with their parameters under the 512 of a command line. A longer
+ * one is the user's to fix; sent anyway, the server would drop the
+ * connection and the message would be retried until the queue lifetime.
+ */
+static int check_path(const char *addr, const char *what, struct mfs_err *err)
+{
+	size_t n = strlen(addr);
+
+	if (n + 2 <= MFS_OUTMSG_PATH_MAX)
+		return MFS_OK;
+	return mfs_err_set(err, MFS_E_INVAL,
+			   "%s address %.40s... is %zu bytes long; SMTP "
+			   "takes at most %d",
+			   what, addr, n, MFS_OUTMSG_PATH_MAX - 2);
+}
+
 int mfs_outmsg_parse(int fd, const struct mfs_outmsg_opts *opts,
 		     struct mfs_outmsg *msg, struct mfs_err *err)
 {
@@ -707,6 +726,11 @@ int mfs_outmsg_parse(int fd, const struct mfs_outmsg_opts *opts,
 				 "Bcc");
 		goto free_from;
 	}
+	rc = check_path(msg->sender, "the sender", err);
+	for (size_t i = 0; rc == MFS_OK && i < msg->nrcpts; i++)
+		rc = check_path(msg->rcpts[i], "the recipient", err);
+	if (rc)
+		goto free_from;
 	msg->addr_8bit = has_8bit(msg->sender, strlen(msg->sender));
 	for (size_t i = 0; i < msg->nrcpts; i++)
 		msg->addr_8bit |=

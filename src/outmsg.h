@@ -47,6 +47,10 @@
 /* The longest header block accepted, in bytes. */
 #define MFS_OUTMSG_HDR_MAX (256 * 1024)
 
+/* The longest reverse or forward path SMTP carries, "<" and ">" included
+ * (RFC 5321 4.5.3.1.3): an address may be 254 octets. */
+#define MFS_OUTMSG_PATH_MAX 256
+
 /* Capabilities of the server, for mfs_outmsg_write(). */
 #define MFS_OUTMSG_8BITMIME 0x1 /* 8-bit body may go as it is */
 #define MFS_OUTMSG_SMTPUTF8 0x2 /* UTF-8 headers and addresses may go */
@@ -90,7 +94,9 @@ struct mfs_outmsg {
  *                header block longer than MFS_OUTMSG_HDR_MAX, no From and no
  *                opts->from, an address that cannot be read (the message
  *                names the header and the text), no recipient in To, Cc or
- *                Bcc, an empty message.
+ *                Bcc, an address longer than SMTP can carry (a path of
+ *                more than MFS_OUTMSG_PATH_MAX octets with its <>), an
+ *                empty message.
  *   MFS_E_IO     reading fd failed.
  *   MFS_E_NOMEM
  */

@@ -345,3 +345,32 @@ TEST(Outmsg, AddressListHelper)
 }
 
 } // namespace
+
+// RFC 5321 bounds a path to 256 octets with its <>: a longer address is
+// the user's input to fix, refused before anything is sent.
+TEST(Outmsg, AddressTooLongForSmtpIsInvalid)
+{
+	std::string ok = std::string(254 - 7, 'a') + "@x.test";
+	std::string longer = std::string(1200, 'b') + "@x.test";
+
+	ASSERT_EQ(254u, ok.size());
+	{
+		Parsed p("From: a@b.test\nTo: " + ok + "\n\nbody\n");
+		EXPECT_EQ(MFS_OK, p.rc) << p.err.msg;
+	}
+	{
+		Parsed p("From: a@b.test\nTo: a" + ok + "\n\nbody\n");
+		EXPECT_EQ(MFS_E_INVAL, p.rc) << "255 octets";
+	}
+	{
+		Parsed p("From: a@b.test\nTo: c@d.test, " + longer + "\n\nx\n");
+		EXPECT_EQ(MFS_E_INVAL, p.rc);
+		EXPECT_NE(nullptr, strstr(p.err.msg, "recipient")) << p.err.msg;
+		EXPECT_NE(nullptr, strstr(p.err.msg, "1207 bytes")) << p.err.msg;
+	}
+	{
+		Parsed p("From: " + longer + "\nTo: c@d.test\n\nx\n");
+		EXPECT_EQ(MFS_E_INVAL, p.rc);
+		EXPECT_NE(nullptr, strstr(p.err.msg, "sender")) << p.err.msg;
+	}
+}
