@@ -1836,6 +1836,14 @@ static int is_attachment_like(const struct mfs_part *p)
 	return p->disp == MFS_DISP_ATTACHMENT || p->filename != NULL;
 }
 
+/* Can p be the body? Not an attachment; a part marked inline is a body
+ * even with a file name (RFC 2183), one with a name and no disposition is
+ * taken for an attachment. */
+static int may_be_body(const struct mfs_part *p)
+{
+	return p->disp == MFS_DISP_INLINE || !is_attachment_like(p);
+}
+
 /* The first text/<sub> leaf below p that is not an attachment. */
 static const struct mfs_part *find_text(const struct mfs_part *p,
 					const char *sub)
@@ -1851,7 +1859,7 @@ static const struct mfs_part *find_text(const struct mfs_part *p,
 				return r;
 		return NULL;
 	}
-	if (is_attachment_like(p))
+	if (!may_be_body(p))
 		return NULL;
 	if (p->broken_multi)
 		return strcmp(sub, "plain") == 0 ? p : NULL;

@@ -132,9 +132,14 @@ def leaves(p, depth=0):
         yield p
 
 
+def may_be_body(p):
+    """RFC 2183: a part marked inline is a body even with a file name."""
+    return p.get_content_disposition() == "inline" or not attachment_like(p)
+
+
 def find_text(m, sub, depth=0):
     for p in leaves(m, depth):
-        if attachment_like(p):
+        if not may_be_body(p):
             continue
         if p.get_content_maintype() == "multipart":
             if sub == "plain":

@@ -320,6 +320,13 @@ def cases():
         [part("text/plain", b"First text.\n"),
          part("text/plain", b"Footer text.\n"),
          part("text/html", HTML)])
+    c["inline-named-body"] = hdr("Inline with a name", "60") + multipart(
+        "mixed", "b60",
+        [part("text/plain; name=note.txt", b"The body, named.\n",
+              extra=b"Content-Disposition: inline; filename=note.txt\n"),
+         part("text/plain", b"Second text.\n",
+              extra=b"Content-Disposition: inline; filename=second.txt\n"),
+         part("text/plain; name=unmarked.txt", b"Named, no disposition.\n")])
     c["transport-padding"] = hdr("Padding", "41") + (
         b"Content-Type: multipart/mixed; boundary=pad\n\n"
         b"--pad   \n\nFirst.\n--pad\t\n\nSecond.\n--pad--  \n")

@@ -478,6 +478,17 @@ TEST(MimeLayout, ForwardInsideForward)
 	EXPECT_TRUE(m->has("parts/2/attachment-1.eml"));
 }
 
+TEST(MimeLayout, InlineTextWithANameIsTheBody)
+{
+	// RFC 2183: "inline" with a file name is still the body; the next
+	// named inline text and a named part without disposition are files
+	std::unique_ptr<Msg> m(load("inline-named-body.eml"));
+	EXPECT_EQ("The body, named.\n", m->get("body.txt"));
+	EXPECT_FALSE(m->has("note.txt"));
+	EXPECT_EQ("Second text.\n", m->get("second.txt"));
+	EXPECT_EQ("Named, no disposition.\n", m->get("unmarked.txt"));
+}
+
 TEST(MimeLayout, Rfc822SinglePart)
 {
 	std::unique_ptr<Msg> m(load("rfc822-simple.eml"));
