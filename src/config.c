@@ -114,6 +114,7 @@ struct parser {
 	int line[K_COUNT];	   /* their lines */
 	struct seen_list sections; /* every section header so far */
 	struct seen_list keys;	   /* keys of the current section */
+	struct stat st;		   /* of the file, as opened */
 	struct mfs_err *err;	   /* borrowed */
 };
 
@@ -369,6 +370,10 @@ static int parse_file(struct parser *p)
 	f = fopen(p->path, "re");
 	if (f == NULL)
 		return line_err(p, 0, "cannot open: %s", strerror(errno));
+	if (fstat(fileno(f), &p->st) != 0) {
+		rc = line_err(p, 0, "cannot stat: %s", strerror(errno));
+		goto free_line;
+	}
 	while ((len = getline(&line, &cap, f)) >= 0) {
 		p->lineno++;
 		rc = parse_line(p, line, (size_t)len);
@@ -857,6 +862,32 @@ static int build_paths(struct parser *p, struct mfs_account *a)
 	return rc;
 }
 
+/*
+ * password_command runs as the user: a config file that someone else may
+ * write (owned by another user than the user or root, or writable by group
+ * or others) could make it run anything.
+ */
+static int check_command_file(struct parser *p)
+{
+	int line = p->line[K_PASSWORD_COMMAND];
+	uid_t me = geteuid();
+
+	if (p->val[K_PASSWORD_COMMAND] == NULL)
+		return 0;
+	if (p->st.st_uid != me && p->st.st_uid != 0)
+		return line_err(p, line,
+				"password_command in a file owned by uid %u, "
+				"not by you (uid %u) or root; run: chown %u %s",
+				(unsigned)p->st.st_uid, (unsigned)me,
+				(unsigned)me, p->path);
+	if ((p->st.st_mode & 022) != 0)
+		return line_err(p, line,
+				"password_command in a file that others may "
+				"write (mode %04o); run: chmod go-w %s",
+				(unsigned)(p->st.st_mode & 07777), p->path);
+	return 0;
+}
+
 /* Fills *a from the values of the requested section; *a owns what it took
  * even on error. */
 static int build_account(struct parser *p, struct mfs_account *a)
@@ -866,6 +897,8 @@ static int build_account(struct parser *p, struct mfs_account *a)
 	if (p->want_line == 0)
 		return line_err(p, 0, "no section [%s]", p->want);
 	rc = check_presence(p);
+	if (rc == 0)
+		rc = check_command_file(p);
 	if (rc != 0)
 		return rc;
 	a->name = strdup(p->want);

@@ -5,12 +5,15 @@
  *   mailfs --check ACCOUNT
  *   mailfs --help | --version
  */
+#include <errno.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "cache.h"
 #include "config.h"
@@ -401,12 +404,34 @@ out:
 	return rc;
 }
 
+/*
+ * The process holds the password from the start to the end: no core file
+ * may carry it to disk, and no other process of the user may read its
+ * memory (ptrace, /proc/PID/mem). Not dumpable also makes /proc/PID/ of
+ * mailfs root's. Both are inherited by the daemon's fork and reset by an
+ * exec (the password command, fusermount3).
+ */
+static int no_core_dumps(void)
+{
+	const struct rlimit none = {0, 0};
+
+	if (setrlimit(RLIMIT_CORE, &none) != 0 ||
+	    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+		fprintf(stderr, "mailfs: cannot turn core dumps off: %s\n",
+			strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct cli cli = {0};
 	int rc;
 
+	if (no_core_dumps() != 0)
+		return 1;
 	signal(SIGPIPE, SIG_IGN);
 	/* Fixed thresholds: buffers of 128 KiB or more are mapped and
 	 * returned when freed, and free heap tops are given back. glibc's

@@ -333,6 +333,68 @@ def test_bad_config_names_file_and_line(env):
     check(not os.path.ismount(mnt), "nothing mounted")
 
 
+def test_cache_dir_of_another_user_is_refused(env):
+    """Whoever owns the cache_dir could forge cached mail or change what
+    the outbox sends: one that belongs to another user is refused, with
+    its path named, and nothing is mounted."""
+    cache = tempfile.mkdtemp(prefix="foreign-cache-", dir=env.dir)
+    os.chown(cache, 65534, 65534)  # nobody
+    cfg = env.write_config("config-foreign-cache", {"cache_dir": cache})
+    mnt = tempfile.mkdtemp(prefix="foreign-mnt-", dir=env.dir)
+    p = env.mailfs(["-f", "-o", "config=" + cfg, "test", mnt])
+    eq(p.returncode, 1, "mount exit status (%s)" % text(p))
+    check(cache in text(p) and "uid 65534" in text(p),
+          "the error names the directory: %r" % text(p))
+    check(not os.path.ismount(mnt), "nothing mounted")
+    force_umount(mnt)
+
+
+def test_no_core_dump_and_not_dumpable(env):
+    """mailfs holds the password in memory: its core limit is 0 and it is
+    not dumpable, so no core file carries the password and the user's other
+    processes cannot read its memory. The password_command, run as the test
+    user, looks at its parent, mailfs --check: the files in /proc/PID/ of
+    a process that is not dumpable belong to root, not to the user, and
+    the user cannot read them."""
+    d, ent = user_dir(env)
+    out = os.path.join(d, "probe.out")
+    probe = os.path.join(d, "probe")
+    with open(probe, "w") as f:
+        f.write("#!/bin/sh\n"
+                "{ cat /proc/$PPID/comm\n"
+                "  echo \"owner: $(stat -c %%u /proc/$PPID/environ)\"\n"
+                "  if cat /proc/$PPID/environ >/dev/null 2>&1; then\n"
+                "    echo readable; else echo unreadable; fi\n"
+                "  grep '^Max core file size' /proc/$PPID/limits; } >%s\n"
+                "echo %s\n" % (out, env["MFS_PASS"]))
+    os.chmod(probe, 0o755)
+    ca = os.path.join(d, "ca.pem")
+    shutil.copy(env["MFS_CA"], ca)
+    os.chmod(ca, 0o644)
+    cfg = os.path.join(d, "config")
+    with open(cfg, "w") as f:
+        f.write("[test]\nimap = imaps://localhost:%s\nuser = %s\n"
+                "password_command = %s\nca_file = %s\ncache_dir = %s\n"
+                "timeout = 5\n" % (env["MFS_IMAPS_PORT"], env["MFS_USER"],
+                                   probe, ca, os.path.join(d, "cache")))
+    for n in (probe, ca, cfg, d):
+        os.chown(n, ent.pw_uid, ent.pw_gid)
+    p = run(["runuser", "-u", USER, "--", MAILFS, "--check", "-o",
+             "config=" + cfg, "test"])
+    eq(p.returncode, 0, "--check as %s (%s)" % (USER, text(p)))
+    lines = open(out).read().splitlines()
+    eq(lines[0], "mailfs", "the probe's parent")
+    eq(lines[1], "owner: 0", "owner of /proc/PID/environ of mailfs run by "
+       "uid %d" % ent.pw_uid)
+    eq(lines[2], "unreadable", "its environ for the user's other processes")
+    check(re.match(r"Max core file size\s+0\s+0\s", lines[3]), lines)
+    # the mounted daemon too
+    with env.mount() as m:
+        with open("/proc/%d/limits" % m.proc.pid) as f:
+            limits = f.read()
+    check(re.search(r"^Max core file size\s+0\s+0\s", limits, re.M), limits)
+
+
 def test_check_reports_tls_and_login(env):
     p = env.mailfs(["--check", "-o", "config=" + env.config, "test"])
     out = text(p)

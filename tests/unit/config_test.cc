@@ -1017,3 +1017,39 @@ TEST_F(ConfigTest, PasswordFileOtherOwnerRefused)
 }
 
 } // namespace
+
+// password_command runs a command as the user: a config file that someone
+// else may write is refused when it holds one, naming file and line.
+TEST_F(ConfigTest, CommandInAFileOthersMayWriteIsRefused)
+{
+	const std::string cmd = "[a]\nimap = imaps://h\nuser = u\n"
+				"password_command = echo x\n";
+	const std::string file = "[a]\nimap = imaps://h\nuser = u\n"
+				 "password_file = /p\n";
+
+	for (mode_t m : {0664, 0646, 0666}) {
+		SCOPED_TRACE(m);
+		Write("config", cmd, m);
+		mfs_account_free(&acct_);
+		ASSERT_EQ(mfs_config_load(path_.c_str(), "a", &acct_, &err_),
+			  MFS_E_CONFIG);
+		EXPECT_EQ(Msg().rfind(path_ + ":4:", 0), 0u) << Msg();
+		EXPECT_NE(Msg().find("chmod go-w"), std::string::npos) << Msg();
+		EXPECT_EQ(acct_.name, nullptr);
+		// without a command the file's mode is not this check's concern
+		Write("config", file, m);
+		ASSERT_EQ(mfs_config_load(path_.c_str(), "a", &acct_, &err_),
+			  MFS_OK)
+		    << Msg();
+	}
+	Write("config", cmd, 0644);
+	mfs_account_free(&acct_);
+	ASSERT_EQ(mfs_config_load(path_.c_str(), "a", &acct_, &err_), MFS_OK)
+	    << Msg();
+	if (chown(path_.c_str(), 65534, 65534) != 0)
+		GTEST_SKIP() << "cannot chown (not root)";
+	mfs_account_free(&acct_);
+	ASSERT_EQ(mfs_config_load(path_.c_str(), "a", &acct_, &err_),
+		  MFS_E_CONFIG);
+	EXPECT_NE(Msg().find("owned by uid 65534"), std::string::npos) << Msg();
+}
