@@ -109,15 +109,24 @@ static int imap_fail(struct mfs_imap *imap, int r, const char *what,
 		     enum mfs_errcode no_code, struct mfs_err *err)
 {
 	const struct mfs_server *srv = &imap->acct->store;
+	mailstream *s = imap->session != NULL ? imap->session->imap_stream
+					      : NULL;
+	const char *refusal;
 	int timed_out;
 
 	switch (r) {
 	case MAILIMAP_ERROR_STREAM:
 	case MAILIMAP_ERROR_CONNECTION_REFUSED:
 	case MAILIMAP_ERROR_FATAL: /* BYE: the server closes the connection */
-		timed_out = imap->session != NULL &&
-			    imap->session->imap_stream != NULL &&
-			    mfs_stream_timed_out(imap->session->imap_stream);
+		timed_out = s != NULL && mfs_stream_timed_out(s);
+		refusal = s != NULL ? mfs_stream_refusal(s) : NULL;
+		if (refusal != NULL) {
+			mfs_err_set(err, MFS_E_PROTO,
+				    "%s: %s:%d %s; connection dropped", what,
+				    srv->host, srv->port, refusal);
+			imap_drop(imap);
+			return err->code;
+		}
 		imap_drop(imap);
 		if (timed_out)
 			return mfs_err_set(
@@ -323,8 +332,10 @@ static int tagged_reply(mailimap *session)
 }
 
 /*
- * AUTHENTICATE mech with a SASL initial response (RFC 4959). The response
- * is sent marked private, so the -d trace does not show it. A server that
+ * AUTHENTICATE mech with a SASL initial response (RFC 4959). The command
+ * line is marked private until it has been flushed (libetpan traces what
+ * it writes at the flush, as its own LOGIN does), so the -d trace does not
+ * show it, and libetpan's write buffer is wiped afterwards. A server that
  * refuses a token answers with a challenge first ("+ <error>"): it gets
  * `cancel` ("" for XOAUTH2, "AQ==" for OAUTHBEARER as RFC 7628 asks) and
  * then says NO.
@@ -336,15 +347,16 @@ static int imap_authenticate(struct mfs_imap *imap, const char *mech,
 	mailstream *s = session->imap_stream;
 	int ok;
 
+	mailstream_set_privacy(s, 0);
 	ok = mailimap_send_current_tag(session) == MAILIMAP_NO_ERROR &&
 	     mailstream_write(s, "AUTHENTICATE ", 13) == 13 &&
 	     mailstream_write(s, mech, strlen(mech)) == (ssize_t)strlen(mech) &&
-	     mailstream_write(s, " ", 1) == 1;
-	mailstream_set_privacy(s, 0);
-	ok = ok && mailstream_write(s, ir, strlen(ir)) == (ssize_t)strlen(ir);
+	     mailstream_write(s, " ", 1) == 1 &&
+	     mailstream_write(s, ir, strlen(ir)) == (ssize_t)strlen(ir) &&
+	     mailstream_write(s, "\r\n", 2) == 2 && mailstream_flush(s) == 0;
 	mailstream_set_privacy(s, 1);
-	ok = ok && mailstream_write(s, "\r\n", 2) == 2 &&
-	     mailstream_flush(s) == 0 && mailimap_read_line(session) != NULL;
+	mfs_stream_wipe(s);
+	ok = ok && mailimap_read_line(session) != NULL;
 	if (ok && session->imap_stream_buffer->str[0] == '+') {
 		/* the server's error, as a challenge: end the exchange */
 		ok = mailstream_write(s, cancel, strlen(cancel)) ==
@@ -366,8 +378,12 @@ static int imap_login_once(struct mfs_imap *imap, const char *secret)
 	char *ir;
 	int r;
 
-	if (acct->auth == MFS_AUTH_PASSWORD)
-		return mailimap_login(imap->session, acct->user, secret);
+	if (acct->auth == MFS_AUTH_PASSWORD) {
+		r = mailimap_login(imap->session, acct->user, secret);
+		if (imap->session->imap_stream != NULL)
+			mfs_stream_wipe(imap->session->imap_stream);
+		return r;
+	}
 	if (acct->auth == MFS_AUTH_XOAUTH2)
 		ir = mfs_sasl_xoauth2(acct->user, secret);
 	else
@@ -432,6 +448,7 @@ static int imap_open(struct mfs_imap *imap, struct mfs_err *err)
 		s = mfs_stream_plain(fd, acct->timeout, err);
 	if (s == NULL)
 		return err->code;
+	mfs_stream_imap_literals(s);
 
 	imap->session = mailimap_new(0, NULL);
 	if (imap->session == NULL) {
@@ -1361,9 +1378,12 @@ static int imap_fetch_section(struct mfs_store *st, const char *mailbox,
 		goto free_req;
 	}
 	mailimap_set_msg_body_handler(imap->session, body_sink, &sink);
+	mfs_stream_body_literals(imap->session->imap_stream, 1);
 	r = mailimap_uid_fetch(imap->session, set, ft, &result);
-	if (imap->session != NULL)
+	if (imap->session != NULL) {
+		mfs_stream_body_literals(imap->session->imap_stream, 0);
 		mailimap_set_msg_body_handler(imap->session, NULL, NULL);
+	}
 	if (r != MAILIMAP_NO_ERROR) {
 		if (sink.failed) {
 			imap_drop(imap); /* the reply was cut short */
@@ -2574,11 +2594,13 @@ static int imap_fetch_many(struct mfs_store *st, const char *mailbox,
 		}
 	}
 	mailimap_set_msg_body_handler(imap->session, many_body, &m);
+	mfs_stream_body_literals(imap->session->imap_stream, 1);
 	mailimap_set_msg_att_handler(imap->session, many_att, &m);
 	mailimap_set_progress_callback(imap->session, NULL, index_progress,
 				       NULL);
 	r = mailimap_uid_fetch(imap->session, set, ft, &result);
 	if (imap->session != NULL) {
+		mfs_stream_body_literals(imap->session->imap_stream, 0);
 		mailimap_set_msg_body_handler(imap->session, NULL, NULL);
 		mailimap_set_msg_att_handler(imap->session, NULL, NULL);
 		mailimap_set_progress_callback(imap->session, NULL, NULL,

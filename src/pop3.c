@@ -76,6 +76,7 @@ struct pop3_conn {
 	int have_capa;		 /* the server answered CAPA */
 	int broken;		 /* the stream failed: close without QUIT */
 	int quit_sent;		 /* QUIT went out with the last batch */
+	int secret;		 /* a secret is queued: wipe after the flush */
 	char stamp[P3_LINE_MAX]; /* the greeting's <timestamp>, or "" */
 	size_t pos, len;	 /* unread bytes are buf[pos..len) */
 	char buf[8192];		 /* at most the stream's buffer size */
@@ -185,6 +186,8 @@ static int conn_put(struct pop3_conn *c, const char *what, const char *shown,
 		return mfs_err_set(err, MFS_E_INVAL, "%s: command too long",
 				   what);
 	mfs_log_debug("pop3: C: %s%s", shown, secret != NULL ? "<hidden>" : "");
+	if (secret != NULL)
+		c->secret = 1;
 	if (mailstream_write(c->s, shown, n) != (ssize_t)n ||
 	    (k > 0 && mailstream_write(c->s, secret, k) != (ssize_t)k) ||
 	    mailstream_write(c->s, "\r\n", 2) != 2)
@@ -216,7 +219,14 @@ static int conn_send(struct pop3_conn *c, const char *what, struct mfs_err *err,
 static int conn_flush(struct pop3_conn *c, const char *what,
 		      struct mfs_err *err)
 {
-	if (mailstream_flush(c->s) != 0)
+	int r = mailstream_flush(c->s);
+
+	/* The password or token went out from libetpan's write buffer. */
+	if (c->secret) {
+		mfs_stream_wipe(c->s);
+		c->secret = 0;
+	}
+	if (r != 0)
 		return conn_stream_fail(c, what, err);
 	return MFS_OK;
 }

@@ -229,8 +229,15 @@ static int secret_command(struct mfs_smtp *s, struct reply *r,
 			  const char *shown, const char *secret,
 			  struct mfs_err *err)
 {
-	if (put_secret(s, shown, secret) || flush(s) ||
-	    read_reply(s, r, NULL, 0))
+	int bad = put_secret(s, shown, secret) || flush(s);
+
+	/* The secret went out from libetpan's write buffer: wipe it. */
+	mfs_stream_wipe(s->stream);
+	if (bad) {
+		r->code = 0;
+		r->text[0] = '\0';
+	}
+	if (bad || read_reply(s, r, NULL, 0))
 		return reply_error(s, r, "AUTH", err);
 	return MFS_OK;
 }

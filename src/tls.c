@@ -19,10 +19,12 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,6 +55,40 @@ struct etpan_cancel_layout {
 	void *ms_internal;
 };
 
+/* What the IMAP reader (mfs_stream_imap_literals) knows of the response
+ * being read. */
+enum resp_kind {
+	RESP_HEAD,   /* its first words are still coming */
+	RESP_FETCH,  /* "* N FETCH ": body literals may be streamed */
+	RESP_STATUS, /* OK, NO, BAD, BYE, PREAUTH or "+": text to the end */
+	RESP_OTHER,
+};
+
+struct imap_scan {
+	int on;		   /* the stream is IMAP: responses are read */
+	int body_ok;	   /* body literals may exceed MFS_LITERAL_MAX */
+	uint64_t lit_left; /* bytes of the literal being read */
+	int lit_body;	   /* that literal is a streamed body, not held */
+	uint64_t held;	   /* bytes of this response libetpan keeps */
+	enum resp_kind kind;
+	char head[32]; /* the response's first bytes, until kind is known */
+	size_t head_len;
+	int status_start; /* RESP_STATUS: the next byte may open a code */
+	int code;	  /* RESP_STATUS: inside "[...]", else plain text */
+	int quote;	  /* inside a quoted string */
+	int escape;	  /* after a backslash in a quoted string */
+	int depth;	  /* parentheses open, outside quoted strings */
+	int brace;	  /* 1: after '{'; 2: after '}'; 3: after "}\r" */
+	int brace_neg;	  /* "{-N}", which libetpan reads as 0 */
+	int brace_digits;
+	uint64_t number;   /* the literal's announced size */
+	size_t brace_tail; /* tail_len where the '{' came */
+	char tail[256];	   /* the text since the response or the last
+			    * literal began (its last bytes) */
+	size_t tail_len;
+	char refusal[96]; /* why the stream was refused, or "" */
+};
+
 /* The driver's data: one per mailstream_low. */
 struct mfs_conn {
 	int fd;				  /* owned until close; -1 after */
@@ -62,6 +98,7 @@ struct mfs_conn {
 	int timed_out;			  /* a wait ran out: stream is dead */
 	int eof;			  /* the peer closed: reads fail */
 	size_t since_nl;		  /* bytes read since the last LF */
+	struct imap_scan imap;		  /* IMAP streams only */
 };
 
 /* A server that sends more than this without a line end is refused: the
@@ -269,6 +306,287 @@ static ssize_t ssl_write(mailstream_low *low, const void *buf, size_t count)
 	}
 }
 
+/* ---- IMAP literals ---- */
+
+/*
+ * The reader follows libetpan's grammar only as far as it must to know
+ * where a literal starts and whether libetpan streams it: quoted strings,
+ * parentheses, "{N}" followed by CRLF. Where libetpan's reading could
+ * differ from this one (a brace in a status response's code, "{N}" not
+ * followed by a line end) the stream is refused rather than guessed at.
+ */
+
+static int scan_refuse(struct imap_scan *m, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int scan_refuse(struct imap_scan *m, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(m->refusal, sizeof(m->refusal), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* Forgets the response that ended (at its last line end). */
+static void scan_response_end(struct imap_scan *m)
+{
+	m->held = 0;
+	m->kind = RESP_HEAD;
+	m->head_len = 0;
+	m->status_start = 0;
+	m->code = 0;
+	m->quote = 0;
+	m->escape = 0;
+	m->depth = 0;
+	m->brace = 0;
+	m->tail_len = 0;
+}
+
+static int word_is(const char *w, size_t n, const char *word)
+{
+	return n == strlen(word) && strncasecmp(w, word, n) == 0;
+}
+
+/* Decides the kind of the response from its head, after a space. */
+static void scan_classify(struct imap_scan *m)
+{
+	const char *w[3];
+	size_t len[3], i = 0, k = 0, start = 0;
+
+	for (i = 0; i < m->head_len && k < 3; i++) {
+		if (m->head[i] != ' ')
+			continue;
+		w[k] = m->head + start;
+		len[k++] = i - start;
+		start = i + 1;
+	}
+	if (k == 2 && word_is(w[0], len[0], "*")) {
+		if (word_is(w[1], len[1], "OK") || word_is(w[1], len[1], "NO") ||
+		    word_is(w[1], len[1], "BAD") ||
+		    word_is(w[1], len[1], "BYE") ||
+		    word_is(w[1], len[1], "PREAUTH"))
+			m->kind = RESP_STATUS;
+		else if (len[1] == 0 || strspn(w[1], "0123456789") < len[1])
+			m->kind = RESP_OTHER;
+	} else if (k == 2) {
+		if (word_is(w[1], len[1], "OK") || word_is(w[1], len[1], "NO") ||
+		    word_is(w[1], len[1], "BAD"))
+			m->kind = RESP_STATUS;
+		else
+			m->kind = RESP_OTHER;
+	} else if (k == 3) {
+		m->kind = word_is(w[2], len[2], "FETCH") ? RESP_FETCH
+							  : RESP_OTHER;
+	}
+	if (m->kind == RESP_STATUS)
+		m->status_start = 1;
+}
+
+/* Whether the text before the literal's '{' is the key of a body item
+ * libetpan streams: "BODY[...]", "BODY[...]<n>", "RFC822" or
+ * "RFC822.TEXT", after "(" or a space, then one space. */
+static int scan_body_key(const char *t, size_t p)
+{
+	size_t q;
+
+	if (p == 0 || t[--p] != ' ')
+		return 0;
+	if (p > 0 && t[p - 1] == '>') {
+		p--;
+		while (p > 0 && t[p - 1] >= '0' && t[p - 1] <= '9')
+			p--;
+		if (p == 0 || t[p - 1] != '<')
+			return 0;
+		p--;
+	}
+	if (p > 0 && t[p - 1] == ']') {
+		for (q = p - 1; q > 0 && t[q - 1] != '['; q--)
+			;
+		if (q == 0 || q - 1 < 4 || strncasecmp(t + q - 5, "BODY", 4))
+			return 0;
+		p = q - 5;
+	} else if (p >= 11 && strncasecmp(t + p - 11, "RFC822.TEXT", 11) == 0) {
+		p -= 11;
+	} else if (p >= 6 && strncasecmp(t + p - 6, "RFC822", 6) == 0) {
+		p -= 6;
+	} else {
+		return 0;
+	}
+	return p > 0 && (t[p - 1] == '(' || t[p - 1] == ' ');
+}
+
+/* After "{N}\r\n": the literal starts. */
+static int scan_literal(struct imap_scan *m)
+{
+	uint64_t n = m->brace_neg ? 0 : m->number;
+	int body = m->body_ok && m->kind == RESP_FETCH && m->depth == 1 &&
+		   scan_body_key(m->tail, m->brace_tail);
+
+	if (n > MFS_LITERAL_MAX && !body)
+		return scan_refuse(m, "announced a literal of %llu bytes",
+				   (unsigned long long)n);
+	m->brace = 0;
+	m->lit_left = n;
+	m->lit_body = body;
+	m->tail_len = 0;
+	return 0;
+}
+
+static void scan_tail(struct imap_scan *m, char c)
+{
+	if (m->tail_len == sizeof(m->tail)) {
+		memmove(m->tail, m->tail + sizeof(m->tail) / 2,
+			sizeof(m->tail) / 2);
+		m->tail_len = sizeof(m->tail) / 2;
+	}
+	m->tail[m->tail_len++] = c;
+}
+
+/* A byte of text (not of a literal) in a FETCH or other response. */
+static int scan_text(struct imap_scan *m, char c)
+{
+	if (m->brace == 1) {
+		if (c == '-' && !m->brace_neg && m->brace_digits == 0) {
+			m->brace_neg = 1;
+		} else if (c >= '0' && c <= '9') {
+			m->brace_digits++;
+			if (m->number <= UINT32_MAX)
+				m->number = m->number * 10 + (uint64_t)(c - '0');
+		} else if (c == '}' && m->brace_digits > 0) {
+			m->brace = 2;
+		} else {
+			m->brace = 0; /* not a literal: libetpan fails there */
+		}
+	} else if (m->quote) {
+		if (m->escape)
+			m->escape = 0;
+		else if (c == '\\')
+			m->escape = 1;
+		else if (c == '"')
+			m->quote = 0;
+	} else if (c == '"') {
+		m->quote = 1;
+	} else if (c == '(') {
+		m->depth++;
+	} else if (c == ')') {
+		m->depth--;
+	} else if (c == '{') {
+		m->brace = 1;
+		m->brace_neg = 0;
+		m->brace_digits = 0;
+		m->number = 0;
+		m->brace_tail = m->tail_len;
+	}
+	scan_tail(m, c);
+	return 0;
+}
+
+/* A byte of a status response: a response code may hold strings (libetpan
+ * reads BADCHARSET's as such); the text after it is only text. */
+static int scan_status(struct imap_scan *m, char c)
+{
+	if (m->status_start) {
+		m->status_start = 0;
+		m->code = c == '[';
+		return 0;
+	}
+	if (!m->code)
+		return 0;
+	if (m->quote) {
+		if (m->escape)
+			m->escape = 0;
+		else if (c == '\\')
+			m->escape = 1;
+		else if (c == '"')
+			m->quote = 0;
+	} else if (c == '"') {
+		m->quote = 1;
+	} else if (c == ']') {
+		m->code = 0;
+	} else if (c == '{') {
+		return scan_refuse(m, "sent a literal in a response code");
+	}
+	return 0;
+}
+
+static int scan_byte(struct imap_scan *m, char c)
+{
+	if (++m->held > MFS_LINE_MAX)
+		return scan_refuse(m, "sent a response of more than %u bytes",
+				   MFS_LINE_MAX);
+	if (m->brace == 2 && c == '\r') {
+		m->brace = 3;
+		return 0;
+	}
+	if (m->brace >= 2) {
+		if (c == '\n')
+			return scan_literal(m);
+		return scan_refuse(m, "announced a literal of %llu bytes "
+				      "without a line end after it",
+				   (unsigned long long)m->number);
+	}
+	if (c == '\n') {
+		scan_response_end(m);
+		return 0;
+	}
+	if (m->kind == RESP_HEAD) {
+		if (m->head_len == 0 && c == '+') {
+			m->kind = RESP_STATUS;
+			m->status_start = 1; /* "+ " then maybe a code */
+			m->head[m->head_len++] = c;
+			return 0;
+		}
+		if (c == '"' || c == '(' || c == '{' || c == '\r' ||
+		    m->head_len == sizeof(m->head)) {
+			m->kind = RESP_OTHER;
+		} else {
+			m->head[m->head_len++] = c;
+			if (c == ' ')
+				scan_classify(m);
+			scan_tail(m, c);
+			return 0;
+		}
+	}
+	if (m->kind == RESP_STATUS) {
+		/* "+ [" or "* OK [": the space before the code is no start */
+		if (m->status_start && c == ' ' && m->head_len == 1) {
+			m->head_len++;
+			return 0;
+		}
+		return scan_status(m, c);
+	}
+	return scan_text(m, c);
+}
+
+/* Reads n bytes the server sent. Returns 0, or -1 when they are refused
+ * (m->refusal says why). */
+static int scan_read(struct imap_scan *m, const char *buf, size_t n)
+{
+	size_t i = 0, k;
+
+	while (i < n) {
+		if (m->lit_left > 0) {
+			k = n - i < m->lit_left ? n - i : (size_t)m->lit_left;
+			m->lit_left -= k;
+			i += k;
+			if (m->lit_body)
+				continue;
+			m->held += k;
+			if (m->held > MFS_LINE_MAX)
+				return scan_refuse(m,
+						   "sent a response of more "
+						   "than %u bytes",
+						   MFS_LINE_MAX);
+			continue;
+		}
+		if (scan_byte(m, buf[i++]) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /*
  * End of stream is reported as an error, not as 0: libetpan's IMAP parser
  * loops for ever on a read of 0 bytes in the middle of a literal (1.9.4,
@@ -291,7 +609,13 @@ static ssize_t conn_read(mailstream_low *low, void *buf, size_t count)
 		errno = ECONNRESET;
 		return -1;
 	}
-	if (n > 0) {
+	if (n > 0 && conn->imap.on) {
+		if (scan_read(&conn->imap, buf, (size_t)n) < 0) {
+			conn->eof = 1;
+			errno = EPROTO;
+			return -1;
+		}
+	} else if (n > 0) {
 		const char *nl = memrchr(buf, '\n', (size_t)n);
 
 		if (nl != NULL)
@@ -872,6 +1196,13 @@ int mfs_stream_starttls(mailstream *s, const struct mfs_tls_opts *opts,
 	r = tls_conn_new(fd, opts, &conn, err);
 	if (r != MFS_OK)
 		return r;
+	if (old_low->driver == &mfs_driver) {
+		/* The reply to STARTTLS ended a response: start afresh. */
+		struct mfs_conn *old = old_low->data;
+
+		conn->imap.on = old->imap.on;
+		conn->imap.body_ok = old->imap.body_ok;
+	}
 	low = conn_low(conn, err);
 	if (low == NULL) {
 		conn_destroy(conn);
@@ -888,6 +1219,41 @@ int mfs_stream_timed_out(mailstream *s)
 	struct mfs_conn *conn = stream_conn(s);
 
 	return conn != NULL && conn->timed_out;
+}
+
+void mfs_stream_imap_literals(mailstream *s)
+{
+	struct mfs_conn *conn = stream_conn(s);
+
+	if (conn != NULL) {
+		memset(&conn->imap, 0, sizeof(conn->imap));
+		conn->imap.on = 1;
+	}
+}
+
+void mfs_stream_body_literals(mailstream *s, int on)
+{
+	struct mfs_conn *conn = stream_conn(s);
+
+	if (conn != NULL)
+		conn->imap.body_ok = on != 0;
+}
+
+const char *mfs_stream_refusal(mailstream *s)
+{
+	struct mfs_conn *conn = stream_conn(s);
+
+	if (conn == NULL || conn->imap.refusal[0] == '\0')
+		return NULL;
+	return conn->imap.refusal;
+}
+
+void mfs_stream_wipe(mailstream *s)
+{
+	if (s == NULL || s->write_buffer == NULL)
+		return;
+	explicit_bzero(s->write_buffer, s->buffer_max_size);
+	s->write_buffer_len = 0;
 }
 
 static void copy_str(char *dst, size_t len, const char *src)

@@ -76,6 +76,44 @@ int mfs_stream_starttls(mailstream *s, const struct mfs_tls_opts *opts,
  * is then dead), 0 otherwise, also after mailstream_cancel(). */
 int mfs_stream_timed_out(mailstream *s);
 
+/*
+ * IMAP literals. libetpan keeps every literal of a response in memory, at
+ * the size the server announces ("{N}" at the end of a line, up to 4 GiB),
+ * except a message body it streams to the caller's body handler. After
+ * mfs_stream_imap_literals(s) the driver reads the server's bytes as IMAP
+ * responses and fails the read (the stream is then dead) when
+ *  - a literal is announced of more than MFS_LITERAL_MAX bytes, unless body
+ *    literals are allowed (mfs_stream_body_literals) and it is the value of
+ *    a BODY[...], RFC822 or RFC822.TEXT item of a FETCH response;
+ *  - one response holds more than 16 MiB outside such body literals;
+ *  - "{N}" is not followed by a line end, or ends a status response (OK,
+ *    NO, BAD, BYE, PREAUTH, "+"), or stands in its response code: places
+ *    where libetpan's reading and this one could differ.
+ * mfs_stream_refusal() then says why. Call it once, right after the stream
+ * is made, before the greeting is read; it survives mfs_stream_starttls().
+ * Streams of other protocols (POP3, SMTP) keep the plain line bound:
+ * 16 MiB without a line end.
+ */
+#define MFS_LITERAL_MAX (1024u * 1024)
+
+void mfs_stream_imap_literals(mailstream *s);
+
+/* Allows (on != 0) or forbids again body literals above MFS_LITERAL_MAX;
+ * allow them only while libetpan streams bodies to a body handler
+ * (mailimap_set_msg_body_handler), around the command that fetches them. */
+void mfs_stream_body_literals(mailstream *s, int on);
+
+/* Why the driver refused the server's bytes ("announced a literal of
+ * 4000000000 bytes"), or NULL when it refused nothing. The text lives as
+ * long as s. */
+const char *mfs_stream_refusal(mailstream *s);
+
+/* Overwrites the stream's write buffer with zeros; bytes not yet sent are
+ * dropped. Call it after flushing a command that held a secret (a
+ * password, a token), whether the flush succeeded or not: libetpan keeps
+ * the bytes it sent there until later commands overwrite them. */
+void mfs_stream_wipe(mailstream *s);
+
 /* For --check and the log: "TLSv1.3", the certificate's subject and issuer
  * (one line each). Writes "" where s is not a TLS stream. */
 void mfs_stream_tls_info(mailstream *s, char *version, size_t vlen,

@@ -2,7 +2,9 @@
 names from mail never escape their directory, a server's bytes never crash
 mailfs or blow up its memory, modes are private and the password stays
 secret."""
+import base64
 import email.utils
+import errno
 import os
 import re
 import socket
@@ -161,6 +163,7 @@ class HostileImap:
             threading.Thread(target=self._client, args=(c,), daemon=True).start()
 
     def _client(self, c):
+        selected = b""
         try:
             c.sendall(b"* OK hostile ready\r\n")
             f = c.makefile("rb")
@@ -175,8 +178,12 @@ class HostileImap:
                     c.sendall(b'* LIST () "/" INBOX\r\n* LIST () "/" Evil\r\n'
                               + tag + b" OK done\r\n")
                 elif cmd.startswith(b"EXAMINE") or cmd.startswith(b"SELECT"):
+                    selected = cmd.split(b" ")[1].strip(b'"')
                     c.sendall(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\n"
                               + tag + b" OK [READ-ONLY] done\r\n")
+                elif (b"FETCH" in cmd and b"ENVELOPE" in cmd and
+                      self.evil == "huge-envelope" and selected == b"EVIL"):
+                    self.envelope_reply(c)
                 elif b"FETCH" in cmd and b"ENVELOPE" in cmd:
                     c.sendall(self.index_reply(tag))
                 elif cmd.startswith(b"UID FETCH"):
@@ -204,6 +211,21 @@ class HostileImap:
         return (b"* 1 FETCH (UID 1 FLAGS () RFC822.SIZE %d INTERNALDATE "
                 b'"16-Jun-2025 10:00:00 +0000" ' % size + env + extra +
                 b")\r\n" + tag + b" OK done\r\n")
+
+    def envelope_reply(self, c):
+        """An ENVELOPE literal of 4 GB, then short lines for 8 s: libetpan
+        would keep them all in memory."""
+        self.sent_evil += 1
+        c.sendall(b"* 1 FETCH (UID 1 FLAGS () RFC822.SIZE 100 INTERNALDATE "
+                  b'"16-Jun-2025 10:00:00 +0000" ENVELOPE '
+                  b'("Mon, 16 Jun 2025 10:00:00 +0000" {4000000000}\r\n')
+        lines = b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n" * 2048
+        deadline = time.time() + 8
+        sent = 0
+        while sent < 400 * 1024 * 1024 and time.time() < deadline:
+            c.sendall(lines)
+            sent += len(lines)
+        c.close()
 
     def message(self):
         m = b"Subject: inner\r\n\r\ninnermost\r\n"
@@ -304,6 +326,34 @@ def test_server_sends_endless_line(env):
     run_hostile(env, "endless-line", cat_message)
 
 
+def test_server_sends_4gb_envelope_literal(env):
+    """A listing whose ENVELOPE announces a literal of 4 GB: refused at
+    the announcement, in bounded memory and at once; the other folders
+    still list."""
+    srv, m = hostile_mount(env, "huge-envelope")
+    try:
+        t0 = time.time()
+        try:
+            os.listdir(os.path.join(m.path, "Evil"))
+            check(False, "the listing of Evil succeeded: %s"
+                  % m.output()[-3000:])
+        except OSError as e:
+            eq(e.errno, errno.EIO, "errno of the listing (%s)" % e)
+        took = time.time() - t0
+        check(srv.sent_evil > 0, "the hostile reply was asked for")
+        check(m.proc.poll() is None, "mailfs died: %s" % m.output()[-2000:])
+        hwm = vm(m.proc.pid, "VmHWM")
+        check(hwm < 64 * 1024, "peak RSS %d MB" % (hwm // 1024))
+        check(took < 5, "the listing failed after %.1f s" % took)
+        inbox = os.listdir(os.path.join(m.path, "INBOX"))
+        eq(len([n for n in inbox if DIRNAME.match(n)]), 1, "INBOX lists")
+        print("  huge-envelope: EIO in %.1f s, peak RSS %d MB"
+              % (took, hwm // 1024))
+    finally:
+        m.umount()
+        srv.close()
+
+
 def test_server_sends_10000_level_bodystructure(env):
     run_hostile(env, "nested-bodystructure", lambda m: evil_dir(m))
 
@@ -387,3 +437,42 @@ def test_password_never_shown(env):
         for x in files:
             with open(os.path.join(d, x), "rb") as f:
                 check(pw not in f.read(), "password in cache file %s" % x)
+
+
+def secret_shown(out, secret):
+    """Whether out holds secret, as such or inside any base64 run."""
+    if secret in out:
+        return True
+    for run in re.findall(rb"[A-Za-z0-9+/]{8,}={0,2}", out):
+        try:
+            if secret in base64.b64decode(run + b"=" * (-len(run) % 4)):
+                return True
+        except ValueError:
+            pass
+    return False
+
+
+def test_oauth_token_never_traced(env):
+    """The -d trace of an XOAUTH2 and an OAUTHBEARER login to IMAP, POP3
+    and SMTP shows neither the token (the test servers take the password
+    as one) nor its base64."""
+    token = env["MFS_PASS"].encode()
+    smtp = "smtps://localhost:%s" % env["MFS_SMTPS_PORT"]
+    stores = {"imap": {},
+              "pop3": {"imap": None,
+                       "pop3": "pop3s://localhost:%s" % env["MFS_POP3S_PORT"]}}
+    for mech in ("xoauth2", "oauthbearer"):
+        for store, keys in stores.items():
+            keys = dict(keys, auth=mech, smtp=smtp)
+            cfg = env.write_config("config-trace-%s-%s" % (store, mech), keys)
+            r = env.mailfs(["--check", "-d", "-o", "config=" + cfg, "test"])
+            what = "%s with auth = %s" % (store, mech)
+            eq(r.returncode, 0, "--check of %s: %s" % (what, r.stdout[-3000:]))
+            for proto in (store, "smtp"):
+                check(b"%s" % proto.encode() in r.stdout and
+                      b"AUTH" in r.stdout and mech.upper().encode()
+                      in r.stdout, "%s: no %s login traced" % (what, proto))
+            check(b"smtp: C: AUTH " + mech.upper().encode() in r.stdout,
+                  "%s: no SMTP login traced: %s" % (what, r.stdout))
+            check(not secret_shown(r.stdout, token),
+                  "%s: the token is in the trace: %s" % (what, r.stdout))

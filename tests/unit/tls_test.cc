@@ -873,3 +873,159 @@ TEST(StartTls, WrongHostRefused)
 }
 
 } // namespace
+
+// ---- IMAP literals (mfs_stream_imap_literals) ----------------------------
+
+// Feeds `input` (then end of file) to an IMAP stream from a writer thread,
+// reading all it gives. Returns how many bytes came through; *refusal is
+// the stream's refusal ("" when none).
+size_t imap_feed(const std::string &input, int body_ok, std::string *refusal)
+{
+	int sv[2];
+	struct mfs_err err;
+	size_t got = 0;
+	char buf[4096];
+	ssize_t n;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+		abort();
+	mailstream *s = mfs_stream_plain(sv[0], 5, &err);
+	if (s == nullptr)
+		abort();
+	mfs_stream_imap_literals(s);
+	mfs_stream_body_literals(s, body_ok);
+	std::thread writer([&] {
+		size_t off = 0;
+		while (off < input.size()) {
+			ssize_t w = send(sv[1], input.data() + off,
+					 input.size() - off, MSG_NOSIGNAL);
+			if (w <= 0)
+				break;
+			off += (size_t)w;
+		}
+		shutdown(sv[1], SHUT_WR);
+	});
+	while ((n = mailstream_read(s, buf, sizeof(buf))) > 0)
+		got += (size_t)n;
+	const char *why = mfs_stream_refusal(s);
+	*refusal = why != nullptr ? why : "";
+	mailstream_close(s); // the writer sees the peer gone
+	writer.join();
+	close(sv[1]);
+	return got;
+}
+
+std::string short_lines(size_t bytes)
+{
+	std::string s;
+	while (s.size() < bytes)
+		s += "aaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+	return s;
+}
+
+// The hostile reply of issue 15: an ENVELOPE literal of 4 GB followed by
+// short lines is refused at its announcement, before its bytes are read.
+TEST(ImapLiterals, HugeEnvelopeLiteralRefused)
+{
+	std::string why;
+	std::string head = "* OK hi\r\n* 1 FETCH (UID 1 ENVELOPE "
+			   "(\"date\" {4000000000}\r\n";
+	size_t got = imap_feed(head + short_lines(4 << 20), 0, &why);
+	EXPECT_EQ("announced a literal of 4000000000 bytes", why);
+	EXPECT_LT(got, (size_t)(1 << 20));
+	// The same while bodies are streamed: an ENVELOPE is not a body.
+	got = imap_feed(head + short_lines(1 << 20), 1, &why);
+	EXPECT_EQ("announced a literal of 4000000000 bytes", why);
+}
+
+// Literals up to the bound pass, also with a "{N}" inside them; so do
+// braces in quoted strings and in status texts.
+TEST(ImapLiterals, OrdinaryRepliesPass)
+{
+	std::string why;
+	std::string lit = "x {99999999999}\r\n{5}\r\n\"";
+	std::string in =
+	    "* OK [CAPABILITY IMAP4rev1] ready {99999999999}\r\n"
+	    "* LIST () \"/\" {4}\r\nAbcd\r\n"
+	    "* 1 FETCH (UID 1 ENVELOPE (\"d\" \"{4000000000}\" NIL {" +
+	    std::to_string(lit.size()) + "}\r\n" + lit +
+	    " NIL NIL NIL NIL NIL NIL NIL) BODY[HEADER] {1048576}\r\n" +
+	    std::string(1048576, 'h') + ")\r\n+ go ahead {12345678901}\r\n"
+	    "a1 NO [ALERT] no {4000000000}\r\nA2 OK done\r\n";
+	EXPECT_EQ(in.size(), imap_feed(in, 0, &why));
+	EXPECT_EQ("", why);
+}
+
+// A body literal above the bound passes only while bodies are streamed,
+// and only as a FETCH item BODY[...], RFC822 or RFC822.TEXT.
+TEST(ImapLiterals, BodyLiteralOnlyWhenStreamed)
+{
+	std::string why;
+	std::string body(3 << 20, 'b');
+	const char *keys[] = {"BODY[]", "BODY[1.2]", "body[]<0>", "RFC822",
+			      "RFC822.TEXT"};
+
+	for (const char *k : keys) {
+		std::string in = "* 1 FETCH (UID 1 " + std::string(k) + " {" +
+				 std::to_string(body.size()) + "}\r\n" + body +
+				 ")\r\n1 OK done\r\n";
+		EXPECT_EQ(in.size(), imap_feed(in, 1, &why)) << k;
+		EXPECT_EQ("", why) << k;
+		imap_feed(in, 0, &why);
+		EXPECT_EQ("announced a literal of 3145728 bytes", why) << k;
+	}
+	const char *not_bodies[] = {
+	    "* 1 FETCH (UID 1 X-GM-LABELS (BODY[] {3145728}\r\n",
+	    "* 1 FETCH (UID 1 RFC822.HEADER {3145728}\r\n",
+	    "* 1 LIST () \"/\" BODY[] {3145728}\r\n",
+	    "* 1 FETCH (UID 1 XBODY[] {3145728}\r\n",
+	    "* OK BODY[] {3145728}\r\n* 1 FETCH (ENVELOPE (\"d\" {3145728}\r\n",
+	};
+	for (const char *in : not_bodies) {
+		imap_feed(std::string(in) + body, 1, &why);
+		EXPECT_NE("", why) << in;
+	}
+}
+
+// Where libetpan could read a literal this reader would not: refused.
+TEST(ImapLiterals, AmbiguousAnnouncementsRefused)
+{
+	std::string why;
+
+	imap_feed("* 1 FETCH (ENVELOPE (\"d\" {5} hello NIL))\r\n", 0, &why);
+	EXPECT_NE("", why);
+	imap_feed("* NO [BADCHARSET ({5}\r\nUTF-8)] no\r\n", 0, &why);
+	EXPECT_EQ("sent a literal in a response code", why);
+}
+
+// One response may hold at most 16 MiB outside streamed bodies, in
+// literals of the bound or in text.
+TEST(ImapLiterals, ResponseBounded)
+{
+	std::string why, in = "* 1 FETCH (ENVELOPE (";
+	std::string lit = "{1048576}\r\n" + std::string(1048576, 'e') + " ";
+
+	for (int i = 0; i < 17; i++)
+		in += lit;
+	size_t got = imap_feed(in, 1, &why);
+	EXPECT_EQ("sent a response of more than 16777216 bytes", why);
+	EXPECT_LT(got, (size_t)17 << 20);
+}
+
+// Streams of other protocols (POP3, SMTP) read "{N}" as text.
+TEST(ImapLiterals, OffForOtherProtocols)
+{
+	int sv[2];
+	struct mfs_err err;
+	char buf[64];
+	const char in[] = "+OK {4000000000}\r\nmore\r\n";
+
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	mailstream *s = mfs_stream_plain(sv[0], 5, &err);
+	ASSERT_NE(nullptr, s);
+	ASSERT_EQ((ssize_t)strlen(in), write(sv[1], in, strlen(in)));
+	EXPECT_EQ((ssize_t)strlen(in), mailstream_read(s, buf, sizeof(buf)));
+	EXPECT_EQ(nullptr, mfs_stream_refusal(s));
+	mailstream_close(s);
+	close(sv[1]);
+}
