@@ -143,6 +143,24 @@ def test_message_without_recipients_is_einval(env):
     os.unlink(p)
 
 
+def test_address_too_long_for_smtp_is_einval(env):
+    """RFC 5321 bounds a path to 256 octets: a 1,200-byte address is the
+    user's input to fix, refused at close() before any byte is sent, not
+    retried for the queue lifetime as a lost connection."""
+    t = tag()
+    p = os.path.join(M.path, "outbox", "longaddr")
+    to = "%s@example.test" % ("x" * 1200)
+    try:
+        write(p, message(env, "longaddr " + t, to=to))
+    except OSError as e:
+        eq(e.errno, errno.EINVAL, "errno")
+    else:
+        raise AssertionError("close succeeded")
+    status = open(os.path.join(M.path, "outbox", ".status", "longaddr")).read()
+    check("status: invalid" in status and "bytes long" in status, status)
+    os.unlink(p)
+
+
 def test_editor_names_wait_until_renamed(env):
     t = tag()
     tmp = os.path.join(M.path, "outbox", ".draft.swp")
