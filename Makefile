@@ -32,7 +32,7 @@ endif
 # Debian packages needed to build, test and demo.
 DEPS = build-essential pkg-config libfuse3-dev fuse3 libetpan-dev libssl-dev \
        openssl libgtest-dev dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
-       postfix python3 clang libclang-rt-14-dev isync curl msmtp
+       postfix python3 clang libclang-rt-14-dev isync curl msmtp rsync
 
 # Packages are looked up only when pkg-config cannot find the libraries.
 HAVE_LIBS := $(shell pkg-config --exists $(PKGS) 2>/dev/null && echo yes)

@@ -69,6 +69,10 @@ struct mfs_fs {
 	uint64_t ahead_folder;
 	size_t ahead_window;
 	time_t ahead_last;
+	/* Files written into folders committed so far (fs->lock); a listing
+	 * that began after commit number k shows the messages of commits up
+	 * to k, so their written names can go (folder_merge). */
+	unsigned commits;
 };
 
 /* A directory listing taken at opendir, served by readdir: the children
@@ -81,6 +85,27 @@ struct dir_snap {
 	size_t n;
 	struct mfs_node **nodes; /* owned array; each node held */
 };
+
+/* A file being written into a folder (MFS_F_NEW); owned by its node. See
+ * "written files" below for its life. */
+struct upload {
+	int fd;		  /* owned: an anonymous file in cache_dir */
+	unsigned writers; /* handles that may still write and commit */
+	int committed;	  /* APPENDed, or being: read-only from then on */
+	time_t when;	  /* mtime set before the commit: internal date */
+	unsigned seq;	  /* fs->commits when it was appended */
+};
+
+/* An outbox/ file the server accepted, shown a few seconds more
+ * (MFS_F_OUTBOX with priv); owned by its node. */
+struct sent_file {
+	int fd;	      /* owned: the message file as written */
+	time_t until; /* when it leaves outbox/ */
+};
+
+/* How long an accepted outbox/ file stays, so that a tool that sets its
+ * mode or times after close() still finds it. */
+#define SENT_LINGER 5
 
 static void node_priv_free(struct mfs_node *n);
 
@@ -417,10 +442,12 @@ static void message_take(struct mfs_node *node, struct mfs_store_msg *m)
 	memset(m, 0, sizeof(*m));
 }
 
-/* Merges a listing into folder dir. Caller holds the lock. */
+/* Merges a listing into folder dir; the listing began after `commits`
+ * files written into folders were appended, and shows those messages, so
+ * their written names leave. Caller holds the lock. */
 static int folder_merge(struct mfs_fs *fs, struct mfs_node *dir,
 			uint32_t validity, struct mfs_store_msg *msgs,
-			size_t n)
+			size_t n, unsigned commits)
 {
 	struct mfs_node *c, *next;
 	size_t i;
@@ -445,7 +472,15 @@ static int folder_merge(struct mfs_fs *fs, struct mfs_node *dir,
 		    c->msg.uid == msgs[i].uid) {
 			c->msg.flags = msgs[i].flags;
 			c->gen = fs->gen;
-		} else if (c == NULL) {
+			free(name);
+			continue;
+		}
+		if (c != NULL && c->kind == MFS_N_MESSAGE) {
+			/* the name of a message that left, now another's */
+			mfs_nodes_unlink(fs->nodes, c);
+			c = NULL;
+		}
+		if (c == NULL) {
 			c = mfs_nodes_add(fs->nodes, dir, name, MFS_N_MESSAGE);
 			if (c == NULL) {
 				free(name);
@@ -457,8 +492,13 @@ static int folder_merge(struct mfs_fs *fs, struct mfs_node *dir,
 		free(name);
 	}
 	for (c = dir->first_child; c != NULL; c = next) {
+		struct upload *u = c->kind == MFS_N_FILE ? c->priv : NULL;
+
 		next = c->next_sibling;
 		if (c->kind == MFS_N_MESSAGE && c->gen != fs->gen)
+			mfs_nodes_unlink(fs->nodes, c);
+		else if (u != NULL && u->committed && u->seq != 0 &&
+			 (int)(commits - u->seq) >= 0)
 			mfs_nodes_unlink(fs->nodes, c);
 	}
 	dir->validity = validity;
@@ -473,6 +513,7 @@ static int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 {
 	struct mfs_store_msg *msgs = NULL;
 	uint32_t validity = 0;
+	unsigned commits;
 	size_t n = 0;
 	char *mailbox;
 	int r = MFS_OK;
@@ -485,6 +526,7 @@ static int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 		goto unlock_refresh;
 	}
 	mailbox = strdup(dir->mailbox);
+	commits = fs->commits;
 	pthread_mutex_unlock(&fs->lock);
 	if (mailbox == NULL) {
 		r = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
@@ -494,7 +536,7 @@ static int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 				  err);
 	if (r == MFS_OK) {
 		pthread_mutex_lock(&fs->lock);
-		if (folder_merge(fs, dir, validity, msgs, n) != 0)
+		if (folder_merge(fs, dir, validity, msgs, n, commits) != 0)
 			r = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		pthread_mutex_unlock(&fs->lock);
 		mfs_store_msgs_free(msgs, n);
@@ -538,10 +580,6 @@ struct view {
 				    * skeleton makes up (message.eml) */
 };
 
-/* A file being written into a folder (MFS_F_NEW); owned by its node. */
-struct upload {
-	int fd; /* owned: an anonymous file in cache_dir */
-};
 
 static void view_free(struct view *v)
 {
@@ -566,6 +604,11 @@ static void node_priv_free(struct mfs_node *n)
 
 		close(u->fd);
 		free(u);
+	} else if (n->kind == MFS_N_FILE && n->file == MFS_F_OUTBOX) {
+		struct sent_file *sf = n->priv;
+
+		close(sf->fd);
+		free(sf);
 	}
 	n->priv = NULL;
 }
@@ -1233,50 +1276,76 @@ void mfs_fs_set_spool(struct mfs_fs *fs, struct mfs_spool *spool)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-/* Brings outbox/ and outbox/.status/ in line with the spool. Caller holds
+/* Marks c, the file `name` of outbox/ or outbox/.status/ (dir), as seen
+ * by this sync, adding it when c is NULL. Returns c, or NULL when out of
+ * memory or when the name is a directory's (a user file named
+ * ".status"). Caller holds the lock. */
+static struct mfs_node *outbox_keep(struct mfs_fs *fs, struct mfs_node *dir,
+				    struct mfs_node *c, const char *name,
+				    enum mfs_file_kind file)
+{
+	if (c == NULL) {
+		c = mfs_nodes_add(fs->nodes, dir, name, MFS_N_FILE);
+		if (c == NULL)
+			return NULL;
+		c->file = file;
+	}
+	if (c->kind != MFS_N_FILE)
+		return c;
+	c->gen = fs->gen;
+	return c;
+}
+
+/* Brings outbox/ and outbox/.status/ in line with the spool; a file
+ * accepted a moment ago stays SENT_LINGER seconds. Caller holds
  * the lock (the spool's own lock nests inside it). */
 static int outbox_sync(struct mfs_fs *fs, struct mfs_err *err)
 {
 	struct mfs_spool_entry *ents = NULL;
 	struct mfs_node *ob = fs->outbox, *st, *c, *next;
+	time_t now = time(NULL);
 	size_t n = 0, i;
-	int rc = MFS_OK;
 
 	if (mfs_spool_list(fs->spool, &ents, &n, err) != MFS_OK)
 		return err->code;
 	st = mfs_nodes_child(fs->nodes, ob, ".status");
+	if (st != NULL && st->kind != MFS_N_STATUS)
+		st = NULL;
 	fs->gen++;
-	for (i = 0; i < n && rc == MFS_OK; i++) {
-		struct mfs_node *dirs[2] = {ob, st};
-		int k;
-
-		for (k = 0; k < 2 && dirs[k] != NULL; k++) {
-			c = mfs_nodes_child(fs->nodes, dirs[k], ents[i].name);
-			if (c == NULL) {
-				c = mfs_nodes_add(fs->nodes, dirs[k],
-						  ents[i].name, MFS_N_FILE);
-				if (c == NULL) {
-					rc = mfs_err_set(err, MFS_E_NOMEM,
-							 "out of memory");
-					break;
-				}
-				c->file = k == 0 ? MFS_F_OUTBOX : MFS_F_STATUS;
-			}
-			if (c->kind != MFS_N_FILE)
-				continue; /* a user file named .status */
+	for (i = 0; i < n; i++) {
+		c = mfs_nodes_child(fs->nodes, ob, ents[i].name);
+		if (c != NULL && c->kind == MFS_N_FILE && c->priv != NULL) {
+			/* sent a moment ago; now a new message of that name */
+			mfs_nodes_unlink(fs->nodes, c);
+			c = NULL;
+		}
+		c = outbox_keep(fs, ob, c, ents[i].name, MFS_F_OUTBOX);
+		if (c != NULL) {
 			c->mtime = ents[i].mtime;
-			if (k == 0)
-				c->size = (uint64_t)ents[i].size;
-			c->gen = fs->gen;
+			c->size = (uint64_t)ents[i].size;
+		}
+		if (c == NULL ||
+		    (st != NULL &&
+		     outbox_keep(fs, st, mfs_nodes_child(fs->nodes, st,
+							  ents[i].name),
+				 ents[i].name, MFS_F_STATUS) == NULL)) {
+			mfs_spool_entries_free(ents, n);
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		}
 	}
 	mfs_spool_entries_free(ents, n);
-	if (rc != MFS_OK)
-		return rc;
 	for (c = ob->first_child; c != NULL; c = next) {
 		next = c->next_sibling;
-		if (c->kind == MFS_N_FILE && c->gen != fs->gen)
-			mfs_nodes_unlink(fs->nodes, c);
+		if (c->kind != MFS_N_FILE || c->gen == fs->gen)
+			continue;
+		if (c->priv != NULL &&
+		    ((struct sent_file *)c->priv)->until > now && st != NULL &&
+		    outbox_keep(fs, st, mfs_nodes_child(fs->nodes, st, c->name),
+				c->name, MFS_F_STATUS) != NULL) {
+			c->gen = fs->gen; /* accepted a moment ago */
+			continue;
+		}
+		mfs_nodes_unlink(fs->nodes, c);
 	}
 	for (c = st != NULL ? st->first_child : NULL; c != NULL; c = next) {
 		next = c->next_sibling;
@@ -1284,6 +1353,23 @@ static int outbox_sync(struct mfs_fs *fs, struct mfs_err *err)
 			mfs_nodes_unlink(fs->nodes, c);
 	}
 	return MFS_OK;
+}
+
+/* The text of outbox/.status/NAME: the spool's, or "sent" for a file
+ * accepted a moment ago. malloc'd; NULL with err set. Caller holds the
+ * lock. */
+static char *status_text(struct mfs_fs *fs, const struct mfs_node *n,
+			 struct mfs_err *err)
+{
+	struct mfs_node *f = mfs_nodes_child(fs->nodes, fs->outbox, n->name);
+	char *text;
+
+	if (f == NULL || f->kind != MFS_N_FILE || f->priv == NULL)
+		return mfs_spool_status_text(fs->spool, n->name, err);
+	text = strdup("status: sent\n");
+	if (text == NULL)
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	return text;
 }
 
 int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size)
@@ -1678,13 +1764,18 @@ static int node_size(struct mfs_fs *fs, struct mfs_node *n,
 			n->size = (uint64_t)st.st_size;
 		return MFS_OK;
 	case MFS_F_OUTBOX:
+		if (n->priv != NULL) {
+			if (fstat(((struct sent_file *)n->priv)->fd, &st) == 0)
+				n->size = (uint64_t)st.st_size;
+			return MFS_OK;
+		}
 		if (mfs_spool_stat(fs->spool, n->name, &e, err) != MFS_OK)
 			return err->code;
 		n->size = (uint64_t)e.size;
 		free(e.name);
 		return MFS_OK;
 	case MFS_F_STATUS:
-		text = mfs_spool_status_text(fs->spool, n->name, err);
+		text = status_text(fs, n, err);
 		if (text == NULL)
 			return err->code;
 		n->size = strlen(text);
@@ -1697,8 +1788,11 @@ static int node_size(struct mfs_fs *fs, struct mfs_node *n,
 
 static int node_writable(const struct mfs_fs *fs, const struct mfs_node *n)
 {
-	if (n->kind == MFS_N_OUTBOX ||
-	    (n->kind == MFS_N_FILE && n->file == MFS_F_OUTBOX))
+	if (n->kind == MFS_N_FILE && n->file == MFS_F_OUTBOX)
+		return n->priv == NULL; /* accepted: read-only */
+	if (n->kind == MFS_N_FILE && n->file == MFS_F_NEW)
+		return !((struct upload *)n->priv)->committed;
+	if (n->kind == MFS_N_OUTBOX)
 		return 1;
 	if (n->kind == MFS_N_STATUS ||
 	    (n->kind == MFS_N_FILE && n->file == MFS_F_STATUS))
@@ -2160,9 +2254,41 @@ struct handle {
 	uint64_t size;	       /* bytes readable from fd at base */
 	char *buf;	       /* owned: content (flags), or what was written */
 	size_t len, cap;
-	int dirty; /* written since the last flush */
+	/* flags: written since the last flush. A new or outbox file: this
+	 * handle made, truncated or wrote it, and may commit it. */
+	int dirty;
+	int writer;    /* MFS_F_NEW: counted in the upload's writers */
+	int committed; /* what it wrote went to the server: no more writes */
+	int wopen;     /* MFS_F_OUTBOX: fd is open for writing */
+	pid_t opener;  /* the process that opened it (not the thread) */
 	struct handle *prev, *next; /* in fs->handles */
 };
+
+/* The process of thread tid (FUSE names the thread that made a request),
+ * or tid itself when /proc cannot say. */
+static pid_t process_of(pid_t tid)
+{
+	char path[64], line[128];
+	pid_t tgid = tid;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return tid;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "Tgid:", 5) == 0) {
+			tgid = (pid_t)strtol(line + 5, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return tgid > 0 ? tgid : tid;
+}
+
+static pid_t req_process(fuse_req_t req)
+{
+	return process_of(fuse_req_ctx(req)->pid);
+}
 
 /* Handles are registered while open, so that a request that reaches us
  * after its file was released finds out instead of touching freed memory.
@@ -2199,6 +2325,8 @@ static void handle_free(struct mfs_fs *fs, struct handle *h)
 		if (h->next != NULL)
 			h->next->prev = h->prev;
 	}
+	if (h->writer)
+		((struct upload *)h->node->priv)->writers--;
 	mfs_nodes_release(fs->nodes, h->node);
 	pthread_mutex_unlock(&fs->lock);
 	if (h->fd >= 0)
@@ -2391,6 +2519,67 @@ static int handle_append(struct handle *h, const char *data, size_t len,
 	return 0;
 }
 
+/* Opens a file being written into a folder (MFS_F_NEW). Caller holds the
+ * lock. */
+static int open_upload(struct mfs_node *n, int writing, int trunc,
+		       struct handle *h, struct mfs_err *err)
+{
+	struct upload *u = n->priv;
+
+	h->fd = dup(u->fd);
+	if (h->fd < 0)
+		return mfs_err_set(err, MFS_E_IO, "dup: %s", strerror(errno));
+	if (!writing)
+		return MFS_OK;
+	if (trunc && ftruncate(u->fd, 0) != 0)
+		return mfs_err_set(err, MFS_E_IO, "%s: %s", n->name,
+				   strerror(errno));
+	h->writer = 1;
+	h->dirty = trunc;
+	u->writers++;
+	return MFS_OK;
+}
+
+/* Opens the message file of an outbox/ entry. Opened for writing, it is
+ * reopened for writing only at the first write or truncation (the spool
+ * then makes it a new message): "touch outbox/NAME" changes nothing but
+ * the time. An accepted file shows the bytes that were sent. Caller holds
+ * the lock. */
+static int open_outbox(struct mfs_fs *fs, struct mfs_node *n, int writing,
+		       int trunc, struct handle *h, struct mfs_err *err)
+{
+	if (n->priv != NULL) {
+		h->fd = dup(((struct sent_file *)n->priv)->fd);
+		if (h->fd < 0)
+			return mfs_err_set(err, MFS_E_IO, "dup: %s",
+					   strerror(errno));
+		return MFS_OK;
+	}
+	if (writing && trunc) {
+		h->dirty = h->wopen = 1;
+		return mfs_spool_open_entry(fs->spool, n->name,
+					    O_RDWR | O_TRUNC, &h->fd, err);
+	}
+	return mfs_spool_open_entry(fs->spool, n->name, O_RDONLY, &h->fd, err);
+}
+
+/* The first write through an outbox/ handle opened for writing. Caller
+ * holds the lock. */
+static int outbox_reopen(struct mfs_fs *fs, struct handle *h)
+{
+	struct mfs_err err;
+	int fd;
+
+	mfs_err_clear(&err);
+	if (mfs_spool_open_entry(fs->spool, h->node->name, O_RDWR, &fd,
+				 &err) != MFS_OK)
+		return mfs_err_errno(err.code);
+	close(h->fd);
+	h->fd = fd;
+	h->wopen = 1;
+	return 0;
+}
+
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct mfs_fs *fs = fuse_req_userdata(req);
@@ -2422,6 +2611,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	h->fd = -1;
 	h->node = n;
+	h->opener = req_process(req);
 	mfs_nodes_hold(n);
 	if ((n->file == MFS_F_PART || n->file == MFS_F_FLAGS) &&
 	    !message_of(n)->linked) {
@@ -2446,21 +2636,15 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->direct_io = 1;
 		break;
 	case MFS_F_NEW:
-		h->fd = dup(((struct upload *)n->priv)->fd);
-		if (h->fd < 0)
-			rc = mfs_err_set(&err, MFS_E_IO, "dup: %s",
-					 strerror(errno));
+		rc = open_upload(n, writing, fi->flags & O_TRUNC, h, &err);
 		fi->direct_io = 1;
 		break;
 	case MFS_F_OUTBOX:
-		rc = mfs_spool_open_entry(fs->spool, n->name,
-					  fi->flags & (O_ACCMODE | O_TRUNC),
-					  &h->fd, &err);
-		h->dirty = writing && (fi->flags & O_TRUNC);
+		rc = open_outbox(fs, n, writing, fi->flags & O_TRUNC, h, &err);
 		fi->direct_io = 1;
 		break;
 	case MFS_F_STATUS:
-		h->buf = mfs_spool_status_text(fs->spool, n->name, &err);
+		h->buf = status_text(fs, n, &err);
 		h->len = h->cap = h->buf ? strlen(h->buf) : 0;
 		if (h->buf == NULL)
 			rc = err.code;
@@ -2533,6 +2717,21 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	close(fd);
 }
 
+/* May h write (or truncate) its new or outbox file now? 0, or the errno:
+ * EPERM once what it wrote was committed (or, for a file of a folder, any
+ * handle's), so that no byte is lost silently. The first write of an
+ * outbox/ handle opens the entry for writing. Caller holds the lock. */
+static int may_write(struct mfs_fs *fs, struct handle *h)
+{
+	if (h->committed)
+		return EPERM;
+	if (h->node->file == MFS_F_NEW)
+		return ((struct upload *)h->node->priv)->committed ? EPERM : 0;
+	if (h->node->priv != NULL)
+		return EPERM; /* an accepted outbox/ file */
+	return h->wopen ? 0 : outbox_reopen(fs, h);
+}
+
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
@@ -2547,11 +2746,14 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data,
 		e = EBADF;
 	} else if (h->node->file == MFS_F_NEW ||
 		   h->node->file == MFS_F_OUTBOX) {
-		w = pwrite(h->fd, data, size, off);
-		if (w < 0)
-			e = errno;
-		else
-			h->dirty = 1;
+		e = may_write(fs, h);
+		if (e == 0) {
+			w = pwrite(h->fd, data, size, off);
+			if (w < 0)
+				e = errno;
+			else
+				h->dirty = 1;
+		}
 	} else if (h->node->file != MFS_F_FLAGS) {
 		e = EBADF;
 	} else {
@@ -2663,65 +2865,109 @@ static int looks_like_message(const char *head, size_t len)
 	return i > 0 && i < len && head[i] == ':';
 }
 
-/* APPENDs a new file of a folder. */
-static int upload_append(struct mfs_fs *fs, struct handle *h,
-			 struct mfs_err *err)
+/* --- written files --------------------------------------------------------
+ *
+ * A file written into a folder (MFS_F_NEW) or into outbox/ is committed
+ * (APPEND, or submission) exactly once, with every byte written (SPEC.md,
+ * "Files written into the mount"):
+ *
+ *   - at a close() by the process that opened it, once the file holds
+ *     bytes: the kernel sends FLUSH for the close of every copy of a
+ *     descriptor, also those a forked child inherited, and a shell's
+ *     "> file" closes the empty descriptor after dup2 first;
+ *   - else at the RELEASE of its last descriptor;
+ *   - never under a waiting name (".x", "x~", "x.swp", "x.tmp"): the
+ *     rename to a final name commits, or the close after it.
+ *
+ * A committed file of a folder stays, read-only, until the listing that
+ * shows its message replaces it (folder_merge); an accepted outbox/ file
+ * stays SENT_LINGER seconds. chmod, chown to oneself and utimes succeed on
+ * both; an mtime set before the commit is the APPEND's internal date.
+ */
+
+/* APPENDs the file n written into a folder, with internal date `when` (0:
+ * its Date header). */
+static int upload_append(struct mfs_fs *fs, struct mfs_node *n, int fd,
+			 time_t when, struct mfs_err *err)
 {
 	char head[65536], *date, *mailbox;
 	uint32_t validity = 0, uid = 0;
-	time_t when = 0;
 	struct stat st;
 	ssize_t got;
 	int rc;
 
-	if (fstat(h->fd, &st) != 0)
+	if (fstat(fd, &st) != 0)
 		return mfs_err_set(err, MFS_E_IO, "%s", strerror(errno));
-	got = pread(h->fd, head, sizeof(head) - 1, 0);
+	got = pread(fd, head, sizeof(head) - 1, 0);
 	if (got < 0)
 		return mfs_err_set(err, MFS_E_IO, "%s", strerror(errno));
 	head[got] = '\0';
+	pthread_mutex_lock(&fs->lock);
+	mailbox = strdup(n->parent->mailbox);
 	if (!looks_like_message(head, (size_t)got))
-		return mfs_err_set(err, MFS_E_INVAL,
-				   "%s: not a mail message (no header line "
-				   "at the start); nothing was appended",
-				   h->node->name);
+		mfs_err_set(err, MFS_E_INVAL,
+			    "%s: not a mail message (no header line at the "
+			    "start); nothing was appended",
+			    n->name);
+	pthread_mutex_unlock(&fs->lock);
+	if (err->code != MFS_OK) {
+		free(mailbox);
+		return err->code;
+	}
+	if (mailbox == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	date = strcasestr(head, "\nDate:");
-	if (date != NULL)
+	if (when == 0 && date != NULL)
 		when = mfs_parse_date(date + 6);
 	if (when == (time_t)-1)
 		when = 0;
-	pthread_mutex_lock(&fs->lock);
-	mailbox = strdup(h->node->parent->mailbox);
-	pthread_mutex_unlock(&fs->lock);
-	if (mailbox == NULL)
-		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	rc = fs->store->ops->append(fs->store, mailbox, h->fd,
+	rc = fs->store->ops->append(fs->store, mailbox, fd,
 				    (uint64_t)st.st_size, when, 0, &validity,
 				    &uid, err);
 	free(mailbox);
 	return rc;
 }
 
-/* The file is gone from the folder whatever came of it: appended, it shows
- * as a message directory after the next listing; refused, the user still
- * has the original. */
-static int upload_commit(struct mfs_fs *fs, struct handle *h,
+/* Commits the file n written into a folder, unless it was already. Called
+ * with the lock held and n held; the lock is dropped during the APPEND.
+ * Appended, it shows as a message directory at the next listing; refused,
+ * its name leaves (nothing was appended: the user still has the
+ * original). */
+static int upload_commit(struct mfs_fs *fs, struct mfs_node *n,
 			 struct mfs_err *err)
 {
-	int rc = upload_append(fs, h, err);
+	struct upload *u = n->priv;
+	int fd, rc;
 
-	pthread_mutex_lock(&fs->lock);
-	if (h->node->linked) {
-		if (rc == MFS_OK)
-			h->node->parent->listed = 0;
-		mfs_nodes_unlink(fs->nodes, h->node);
+	if (u->committed)
+		return MFS_OK;
+	u->committed = 1;
+	fd = dup(u->fd);
+	if (fd < 0) {
+		rc = mfs_err_set(err, MFS_E_IO, "dup: %s", strerror(errno));
+	} else {
+		time_t when = u->when;
+
+		pthread_mutex_unlock(&fs->lock);
+		rc = upload_append(fs, n, fd, when, err);
+		close(fd);
+		pthread_mutex_lock(&fs->lock);
 	}
-	pthread_mutex_unlock(&fs->lock);
+	if (rc == MFS_OK) {
+		u->seq = ++fs->commits;
+		if (u->seq == 0)
+			u->seq = ++fs->commits;
+		n->parent->listed = 0;
+	} else if (n->linked) {
+		mfs_nodes_unlink(fs->nodes, n);
+	}
 	return rc;
 }
 
-/* Submits a closed outbox file; see SPEC.md "outbox/" for what close()
- * returns. */
+/* Submits an outbox/ file; see SPEC.md "outbox/" for what close()
+ * returns. An accepted file stays SENT_LINGER seconds, showing what was
+ * sent. Called with the lock held and h live; the lock is dropped while
+ * the spool sends. */
 static int outbox_commit(struct mfs_fs *fs, struct handle *h,
 			 struct mfs_err *err)
 {
@@ -2729,11 +2975,10 @@ static int outbox_commit(struct mfs_fs *fs, struct handle *h,
 	char *name;
 	int rc;
 
-	pthread_mutex_lock(&fs->lock);
 	name = strdup(h->node->name);
-	pthread_mutex_unlock(&fs->lock);
 	if (name == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	pthread_mutex_unlock(&fs->lock);
 	memset(&out, 0, sizeof(out));
 	rc = mfs_spool_commit(fs->spool, name, &out, err);
 	if (rc == MFS_OK && out.result == MFS_SPOOL_SENT)
@@ -2747,33 +2992,94 @@ static int outbox_commit(struct mfs_fs *fs, struct handle *h,
 	if (rc == MFS_E_ACCESS)
 		err->code = MFS_E_IO;
 	pthread_mutex_lock(&fs->lock);
+	if (rc == MFS_OK && out.result == MFS_SPOOL_SENT && h->node->linked &&
+	    h->node->priv == NULL) {
+		struct sent_file *sf = malloc(sizeof(*sf));
+
+		if (sf != NULL && (sf->fd = dup(h->fd)) >= 0) {
+			sf->until = time(NULL) + SENT_LINGER;
+			h->node->priv = sf;
+		} else {
+			free(sf);
+		}
+	}
 	outbox_sync(fs, &(struct mfs_err){0});
-	pthread_mutex_unlock(&fs->lock);
 	free(name);
 	return rc == MFS_E_ACCESS ? MFS_E_IO : rc;
+}
+
+/* Commits what handle h wrote when now is the time (see above): at a
+ * close by process pid, or at the release of h. Called with the lock held
+ * and h live; may drop it while the server is asked. */
+static int written_commit(struct mfs_fs *fs, struct handle *h, int release,
+			  pid_t pid, struct mfs_err *err)
+{
+	struct mfs_node *n = h->node;
+	struct upload *u = n->file == MFS_F_NEW ? n->priv : NULL;
+	struct stat st;
+
+	if (!h->dirty || h->committed || !n->linked)
+		return MFS_OK;
+	if (!release && pid != h->opener)
+		return MFS_OK; /* a forked child or an exec'd program */
+	if (fstat(h->fd, &st) != 0)
+		return mfs_err_set(err, MFS_E_IO, "%s: %s", n->name,
+				   strerror(errno));
+	if (st.st_size == 0 && !release)
+		return MFS_OK; /* e.g. the shell's own close after dup2 */
+	if (u == NULL) {
+		h->dirty = 0;
+		if (!mfs_spool_name_waits(n->name))
+			h->committed = 1;
+		return outbox_commit(fs, h, err);
+	}
+	if (!release && h->writer) {
+		/* its opener closed it: a rename may commit it now */
+		h->writer = 0;
+		u->writers--;
+	}
+	if (u->committed) {
+		h->committed = 1; /* another handle's commit took it */
+		return MFS_OK;
+	}
+	if (mfs_spool_name_waits(n->name))
+		return MFS_OK; /* the rename to its final name commits */
+	if (st.st_size == 0) {
+		/* released empty: nothing to append */
+		if (u->writers <= (unsigned)h->writer)
+			mfs_nodes_unlink(fs->nodes, n);
+		return MFS_OK;
+	}
+	h->dirty = 0;
+	h->committed = 1;
+	return upload_commit(fs, n, err);
 }
 
 static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct mfs_fs *fs = fuse_req_userdata(req);
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	pid_t pid = req_process(req);
 	struct mfs_err err;
 	int rc = MFS_OK;
 
 	(void)ino;
 	mfs_err_clear(&err);
-	if (!h->dirty) {
-		fuse_reply_err(req, 0);
-		return;
+	pthread_mutex_lock(&fs->lock);
+	if (h->node->file == MFS_F_FLAGS) {
+		int dirty = h->dirty;
+
+		h->dirty = 0;
+		pthread_mutex_unlock(&fs->lock);
+		if (dirty)
+			rc = flags_apply(fs, h->node, h->buf ? h->buf : "",
+					 h->len, &err);
+	} else {
+		if (h->node->file == MFS_F_NEW ||
+		    h->node->file == MFS_F_OUTBOX)
+			rc = written_commit(fs, h, 0, pid, &err);
+		pthread_mutex_unlock(&fs->lock);
 	}
-	h->dirty = 0;
-	if (h->node->file == MFS_F_FLAGS)
-		rc = flags_apply(fs, h->node, h->buf ? h->buf : "", h->len,
-				 &err);
-	else if (h->node->file == MFS_F_NEW)
-		rc = upload_commit(fs, h, &err);
-	else if (h->node->file == MFS_F_OUTBOX)
-		rc = outbox_commit(fs, h, &err);
 	if (rc != MFS_OK) {
 		reply_err(req, &err);
 		return;
@@ -2785,9 +3091,17 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct mfs_err err;
 
 	(void)ino;
-	handle_free(fs, (struct handle *)(uintptr_t)fi->fh);
+	mfs_err_clear(&err);
+	pthread_mutex_lock(&fs->lock);
+	if ((h->node->file == MFS_F_NEW || h->node->file == MFS_F_OUTBOX) &&
+	    written_commit(fs, h, 1, 0, &err) != MFS_OK)
+		mfs_log_err("%s (committed at its last close)", err.msg);
+	pthread_mutex_unlock(&fs->lock);
+	handle_free(fs, h);
 	fuse_reply_err(req, 0);
 }
 
@@ -2977,7 +3291,11 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (dir == NULL)
 		return;
 	n = mfs_nodes_child(fs->nodes, dir, name);
-	if (dir->kind == MFS_N_OUTBOX && n != NULL && n->kind == MFS_N_FILE) {
+	if (dir->kind == MFS_N_OUTBOX && n != NULL && n->kind == MFS_N_FILE &&
+	    n->priv != NULL) {
+		mfs_nodes_unlink(fs->nodes, n); /* sent: only the name goes */
+	} else if (dir->kind == MFS_N_OUTBOX && n != NULL &&
+		   n->kind == MFS_N_FILE) {
 		struct mfs_err err;
 
 		mfs_err_clear(&err);
@@ -3018,6 +3336,37 @@ static int rename_prefix(struct mfs_node *n, const char *from, const char *to)
 		if (c->kind == MFS_N_FOLDER && rename_prefix(c, from, to) != 0)
 			return -1;
 	return 0;
+}
+
+/* Renames n, a file written into a folder, to ndir/newname (a folder):
+ * the rename from a waiting name (rsync, editors) commits it once no
+ * handle may write it any more. An earlier written file of that name is
+ * replaced. Caller holds the lock and n and ndir. */
+static int rename_upload(struct mfs_fs *fs, struct mfs_node *n,
+			 struct mfs_node *ndir, const char *newname,
+			 struct mfs_err *err)
+{
+	struct mfs_node *old = mfs_nodes_child(fs->nodes, ndir, newname);
+	struct upload *u = n->priv;
+	struct stat st;
+
+	if (ndir->kind != MFS_N_FOLDER || ndir->noselect)
+		return mfs_err_set(err, MFS_E_ACCESS,
+				   "%s: a file can only go into a folder "
+				   "that holds messages",
+				   newname);
+	if (old == n)
+		return MFS_OK;
+	if (old != NULL && (old->kind != MFS_N_FILE || old->file != MFS_F_NEW))
+		return mfs_err_set(err, MFS_E_EXIST, "%s exists", newname);
+	if (old != NULL)
+		mfs_nodes_unlink(fs->nodes, old);
+	if (mfs_nodes_move(fs->nodes, n, ndir, newname) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	if (u->committed || u->writers > 0 || mfs_spool_name_waits(newname) ||
+	    fstat(u->fd, &st) != 0 || st.st_size == 0)
+		return MFS_OK;
+	return upload_commit(fs, n, err);
 }
 
 static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -3061,6 +3410,10 @@ static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	mfs_nodes_hold(n);
 	mfs_nodes_hold(ndir);
+	if (n->kind == MFS_N_FILE && n->file == MFS_F_NEW) {
+		rc = rename_upload(fs, n, ndir, newname, &err);
+		goto out;
+	}
 	if (n->kind == MFS_N_MESSAGE) {
 		/* mv FOLDER/<msg> OTHER/: a move to another folder */
 		if (ndir->kind != MFS_N_FOLDER || ndir == dir ||
@@ -3086,12 +3439,12 @@ static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 						    r.validity, r.msg.uid, to,
 						    &err);
 		pthread_mutex_lock(&fs->lock);
-		if (rc == MFS_OK && n->linked) {
+		if (rc == MFS_OK) {
 			/* Its UID in the new folder is not known here: the
-			 * next listing shows it under its new name. */
-			n->msg.uid = 0;
+			 * next look at that folder lists it again and shows
+			 * it under its new name. */
 			ndir->listed = 0;
-			if (mfs_nodes_move(fs->nodes, n, ndir, newname) != 0)
+			if (n->linked)
 				mfs_nodes_unlink(fs->nodes, n);
 		}
 		goto out;
@@ -3178,7 +3531,10 @@ static void outbox_create(fuse_req_t req, struct mfs_fs *fs,
 	int fd = -1;
 
 	mfs_err_clear(&err);
-	if (mfs_nodes_child(fs->nodes, dir, name) != NULL) {
+	n = mfs_nodes_child(fs->nodes, dir, name);
+	if (n != NULL && n->kind == MFS_N_FILE && n->priv != NULL)
+		mfs_nodes_unlink(fs->nodes, n); /* sent: a new one now */
+	else if (n != NULL) {
 		pthread_mutex_unlock(&fs->lock);
 		fuse_reply_err(req, EEXIST);
 		return;
@@ -3204,7 +3560,8 @@ static void outbox_create(fuse_req_t req, struct mfs_fs *fs,
 	}
 	h->node = n;
 	h->fd = fd;
-	h->dirty = 1; /* even an empty file is submitted on close */
+	h->dirty = h->wopen = 1;
+	h->opener = req_process(req);
 	mfs_nodes_hold(n);
 	reply_create(req, fs, n, h, fi);
 }
@@ -3234,7 +3591,11 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, fs->store->read_only ? EROFS : EPERM);
 		return;
 	}
-	if (mfs_nodes_child(fs->nodes, dir, name) != NULL) {
+	n = mfs_nodes_child(fs->nodes, dir, name);
+	if (n != NULL && n->kind == MFS_N_FILE && n->file == MFS_F_NEW &&
+	    ((struct upload *)n->priv)->committed)
+		mfs_nodes_unlink(fs->nodes, n); /* appended: a new one now */
+	else if (n != NULL) {
 		pthread_mutex_unlock(&fs->lock);
 		fuse_reply_err(req, EEXIST);
 		return;
@@ -3257,41 +3618,120 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	}
 	u->fd = fd;
+	u->writers = 1;
 	n->priv = u;
 	n->file = MFS_F_NEW;
 	n->mtime = time(NULL);
 	h->node = n;
+	h->writer = h->dirty = 1;
+	h->opener = req_process(req);
 	mfs_nodes_hold(n);
 	h->fd = dup(fd);
 	reply_create(req, fs, n, h, fi);
+}
+
+/* A size change of a written file: a write. Caller holds the lock. */
+static int written_truncate(struct mfs_fs *fs, struct mfs_node *n,
+			    struct handle *h, off_t size)
+{
+	struct mfs_err err;
+	int fd, e = 0;
+
+	if (h != NULL) {
+		e = may_write(fs, h);
+		if (e == 0 && ftruncate(h->fd, size) != 0)
+			e = errno;
+		if (e == 0)
+			h->dirty = 1;
+		return e;
+	}
+	if (n->file == MFS_F_NEW) {
+		struct upload *u = n->priv;
+
+		if (u->committed)
+			return EPERM;
+		return ftruncate(u->fd, size) != 0 ? errno : 0;
+	}
+	if (n->priv != NULL)
+		return EPERM; /* accepted */
+	mfs_err_clear(&err);
+	if (mfs_spool_open_entry(fs->spool, n->name, O_WRONLY, &fd, &err) !=
+	    MFS_OK)
+		return mfs_err_errno(err.code);
+	if (ftruncate(fd, size) != 0)
+		e = errno;
+	close(fd);
+	return e;
+}
+
+/* setattr of a file written into a folder or outbox/ (see "written
+ * files"): a size is a write; the mode and times are accepted, and a time
+ * set before the APPEND is its internal date; the owner can only be the
+ * mounting user. A time set on a queued or failed outbox/ file that is not
+ * being written (touch) sends it again now. Caller holds the lock. Returns
+ * 0 or an errno. */
+static int written_setattr(struct mfs_fs *fs, struct mfs_node *n,
+			   struct handle *h, const struct stat *attr,
+			   int to_set)
+{
+	struct mfs_spool_entry ent;
+	struct mfs_err err;
+	time_t t;
+	int e;
+
+	if (((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != fs->uid) ||
+	    ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != fs->gid))
+		return EPERM;
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		e = written_truncate(fs, n, h, attr->st_size);
+		if (e != 0)
+			return e;
+	}
+	if (!(to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)))
+		return 0;
+	t = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? time(NULL) : attr->st_mtime;
+	if (n->file == MFS_F_NEW) {
+		struct upload *u = n->priv;
+
+		if (!u->committed) {
+			u->when = t;
+			n->mtime = t;
+		}
+		return 0;
+	}
+	if (n->priv != NULL || (h != NULL && h->dirty))
+		return 0;
+	mfs_err_clear(&err);
+	if (mfs_spool_stat(fs->spool, n->name, &ent, &err) != MFS_OK)
+		return 0;
+	free(ent.name);
+	if (ent.status != MFS_SPOOL_QUEUED && ent.status != MFS_SPOOL_FAILED)
+		return 0;
+	if (mfs_spool_retry_now(fs->spool, n->name, &err) != MFS_OK)
+		return mfs_err_errno(err.code);
+	mfs_log_info("outbox/%s: tried again now", n->name);
+	return 0;
 }
 
 static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
 {
 	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct handle *h = NULL;
 	struct mfs_node *n;
 	struct stat st;
 	int e = 0;
 
-	(void)fi;
 	n = node_get(req, fs, ino);
 	if (n == NULL)
 		return;
-	if ((to_set & FUSE_SET_ATTR_SIZE) && n->kind == MFS_N_FILE &&
-	    n->file == MFS_F_OUTBOX) {
-		struct mfs_err err;
-		int fd;
-
-		mfs_err_clear(&err);
-		if (mfs_spool_open_entry(fs->spool, n->name, O_WRONLY, &fd,
-					 &err) != MFS_OK) {
-			e = mfs_err_errno(err.code);
-		} else {
-			if (ftruncate(fd, attr->st_size) != 0)
-				e = errno;
-			close(fd);
-		}
+	if (fi != NULL && handle_live(fs, (struct handle *)(uintptr_t)fi->fh))
+		h = (struct handle *)(uintptr_t)fi->fh;
+	if (h != NULL && h->node != n)
+		h = NULL;
+	if (n->kind == MFS_N_FILE &&
+	    (n->file == MFS_F_NEW || n->file == MFS_F_OUTBOX)) {
+		e = written_setattr(fs, n, h, attr, to_set);
 	} else if (n->kind == MFS_N_FOLDER &&
 		   !(to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
 			       FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
@@ -3300,16 +3740,10 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		n->listed = 0;
 		if (fs->store->read_only)
 			e = EROFS;
-	} else if (n->kind == MFS_N_OUTBOX ||
-		   (n->kind == MFS_N_FILE && n->file == MFS_F_OUTBOX)) {
-		/* chmod, utimes of outbox files: accepted, nothing to keep */
+	} else if (n->kind == MFS_N_OUTBOX) {
+		/* chmod, utimes of outbox/: accepted, nothing to keep */
 	} else if (fs->store->read_only) {
 		e = EROFS;
-	} else if ((to_set & FUSE_SET_ATTR_SIZE) && n->kind == MFS_N_FILE &&
-		   n->file == MFS_F_NEW) {
-		if (ftruncate(((struct upload *)n->priv)->fd, attr->st_size) !=
-		    0)
-			e = errno;
 	} else if ((to_set & FUSE_SET_ATTR_SIZE) && n->kind == MFS_N_FILE &&
 		   n->file == MFS_F_FLAGS) {
 		/* "> flags": the write that follows sets them */
@@ -3317,7 +3751,8 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			     FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		e = EPERM;
 	}
-	/* times are accepted and ignored: the message date is the mtime */
+	/* other times are accepted and ignored: the message date is the
+	 * mtime */
 	if (e == 0) {
 		struct mfs_err err;
 

@@ -190,8 +190,9 @@ def test_outbox_works_on_a_pop3_mount(env):
             c.logout()
             return len(found) == 1
         wait_for(arrived, 30, "the message sent through outbox/")
-        check(not os.path.exists(os.path.join(m.path, "outbox", "note")),
-              "the file left outbox/")
+        wait_for(lambda: not os.path.exists(
+            os.path.join(m.path, "outbox", "note")), 15,
+            "the file leaving outbox/")
 
 
 # --- APOP, EXPIRE 0, OAuth2 and the -d trace, through the config file -------
