@@ -92,20 +92,32 @@ $(BUILD)/tests/%_test: tests/unit/%_test.cc $$(addprefix $(BUILD)/obj/,$$(addsuf
 
 unit-build: $(DEPS_FIRST) $(UNIT_BINS)
 
+# Each fuzz target's seed corpus replayed once by `make test`
+# (tests/fuzz/README.md): the target and tests/fuzz/replay.c, linked with
+# the objects of the sources its "// fuzz-sources:" line names.
+FUZZ_NAMES  := $(patsubst tests/fuzz/%_fuzz.c,%,$(wildcard tests/fuzz/*_fuzz.c))
+FUZZ_REPLAY := $(patsubst %,$(BUILD)/fuzz/%_replay,$(FUZZ_NAMES))
+fuzz_objs = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(shell sed -n 's|^// fuzz-sources:||p' tests/fuzz/$(1)_fuzz.c | head -n 1))
+
+$(BUILD)/fuzz/%_replay: tests/fuzz/%_fuzz.c tests/fuzz/replay.c $$(call fuzz_objs,$$*) $(wildcard src/*.c src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-error $(PKG_CFLAGS) -Isrc -o $@ tests/fuzz/replay.c $< \
+		$(call fuzz_objs,$*) $(LDFLAGS) $(LIBS)
+
 # make test: every test twice, on the normal build and on the build with
 # AddressSanitizer and UndefinedBehaviorSanitizer (build-san/); the last line
 # counts both. make test SANITIZE=1: the sanitizer pass alone.
 ifeq ($(SANITIZE),1)
-test: deps $(BUILD)/mailfs $(UNIT_BINS)
-	@/usr/bin/python3 tests/run_all.py --pass sanitized $(BUILD)/mailfs $(UNIT_BINS)
+test: deps $(BUILD)/mailfs $(UNIT_BINS) $(FUZZ_REPLAY)
+	@/usr/bin/python3 tests/run_all.py --pass sanitized $(BUILD)/mailfs $(UNIT_BINS) $(FUZZ_REPLAY)
 else
-test: deps mailfs $(UNIT_BINS)
+test: deps mailfs $(UNIT_BINS) $(FUZZ_REPLAY)
 	@$(MAKE) --no-print-directory SANITIZE=1 san-build
-	@/usr/bin/python3 tests/run_all.py --pass normal mailfs $(UNIT_BINS) \
-		--pass sanitized build-san/mailfs $(patsubst $(BUILD)/%,build-san/%,$(UNIT_BINS))
+	@/usr/bin/python3 tests/run_all.py --pass normal mailfs $(UNIT_BINS) $(FUZZ_REPLAY) \
+		--pass sanitized build-san/mailfs $(patsubst $(BUILD)/%,build-san/%,$(UNIT_BINS) $(FUZZ_REPLAY))
 endif
 
-san-build: $(BUILD)/mailfs $(UNIT_BINS)
+san-build: $(BUILD)/mailfs $(UNIT_BINS) $(FUZZ_REPLAY)
 
 demo: deps mailfs
 	@tests/demo.sh start

@@ -15,22 +15,6 @@ PKGC=$(pkg-config --cflags fuse3 libetpan)
 PKGL=$(pkg-config --libs libetpan openssl)
 status=0
 
-# Writes a few well-formed starting inputs for targets whose seeds are
-# generated rather than kept as files.
-seed() {
-	case "$1" in
-	imap_fuzz)
-		printf '* OK [CAPABILITY IMAP4rev1 UIDPLUS MOVE] hi\r\n* LIST (\\HasNoChildren) "/" INBOX\r\n* LIST (\\Noselect \\Sent) "/" "Re&AOc-us"\r\n* 2 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n1 OK done\r\n* 1 FETCH (UID 1 FLAGS (\\Seen $Junk) RFC822.SIZE 10 INTERNALDATE "17-Jul-1996 02:44:25 -0700" ENVELOPE ("Wed, 17 Jul 1996 02:23:25 -0700 (PDT)" "=?utf-8?q?Gr=C3=BC=C3=9Fe?=" (("=?iso-8859-1?q?J=F6rg?=" NIL "j" "example.com")) NIL NIL (("A" NIL "a" "b")) NIL NIL NIL "<id@x>") BODY[] {10}\r\n0123456789)\r\n2 OK done\r\n' >"$2/s1"
-		printf '* PREAUTH hi\r\n* 1 EXISTS\r\n1 OK [READ-ONLY] x\r\n* 1 FETCH (UID 1 BODY[] {3}\r\nabc)\r\n2 OK\r\n' >"$2/s2"
-		printf '* OK hi\r\n1 NO [NONEXISTENT] x\r\n' >"$2/s3"
-		;;
-	config_fuzz)
-		printf '[a]\nimap = imaps://h.example:993\nuser = u\npassword_file = ~/p\nsmtp = smtp://[::1]:587\ntimeout = 5\ncache_dir = /c\n[b]\nx = y\n' >"$2/s1"
-		printf '\357\273\277; c\r\n[a]\r\npop3 = pop3://10.0.0.1\r\nuser = x #c\r\npassword_command = echo p\r\ntls = none\r\n' >"$2/s2"
-		;;
-	esac
-}
-
 for src in tests/fuzz/*_fuzz.c; do
 	name=$(basename "$src" .c)
 	# FUZZ_TARGETS="imap pop3": only those targets
@@ -52,7 +36,6 @@ for src in tests/fuzz/*_fuzz.c; do
 	fi
 	corpus="$OUT/$name-corpus"
 	mkdir -p "$corpus"
-	[ -n "$(ls -A "$corpus")" ] || seed "$name" "$corpus"
 	seeds=""
 	base=${name%_fuzz}
 	[ -d "tests/fuzz/$base-seeds" ] && seeds="tests/fuzz/$base-seeds"
