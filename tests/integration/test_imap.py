@@ -132,7 +132,10 @@ def test_every_message_eml_is_byte_exact(env):
 
 def test_stat_size_and_mtime(env):
     msgs = server_messages(env, "Bulk")
-    for d in message_dirs(os.path.join(M.path, "Bulk")):
+    dirs = message_dirs(os.path.join(M.path, "Bulk"))
+    check(len(msgs) > 0, "Bulk holds messages on the server")
+    eq(len(dirs), len(msgs), "one directory per message of Bulk")
+    for d in dirs:
         uid = int(DIRNAME.match(d).group(1))
         st = os.stat(os.path.join(M.path, "Bulk", d, "message.eml"))
         eq(st.st_size, len(msgs[uid]), "st_size of uid %d" % uid)
@@ -161,9 +164,11 @@ def test_dirnames_sort_by_date_and_are_safe(env):
 
 def test_reading_does_not_set_seen(env):
     path = os.path.join(M.path, "Small")
-    for d in message_dirs(path):
+    dirs = message_dirs(path)
+    check(len(dirs) > 0, "Small shows messages to read")
+    for d in dirs:
         with open(os.path.join(path, d, "message.eml"), "rb") as f:
-            f.read()
+            check(len(f.read()) > 0, "message.eml of %s has bytes" % d)
     c = env.imap()
     c.select("Small", readonly=True)
     typ, data = c.search(None, "SEEN")
