@@ -1,0 +1,444 @@
+/*
+ * folders.c - the folder tree and the messages of each folder (see
+ * fsint.h): LIST into folder nodes, a folder's listing merged into message
+ * nodes, and new mail in INBOX noticed with IDLE.
+ */
+#include "fsint.h"
+
+#include "imap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <malloc.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mime.h"
+#include "names.h"
+
+/* The display name of one component of a server folder name. */
+static char *folder_display(const char *raw, size_t len)
+{
+	char *comp = strndup(raw, len), *utf8, *name;
+
+	if (comp == NULL)
+		return NULL;
+	if (strcasecmp(comp, "INBOX") == 0) {
+		free(comp);
+		return strdup("INBOX");
+	}
+	utf8 = mfs_mutf7_decode(comp);
+	name = mfs_name_sanitize(utf8 != NULL ? utf8 : comp);
+	free(utf8);
+	free(comp);
+	return name;
+}
+
+/*
+ * The folder node for the server name prefix under dir: an existing child
+ * with that mailbox, else a new one under the display name (with a suffix
+ * when another folder already shows under it). Caller holds the lock.
+ */
+struct mfs_node *folder_child(struct mfs_fs *fs, struct mfs_node *dir,
+			      const char *display, const char *prefix)
+{
+	struct mfs_node *n;
+	char *alt = NULL;
+	int i;
+
+	for (i = 1; i < 100; i++) {
+		const char *name = display;
+
+		if (i > 1) {
+			free(alt);
+			alt = mfs_name_unique(display, i);
+			if (alt == NULL)
+				return NULL;
+			name = alt;
+		}
+		n = mfs_nodes_child(fs->nodes, dir, name);
+		if (n != NULL && n->kind == MFS_N_FOLDER &&
+		    strcmp(n->mailbox, prefix) == 0)
+			break;
+		if (n != NULL)
+			continue;
+		n = mfs_nodes_add(fs->nodes, dir, name, MFS_N_FOLDER);
+		if (n != NULL) {
+			n->mailbox = strdup(prefix);
+			n->noselect = 1; /* until LIST names it */
+			if (n->mailbox == NULL) {
+				mfs_nodes_unlink(fs->nodes, n);
+				n = NULL;
+			}
+		}
+		break;
+	}
+	free(alt);
+	return n;
+}
+
+/* Makes the nodes for one LIST entry, creating parents the server did not
+ * list. Caller holds the lock. Returns 0, or -1 on ENOMEM. */
+static int folder_add(struct mfs_fs *fs, const struct mfs_store_folder *f)
+{
+	struct mfs_node *dir = mfs_nodes_root(fs->nodes);
+	const char *p = f->name;
+	char *prefix;
+
+	for (;;) {
+		const char *end = f->delim != '\0' ? strchr(p, f->delim) : NULL;
+		size_t plen = end != NULL ? (size_t)(end - f->name)
+					  : strlen(f->name);
+		char *display = folder_display(p, end != NULL
+							  ? (size_t)(end - p)
+							  : strlen(p));
+
+		prefix = strndup(f->name, plen);
+		if (display == NULL || prefix == NULL) {
+			free(display);
+			free(prefix);
+			return -1;
+		}
+		dir = folder_child(fs, dir, display, prefix);
+		free(display);
+		free(prefix);
+		if (dir == NULL)
+			return -1;
+		dir->gen = fs->gen;
+		dir->delim = f->delim;
+		if (end == NULL)
+			break;
+		p = end + 1;
+	}
+	dir->noselect = f->noselect;
+	if (fs->delim == '\0')
+		fs->delim = f->delim;
+	if (f->sent && fs->sent_mailbox == NULL)
+		fs->sent_mailbox = strdup(f->name);
+	return 0;
+}
+
+/* Unlinks the folders the last LIST did not name (nor any folder below). */
+static void folders_sweep(struct mfs_fs *fs, struct mfs_node *dir)
+{
+	struct mfs_node *n = dir->first_child, *next;
+
+	for (; n != NULL; n = next) {
+		next = n->next_sibling;
+		if (n->kind != MFS_N_FOLDER)
+			continue;
+		if (n->gen != fs->gen)
+			mfs_nodes_unlink(fs->nodes, n);
+		else
+			folders_sweep(fs, n);
+	}
+}
+
+/* LIST, then brings the folder nodes in line. Takes the locks itself. */
+int refresh_folders(struct mfs_fs *fs, int ttl, struct mfs_err *err)
+{
+	struct mfs_store_folder *folders = NULL;
+	size_t n = 0, i;
+	int r = MFS_OK;
+
+	pthread_mutex_lock(&fs->refresh);
+	if (ttl > 0 && time(NULL) - fs->folders_listed < ttl)
+		goto unlock_refresh;
+	r = fs->store->ops->list(fs->store, &folders, &n, err);
+	if (r != MFS_OK)
+		goto unlock_refresh;
+	pthread_mutex_lock(&fs->lock);
+	fs->gen++;
+	for (i = 0; i < n; i++) {
+		if (folder_add(fs, &folders[i]) != 0) {
+			r = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+			break;
+		}
+	}
+	if (r == MFS_OK) {
+		folders_sweep(fs, mfs_nodes_root(fs->nodes));
+		fs->folders_listed = time(NULL);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	mfs_store_folders_free(folders, n);
+unlock_refresh:
+	pthread_mutex_unlock(&fs->refresh);
+	return r;
+}
+
+/*
+ * IMAP: logs in and shows INBOX, which every account has (RFC 3501, 5.1). The
+ * folder list is asked for only when the root is first listed or a name
+ * other than INBOX is looked up there, so that a mount that goes straight
+ * to INBOX costs one round trip less.
+ */
+int mfs_fs_prepare(struct mfs_fs *fs, struct mfs_err *err)
+{
+	struct mfs_store_folder inbox = {.name = "INBOX"};
+	int r;
+
+	/* POP3: its one folder is known without a word to the server, and a
+	 * login now would be a session of its own */
+	if (fs->store->read_only)
+		return refresh_folders(fs, 0, err);
+	if (fs->store->ops->connect(fs->store, err) != MFS_OK)
+		return err->code;
+	pthread_mutex_lock(&fs->lock);
+	r = folder_add(fs, &inbox);
+	pthread_mutex_unlock(&fs->lock);
+	if (r != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	mfs_err_clear(err);
+	return MFS_OK;
+}
+
+static char *message_name(const struct mfs_store_msg *m)
+{
+	char id[32];
+
+	if (m->uidl != NULL)
+		return mfs_msg_dirname(m->date, m->from, m->subject, m->uidl);
+	snprintf(id, sizeof(id), "%" PRIu32, m->uid);
+	return mfs_msg_dirname(m->date, m->from, m->subject, id);
+}
+
+/* Moves m into node (taking its uidl). Sender and subject are in the
+ * node's name already and are not kept: a folder of 100,000 messages must
+ * stay small. */
+static void message_take(struct mfs_node *node, struct mfs_store_msg *m)
+{
+	free(m->from);
+	free(m->subject);
+	m->from = m->subject = NULL;
+	node->msg = *m;
+	node->mtime = m->date > 0 ? m->date : 0;
+	memset(m, 0, sizeof(*m));
+}
+
+/* Merges a listing into folder dir; the listing began after `commits`
+ * files written into folders were appended, and shows those messages, so
+ * their written names leave. Caller holds the lock. */
+static int folder_merge(struct mfs_fs *fs, struct mfs_node *dir,
+			uint32_t validity, struct mfs_store_msg *msgs,
+			size_t n, unsigned commits)
+{
+	struct mfs_node *c, *next;
+	size_t i;
+
+	if (dir->listed != 0 && dir->validity != validity) {
+		mfs_log_info("folder %s: UIDVALIDITY changed, relisting",
+			     dir->mailbox);
+		for (c = dir->first_child; c != NULL; c = next) {
+			next = c->next_sibling;
+			if (c->kind == MFS_N_MESSAGE)
+				mfs_nodes_unlink(fs->nodes, c);
+		}
+	}
+	fs->gen++;
+	for (i = 0; i < n; i++) {
+		char *name = message_name(&msgs[i]);
+
+		if (name == NULL)
+			return -1;
+		c = mfs_nodes_child(fs->nodes, dir, name);
+		if (c != NULL && c->kind == MFS_N_MESSAGE &&
+		    c->msg.uid == msgs[i].uid) {
+			c->msg.flags = msgs[i].flags;
+			c->gen = fs->gen;
+			free(name);
+			continue;
+		}
+		if (c != NULL && c->kind == MFS_N_MESSAGE) {
+			/* the name of a message that left, now another's */
+			mfs_nodes_unlink(fs->nodes, c);
+			c = NULL;
+		}
+		if (c == NULL) {
+			c = mfs_nodes_add(fs->nodes, dir, name, MFS_N_MESSAGE);
+			if (c == NULL) {
+				free(name);
+				return -1;
+			}
+			message_take(c, &msgs[i]);
+			c->gen = fs->gen;
+		}
+		free(name);
+	}
+	for (c = dir->first_child; c != NULL; c = next) {
+		struct upload *u = c->kind == MFS_N_FILE ? c->priv : NULL;
+
+		next = c->next_sibling;
+		if (c->kind == MFS_N_MESSAGE && c->gen != fs->gen)
+			mfs_nodes_unlink(fs->nodes, c);
+		else if (u != NULL && u->committed && u->seq != 0 &&
+			 (int)(commits - u->seq) >= 0)
+			mfs_nodes_unlink(fs->nodes, c);
+	}
+	dir->validity = validity;
+	dir->listed = time(NULL);
+	return 0;
+}
+
+/* Lists folder dir again when its listing is older than ttl seconds.
+ * The caller holds a reference on dir but not the tree lock. */
+int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
+			  struct mfs_err *err)
+{
+	struct mfs_store_msg *msgs = NULL;
+	uint32_t validity = 0;
+	unsigned commits;
+	size_t n = 0;
+	char *mailbox;
+	int r = MFS_OK;
+
+	pthread_mutex_lock(&fs->refresh);
+	pthread_mutex_lock(&fs->lock);
+	if (dir->noselect || !dir->linked ||
+	    (dir->listed != 0 && time(NULL) - dir->listed < ttl)) {
+		pthread_mutex_unlock(&fs->lock);
+		goto unlock_refresh;
+	}
+	mailbox = strdup(dir->mailbox);
+	commits = fs->commits;
+	pthread_mutex_unlock(&fs->lock);
+	if (mailbox == NULL) {
+		r = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto unlock_refresh;
+	}
+	r = fs->store->ops->index(fs->store, mailbox, &validity, &msgs, &n,
+				  err);
+	if (r == MFS_OK) {
+		pthread_mutex_lock(&fs->lock);
+		if (folder_merge(fs, dir, validity, msgs, n, commits) != 0)
+			r = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		pthread_mutex_unlock(&fs->lock);
+		mfs_store_msgs_free(msgs, n);
+		malloc_trim(0); /* give the listing's memory back */
+	}
+	free(mailbox);
+unlock_refresh:
+	pthread_mutex_unlock(&fs->refresh);
+	return r;
+}
+
+struct idle {
+	pthread_t thread;
+	int pipe[2];		 /* owned: written to stop the thread */
+	struct mfs_store *store; /* owned */
+	struct mfs_fs *fs;	 /* borrowed */
+	int stop;		 /* guarded by fs->lock */
+};
+
+/* INBOX changed on the server: its listing is out of date. */
+static void inbox_changed(struct mfs_fs *fs)
+{
+	struct mfs_node *c;
+
+	pthread_mutex_lock(&fs->lock);
+	for (c = mfs_nodes_root(fs->nodes)->first_child; c != NULL;
+	     c = c->next_sibling)
+		if (c->kind == MFS_N_FOLDER && c->mailbox != NULL &&
+		    strcasecmp(c->mailbox, "INBOX") == 0)
+			c->listed = 0;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static int idle_stopping(struct idle *id)
+{
+	int stop;
+
+	pthread_mutex_lock(&id->fs->lock);
+	stop = id->stop;
+	pthread_mutex_unlock(&id->fs->lock);
+	return stop;
+}
+
+static void *idle_thread(void *arg)
+{
+	struct idle *id = arg;
+	struct mfs_err err;
+	int changed, failures = 0;
+
+	while (!idle_stopping(id)) {
+		mfs_err_clear(&err);
+		if (mfs_imap_idle(id->store, "INBOX", id->pipe[0], 600,
+				  &changed, &err) == MFS_OK) {
+			failures = 0;
+			if (changed)
+				inbox_changed(id->fs);
+			continue;
+		}
+		if (err.code == MFS_E_PROTO && failures == 0 &&
+		    strstr(err.msg, "no IDLE") != NULL) {
+			mfs_log_info("%s: new mail shows when INBOX is listed",
+				     err.msg);
+			break;
+		}
+		if (failures++ == 0)
+			mfs_log_err("IDLE: %s (trying again)", err.msg);
+		/* wait a while, or until stopped */
+		struct pollfd p = {.fd = id->pipe[0], .events = POLLIN};
+
+		poll(&p, 1, failures < 5 ? 5000 : 60000);
+	}
+	return NULL;
+}
+
+void mfs_fs_start_idle(struct mfs_fs *fs, struct mfs_store *store)
+{
+	struct idle *id = calloc(1, sizeof(*id));
+
+	if (id == NULL || pipe2(id->pipe, O_CLOEXEC) != 0) {
+		free(id);
+		store->ops->free(store);
+		mfs_log_err("IDLE not started: %s", strerror(errno));
+		return;
+	}
+	id->store = store;
+	id->fs = fs;
+	if (pthread_create(&id->thread, NULL, idle_thread, id) != 0) {
+		close(id->pipe[0]);
+		close(id->pipe[1]);
+		store->ops->free(store);
+		free(id);
+		mfs_log_err("IDLE not started: no thread");
+		return;
+	}
+	fs->idle = id;
+}
+
+void mfs_fs_stop_idle(struct mfs_fs *fs)
+{
+	struct idle *id = fs->idle;
+	struct timespec deadline;
+
+	if (id == NULL)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	id->stop = 1;
+	pthread_mutex_unlock(&fs->lock);
+	if (write(id->pipe[1], "x", 1) < 0)
+		mfs_log_err("IDLE stop: %s", strerror(errno));
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 1;
+	if (pthread_timedjoin_np(id->thread, NULL, &deadline) != 0) {
+		/* The server does not answer DONE: leave the thread to the
+		 * process exit rather than hold up the unmount. */
+		mfs_log_err("IDLE connection did not close in time");
+		fs->idle = NULL;
+		return;
+	}
+	id->store->ops->free(id->store);
+	close(id->pipe[0]);
+	close(id->pipe[1]);
+	free(id);
+	fs->idle = NULL;
+}

@@ -1,0 +1,212 @@
+/*
+ * fsint.h - what the rooms of the FUSE layer share, and nothing else
+ * includes:
+ *
+ *   fs.c       the FUSE handlers, open files, written files, attributes
+ *   folders.c  the folder tree, folder listings, new mail (IDLE)
+ *   msgview.c  what a message shows: its views (whole, or a skeleton with
+ *              holes), decoding into the cache, fetch-ahead, cache keys
+ *   outbox.c   outbox/ and outbox/.status/ over the spool (spool.h)
+ *
+ * One lock, fs->lock, guards the node tree, every node and what hangs off
+ * a node (views, uploads, sent files) and the open handles. Functions
+ * below say when the caller holds it; none holds it across network I/O:
+ * those that may block drop it and take it again, so a node they were
+ * given must be held (mfs_nodes_hold) by the caller.
+ */
+#ifndef MAILFS_FSINT_H
+#define MAILFS_FSINT_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "fs.h"
+
+#include "cache.h"
+#include "config.h"
+#include "error.h"
+#include "node.h"
+#include "spool.h"
+#include "store.h"
+
+/* How long a folder listing is trusted before it is asked for again. */
+#define LIST_TTL 5
+
+/* How long the folder tree is trusted. */
+#define FOLDERS_TTL 5
+
+/* How long the kernel may keep what it learnt of a folder, and of the
+ * immutable message directories and files. */
+#define FOLDER_ATTR_TTL 1.0
+
+#define MESSAGE_ATTR_TTL 60.0
+
+struct mfs_fs {
+	pthread_mutex_t lock;		/* guards nodes and every node */
+	pthread_mutex_t refresh;	/* one listing refresh at a time */
+	struct mfs_nodes *nodes;	/* owned */
+	struct mfs_store *store;	/* borrowed */
+	struct mfs_cache *cache;	/* borrowed */
+	const struct mfs_account *acct; /* borrowed */
+	time_t folders_listed;
+	unsigned gen;
+	char delim; /* the server's hierarchy delimiter, '\0' if flat */
+	char *sent_mailbox;	  /* owned: SPECIAL-USE \Sent, or NULL */
+	struct mfs_spool *spool;  /* borrowed, or NULL: no outbox/ */
+	struct mfs_node *outbox;  /* outbox/, or NULL */
+	struct idle *idle;	  /* owned, or NULL */
+	struct handle *handles;	  /* open files (fs->lock) */
+	uid_t uid;
+	gid_t gid;
+	/* Readers: stores of their own that fetch message bytes, so that
+	 * parallel reads do not queue behind one connection or a listing.
+	 * None: fs->store reads. Guarded by readers_lock. */
+	pthread_mutex_t readers_lock;
+	pthread_cond_t reader_free;
+	struct mfs_store **readers; /* owned array of owned stores */
+	int *reader_busy;	    /* owned; one per reader */
+	size_t nreaders;
+	int store_reading;	    /* fs->store is reading (with readers) */
+	/* The run of fetch-aheads going on (fs->lock): in which folder, how
+	 * many messages the last one asked for, and when it ended. */
+	uint64_t ahead_folder;
+	size_t ahead_window;
+	time_t ahead_last;
+	/* Files written into folders committed so far (fs->lock); a listing
+	 * that began after commit number k shows the messages of commits up
+	 * to k, so their written names can go (folder_merge). */
+	unsigned commits;
+};
+
+/* A file being written into a folder (MFS_F_NEW); owned by its node. See
+ * "written files" below for its life. */
+struct upload {
+	int fd;		  /* owned: an anonymous file in cache_dir */
+	unsigned writers; /* handles that may still write and commit */
+	int committed;	  /* APPENDed, or being: read-only from then on */
+	time_t when;	  /* mtime set before the commit: internal date */
+	unsigned seq;	  /* fs->commits when it was appended */
+};
+
+/* An outbox/ file the server accepted, shown a few seconds more
+ * (MFS_F_OUTBOX with priv); owned by its node. */
+struct sent_file {
+	int fd;	      /* owned: the message file as written */
+	time_t until; /* when it leaves outbox/ */
+};
+
+/* How long an accepted outbox/ file stays, so that a tool that sets its
+ * mode or times after close() still finds it. */
+#define SENT_LINGER 5
+
+/* Which message to fetch: copied out of the tree under the lock. */
+struct msg_ref {
+	char *mailbox; /* owned */
+	uint32_t validity;
+	struct mfs_store_msg msg; /* uid, size and an owned uidl copy */
+};
+
+/* An open file. */
+struct handle {
+	struct mfs_node *node; /* held */
+	int fd;		       /* owned, or -1 when the content is buf */
+	off_t base;	       /* where the file starts in fd */
+	uint64_t size;	       /* bytes readable from fd at base */
+	char *buf;	       /* owned: content (flags), or what was written */
+	size_t len, cap;
+	/* flags: written since the last flush. A new or outbox file: this
+	 * handle made, truncated or wrote it, and may commit it. */
+	int dirty;
+	int writer;    /* MFS_F_NEW: counted in the upload's writers */
+	int committed; /* what it wrote went to the server: no more writes */
+	int wopen;     /* MFS_F_OUTBOX: fd is open for writing */
+	pid_t opener;  /* the process that opened it (not the thread) */
+	struct handle *prev, *next; /* in fs->handles */
+};
+
+/* --- fs.c ----------------------------------------------------------------- */
+
+/* A store to fetch message bytes with (a reader, else fs->store); give it
+ * back with reader_put(). Blocks while every reader is busy. */
+struct mfs_store *reader_get(struct mfs_fs *fs);
+void reader_put(struct mfs_fs *fs, struct mfs_store *st);
+/* Logs err (but ENOENT) and replies with its errno. */
+void reply_err(fuse_req_t req, const struct mfs_err *err);
+/* Replies to a create with the new node n and its open handle h, which it
+ * registers. Called with the lock held; releases it. */
+void reply_create(fuse_req_t req, struct mfs_fs *fs, struct mfs_node *n,
+		  struct handle *h, struct fuse_file_info *fi);
+/* The process (not the thread) that made req. */
+pid_t req_process(fuse_req_t req);
+
+/* --- folders.c ------------------------------------------------------------- */
+
+/* Lists the folders again when the last LIST is older than ttl seconds.
+ * Caller does not hold the lock. */
+int refresh_folders(struct mfs_fs *fs, int ttl, struct mfs_err *err);
+/* Lists folder dir again when its listing is older than ttl seconds.
+ * The caller holds a reference on dir but not the lock. */
+int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
+		   struct mfs_err *err);
+
+/* The folder node for the server name prefix under dir: an existing
+ * child with that mailbox, else a new one under the display name. Caller
+ * holds the lock. */
+struct mfs_node *folder_child(struct mfs_fs *fs, struct mfs_node *dir,
+			      const char *display, const char *prefix);
+
+/* --- msgview.c ------------------------------------------------------------- */
+
+/* A message's view (its priv). */
+struct view;
+void view_free(struct view *v);
+/* The message node above n (n itself when it is one), or NULL. */
+struct mfs_node *message_of(struct mfs_node *n);
+/* Copies what a fetch needs of msg. Caller holds the lock. Returns 0, or
+ * -1 on ENOMEM. */
+int msg_ref_take(const struct mfs_node *msg, struct msg_ref *r);
+void msg_ref_free(struct msg_ref *r);
+/* Makes the children of a message or part directory, fetching the message
+ * when needed. Caller holds the lock and a hold on dir. */
+int dir_ensure(struct mfs_fs *fs, struct mfs_node *dir, struct mfs_err *err);
+/* The text of a flags file. malloc'd, or NULL. */
+char *flags_text(unsigned flags);
+/* Brings the size of msg's flags file in line with msg->msg.flags. */
+void flags_node_update(struct mfs_node *msg);
+/* Opens part file n (MFS_F_PART) for reading into h. Caller holds the
+ * lock and a hold on n. */
+int open_part(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
+	      struct mfs_err *err);
+/* Whether part_size() of n would fetch: a file of a skeleton whose size
+ * only its hole or the whole message can tell. Caller holds the lock. */
+int size_needs_fetch(struct mfs_node *n);
+/* Brings the size of part file n up to date. Caller holds the lock and a
+ * hold on n. */
+int part_size(struct mfs_fs *fs, struct mfs_node *n, struct mfs_err *err);
+
+/* --- outbox.c -------------------------------------------------------------- */
+
+/* Brings outbox/ and outbox/.status/ in line with the spool. Caller holds
+ * the lock. */
+int outbox_sync(struct mfs_fs *fs, struct mfs_err *err);
+/* The text of outbox/.status/NAME (node n). malloc'd; NULL with err set.
+ * Caller holds the lock. */
+char *outbox_status_text(struct mfs_fs *fs, const struct mfs_node *n,
+			 struct mfs_err *err);
+/* Opens outbox/ file n into h (see outbox.c). Caller holds the lock. */
+int open_outbox(struct mfs_fs *fs, struct mfs_node *n, int writing, int trunc,
+		struct handle *h, struct mfs_err *err);
+/* The first write through an outbox/ handle opened for writing: 0 or an
+ * errno. Caller holds the lock. */
+int outbox_reopen(struct mfs_fs *fs, struct handle *h);
+/* Submits what h wrote. Called with the lock held; drops it while the
+ * spool sends. */
+int outbox_commit(struct mfs_fs *fs, struct handle *h, struct mfs_err *err);
+/* create in outbox/. Called with the lock held; releases it and
+ * replies. */
+void outbox_create(fuse_req_t req, struct mfs_fs *fs, struct mfs_node *dir,
+		   const char *name, struct fuse_file_info *fi);
+
+#endif

@@ -1,0 +1,1084 @@
+/*
+ * msgview.c - what a message shows (see fsint.h): the view of a message
+ * (the whole message from the cache, or for a large one a skeleton whose
+ * large parts are holes fetched when read), the nodes of its directory,
+ * the descriptor of each of its files (decoded into the cache), and
+ * fetch-ahead for reads in a row.
+ */
+#include "fsint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <malloc.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mime.h"
+#include "names.h"
+
+/* Messages of at least LAZY_MIN bytes are read lazily where the store can:
+ * their directory is laid out from a skeleton (store.h) in which each part
+ * body of at least HOLE_MIN bytes is a hole, and a hole is fetched only
+ * when a file that needs it is read. */
+#define LAZY_MIN (1024 * 1024)
+
+#define HOLE_MIN (64 * 1024)
+
+/* A file mapping whose pages mime.c may have dropped while it scans or
+ * decodes (mfs_release_fn): they are read again from the file. */
+struct mapping {
+	void *map;
+	size_t len;
+};
+
+/* The bytes of a message and their layout, made on the first look inside
+ * the message directory; owned by the message node (its priv). */
+struct view {
+	int fd;			   /* owned: the cache entry, or the skeleton */
+	char *map;		   /* owned: fd mapped, or NULL when empty */
+	size_t len;
+	struct mfs_layout *layout; /* owned; borrows map */
+	struct mfs_seg *segs;	   /* owned; a skeleton: its real and hole
+				    * ranges (nsegs); NULL for the message */
+	size_t nsegs;
+	struct view *full;	   /* owned; a skeleton: the whole message,
+				    * made when a file needs bytes that the
+				    * skeleton makes up (message.eml) */
+};
+
+void view_free(struct view *v)
+{
+	if (v == NULL)
+		return;
+	mfs_layout_free(v->layout);
+	if (v->map != NULL)
+		munmap(v->map, v->len);
+	if (v->fd >= 0)
+		close(v->fd);
+	mfs_store_segs_free(v->segs, v->nsegs);
+	view_free(v->full);
+	free(v);
+}
+
+void msg_ref_free(struct msg_ref *r)
+{
+	free(r->mailbox);
+	free(r->msg.uidl);
+	memset(r, 0, sizeof(*r));
+}
+
+/* The message node above n (n itself when it is one), or NULL. */
+struct mfs_node *message_of(struct mfs_node *n)
+{
+	while (n != NULL && n->kind != MFS_N_MESSAGE)
+		n = n->parent;
+	return n;
+}
+
+/* Caller holds the lock. Returns 0, or -1 on ENOMEM. */
+int msg_ref_take(const struct mfs_node *msg, struct msg_ref *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->mailbox = strdup(msg->parent->mailbox);
+	r->validity = msg->parent->validity;
+	r->msg.uid = msg->msg.uid;
+	r->msg.size = msg->msg.size;
+	if (msg->msg.uidl != NULL)
+		r->msg.uidl = strdup(msg->msg.uidl);
+	if (r->mailbox == NULL || (msg->msg.uidl != NULL && !r->msg.uidl)) {
+		msg_ref_free(r);
+		return -1;
+	}
+	return 0;
+}
+
+/* The cache key of a message: "m/<hex folder>/<validity>/<id>" plus a
+ * suffix (a decoded part: ".p<entry id>"). */
+static int cache_key(const struct msg_ref *r, const char *suffix, char *key,
+		     size_t len)
+{
+	char tail[64];
+
+	snprintf(key, len, "m/");
+	if (mfs_cache_key_hex(r->mailbox, key, len) != 0)
+		return -1;
+	snprintf(tail, sizeof(tail), "/%" PRIu32 "/", r->validity);
+	if (strlen(key) + strlen(tail) >= len)
+		return -1;
+	strcat(key, tail);
+	if (r->msg.uidl != NULL) {
+		if (mfs_cache_key_hex(r->msg.uidl, key, len) != 0)
+			return -1;
+	} else {
+		snprintf(tail, sizeof(tail), "%" PRIu32, r->msg.uid);
+		if (strlen(key) + strlen(tail) >= len)
+			return -1;
+		strcat(key, tail);
+	}
+	if (strlen(key) + strlen(suffix) >= len)
+		return -1;
+	strcat(key, suffix);
+	return 0;
+}
+
+struct fetch_ctx {
+	struct mfs_fs *fs;
+	const struct msg_ref *ref;
+};
+
+static int fetch_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
+{
+	struct fetch_ctx *f = ctx;
+	struct mfs_store *st = reader_get(f->fs);
+	int rc = st->ops->fetch(st, f->ref->mailbox, f->ref->validity,
+				&f->ref->msg, fd, len, err);
+
+	reader_put(f->fs, st);
+	return rc;
+}
+
+/* An fd on the raw message: from the cache, else fetched into it. */
+static int message_fd(struct mfs_fs *fs, const struct msg_ref *r, int *fd,
+		      struct mfs_err *err)
+{
+	struct fetch_ctx ctx = {fs, r};
+	char key[1024];
+
+	if (r->msg.uid == 0 && r->msg.uidl == NULL)
+		return mfs_err_set(err, MFS_E_NOENT,
+				   "the message moved; list its folder again");
+	if (cache_key(r, "", key, sizeof(key)) != 0)
+		return mfs_err_set(err, MFS_E_IO, "cache key too long");
+	return mfs_cache_get(fs->cache, key, r->msg.size, fetch_fill, &ctx, fd,
+			     err);
+}
+
+static void mapping_release(void *ctx)
+{
+	struct mapping *m = ctx;
+
+	if (m->map != NULL)
+		madvise(m->map, m->len, MADV_DONTNEED);
+}
+
+/* The layout's release (mfs_release_fn) for a view. */
+static void view_release(void *ctx)
+{
+	struct view *v = ctx;
+
+	if (v->map != NULL)
+		madvise(v->map, v->len, MADV_DONTNEED);
+}
+
+/* The layout's skip (mfs_skip_fn) for a view: a skeleton's holes hold
+ * zeros, never a delimiter, and reading them would only fill memory. */
+static size_t view_skip(void *ctx, size_t off)
+{
+	const struct view *v = ctx;
+	size_t i;
+
+	for (i = 0; i < v->nsegs; i++) {
+		const struct mfs_seg *g = &v->segs[i];
+
+		if (g->hole && off >= g->off && off - g->off < g->len)
+			return g->off + g->len;
+	}
+	return off;
+}
+
+/* Maps v->fd and lays it out. */
+static int view_map(struct view *v, struct mfs_err *err)
+{
+	struct stat st;
+
+	if (fstat(v->fd, &st) != 0)
+		return mfs_err_set(err, MFS_E_IO, "cache: %s", strerror(errno));
+	v->len = (size_t)st.st_size;
+	if (v->len > 0) {
+		v->map = mmap(NULL, v->len, PROT_READ, MAP_SHARED, v->fd, 0);
+		if (v->map == MAP_FAILED) {
+			v->map = NULL;
+			return mfs_err_set(err, MFS_E_IO, "cache: mmap: %s",
+					   strerror(errno));
+		}
+	}
+	if (mfs_layout_build_mapped(v->map, v->len, view_release,
+				    v->segs != NULL ? view_skip : NULL, v,
+				    &v->layout, err) != MFS_OK)
+		return err->code;
+	/* The pages are the cache file's: let them go until a part is read,
+	 * so that looking into a large message does not keep it resident. */
+	if (v->map != NULL)
+		madvise(v->map, v->len, MADV_DONTNEED);
+	return MFS_OK;
+}
+
+/* The view of the whole message, fetched into the cache if need be. */
+static int view_build_whole(struct mfs_fs *fs, const struct msg_ref *r,
+			    struct view **out, struct mfs_err *err)
+{
+	struct view *v = calloc(1, sizeof(*v));
+
+	if (v == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	v->fd = -1;
+	if (message_fd(fs, r, &v->fd, err) != MFS_OK ||
+	    view_map(v, err) != MFS_OK) {
+		view_free(v);
+		return err->code;
+	}
+	*out = v;
+	return MFS_OK;
+}
+
+/* The part of tree p (or one below it) whose body is exactly [off, off +
+ * len) and that has no children: what a hole must stand for. */
+static int hole_is_leaf(const struct mfs_part *p, size_t off, size_t len)
+{
+	size_t i;
+
+	if (p == NULL)
+		return 0;
+	if (p->nchildren == 0 && p->message == NULL && p->body_off == off &&
+	    p->body_len == len)
+		return 1;
+	for (i = 0; i < p->nchildren; i++)
+		if (hole_is_leaf(p->children[i], off, len))
+			return 1;
+	return hole_is_leaf(p->message, off, len);
+}
+
+/* The range of v that holds every byte of file entry e: NULL when e's
+ * bytes are in v as they are (generated, or in a real range); a hole;
+ * or NULL with *whole set when they are made up in v (message.eml), so
+ * that only the whole message has them. */
+static const struct mfs_seg *entry_seg(const struct view *v,
+				       const struct mfs_entry *e, int *whole)
+{
+	size_t i;
+
+	*whole = 0;
+	if (v->segs == NULL || e->src.kind == MFS_SRC_STRING ||
+	    e->src.len == 0)
+		return NULL;
+	for (i = 0; i < v->nsegs; i++) {
+		const struct mfs_seg *g = &v->segs[i];
+
+		if (g->off <= e->src.off &&
+		    e->src.off + e->src.len <= g->off + g->len)
+			return g->hole ? g : NULL;
+	}
+	*whole = 1;
+	return NULL;
+}
+
+/* Gives the files of a skeleton's directory d that are a hole as it is
+ * (7bit, 8bit, binary: decoding changes nothing) the hole's length. Other
+ * files in holes have no size until their hole is fetched: the server's
+ * word for a decoded size (BINARY.SIZE) is not exact everywhere. */
+static void hole_sizes(const struct view *v, const struct mfs_dir *d)
+{
+	size_t i;
+	int whole;
+
+	for (i = 0; i < d->n; i++) {
+		struct mfs_entry *e = &d->entries[i];
+		const struct mfs_seg *g;
+
+		if (e->is_dir) {
+			hole_sizes(v, e->dir);
+			continue;
+		}
+		g = entry_seg(v, e, &whole);
+		if (g != NULL && e->src.kind == MFS_SRC_DECODED &&
+		    e->src.cte == MFS_CTE_BINARY) {
+			e->src.size = e->src.len;
+			e->src.size_known = 1;
+		}
+	}
+}
+
+/*
+ * The lazy view of a large message: its skeleton. *out is NULL (and the
+ * result MFS_OK) when the message is better read whole: small, in the
+ * cache already, nothing to leave out, or a skeleton whose layout does
+ * not match its holes.
+ */
+static int view_build_lazy(struct mfs_fs *fs, const struct msg_ref *r,
+			   struct view **out, struct mfs_err *err)
+{
+	const struct mfs_store_ops *ops = fs->store->ops;
+	struct mfs_store *rd;
+	struct view *v;
+	char key[1024];
+	size_t i;
+	int rc;
+
+	*out = NULL;
+	if (ops->skeleton == NULL || r->msg.uid == 0 ||
+	    r->msg.size < LAZY_MIN || cache_key(r, "", key, sizeof(key)) != 0 ||
+	    mfs_cache_has(fs->cache, key, r->msg.size))
+		return MFS_OK;
+	v = calloc(1, sizeof(*v));
+	if (v == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	v->fd = memfd_create("mailfs-skeleton", MFD_CLOEXEC);
+	if (v->fd < 0) {
+		mfs_log_err("skeleton: memfd: %s", strerror(errno));
+		goto whole;
+	}
+	rd = reader_get(fs);
+	rc = ops->skeleton(rd, r->mailbox, r->validity, &r->msg, HOLE_MIN,
+			   v->fd, &v->segs, &v->nsegs, err);
+	reader_put(fs, rd);
+	if (rc != MFS_OK) {
+		if (err->code != MFS_E_PROTO) {
+			view_free(v);
+			return err->code;
+		}
+		mfs_log_debug("skeleton of %u: %s", r->msg.uid, err->msg);
+		goto whole;
+	}
+	if (v->nsegs == 0 || view_map(v, err) != MFS_OK)
+		goto whole;
+	for (i = 0; i < v->nsegs; i++) {
+		if (v->segs[i].hole &&
+		    !hole_is_leaf(v->layout->root, v->segs[i].off,
+				  v->segs[i].len)) {
+			mfs_log_debug("skeleton of %u does not fit its "
+				      "holes",
+				      r->msg.uid);
+			goto whole;
+		}
+	}
+	hole_sizes(v, &v->layout->root_dir);
+	*out = v;
+	return MFS_OK;
+whole:
+	view_free(v);
+	mfs_err_clear(err);
+	return MFS_OK;
+}
+
+static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
+		      struct view **out, struct mfs_err *err)
+{
+	if (view_build_lazy(fs, r, out, err) != MFS_OK)
+		return err->code;
+	if (*out != NULL)
+		return MFS_OK;
+	return view_build_whole(fs, r, out, err);
+}
+
+/*
+ * Fetch-ahead: when a message must be fetched, the next messages of its
+ * folder that are not cached yet come in the same command, so that reading
+ * a folder in a row ("grep -r") costs a round trip per batch, not per
+ * message. A batch asks for AHEAD_FIRST messages; while the reads go on in
+ * the same folder (the next batch starts within AHEAD_GAP seconds of the
+ * last) each batch asks for twice as many as the one before, up to
+ * AHEAD_MAX messages and AHEAD_BYTES bytes: 1,000 messages read in a row
+ * then cost 6 round trips instead of 32. Large messages are left to their
+ * own fetch.
+ */
+#define AHEAD_FIRST 32
+
+#define AHEAD_MAX 1024
+
+#define AHEAD_BYTES (16 * 1024 * 1024)
+
+#define AHEAD_GAP 2
+
+#define AHEAD_SIZE_MAX (1024 * 1024)
+
+struct ahead {
+	struct mfs_fs *fs;
+	size_t n;
+	struct ahead_item {
+		uint32_t uid;
+		uint64_t size;
+		char *key; /* owned */
+	} *item;   /* owned array */
+	char *tmp; /* owned: the file being written */
+};
+
+static int ahead_open(void *ctx)
+{
+	struct ahead *a = ctx;
+	struct mfs_err err;
+	int fd;
+
+	free(a->tmp);
+	a->tmp = NULL;
+	if (mfs_cache_tmp(a->fs->cache, &fd, &a->tmp, &err) != MFS_OK)
+		return -1;
+	return fd;
+}
+
+static void ahead_done(void *ctx, uint32_t uid, int fd, size_t len)
+{
+	struct ahead *a = ctx;
+	size_t i;
+
+	(void)len; /* the commit checks the size on disk */
+	for (i = 0; i < a->n; i++)
+		if (a->item[i].uid == uid)
+			break;
+	if (i < a->n && a->tmp != NULL) {
+		mfs_cache_commit(a->fs->cache, a->item[i].key, fd, a->tmp,
+				 a->item[i].size);
+	} else {
+		close(fd);
+		if (a->tmp != NULL)
+			unlink(a->tmp);
+	}
+	free(a->tmp);
+	a->tmp = NULL;
+}
+
+/* Whether the cache holds msg's raw bytes. Caller holds the lock and a
+ * hold on msg; the lock is dropped for the look at the disk. */
+static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
+{
+	struct msg_ref r;
+	char key[1024];
+	int have = 0;
+
+	if (msg_ref_take(msg, &r) != 0)
+		return 0;
+	if (cache_key(&r, "", key, sizeof(key)) == 0) {
+		pthread_mutex_unlock(&fs->lock);
+		have = mfs_cache_has(fs->cache, key, r.msg.size);
+		pthread_mutex_lock(&fs->lock);
+	}
+	msg_ref_free(&r);
+	return have;
+}
+
+/* Fetches msg and the neighbours a read in a row will want next (see
+ * above). Caller holds the lock; msg is held. Drops the lock while it
+ * fetches. Returns MFS_OK, or the network error that made the fetch fail
+ * (the caller then fails too rather than wait a second time). */
+static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
+		       struct mfs_err *ret)
+{
+	struct ahead a = {.fs = fs};
+	uint32_t *uids = NULL;
+	struct mfs_node *c;
+	struct msg_ref r;
+	char *mailbox = NULL, key[1024];
+	uint32_t validity;
+	struct mfs_err err;
+	size_t i, n = 0, window = AHEAD_FIRST;
+	uint64_t bytes = 0;
+	int rc = MFS_OK, fetched = 0;
+
+	if (fs->store->ops->fetch_many == NULL || msg->msg.uid == 0 ||
+	    msg->msg.size > AHEAD_SIZE_MAX || msg->parent->kind != MFS_N_FOLDER)
+		return MFS_OK;
+	/* brought by an earlier batch: no need to look at up to AHEAD_MAX
+	 * neighbours for each message of a run */
+	if (msg_cached(fs, msg))
+		return MFS_OK;
+	if (fs->ahead_folder == msg->parent->ino &&
+	    time(NULL) - fs->ahead_last <= AHEAD_GAP)
+		window = fs->ahead_window * 2 < AHEAD_MAX
+			     ? fs->ahead_window * 2
+			     : AHEAD_MAX;
+	mailbox = strdup(msg->parent->mailbox);
+	a.item = calloc(window, sizeof(*a.item));
+	uids = calloc(window, sizeof(*uids));
+	if (mailbox == NULL || a.item == NULL || uids == NULL) {
+		/* no fetch-ahead: the message is fetched alone */
+		pthread_mutex_unlock(&fs->lock);
+		goto free_all;
+	}
+	validity = msg->parent->validity;
+	/* msg first, then its neighbours after it, then before it: names
+	 * sort by date, which may run either way along the UIDs */
+	for (int back = 0; back < 2; back++) {
+		c = back ? msg->prev_sibling : msg;
+		for (; c != NULL && a.n < window && bytes < AHEAD_BYTES;
+		     c = back ? c->prev_sibling : c->next_sibling) {
+			if (c->kind != MFS_N_MESSAGE || c->msg.uid == 0 ||
+			    c->msg.size > AHEAD_SIZE_MAX || c->priv != NULL)
+				continue;
+			if (msg_ref_take(c, &r) != 0)
+				break;
+			if (cache_key(&r, "", key, sizeof(key)) == 0) {
+				a.item[a.n].uid = c->msg.uid;
+				a.item[a.n].size = c->msg.size;
+				a.item[a.n].key = strdup(key);
+				if (a.item[a.n].key != NULL) {
+					bytes += c->msg.size;
+					a.n++;
+				}
+			}
+			msg_ref_free(&r);
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+	/* only what the cache does not have; none if msg itself is there */
+	for (i = 0; i < a.n; i++) {
+		if (mfs_cache_has(fs->cache, a.item[i].key, a.item[i].size)) {
+			if (i == 0)
+				break;
+			continue;
+		}
+		uids[n++] = a.item[i].uid;
+	}
+	mfs_err_clear(&err);
+	if (n > 1 && i == a.n) {
+		struct mfs_store *st = reader_get(fs);
+
+		if (st->ops->fetch_many(st, mailbox, validity, uids, n,
+					ahead_open, ahead_done, &a,
+					&err) != MFS_OK) {
+			mfs_log_debug("fetch-ahead: %s", err.msg);
+			if (err.code == MFS_E_TIMEOUT ||
+			    err.code == MFS_E_CONNECT || err.code == MFS_E_TLS)
+				rc = mfs_err_set(ret, err.code, "%s",
+						 err.msg);
+		}
+		reader_put(fs, st);
+	}
+	fetched = n > 1 && i == a.n;
+free_all:
+	for (i = 0; i < a.n; i++)
+		free(a.item[i].key);
+	free(a.item);
+	free(uids);
+	free(a.tmp);
+	free(mailbox);
+	pthread_mutex_lock(&fs->lock);
+	if (fetched) { /* the run goes on from here */
+		fs->ahead_folder = msg->parent->ino;
+		fs->ahead_window = window;
+		fs->ahead_last = time(NULL);
+	}
+	return rc;
+}
+
+/* Builds a view of msg (whole: of the whole message, for a skeleton's
+ * v->full; else msg's own view) and attaches it unless another thread
+ * did meanwhile. Caller holds the lock and a hold on msg; the lock is
+ * dropped while the view is built. */
+static int view_attach(struct mfs_fs *fs, struct mfs_node *msg, int whole,
+		       struct mfs_err *err)
+{
+	struct view *v = NULL, *mine;
+	struct msg_ref r;
+	int rc;
+
+	if (msg_ref_take(msg, &r) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	pthread_mutex_unlock(&fs->lock);
+	rc = whole ? view_build_whole(fs, &r, &v, err)
+		   : view_build(fs, &r, &v, err);
+	pthread_mutex_lock(&fs->lock);
+	msg_ref_free(&r);
+	if (rc != MFS_OK)
+		return rc;
+	mine = msg->priv;
+	if (whole && mine->full == NULL)
+		mine->full = v;
+	else if (!whole && mine == NULL)
+		msg->priv = v;
+	else
+		view_free(v);
+	return MFS_OK;
+}
+
+/* Makes sure msg has its view. Caller holds the lock and a hold on msg;
+ * the lock is dropped while the message is fetched. */
+static int view_ensure(struct mfs_fs *fs, struct mfs_node *msg,
+		       struct mfs_err *err)
+{
+	if (msg->priv != NULL)
+		return MFS_OK;
+	if (fetch_ahead(fs, msg, err) != MFS_OK)
+		return err->code;
+	if (msg->priv != NULL)
+		return MFS_OK;
+	return view_attach(fs, msg, 0, err);
+}
+
+/* The text of the flags file. Returns a malloc'd string or NULL. */
+char *flags_text(unsigned flags)
+{
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} names[] = {
+		{MFS_FLAG_SEEN, "\\Seen"},	 {MFS_FLAG_ANSWERED, "\\Answered"},
+		{MFS_FLAG_FLAGGED, "\\Flagged"}, {MFS_FLAG_DELETED, "\\Deleted"},
+		{MFS_FLAG_DRAFT, "\\Draft"},
+	};
+	char *s = calloc(1, 64);
+	size_t i;
+
+	if (s == NULL)
+		return NULL;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (flags & names[i].bit) {
+			strcat(s, names[i].name);
+			strcat(s, "\n");
+		}
+	}
+	return s;
+}
+
+void flags_node_update(struct mfs_node *msg)
+{
+	struct mfs_node *c;
+	char *text = flags_text(msg->msg.flags);
+
+	for (c = msg->first_child; c != NULL; c = c->next_sibling)
+		if (c->kind == MFS_N_FILE && c->file == MFS_F_FLAGS)
+			c->size = text != NULL ? strlen(text) : 0;
+	free(text);
+}
+
+/* Makes the nodes of a layout directory under dirnode. Caller holds the
+ * lock. Returns 0, or -1 on ENOMEM. */
+static int dir_populate(struct mfs_fs *fs, struct mfs_node *dirnode,
+			const struct mfs_dir *d)
+{
+	size_t i;
+
+	for (i = 0; i < d->n; i++) {
+		struct mfs_entry *e = &d->entries[i];
+		struct mfs_node *n;
+
+		if (mfs_nodes_child(fs->nodes, dirnode, e->name) != NULL)
+			continue;
+		n = mfs_nodes_add(fs->nodes, dirnode, e->name,
+				  e->is_dir ? MFS_N_PARTDIR : MFS_N_FILE);
+		if (n == NULL)
+			return -1;
+		n->mtime = dirnode->mtime;
+		if (e->is_dir) {
+			n->dir = e->dir;
+		} else {
+			n->file = MFS_F_PART;
+			n->entry = e;
+		}
+	}
+	dirnode->populated = 1;
+	return 0;
+}
+
+/* Makes the children of a message or part directory, fetching the message
+ * when needed. Caller holds the lock and a hold on dir. */
+int dir_ensure(struct mfs_fs *fs, struct mfs_node *dir,
+		      struct mfs_err *err)
+{
+	struct mfs_node *msg = message_of(dir), *flags;
+	struct view *v;
+
+	if (dir->populated)
+		return MFS_OK;
+	if (view_ensure(fs, msg, err) != MFS_OK)
+		return err->code;
+	if (dir->populated)
+		return MFS_OK;
+	v = msg->priv;
+	if (dir->kind == MFS_N_PARTDIR)
+		return dir_populate(fs, dir, dir->dir) == 0
+			       ? MFS_OK
+			       : mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	if (dir_populate(fs, dir, &v->layout->root_dir) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	flags = mfs_nodes_child(fs->nodes, dir, "flags");
+	if (flags == NULL) {
+		flags = mfs_nodes_add(fs->nodes, dir, "flags", MFS_N_FILE);
+		if (flags == NULL)
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		flags->file = MFS_F_FLAGS;
+		flags->mtime = dir->mtime;
+		flags_node_update(dir);
+	}
+	return MFS_OK;
+}
+
+/* The entry of the whole message's layout at the path of n below msg, or
+ * NULL when that layout has no such file. */
+static struct mfs_entry *full_entry(const struct view *full,
+				    const struct mfs_node *msg,
+				    const struct mfs_node *n)
+{
+	const char *comp[3 * MFS_MIME_DEPTH_MAX + 4];
+	const struct mfs_node *c;
+	struct mfs_entry *e;
+	size_t k = 0, i;
+
+	for (c = n; c != NULL && c != msg; c = c->parent) {
+		if (k == sizeof(comp) / sizeof(comp[0]))
+			return NULL;
+		comp[k++] = c->name;
+	}
+	for (i = 0; i < k / 2; i++) {
+		const char *t = comp[i];
+
+		comp[i] = comp[k - 1 - i];
+		comp[k - 1 - i] = t;
+	}
+	e = mfs_layout_lookup(full->layout, comp, k);
+	return e != NULL && !e->is_dir ? e : NULL;
+}
+
+/* Makes the whole-message view of msg's skeleton. Caller holds the lock
+ * and a hold on msg; the lock is dropped while the message is fetched. */
+static int full_ensure(struct mfs_fs *fs, struct mfs_node *msg,
+		       struct mfs_err *err)
+{
+	if (((struct view *)msg->priv)->full != NULL)
+		return MFS_OK;
+	return view_attach(fs, msg, 1, err);
+}
+
+/* The file of the whole message that n shows: *fv, *fe. Caller holds the
+ * lock and a hold on n, as for full_ensure(). */
+static int full_file(struct mfs_fs *fs, struct mfs_node *n, struct view **fv,
+		     struct mfs_entry **fe, struct mfs_err *err)
+{
+	struct mfs_node *msg = message_of(n);
+	struct view *v = msg->priv;
+
+	if (full_ensure(fs, msg, err) != MFS_OK)
+		return err->code;
+	*fv = v->full;
+	*fe = full_entry(v->full, msg, n);
+	if (*fe == NULL)
+		return mfs_err_set(err, MFS_E_IO,
+				   "%s: the message does not match its "
+				   "structure",
+				   n->name);
+	return MFS_OK;
+}
+
+struct section_fill {
+	struct mfs_fs *fs;
+	const struct msg_ref *ref;
+	const char *section;
+};
+
+static int section_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
+{
+	struct section_fill *f = ctx;
+	struct mfs_store *st = reader_get(f->fs);
+	int rc = st->ops->fetch_section(st, f->ref->mailbox, f->ref->validity,
+					&f->ref->msg, f->section, fd, len,
+					err);
+
+	reader_put(f->fs, st);
+	return rc;
+}
+
+/* An fd on the bytes of hole g of message r: from the cache, else
+ * fetched into it. Called without the lock. */
+static int hole_fd(struct mfs_fs *fs, const struct msg_ref *r,
+		   const struct mfs_seg *g, int *fd, struct mfs_err *err)
+{
+	struct section_fill ctx = {fs, r, g->section};
+	char key[1024], suffix[80];
+
+	snprintf(suffix, sizeof(suffix), ".h%s", g->section);
+	if (cache_key(r, suffix, key, sizeof(key)) != 0)
+		return mfs_err_set(err, MFS_E_IO, "cache key too long");
+	return mfs_cache_get(fs->cache, key, g->len, section_fill, &ctx, fd,
+			     err);
+}
+
+/* Decodes file e of a skeleton, which lies in hole g, from the hole's
+ * bytes in hfd: into sink, or, when sink is NULL, only to learn the size
+ * (mime.c counts; stored in *size). */
+static int hole_decode(int hfd, const struct mfs_seg *g,
+		       const struct mfs_entry *e, mfs_sink_fn sink, void *ctx,
+		       uint64_t *size, struct mfs_err *err)
+{
+	struct mfs_layout hole = {0};
+	struct mfs_entry te = *e;
+	struct mapping mapping;
+	char *map = NULL;
+	int rc;
+
+	if (g->len > 0) {
+		map = mmap(NULL, g->len, PROT_READ, MAP_SHARED, hfd, 0);
+		if (map == MAP_FAILED)
+			return mfs_err_set(err, MFS_E_IO, "cache: mmap: %s",
+					   strerror(errno));
+	}
+	hole.buf = map;
+	hole.len = g->len;
+	mapping.map = map;
+	mapping.len = g->len;
+	hole.release = mapping_release;
+	hole.release_ctx = &mapping;
+	te.src.off -= g->off;
+	if (sink != NULL)
+		rc = mfs_entry_decode(&hole, &te, sink, ctx, err);
+	else
+		rc = mfs_entry_size(&hole, &te, size, err);
+	if (map != NULL)
+		munmap(map, g->len);
+	return rc;
+}
+
+/* Whether file e of view v is the top message.eml (the whole message). */
+static int is_message_eml(const struct view *v, const struct mfs_entry *e)
+{
+	return e->src.kind == MFS_SRC_RAW && e->src.off == 0 &&
+	       e->src.len == v->len;
+}
+
+/* Whether node_size() of n would fetch: a file of a skeleton whose size
+ * only its hole or the whole message can tell. Caller holds the lock. */
+int size_needs_fetch(struct mfs_node *n)
+{
+	const struct view *v;
+	const struct mfs_entry *e;
+	int whole;
+
+	if (n->kind != MFS_N_FILE || n->file != MFS_F_PART)
+		return 0;
+	v = message_of(n)->priv;
+	e = n->entry;
+	if (v == NULL || v->segs == NULL || e->src.size_known)
+		return 0;
+	if (entry_seg(v, e, &whole) != NULL)
+		return 1;
+	return whole && !is_message_eml(v, e);
+}
+
+/* node_size() of a file of a skeleton. Caller holds the lock and a hold
+ * on n (a kernel lookup or mfs_nodes_hold()); the lock is dropped while
+ * bytes are fetched. */
+static int lazy_size(struct mfs_fs *fs, struct mfs_node *n,
+		     struct mfs_err *err)
+{
+	struct mfs_node *msg = message_of(n);
+	struct view *v = msg->priv, *fv = NULL;
+	struct mfs_entry *e = n->entry, *fe = NULL;
+	const struct mfs_seg *g;
+	struct msg_ref r;
+	uint64_t size = 0;
+	int whole, hfd = -1, rc;
+
+	g = entry_seg(v, e, &whole);
+	if (!whole && g == NULL)
+		return mfs_entry_size(v->layout, e, &n->size, err);
+	if (e->src.size_known) {
+		n->size = e->src.size;
+		return MFS_OK;
+	}
+	if (whole && is_message_eml(v, e)) {
+		n->size = msg->msg.size; /* message.eml */
+		return MFS_OK;
+	}
+	if (whole) {
+		if (full_file(fs, n, &fv, &fe, err) != MFS_OK)
+			return err->code;
+		return mfs_entry_size(fv->layout, fe, &n->size, err);
+	}
+	/* a file in a hole: its size is known once it is decoded */
+	if (msg_ref_take(msg, &r) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	pthread_mutex_unlock(&fs->lock);
+	rc = hole_fd(fs, &r, g, &hfd, err);
+	if (rc == MFS_OK) {
+		rc = hole_decode(hfd, g, e, NULL, NULL, &size, err);
+		close(hfd);
+	}
+	pthread_mutex_lock(&fs->lock);
+	msg_ref_free(&r);
+	if (rc != MFS_OK)
+		return rc;
+	e->src.size = size;
+	e->src.size_known = 1;
+	n->size = size;
+	return MFS_OK;
+}
+
+/* Writes decoded bytes to the cache file being filled. */
+struct decode_ctx {
+	int fd;
+	size_t len;
+};
+
+static int decode_sink(void *ctx, const char *data, size_t len)
+{
+	struct decode_ctx *d = ctx;
+
+	while (len > 0) {
+		ssize_t w = write(d->fd, data, len);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return MFS_E_IO;
+		d->len += (size_t)w;
+		data += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+struct part_fill {
+	const struct mfs_layout *layout;
+	const struct mfs_entry *entry;
+};
+
+static int part_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
+{
+	struct part_fill *p = ctx;
+	struct decode_ctx d = {fd, 0};
+
+	if (mfs_entry_decode(p->layout, p->entry, decode_sink, &d, err) !=
+	    MFS_OK)
+		return err->code;
+	*len = d.len;
+	return MFS_OK;
+}
+
+/* Opens file e of view v (of message msg; cache key suffix ".<kind><id>"):
+ * raw ranges straight from the view's file, decoded files through a cache
+ * entry of their own. Caller holds the lock and a hold on msg; the lock is
+ * dropped while decoding. */
+static int open_entry(struct mfs_fs *fs, struct mfs_node *msg, struct view *v,
+		      const struct mfs_entry *e, char kind, uint64_t size,
+		      struct handle *h, struct mfs_err *err)
+{
+	struct part_fill pf = {v->layout, e};
+	struct msg_ref r;
+	char key[1024], suffix[32];
+	int rc;
+
+	if (e->src.kind == MFS_SRC_RAW) {
+		h->fd = dup(v->fd);
+		if (h->fd < 0)
+			return mfs_err_set(err, MFS_E_IO, "dup: %s",
+					   strerror(errno));
+		h->base = (off_t)e->src.off;
+		h->size = e->src.len;
+		return MFS_OK;
+	}
+	if (msg_ref_take(msg, &r) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	snprintf(suffix, sizeof(suffix), ".%c%" PRIu32, kind, e->id);
+	if (cache_key(&r, suffix, key, sizeof(key)) != 0) {
+		msg_ref_free(&r);
+		return mfs_err_set(err, MFS_E_IO, "cache key too long");
+	}
+	msg_ref_free(&r);
+	h->size = size;
+	pthread_mutex_unlock(&fs->lock);
+	rc = mfs_cache_get(fs->cache, key, h->size, part_fill, &pf, &h->fd,
+			   err);
+	if (v->map != NULL)
+		madvise(v->map, v->len, MADV_DONTNEED);
+	pthread_mutex_lock(&fs->lock);
+	return rc;
+}
+
+struct hole_fill {
+	int hfd;
+	const struct mfs_seg *g;
+	const struct mfs_entry *e;
+};
+
+static int hole_part_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
+{
+	struct hole_fill *p = ctx;
+	struct decode_ctx d = {fd, 0};
+
+	if (hole_decode(p->hfd, p->g, p->e, decode_sink, &d, NULL, err) !=
+	    MFS_OK)
+		return err->code;
+	*len = d.len;
+	return MFS_OK;
+}
+
+/* Opens file e of a skeleton, which lies in hole g: the hole is fetched
+ * (or found in the cache) and the file decoded from it. Caller holds the
+ * lock and a hold on n; the lock is dropped meanwhile. */
+static int open_hole(struct mfs_fs *fs, struct mfs_node *n,
+		     const struct mfs_seg *g, struct handle *h,
+		     struct mfs_err *err)
+{
+	const struct mfs_entry *e = n->entry;
+	struct hole_fill hf = {-1, g, e};
+	struct msg_ref r;
+	char key[1024], suffix[32];
+	int rc;
+
+	if (msg_ref_take(message_of(n), &r) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	snprintf(suffix, sizeof(suffix), ".l%" PRIu32, e->id);
+	if (cache_key(&r, suffix, key, sizeof(key)) != 0) {
+		msg_ref_free(&r);
+		return mfs_err_set(err, MFS_E_IO, "cache key too long");
+	}
+	h->size = n->size;
+	pthread_mutex_unlock(&fs->lock);
+	rc = hole_fd(fs, &r, g, &hf.hfd, err);
+	if (rc == MFS_OK && e->src.kind == MFS_SRC_RAW) {
+		h->fd = hf.hfd;
+		h->base = (off_t)(e->src.off - g->off);
+		h->size = e->src.len;
+	} else if (rc == MFS_OK) {
+		rc = mfs_cache_get(fs->cache, key, h->size, hole_part_fill,
+				   &hf, &h->fd, err);
+		close(hf.hfd);
+	}
+	pthread_mutex_lock(&fs->lock);
+	msg_ref_free(&r);
+	return rc;
+}
+
+/* Opens a file of a message directory. Caller holds the lock and a hold
+ * on n; the lock may be dropped while bytes are fetched or decoded. */
+int open_part(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
+	      struct mfs_err *err)
+{
+	struct mfs_node *msg = message_of(n);
+	struct view *v = msg->priv, *fv;
+	const struct mfs_seg *g;
+	struct mfs_entry *fe;
+	int whole;
+
+	if (v->segs == NULL)
+		return open_entry(fs, msg, v, n->entry, 'p', n->size, h, err);
+	if (part_size(fs, n, err) != MFS_OK)
+		return err->code;
+	g = entry_seg(v, n->entry, &whole);
+	if (g != NULL)
+		return open_hole(fs, n, g, h, err);
+	if (!whole)
+		return open_entry(fs, msg, v, n->entry, 's', n->size, h, err);
+	if (full_file(fs, n, &fv, &fe, err) != MFS_OK)
+		return err->code;
+	return open_entry(fs, msg, fv, fe, 'p', n->size, h, err);
+}
+
+int part_size(struct mfs_fs *fs, struct mfs_node *n, struct mfs_err *err)
+{
+	struct view *v = message_of(n)->priv;
+	struct mfs_entry *e = n->entry;
+	int known = e->src.size_known, rc;
+
+	if (v->segs != NULL)
+		return lazy_size(fs, n, err);
+	rc = mfs_entry_size(v->layout, e, &n->size, err);
+	if (!known && v->map != NULL && n->size > 65536)
+		madvise(v->map, v->len, MADV_DONTNEED);
+	return rc;
+}
