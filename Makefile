@@ -66,6 +66,7 @@ UNIT_pop3   = pop3 tls names store log error config sasl
 UNIT_sasl   = sasl
 UNIT_cache  = cache error log
 UNIT_node   = node
+UNIT_skeleton = skeleton store mime names error
 UNIT_TESTS := $(patsubst tests/unit/%_test.cc,%,$(wildcard tests/unit/*_test.cc))
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/%_test,$(UNIT_TESTS))
 
