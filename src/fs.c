@@ -190,71 +190,158 @@ static void node_priv_free(struct mfs_node *n)
 	n->priv = NULL;
 }
 
+/* --- node kinds ------------------------------------------------------------
+ *
+ * What each kind of node does is one row of the table `kinds` below: a
+ * handler finds the row of its node once (kind_of) and calls through it,
+ * the way upas/nfs dispatches on the type of a qid. An op left NULL means
+ * the kind does not do that, and the handler answers what fits (EPERM, or
+ * EROFS on a read-only mount). Every op is called with the lock held and
+ * the nodes it is given held; an op that goes to the network or the spool
+ * drops the lock meanwhile. Ops that change the tree return 0 or an errno,
+ * having logged what the server said.
+ */
+
+enum kind_id {
+	K_ROOT,
+	K_FOLDER,
+	K_MESSAGE,
+	K_PARTDIR,
+	K_OUTBOX,
+	K_STATUSDIR,
+	K_PART,
+	K_FLAGS,
+	K_NEW,
+	K_OUTFILE,
+	K_STATUSFILE,
+	K_COUNT
+};
+
+struct kind {
+	/* seconds the kernel may keep the entry and attributes */
+	double ttl;
+	/* may it be written (its mode bits)? NULL: never */
+	int (*writable)(const struct mfs_fs *fs, const struct mfs_node *n);
+	/* files: brings n->size up to date */
+	int (*size)(struct mfs_fs *fs, struct mfs_node *n, struct mfs_err *err);
+	/* directories: brings the children up to date, before a lookup
+	 * (opening 0) or a listing (opening 1) */
+	int (*sync)(struct mfs_fs *fs, struct mfs_node *dir, int opening,
+		    struct mfs_err *err);
+	/* directories: looks again for a name that was not there */
+	struct mfs_node *(*miss)(struct mfs_fs *fs, struct mfs_node *dir,
+				 const char *name, struct mfs_err *err);
+	/* files: opens n into h */
+	int (*open)(struct mfs_fs *fs, struct mfs_node *n,
+		    struct fuse_file_info *fi, struct handle *h,
+		    struct mfs_err *err);
+	/* setattr: 0 or an errno. NULL: times are accepted (the message
+	 * date is the mtime), anything else is EPERM */
+	int (*setattr)(struct mfs_fs *fs, struct mfs_node *n,
+		       struct handle *h, const struct stat *attr, int to_set);
+	/* directories: a regular file made in dir; replies, and releases
+	 * the lock */
+	void (*create)(fuse_req_t req, struct mfs_fs *fs, struct mfs_node *dir,
+		       const char *name, struct fuse_file_info *fi);
+	/* directories: mkdir of name in dir; on success *made is the new
+	 * node */
+	int (*mkdir)(struct mfs_fs *fs, struct mfs_node *dir, const char *name,
+		     struct mfs_node **made);
+	/* directories: unlink of name in dir (n: that child, or NULL) */
+	int (*unlink)(struct mfs_fs *fs, struct mfs_node *dir,
+		      struct mfs_node *n, const char *name);
+	/* rmdir of n */
+	int (*rmdir)(struct mfs_fs *fs, struct mfs_node *n);
+	/* rename of n, a child of dir, to ndir/newname */
+	int (*rename)(struct mfs_fs *fs, struct mfs_node *dir,
+		      struct mfs_node *n, struct mfs_node *ndir,
+		      const char *newname);
+};
+
+static const struct kind kinds[K_COUNT];
+
+static enum kind_id kind_of(const struct mfs_node *n)
+{
+	switch (n->kind) {
+	case MFS_N_ROOT:
+		return K_ROOT;
+	case MFS_N_FOLDER:
+		return K_FOLDER;
+	case MFS_N_MESSAGE:
+		return K_MESSAGE;
+	case MFS_N_PARTDIR:
+		return K_PARTDIR;
+	case MFS_N_OUTBOX:
+		return K_OUTBOX;
+	case MFS_N_STATUS:
+		return K_STATUSDIR;
+	case MFS_N_FILE:
+		break;
+	}
+	switch (n->file) {
+	case MFS_F_PART:
+		return K_PART;
+	case MFS_F_FLAGS:
+		return K_FLAGS;
+	case MFS_F_NEW:
+		return K_NEW;
+	case MFS_F_OUTBOX:
+		return K_OUTFILE;
+	case MFS_F_STATUS:
+		break;
+	}
+	return K_STATUSFILE;
+}
+
+static const struct kind *kind(const struct mfs_node *n)
+{
+	return &kinds[kind_of(n)];
+}
+
+/* The errno of a failure the server or the spool reported in err, which
+ * is logged (but ENOENT: the user sees that one). */
+static int fail(const struct mfs_err *err)
+{
+	if (err->code != MFS_E_NOENT)
+		mfs_log_err("%s", err->msg);
+	return mfs_err_errno(err->code);
+}
+
+/* What a write to a kind that takes none gets. */
+static int no_write(const struct mfs_fs *fs)
+{
+	return fs->store->read_only ? EROFS : EPERM;
+}
+
 /* --- attributes ---------------------------------------------------------- */
+
+static int writable_store(const struct mfs_fs *fs, const struct mfs_node *n)
+{
+	(void)n;
+	return !fs->store->read_only;
+}
+
+static int writable_always(const struct mfs_fs *fs, const struct mfs_node *n)
+{
+	(void)fs;
+	(void)n;
+	return 1;
+}
 
 /* Brings n->size up to date. Caller holds the lock and a hold on n: the
  * lock may be dropped while bytes are fetched. */
-int node_size(struct mfs_fs *fs, struct mfs_node *n,
-		     struct mfs_err *err)
+int node_size(struct mfs_fs *fs, struct mfs_node *n, struct mfs_err *err)
 {
-	struct mfs_spool_entry e;
-	struct stat st;
-	char *text;
+	const struct kind *k = kind(n);
 
-	if (n->kind != MFS_N_FILE)
-		return MFS_OK;
-	switch (n->file) {
-	case MFS_F_PART:
-		return part_size(fs, n, err);
-	case MFS_F_NEW:
-		if (fstat(((struct upload *)n->priv)->fd, &st) == 0)
-			n->size = (uint64_t)st.st_size;
-		return MFS_OK;
-	case MFS_F_OUTBOX:
-		if (n->priv != NULL) {
-			if (fstat(((struct sent_file *)n->priv)->fd, &st) == 0)
-				n->size = (uint64_t)st.st_size;
-			return MFS_OK;
-		}
-		if (mfs_spool_stat(fs->spool, n->name, &e, err) != MFS_OK)
-			return err->code;
-		n->size = (uint64_t)e.size;
-		free(e.name);
-		return MFS_OK;
-	case MFS_F_STATUS:
-		text = outbox_status_text(fs, n, err);
-		if (text == NULL)
-			return err->code;
-		n->size = strlen(text);
-		free(text);
-		return MFS_OK;
-	default:
-		return MFS_OK;
-	}
-}
-
-static int node_writable(const struct mfs_fs *fs, const struct mfs_node *n)
-{
-	if (n->kind == MFS_N_FILE && n->file == MFS_F_OUTBOX)
-		return n->priv == NULL; /* accepted: read-only */
-	if (n->kind == MFS_N_FILE && n->file == MFS_F_NEW)
-		return !((struct upload *)n->priv)->committed;
-	if (n->kind == MFS_N_OUTBOX)
-		return 1;
-	if (n->kind == MFS_N_STATUS ||
-	    (n->kind == MFS_N_FILE && n->file == MFS_F_STATUS))
-		return 0;
-	if (fs->store->read_only)
-		return 0;
-	if (n->kind == MFS_N_FILE)
-		return n->file != MFS_F_PART;
-	return n->kind != MFS_N_PARTDIR;
+	return k->size != NULL ? k->size(fs, n, err) : MFS_OK;
 }
 
 static void node_stat(const struct mfs_fs *fs, const struct mfs_node *n,
 		      struct stat *st)
 {
-	int w = node_writable(fs, n);
+	const struct kind *k = kind(n);
+	int w = k->writable != NULL && k->writable(fs, n);
 
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
@@ -275,16 +362,7 @@ static void node_stat(const struct mfs_fs *fs, const struct mfs_node *n,
 
 static double node_ttl(const struct mfs_node *n)
 {
-	if (n->kind == MFS_N_FILE && n->file != MFS_F_PART)
-		return 0.0; /* flags and new files change under us */
-	if (n->kind == MFS_N_OUTBOX || n->kind == MFS_N_STATUS)
-		return 0.0;
-	/* A message directory's name may come back for another message
-	 * (after a UIDVALIDITY change): the kernel keeps it briefly. */
-	if (n->kind == MFS_N_ROOT || n->kind == MFS_N_FOLDER ||
-	    n->kind == MFS_N_MESSAGE)
-		return FOLDER_ATTR_TTL;
-	return MESSAGE_ATTR_TTL;
+	return kind(n)->ttl;
 }
 
 void reply_err(fuse_req_t req, const struct mfs_err *err)
@@ -348,6 +426,7 @@ static struct mfs_node *dir_get(fuse_req_t req, struct mfs_fs *fs,
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct mfs_fs *fs = fuse_req_userdata(req);
+	const struct kind *k;
 	struct mfs_node *dir, *n;
 	struct mfs_err err;
 
@@ -355,33 +434,16 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	dir = dir_get(req, fs, parent);
 	if (dir == NULL)
 		return;
-	if ((dir->kind == MFS_N_MESSAGE || dir->kind == MFS_N_PARTDIR) &&
-	    !message_of(dir)->linked) {
+	k = kind(dir);
+	if (k->sync != NULL && k->sync(fs, dir, 0, &err) == MFS_E_NOENT) {
 		mfs_nodes_release(fs->nodes, dir);
 		pthread_mutex_unlock(&fs->lock);
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	if (dir->kind == MFS_N_MESSAGE || dir->kind == MFS_N_PARTDIR)
-		dir_ensure(fs, dir, &err);
-	if (dir->kind == MFS_N_OUTBOX || dir->kind == MFS_N_STATUS)
-		outbox_sync(fs, &err);
 	n = mfs_nodes_child(fs->nodes, dir, name);
-	if (n == NULL && dir->kind == MFS_N_FOLDER && !dir->noselect &&
-	    strstr(name, " \xc2\xb7") != NULL) {
-		/* Looks like a message we have not listed yet: list again. */
-		pthread_mutex_unlock(&fs->lock);
-		refresh_folder(fs, dir, dir->listed == 0 ? 0 : 1, &err);
-		pthread_mutex_lock(&fs->lock);
-		n = dir->linked ? mfs_nodes_child(fs->nodes, dir, name) : NULL;
-	} else if (n == NULL && (dir->kind == MFS_N_ROOT ||
-				 dir->kind == MFS_N_FOLDER)) {
-		/* Perhaps a folder made since the last LIST. */
-		pthread_mutex_unlock(&fs->lock);
-		refresh_folders(fs, FOLDERS_TTL, &err);
-		pthread_mutex_lock(&fs->lock);
-		n = dir->linked ? mfs_nodes_child(fs->nodes, dir, name) : NULL;
-	}
+	if (n == NULL && k->miss != NULL)
+		n = k->miss(fs, dir, name, &err);
 	if (n != NULL) {
 		mfs_nodes_hold(n);
 		if (node_size(fs, n, &err) != MFS_OK) {
@@ -532,31 +594,9 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 	dir = dir_get(req, fs, ino);
 	if (dir == NULL)
 		return;
-	if (dir->kind == MFS_N_ROOT) {
-		pthread_mutex_unlock(&fs->lock);
-		if (refresh_folders(fs, FOLDERS_TTL, &err) != MFS_OK)
-			mfs_log_err("%s (showing the folders known before)",
-				    err.msg);
-		pthread_mutex_lock(&fs->lock);
-	} else if (dir->kind == MFS_N_FOLDER) {
-		pthread_mutex_unlock(&fs->lock);
-		if (refresh_folder(fs, dir, fs->acct->refresh > 0
-						    ? fs->acct->refresh
-						    : LIST_TTL,
-				   &err) != MFS_OK)
-			mfs_log_err("%s (showing the last listing)", err.msg);
-		pthread_mutex_lock(&fs->lock);
-		if (err.code != MFS_OK && dir->listed == 0)
-			goto fail;
-	} else if (dir->kind == MFS_N_OUTBOX || dir->kind == MFS_N_STATUS) {
-		if (outbox_sync(fs, &err) != MFS_OK)
-			goto fail;
-	} else if (!message_of(dir)->linked) {
-		mfs_err_set(&err, MFS_E_NOENT, "message gone");
+	if (kind(dir)->sync != NULL &&
+	    kind(dir)->sync(fs, dir, 1, &err) != MFS_OK)
 		goto fail;
-	} else if (dir_ensure(fs, dir, &err) != MFS_OK) {
-		goto fail;
-	}
 	mfs_err_clear(&err);
 	s = snap_take(dir);
 	if (s == NULL)
@@ -812,21 +852,23 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct mfs_fs *fs = fuse_req_userdata(req);
 	int writing = (fi->flags & O_ACCMODE) != O_RDONLY;
+	const struct kind *k;
 	struct handle *h;
 	struct mfs_node *n;
 	struct mfs_err err;
-	int rc = MFS_OK;
+	int rc;
 
 	mfs_err_clear(&err);
 	n = node_get(req, fs, ino);
 	if (n == NULL)
 		return;
-	if (n->kind != MFS_N_FILE) {
+	k = kind(n);
+	if (k->open == NULL) {
 		pthread_mutex_unlock(&fs->lock);
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
-	if (writing && !node_writable(fs, n)) {
+	if (writing && (k->writable == NULL || !k->writable(fs, n))) {
 		pthread_mutex_unlock(&fs->lock);
 		fuse_reply_err(req, fs->store->read_only ? EROFS : EACCES);
 		return;
@@ -841,46 +883,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->node = n;
 	h->opener = req_process(req);
 	mfs_nodes_hold(n);
-	if ((n->file == MFS_F_PART || n->file == MFS_F_FLAGS) &&
-	    !message_of(n)->linked) {
-		/* expunged, or its folder's UIDVALIDITY changed */
-		pthread_mutex_unlock(&fs->lock);
-		handle_free(fs, h);
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	switch (n->file) {
-	case MFS_F_PART:
-		rc = open_part(fs, n, h, &err);
-		fi->keep_cache = 1; /* a message never changes */
-		break;
-	case MFS_F_FLAGS:
-		if (!writing || !(fi->flags & O_TRUNC)) {
-			h->buf = flags_text(message_of(n)->msg.flags);
-			h->len = h->cap = h->buf ? strlen(h->buf) : 0;
-			if (h->buf == NULL)
-				rc = mfs_err_set(&err, MFS_E_NOMEM, "no memory");
-		}
-		fi->direct_io = 1;
-		break;
-	case MFS_F_NEW:
-		rc = open_upload(n, writing, fi->flags & O_TRUNC, h, &err);
-		fi->direct_io = 1;
-		break;
-	case MFS_F_OUTBOX:
-		rc = open_outbox(fs, n, writing, fi->flags & O_TRUNC, h, &err);
-		fi->direct_io = 1;
-		break;
-	case MFS_F_STATUS:
-		h->buf = outbox_status_text(fs, n, &err);
-		h->len = h->cap = h->buf ? strlen(h->buf) : 0;
-		if (h->buf == NULL)
-			rc = err.code;
-		fi->direct_io = 1;
-		break;
-	default:
-		rc = mfs_err_set(&err, MFS_E_ACCESS, "not a file to open");
-	}
+	rc = k->open(fs, n, fi, h, &err);
 	if (rc == MFS_OK)
 		handle_register(fs, h);
 	pthread_mutex_unlock(&fs->lock);
@@ -949,7 +952,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
  * EPERM once what it wrote was committed (or, for a file of a folder, any
  * handle's), so that no byte is lost silently. The first write of an
  * outbox/ handle opens the entry for writing. Caller holds the lock. */
-static int may_write(struct mfs_fs *fs, struct handle *h)
+int may_write(struct mfs_fs *fs, struct handle *h)
 {
 	if (h->committed)
 		return EPERM;
@@ -1289,238 +1292,7 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_err(req, 0);
 }
 
-/* --- handlers: changing the tree ----------------------------------------- */
-
-/* The server name of a new folder `name` under dir, or NULL (errno set:
- * EINVAL for a name the server could not take, ENOMEM). Caller holds the
- * lock. */
-static char *child_mailbox(struct mfs_fs *fs, const struct mfs_node *dir,
-			   const char *name)
-{
-	char delim = dir->kind == MFS_N_FOLDER ? dir->delim : fs->delim;
-	char *enc, *out;
-
-	if ((delim != '\0' && strchr(name, delim) != NULL) ||
-	    (dir->kind == MFS_N_FOLDER && delim == '\0')) {
-		errno = EINVAL;
-		return NULL;
-	}
-	enc = mfs_mutf7_encode(name);
-	if (enc == NULL)
-		return NULL;
-	if (dir->kind != MFS_N_FOLDER)
-		return enc;
-	if (asprintf(&out, "%s%c%s", dir->mailbox, delim, enc) < 0)
-		out = NULL;
-	free(enc);
-	return out;
-}
-
-static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
-		     mode_t mode)
-{
-	struct mfs_fs *fs = fuse_req_userdata(req);
-	struct mfs_node *dir, *n;
-	struct mfs_err err;
-	char *mailbox;
-	int rc;
-
-	(void)mode;
-	mfs_err_clear(&err);
-	dir = node_get(req, fs, parent);
-	if (dir == NULL)
-		return;
-	if (fs->store->read_only || fs->store->ops->create == NULL ||
-	    (dir->kind != MFS_N_ROOT && dir->kind != MFS_N_FOLDER)) {
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, fs->store->read_only ? EROFS : EPERM);
-		return;
-	}
-	if (mfs_nodes_child(fs->nodes, dir, name) != NULL) {
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, EEXIST);
-		return;
-	}
-	mailbox = child_mailbox(fs, dir, name);
-	if (mailbox == NULL) {
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, errno == ENOMEM ? ENOMEM : EINVAL);
-		return;
-	}
-	mfs_nodes_hold(dir);
-	pthread_mutex_unlock(&fs->lock);
-	rc = fs->store->ops->create(fs->store, mailbox, &err);
-	pthread_mutex_lock(&fs->lock);
-	if (rc == MFS_OK) {
-		n = folder_child(fs, dir, name, mailbox);
-		if (n == NULL) {
-			rc = mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
-		} else {
-			n->noselect = 0;
-			n->gen = fs->gen;
-			n->delim = dir->kind == MFS_N_FOLDER ? dir->delim
-							     : fs->delim;
-			n->mtime = time(NULL);
-			reply_entry(req, fs, n);
-		}
-	}
-	mfs_nodes_release(fs->nodes, dir);
-	pthread_mutex_unlock(&fs->lock);
-	free(mailbox);
-	if (rc != MFS_OK)
-		reply_err(req, &err);
-}
-
-/* rmdir of a folder: DELETE. Of a message directory: expunge. */
-static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	struct mfs_fs *fs = fuse_req_userdata(req);
-	struct mfs_node *dir, *n, *c;
-	struct msg_ref r = {0};
-	struct mfs_err err;
-	char *mailbox = NULL;
-	int rc, has_msgs = 0;
-
-	mfs_err_clear(&err);
-	dir = node_get(req, fs, parent);
-	if (dir == NULL)
-		return;
-	n = mfs_nodes_child(fs->nodes, dir, name);
-	if (n != NULL && n->kind == MFS_N_PARTDIR && !fs->store->read_only) {
-		/* "rm -r" of a message directory empties it first: succeed
-		 * and do nothing; the rmdir of the message deletes it. */
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, 0);
-		return;
-	}
-	if (fs->store->read_only || n == NULL || n->kind == MFS_N_FILE ||
-	    n->kind == MFS_N_PARTDIR || n->kind == MFS_N_OUTBOX ||
-	    n->kind == MFS_N_STATUS) {
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, fs->store->read_only ? EROFS
-				    : n == NULL	       ? ENOENT
-				    : n->kind == MFS_N_FILE ? ENOTDIR
-							    : EPERM);
-		return;
-	}
-	mfs_nodes_hold(n);
-	if (n->kind == MFS_N_MESSAGE) {
-		if (msg_ref_take(n, &r) != 0) {
-			rc = mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
-			goto out;
-		}
-		pthread_mutex_unlock(&fs->lock);
-		rc = r.msg.uid == 0
-			     ? mfs_err_set(&err, MFS_E_NOENT, "message moved")
-			     : fs->store->ops->expunge(fs->store, r.mailbox,
-						       r.validity, r.msg.uid,
-						       &err);
-		pthread_mutex_lock(&fs->lock);
-		if (rc == MFS_OK && n->linked)
-			mfs_nodes_unlink(fs->nodes, n);
-		goto out;
-	}
-	if (strcasecmp(n->mailbox, "INBOX") == 0) {
-		rc = mfs_err_set(&err, MFS_E_ACCESS, "INBOX cannot be removed");
-		goto out;
-	}
-	for (c = n->first_child; c != NULL; c = c->next_sibling)
-		if (c->kind == MFS_N_FOLDER)
-			break;
-	if (c != NULL) {
-		rc = mfs_err_set(&err, MFS_E_NOTEMPTY, "folder has subfolders");
-		goto out;
-	}
-	pthread_mutex_unlock(&fs->lock);
-	rc = refresh_folder(fs, n, 0, &err);
-	pthread_mutex_lock(&fs->lock);
-	for (c = n->first_child; c != NULL; c = c->next_sibling)
-		if (c->kind == MFS_N_MESSAGE)
-			has_msgs = 1;
-	if (rc == MFS_OK && has_msgs)
-		rc = mfs_err_set(&err, MFS_E_NOTEMPTY, "folder holds messages");
-	if (rc != MFS_OK)
-		goto out;
-	mailbox = strdup(n->mailbox);
-	pthread_mutex_unlock(&fs->lock);
-	rc = mailbox == NULL
-		     ? mfs_err_set(&err, MFS_E_NOMEM, "out of memory")
-		     : fs->store->ops->remove(fs->store, mailbox, &err);
-	pthread_mutex_lock(&fs->lock);
-	if (rc == MFS_OK && n->linked)
-		mfs_nodes_unlink(fs->nodes, n);
-out:
-	mfs_nodes_release(fs->nodes, n);
-	pthread_mutex_unlock(&fs->lock);
-	msg_ref_free(&r);
-	free(mailbox);
-	if (rc != MFS_OK) {
-		reply_err(req, &err);
-		return;
-	}
-	fuse_reply_err(req, 0);
-}
-
-/* unlink: a file being written is dropped; the files of a message
- * directory cannot be removed one by one, but "rm -r" removes them before
- * the directory, so that succeeds and does nothing (rmdir of the message
- * directory then deletes the message). */
-static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	struct mfs_fs *fs = fuse_req_userdata(req);
-	struct mfs_node *dir, *n;
-	int e = 0;
-
-	dir = node_get(req, fs, parent);
-	if (dir == NULL)
-		return;
-	n = mfs_nodes_child(fs->nodes, dir, name);
-	if (dir->kind == MFS_N_OUTBOX && n != NULL && n->kind == MFS_N_FILE &&
-	    n->priv != NULL) {
-		mfs_nodes_unlink(fs->nodes, n); /* sent: only the name goes */
-	} else if (dir->kind == MFS_N_OUTBOX && n != NULL &&
-		   n->kind == MFS_N_FILE) {
-		struct mfs_err err;
-
-		mfs_err_clear(&err);
-		if (mfs_spool_unlink(fs->spool, name, &err) != MFS_OK)
-			e = mfs_err_errno(err.code);
-		else
-			outbox_sync(fs, &err);
-	} else if (dir->kind == MFS_N_STATUS)
-		e = EPERM;
-	else if (fs->store->read_only)
-		e = EROFS;
-	else if (n == NULL)
-		e = ENOENT;
-	else if (n->kind != MFS_N_FILE)
-		e = EISDIR;
-	else if (n->file == MFS_F_NEW)
-		mfs_nodes_unlink(fs->nodes, n);
-	pthread_mutex_unlock(&fs->lock);
-	fuse_reply_err(req, e);
-}
-
-/* After a folder rename: the server names of node and every folder below
- * start with `to` instead of `from`. Caller holds the lock. */
-static int rename_prefix(struct mfs_node *n, const char *from, const char *to)
-{
-	struct mfs_node *c;
-	size_t flen = strlen(from);
-
-	if (n->kind == MFS_N_FOLDER && strncmp(n->mailbox, from, flen) == 0) {
-		char *m;
-
-		if (asprintf(&m, "%s%s", to, n->mailbox + flen) < 0)
-			return -1;
-		free(n->mailbox);
-		n->mailbox = m;
-	}
-	for (c = n->first_child; c != NULL; c = c->next_sibling)
-		if (c->kind == MFS_N_FOLDER && rename_prefix(c, from, to) != 0)
-			return -1;
-	return 0;
-}
+/* --- written files: creation, renames, attributes ---------------------- */
 
 /* Renames n, a file written into a folder, to ndir/newname (a folder):
  * the rename from a waiting name (rsync, editors) commits it once no
@@ -1553,136 +1325,6 @@ static int rename_upload(struct mfs_fs *fs, struct mfs_node *n,
 	return upload_commit(fs, n, err);
 }
 
-static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
-		      fuse_ino_t newparent, const char *newname,
-		      unsigned int flags)
-{
-	struct mfs_fs *fs = fuse_req_userdata(req);
-	struct mfs_node *dir, *ndir, *n;
-	struct msg_ref r = {0};
-	struct mfs_err err;
-	char *from = NULL, *to = NULL;
-	int rc = MFS_OK;
-
-	mfs_err_clear(&err);
-	dir = node_get(req, fs, parent);
-	if (dir == NULL)
-		return;
-	ndir = mfs_nodes_get(fs->nodes, newparent);
-	n = mfs_nodes_child(fs->nodes, dir, name);
-	if (dir->kind == MFS_N_OUTBOX || (ndir && ndir->kind == MFS_N_OUTBOX)) {
-		int e = 0;
-
-		if (dir != ndir || n == NULL || n->kind != MFS_N_FILE)
-			e = n == NULL ? ENOENT : EXDEV;
-		else if (mfs_spool_rename(fs->spool, name, newname, &err) !=
-			 MFS_OK)
-			e = mfs_err_errno(err.code);
-		else
-			outbox_sync(fs, &err);
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, e);
-		return;
-	}
-	if (fs->store->read_only || ndir == NULL || n == NULL ||
-	    (flags & RENAME_EXCHANGE)) {
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, fs->store->read_only ? EROFS
-				    : (flags & RENAME_EXCHANGE) ? EINVAL
-								: ENOENT);
-		return;
-	}
-	mfs_nodes_hold(n);
-	mfs_nodes_hold(ndir);
-	if (n->kind == MFS_N_FILE && n->file == MFS_F_NEW) {
-		rc = rename_upload(fs, n, ndir, newname, &err);
-		goto out;
-	}
-	if (n->kind == MFS_N_MESSAGE) {
-		/* mv FOLDER/<msg> OTHER/: a move to another folder */
-		if (ndir->kind != MFS_N_FOLDER || ndir == dir ||
-		    ndir->noselect || strcmp(name, newname) != 0) {
-			rc = mfs_err_set(&err, MFS_E_ACCESS,
-					 "a message can only move to another "
-					 "folder, under its own name");
-			goto out;
-		}
-		if (mfs_nodes_child(fs->nodes, ndir, newname) != NULL) {
-			rc = mfs_err_set(&err, MFS_E_EXIST, "already there");
-			goto out;
-		}
-		if (msg_ref_take(n, &r) != 0 ||
-		    (to = strdup(ndir->mailbox)) == NULL) {
-			rc = mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
-			goto out;
-		}
-		pthread_mutex_unlock(&fs->lock);
-		rc = r.msg.uid == 0
-			     ? mfs_err_set(&err, MFS_E_NOENT, "message moved")
-			     : fs->store->ops->move(fs->store, r.mailbox,
-						    r.validity, r.msg.uid, to,
-						    &err);
-		pthread_mutex_lock(&fs->lock);
-		if (rc == MFS_OK) {
-			/* Its UID in the new folder is not known here: the
-			 * next look at that folder lists it again and shows
-			 * it under its new name. */
-			ndir->listed = 0;
-			if (n->linked)
-				mfs_nodes_unlink(fs->nodes, n);
-		}
-		goto out;
-	}
-	if (n->kind != MFS_N_FOLDER ||
-	    (ndir->kind != MFS_N_FOLDER && ndir->kind != MFS_N_ROOT)) {
-		rc = mfs_err_set(&err, MFS_E_ACCESS, "only folders and "
-						     "messages can be moved");
-		goto out;
-	}
-	if (strcasecmp(n->mailbox, "INBOX") == 0) {
-		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, EBUSY);
-		pthread_mutex_lock(&fs->lock);
-		mfs_nodes_release(fs->nodes, ndir);
-		mfs_nodes_release(fs->nodes, n);
-		pthread_mutex_unlock(&fs->lock);
-		return;
-	}
-	if (mfs_nodes_child(fs->nodes, ndir, newname) != NULL) {
-		rc = mfs_err_set(&err, MFS_E_EXIST, "%s exists", newname);
-		goto out;
-	}
-	from = strdup(n->mailbox);
-	to = child_mailbox(fs, ndir, newname);
-	if (from == NULL || to == NULL) {
-		rc = mfs_err_set(&err, errno == ENOMEM ? MFS_E_NOMEM
-						       : MFS_E_INVAL,
-				 "cannot name a folder %s", newname);
-		goto out;
-	}
-	pthread_mutex_unlock(&fs->lock);
-	rc = fs->store->ops->rename(fs->store, from, to, &err);
-	pthread_mutex_lock(&fs->lock);
-	if (rc == MFS_OK && n->linked &&
-	    (mfs_nodes_move(fs->nodes, n, ndir, newname) != 0 ||
-	     rename_prefix(n, from, to) != 0)) {
-		mfs_nodes_unlink(fs->nodes, n);
-		fs->folders_listed = 0;
-	}
-out:
-	mfs_nodes_release(fs->nodes, ndir);
-	mfs_nodes_release(fs->nodes, n);
-	pthread_mutex_unlock(&fs->lock);
-	msg_ref_free(&r);
-	free(from);
-	free(to);
-	if (rc != MFS_OK) {
-		reply_err(req, &err);
-		return;
-	}
-	fuse_reply_err(req, 0);
-}
-
 /* Replies to a create with the new node n and its open handle h, which it
  * registers. Called with the lock held; releases it. */
 void reply_create(fuse_req_t req, struct mfs_fs *fs,
@@ -1704,28 +1346,21 @@ void reply_create(fuse_req_t req, struct mfs_fs *fs,
 }
 
 /* A regular file made in a folder: written to an anonymous file, APPENDed
- * when closed. */
-static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
-		      mode_t mode, struct fuse_file_info *fi)
+ * when committed (see "written files"). Called with the lock held;
+ * releases it and replies. */
+static void create_upload(fuse_req_t req, struct mfs_fs *fs,
+			  struct mfs_node *dir, const char *name,
+			  struct fuse_file_info *fi)
 {
-	struct mfs_fs *fs = fuse_req_userdata(req);
-	struct mfs_node *dir, *n;
+	struct mfs_node *n;
 	struct upload *u;
 	struct handle *h;
 	int fd;
 
-	(void)mode;
-	dir = node_get(req, fs, parent);
-	if (dir == NULL)
-		return;
-	if (dir->kind == MFS_N_OUTBOX) {
-		outbox_create(req, fs, dir, name, fi);
-		return;
-	}
 	if (fs->store->read_only || fs->store->ops->append == NULL ||
-	    dir->kind != MFS_N_FOLDER || dir->noselect) {
+	    dir->noselect) {
 		pthread_mutex_unlock(&fs->lock);
-		fuse_reply_err(req, fs->store->read_only ? EROFS : EPERM);
+		fuse_reply_err(req, no_write(fs));
 		return;
 	}
 	n = mfs_nodes_child(fs->nodes, dir, name);
@@ -1767,141 +1402,45 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	reply_create(req, fs, n, h, fi);
 }
 
-/* A size change of a written file: a write. Caller holds the lock. */
-static int written_truncate(struct mfs_fs *fs, struct mfs_node *n,
-			    struct handle *h, off_t size)
+/* chown of a written file: only to the mounting user. */
+int owner_ok(const struct mfs_fs *fs, const struct stat *attr, int to_set)
 {
-	struct mfs_err err;
-	int fd, e = 0;
+	return !((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != fs->uid) &&
+	       !((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != fs->gid);
+}
 
-	if (h != NULL) {
+/* setattr of a file written into a folder (see "written files"): a size
+ * is a write; the mode and times are accepted, and an mtime set before
+ * the APPEND is its internal date; the owner can only be the mounting
+ * user. */
+static int setattr_upload(struct mfs_fs *fs, struct mfs_node *n,
+			  struct handle *h, const struct stat *attr,
+			  int to_set)
+{
+	struct upload *u = n->priv;
+	int e = 0;
+
+	if (!owner_ok(fs, attr, to_set))
+		return EPERM;
+	if ((to_set & FUSE_SET_ATTR_SIZE) && h != NULL) {
 		e = may_write(fs, h);
-		if (e == 0 && ftruncate(h->fd, size) != 0)
+		if (e == 0 && ftruncate(h->fd, attr->st_size) != 0)
 			e = errno;
 		if (e == 0)
 			h->dirty = 1;
-		return e;
-	}
-	if (n->file == MFS_F_NEW) {
-		struct upload *u = n->priv;
-
+	} else if (to_set & FUSE_SET_ATTR_SIZE) {
 		if (u->committed)
-			return EPERM;
-		return ftruncate(u->fd, size) != 0 ? errno : 0;
+			e = EPERM;
+		else if (ftruncate(u->fd, attr->st_size) != 0)
+			e = errno;
 	}
-	if (n->priv != NULL)
-		return EPERM; /* accepted */
-	mfs_err_clear(&err);
-	if (mfs_spool_open_entry(fs->spool, n->name, O_WRONLY, &fd, &err) !=
-	    MFS_OK)
-		return mfs_err_errno(err.code);
-	if (ftruncate(fd, size) != 0)
-		e = errno;
-	close(fd);
+	if (e == 0 && !u->committed &&
+	    (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))) {
+		u->when = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? time(NULL)
+							     : attr->st_mtime;
+		n->mtime = u->when;
+	}
 	return e;
-}
-
-/* setattr of a file written into a folder or outbox/ (see "written
- * files"): a size is a write; the mode and times are accepted, and a time
- * set before the APPEND is its internal date; the owner can only be the
- * mounting user. A time set on a queued or failed outbox/ file that is not
- * being written (touch) sends it again now. Caller holds the lock. Returns
- * 0 or an errno. */
-static int written_setattr(struct mfs_fs *fs, struct mfs_node *n,
-			   struct handle *h, const struct stat *attr,
-			   int to_set)
-{
-	struct mfs_spool_entry ent;
-	struct mfs_err err;
-	time_t t;
-	int e;
-
-	if (((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != fs->uid) ||
-	    ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != fs->gid))
-		return EPERM;
-	if (to_set & FUSE_SET_ATTR_SIZE) {
-		e = written_truncate(fs, n, h, attr->st_size);
-		if (e != 0)
-			return e;
-	}
-	if (!(to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)))
-		return 0;
-	t = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? time(NULL) : attr->st_mtime;
-	if (n->file == MFS_F_NEW) {
-		struct upload *u = n->priv;
-
-		if (!u->committed) {
-			u->when = t;
-			n->mtime = t;
-		}
-		return 0;
-	}
-	if (n->priv != NULL || (h != NULL && h->dirty))
-		return 0;
-	mfs_err_clear(&err);
-	if (mfs_spool_stat(fs->spool, n->name, &ent, &err) != MFS_OK)
-		return 0;
-	free(ent.name);
-	if (ent.status != MFS_SPOOL_QUEUED && ent.status != MFS_SPOOL_FAILED)
-		return 0;
-	if (mfs_spool_retry_now(fs->spool, n->name, &err) != MFS_OK)
-		return mfs_err_errno(err.code);
-	mfs_log_info("outbox/%s: tried again now", n->name);
-	return 0;
-}
-
-static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
-		       int to_set, struct fuse_file_info *fi)
-{
-	struct mfs_fs *fs = fuse_req_userdata(req);
-	struct handle *h = NULL;
-	struct mfs_node *n;
-	struct stat st;
-	int e = 0;
-
-	n = node_get(req, fs, ino);
-	if (n == NULL)
-		return;
-	if (fi != NULL && handle_live(fs, (struct handle *)(uintptr_t)fi->fh))
-		h = (struct handle *)(uintptr_t)fi->fh;
-	if (h != NULL && h->node != n)
-		h = NULL;
-	if (n->kind == MFS_N_FILE &&
-	    (n->file == MFS_F_NEW || n->file == MFS_F_OUTBOX)) {
-		e = written_setattr(fs, n, h, attr, to_set);
-	} else if (n->kind == MFS_N_FOLDER &&
-		   !(to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
-			       FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
-		/* "touch FOLDER": list it again at the next look (a POP3
-		 * mount still says EROFS: nothing was written) */
-		n->listed = 0;
-		if (fs->store->read_only)
-			e = EROFS;
-	} else if (n->kind == MFS_N_OUTBOX) {
-		/* chmod, utimes of outbox/: accepted, nothing to keep */
-	} else if (fs->store->read_only) {
-		e = EROFS;
-	} else if ((to_set & FUSE_SET_ATTR_SIZE) && n->kind == MFS_N_FILE &&
-		   n->file == MFS_F_FLAGS) {
-		/* "> flags": the write that follows sets them */
-	} else if (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
-			     FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
-		e = EPERM;
-	}
-	/* other times are accepted and ignored: the message date is the
-	 * mtime */
-	if (e == 0) {
-		struct mfs_err err;
-
-		mfs_err_clear(&err);
-		node_size(fs, n, &err);
-		node_stat(fs, n, &st);
-	}
-	pthread_mutex_unlock(&fs->lock);
-	if (e != 0)
-		fuse_reply_err(req, e);
-	else
-		fuse_reply_attr(req, &st, 0.0);
 }
 
 static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -1928,6 +1467,725 @@ static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 {
 	(void)ino;
 	fs_mknod(req, newparent, newname, 0, 0);
+}
+
+/* --- folders and the root -------------------------------------------------- */
+
+static int sync_root(struct mfs_fs *fs, struct mfs_node *dir, int opening,
+		     struct mfs_err *err)
+{
+	(void)dir;
+	if (!opening)
+		return MFS_OK;
+	pthread_mutex_unlock(&fs->lock);
+	if (refresh_folders(fs, FOLDERS_TTL, err) != MFS_OK)
+		mfs_log_err("%s (showing the folders known before)", err->msg);
+	pthread_mutex_lock(&fs->lock);
+	mfs_err_clear(err);
+	return MFS_OK;
+}
+
+static int sync_folder(struct mfs_fs *fs, struct mfs_node *dir, int opening,
+		       struct mfs_err *err)
+{
+	if (!opening)
+		return MFS_OK;
+	pthread_mutex_unlock(&fs->lock);
+	if (refresh_folder(fs, dir,
+			   fs->acct->refresh > 0 ? fs->acct->refresh : LIST_TTL,
+			   err) != MFS_OK)
+		mfs_log_err("%s (showing the last listing)", err->msg);
+	pthread_mutex_lock(&fs->lock);
+	if (err->code != MFS_OK && dir->listed == 0)
+		return err->code;
+	mfs_err_clear(err);
+	return MFS_OK;
+}
+
+/* A name not in the root or a folder: perhaps a folder made since the
+ * last LIST. */
+static struct mfs_node *miss_folders(struct mfs_fs *fs, struct mfs_node *dir,
+				     const char *name, struct mfs_err *err)
+{
+	pthread_mutex_unlock(&fs->lock);
+	refresh_folders(fs, FOLDERS_TTL, err);
+	pthread_mutex_lock(&fs->lock);
+	return dir->linked ? mfs_nodes_child(fs->nodes, dir, name) : NULL;
+}
+
+/* A name not in a folder that looks like a message's: list it again. */
+static struct mfs_node *miss_folder(struct mfs_fs *fs, struct mfs_node *dir,
+				    const char *name, struct mfs_err *err)
+{
+	if (dir->noselect || strstr(name, " \xc2\xb7") == NULL)
+		return miss_folders(fs, dir, name, err);
+	pthread_mutex_unlock(&fs->lock);
+	refresh_folder(fs, dir, dir->listed == 0 ? 0 : 1, err);
+	pthread_mutex_lock(&fs->lock);
+	return dir->linked ? mfs_nodes_child(fs->nodes, dir, name) : NULL;
+}
+
+/* "touch FOLDER": list it again at the next look (a read-only mount
+ * still says EROFS: nothing was written). */
+static int setattr_folder(struct mfs_fs *fs, struct mfs_node *n,
+			  struct handle *h, const struct stat *attr,
+			  int to_set)
+{
+	(void)h;
+	(void)attr;
+	if (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
+		      FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+		return fs->store->read_only ? EROFS : EPERM;
+	n->listed = 0;
+	return fs->store->read_only ? EROFS : 0;
+}
+
+/* The server name of a new folder `name` under dir, or NULL (errno set:
+ * EINVAL for a name the server could not take, ENOMEM). Caller holds the
+ * lock. */
+static char *child_mailbox(struct mfs_fs *fs, const struct mfs_node *dir,
+			   const char *name)
+{
+	char delim = dir->kind == MFS_N_FOLDER ? dir->delim : fs->delim;
+	char *enc, *out;
+
+	if ((delim != '\0' && strchr(name, delim) != NULL) ||
+	    (dir->kind == MFS_N_FOLDER && delim == '\0')) {
+		errno = EINVAL;
+		return NULL;
+	}
+	enc = mfs_mutf7_encode(name);
+	if (enc == NULL)
+		return NULL;
+	if (dir->kind != MFS_N_FOLDER)
+		return enc;
+	if (asprintf(&out, "%s%c%s", dir->mailbox, delim, enc) < 0)
+		out = NULL;
+	free(enc);
+	return out;
+}
+
+/* mkdir: CREATE. */
+static int mkdir_folder(struct mfs_fs *fs, struct mfs_node *dir,
+			const char *name, struct mfs_node **made)
+{
+	struct mfs_node *n;
+	struct mfs_err err;
+	char *mailbox;
+	int rc;
+
+	mfs_err_clear(&err);
+	if (fs->store->read_only || fs->store->ops->create == NULL)
+		return no_write(fs);
+	if (mfs_nodes_child(fs->nodes, dir, name) != NULL)
+		return EEXIST;
+	mailbox = child_mailbox(fs, dir, name);
+	if (mailbox == NULL)
+		return errno == ENOMEM ? ENOMEM : EINVAL;
+	pthread_mutex_unlock(&fs->lock);
+	rc = fs->store->ops->create(fs->store, mailbox, &err);
+	pthread_mutex_lock(&fs->lock);
+	if (rc == MFS_OK) {
+		n = folder_child(fs, dir, name, mailbox);
+		if (n == NULL) {
+			rc = mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
+		} else {
+			n->noselect = 0;
+			n->gen = fs->gen;
+			n->delim = dir->kind == MFS_N_FOLDER ? dir->delim
+							     : fs->delim;
+			n->mtime = time(NULL);
+			*made = n;
+		}
+	}
+	free(mailbox);
+	return rc == MFS_OK ? 0 : fail(&err);
+}
+
+/* rmdir of a folder: DELETE, when it holds no folder and, listed again
+ * now, no message. */
+static int rmdir_folder(struct mfs_fs *fs, struct mfs_node *n)
+{
+	struct mfs_node *c;
+	struct mfs_err err;
+	char *mailbox;
+	int rc, has_msgs = 0;
+
+	mfs_err_clear(&err);
+	if (fs->store->read_only)
+		return EROFS;
+	if (strcasecmp(n->mailbox, "INBOX") == 0) {
+		mfs_err_set(&err, MFS_E_ACCESS, "INBOX cannot be removed");
+		return fail(&err);
+	}
+	for (c = n->first_child; c != NULL; c = c->next_sibling)
+		if (c->kind == MFS_N_FOLDER)
+			return ENOTEMPTY;
+	pthread_mutex_unlock(&fs->lock);
+	rc = refresh_folder(fs, n, 0, &err);
+	pthread_mutex_lock(&fs->lock);
+	for (c = n->first_child; c != NULL; c = c->next_sibling)
+		if (c->kind == MFS_N_MESSAGE)
+			has_msgs = 1;
+	if (rc != MFS_OK)
+		return fail(&err);
+	if (has_msgs)
+		return ENOTEMPTY;
+	mailbox = strdup(n->mailbox);
+	if (mailbox == NULL)
+		return ENOMEM;
+	pthread_mutex_unlock(&fs->lock);
+	rc = fs->store->ops->remove(fs->store, mailbox, &err);
+	pthread_mutex_lock(&fs->lock);
+	free(mailbox);
+	if (rc != MFS_OK)
+		return fail(&err);
+	if (n->linked)
+		mfs_nodes_unlink(fs->nodes, n);
+	return 0;
+}
+
+/* After a folder rename: the server names of node and every folder below
+ * start with `to` instead of `from`. Caller holds the lock. */
+static int rename_prefix(struct mfs_node *n, const char *from, const char *to)
+{
+	struct mfs_node *c;
+	size_t flen = strlen(from);
+
+	if (n->kind == MFS_N_FOLDER && strncmp(n->mailbox, from, flen) == 0) {
+		char *m;
+
+		if (asprintf(&m, "%s%s", to, n->mailbox + flen) < 0)
+			return -1;
+		free(n->mailbox);
+		n->mailbox = m;
+	}
+	for (c = n->first_child; c != NULL; c = c->next_sibling)
+		if (c->kind == MFS_N_FOLDER && rename_prefix(c, from, to) != 0)
+			return -1;
+	return 0;
+}
+
+/* mv of a folder: RENAME. */
+static int rename_folder(struct mfs_fs *fs, struct mfs_node *dir,
+			 struct mfs_node *n, struct mfs_node *ndir,
+			 const char *newname)
+{
+	struct mfs_err err;
+	char *from, *to;
+	int rc;
+
+	(void)dir;
+	mfs_err_clear(&err);
+	if (ndir->kind != MFS_N_FOLDER && ndir->kind != MFS_N_ROOT) {
+		mfs_err_set(&err, MFS_E_ACCESS, "a folder can only move into "
+						"a folder");
+		return fail(&err);
+	}
+	if (strcasecmp(n->mailbox, "INBOX") == 0)
+		return EBUSY;
+	if (mfs_nodes_child(fs->nodes, ndir, newname) != NULL)
+		return EEXIST;
+	from = strdup(n->mailbox);
+	to = child_mailbox(fs, ndir, newname);
+	if (from == NULL || to == NULL) {
+		rc = errno == ENOMEM ? ENOMEM : EINVAL;
+		free(from);
+		free(to);
+		return rc;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	rc = fs->store->ops->rename(fs->store, from, to, &err);
+	pthread_mutex_lock(&fs->lock);
+	if (rc == MFS_OK && n->linked &&
+	    (mfs_nodes_move(fs->nodes, n, ndir, newname) != 0 ||
+	     rename_prefix(n, from, to) != 0)) {
+		mfs_nodes_unlink(fs->nodes, n);
+		fs->folders_listed = 0;
+	}
+	free(from);
+	free(to);
+	return rc == MFS_OK ? 0 : fail(&err);
+}
+
+/* --- messages and their files ---------------------------------------------- */
+
+static int sync_message(struct mfs_fs *fs, struct mfs_node *dir, int opening,
+			struct mfs_err *err)
+{
+	(void)opening;
+	if (!message_of(dir)->linked)
+		return mfs_err_set(err, MFS_E_NOENT, "message gone");
+	return dir_ensure(fs, dir, err);
+}
+
+/* rm -r of a message directory: \Deleted and UID EXPUNGE of that UID. */
+static int rmdir_message(struct mfs_fs *fs, struct mfs_node *n)
+{
+	struct msg_ref r;
+	struct mfs_err err;
+	int rc;
+
+	mfs_err_clear(&err);
+	if (fs->store->read_only)
+		return EROFS;
+	if (msg_ref_take(n, &r) != 0)
+		return ENOMEM;
+	pthread_mutex_unlock(&fs->lock);
+	rc = r.msg.uid == 0
+		     ? mfs_err_set(&err, MFS_E_NOENT, "message moved")
+		     : fs->store->ops->expunge(fs->store, r.mailbox,
+					       r.validity, r.msg.uid, &err);
+	pthread_mutex_lock(&fs->lock);
+	msg_ref_free(&r);
+	if (rc != MFS_OK)
+		return fail(&err);
+	if (n->linked)
+		mfs_nodes_unlink(fs->nodes, n);
+	return 0;
+}
+
+/* "rm -r" of a message directory empties it first: succeed and do
+ * nothing; the rmdir of the message deletes it. */
+static int rmdir_partdir(struct mfs_fs *fs, struct mfs_node *n)
+{
+	(void)n;
+	return fs->store->read_only ? EROFS : 0;
+}
+
+/* mv FOLDER/<msg> OTHER/: a move to another folder, under its own name.
+ * Its UID in the new folder is not known here: the next look at that
+ * folder lists it again and shows it under its new name. */
+static int rename_message(struct mfs_fs *fs, struct mfs_node *dir,
+			  struct mfs_node *n, struct mfs_node *ndir,
+			  const char *newname)
+{
+	struct msg_ref r;
+	struct mfs_err err;
+	char *to;
+	int rc;
+
+	mfs_err_clear(&err);
+	if (ndir->kind != MFS_N_FOLDER || ndir == dir || ndir->noselect ||
+	    strcmp(n->name, newname) != 0) {
+		mfs_err_set(&err, MFS_E_ACCESS, "a message can only move to "
+						"another folder, under its "
+						"own name");
+		return fail(&err);
+	}
+	if (mfs_nodes_child(fs->nodes, ndir, newname) != NULL)
+		return EEXIST;
+	if (msg_ref_take(n, &r) != 0)
+		return ENOMEM;
+	to = strdup(ndir->mailbox);
+	if (to == NULL) {
+		msg_ref_free(&r);
+		return ENOMEM;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	rc = r.msg.uid == 0
+		     ? mfs_err_set(&err, MFS_E_NOENT, "message moved")
+		     : fs->store->ops->move(fs->store, r.mailbox, r.validity,
+					    r.msg.uid, to, &err);
+	pthread_mutex_lock(&fs->lock);
+	msg_ref_free(&r);
+	free(to);
+	if (rc != MFS_OK)
+		return fail(&err);
+	ndir->listed = 0;
+	if (n->linked)
+		mfs_nodes_unlink(fs->nodes, n);
+	return 0;
+}
+
+/* unlink in a message, part or folder directory: a file being written is
+ * dropped; the files of a message directory cannot be removed one by one,
+ * but "rm -r" removes them before the directory, so that succeeds and
+ * does nothing (rmdir of the message directory then deletes the
+ * message). */
+static int unlink_tree(struct mfs_fs *fs, struct mfs_node *dir,
+		       struct mfs_node *n, const char *name)
+{
+	(void)dir;
+	(void)name;
+	if (fs->store->read_only)
+		return EROFS;
+	if (n == NULL)
+		return ENOENT;
+	if (n->kind != MFS_N_FILE)
+		return EISDIR;
+	if (n->file == MFS_F_NEW)
+		mfs_nodes_unlink(fs->nodes, n);
+	return 0;
+}
+
+static int open_part_file(struct mfs_fs *fs, struct mfs_node *n,
+			  struct fuse_file_info *fi, struct handle *h,
+			  struct mfs_err *err)
+{
+	if (!message_of(n)->linked) /* expunged, or a new UIDVALIDITY */
+		return mfs_err_set(err, MFS_E_NOENT, "message gone");
+	fi->keep_cache = 1; /* a message never changes */
+	return open_part(fs, n, h, err);
+}
+
+static int open_flags(struct mfs_fs *fs, struct mfs_node *n,
+		      struct fuse_file_info *fi, struct handle *h,
+		      struct mfs_err *err)
+{
+	(void)fs;
+	if (!message_of(n)->linked)
+		return mfs_err_set(err, MFS_E_NOENT, "message gone");
+	fi->direct_io = 1;
+	if ((fi->flags & O_ACCMODE) != O_RDONLY && (fi->flags & O_TRUNC))
+		return MFS_OK; /* "> flags": the write sets them */
+	h->buf = flags_text(message_of(n)->msg.flags);
+	h->len = h->cap = h->buf ? strlen(h->buf) : 0;
+	if (h->buf == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "no memory");
+	return MFS_OK;
+}
+
+/* "> flags" truncates before the write that sets them. */
+static int setattr_flags(struct mfs_fs *fs, struct mfs_node *n,
+			 struct handle *h, const struct stat *attr, int to_set)
+{
+	(void)n;
+	(void)h;
+	(void)attr;
+	if (fs->store->read_only)
+		return EROFS;
+	if (to_set & FUSE_SET_ATTR_SIZE)
+		return 0;
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+		      FUSE_SET_ATTR_GID))
+		return EPERM;
+	return 0;
+}
+
+/* --- written files and outbox/ ------------------------------------------ */
+
+static int size_upload(struct mfs_fs *fs, struct mfs_node *n,
+		       struct mfs_err *err)
+{
+	struct stat st;
+
+	(void)fs;
+	(void)err;
+	if (fstat(((struct upload *)n->priv)->fd, &st) == 0)
+		n->size = (uint64_t)st.st_size;
+	return MFS_OK;
+}
+
+static int writable_upload(const struct mfs_fs *fs, const struct mfs_node *n)
+{
+	(void)fs;
+	return !((struct upload *)n->priv)->committed;
+}
+
+static int open_new(struct mfs_fs *fs, struct mfs_node *n,
+		    struct fuse_file_info *fi, struct handle *h,
+		    struct mfs_err *err)
+{
+	(void)fs;
+	fi->direct_io = 1;
+	return open_upload(n, (fi->flags & O_ACCMODE) != O_RDONLY,
+			   fi->flags & O_TRUNC, h, err);
+}
+
+static int open_outfile(struct mfs_fs *fs, struct mfs_node *n,
+			struct fuse_file_info *fi, struct handle *h,
+			struct mfs_err *err)
+{
+	fi->direct_io = 1;
+	return open_outbox(fs, n, (fi->flags & O_ACCMODE) != O_RDONLY,
+			   fi->flags & O_TRUNC, h, err);
+}
+
+static int open_statusfile(struct mfs_fs *fs, struct mfs_node *n,
+			   struct fuse_file_info *fi, struct handle *h,
+			   struct mfs_err *err)
+{
+	fi->direct_io = 1;
+	h->buf = outbox_status_text(fs, n, err);
+	h->len = h->cap = h->buf ? strlen(h->buf) : 0;
+	return h->buf != NULL ? MFS_OK : err->code;
+}
+
+static int sync_outbox(struct mfs_fs *fs, struct mfs_node *dir, int opening,
+		       struct mfs_err *err)
+{
+	(void)dir;
+	(void)opening;
+	return outbox_sync(fs, err);
+}
+
+/* chmod, utimes of outbox/: accepted, nothing to keep. */
+static int setattr_accept(struct mfs_fs *fs, struct mfs_node *n,
+			  struct handle *h, const struct stat *attr,
+			  int to_set)
+{
+	(void)fs;
+	(void)n;
+	(void)h;
+	(void)attr;
+	(void)to_set;
+	return 0;
+}
+
+static int unlink_status(struct mfs_fs *fs, struct mfs_node *dir,
+			 struct mfs_node *n, const char *name)
+{
+	(void)fs;
+	(void)dir;
+	(void)n;
+	(void)name;
+	return EPERM;
+}
+
+static int rename_new(struct mfs_fs *fs, struct mfs_node *dir,
+		      struct mfs_node *n, struct mfs_node *ndir,
+		      const char *newname)
+{
+	struct mfs_err err;
+
+	(void)dir;
+	mfs_err_clear(&err);
+	return rename_upload(fs, n, ndir, newname, &err) == MFS_OK
+		       ? 0
+		       : fail(&err);
+}
+
+static const struct kind kinds[K_COUNT] = {
+	[K_ROOT] = {.ttl = FOLDER_ATTR_TTL,
+		    .writable = writable_store,
+		    .sync = sync_root,
+		    .miss = miss_folders,
+		    .mkdir = mkdir_folder,
+		    .unlink = unlink_tree},
+	[K_FOLDER] = {.ttl = FOLDER_ATTR_TTL,
+		      .writable = writable_store,
+		      .sync = sync_folder,
+		      .miss = miss_folder,
+		      .setattr = setattr_folder,
+		      .create = create_upload,
+		      .mkdir = mkdir_folder,
+		      .unlink = unlink_tree,
+		      .rmdir = rmdir_folder,
+		      .rename = rename_folder},
+	/* A message directory's name may come back for another message
+	 * (after a UIDVALIDITY change): the kernel keeps it briefly. */
+	[K_MESSAGE] = {.ttl = FOLDER_ATTR_TTL,
+		       .writable = writable_store,
+		       .sync = sync_message,
+		       .unlink = unlink_tree,
+		       .rmdir = rmdir_message,
+		       .rename = rename_message},
+	[K_PARTDIR] = {.ttl = MESSAGE_ATTR_TTL,
+		       .sync = sync_message,
+		       .unlink = unlink_tree,
+		       .rmdir = rmdir_partdir},
+	[K_OUTBOX] = {.ttl = 0.0,
+		      .writable = writable_always,
+		      .sync = sync_outbox,
+		      .setattr = setattr_accept,
+		      .create = outbox_create,
+		      .unlink = outbox_unlink},
+	[K_STATUSDIR] = {.ttl = 0.0,
+			 .sync = sync_outbox,
+			 .unlink = unlink_status},
+	[K_PART] = {.ttl = MESSAGE_ATTR_TTL,
+		    .size = part_size,
+		    .open = open_part_file},
+	/* flags and written files change under the kernel */
+	[K_FLAGS] = {.ttl = 0.0,
+		     .writable = writable_store,
+		     .open = open_flags,
+		     .setattr = setattr_flags},
+	[K_NEW] = {.ttl = 0.0,
+		   .writable = writable_upload,
+		   .size = size_upload,
+		   .open = open_new,
+		   .setattr = setattr_upload,
+		   .rename = rename_new},
+	[K_OUTFILE] = {.ttl = 0.0,
+		       .writable = outbox_file_writable,
+		       .size = outbox_file_size,
+		       .open = open_outfile,
+		       .setattr = outbox_setattr,
+		       .rename = outbox_rename},
+	[K_STATUSFILE] = {.ttl = 0.0,
+			  .size = outbox_status_size,
+			  .open = open_statusfile},
+};
+
+/* --- handlers: changing the tree ----------------------------------------- */
+
+static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *dir, *made = NULL;
+	int e;
+
+	(void)mode;
+	dir = dir_get(req, fs, parent);
+	if (dir == NULL)
+		return;
+	e = kind(dir)->mkdir != NULL ? kind(dir)->mkdir(fs, dir, name, &made)
+				     : no_write(fs);
+	if (e == 0)
+		reply_entry(req, fs, made);
+	mfs_nodes_release(fs->nodes, dir);
+	pthread_mutex_unlock(&fs->lock);
+	if (e != 0)
+		fuse_reply_err(req, e);
+}
+
+/* rmdir of a folder: DELETE. Of a message directory: expunge. */
+static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *dir, *n;
+	int e;
+
+	dir = dir_get(req, fs, parent);
+	if (dir == NULL)
+		return;
+	n = mfs_nodes_child(fs->nodes, dir, name);
+	if (n == NULL)
+		e = fs->store->read_only ? EROFS : ENOENT;
+	else if (n->kind == MFS_N_FILE)
+		e = fs->store->read_only ? EROFS : ENOTDIR;
+	else if (kind(n)->rmdir == NULL)
+		e = no_write(fs);
+	else {
+		mfs_nodes_hold(n);
+		e = kind(n)->rmdir(fs, n);
+		mfs_nodes_release(fs->nodes, n);
+	}
+	mfs_nodes_release(fs->nodes, dir);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_err(req, e);
+}
+
+static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *dir;
+	int e;
+
+	dir = dir_get(req, fs, parent);
+	if (dir == NULL)
+		return;
+	e = kind(dir)->unlink != NULL
+		    ? kind(dir)->unlink(fs, dir,
+					mfs_nodes_child(fs->nodes, dir, name),
+					name)
+		    : no_write(fs);
+	mfs_nodes_release(fs->nodes, dir);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_err(req, e);
+}
+
+/* rename: by the kind of what is renamed. outbox/ is a device of its own:
+ * nothing moves in or out of it. */
+static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *dir, *ndir, *n;
+	int e, outbox;
+
+	dir = dir_get(req, fs, parent);
+	if (dir == NULL)
+		return;
+	ndir = mfs_nodes_get(fs->nodes, newparent);
+	n = mfs_nodes_child(fs->nodes, dir, name);
+	outbox = dir->kind == MFS_N_OUTBOX ||
+		 (ndir != NULL && ndir->kind == MFS_N_OUTBOX);
+	if (outbox && n != NULL && (dir != ndir || n->kind != MFS_N_FILE))
+		e = EXDEV;
+	else if (!outbox && fs->store->read_only)
+		e = EROFS;
+	else if (ndir == NULL || n == NULL)
+		e = ENOENT;
+	else if (!outbox && (flags & RENAME_EXCHANGE))
+		e = EINVAL;
+	else if (kind(n)->rename == NULL)
+		e = EACCES; /* only folders and messages move */
+	else {
+		mfs_nodes_hold(n);
+		mfs_nodes_hold(ndir);
+		e = kind(n)->rename(fs, dir, n, ndir, newname);
+		mfs_nodes_release(fs->nodes, ndir);
+		mfs_nodes_release(fs->nodes, n);
+	}
+	mfs_nodes_release(fs->nodes, dir);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_err(req, e);
+}
+
+static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *dir;
+
+	(void)mode;
+	dir = node_get(req, fs, parent);
+	if (dir == NULL)
+		return;
+	if (kind(dir)->create == NULL) {
+		pthread_mutex_unlock(&fs->lock);
+		fuse_reply_err(req, no_write(fs));
+		return;
+	}
+	kind(dir)->create(req, fs, dir, name, fi);
+}
+
+static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	const struct kind *k;
+	struct handle *h = NULL;
+	struct mfs_node *n;
+	struct stat st;
+	int e = 0;
+
+	n = node_get(req, fs, ino);
+	if (n == NULL)
+		return;
+	if (fi != NULL && handle_live(fs, (struct handle *)(uintptr_t)fi->fh))
+		h = (struct handle *)(uintptr_t)fi->fh;
+	if (h != NULL && h->node != n)
+		h = NULL;
+	k = kind(n);
+	mfs_nodes_hold(n);
+	if (k->setattr != NULL)
+		e = k->setattr(fs, n, h, attr, to_set);
+	else if (fs->store->read_only)
+		e = EROFS;
+	else if (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
+			   FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+		e = EPERM;
+	/* other times are accepted and ignored: the message date is the
+	 * mtime */
+	if (e == 0) {
+		struct mfs_err err;
+
+		mfs_err_clear(&err);
+		node_size(fs, n, &err);
+		node_stat(fs, n, &st);
+	}
+	mfs_nodes_release(fs->nodes, n);
+	pthread_mutex_unlock(&fs->lock);
+	if (e != 0)
+		fuse_reply_err(req, e);
+	else
+		fuse_reply_attr(req, &st, 0.0);
 }
 
 /* --- extended attributes: none ----------------------------------------

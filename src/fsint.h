@@ -19,6 +19,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -141,6 +142,13 @@ void reply_create(fuse_req_t req, struct mfs_fs *fs, struct mfs_node *n,
 /* The process (not the thread) that made req. */
 pid_t req_process(fuse_req_t req);
 
+/* May h write (or truncate) its new or outbox file now? 0, or EPERM once
+ * what it wrote was committed. Caller holds the lock. */
+int may_write(struct mfs_fs *fs, struct handle *h);
+/* Is a chown (to_set, attr) one a written file takes: to the mounting
+ * user only? */
+int owner_ok(const struct mfs_fs *fs, const struct stat *attr, int to_set);
+
 /* --- folders.c ------------------------------------------------------------- */
 
 /* Lists the folders again when the last LIST is older than ttl seconds.
@@ -208,5 +216,20 @@ int outbox_commit(struct mfs_fs *fs, struct handle *h, struct mfs_err *err);
  * replies. */
 void outbox_create(fuse_req_t req, struct mfs_fs *fs, struct mfs_node *dir,
 		   const char *name, struct fuse_file_info *fi);
+
+
+/* The ops of outbox/ files in fs.c's table of node kinds: called with the
+ * lock held; sizes and setattr as in "written files" (fs.c). */
+int outbox_file_writable(const struct mfs_fs *fs, const struct mfs_node *n);
+int outbox_file_size(struct mfs_fs *fs, struct mfs_node *n,
+		     struct mfs_err *err);
+int outbox_status_size(struct mfs_fs *fs, struct mfs_node *n,
+		       struct mfs_err *err);
+int outbox_setattr(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
+		   const struct stat *attr, int to_set);
+int outbox_unlink(struct mfs_fs *fs, struct mfs_node *dir, struct mfs_node *n,
+		  const char *name);
+int outbox_rename(struct mfs_fs *fs, struct mfs_node *dir, struct mfs_node *n,
+		  struct mfs_node *ndir, const char *newname);
 
 #endif

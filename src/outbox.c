@@ -311,3 +311,140 @@ void outbox_create(fuse_req_t req, struct mfs_fs *fs,
 	mfs_nodes_hold(n);
 	reply_create(req, fs, n, h, fi);
 }
+
+/* --- the ops of outbox/ nodes (fs.c's table of node kinds) ---------------- */
+
+int outbox_file_writable(const struct mfs_fs *fs, const struct mfs_node *n)
+{
+	(void)fs;
+	return n->priv == NULL; /* accepted: read-only */
+}
+
+int outbox_file_size(struct mfs_fs *fs, struct mfs_node *n,
+		     struct mfs_err *err)
+{
+	struct mfs_spool_entry e;
+	struct stat st;
+
+	if (n->priv != NULL) {
+		if (fstat(((struct sent_file *)n->priv)->fd, &st) == 0)
+			n->size = (uint64_t)st.st_size;
+		return MFS_OK;
+	}
+	if (mfs_spool_stat(fs->spool, n->name, &e, err) != MFS_OK)
+		return err->code;
+	n->size = (uint64_t)e.size;
+	free(e.name);
+	return MFS_OK;
+}
+
+int outbox_status_size(struct mfs_fs *fs, struct mfs_node *n,
+		       struct mfs_err *err)
+{
+	char *text = outbox_status_text(fs, n, err);
+
+	if (text == NULL)
+		return err->code;
+	n->size = strlen(text);
+	free(text);
+	return MFS_OK;
+}
+
+/* A size change of outbox/ file n: a write. */
+static int outbox_truncate(struct mfs_fs *fs, struct mfs_node *n,
+			   struct handle *h, off_t size)
+{
+	struct mfs_err err;
+	int fd, e = 0;
+
+	if (h != NULL) {
+		e = may_write(fs, h);
+		if (e == 0 && ftruncate(h->fd, size) != 0)
+			e = errno;
+		if (e == 0)
+			h->dirty = 1;
+		return e;
+	}
+	if (n->priv != NULL)
+		return EPERM; /* accepted */
+	mfs_err_clear(&err);
+	if (mfs_spool_open_entry(fs->spool, n->name, O_WRONLY, &fd, &err) !=
+	    MFS_OK)
+		return mfs_err_errno(err.code);
+	if (ftruncate(fd, size) != 0)
+		e = errno;
+	close(fd);
+	return e;
+}
+
+/* setattr of an outbox/ file: a size is a write; the mode and times are
+ * accepted; the owner can only be the mounting user. A time set on a
+ * queued or failed file that is not being written (touch) sends it again
+ * now. */
+int outbox_setattr(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
+		   const struct stat *attr, int to_set)
+{
+	struct mfs_spool_entry ent;
+	struct mfs_err err;
+	int e;
+
+	if (!owner_ok(fs, attr, to_set))
+		return EPERM;
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		e = outbox_truncate(fs, n, h, attr->st_size);
+		if (e != 0)
+			return e;
+	}
+	if (!(to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) ||
+	    n->priv != NULL || (h != NULL && h->dirty))
+		return 0;
+	mfs_err_clear(&err);
+	if (mfs_spool_stat(fs->spool, n->name, &ent, &err) != MFS_OK)
+		return 0;
+	free(ent.name);
+	if (ent.status != MFS_SPOOL_QUEUED && ent.status != MFS_SPOOL_FAILED)
+		return 0;
+	if (mfs_spool_retry_now(fs->spool, n->name, &err) != MFS_OK)
+		return mfs_err_errno(err.code);
+	mfs_log_info("outbox/%s: tried again now", n->name);
+	return 0;
+}
+
+/* rm outbox/NAME: cancels what is not sent yet; a file accepted a moment
+ * ago only loses its name. */
+int outbox_unlink(struct mfs_fs *fs, struct mfs_node *dir, struct mfs_node *n,
+		  const char *name)
+{
+	struct mfs_err err;
+
+	(void)dir;
+	if (n == NULL)
+		return ENOENT;
+	if (n->kind != MFS_N_FILE)
+		return EISDIR;
+	if (n->priv != NULL) {
+		mfs_nodes_unlink(fs->nodes, n);
+		return 0;
+	}
+	mfs_err_clear(&err);
+	if (mfs_spool_unlink(fs->spool, name, &err) != MFS_OK)
+		return mfs_err_errno(err.code);
+	outbox_sync(fs, &err);
+	return 0;
+}
+
+/* mv within outbox/: the spool renames the entry (a waiting name renamed
+ * to a final one is sent). */
+int outbox_rename(struct mfs_fs *fs, struct mfs_node *dir, struct mfs_node *n,
+		  struct mfs_node *ndir, const char *newname)
+{
+	struct mfs_err err;
+
+	(void)dir;
+	(void)ndir;
+	mfs_err_clear(&err);
+	if (mfs_spool_rename(fs->spool, n->name, newname, &err) != MFS_OK)
+		return mfs_err_errno(err.code);
+	outbox_sync(fs, &err);
+	return 0;
+}
