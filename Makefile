@@ -67,6 +67,7 @@ UNIT_sasl   = sasl
 UNIT_cache  = cache error log
 UNIT_node   = node
 UNIT_skeleton = skeleton store mime names error
+UNIT_fs     = fs folders msgview outbox node mime names cache store log error spool outmsg smtp tls sasl config imap skeleton idxcache
 UNIT_TESTS := $(patsubst tests/unit/%_test.cc,%,$(wildcard tests/unit/*_test.cc))
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/%_test,$(UNIT_TESTS))
 
