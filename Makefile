@@ -54,20 +54,23 @@ LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
 
 # Each unit test links the module under test and what it needs, nothing else.
 UNIT_config = config error
-UNIT_names  = names error
+UNIT_names  = names base64 error
 UNIT_tls    = tls error
-UNIT_mime   = mime names error
-UNIT_imap   = imap skeleton idxcache tls names store log error config sasl
-UNIT_idxcache = idxcache error
-UNIT_outmsg = outmsg names error
-UNIT_spool  = spool outmsg smtp tls names log error config sasl
-UNIT_smtp   = smtp tls outmsg names log error config sasl
-UNIT_pop3   = pop3 tls names store log error config sasl
-UNIT_sasl   = sasl
-UNIT_cache  = cache error log
+UNIT_mime   = mime names base64 hash error
+UNIT_imap   = imap auth skeleton idxcache hash privdir tls names base64 store log error config sasl
+UNIT_idxcache = idxcache hash privdir error
+UNIT_outmsg = outmsg names base64 error
+UNIT_spool  = spool privdir outmsg smtp auth tls names base64 log error config sasl
+UNIT_smtp   = smtp auth tls outmsg names base64 log error config sasl
+UNIT_pop3   = pop3 auth tls names base64 store log error config sasl
+UNIT_sasl   = sasl base64
+UNIT_base64 = base64
+UNIT_hash   = hash
+UNIT_privdir = privdir error
+UNIT_auth   = auth config log error
+UNIT_cache  = cache hash privdir error log
 UNIT_node   = node
-UNIT_skeleton = skeleton store mime names error
-UNIT_fs     = fs folders msgview outbox node mime names cache store log error spool outmsg smtp tls sasl config imap skeleton idxcache
+UNIT_skeleton = skeleton store mime names base64 hash error
 UNIT_TESTS := $(patsubst tests/unit/%_test.cc,%,$(wildcard tests/unit/*_test.cc))
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/%_test,$(UNIT_TESTS))
 

@@ -16,7 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "log.h"
+#include "privdir.h"
 
 /* The subdirectory of the spool (main.c puts the outbox there). */
 #define FOREIGN_DIR "outbox"
@@ -48,66 +50,11 @@ struct mfs_cache {
 	int evict_warned; /* a failed removal was logged */
 };
 
-/* mkdir -p with mode 0700 for every component it creates. */
-static int mkdir_p(const char *path)
-{
-	char buf[PATH_MAX];
-	char *p;
-
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	for (p = buf + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0700) != 0 && errno != EEXIST)
-			return -1;
-		*p = '/';
-	}
-	if (mkdir(buf, 0700) != 0 && errno != EEXIST)
-		return -1;
-	return 0;
-}
-
-/*
- * Checks that the directory open on fd (named path, for the message) is
- * the user's own, and makes it private (0700) when its mode lets others
- * in. Whoever else owns or can write the cache could forge what mailfs
- * serves as mail.
- */
-static int dir_private(int fd, const char *path, struct mfs_err *err)
-{
-	struct stat st;
-
-	if (fstat(fd, &st) != 0)
-		return mfs_err_set(err, MFS_E_IO, "cache directory %s: %s",
-				   path, strerror(errno));
-	if (st.st_uid != geteuid())
-		return mfs_err_set(err, MFS_E_ACCESS,
-				   "cache directory %s belongs to uid %u, not "
-				   "to you (uid %u); refusing to use it",
-				   path, (unsigned)st.st_uid,
-				   (unsigned)geteuid());
-	if ((st.st_mode & 077) != 0 && fchmod(fd, 0700) != 0)
-		return mfs_err_set(err, MFS_E_ACCESS,
-				   "cache directory %s is open to others (mode "
-				   "%04o) and cannot be made private: %s",
-				   path, (unsigned)(st.st_mode & 07777),
-				   strerror(errno));
-	return MFS_OK;
-}
-
 /* ---- the index ---------------------------------------------------------- */
 
 static uint64_t key_hash(const char *key)
 {
-	uint64_t h = 14695981039346656037ULL; /* FNV-1a */
-
-	for (; *key != '\0'; key++)
-		h = (h ^ (unsigned char)*key) * 1099511628211ULL;
-	return h;
+	return mfs_fnv1a_str(MFS_FNV1A_INIT, key);
 }
 
 static struct entry **index_slot(struct mfs_cache *c, const char *key)
@@ -454,17 +401,9 @@ int mfs_cache_open(const char *dir, struct mfs_cache **cache,
 		   struct mfs_err *err)
 {
 	struct mfs_cache *c;
-	int fd, rc;
+	int rc;
 
-	if (mkdir_p(dir) != 0)
-		return mfs_err_set(err, MFS_E_IO, "cache directory %s: %s", dir,
-				   strerror(errno));
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return mfs_err_set(err, MFS_E_IO, "cache directory %s: %s", dir,
-				   strerror(errno));
-	rc = dir_private(fd, dir, err);
-	close(fd);
+	rc = mfs_mkdir_private(dir, 0, "cache directory", NULL, err);
 	if (rc != MFS_OK)
 		return rc;
 	c = calloc(1, sizeof(*c));
@@ -596,7 +535,7 @@ static int tmp_beside(const char *path, char *tmp)
 	}
 	slash = strrchr(tmp, '/');
 	*slash = '\0';
-	if (mkdir_p(tmp) != 0) {
+	if (mfs_mkdir_p(tmp) != 0) {
 		*slash = '/';
 		return -1;
 	}
@@ -742,7 +681,7 @@ int mfs_cache_commit(struct mfs_cache *cache, const char *key, int fd,
 	if (ok) {
 		slash = strrchr(path, '/');
 		*slash = '\0';
-		ok = mkdir_p(path) == 0;
+		ok = mfs_mkdir_p(path) == 0;
 		*slash = '/';
 	}
 	if (ok) {

@@ -11,6 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hash.h"
+#include "privdir.h"
+
 #define IDX_MAGIC     "MFSIDX\r\n"
 #define IDX_MAGIC_LEN 8
 #define IDX_DIR	      ".index"
@@ -20,26 +23,12 @@
 /* Longest folder name spelt out in hex in a file name (2 chars a byte). */
 #define IDX_HEX_MAX 120
 
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME  0x100000001b3ULL
-
 struct mfs_idx_reader {
 	FILE *f;	  /* owned */
 	uint64_t sum;	  /* FNV-1a of the bytes read so far */
 	uint32_t count;	  /* records announced by the header */
 	const char *path; /* borrowed: for messages */
 };
-
-static uint64_t fnv(uint64_t h, const void *p, size_t len)
-{
-	const unsigned char *b = p;
-
-	while (len-- > 0) {
-		h ^= *b++;
-		h *= FNV_PRIME;
-	}
-	return h;
-}
 
 static void put_le(unsigned char *out, uint64_t v, size_t len)
 {
@@ -63,8 +52,9 @@ char *mfs_idx_path(const char *cache_dir, const char *folder)
 	int r;
 
 	if (len > IDX_HEX_MAX) {
-		r = asprintf(&path, "%s/%s/h%016llx", cache_dir, IDX_DIR,
-			     (unsigned long long)fnv(FNV_OFFSET, folder, len));
+		r = asprintf(
+		    &path, "%s/%s/h%016llx", cache_dir, IDX_DIR,
+		    (unsigned long long)mfs_fnv1a(MFS_FNV1A_INIT, folder, len));
 		return r < 0 ? NULL : path;
 	}
 	path = malloc(strlen(cache_dir) + sizeof(IDX_DIR) + 2 * len + 3);
@@ -92,7 +82,7 @@ static void put(struct idx_writer *w, const void *p, size_t len)
 {
 	if (w->failed || len == 0)
 		return;
-	w->sum = fnv(w->sum, p, len);
+	w->sum = mfs_fnv1a(w->sum, p, len);
 	if (fwrite(p, 1, len, w->f) != len)
 		w->failed = 1;
 }
@@ -146,61 +136,30 @@ static int check_listing(const char *key, const struct mfs_store_msg *msgs,
 	return MFS_OK;
 }
 
-/* mkdir with mode 0700; an existing directory is made 0700. One that is
- * a symbolic link or belongs to another user is refused (EACCES). */
-static int mkdir_private(const char *dir)
-{
-	struct stat st;
-	int fd, r = -1;
-
-	if (mkdir(dir, 0700) == 0)
-		return 0;
-	if (errno != EEXIST)
-		return -1;
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	if (fstat(fd, &st) != 0)
-		goto close_fd;
-	if (st.st_uid != geteuid()) {
-		errno = EACCES;
-		goto close_fd;
-	}
-	if ((st.st_mode & 07777) != 0700 && fchmod(fd, 0700) != 0)
-		goto close_fd;
-	r = 0;
-close_fd:
-	close(fd);
-	return r;
-}
-
-/* Creates the directory of path and its parent, mode 0700. */
-static int make_dirs(const char *path)
+/* Creates the directory of path (and what is missing above it), mode
+ * 0700; an existing one must be the user's own and no symbolic link, and
+ * is made private. Errors: MFS_E_IO, MFS_E_NOMEM. */
+static int make_dirs(const char *path, struct mfs_err *err)
 {
 	char *dir = strdup(path);
 	char *slash;
-	int r = -1;
+	int rc;
 
 	if (dir == NULL)
-		return -1;
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	slash = strrchr(dir, '/');
-	if (slash == NULL || slash == dir)
-		goto free_dir;
-	*slash = '\0';
-	r = mkdir_private(dir);
-	if (r != 0 && errno == ENOENT) {
-		slash = strrchr(dir, '/');
-		if (slash != NULL && slash != dir) {
-			*slash = '\0';
-			if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-				goto free_dir;
-			*slash = '/';
-		}
-		r = mkdir_private(dir);
+	if (slash == NULL || slash == dir) {
+		free(dir);
+		return mfs_err_set(err, MFS_E_IO, "%s is not in a directory",
+				   path);
 	}
-free_dir:
+	*slash = '\0';
+	rc = mfs_mkdir_private(dir, O_NOFOLLOW, "index directory", NULL, err);
 	free(dir);
-	return r;
+	if (rc == MFS_OK)
+		return MFS_OK;
+	err->code = MFS_E_IO; /* a foreign directory too */
+	return MFS_E_IO;
 }
 
 static void write_listing(struct idx_writer *w, const char *key,
@@ -236,16 +195,14 @@ int mfs_idx_save(const char *path, const char *key,
 		 const struct mfs_store_msg *msgs, size_t n,
 		 struct mfs_err *err)
 {
-	struct idx_writer w = {.sum = FNV_OFFSET};
+	struct idx_writer w = {.sum = MFS_FNV1A_INIT};
 	char *tmp;
 	int fd;
 
 	if (check_listing(key, msgs, n, err) != MFS_OK)
 		return err->code;
-	if (make_dirs(path) != 0)
-		return mfs_err_set(err, MFS_E_IO,
-				   "cannot create the directory of %s: %s",
-				   path, strerror(errno));
+	if (make_dirs(path, err) != MFS_OK)
+		return MFS_E_IO;
 	if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	fd = mkstemp(tmp); /* mode 0600 */
@@ -296,7 +253,7 @@ static int get(struct mfs_idx_reader *rd, void *p, size_t len)
 		return 0;
 	if (fread(p, 1, len, rd->f) != len)
 		return -1;
-	rd->sum = fnv(rd->sum, p, len);
+	rd->sum = mfs_fnv1a(rd->sum, p, len);
 	return 0;
 }
 
@@ -391,7 +348,7 @@ int mfs_idx_open(const char *path, const char *key, struct mfs_idx_head *head,
 	if (r == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	r->path = path;
-	r->sum = FNV_OFFSET;
+	r->sum = MFS_FNV1A_INIT;
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		mfs_err_set(err, errno == ENOENT ? MFS_E_NOENT : MFS_E_IO,

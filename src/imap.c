@@ -18,6 +18,7 @@
 
 #include <libetpan/libetpan.h>
 
+#include "auth.h"
 #include "idxcache.h"
 #include "log.h"
 #include "names.h"
@@ -399,35 +400,46 @@ static int imap_login_once(struct mfs_imap *imap, const char *secret)
 	return r;
 }
 
-/*
- * Logs in. A refused OAuth token may have expired: the token is asked for
- * again (password_command) and tried once more on the same connection; a
- * refused password is final.
- */
-static int imap_login(struct mfs_imap *imap, struct mfs_err *err)
+/* One login with secret, as an mfs_login_fn: arg is the struct mfs_imap. */
+static int imap_login_try(void *arg, const char *secret, int *refused,
+			  struct mfs_err *err)
 {
+	struct mfs_imap *imap = arg;
 	const struct mfs_account *acct = imap->acct;
 	const struct mfs_server *srv = &acct->store;
-	char *fresh = NULL;
-	int r;
+	int r = imap_login_once(imap, secret);
 
-	r = imap_login_once(imap, imap->fresh ? imap->fresh : imap->password);
-	if (r == MAILIMAP_ERROR_LOGIN && acct->auth != MFS_AUTH_PASSWORD) {
-		mfs_log_info("imap: %s:%d refused the token; asking for a "
-			     "new one",
-			     srv->host, srv->port);
-		if (mfs_password_get(acct, &fresh, err) != MFS_OK)
-			return err->code;
-		mfs_password_free(imap->fresh);
-		imap->fresh = fresh;
-		r = imap_login_once(imap, imap->fresh);
-	}
+	*refused = r == MAILIMAP_ERROR_LOGIN;
 	if (r == MAILIMAP_NO_ERROR)
 		return MFS_OK;
 	r = imap_fail(imap, r, "login", MFS_E_AUTH, err);
 	if (r == MFS_E_AUTH)
 		mfs_err_set(err, MFS_E_AUTH, "login as %s at %s:%d refused: %s",
 			    acct->user, srv->host, srv->port, imap_reply(imap));
+	return r;
+}
+
+/*
+ * Logs in. A refused OAuth token may have expired: the token is asked for
+ * again (password_command) and tried once more on the same connection
+ * (mfs_login_renewing); the new one is kept for later logins. A refused
+ * password is final.
+ */
+static int imap_login(struct mfs_imap *imap, struct mfs_err *err)
+{
+	const struct mfs_account *acct = imap->acct;
+	const char *secret = imap->fresh ? imap->fresh : imap->password;
+	char *fresh;
+	int r, refused;
+
+	if (acct->auth == MFS_AUTH_PASSWORD)
+		return imap_login_try(imap, secret, &refused, err);
+	r = mfs_login_renewing(acct, "imap", &acct->store, imap_login_try, imap,
+			       secret, &fresh, err);
+	if (fresh != NULL) {
+		mfs_password_free(imap->fresh);
+		imap->fresh = fresh;
+	}
 	return r;
 }
 

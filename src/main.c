@@ -126,6 +126,8 @@ static int load_account(const struct cli *cli, struct mfs_account *acct,
 	return 0;
 }
 
+/* The store of the account's imap or pop3 server (config.c accepts no
+ * other). NULL: out of memory. */
 static struct mfs_store *store_new(const struct mfs_account *acct,
 				   const char *password)
 {
@@ -227,9 +229,7 @@ static int run_check(const struct cli *cli)
 		return 1;
 	st = store_new(&acct, password);
 	if (st == NULL) {
-		fprintf(stderr, "mailfs: %s: this protocol is not supported "
-				"yet\n",
-			acct.name);
+		fprintf(stderr, "mailfs: %s: out of memory\n", acct.name);
 		goto out;
 	}
 	printf("server: %s:%d\n", acct.store.host, acct.store.port);
@@ -301,9 +301,7 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 		goto out;
 	st = store_new(&acct, password);
 	if (st == NULL) {
-		fprintf(stderr, "mailfs: %s: this protocol is not supported "
-				"yet\n",
-			acct.name);
+		fprintf(stderr, "mailfs: %s: out of memory\n", acct.name);
 		goto out;
 	}
 	if (mfs_cache_open(acct.cache_dir, &cache, &err) != MFS_OK) {

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base64.h"
+#include "hash.h"
 #include "names.h"
 
 /* Decoders hand out at most this many bytes at a time. */
@@ -918,57 +920,22 @@ static int out_bytes(struct outbuf *o, const char *s, size_t n)
 	return 0;
 }
 
-static int b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
+#define B64_CHUNK 4096 /* characters decoded at a time */
 
 static int b64_decode(const char *in, size_t len, struct outbuf *o)
 {
-	unsigned acc = 0;
-	int quad = 0, v, r;
-	size_t i;
+	struct mfs_b64_dec d = {0};
+	unsigned char buf[MFS_B64_DECODED_MAX(B64_CHUNK)];
+	size_t take, n;
+	int r;
 
-	for (i = 0; i < len; i++) {
-		if (in[i] == '=') {
-			/* padding ends the group; data may follow it */
-			if (quad >= 2)
-				quad = 0;
-			continue;
-		}
-		v = b64_value(in[i]);
-		if (v < 0)
-			continue;
-		acc = (acc << 6) | (unsigned)v;
-		switch (quad) {
-		case 0:
-			quad = 1;
-			continue;
-		case 1:
-			r = out_byte(o, (char)(acc >> 4));
-			quad = 2;
-			break;
-		case 2:
-			r = out_byte(o, (char)(acc >> 2));
-			quad = 3;
-			break;
-		default:
-			r = out_byte(o, (char)acc);
-			quad = 0;
-			break;
-		}
-		if (r != 0)
+	while (len > 0) {
+		take = len < B64_CHUNK ? len : B64_CHUNK;
+		n = mfs_b64_decode(&d, in, take, buf);
+		if ((r = out_bytes(o, (const char *)buf, n)) != 0)
 			return r;
+		in += take;
+		len -= take;
 	}
 	return 0;
 }
@@ -1569,19 +1536,10 @@ static void dir_free(struct mfs_dir *d)
 	free(d->by_name);
 }
 
-static uint64_t name_hash(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h;
-}
-
 /* The slot of name in the set: where it is or where it would go. */
 static size_t set_slot(const struct dirb *d, const char *name)
 {
-	size_t i = name_hash(name) & (d->set_cap - 1);
+	size_t i = mfs_fnv1a_str(MFS_FNV1A_INIT, name) & (d->set_cap - 1);
 
 	while (d->set[i] != NULL && strcmp(d->set[i], name) != 0)
 		i = (i + 1) & (d->set_cap - 1);

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base64.h"
+
 #define REPLACEMENT_CHAR 0xFFFDu
 
 /* ---- growing byte buffer ------------------------------------------------ */
@@ -388,19 +390,14 @@ char *mfs_text_to_utf8(const char *charset, const char *in, size_t len,
 static const char mb64_chars[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
 
+/* Modified base64 (RFC 3501 5.1.3): ',' in place of '/'. */
 static int mb64_value(char c)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
 	if (c == ',')
 		return 63;
-	return -1;
+	if (c == '/')
+		return -1;
+	return mfs_b64_value((unsigned char)c);
 }
 
 static int is_print_ascii(uint32_t c)
@@ -630,42 +627,20 @@ static int q_decode(struct sbuf *sb, const char *t, size_t n)
 	return 0;
 }
 
-static int b64_value(char c)
-{
-	int v = mb64_value(c);
-
-	if (c == ',')
-		return -1;
-	if (c == '/')
-		return 63;
-	return v;
-}
-
 /* Standard base64; missing padding is tolerated, anything else is not. */
 static int b_decode(struct sbuf *sb, const char *t, size_t n)
 {
-	uint32_t acc = 0;
-	int nbits = 0, v;
-	size_t i, ndata = 0;
+	struct mfs_b64_dec d = {0};
+	unsigned char buf[MFS_B64_DECODED_MAX(64)];
+	size_t take;
 
-	for (i = 0; i < n && t[i] != '='; i++) {
-		v = b64_value(t[i]);
-		if (v < 0)
-			return -1;
-		acc = (acc << 6) | v;
-		nbits += 6;
-		ndata++;
-		if (nbits >= 8) {
-			nbits -= 8;
-			sb_addc(sb, (char)(acc >> nbits));
-			acc &= (1u << nbits) - 1;
-		}
-	}
-	if (ndata % 4 == 1)
+	if (!mfs_b64_is_strict(t, n))
 		return -1;
-	for (; i < n; i++) {
-		if (t[i] != '=')
-			return -1;
+	while (n > 0) {
+		take = n < 64 ? n : 64;
+		sb_add(sb, buf, mfs_b64_decode(&d, t, take, buf));
+		t += take;
+		n -= take;
 	}
 	return 0;
 }

@@ -16,6 +16,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "names.h"
 
 #define CHUNK 65536
@@ -827,8 +828,7 @@ static void w_lines(struct writer *w, const char *s, size_t n)
  * most 45 bytes of whole characters (60 base64 characters). */
 static void encode_words(struct sbuf *out, const char *utf8)
 {
-	static const char b64[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	char word[MFS_B64_ENCODED_LEN(45) + 1];
 	size_t len = strlen(utf8), i = 0;
 
 	while (i < len) {
@@ -839,21 +839,9 @@ static void encode_words(struct sbuf *out, const char *utf8)
 			n--; /* do not cut a character */
 		if (i)
 			sb_str(out, "\n ");
+		mfs_b64_encode_to(word, utf8 + i, n);
 		sb_str(out, "=?UTF-8?B?");
-		for (size_t k = 0; k < n; k += 3) {
-			const unsigned char *p =
-			    (const unsigned char *)utf8 + i + k;
-			unsigned v = p[0] << 16;
-
-			if (k + 1 < n)
-				v |= p[1] << 8;
-			if (k + 2 < n)
-				v |= p[2];
-			sb_ch(out, b64[v >> 18]);
-			sb_ch(out, b64[(v >> 12) & 63]);
-			sb_ch(out, k + 1 < n ? b64[(v >> 6) & 63] : '=');
-			sb_ch(out, k + 2 < n ? b64[v & 63] : '=');
-		}
+		sb_str(out, word);
 		sb_str(out, "?=");
 		i += n;
 	}

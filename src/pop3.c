@@ -27,6 +27,7 @@
 #include <libetpan/libetpan.h>
 #include <openssl/evp.h>
 
+#include "auth.h"
 #include "log.h"
 #include "names.h"
 #include "sasl.h"
@@ -647,31 +648,37 @@ static int login_plain(struct pop3_conn *c, struct mfs_err *err)
 	return r;
 }
 
-/* One XOAUTH2 or OAUTHBEARER attempt with the current token. */
-static int login_token(struct pop3_conn *c, struct mfs_err *err)
+/* One XOAUTH2 or OAUTHBEARER attempt with token, as an mfs_login_fn: arg
+ * is the struct pop3_conn. */
+static int login_token(void *arg, const char *token, int *refused,
+		       struct mfs_err *err)
 {
+	struct pop3_conn *c = arg;
 	const struct mfs_account *acct = c->pop->acct;
 	int bearer = acct->auth == MFS_AUTH_OAUTHBEARER;
 	char *ir;
 	int r;
 
+	*refused = 0;
 	if (bearer)
 		ir = mfs_sasl_oauthbearer(acct->user, acct->store.host,
-					  acct->store.port, pop_secret(c->pop));
+					  acct->store.port, token);
 	else
-		ir = mfs_sasl_xoauth2(acct->user, pop_secret(c->pop));
+		ir = mfs_sasl_xoauth2(acct->user, token);
 	if (ir == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	r = login_sasl(c, bearer ? "OAUTHBEARER" : "XOAUTH2", ir,
 		       bearer ? "AQ==" : "*", err);
 	mfs_sasl_free(ir);
+	*refused = r == MFS_E_AUTH && !c->broken;
 	return r;
 }
 
 /*
  * XOAUTH2 or OAUTHBEARER. Tokens expire: when the server refuses one, the
  * password source is asked once more and the login tried once more in the
- * same session; the new token is kept for later sessions.
+ * same session (mfs_login_renewing); the new token is kept for later
+ * sessions.
  */
 static int login_oauth(struct pop3_conn *c, struct mfs_err *err)
 {
@@ -679,28 +686,20 @@ static int login_oauth(struct pop3_conn *c, struct mfs_err *err)
 	const struct mfs_server *srv = &pop->acct->store;
 	int bearer = pop->acct->auth == MFS_AUTH_OAUTHBEARER;
 	unsigned need = bearer ? CAP_SASL_OAUTHBEARER : CAP_SASL_XOAUTH2;
-	struct mfs_err first;
-	char *fresh = NULL;
+	char *fresh;
 	int r;
 
 	if (c->have_capa && !(c->caps & need))
 		return mfs_err_set(
 		    err, MFS_E_AUTH, "%s:%d does not offer SASL %s", srv->host,
 		    srv->port, bearer ? "OAUTHBEARER" : "XOAUTH2");
-	r = login_token(c, err);
-	if (r != MFS_E_AUTH || c->broken)
-		return r;
-	first = *err;
-	mfs_log_info("pop3: %s:%d refused the token; asking for a new one",
-		     srv->host, srv->port);
-	if (mfs_password_get(pop->acct, &fresh, err) != MFS_OK) {
-		mfs_log_err("pop3: no new token: %s", err->msg);
-		*err = first;
-		return err->code;
+	r = mfs_login_renewing(pop->acct, "pop3", srv, login_token, c,
+			       pop_secret(pop), &fresh, err);
+	if (fresh != NULL) {
+		mfs_password_free(pop->fresh);
+		pop->fresh = fresh;
 	}
-	mfs_password_free(pop->fresh);
-	pop->fresh = fresh;
-	return login_token(c, err);
+	return r;
 }
 
 static int conn_login(struct pop3_conn *c, struct mfs_err *err)

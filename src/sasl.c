@@ -3,22 +3,11 @@
  */
 #include "sasl.h"
 
-#include <openssl/evp.h>
+#include "base64.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-char *mfs_b64_encode(const void *p, size_t n)
-{
-	char *out;
-
-	if (n > (size_t)(1 << 30))
-		return NULL;
-	out = malloc(4 * ((n + 2) / 3) + 1);
-	if (out != NULL)
-		EVP_EncodeBlock((unsigned char *)out, p, (int)n);
-	return out;
-}
 
 /* Base64 of the len bytes at raw, which are wiped and freed. */
 static char *encode_secret(char *raw, size_t len)

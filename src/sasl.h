@@ -11,8 +11,7 @@
 
 #include <stddef.h>
 
-/* Base64 (RFC 4648, with padding, no line breaks) of n bytes at p. */
-char *mfs_b64_encode(const void *p, size_t n);
+#include "base64.h" /* mfs_b64_encode(), for the steps of an exchange */
 
 /* PLAIN (RFC 4616): base64 of "\0user\0password". */
 char *mfs_sasl_plain(const char *user, const char *password);

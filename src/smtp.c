@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "log.h"
 #include "sasl.h"
 #include "tls.h"
@@ -444,33 +445,43 @@ static int token_mech_offered(struct mfs_smtp *s, enum mfs_auth auth,
 	    auth == MFS_AUTH_OAUTHBEARER ? "OAUTHBEARER" : "XOAUTH2");
 }
 
+struct token_login {
+	struct mfs_smtp *s;		/* borrowed */
+	const struct mfs_smtp_opts *o; /* borrowed */
+};
+
+/* auth_token() as an mfs_login_fn: arg is a struct token_login. */
+static int token_try(void *arg, const char *token, int *refused,
+		     struct mfs_err *err)
+{
+	struct token_login *l = arg;
+	int rc = auth_token(l->s, l->o, token, refused, err);
+
+	*refused = *refused && l->s->alive;
+	return rc;
+}
+
 /*
  * Token login: a refused token is asked for again once (the account's
  * password_command may print a fresh one) and tried once more on the same
- * connection (RFC 4954 allows AUTH again after a failure).
+ * connection (RFC 4954 allows AUTH again after a failure); the new token
+ * goes to *o->renewed when it worked.
  */
 static int login_token(struct mfs_smtp *s, const struct mfs_smtp_opts *o,
 		       struct mfs_err *err)
 {
-	struct mfs_err first;
-	char *fresh = NULL;
+	struct token_login l = {s, o};
+	char *fresh;
 	int rc, refused;
 
 	rc = token_mech_offered(s, o->auth, err);
 	if (rc)
 		return rc;
-	rc = auth_token(s, o, o->password, &refused, err);
-	if (rc == MFS_OK || !refused || !o->acct || !s->alive)
-		return rc;
-	first = *err;
-	mfs_log_info("SMTP %s: token refused, asking for a new one", s->host);
-	if (mfs_password_get(o->acct, &fresh, err) != MFS_OK) {
-		mfs_log_err("%s", err->msg);
-		*err = first;
-		return rc;
-	}
-	rc = auth_token(s, o, fresh, &refused, err);
-	if (rc == MFS_OK && o->renewed) {
+	if (!o->acct)
+		return token_try(&l, o->password, &refused, err);
+	rc = mfs_login_renewing(o->acct, "smtp", o->server, token_try, &l,
+				o->password, &fresh, err);
+	if (rc == MFS_OK && fresh && o->renewed) {
 		mfs_password_free(*o->renewed);
 		*o->renewed = fresh;
 		fresh = NULL;

@@ -35,6 +35,7 @@
 #include "log.h"
 #include "outmsg.h"
 #include "smtp.h"
+#include "privdir.h"
 
 #define ID_LEN 32
 #define ID_TRIES 1000 /* ids tried by one create */
@@ -193,34 +194,6 @@ static char *unescape(const char *s)
 static int fsync_dir(struct mfs_spool *sp)
 {
 	return fsync(sp->dirfd);
-}
-
-/*
- * Checks that the directory open on fd (named path, for the message) is
- * the user's own, and makes it private (0700) when its mode lets others
- * in. Whoever else owns or can write the spool could change what is sent
- * in the user's name.
- */
-static int dir_private(int fd, const char *path, struct mfs_err *err)
-{
-	struct stat st;
-
-	if (fstat(fd, &st) != 0)
-		return mfs_err_set(err, MFS_E_IO, "cannot stat %s: %s", path,
-				   strerror(errno));
-	if (st.st_uid != geteuid())
-		return mfs_err_set(err, MFS_E_ACCESS,
-				   "%s belongs to uid %u, not to you (uid %u); "
-				   "refusing to use it",
-				   path, (unsigned)st.st_uid,
-				   (unsigned)geteuid());
-	if ((st.st_mode & 077) != 0 && fchmod(fd, 0700) != 0)
-		return mfs_err_set(err, MFS_E_ACCESS,
-				   "%s is open to others (mode %04o) and cannot "
-				   "be made private: %s",
-				   path, (unsigned)(st.st_mode & 07777),
-				   strerror(errno));
-	return MFS_OK;
 }
 
 /*
@@ -887,7 +860,7 @@ static int sentq_open(struct mfs_spool *sp, struct mfs_err *err)
 	if (q->dirfd < 0)
 		goto fail;
 	snprintf(path, sizeof(path), "%s/%s", sp->o.dir, SENT_DIR);
-	rc = dir_private(q->dirfd, path, err);
+	rc = mfs_dir_check_private(q->dirfd, "spool directory", path, err);
 	if (rc) {
 		close(q->dirfd);
 		free(q);
@@ -925,27 +898,6 @@ fail:
 
 /* ---- open and close --------------------------------------------------- */
 
-static int mkdir_p(const char *dir)
-{
-	char *p, *copy = strdup(dir);
-	int rc = 0;
-
-	if (!copy)
-		return -1;
-	for (p = copy + 1; *p && rc == 0; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(copy, 0700) != 0 && errno != EEXIST)
-			rc = -1;
-		*p = '/';
-	}
-	if (rc == 0 && mkdir(copy, 0700) != 0 && errno != EEXIST)
-		rc = -1;
-	free(copy);
-	return rc;
-}
-
 int mfs_spool_open(const struct mfs_spool_opts *opts, struct mfs_spool **out,
 		   struct mfs_err *err)
 {
@@ -968,23 +920,10 @@ int mfs_spool_open(const struct mfs_spool_opts *opts, struct mfs_spool **out,
 		sp->o.lifetime = 7 * 24 * 3600;
 	if (!sp->o.keep_open)
 		sp->o.keep_open = 10;
-	if (mkdir_p(opts->dir) != 0) {
-		rc = mfs_err_set(err, MFS_E_IO, "cannot create %s: %s",
-				 opts->dir, strerror(errno));
+	rc = mfs_mkdir_private(opts->dir, O_NOFOLLOW, "spool directory",
+			       &sp->dirfd, err);
+	if (rc)
 		goto free_sp;
-	}
-	sp->dirfd =
-	    open(opts->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (sp->dirfd < 0) {
-		rc = mfs_err_set(err, MFS_E_IO, "cannot open %s: %s", opts->dir,
-				 strerror(errno));
-		goto free_sp;
-	}
-	rc = dir_private(sp->dirfd, opts->dir, err);
-	if (rc) {
-		close(sp->dirfd);
-		goto free_sp;
-	}
 	pthread_mutex_init(&sp->lock, NULL);
 	pthread_cond_init(&sp->cond, NULL);
 	rc = load(sp, err);

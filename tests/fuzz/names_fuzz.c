@@ -1,4 +1,4 @@
-// fuzz-sources: src/names.c src/error.c
+// fuzz-sources: src/names.c src/error.c src/base64.c
 /*
  * names_fuzz.c - libFuzzer target for src/names.c.
  *

@@ -1,4 +1,4 @@
-// fuzz-sources: src/tls.c src/sasl.c src/config.c src/error.c src/log.c
+// fuzz-sources: src/tls.c src/sasl.c src/config.c src/error.c src/log.c src/base64.c src/auth.c
 /*
  * smtp_fuzz.c - libFuzzer target for the SMTP client's reading of server
  * replies.
