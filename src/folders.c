@@ -1,11 +1,9 @@
 /*
  * folders.c - the folder tree and the messages of each folder (see
  * fsint.h): LIST into folder nodes, a folder's listing merged into message
- * nodes, and new mail in INBOX noticed with IDLE.
+ * nodes, and new mail in INBOX noticed by the store's watch (IDLE).
  */
 #include "fsint.h"
-
-#include "imap.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -329,12 +327,12 @@ unlock_refresh:
 	return r;
 }
 
-struct idle {
+/* The thread that watches INBOX (fs->watch). */
+struct watch {
 	pthread_t thread;
-	int pipe[2];		 /* owned: written to stop the thread */
-	struct mfs_store *store; /* owned */
-	struct mfs_fs *fs;	 /* borrowed */
-	int stop;		 /* guarded by fs->lock */
+	int pipe[2];	   /* owned: written to stop the thread */
+	struct mfs_fs *fs; /* borrowed */
+	int stop;	   /* guarded by fs->lock */
 };
 
 /* INBOX changed on the server: its listing is out of date. */
@@ -351,94 +349,89 @@ static void inbox_changed(struct mfs_fs *fs)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-static int idle_stopping(struct idle *id)
+static int watch_stopping(struct watch *w)
 {
 	int stop;
 
-	pthread_mutex_lock(&id->fs->lock);
-	stop = id->stop;
-	pthread_mutex_unlock(&id->fs->lock);
+	pthread_mutex_lock(&w->fs->lock);
+	stop = w->stop;
+	pthread_mutex_unlock(&w->fs->lock);
 	return stop;
 }
 
-static void *idle_thread(void *arg)
+static void *watch_thread(void *arg)
 {
-	struct idle *id = arg;
+	struct watch *w = arg;
+	struct mfs_store *st = w->fs->store;
 	struct mfs_err err;
 	int changed, failures = 0;
 
-	while (!idle_stopping(id)) {
+	while (!watch_stopping(w)) {
 		mfs_err_clear(&err);
-		if (mfs_imap_idle(id->store, "INBOX", id->pipe[0], 600,
-				  &changed, &err) == MFS_OK) {
+		if (st->ops->watch(st, "INBOX", w->pipe[0], 600, &changed,
+				   &err) == MFS_OK) {
 			failures = 0;
 			if (changed)
-				inbox_changed(id->fs);
+				inbox_changed(w->fs);
 			continue;
 		}
-		if (err.code == MFS_E_PROTO && failures == 0 &&
-		    strstr(err.msg, "no IDLE") != NULL) {
-			mfs_log_info("%s: new mail shows when INBOX is listed",
-				     err.msg);
-			break;
-		}
 		if (failures++ == 0)
-			mfs_log_err("IDLE: %s (trying again)", err.msg);
+			mfs_log_err("watching INBOX: %s (trying again)",
+				    err.msg);
 		/* wait a while, or until stopped */
-		struct pollfd p = {.fd = id->pipe[0], .events = POLLIN};
+		struct pollfd p = {.fd = w->pipe[0], .events = POLLIN};
 
 		poll(&p, 1, failures < 5 ? 5000 : 60000);
 	}
 	return NULL;
 }
 
-void mfs_fs_start_idle(struct mfs_fs *fs, struct mfs_store *store)
+void mfs_fs_start_watch(struct mfs_fs *fs)
 {
-	struct idle *id = calloc(1, sizeof(*id));
+	struct watch *w;
 
-	if (id == NULL || pipe2(id->pipe, O_CLOEXEC) != 0) {
-		free(id);
-		store->ops->free(store);
-		mfs_log_err("IDLE not started: %s", strerror(errno));
+	if (fs->store->ops->watch == NULL)
+		return;
+	w = calloc(1, sizeof(*w));
+	if (w == NULL || pipe2(w->pipe, O_CLOEXEC) != 0) {
+		free(w);
+		mfs_log_err("INBOX not watched: %s", strerror(errno));
 		return;
 	}
-	id->store = store;
-	id->fs = fs;
-	if (pthread_create(&id->thread, NULL, idle_thread, id) != 0) {
-		close(id->pipe[0]);
-		close(id->pipe[1]);
-		store->ops->free(store);
-		free(id);
-		mfs_log_err("IDLE not started: no thread");
+	w->fs = fs;
+	if (pthread_create(&w->thread, NULL, watch_thread, w) != 0) {
+		close(w->pipe[0]);
+		close(w->pipe[1]);
+		free(w);
+		mfs_log_err("INBOX not watched: no thread");
 		return;
 	}
-	fs->idle = id;
+	fs->watch = w;
 }
 
-void mfs_fs_stop_idle(struct mfs_fs *fs)
+void mfs_fs_stop_watch(struct mfs_fs *fs)
 {
-	struct idle *id = fs->idle;
+	struct watch *w = fs->watch;
 	struct timespec deadline;
 
-	if (id == NULL)
+	if (w == NULL)
 		return;
 	pthread_mutex_lock(&fs->lock);
-	id->stop = 1;
+	w->stop = 1;
 	pthread_mutex_unlock(&fs->lock);
-	if (write(id->pipe[1], "x", 1) < 0)
-		mfs_log_err("IDLE stop: %s", strerror(errno));
+	if (write(w->pipe[1], "x", 1) < 0)
+		mfs_log_err("watch stop: %s", strerror(errno));
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += 1;
-	if (pthread_timedjoin_np(id->thread, NULL, &deadline) != 0) {
+	if (pthread_timedjoin_np(w->thread, NULL, &deadline) != 0) {
 		/* The server does not answer DONE: leave the thread to the
 		 * process exit rather than hold up the unmount. */
-		mfs_log_err("IDLE connection did not close in time");
-		fs->idle = NULL;
+		mfs_log_err("the watching connection did not close in time");
+		fs->watch = NULL;
 		return;
 	}
-	id->store->ops->free(id->store);
-	close(id->pipe[0]);
-	close(id->pipe[1]);
-	free(id);
-	fs->idle = NULL;
+	close(w->pipe[0]);
+	close(w->pipe[1]);
+	free(w);
+	fs->watch = NULL;
 }

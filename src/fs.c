@@ -61,110 +61,13 @@ struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
 	fs->acct = acct;
 	fs->uid = getuid();
 	fs->gid = getgid();
-	pthread_mutex_init(&fs->readers_lock, NULL);
-	pthread_cond_init(&fs->reader_free, NULL);
 	return fs;
-}
-
-static void *store_free_thread(void *arg)
-{
-	struct mfs_store *st = arg;
-
-	st->ops->free(st);
-	return NULL;
-}
-
-/* Frees the readers side by side: each may wait a second for its
- * LOGOUT to be answered, and unmounting must not wait for them in turn. */
-static void readers_free(struct mfs_fs *fs)
-{
-	pthread_t *t = calloc(fs->nreaders ? fs->nreaders : 1, sizeof(*t));
-	int *started = calloc(fs->nreaders ? fs->nreaders : 1,
-			      sizeof(*started));
-	size_t i;
-
-	for (i = 0; i < fs->nreaders; i++) {
-		started[i] = t != NULL && started != NULL &&
-			     pthread_create(&t[i], NULL, store_free_thread,
-					    fs->readers[i]) == 0;
-		if (!started[i])
-			fs->readers[i]->ops->free(fs->readers[i]);
-	}
-	for (i = 0; i < fs->nreaders; i++)
-		if (started[i])
-			pthread_join(t[i], NULL);
-	free(t);
-	free(started);
-	free(fs->readers);
-	free(fs->reader_busy);
-	fs->readers = NULL;
-	fs->reader_busy = NULL;
-	fs->nreaders = 0;
-}
-
-void mfs_fs_set_readers(struct mfs_fs *fs, struct mfs_store **readers,
-			size_t n)
-{
-	fs->reader_busy = calloc(n ? n : 1, sizeof(*fs->reader_busy));
-	fs->readers = readers;
-	fs->nreaders = n;
-	if (fs->reader_busy == NULL) /* then fs->store reads */
-		readers_free(fs);
-}
-
-/* A store to fetch message bytes with: fs->store, logged in already, when
- * no fetch uses it, else a reader no one is using (waiting for one when
- * all are busy); fs->store alone when there are no readers. Give it back
- * with reader_put(). Called without fs->lock. */
-struct mfs_store *reader_get(struct mfs_fs *fs)
-{
-	struct mfs_store *st = NULL;
-	size_t i;
-
-	if (fs->nreaders == 0)
-		return fs->store;
-	pthread_mutex_lock(&fs->readers_lock);
-	while (st == NULL) {
-		if (!fs->store_reading) {
-			fs->store_reading = 1;
-			st = fs->store;
-		}
-		for (i = 0; i < fs->nreaders && st == NULL; i++) {
-			if (!fs->reader_busy[i]) {
-				fs->reader_busy[i] = 1;
-				st = fs->readers[i];
-			}
-		}
-		if (st == NULL)
-			pthread_cond_wait(&fs->reader_free, &fs->readers_lock);
-	}
-	pthread_mutex_unlock(&fs->readers_lock);
-	return st;
-}
-
-void reader_put(struct mfs_fs *fs, struct mfs_store *st)
-{
-	size_t i;
-
-	if (fs->nreaders == 0)
-		return;
-	pthread_mutex_lock(&fs->readers_lock);
-	if (st == fs->store)
-		fs->store_reading = 0;
-	for (i = 0; i < fs->nreaders; i++)
-		if (fs->readers[i] == st)
-			fs->reader_busy[i] = 0;
-	pthread_cond_signal(&fs->reader_free);
-	pthread_mutex_unlock(&fs->readers_lock);
 }
 
 void mfs_fs_free(struct mfs_fs *fs)
 {
 	if (fs == NULL)
 		return;
-	readers_free(fs);
-	pthread_cond_destroy(&fs->reader_free);
-	pthread_mutex_destroy(&fs->readers_lock);
 	mfs_nodes_free(fs->nodes);
 	free(fs->sent_mailbox);
 	pthread_mutex_destroy(&fs->lock);

@@ -24,14 +24,6 @@ struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
 			  struct mfs_store *store, struct mfs_cache *cache);
 void mfs_fs_free(struct mfs_fs *fs);
 
-/* Gives the filesystem n more stores of the same account (made for this
- * alone; the fs owns them and the array from now on) to fetch message
- * bytes with besides the store given to mfs_fs_new(), one fetch per store
- * at a time, so that parallel readers do not queue behind one connection.
- * Call before mounting. */
-void mfs_fs_set_readers(struct mfs_fs *fs, struct mfs_store **readers,
-			size_t n);
-
 struct mfs_spool;
 
 /* Gives the filesystem an outbox/ directory backed by spool (borrowed; it
@@ -46,15 +38,16 @@ void mfs_fs_set_spool(struct mfs_fs *fs, struct mfs_spool *spool);
  * spool keeps the copy and tries again later. */
 int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size);
 
-/* Watches INBOX with IMAP IDLE on a connection of its own (store, made
- * for this alone; the fs owns it from now on) from a thread of its own, so
- * that new or removed messages are listed again at the next look without
- * waiting for the listing to age. Call after daemonizing. */
-void mfs_fs_start_idle(struct mfs_fs *fs, struct mfs_store *store);
+/* Watches INBOX with the store's watch op (store.h: IDLE on a connection
+ * the driver keeps for it, or polling) from a thread of its own, so that
+ * new or removed messages are listed again at the next look without
+ * waiting for the listing to age. Does nothing for a store without watch.
+ * Call after daemonizing. */
+void mfs_fs_start_watch(struct mfs_fs *fs);
 
-/* Stops the IDLE thread (within a few seconds even when the server does
- * not answer) and frees its store. Safe when not started. */
-void mfs_fs_stop_idle(struct mfs_fs *fs);
+/* Stops the watch thread (within a few seconds even when the server does
+ * not answer). Safe when not started. */
+void mfs_fs_stop_watch(struct mfs_fs *fs);
 
 /* IMAP: logs in once, before mounting, so that a bad login or an
  * unreachable server is reported on the terminal, and shows INBOX; the

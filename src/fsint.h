@@ -57,19 +57,10 @@ struct mfs_fs {
 	char *sent_mailbox;	  /* owned: SPECIAL-USE \Sent, or NULL */
 	struct mfs_spool *spool;  /* borrowed, or NULL: no outbox/ */
 	struct mfs_node *outbox;  /* outbox/, or NULL */
-	struct idle *idle;	  /* owned, or NULL */
+	struct watch *watch;	  /* owned, or NULL */
 	struct handle *handles;	  /* open files (fs->lock) */
 	uid_t uid;
 	gid_t gid;
-	/* Readers: stores of their own that fetch message bytes, so that
-	 * parallel reads do not queue behind one connection or a listing.
-	 * None: fs->store reads. Guarded by readers_lock. */
-	pthread_mutex_t readers_lock;
-	pthread_cond_t reader_free;
-	struct mfs_store **readers; /* owned array of owned stores */
-	int *reader_busy;	    /* owned; one per reader */
-	size_t nreaders;
-	int store_reading;	    /* fs->store is reading (with readers) */
 	/* The run of fetch-aheads going on (fs->lock): in which folder, how
 	 * many messages the last one asked for, and when it ended. */
 	uint64_t ahead_folder;
@@ -129,10 +120,6 @@ struct handle {
 
 /* --- fs.c ----------------------------------------------------------------- */
 
-/* A store to fetch message bytes with (a reader, else fs->store); give it
- * back with reader_put(). Blocks while every reader is busy. */
-struct mfs_store *reader_get(struct mfs_fs *fs);
-void reader_put(struct mfs_fs *fs, struct mfs_store *st);
 /* Logs err (but ENOENT) and replies with its errno. */
 void reply_err(fuse_req_t req, const struct mfs_err *err);
 /* Replies to a create with the new node n and its open handle h, which it

@@ -2665,6 +2665,9 @@ static void imap_store_free(struct mfs_store *st)
 	free(st);
 }
 
+static int imap_watch(struct mfs_store *st, const char *mailbox, int stop_fd,
+		      int max_wait, int *changed, struct mfs_err *err);
+
 static const struct mfs_store_ops imap_ops = {
     .connect = imap_connect,
     .list = imap_list,
@@ -2680,6 +2683,7 @@ static const struct mfs_store_ops imap_ops = {
     .move = imap_move,
     .expunge = imap_expunge,
     .store_flags = imap_store_flags,
+    .watch = imap_watch,
     .tls_info = imap_tls_info,
     .free = imap_store_free,
 };
@@ -2785,8 +2789,12 @@ static int examine_and_idle(struct mfs_imap *imap, const char *mailbox,
 	return MFS_OK;
 }
 
-int mfs_imap_idle(struct mfs_store *st, const char *mailbox, int stop_fd,
-		  int max_wait, int *changed, struct mfs_err *err)
+/* The store's watch (store.h): IDLE on mailbox, on this connection (the
+ * driver keeps one for this alone, see mfs_imap_open()); a server without
+ * IDLE is polled: after `refresh` seconds the folder is said to have
+ * changed, so that it is listed again (with CONDSTORE, one command). */
+static int imap_watch(struct mfs_store *st, const char *mailbox, int stop_fd,
+		      int max_wait, int *changed, struct mfs_err *err)
 {
 	struct mfs_imap *imap = st->priv;
 	struct pollfd pfd[2];
@@ -2797,8 +2805,11 @@ int mfs_imap_idle(struct mfs_store *st, const char *mailbox, int stop_fd,
 	if (imap_ensure(imap, err) != MFS_OK)
 		goto unlock;
 	if (!mailimap_has_idle(imap->session)) {
-		mfs_err_set(err, MFS_E_PROTO, "the server has no IDLE");
-		goto unlock;
+		pthread_mutex_unlock(&imap->lock);
+		n = imap->acct->refresh > 0 ? imap->acct->refresh : 5;
+		return mfs_store_watch_poll(stop_fd,
+					    n < max_wait ? n : max_wait,
+					    changed);
 	}
 	if (imap->selected == NULL || strcmp(imap->selected, mailbox) != 0) {
 		if (examine_and_idle(imap, mailbox, err) != MFS_OK)

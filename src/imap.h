@@ -44,18 +44,11 @@ struct mfs_imap;
  *   fetch    UID FETCH uid BODY.PEEK[] (never sets \Seen), after EXAMINE
  *            when another folder is selected; MFS_E_NOENT when the
  *            UIDVALIDITY changed or the message was expunged.
+ *   watch    IDLE on the folder, on this connection (busy meanwhile: give
+ *            it a store of its own); a server without IDLE is polled every
+ *            `refresh` seconds.
  * Network failures: MFS_E_CONNECT, MFS_E_TIMEOUT, MFS_E_TLS, MFS_E_PROTO. */
 struct mfs_store *mfs_imap_store_new(const struct mfs_account *acct,
 				     const char *password);
-
-/*
- * One round of IDLE on mailbox, on the store's own connection (use a store
- * made for this alone: the connection is busy meanwhile). Returns when the
- * server reports a change (*changed = 1), when stop_fd becomes readable, or
- * after max_wait seconds (*changed = 0), having ended the IDLE with DONE.
- * Errors as connect, plus MFS_E_PROTO when the server has no IDLE.
- */
-int mfs_imap_idle(struct mfs_store *st, const char *mailbox, int stop_fd,
-		  int max_wait, int *changed, struct mfs_err *err);
 
 #endif

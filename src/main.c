@@ -17,10 +17,9 @@
 
 #include "cache.h"
 #include "config.h"
+#include "drivers.h"
 #include "fs.h"
-#include "imap.h"
 #include "log.h"
-#include "pop3.h"
 #include "smtp.h"
 #include "spool.h"
 
@@ -126,46 +125,8 @@ static int load_account(const struct cli *cli, struct mfs_account *acct,
 	return 0;
 }
 
-/* The store of the account's imap or pop3 server (config.c accepts no
- * other). NULL: out of memory. */
-static struct mfs_store *store_new(const struct mfs_account *acct,
-				   const char *password)
-{
-	if (acct->store.proto == MFS_PROTO_IMAP)
-		return mfs_imap_store_new(acct, password);
-	if (acct->store.proto == MFS_PROTO_POP3)
-		return mfs_pop3_store_new(acct, password);
-	return NULL;
-}
-
 /* --check of the submission server: connect, secure, log in, and list
  * what it offers. */
-/* The connections that fetch message bytes (connections = N): the main
- * store, and N - 1 stores of their own that connect when first used. */
-static void add_readers(struct mfs_fs *fs, const struct mfs_account *acct,
-			const char *password)
-{
-	size_t n = acct->connections > 1 ? (size_t)acct->connections - 1 : 0;
-	struct mfs_store **readers;
-	size_t i;
-
-	if (n == 0)
-		return;
-	readers = calloc(n, sizeof(*readers));
-	if (readers == NULL)
-		return;
-	for (i = 0; i < n; i++) {
-		readers[i] = mfs_imap_store_new(acct, password);
-		if (readers[i] == NULL)
-			break;
-	}
-	if (i == 0) {
-		free(readers);
-		return;
-	}
-	mfs_fs_set_readers(fs, readers, i);
-}
-
 static int check_smtp(const struct mfs_account *acct, const char *password)
 {
 	static const struct {
@@ -227,7 +188,7 @@ static int run_check(const struct cli *cli)
 	mfs_err_clear(&err);
 	if (load_account(cli, &acct, &password) != 0)
 		return 1;
-	st = store_new(&acct, password);
+	st = mfs_store_open(&acct, password);
 	if (st == NULL) {
 		fprintf(stderr, "mailfs: %s: out of memory\n", acct.name);
 		goto out;
@@ -299,7 +260,7 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 	}
 	if (load_account(cli, &acct, &password) != 0)
 		goto out;
-	st = store_new(&acct, password);
+	st = mfs_store_open(&acct, password);
 	if (st == NULL) {
 		fprintf(stderr, "mailfs: %s: out of memory\n", acct.name);
 		goto out;
@@ -312,8 +273,6 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 	fs = mfs_fs_new(&acct, st, cache);
 	if (fs == NULL)
 		goto out;
-	if (acct.store.proto == MFS_PROTO_IMAP)
-		add_readers(fs, &acct, password);
 	if (acct.has_smtp) {
 		struct mfs_spool_opts so = {0};
 
@@ -353,12 +312,7 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 	/* threads only now: fuse_daemonize() forks */
 	if (spool != NULL && mfs_spool_start(spool, &err) != MFS_OK)
 		mfs_log_err("outbox retries will not run: %s", err.msg);
-	if (acct.store.proto == MFS_PROTO_IMAP) {
-		struct mfs_store *idle = mfs_imap_store_new(&acct, password);
-
-		if (idle != NULL)
-			mfs_fs_start_idle(fs, idle);
-	}
+	mfs_fs_start_watch(fs);
 	mfs_log_info("mounted %s at %s", acct.name, opts.mountpoint);
 	if (opts.singlethread) {
 		rc = fuse_session_loop(se);
@@ -373,7 +327,7 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 		fuse_loop_cfg_destroy(loop);
 	}
 	rc = rc != 0;
-	mfs_fs_stop_idle(fs);
+	mfs_fs_stop_watch(fs);
 	mfs_log_info("unmounted %s", acct.name);
 unmount:
 	fuse_session_unmount(se);

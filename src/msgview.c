@@ -137,11 +137,10 @@ struct fetch_ctx {
 static int fetch_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 {
 	struct fetch_ctx *f = ctx;
-	struct mfs_store *st = reader_get(f->fs);
+	struct mfs_store *st = f->fs->store;
 	int rc = st->ops->fetch(st, f->ref->mailbox, f->ref->validity,
 				&f->ref->msg, fd, len, err);
 
-	reader_put(f->fs, st);
 	return rc;
 }
 
@@ -335,10 +334,9 @@ static int view_build_lazy(struct mfs_fs *fs, const struct msg_ref *r,
 		mfs_log_err("skeleton: memfd: %s", strerror(errno));
 		goto whole;
 	}
-	rd = reader_get(fs);
+	rd = fs->store;
 	rc = ops->skeleton(rd, r->mailbox, r->validity, &r->msg, HOLE_MIN,
 			   v->fd, &v->segs, &v->nsegs, err);
-	reader_put(fs, rd);
 	if (rc != MFS_OK) {
 		if (err->code != MFS_E_PROTO) {
 			view_free(v);
@@ -537,7 +535,7 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 	}
 	mfs_err_clear(&err);
 	if (n > 1 && i == a.n) {
-		struct mfs_store *st = reader_get(fs);
+		struct mfs_store *st = fs->store;
 
 		if (st->ops->fetch_many(st, mailbox, validity, uids, n,
 					ahead_open, ahead_done, &a,
@@ -548,7 +546,6 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 				rc = mfs_err_set(ret, err.code, "%s",
 						 err.msg);
 		}
-		reader_put(fs, st);
 	}
 	fetched = n > 1 && i == a.n;
 free_all:
@@ -774,12 +771,11 @@ struct section_fill {
 static int section_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 {
 	struct section_fill *f = ctx;
-	struct mfs_store *st = reader_get(f->fs);
+	struct mfs_store *st = f->fs->store;
 	int rc = st->ops->fetch_section(st, f->ref->mailbox, f->ref->validity,
 					&f->ref->msg, f->section, fd, len,
 					err);
 
-	reader_put(f->fs, st);
 	return rc;
 }
 

@@ -1599,11 +1599,27 @@ static void pop3_store_free(struct mfs_store *st)
 	free(st);
 }
 
+/* The store's watch (store.h): a maildrop tells nothing, so INBOX is said
+ * to have changed every `refresh` seconds (listed again at the next
+ * look). */
+static int pop3_watch(struct mfs_store *st, const char *folder, int stop_fd,
+		      int max_wait, int *changed, struct mfs_err *err)
+{
+	struct mfs_pop3 *pop = st->priv;
+	int secs = pop->acct->refresh > 0 ? pop->acct->refresh : 5;
+
+	(void)folder;
+	(void)err;
+	return mfs_store_watch_poll(stop_fd, secs < max_wait ? secs : max_wait,
+				    changed);
+}
+
 static const struct mfs_store_ops pop3_ops = {
     .connect = pop3_connect,
     .list = pop3_list,
     .index = pop3_index,
     .fetch = pop3_fetch,
+    .watch = pop3_watch,
     .tls_info = pop3_tls_info,
     .free = pop3_store_free,
 };

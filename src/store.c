@@ -1,7 +1,10 @@
 /* store.c - helpers shared by all store drivers (see store.h) */
 #include "store.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <time.h>
 
 void mfs_store_folders_free(struct mfs_store_folder *folders, size_t n)
 {
@@ -31,4 +34,30 @@ void mfs_store_segs_free(struct mfs_seg *segs, size_t n)
 	for (i = 0; i < n && segs != NULL; i++)
 		free(segs[i].section);
 	free(segs);
+}
+
+int mfs_store_watch_poll(int stop_fd, int secs, int *changed)
+{
+	struct pollfd p = {.fd = stop_fd, .events = POLLIN};
+	struct timespec end, now;
+	long left;
+	int r;
+
+	*changed = 0;
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += secs > 0 ? secs : 1;
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		left = (end.tv_sec - now.tv_sec) * 1000 +
+		       (end.tv_nsec - now.tv_nsec) / 1000000;
+		if (left <= 0) {
+			*changed = 1;
+			return MFS_OK;
+		}
+		r = poll(&p, 1, left > 60000 ? 60000 : (int)left);
+		if (r > 0)
+			return MFS_OK; /* stopped */
+		if (r < 0 && errno != EINTR)
+			return MFS_OK;
+	}
 }

@@ -154,6 +154,18 @@ struct mfs_store_ops {
 			   const char *const *flags, size_t n, unsigned *now,
 			   struct mfs_err *err);
 
+	/* Watching (NULL where the driver cannot): one round of waiting for
+	 * folder to change, on a connection kept for this alone, so that a
+	 * watch never holds up the other ops. Returns when the server
+	 * reports a change (*changed = 1), when stop_fd becomes readable
+	 * (*changed = 0), or after at most max_wait seconds. A driver that
+	 * cannot be told of changes (POP3, an IMAP server without IDLE) waits
+	 * the account's refresh time and then says *changed = 1, so that the
+	 * folder is listed again at the next look: it polls. Errors as
+	 * connect; the caller waits a while before the next round. */
+	int (*watch)(struct mfs_store *st, const char *folder, int stop_fd,
+		     int max_wait, int *changed, struct mfs_err *err);
+
 	/* TLS version and certificate of the connection, for --check. */
 	void (*tls_info)(struct mfs_store *st, char *version, size_t vlen,
 			 char *subject, size_t slen, char *issuer, size_t ilen);
@@ -166,6 +178,12 @@ struct mfs_store {
 	void *priv;			 /* owned by the driver */
 	int read_only;			 /* every write is EROFS (POP3) */
 };
+
+/* The watch of a store that cannot be told of changes: waits secs seconds
+ * or until stop_fd becomes readable, and sets *changed to 1 when the time
+ * ran out (the folder is to be listed again), 0 when stopped. Returns
+ * MFS_OK. */
+int mfs_store_watch_poll(int stop_fd, int secs, int *changed);
 
 void mfs_store_folders_free(struct mfs_store_folder *folders, size_t n);
 void mfs_store_msgs_free(struct mfs_store_msg *msgs, size_t n);
