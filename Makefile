@@ -113,15 +113,22 @@ $(BUILD)/fuzz/%_replay: tests/fuzz/%_fuzz.c tests/fuzz/replay.c $$(call fuzz_obj
 
 # make test: every test twice, on the normal build and on the build with
 # AddressSanitizer and UndefinedBehaviorSanitizer (build-san/); the last line
-# counts both. make test SANITIZE=1: the sanitizer pass alone.
+# counts both. make test SANITIZE=1: the sanitizer pass alone. Both builds
+# use every processor; the sanitizer build runs while the normal pass tests
+# (run_all.py --build), and the passes overlap.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+# expanded here, so that make -n test does not run run_all.py
+SAN_BUILD := $(MAKE) --no-print-directory -j$(NPROC) SANITIZE=1 san-build
 ifeq ($(SANITIZE),1)
-test: deps $(BUILD)/mailfs $(UNIT_BINS) $(FUZZ_REPLAY)
+test: deps
+	@$(MAKE) --no-print-directory -j$(NPROC) SANITIZE=1 san-build
 	@/usr/bin/python3 tests/run_all.py --pass sanitized $(BUILD)/mailfs $(UNIT_BINS) $(FUZZ_REPLAY)
 else
-test: deps mailfs $(UNIT_BINS) $(FUZZ_REPLAY)
-	@$(MAKE) --no-print-directory SANITIZE=1 san-build
+test: deps
+	@$(MAKE) --no-print-directory -j$(NPROC) mailfs $(UNIT_BINS) $(FUZZ_REPLAY)
 	@/usr/bin/python3 tests/run_all.py --pass normal mailfs $(UNIT_BINS) $(FUZZ_REPLAY) \
-		--pass sanitized build-san/mailfs $(patsubst $(BUILD)/%,build-san/%,$(UNIT_BINS) $(FUZZ_REPLAY))
+		--pass sanitized --build "$(SAN_BUILD)" \
+		build-san/mailfs $(patsubst $(BUILD)/%,build-san/%,$(UNIT_BINS) $(FUZZ_REPLAY))
 endif
 
 san-build: $(BUILD)/mailfs $(UNIT_BINS) $(FUZZ_REPLAY)
