@@ -969,7 +969,8 @@ TEST_F(Spool, EachSentCopyIsMadeOnceInOrder)
 	done = true;
 	racer.join();
 	ASSERT_TRUE(all);
-	usleep(300000); // time for a copy made twice to show
+	// once the Sent-copy thread has ended, no copy can be made again
+	EXPECT_EQ(0, mfs_spool_stop(sp));
 	std::lock_guard<std::mutex> g(mu);
 	EXPECT_EQ(want, sent_names);
 	EXPECT_EQ(10, sent_calls);
