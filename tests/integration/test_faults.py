@@ -341,7 +341,8 @@ def test_random_cuts_never_give_wrong_bytes(env):
 
 def test_uidvalidity_change_serves_no_stale_content(env):
     fill(env, "FUv", "uvold", 3)
-    with env.mount() as m:
+    # a listing trusted for 1 s, not the 5 s of the default
+    with env.mount(config=env.write_config("config-uv", {"refresh": "1"})) as m:
         path = os.path.join(m.path, "FUv")
         old = dirs_by_uid(path)
         eq(len(old), 3, "old listing")
@@ -365,7 +366,12 @@ def test_uidvalidity_change_serves_no_stale_content(env):
         c.logout()
         check(v1 != v2, "the server changed UIDVALIDITY (%r %r)" % (v1, v2))
         want = server_msgs(env, "FUv")
-        time.sleep(5.5)  # the listing is stale after 5 s
+        # the listing is stale after 1 s: wait for the new one (the
+        # uvnew names), no longer
+        from harness import wait_for
+        wait_for(lambda: dirs_by_uid(path) not in (old, {}) and
+                 sorted(dirs_by_uid(path)) == sorted(want), 20,
+                 "the listing after the UIDVALIDITY change")
         new = dirs_by_uid(path)
         eq(sorted(new), sorted(want), "UIDs after the change")
         stale = []
