@@ -22,6 +22,7 @@
 #include "idxcache.h"
 #include "log.h"
 #include "names.h"
+#include "query.h"
 #include "sasl.h"
 #include "skeleton.h"
 #include "tls.h"
@@ -2667,6 +2668,9 @@ static void imap_store_free(struct mfs_store *st)
 
 static int imap_watch(struct mfs_store *st, const char *mailbox, int stop_fd,
 		      int max_wait, int *changed, struct mfs_err *err);
+static int imap_search(struct mfs_store *st, const char *const *folders,
+		       size_t n, const struct mfs_query *q,
+		       struct mfs_store_hits *hits, struct mfs_err *err);
 
 static const struct mfs_store_ops imap_ops = {
     .connect = imap_connect,
@@ -2676,6 +2680,7 @@ static const struct mfs_store_ops imap_ops = {
     .fetch_many = imap_fetch_many,
     .skeleton = imap_skeleton,
     .fetch_section = imap_fetch_section,
+    .search = imap_search,
     .create = imap_create,
     .remove = imap_remove,
     .rename = imap_rename,
@@ -2849,6 +2854,495 @@ static int imap_watch(struct mfs_store *st, const char *mailbox, int stop_fd,
 	}
 	mfs_err_clear(err);
 unlock:
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
+}
+
+/* --- search -------------------------------------------------------------
+ *
+ * UID SEARCH is written and its replies read here, not by libetpan: it
+ * does not know ESEARCH (RFC 4731), whose "RETURN (ALL)" answers 50,000
+ * matches with a sequence set of a few hundred bytes. Every folder's
+ * EXAMINE and UID SEARCH go in one burst (with LITERAL+, or when the
+ * query has no literal; otherwise each literal waits for the server's
+ * "+"). EXAMINE replies go through libetpan's parser, which keeps the
+ * selection (UIDVALIDITY); the search replies are read line by line.
+ */
+
+/* The most UIDs one search may return: an ESEARCH sequence set is
+ * expanded, and a server must not make us hold billions of them. */
+#define SEARCH_MAX_UIDS (16u * 1024 * 1024)
+
+/* A search's answer as it is read. */
+struct search_acc {
+	uint32_t *uids; /* owned */
+	size_t n, cap;
+	int nomem, toomany, bad;
+};
+
+static void acc_add(struct search_acc *a, uint32_t lo, uint32_t hi)
+{
+	uint32_t *nu;
+	size_t want, ncap;
+
+	if (lo > hi) {
+		uint32_t t = lo;
+
+		lo = hi;
+		hi = t;
+	}
+	if (a->nomem || a->toomany || lo == 0)
+		return;
+	want = a->n + (size_t)(hi - lo) + 1;
+	if (want > SEARCH_MAX_UIDS) {
+		a->toomany = 1;
+		return;
+	}
+	if (want > a->cap) {
+		ncap = a->cap == 0 ? 64 : a->cap;
+		while (ncap < want)
+			ncap *= 2;
+		nu = realloc(a->uids, ncap * sizeof(*nu));
+		if (nu == NULL) {
+			a->nomem = 1;
+			return;
+		}
+		a->uids = nu;
+		a->cap = ncap;
+	}
+	for (;;) {
+		a->uids[a->n++] = lo;
+		if (lo == hi)
+			break;
+		lo++;
+	}
+}
+
+/* A number (1 to 2^32 - 1) at *p; 0 and *p past it, or -1. */
+static int parse_u32(const char **p, uint32_t *v)
+{
+	uint64_t n = 0;
+	const char *s = *p;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		n = n * 10 + (uint64_t)(*s - '0');
+		if (n > UINT32_MAX)
+			return -1;
+	}
+	*p = s;
+	*v = (uint32_t)n;
+	return 0;
+}
+
+/* What follows "* SEARCH": UIDs separated by spaces. */
+static void parse_search(const char *p, struct search_acc *a)
+{
+	uint32_t v;
+
+	while (*p == ' ') {
+		p++;
+		if (*p == '\0')
+			break;
+		if (parse_u32(&p, &v) != 0) {
+			a->bad = 1;
+			return;
+		}
+		acc_add(a, v, v);
+	}
+	if (*p != '\0')
+		a->bad = 1;
+}
+
+/* What follows "* ESEARCH": [(TAG "t")] [UID] {key value}; ALL's
+ * sequence set is expanded, other keys are skipped. */
+static void parse_esearch(const char *p, struct search_acc *a)
+{
+	uint32_t lo, hi;
+
+	if (strncmp(p, " (", 2) == 0) {
+		p = strchr(p, ')');
+		if (p == NULL) {
+			a->bad = 1;
+			return;
+		}
+		p++;
+	}
+	if (strncasecmp(p, " UID", 4) == 0 && (p[4] == ' ' || p[4] == '\0'))
+		p += 4;
+	while (*p == ' ') {
+		p++;
+		if (strncasecmp(p, "ALL ", 4) != 0) {
+			p += strcspn(p, " "); /* another key */
+			if (*p == ' ')
+				p += 1 + strcspn(p + 1, " "); /* its value */
+			continue;
+		}
+		p += 4;
+		for (;;) {
+			if (parse_u32(&p, &lo) != 0) {
+				a->bad = 1;
+				return;
+			}
+			hi = lo;
+			if (*p == ':' && (p++, parse_u32(&p, &hi) != 0)) {
+				a->bad = 1;
+				return;
+			}
+			acc_add(a, lo, hi);
+			if (*p != ',')
+				break;
+			p++;
+		}
+	}
+	if (*p != '\0')
+		a->bad = 1;
+}
+
+/* How a search command ended. */
+struct search_end {
+	char state;	/* 'O' OK, 'N' NO, 'B' BAD, '+' go on (a literal) */
+	int badcharset; /* NO [BADCHARSET ...] */
+	int latin1;	/* ... which lists ISO-8859-1 */
+	char text[200]; /* the server's words */
+};
+
+/*
+ * Reads the responses to the UID SEARCH tagged `tag` up to its tagged
+ * reply (or, with plus, a "+" that asks for a literal), the search
+ * results into a. Returns libetpan's error for a broken stream or a reply
+ * out of order, else MAILIMAP_NO_ERROR.
+ */
+static int search_read(struct mfs_imap *imap, int tag, int plus,
+		       struct search_acc *a, struct search_end *end)
+{
+	char *line, *p;
+	size_t len;
+	long got;
+
+	for (;;) {
+		line = mailimap_read_line(imap->session);
+		if (line == NULL)
+			return MAILIMAP_ERROR_STREAM;
+		len = strlen(line);
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = '\0';
+		if (line[0] == '+' && plus) {
+			end->state = '+';
+			return MAILIMAP_NO_ERROR;
+		}
+		if (line[0] == '*' && line[1] == ' ') {
+			if (len > 0 && line[len - 1] == '}')
+				return MAILIMAP_ERROR_PARSE; /* a literal */
+			if (strncasecmp(line + 2, "SEARCH", 6) == 0 &&
+			    (line[8] == ' ' || line[8] == '\0'))
+				parse_search(line + 8, a);
+			else if (strncasecmp(line + 2, "ESEARCH", 7) == 0 &&
+				 (line[9] == ' ' || line[9] == '\0'))
+				parse_esearch(line + 9, a);
+			continue; /* EXISTS, FETCH of flags, ... */
+		}
+		for (p = line; (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z');
+		     p++)
+			;
+		got = strtol(p, &p, 10);
+		if (got != tag || *p != ' ')
+			return MAILIMAP_ERROR_PARSE;
+		p++;
+		if (strncasecmp(p, "OK", 2) == 0)
+			end->state = 'O';
+		else if (strncasecmp(p, "NO", 2) == 0)
+			end->state = 'N';
+		else if (strncasecmp(p, "BAD", 3) == 0)
+			end->state = 'B';
+		else
+			return MAILIMAP_ERROR_PARSE;
+		p += strcspn(p, " ");
+		p += strspn(p, " ");
+		snprintf(end->text, sizeof(end->text), "%s", p);
+		if (end->state == 'N' && strncasecmp(p, "[BADCHARSET", 11) == 0) {
+			char *close = strchr(p, ']');
+
+			end->badcharset = 1;
+			if (close != NULL)
+				*close = '\0';
+			end->latin1 = strcasestr(p, "ISO-8859-1") != NULL;
+		}
+		return MAILIMAP_NO_ERROR;
+	}
+}
+
+/* Reads EXAMINE's reply (tag) through libetpan's parser: MAILIMAP_NO_ERROR
+ * with *ok and *validity, or libetpan's error. */
+static int search_examined(struct mfs_imap *imap, int tag, int *ok,
+			   uint32_t *validity)
+{
+	mailimap *session = imap->session;
+	int r, state;
+
+	session->imap_tag = tag;
+	if (mailimap_read_line(session) == NULL)
+		return MAILIMAP_ERROR_STREAM;
+	if (session->imap_selection_info != NULL)
+		mailimap_selection_info_free(session->imap_selection_info);
+	session->imap_selection_info = mailimap_selection_info_new();
+	if (session->imap_selection_info == NULL)
+		return MAILIMAP_ERROR_MEMORY;
+	r = parse_tagged(session, &state);
+	if (r != MAILIMAP_NO_ERROR)
+		return r;
+	*ok = state == MAILIMAP_RESP_COND_STATE_OK;
+	*validity = session->imap_selection_info->sel_uidvalidity;
+	if (*ok)
+		session->imap_state = MAILIMAP_STATE_SELECTED;
+	return MAILIMAP_NO_ERROR;
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* One folder's part of a search. */
+struct search_cmd {
+	const char *folder;   /* borrowed */
+	int examine;	      /* EXAMINE sent first */
+	int etag, stag;	      /* their tags */
+	size_t sent;	      /* bytes of the keys written so far */
+};
+
+/* Writes cmd's EXAMINE (when it has one) and its UID SEARCH: the whole of
+ * it, or (sync) up to its first literal. Does not flush. */
+static int search_send(struct mfs_imap *imap, struct search_cmd *cmd,
+		       const char *head, const struct mfs_query_wire *w,
+		       int sync)
+{
+	mailimap *session = imap->session;
+	mailstream *s = session->imap_stream;
+	size_t upto = sync && w->nlits > 0 ? w->lits[0] : w->len;
+
+	if (cmd->examine) {
+		if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+		    mailstream_write(s, "EXAMINE ", 8) != 8 ||
+		    write_quoted(s, cmd->folder) != 0 ||
+		    mailstream_write(s, "\r\n", 2) != 2)
+			return MAILIMAP_ERROR_STREAM;
+		cmd->etag = session->imap_tag;
+	}
+	if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+	    mailstream_write(s, head, strlen(head)) != (ssize_t)strlen(head) ||
+	    mailstream_write(s, w->buf, upto) != (ssize_t)upto)
+		return MAILIMAP_ERROR_STREAM;
+	cmd->stag = session->imap_tag;
+	cmd->sent = upto;
+	return MAILIMAP_NO_ERROR;
+}
+
+/*
+ * Reads cmd's replies into hits (sync: writing each later literal after
+ * the server's "+"). A NO or BAD is the folder's own error in hits->err;
+ * *end says how the search ended (for BADCHARSET). Returns libetpan's
+ * error when the connection is no longer usable.
+ */
+static int search_collect(struct mfs_imap *imap, struct search_cmd *cmd,
+			  const struct mfs_query_wire *w, int sync,
+			  struct mfs_store_hits *hits, struct search_end *end)
+{
+	mailstream *s = imap->session->imap_stream;
+	struct search_acc a = {0};
+	size_t k = 1, upto;
+	int r, ok = 1;
+
+	memset(end, 0, sizeof(*end));
+	if (cmd->examine) {
+		r = search_examined(imap, cmd->etag, &ok, &hits->validity);
+		if (r != MAILIMAP_NO_ERROR)
+			return r;
+		if (!ok)
+			mfs_err_set(&hits->err, MFS_E_NOENT, "EXAMINE %s: %s",
+				    cmd->folder, imap_reply(imap));
+	} else {
+		hits->validity = imap->selected_validity;
+	}
+	for (;;) {
+		r = search_read(imap, cmd->stag, sync && cmd->sent < w->len,
+				&a, end);
+		if (r != MAILIMAP_NO_ERROR || end->state != '+')
+			break;
+		upto = k < w->nlits ? w->lits[k++] : w->len;
+		if (mailstream_write(s, w->buf + cmd->sent, upto - cmd->sent) !=
+			(ssize_t)(upto - cmd->sent) ||
+		    mailstream_flush(s) == -1) {
+			r = MAILIMAP_ERROR_STREAM;
+			break;
+		}
+		cmd->sent = upto;
+	}
+	if (r == MAILIMAP_NO_ERROR && ok) {
+		if (end->state != 'O' && !end->badcharset)
+			mfs_err_set(&hits->err, MFS_E_PROTO,
+				    "UID SEARCH in %s: %s", cmd->folder,
+				    end->text);
+		else if (a.nomem)
+			mfs_err_set(&hits->err, MFS_E_NOMEM, "out of memory");
+		else if (a.bad || a.toomany)
+			mfs_err_set(&hits->err, MFS_E_PROTO,
+				    "UID SEARCH in %s: %s", cmd->folder,
+				    a.bad ? "a reply we cannot parse"
+					  : "too many results");
+	}
+	if (r == MAILIMAP_NO_ERROR && hits->err.code == MFS_OK &&
+	    !end->badcharset) {
+		qsort(a.uids, a.n, sizeof(*a.uids), u32_cmp);
+		hits->uids = a.uids;
+		hits->n = a.n;
+		return MAILIMAP_NO_ERROR;
+	}
+	free(a.uids);
+	return r;
+}
+
+/* Sends the searches of folders[0..n) with the keys of w in charset cs
+ * and reads their answers. *badcharset (and *latin1) when the server
+ * refused the charset. Caller holds the lock. */
+static int search_burst(struct mfs_imap *imap, const char *const *folders,
+			size_t n, const struct mfs_query_wire *w,
+			const char *cs, struct mfs_store_hits *hits,
+			int *badcharset, int *latin1, struct mfs_err *err)
+{
+	mailimap *session = imap->session;
+	struct search_cmd *cmds = calloc(n, sizeof(*cmds));
+	int sync = w->nlits > 0 && !(imap->caps & IMAP_CAP_LITERALPLUS);
+	int esearch, r = MAILIMAP_NO_ERROR, last;
+	struct search_end end;
+	char head[96];
+	size_t i;
+	long cur = -1; /* the folder selected as we read, or -1 */
+
+	if (cmds == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	esearch = session->imap_connection_info != NULL &&
+		  caps_have(session->imap_connection_info->imap_capability,
+			    "ESEARCH");
+	snprintf(head, sizeof(head), "UID SEARCH %s%s%s%s",
+		 esearch ? "RETURN (ALL) " : "", cs != NULL ? "CHARSET " : "",
+		 cs != NULL ? cs : "", cs != NULL ? " " : "");
+	for (i = 0; i < n; i++) {
+		cmds[i].folder = folders[i];
+		cmds[i].examine = !(n == 1 && imap->selected != NULL &&
+				    strcmp(imap->selected, folders[i]) == 0);
+	}
+	if (!cmds[0].examine)
+		cur = 0;
+	else {
+		free(imap->selected);
+		imap->selected = NULL;
+		imap->selected_rw = 0;
+	}
+	if (sync) {
+		/* each literal waits for "+": one folder at a time */
+		for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++) {
+			r = search_send(imap, &cmds[i], head, w, 1);
+			if (r == MAILIMAP_NO_ERROR &&
+			    mailstream_flush(session->imap_stream) == -1)
+				r = MAILIMAP_ERROR_STREAM;
+			if (r == MAILIMAP_NO_ERROR)
+				r = search_collect(imap, &cmds[i], w, 1,
+						   &hits[i], &end);
+			session->imap_tag = cmds[i].stag;
+			if (r == MAILIMAP_NO_ERROR && cmds[i].examine)
+				cur = hits[i].err.code == MFS_E_NOENT ? -1
+								      : (long)i;
+			*badcharset |= end.badcharset;
+			*latin1 |= end.latin1;
+		}
+	} else {
+		/* one burst, one round trip */
+		for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++)
+			r = search_send(imap, &cmds[i], head, w, 0);
+		if (r == MAILIMAP_NO_ERROR &&
+		    mailstream_flush(session->imap_stream) == -1)
+			r = MAILIMAP_ERROR_STREAM;
+		last = session->imap_tag;
+		for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++) {
+			r = search_collect(imap, &cmds[i], w, 0, &hits[i],
+					   &end);
+			if (r == MAILIMAP_NO_ERROR && cmds[i].examine)
+				cur = hits[i].err.code == MFS_E_NOENT ? -1
+								      : (long)i;
+			*badcharset |= end.badcharset;
+			*latin1 |= end.latin1;
+		}
+		session->imap_tag = last;
+	}
+	if (r != MAILIMAP_NO_ERROR) {
+		imap_fail(imap, r, "UID SEARCH", MFS_E_PROTO, err);
+		if (imap->session != NULL) /* replies left unread */
+			imap_drop(imap);
+		free(cmds);
+		return err->code;
+	}
+	if (cur >= 0 && cmds[cur].examine) {
+		imap->selected = strdup(folders[cur]);
+		imap->selected_validity = hits[cur].validity;
+	}
+	free(cmds);
+	mfs_err_clear(err);
+	return MFS_OK;
+}
+
+/* The store's search (store.h). Terms in US-ASCII go without CHARSET;
+ * others as UTF-8, and when the server refuses that (BADCHARSET) in
+ * ISO-8859-1 if it offers it and the terms fit, else MFS_E_INVAL. */
+static int imap_search(struct mfs_store *st, const char *const *folders,
+		       size_t n, const struct mfs_query *q,
+		       struct mfs_store_hits *hits, struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	enum mfs_query_charset cs = MFS_QUERY_UTF8;
+	struct mfs_query_wire w;
+	int bad = 0, latin1 = 0;
+	size_t i;
+
+	mfs_err_clear(err);
+	if (n == 0)
+		return MFS_OK;
+	pthread_mutex_lock(&imap->lock);
+	for (;;) {
+		if (imap_ensure(imap, err) != MFS_OK)
+			break;
+		if (mfs_query_imap(q, cs,
+				   (imap->caps & IMAP_CAP_LITERALPLUS) != 0,
+				   &w, err) != MFS_OK)
+			break;
+		bad = latin1 = 0;
+		search_burst(imap, folders, n, &w,
+			     w.ascii ? NULL
+				     : cs == MFS_QUERY_UTF8 ? "UTF-8"
+							    : "ISO-8859-1",
+			     hits, &bad, &latin1, err);
+		mfs_query_wire_free(&w);
+		if (err->code != MFS_OK || !bad)
+			break;
+		mfs_store_hits_free(hits, n);
+		for (i = 0; i < n; i++)
+			mfs_err_clear(&hits[i].err);
+		if (cs != MFS_QUERY_UTF8 || !latin1) {
+			mfs_err_set(err, MFS_E_INVAL,
+				    "%s:%d cannot search for text in this "
+				    "charset (BADCHARSET)",
+				    imap->acct->store.host,
+				    imap->acct->store.port);
+			break;
+		}
+		mfs_log_info("%s:%d has no UTF-8 search: searching in "
+			     "ISO-8859-1",
+			     imap->acct->store.host, imap->acct->store.port);
+		cs = MFS_QUERY_LATIN1;
+	}
 	pthread_mutex_unlock(&imap->lock);
 	return err->code;
 }

@@ -102,6 +102,20 @@ static int pool_fetch(struct mfs_store *st, const char *folder,
 	return rc;
 }
 
+/* A search takes a free connection, like a fetch: it does not wait
+ * behind a listing. */
+static int pool_search(struct mfs_store *st, const char *const *folders,
+		       size_t n, const struct mfs_query *q,
+		       struct mfs_store_hits *hits, struct mfs_err *err)
+{
+	struct pool *p = st->priv;
+	struct mfs_store *r = get(p);
+	int rc = r->ops->search(r, folders, n, q, hits, err);
+
+	put(p, r);
+	return rc;
+}
+
 static int pool_fetch_many(struct mfs_store *st, const char *folder,
 			   uint32_t validity, const uint32_t *uids, size_t n,
 			   int (*open_fn)(void *ctx),
@@ -318,6 +332,7 @@ static const struct mfs_store_ops pool_ops = {
     .fetch_many = pool_fetch_many,
     .skeleton = pool_skeleton,
     .fetch_section = pool_fetch_section,
+    .search = pool_search,
     .create = pool_create,
     .remove = pool_remove,
     .rename = pool_rename,

@@ -61,3 +61,16 @@ int mfs_store_watch_poll(int stop_fd, int secs, int *changed)
 			return MFS_OK;
 	}
 }
+
+void mfs_store_hits_free(struct mfs_store_hits *hits, size_t n)
+{
+	size_t i;
+
+	if (hits == NULL)
+		return;
+	for (i = 0; i < n; i++) {
+		free(hits[i].uids);
+		hits[i].uids = NULL;
+		hits[i].n = 0;
+	}
+}

@@ -55,7 +55,17 @@ struct mfs_seg {
 	char *section;	  /* owned; hole: the IMAP section of its bytes */
 };
 
+/* What a search (the search op) found in one folder. */
+struct mfs_store_hits {
+	uint32_t validity; /* the numbering of uids (IMAP UIDVALIDITY) */
+	uint32_t *uids;	   /* owned: ascending, n of them */
+	size_t n;
+	struct mfs_err err; /* MFS_OK, or why this folder has no answer
+			     * (MFS_E_NOENT: no such folder) */
+};
+
 struct mfs_store;
+struct mfs_query;
 
 struct mfs_store_ops {
 	/* Connects and logs in unless already connected. */
@@ -113,6 +123,19 @@ struct mfs_store_ops {
 			     const struct mfs_store_msg *msg,
 			     const char *section, int fd, size_t *len,
 			     struct mfs_err *err);
+
+	/* Search (NULL where the driver has none): the messages of each of
+	 * folders[0..n) that match q (query.h) into hits[i], which the
+	 * caller zeroes and frees with mfs_store_hits_free(). The server
+	 * matches (IMAP UID SEARCH, every folder's search sent in one burst);
+	 * nothing is downloaded. A folder that cannot be searched gets its
+	 * hits[i].err and the others are still searched. Returns the failure
+	 * of the whole: errors as connect, MFS_E_INVAL when the query cannot
+	 * be put to this server (a term in a charset it does not have; on
+	 * POP3 a term that needs the message text). */
+	int (*search)(struct mfs_store *st, const char *const *folders,
+		      size_t n, const struct mfs_query *q,
+		      struct mfs_store_hits *hits, struct mfs_err *err);
 
 	/* --- writes; NULL in a read-only store ---------------------------- */
 
@@ -188,5 +211,6 @@ int mfs_store_watch_poll(int stop_fd, int secs, int *changed);
 void mfs_store_folders_free(struct mfs_store_folder *folders, size_t n);
 void mfs_store_msgs_free(struct mfs_store_msg *msgs, size_t n);
 void mfs_store_segs_free(struct mfs_seg *segs, size_t n);
+void mfs_store_hits_free(struct mfs_store_hits *hits, size_t n);
 
 #endif

@@ -21,6 +21,7 @@
 
 extern "C" {
 #include "imap.h"
+#include "query.h"
 #include "store.h"
 }
 
@@ -162,6 +163,17 @@ std::string message(int i, const std::string &eol = "\r\n")
 	       std::to_string(i) + "." + eol;
 }
 
+// A message for the search tests.
+std::string mail(const std::string &from, const std::string &subject,
+		 const std::string &date, const std::string &body)
+{
+	return "From: " + from + "\r\nTo: alice@example.test\r\nSubject: " +
+	       subject + "\r\nDate: " + date +
+	       "\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; "
+	       "charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+	       body + "\r\n";
+}
+
 std::string sha256_of(const std::string &path)
 {
 	std::string out = run("sha256sum " + sq(path));
@@ -264,6 +276,88 @@ class ImapWrite : public ::testing::Test
 		while (std::getline(in, line))
 			out.push_back(line);
 		return out;
+	}
+
+	// The UIDs of folder that match query, as "1 2 3"; "E<code>" when
+	// the whole search failed, "F<code>" when the folder did.
+	std::string search(const char *folder, const char *query)
+	{
+		std::vector<const char *> f = {folder};
+		return search_all(f, query)[0];
+	}
+
+	std::vector<std::string> search_all(std::vector<const char *> folders,
+					    const char *query)
+	{
+		struct mfs_query *q = NULL;
+		std::vector<struct mfs_store_hits> hits(folders.size());
+		std::vector<std::string> out;
+
+		EXPECT_EQ(mfs_query_parse(query, &q, &err), MFS_OK) << query;
+		memset(hits.data(), 0, hits.size() * sizeof(hits[0]));
+		int rc = st->ops->search(st, folders.data(), folders.size(), q,
+					 hits.data(), &err);
+		mfs_query_free(q);
+		for (size_t i = 0; i < folders.size(); i++) {
+			std::string r;
+			if (rc != MFS_OK)
+				r = "E" + std::to_string(rc);
+			else if (hits[i].err.code != MFS_OK)
+				r = "F" + std::to_string(hits[i].err.code);
+			for (size_t j = 0; rc == MFS_OK && j < hits[i].n; j++)
+				r += (j ? " " : "") +
+				     std::to_string(hits[i].uids[j]);
+			out.push_back(r);
+		}
+		mfs_store_hits_free(hits.data(), hits.size());
+		return out;
+	}
+
+	// Searches of one folder and of several (see the tests below).
+	void check_search()
+	{
+		create("SrA");
+		create("SrB");
+		uint32_t u1 = append("SrA",
+				     mail("Bob <bob@example.test>", "hello",
+					  "Mon, 16 Nov 2026 09:30:00 +0000",
+					  "apples and pears"));
+		uint32_t u2 = append("SrA",
+				     mail("=?utf-8?q?J=C3=BCrgen?= <j@example.test>",
+					  "=?utf-8?q?=C3=9Cber_alles?=",
+					  "Tue, 17 Nov 2026 23:30:00 -0500",
+					  "grüße"),
+				     MFS_FLAG_SEEN);
+		append("SrB", mail("Carol <c@example.test>", "apples",
+				   "Mon, 16 Nov 2026 09:30:00 +0000", "x"));
+		std::string s1 = std::to_string(u1), s2 = std::to_string(u2);
+		if (u1 == 0) {
+			s1 = "1";
+			s2 = "2";
+		}
+		EXPECT_EQ(search("SrA", "from:bob"), s1);
+		EXPECT_EQ(search("SrA", "body:pears"), s1);
+		EXPECT_EQ(search("SrA", "is:seen"), s2);
+		EXPECT_EQ(search("SrA", "-is:seen"), s1);
+		EXPECT_EQ(search("SrA", "from:bob or is:seen"), s1 + " " + s2);
+		EXPECT_EQ(search("SrA", "from:Jürgen"), s2);
+		EXPECT_EQ(search("SrA", "subject:über from:jürgen"), s2);
+		EXPECT_EQ(search("SrA", "grüße"), s2);
+		EXPECT_EQ(search("SrA", "since:2026-11-17"), s2);
+		EXPECT_EQ(search("SrA", "before:2026-11-17"), s1);
+		EXPECT_EQ(search("SrA", "nothing-like-this"), "");
+		std::vector<std::string> all =
+		    search_all({"SrA", "NoSuchFolder", "SrB"}, "apples");
+		ASSERT_EQ(all.size(), 3u);
+		EXPECT_EQ(all[0], s1);
+		EXPECT_EQ(all[1], "F" + std::to_string(MFS_E_NOENT));
+		EXPECT_EQ(all[2], "1");
+		all = search_all({"SrB", "SrA"}, "from:jürgen or from:carol");
+		EXPECT_EQ(all[0], "1");
+		EXPECT_EQ(all[1], s2);
+		// the connection is still in order
+		EXPECT_EQ(validity_of("SrA") != 0, true);
+		EXPECT_EQ(search("SrA", "from:bob"), s1);
 	}
 
 	bool has_folder(const std::string &name)
@@ -623,6 +717,14 @@ TEST_F(ImapDefault, StoreFlags)
 	EXPECT_EQ(srv->check("flags Fl " + u), "");
 }
 
+// Searches of one folder and of several at once, non-ASCII terms
+// (literals), a missing folder among others: with ESEARCH and LITERAL+
+// (Dovecot's defaults), and without either (ImapNoUidplus).
+TEST_F(ImapDefault, Search)
+{
+	check_search();
+}
+
 // MOVE hidden, UIDPLUS offered: COPY + \Deleted + UID EXPUNGE.
 class ImapNoMove : public ImapWrite
 {
@@ -672,6 +774,12 @@ class ImapNoUidplus : public ImapWrite
 	}
 	static void TearDownTestSuite() { stop(); }
 };
+
+// Without ESEARCH and LITERAL+: "* SEARCH", and each literal waits.
+TEST_F(ImapNoUidplus, Search)
+{
+	check_search();
+}
 
 TEST_F(ImapNoUidplus, MoveAndExpungeRefused)
 {
