@@ -16,8 +16,9 @@ counts every test of every pass. Exit status: 0 when nothing failed.
 Everything runs at once, as far as it can: the tests mostly wait for
 servers, timeouts and mailfs, not for the processor.
 
-- Unit test binaries run MAILFS_UNIT_JOBS at a time (default 3), the
-  longest first, from both passes.
+- Unit test binaries (and the fuzz targets' seed replays, *_replay, one
+  test each) run MAILFS_UNIT_JOBS at a time (default 3), the longest
+  first, from both passes.
 - The integration modules of a pass are shared out among
   MAILFS_TEST_WORKERS worker processes (default 3; runner.py --worker),
   the longest first. Each worker has servers of its own (one Env), and
@@ -110,8 +111,31 @@ def run_build(ps):
 
 # --- unit tests ---------------------------------------------------------
 
+def run_replay(ps, binary):
+    """Replays a fuzz target's seed corpus (tests/fuzz/README.md): one
+    test, PASS or FAIL."""
+    name = os.path.basename(binary)[:-len("_replay")]
+    dirs = [os.path.join(HERE, "fuzz", name + "-seeds")]
+    if name == "mime":
+        dirs.append(os.path.join(HERE, "mime-corpus"))
+    t0 = time.time()
+    proc = subprocess.run([binary] + [d for d in dirs if os.path.isdir(d)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=300)
+    head = "[%s] fuzz %s (%.1f s)" % (ps.name, name, time.time() - t0)
+    if proc.returncode != 0:
+        ps.add("unit", 0, 1, 0, ["fuzz " + name])
+        emit([head, proc.stdout.decode("utf-8", "replace")[-4000:],
+              "FAIL fuzz %s: seed replay exited %d" % (name, proc.returncode)])
+    else:
+        ps.add("unit", 1, 0, 0)
+        emit([head, "PASS fuzz %s: seeds replayed" % name])
+
+
 def run_unit(ps, binary):
     """One GoogleTest binary; prints its results in one piece."""
+    if binary.endswith("_replay"):
+        return run_replay(ps, binary)
     lines, failed_names = [], []
     passed = failed = skipped = 0
     t0 = time.time()
