@@ -116,6 +116,29 @@ int err_of(int rc)
 	return rc == 0 ? 0 : errno;
 }
 
+/* A descriptor closed at the end of the test whatever happens, so that
+ * no file of the mount is open when it is unmounted. */
+struct Fd {
+	int fd;
+	explicit Fd(int f) : fd(f) {}
+	~Fd()
+	{
+		if (fd >= 0)
+			::close(fd);
+	}
+	/* close(); the errno it gave, or 0 */
+	int close()
+	{
+		int rc = ::close(fd);
+		fd = -1;
+		return err_of(rc);
+	}
+	operator int() const
+	{
+		return fd;
+	}
+};
+
 class FsTest : public ::testing::Test
 {
       protected:
@@ -207,9 +230,13 @@ class FsTest : public ::testing::Test
 		if (!mounted)
 			return;
 		mounted = false;
-		if (umount2(mnt.c_str(), MNT_DETACH) != 0) {
-			std::string cmd = "fusermount3 -u -z '" + mnt + "'";
-			EXPECT_EQ(system(cmd.c_str()), 0);
+		if (umount2(mnt.c_str(), 0) != 0) {
+			/* busy (a file left open): a forced unmount aborts
+			 * the connection, so that nothing waits for the loop
+			 * (not even the flush of that file at exit) */
+			ADD_FAILURE() << "unmount: " << strerror(errno);
+			abort_connection();
+			umount2(mnt.c_str(), MNT_DETACH);
 		}
 		{
 			std::unique_lock<std::mutex> g(mu);
@@ -252,6 +279,7 @@ class FsTest : public ::testing::Test
 	}
 	void abort_connection()
 	{
+		umount2(mnt.c_str(), MNT_FORCE); /* FUSE aborts the connection */
 		std::string p = "/sys/fs/fuse/connections/" + conn + "/abort";
 		int fd = open(p.c_str(), O_WRONLY);
 		if (fd >= 0) {
@@ -470,8 +498,8 @@ TEST_F(FsTest, CpIntoAFolderAppendsOnceWithEveryByte)
 	std::string msg = message("Eve <e@example.com>", "Copied",
 				  std::string(200000, 'a') + "\r\n",
 				  "Sat, 22 Nov 2025 10:00:00 +0000");
-	int fd = open(path("Archive/new.eml").c_str(),
-		      O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	Fd fd(open(path("Archive/new.eml").c_str(),
+		   O_CREAT | O_WRONLY | O_TRUNC, 0644));
 	ASSERT_GE(fd, 0) << strerror(errno);
 	/* in pieces, as cp writes */
 	for (size_t off = 0; off < msg.size(); off += 65536) {
@@ -479,7 +507,7 @@ TEST_F(FsTest, CpIntoAFolderAppendsOnceWithEveryByte)
 		ASSERT_TRUE(write_all(fd, piece));
 	}
 	EXPECT_EQ(fake.count("append"), 0) << "nothing before close";
-	ASSERT_EQ(close(fd), 0) << strerror(errno);
+	ASSERT_EQ(fd.close(), 0);
 	ASSERT_EQ(fake.count("append"), 1);
 	EXPECT_EQ(fake.appends[0].folder, "Archive");
 	EXPECT_TRUE(fake.appends[0].bytes == msg) << "bytes differ";
@@ -497,20 +525,20 @@ TEST_F(FsTest, CloseByAForkedChildCommitsNothing)
 	Mount();
 	std::string msg = message("Eve <e@example.com>", "Forked", "one\r\n",
 				  "Sat, 22 Nov 2025 10:00:00 +0000");
-	int fd = open(path("INBOX/f.eml").c_str(), O_CREAT | O_WRONLY, 0644);
+	Fd fd(open(path("INBOX/f.eml").c_str(), O_CREAT | O_WRONLY, 0644));
 	ASSERT_GE(fd, 0) << strerror(errno);
 	ASSERT_TRUE(write_all(fd, msg.substr(0, 40)));
 	pid_t pid = fork();
 	ASSERT_GE(pid, 0);
 	if (pid == 0) {
-		close(fd); /* the child's copy: a FLUSH from another process */
+		::close(fd); /* the child's copy: a FLUSH from another process */
 		_exit(0);
 	}
 	int status = 0;
 	ASSERT_EQ(waitpid(pid, &status, 0), pid);
 	EXPECT_EQ(fake.count("append"), 0) << "the child's close committed";
 	ASSERT_TRUE(write_all(fd, msg.substr(40)));
-	ASSERT_EQ(close(fd), 0);
+	ASSERT_EQ(fd.close(), 0);
 	ASSERT_EQ(fake.count("append"), 1);
 	EXPECT_TRUE(fake.appends[0].bytes == msg);
 	EXPECT_EQ(fake.appends[0].folder, "INBOX");
@@ -519,10 +547,9 @@ TEST_F(FsTest, CloseByAForkedChildCommitsNothing)
 TEST_F(FsTest, EmptyFileIsNeverCommitted)
 {
 	Mount();
-	int fd = open(path("INBOX/empty.eml").c_str(), O_CREAT | O_WRONLY,
-		      0644);
+	Fd fd(open(path("INBOX/empty.eml").c_str(), O_CREAT | O_WRONLY, 0644));
 	ASSERT_GE(fd, 0);
-	ASSERT_EQ(close(fd), 0);
+	ASSERT_EQ(fd.close(), 0);
 	EXPECT_EQ(fake.count("append"), 0);
 }
 
@@ -711,10 +738,10 @@ TEST_F(FsTest, WritingFlagsStoresThem)
 	Mount();
 	std::string f = msgdir("INBOX", inbox1) + "/flags";
 	EXPECT_EQ(slurp(path(f)), "");
-	int fd = open(path(f).c_str(), O_WRONLY | O_TRUNC);
+	Fd fd(open(path(f).c_str(), O_WRONLY | O_TRUNC));
 	ASSERT_GE(fd, 0) << strerror(errno);
 	ASSERT_TRUE(write_all(fd, "+\\Flagged\n"));
-	ASSERT_EQ(close(fd), 0) << strerror(errno);
+	ASSERT_EQ(fd.close(), 0);
 	ASSERT_EQ(fake.count("store_flags"), 1);
 	EXPECT_EQ(fake.stores[0].how, '+');
 	EXPECT_EQ(fake.stores[0].uid, inbox1);
@@ -723,10 +750,10 @@ TEST_F(FsTest, WritingFlagsStoresThem)
 	EXPECT_NE(slurp(path(f)).find("\\Flagged"), std::string::npos);
 
 	fake.fail("store_flags", MFS_E_CONNECT);
-	fd = open(path(f).c_str(), O_WRONLY | O_TRUNC);
-	ASSERT_GE(fd, 0);
-	ASSERT_TRUE(write_all(fd, "\\Seen\n"));
-	EXPECT_EQ(err_of(close(fd)), EIO);
+	Fd fd2(open(path(f).c_str(), O_WRONLY | O_TRUNC));
+	ASSERT_GE(fd2, 0);
+	ASSERT_TRUE(write_all(fd2, "\\Seen\n"));
+	EXPECT_EQ(fd2.close(), EIO);
 	EXPECT_EQ(fake.flags_of("INBOX", inbox1), (unsigned)MFS_FLAG_FLAGGED);
 }
 
@@ -734,10 +761,8 @@ TEST_F(FsTest, MessageFilesAreReadOnly)
 {
 	Mount();
 	std::string d = msgdir("INBOX", inbox1);
-	int fd = open(path(d + "/message.eml").c_str(), O_WRONLY);
+	Fd fd(open(path(d + "/message.eml").c_str(), O_WRONLY));
 	EXPECT_LT(fd, 0);
-	if (fd >= 0)
-		close(fd);
 	EXPECT_EQ(err_of(unlink(path(d + "/nothing").c_str())), ENOENT);
 	EXPECT_EQ(fake.count("append") + fake.count("store_flags") +
 		      fake.count("expunge"),
