@@ -285,6 +285,12 @@ static int folder_merge(struct mfs_fs *fs, struct mfs_node *dir,
 	return 0;
 }
 
+void folder_stale(struct mfs_node *dir)
+{
+	if (dir->listed != 0)
+		dir->listed = 1; /* long ago, but listed: kept on failure */
+}
+
 /* Lists folder dir again when its listing is older than ttl seconds.
  * The caller holds a reference on dir but not the tree lock. */
 int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
@@ -345,7 +351,7 @@ static void inbox_changed(struct mfs_fs *fs)
 	     c = c->next_sibling)
 		if (c->kind == MFS_N_FOLDER && c->mailbox != NULL &&
 		    strcasecmp(c->mailbox, "INBOX") == 0)
-			c->listed = 0;
+			folder_stale(c);
 	pthread_mutex_unlock(&fs->lock);
 }
 

@@ -1091,7 +1091,7 @@ static int upload_commit(struct mfs_fs *fs, struct mfs_node *n,
 		u->seq = ++fs->commits;
 		if (u->seq == 0)
 			u->seq = ++fs->commits;
-		n->parent->listed = 0;
+		folder_stale(n->parent);
 	} else if (n->linked) {
 		mfs_nodes_unlink(fs->nodes, n);
 	}
@@ -1439,7 +1439,7 @@ static int setattr_folder(struct mfs_fs *fs, struct mfs_node *n,
 	if (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
 		      FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
 		return fs->store->read_only ? EROFS : EPERM;
-	n->listed = 0;
+	folder_stale(n);
 	return fs->store->read_only ? EROFS : 0;
 }
 
@@ -1695,7 +1695,7 @@ static int rename_message(struct mfs_fs *fs, struct mfs_node *dir,
 	free(to);
 	if (rc != MFS_OK)
 		return fail(&err);
-	ndir->listed = 0;
+	folder_stale(ndir);
 	if (n->linked)
 		mfs_nodes_unlink(fs->nodes, n);
 	return 0;

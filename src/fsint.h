@@ -141,6 +141,10 @@ int owner_ok(const struct mfs_fs *fs, const struct stat *attr, int to_set);
 /* Lists the folders again when the last LIST is older than ttl seconds.
  * Caller does not hold the lock. */
 int refresh_folders(struct mfs_fs *fs, int ttl, struct mfs_err *err);
+/* Marks dir's listing out of date: it is listed again at the next look,
+ * and kept, like any earlier listing, when that fails. Caller holds the
+ * lock. */
+void folder_stale(struct mfs_node *dir);
 /* Lists folder dir again when its listing is older than ttl seconds.
  * The caller holds a reference on dir but not the lock. */
 int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
