@@ -329,6 +329,10 @@ def test_touch_sends_a_refused_message_again(env):
         raise AssertionError("no attempts line: " + text)
     eq(attempts(), 1, "attempts after the refusal")
     os.utime(p)  # touch
-    wait_for(lambda: attempts() == 2, 20, "a second attempt after touch")
+    # attempts: 2 is written when the attempt starts, "failed" when the
+    # refusal has come: wait for both
+    wait_for(lambda: attempts() == 2 and "failed" in open(status).read(), 20,
+             "a second attempt after touch, refused")
+    eq(attempts(), 2, "attempts after the second refusal")
     check("failed" in open(status).read(), "refused again")
     os.unlink(p)
