@@ -73,7 +73,7 @@ UNIT_cache  = cache hash privdir error log
 UNIT_node   = node
 UNIT_query  = query names base64 error
 UNIT_skeleton = skeleton store mime names base64 hash error
-UNIT_fs     = $(sort fs folders msgview outbox node mime hash cache store $(UNIT_spool))
+UNIT_fs     = $(sort fs folders msgview outbox search query node mime hash cache store $(UNIT_spool))
 UNIT_TESTS := $(patsubst tests/unit/%_test.cc,%,$(wildcard tests/unit/*_test.cc))
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/%_test,$(UNIT_TESTS))
 

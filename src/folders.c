@@ -48,7 +48,7 @@ static char *folder_display(const char *raw, size_t len)
 struct mfs_node *folder_child(struct mfs_fs *fs, struct mfs_node *dir,
 			      const char *display, const char *prefix)
 {
-	struct mfs_node *n;
+	struct mfs_node *n = NULL;
 	char *alt = NULL;
 	int i;
 
@@ -62,6 +62,8 @@ struct mfs_node *folder_child(struct mfs_fs *fs, struct mfs_node *dir,
 				return NULL;
 			name = alt;
 		}
+		if (strcmp(name, SEARCH_DIR) == 0)
+			continue; /* the searches' name: a suffix */
 		n = mfs_nodes_child(fs->nodes, dir, name);
 		if (n != NULL && n->kind == MFS_N_FOLDER &&
 		    strcmp(n->mailbox, prefix) == 0)

@@ -117,6 +117,10 @@ enum kind_id {
 	K_NEW,
 	K_OUTFILE,
 	K_STATUSFILE,
+	K_SEARCH,
+	K_QUERY,
+	K_HITDIR,
+	K_LINK,
 	K_COUNT
 };
 
@@ -178,6 +182,14 @@ static enum kind_id kind_of(const struct mfs_node *n)
 		return K_OUTBOX;
 	case MFS_N_STATUS:
 		return K_STATUSDIR;
+	case MFS_N_SEARCH:
+		return K_SEARCH;
+	case MFS_N_QUERY:
+		return K_QUERY;
+	case MFS_N_HITDIR:
+		return K_HITDIR;
+	case MFS_N_LINK:
+		return K_LINK;
 	case MFS_N_FILE:
 		break;
 	}
@@ -257,6 +269,13 @@ static void node_stat(const struct mfs_fs *fs, const struct mfs_node *n,
 		st->st_nlink = 1;
 		st->st_size = (off_t)n->size;
 		st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
+	} else if (n->kind == MFS_N_LINK) {
+		char *t = search_link_target(n);
+
+		st->st_mode = S_IFLNK | 0777;
+		st->st_nlink = 1;
+		st->st_size = t != NULL ? (off_t)strlen(t) : 0;
+		free(t);
 	} else {
 		st->st_mode = S_IFDIR | (w ? 0700 : 0500);
 		st->st_nlink = 2;
@@ -315,7 +334,7 @@ static struct mfs_node *dir_get(fuse_req_t req, struct mfs_fs *fs,
 
 	if (dir == NULL)
 		return NULL;
-	if (dir->kind == MFS_N_FILE) {
+	if (dir->kind == MFS_N_FILE || dir->kind == MFS_N_LINK) {
 		pthread_mutex_unlock(&fs->lock);
 		fuse_reply_err(req, ENOTDIR);
 		return NULL;
@@ -345,7 +364,12 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	n = mfs_nodes_child(fs->nodes, dir, name);
-	if (n == NULL && k->miss != NULL)
+	/* .search is in no listing: it is made when looked up */
+	if (n == NULL && strcmp(name, SEARCH_DIR) == 0 &&
+	    (dir->kind == MFS_N_ROOT || dir->kind == MFS_N_FOLDER) &&
+	    (n = search_dir(fs, dir)) == NULL)
+		mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
+	if (n == NULL && k->miss != NULL && err.code == MFS_OK)
 		n = k->miss(fs, dir, name, &err);
 	if (n != NULL) {
 		mfs_nodes_hold(n);
@@ -452,11 +476,14 @@ static struct dir_snap *snap_take(struct mfs_node *dir)
 	for (c = dir->first_child; c != NULL; c = c->next_sibling)
 		count++;
 	s->nodes = calloc(count ? count : 1, sizeof(*s->nodes));
+	/* .search is left out: ls, grep -r and find do not wander into it */
 	if (s->nodes == NULL) {
 		free(s);
 		return NULL;
 	}
 	for (c = dir->first_child; c != NULL; c = c->next_sibling) {
+		if (c->kind == MFS_N_SEARCH)
+			continue;
 		mfs_nodes_hold(c);
 		s->nodes[s->n++] = c;
 	}
@@ -481,7 +508,9 @@ static const char *snap_entry(const struct dir_snap *s, off_t off,
 	n = s->nodes[off - 2];
 	*node = n;
 	st->st_ino = n->ino;
-	st->st_mode = n->kind == MFS_N_FILE ? S_IFREG : S_IFDIR;
+	st->st_mode = n->kind == MFS_N_FILE   ? S_IFREG
+		      : n->kind == MFS_N_LINK ? S_IFLNK
+					      : S_IFDIR;
 	return n->name;
 }
 
@@ -1920,6 +1949,17 @@ static const struct kind kinds[K_COUNT] = {
 	[K_STATUSFILE] = {.ttl = 0.0,
 			  .size = outbox_status_size,
 			  .open = open_statusfile},
+	/* .search/ and what is in it (search.c) */
+	[K_SEARCH] = {.ttl = FOLDER_ATTR_TTL,
+		      .writable = writable_always,
+		      .miss = search_miss,
+		      .mkdir = search_mkdir},
+	[K_QUERY] = {.ttl = FOLDER_ATTR_TTL,
+		     .sync = search_sync,
+		     .setattr = search_setattr,
+		     .rmdir = search_rmdir},
+	[K_HITDIR] = {.ttl = FOLDER_ATTR_TTL, .sync = search_sync},
+	[K_LINK] = {.ttl = FOLDER_ATTR_TTL},
 };
 
 /* --- handlers: changing the tree ----------------------------------------- */
@@ -2091,6 +2131,27 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		fuse_reply_attr(req, &st, 0.0);
 }
 
+/* A match in .search/QUERY/ (search.c). */
+static void fs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct mfs_fs *fs = fuse_req_userdata(req);
+	struct mfs_node *n = node_get(req, fs, ino);
+	char *t;
+	int e;
+
+	if (n == NULL)
+		return;
+	t = n->kind == MFS_N_LINK ? search_link_target(n) : NULL;
+	e = n->kind == MFS_N_LINK ? ENOMEM : EINVAL;
+	pthread_mutex_unlock(&fs->lock);
+	if (t == NULL) {
+		fuse_reply_err(req, e);
+		return;
+	}
+	fuse_reply_readlink(req, t);
+	free(t);
+}
+
 /* --- extended attributes: none ----------------------------------------
  *
  * There is no getxattr or listxattr: the kernel then learns from the first
@@ -2130,6 +2191,7 @@ const struct fuse_lowlevel_ops mfs_fs_ops = {
 	.forget_multi = fs_forget_multi,
 	.getattr = fs_getattr,
 	.setattr = fs_setattr,
+	.readlink = fs_readlink,
 	.opendir = fs_opendir,
 	.readdir = fs_readdir,
 	.readdirplus = fs_readdirplus,

@@ -7,6 +7,7 @@
  *   msgview.c  what a message shows: its views (whole, or a skeleton with
  *              holes), decoding into the cache, fetch-ahead, cache keys
  *   outbox.c   outbox/ and outbox/.status/ over the spool (spool.h)
+ *   search.c   FOLDER/.search/QUERY/ and MOUNT/.search/QUERY/ (query.h)
  *
  * One lock, fs->lock, guards the node tree, every node and what hangs off
  * a node (views, uploads, sent files) and the open handles. Functions
@@ -222,5 +223,36 @@ int outbox_unlink(struct mfs_fs *fs, struct mfs_node *dir, struct mfs_node *n,
 		  const char *name);
 int outbox_rename(struct mfs_fs *fs, struct mfs_node *dir, struct mfs_node *n,
 		  struct mfs_node *ndir, const char *newname);
+
+/* --- search.c -------------------------------------------------------------- */
+
+/* The directory of searches under the root and under every folder. */
+#define SEARCH_DIR ".search"
+
+/* The .search directory of dir (the root or a folder), made at its first
+ * lookup; it is never in a listing of dir. NULL on ENOMEM. Caller holds
+ * the lock. */
+struct mfs_node *search_dir(struct mfs_fs *fs, struct mfs_node *dir);
+/* Where link n points: "../../NAME" in FOLDER/.search/QUERY/, with one
+ * "../" more and the folder's path per folder level below
+ * MOUNT/.search/QUERY/. malloc'd; NULL on ENOMEM. Caller holds the
+ * lock. */
+char *search_link_target(const struct mfs_node *n);
+
+/* The ops of the search kinds in fs.c's table, called with the lock held.
+ * .search/: a name looked up (or made by mkdir) becomes a query
+ * directory when it parses, else EINVAL with the reason in err (the
+ * log). A query directory (or a folder directory in it) is searched when
+ * listed after `refresh` seconds or a touch, or at its first lookup;
+ * rmdir forgets it. */
+struct mfs_node *search_miss(struct mfs_fs *fs, struct mfs_node *dir,
+			     const char *name, struct mfs_err *err);
+int search_mkdir(struct mfs_fs *fs, struct mfs_node *dir, const char *name,
+		 struct mfs_node **made);
+int search_sync(struct mfs_fs *fs, struct mfs_node *dir, int opening,
+		struct mfs_err *err);
+int search_setattr(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
+		   const struct stat *attr, int to_set);
+int search_rmdir(struct mfs_fs *fs, struct mfs_node *n);
 
 #endif

@@ -3109,13 +3109,12 @@ static int u32_cmp(const void *a, const void *b)
 /* One folder's part of a search. */
 struct search_cmd {
 	const char *folder;   /* borrowed */
-	int examine;	      /* EXAMINE sent first */
-	int etag, stag;	      /* their tags */
+	int etag, stag;	      /* the tags of its EXAMINE and UID SEARCH */
 	size_t sent;	      /* bytes of the keys written so far */
 };
 
-/* Writes cmd's EXAMINE (when it has one) and its UID SEARCH: the whole of
- * it, or (sync) up to its first literal. Does not flush. */
+/* Writes cmd's EXAMINE and its UID SEARCH: the whole of it, or (sync) up
+ * to its first literal. Does not flush. */
 static int search_send(struct mfs_imap *imap, struct search_cmd *cmd,
 		       const char *head, const struct mfs_query_wire *w,
 		       int sync)
@@ -3124,14 +3123,12 @@ static int search_send(struct mfs_imap *imap, struct search_cmd *cmd,
 	mailstream *s = session->imap_stream;
 	size_t upto = sync && w->nlits > 0 ? w->lits[0] : w->len;
 
-	if (cmd->examine) {
-		if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
-		    mailstream_write(s, "EXAMINE ", 8) != 8 ||
-		    write_quoted(s, cmd->folder) != 0 ||
-		    mailstream_write(s, "\r\n", 2) != 2)
-			return MAILIMAP_ERROR_STREAM;
-		cmd->etag = session->imap_tag;
-	}
+	if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+	    mailstream_write(s, "EXAMINE ", 8) != 8 ||
+	    write_quoted(s, cmd->folder) != 0 ||
+	    mailstream_write(s, "\r\n", 2) != 2)
+		return MAILIMAP_ERROR_STREAM;
+	cmd->etag = session->imap_tag;
 	if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
 	    mailstream_write(s, head, strlen(head)) != (ssize_t)strlen(head) ||
 	    mailstream_write(s, w->buf, upto) != (ssize_t)upto)
@@ -3157,16 +3154,12 @@ static int search_collect(struct mfs_imap *imap, struct search_cmd *cmd,
 	int r, ok = 1;
 
 	memset(end, 0, sizeof(*end));
-	if (cmd->examine) {
-		r = search_examined(imap, cmd->etag, &ok, &hits->validity);
-		if (r != MAILIMAP_NO_ERROR)
-			return r;
-		if (!ok)
-			mfs_err_set(&hits->err, MFS_E_NOENT, "EXAMINE %s: %s",
-				    cmd->folder, imap_reply(imap));
-	} else {
-		hits->validity = imap->selected_validity;
-	}
+	r = search_examined(imap, cmd->etag, &ok, &hits->validity);
+	if (r != MAILIMAP_NO_ERROR)
+		return r;
+	if (!ok)
+		mfs_err_set(&hits->err, MFS_E_NOENT, "EXAMINE %s: %s",
+			    cmd->folder, imap_reply(imap));
 	for (;;) {
 		r = search_read(imap, cmd->stag, sync && cmd->sent < w->len,
 				&a, end);
@@ -3196,7 +3189,8 @@ static int search_collect(struct mfs_imap *imap, struct search_cmd *cmd,
 	}
 	if (r == MAILIMAP_NO_ERROR && hits->err.code == MFS_OK &&
 	    !end->badcharset) {
-		qsort(a.uids, a.n, sizeof(*a.uids), u32_cmp);
+		if (a.n > 0)
+			qsort(a.uids, a.n, sizeof(*a.uids), u32_cmp);
 		hits->uids = a.uids;
 		hits->n = a.n;
 		return MAILIMAP_NO_ERROR;
@@ -3230,18 +3224,13 @@ static int search_burst(struct mfs_imap *imap, const char *const *folders,
 	snprintf(head, sizeof(head), "UID SEARCH %s%s%s%s",
 		 esearch ? "RETURN (ALL) " : "", cs != NULL ? "CHARSET " : "",
 		 cs != NULL ? cs : "", cs != NULL ? " " : "");
-	for (i = 0; i < n; i++) {
+	/* EXAMINE even a folder selected already: the server then shows
+	 * what arrived since (in the same burst, no round trip more) */
+	for (i = 0; i < n; i++)
 		cmds[i].folder = folders[i];
-		cmds[i].examine = !(n == 1 && imap->selected != NULL &&
-				    strcmp(imap->selected, folders[i]) == 0);
-	}
-	if (!cmds[0].examine)
-		cur = 0;
-	else {
-		free(imap->selected);
-		imap->selected = NULL;
-		imap->selected_rw = 0;
-	}
+	free(imap->selected);
+	imap->selected = NULL;
+	imap->selected_rw = 0;
 	if (sync) {
 		/* each literal waits for "+": one folder at a time */
 		for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++) {
@@ -3253,7 +3242,7 @@ static int search_burst(struct mfs_imap *imap, const char *const *folders,
 				r = search_collect(imap, &cmds[i], w, 1,
 						   &hits[i], &end);
 			session->imap_tag = cmds[i].stag;
-			if (r == MAILIMAP_NO_ERROR && cmds[i].examine)
+			if (r == MAILIMAP_NO_ERROR)
 				cur = hits[i].err.code == MFS_E_NOENT ? -1
 								      : (long)i;
 			*badcharset |= end.badcharset;
@@ -3270,7 +3259,7 @@ static int search_burst(struct mfs_imap *imap, const char *const *folders,
 		for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++) {
 			r = search_collect(imap, &cmds[i], w, 0, &hits[i],
 					   &end);
-			if (r == MAILIMAP_NO_ERROR && cmds[i].examine)
+			if (r == MAILIMAP_NO_ERROR)
 				cur = hits[i].err.code == MFS_E_NOENT ? -1
 								      : (long)i;
 			*badcharset |= end.badcharset;
@@ -3285,7 +3274,7 @@ static int search_burst(struct mfs_imap *imap, const char *const *folders,
 		free(cmds);
 		return err->code;
 	}
-	if (cur >= 0 && cmds[cur].examine) {
+	if (cur >= 0) {
 		imap->selected = strdup(folders[cur]);
 		imap->selected_validity = hits[cur].validity;
 	}

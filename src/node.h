@@ -30,6 +30,10 @@ enum mfs_node_kind {
 	MFS_N_OUTBOX,  /* outbox/ */
 	MFS_N_STATUS,  /* outbox/.status/ */
 	MFS_N_FILE,
+	MFS_N_SEARCH,  /* FOLDER/.search/ or MOUNT/.search/: never listed */
+	MFS_N_QUERY,   /* .search/QUERY/: the matches; the name is the query */
+	MFS_N_HITDIR,  /* a folder's matches in MOUNT/.search/QUERY/ */
+	MFS_N_LINK,    /* a match: a symbolic link to its message directory */
 };
 
 /* What a file node serves. */
@@ -69,7 +73,8 @@ struct mfs_node {
 	char *mailbox;	   /* owned: server name; NULL for a node that only
 			      groups subfolders the server did not list */
 	int noselect;	   /* holds no messages */
-	time_t listed;	   /* when the messages were last listed; 0 never */
+	time_t listed;	   /* when the messages were last listed; 0 never
+			      (MFS_N_QUERY: when last searched) */
 	uint32_t validity; /* UIDVALIDITY of that listing */
 
 	/* MFS_N_MESSAGE */

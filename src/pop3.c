@@ -30,6 +30,7 @@
 #include "auth.h"
 #include "log.h"
 #include "names.h"
+#include "query.h"
 #include "sasl.h"
 #include "tls.h"
 
@@ -1614,11 +1615,57 @@ static int pop3_watch(struct mfs_store *st, const char *folder, int stop_fd,
 				    changed);
 }
 
+/*
+ * The store's search (store.h): POP3 has no search command, so the
+ * maildrop is listed (as index does) and each message matched by what
+ * the listing has: sender, subject, date, size, flags. A query with a
+ * term that needs the message itself (to:, cc:, body:, text:, a bare
+ * word) is MFS_E_INVAL.
+ */
+static int pop3_search(struct mfs_store *st, const char *const *folders,
+		       size_t n, const struct mfs_query *q,
+		       struct mfs_store_hits *hits, struct mfs_err *err)
+{
+	struct mfs_store_msg *msgs;
+	size_t i, j, count;
+
+	mfs_err_clear(err);
+	if (!mfs_query_listing_only(q))
+		return mfs_err_set(err, MFS_E_INVAL,
+				   "a POP3 search matches the listing only: "
+				   "from:, subject:, since:, before:, "
+				   "larger:, smaller:, is: (not to:, cc:, "
+				   "body:, text: or bare words)");
+	for (i = 0; i < n; i++) {
+		msgs = NULL;
+		count = 0;
+		if (pop3_index(st, folders[i], &hits[i].validity, &msgs,
+			       &count, &hits[i].err) != MFS_OK) {
+			if (hits[i].err.code == MFS_E_NOENT)
+				continue;
+			*err = hits[i].err;
+			return err->code;
+		}
+		hits[i].uids = malloc((count ? count : 1) *
+				      sizeof(*hits[i].uids));
+		if (hits[i].uids == NULL) {
+			mfs_store_msgs_free(msgs, count);
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		}
+		for (j = 0; j < count; j++)
+			if (mfs_query_match(q, &msgs[j]))
+				hits[i].uids[hits[i].n++] = msgs[j].uid;
+		mfs_store_msgs_free(msgs, count);
+	}
+	return MFS_OK;
+}
+
 static const struct mfs_store_ops pop3_ops = {
     .connect = pop3_connect,
     .list = pop3_list,
     .index = pop3_index,
     .fetch = pop3_fetch,
+    .search = pop3_search,
     .watch = pop3_watch,
     .tls_info = pop3_tls_info,
     .free = pop3_store_free,
