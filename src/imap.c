@@ -1961,22 +1961,14 @@ static int literal_pass(int fd, uint64_t len, char *buf, mailstream *out,
 /* "(\Seen \Flagged)" for MFS_FLAG_* bits. */
 static void flags_text(unsigned flags, char *out, size_t len)
 {
-	static const struct {
-		unsigned bit;
-		const char *name;
-	} names[] = {
-	    {MFS_FLAG_SEEN, "\\Seen"},	     {MFS_FLAG_ANSWERED, "\\Answered"},
-	    {MFS_FLAG_FLAGGED, "\\Flagged"}, {MFS_FLAG_DELETED, "\\Deleted"},
-	    {MFS_FLAG_DRAFT, "\\Draft"},
-	};
 	size_t i, pos;
 
 	pos = (size_t)snprintf(out, len, "(");
-	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (flags & names[i].bit)
-			pos +=
-			    (size_t)snprintf(out + pos, len - pos, "%s%s",
-					     pos > 1 ? " " : "", names[i].name);
+	for (i = 0; i < MFS_NFLAGS; i++)
+		if (flags & (1u << i))
+			pos += (size_t)snprintf(out + pos, len - pos, "%s%s",
+						pos > 1 ? " " : "",
+						mfs_flag_names[i]);
 	snprintf(out + pos, len - pos, ")");
 }
 

@@ -611,22 +611,14 @@ static int view_ensure(struct mfs_fs *fs, struct mfs_node *msg,
 /* The text of the flags file. Returns a malloc'd string or NULL. */
 char *flags_text(unsigned flags)
 {
-	static const struct {
-		unsigned bit;
-		const char *name;
-	} names[] = {
-		{MFS_FLAG_SEEN, "\\Seen"},	 {MFS_FLAG_ANSWERED, "\\Answered"},
-		{MFS_FLAG_FLAGGED, "\\Flagged"}, {MFS_FLAG_DELETED, "\\Deleted"},
-		{MFS_FLAG_DRAFT, "\\Draft"},
-	};
 	char *s = calloc(1, 64);
 	size_t i;
 
 	if (s == NULL)
 		return NULL;
-	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		if (flags & names[i].bit) {
-			strcat(s, names[i].name);
+	for (i = 0; i < MFS_NFLAGS; i++) {
+		if (flags & (1u << i)) {
+			strcat(s, mfs_flag_names[i]);
 			strcat(s, "\n");
 		}
 	}

@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <time.h>
 
+const char *const mfs_flag_names[MFS_NFLAGS] = {
+	"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft",
+};
+
 void mfs_store_folders_free(struct mfs_store_folder *folders, size_t n)
 {
 	size_t i;

@@ -34,6 +34,10 @@ enum {
 	MFS_FLAG_DRAFT = 1 << 4,
 };
 
+/* The IMAP names of the flags: mfs_flag_names[i] names bit 1 << i. */
+#define MFS_NFLAGS 5
+extern const char *const mfs_flag_names[MFS_NFLAGS];
+
 /* One message as a folder listing knows it. */
 struct mfs_store_msg {
 	uint32_t uid;	/* IMAP UID; POP3: position in the listing */
