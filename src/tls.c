@@ -444,6 +444,25 @@ static void scan_tail(struct imap_scan *m, char c)
 	m->tail[m->tail_len++] = c;
 }
 
+/* A byte that is part of a quoted string, or opens one: 1 (and the string
+ * followed), else 0. */
+static int scan_quoted(struct imap_scan *m, char c)
+{
+	if (m->quote) {
+		if (m->escape)
+			m->escape = 0;
+		else if (c == '\\')
+			m->escape = 1;
+		else if (c == '"')
+			m->quote = 0;
+		return 1;
+	}
+	if (c != '"')
+		return 0;
+	m->quote = 1;
+	return 1;
+}
+
 /* A byte of text (not of a literal) in a FETCH or other response. */
 static int scan_text(struct imap_scan *m, char c)
 {
@@ -459,15 +478,8 @@ static int scan_text(struct imap_scan *m, char c)
 		} else {
 			m->brace = 0; /* not a literal: libetpan fails there */
 		}
-	} else if (m->quote) {
-		if (m->escape)
-			m->escape = 0;
-		else if (c == '\\')
-			m->escape = 1;
-		else if (c == '"')
-			m->quote = 0;
-	} else if (c == '"') {
-		m->quote = 1;
+	} else if (scan_quoted(m, c)) {
+		/* inside a string: nothing counts */
 	} else if (c == '(') {
 		m->depth++;
 	} else if (c == ')') {
@@ -492,18 +504,9 @@ static int scan_status(struct imap_scan *m, char c)
 		m->code = c == '[';
 		return 0;
 	}
-	if (!m->code)
+	if (!m->code || scan_quoted(m, c))
 		return 0;
-	if (m->quote) {
-		if (m->escape)
-			m->escape = 0;
-		else if (c == '\\')
-			m->escape = 1;
-		else if (c == '"')
-			m->quote = 0;
-	} else if (c == '"') {
-		m->quote = 1;
-	} else if (c == ']') {
+	if (c == ']') {
 		m->code = 0;
 	} else if (c == '{') {
 		return scan_refuse(m, "sent a literal in a response code");
