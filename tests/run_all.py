@@ -54,10 +54,10 @@ DEFAULT_SECONDS = 10
 UNIT_SECONDS = {"spool_test": 50, "smtp_test": 34, "imap_test": 26,
                 "mime_test": 24, "pop3_test": 17, "tls_test": 6,
                 "config_test": 3}
-MODULE_SECONDS = {"test_mime": 40, "test_imap": 35, "test_faults": 25,
-                  "test_imap_writes": 18, "test_mounting": 15,
-                  "test_outbox": 14, "test_pop3": 12, "test_security": 10,
-                  "test_warm": 3}
+MODULE_SECONDS = {"test_writes": 52, "test_mime": 40, "test_imap": 35,
+                  "test_faults": 25, "test_outbox": 20,
+                  "test_imap_writes": 15, "test_security": 13,
+                  "test_pop3": 8, "test_mounting": 3, "test_warm": 2}
 
 OUT = threading.Lock()
 
