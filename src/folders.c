@@ -293,6 +293,37 @@ void folder_stale(struct mfs_node *dir)
 		dir->listed = 1; /* long ago, but listed: kept on failure */
 }
 
+/* Adds nodes for the messages msgs (entries of a listing: a search's
+ * matches) that folder dir does not show, leaving every other node alone;
+ * dir stays as listed (or unlisted) as it was. Caller holds the lock. */
+int folder_add_some(struct mfs_fs *fs, struct mfs_node *dir,
+		    uint32_t validity, struct mfs_store_msg *msgs, size_t n)
+{
+	struct mfs_node *c;
+	size_t i;
+
+	if (dir->listed != 0 && dir->validity != validity)
+		return 0; /* a listing of another numbering: list again */
+	for (i = 0; i < n; i++) {
+		char *name = message_name(&msgs[i]);
+
+		if (name == NULL)
+			return -1;
+		c = mfs_nodes_child(fs->nodes, dir, name);
+		if (c == NULL) {
+			c = mfs_nodes_add(fs->nodes, dir, name, MFS_N_MESSAGE);
+			if (c == NULL) {
+				free(name);
+				return -1;
+			}
+			message_take(c, &msgs[i]);
+		}
+		free(name);
+	}
+	dir->validity = validity;
+	return 0;
+}
+
 /* Lists folder dir again when its listing is older than ttl seconds.
  * The caller holds a reference on dir but not the tree lock. */
 int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,

@@ -151,6 +151,13 @@ void folder_stale(struct mfs_node *dir);
 int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 		   struct mfs_err *err);
 
+/* Adds nodes for the messages msgs (listing entries, such as a search's
+ * matches) that folder dir does not show yet, without listing it: the
+ * rest of dir stays as it was. Takes the names it uses out of msgs.
+ * Caller holds the lock. Returns 0, or -1 on ENOMEM. */
+int folder_add_some(struct mfs_fs *fs, struct mfs_node *dir,
+		    uint32_t validity, struct mfs_store_msg *msgs, size_t n);
+
 /* The folder node for the server name prefix under dir: an existing
  * child with that mailbox, else a new one under the display name. Caller
  * holds the lock. */

@@ -3191,6 +3191,117 @@ static int search_collect(struct mfs_imap *imap, struct search_cmd *cmd,
 	return r;
 }
 
+/* Writes uids[0..n) (ascending) as a sequence set: runs as lo:hi. */
+static int write_uid_set(mailstream *s, const uint32_t *uids, size_t n)
+{
+	char buf[32];
+	size_t i = 0, j;
+	int len;
+
+	while (i < n) {
+		for (j = i; j + 1 < n && uids[j + 1] == uids[j] + 1; j++)
+			;
+		if (j > i)
+			len = snprintf(buf, sizeof(buf), "%s%u:%u",
+				       i > 0 ? "," : "", uids[i], uids[j]);
+		else
+			len = snprintf(buf, sizeof(buf), "%s%u",
+				       i > 0 ? "," : "", uids[i]);
+		if (mailstream_write(s, buf, (size_t)len) != len)
+			return -1;
+		i = j + 1;
+	}
+	return 0;
+}
+
+/*
+ * The listing entries of the matches of each folder that wants them
+ * (want_msgs, 1 to MFS_SEARCH_MSGS_MAX matches): EXAMINE and UID FETCH
+ * uids (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE), every folder in one
+ * burst, parsed as a listing is. Entries whose EXAMINE shows another
+ * UIDVALIDITY are left out. *cur: the folder selected afterwards (*cur_v
+ * its UIDVALIDITY), or -1.
+ * On a broken connection the entries are left out (the caller lists the
+ * folders instead) and the connection dropped. Caller holds the lock.
+ */
+static void search_entries(struct mfs_imap *imap, const char *const *folders,
+			   size_t n, struct mfs_store_hits *hits, long *cur,
+			   uint32_t *cur_v)
+{
+	static const char items[] =
+	    " (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)\r\n";
+	mailimap *session = imap->session;
+	mailstream *s = session->imap_stream;
+	int *etag = calloc(n, sizeof(*etag)), last, r = MAILIMAP_NO_ERROR;
+	int ok;
+	uint32_t validity;
+	struct mfs_err err;
+	size_t i;
+
+	if (etag == NULL)
+		return;
+	for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++) {
+		if (!hits[i].want_msgs || hits[i].n == 0 ||
+		    hits[i].n > MFS_SEARCH_MSGS_MAX ||
+		    hits[i].err.code != MFS_OK)
+			continue;
+		if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+		    mailstream_write(s, "EXAMINE ", 8) != 8 ||
+		    write_quoted(s, folders[i]) != 0 ||
+		    mailstream_write(s, "\r\n", 2) != 2 ||
+		    mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+		    mailstream_write(s, "UID FETCH ", 10) != 10 ||
+		    write_uid_set(s, hits[i].uids, hits[i].n) != 0 ||
+		    mailstream_write(s, items, sizeof(items) - 1) !=
+			(ssize_t)sizeof(items) - 1)
+			r = MAILIMAP_ERROR_STREAM;
+		etag[i] = session->imap_tag - 1;
+	}
+	if (r == MAILIMAP_NO_ERROR && mailstream_flush(s) == -1)
+		r = MAILIMAP_ERROR_STREAM;
+	last = session->imap_tag;
+	mailimap_set_progress_callback(session, NULL, index_progress, NULL);
+	for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++) {
+		struct index_acc acc = {0};
+
+		if (etag[i] == 0)
+			continue;
+		r = search_examined(imap, etag[i], &ok, &validity);
+		if (r != MAILIMAP_NO_ERROR)
+			break;
+		*cur = ok ? (long)i : -1;
+		*cur_v = validity;
+		mailimap_set_msg_att_handler(session, index_handler, &acc);
+		r = index_read_chunk(session, etag[i] + 1);
+		mailimap_set_msg_att_handler(session, NULL, NULL);
+		if (r == MAILIMAP_ERROR_FETCH) /* refused: list instead */
+			r = MAILIMAP_NO_ERROR;
+		else if (r == MAILIMAP_NO_ERROR && ok && !acc.nomem &&
+			 validity == hits[i].validity) {
+			sort_by_uid(acc.msgs, acc.n);
+			hits[i].msgs = acc.msgs;
+			hits[i].nmsgs = acc.n;
+			continue;
+		}
+		mfs_store_msgs_free(acc.msgs, acc.n);
+	}
+	mailimap_set_progress_callback(session, NULL, NULL, NULL);
+	session->imap_tag = last;
+	free(etag);
+	if (r != MAILIMAP_NO_ERROR) {
+		imap_fail(imap, r, "UID FETCH", MFS_E_PROTO, &err);
+		if (imap->session != NULL)
+			imap_drop(imap);
+		mfs_log_err("%s (listing the folders instead)", err.msg);
+		for (i = 0; i < n; i++) {
+			mfs_store_msgs_free(hits[i].msgs, hits[i].nmsgs);
+			hits[i].msgs = NULL;
+			hits[i].nmsgs = 0;
+		}
+		*cur = -1;
+	}
+}
+
 /* Sends the searches of folders[0..n) with the keys of w in charset cs
  * and reads their answers. *badcharset (and *latin1) when the server
  * refused the charset. Caller holds the lock. */
@@ -3207,6 +3318,7 @@ static int search_burst(struct mfs_imap *imap, const char *const *folders,
 	char head[96];
 	size_t i;
 	long cur = -1; /* the folder selected as we read, or -1 */
+	uint32_t cur_v;
 
 	if (cmds == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
@@ -3266,9 +3378,12 @@ static int search_burst(struct mfs_imap *imap, const char *const *folders,
 		free(cmds);
 		return err->code;
 	}
-	if (cur >= 0) {
+	cur_v = cur >= 0 ? hits[cur].validity : 0;
+	if (!*badcharset)
+		search_entries(imap, folders, n, hits, &cur, &cur_v);
+	if (imap->session != NULL && cur >= 0) {
 		imap->selected = strdup(folders[cur]);
-		imap->selected_validity = hits[cur].validity;
+		imap->selected_validity = cur_v;
 	}
 	free(cmds);
 	mfs_err_clear(err);

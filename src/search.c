@@ -234,7 +234,7 @@ static int covered(const struct mfs_node *folder,
 	const struct mfs_node *c;
 	size_t found = 0;
 
-	if (folder->listed == 0 || folder->validity != h->validity)
+	if (folder->validity != h->validity)
 		return 0;
 	for (c = folder->first_child; c != NULL; c = c->next_sibling)
 		if (c->kind == MFS_N_MESSAGE && hit(h, c->msg.uid))
@@ -359,8 +359,10 @@ static int search_run(struct mfs_fs *fs, struct mfs_node *qn,
 		rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto free_targets;
 	}
-	for (i = 0; i < ts.n; i++)
+	for (i = 0; i < ts.n; i++) {
 		names[i] = ts.v[i].mailbox;
+		hits[i].want_msgs = ts.v[i].folder->listed == 0;
+	}
 	pthread_mutex_unlock(&fs->lock);
 	rc = fs->store->ops->search(fs->store, names, ts.n, q, hits, err);
 	pthread_mutex_lock(&fs->lock);
@@ -370,7 +372,8 @@ static int search_run(struct mfs_fs *fs, struct mfs_node *qn,
 		rc = mfs_err_set(err, MFS_E_NOENT, "search forgotten");
 		goto free_hits;
 	}
-	/* matches the listings do not show yet: list those folders */
+	/* matches the listings do not show yet: their entries, when the
+	 * search brought them, else a listing of the folder */
 	for (i = 0; i < ts.n; i++) {
 		if (hits[i].err.code != MFS_OK) {
 			if (hits[i].err.code != MFS_E_NOENT)
@@ -378,6 +381,14 @@ static int search_run(struct mfs_fs *fs, struct mfs_node *qn,
 			continue;
 		}
 		if (hits[i].n == 0 || covered(ts.v[i].folder, &hits[i]))
+			continue;
+		if (hits[i].msgs != NULL && ts.v[i].folder->linked &&
+		    folder_add_some(fs, ts.v[i].folder, hits[i].validity,
+				    hits[i].msgs, hits[i].nmsgs) != 0) {
+			rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+			goto free_hits;
+		}
+		if (covered(ts.v[i].folder, &hits[i]))
 			continue;
 		mfs_err_clear(&ferr);
 		pthread_mutex_unlock(&fs->lock);

@@ -76,5 +76,8 @@ void mfs_store_hits_free(struct mfs_store_hits *hits, size_t n)
 		free(hits[i].uids);
 		hits[i].uids = NULL;
 		hits[i].n = 0;
+		mfs_store_msgs_free(hits[i].msgs, hits[i].nmsgs);
+		hits[i].msgs = NULL;
+		hits[i].nmsgs = 0;
 	}
 }

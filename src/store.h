@@ -61,12 +61,22 @@ struct mfs_seg {
 
 /* What a search (the search op) found in one folder. */
 struct mfs_store_hits {
+	int want_msgs;	   /* set by the caller: the matches' listing
+			    * entries are wanted too (msgs below) */
 	uint32_t validity; /* the numbering of uids (IMAP UIDVALIDITY) */
 	uint32_t *uids;	   /* owned: ascending, n of them */
 	size_t n;
+	/* owned: with want_msgs, the listing entries (as index gives them)
+	 * of the matches when the driver could fetch them with the search
+	 * (IMAP: at most MFS_SEARCH_MSGS_MAX), in UID order; else NULL */
+	struct mfs_store_msg *msgs;
+	size_t nmsgs;
 	struct mfs_err err; /* MFS_OK, or why this folder has no answer
 			     * (MFS_E_NOENT: no such folder) */
 };
+
+/* The most matches of one folder whose listing entries a search fetches. */
+#define MFS_SEARCH_MSGS_MAX 2000
 
 struct mfs_store;
 struct mfs_query;
@@ -131,7 +141,8 @@ struct mfs_store_ops {
 	/* Search (NULL where the driver has none): the messages of each of
 	 * folders[0..n) that match q (query.h) into hits[i], which the
 	 * caller zeroes and frees with mfs_store_hits_free(). The server
-	 * matches (IMAP UID SEARCH, every folder's search sent in one burst);
+	 * matches (IMAP UID SEARCH, every folder's search sent in one burst;
+	 * the entries of the folders that want them in a second burst);
 	 * nothing is downloaded. A folder that cannot be searched gets its
 	 * hits[i].err and the others are still searched. Returns the failure
 	 * of the whole: errors as connect, MFS_E_INVAL when the query cannot

@@ -317,3 +317,20 @@ def test_pop3_search(env):
             raise AssertionError("body: on POP3 was accepted")
         check("POP3 search matches the listing only" in m.output(),
               "the log says why: %s" % m.output()[-1000:])
+
+
+def test_matches_of_an_unlisted_folder_then_its_listing(env):
+    """A fresh mount: the matches of a folder not listed yet come with the
+    search (their entries only); the folder's listing is still whole."""
+    with env.mount() as m:
+        base = os.path.join(m.path, *("Srch" + DELIM + "Sub").split(DELIM))
+        q = os.path.join(base, ".search", "from:carol")
+        want = server_search(env, "Srch" + DELIM + "Sub", ["FROM", "carol"])
+        check(want, "matches in Srch/Sub")
+        eq(uids_in(q), want, "matches before any listing")
+        for n in os.listdir(q):
+            check(os.path.isfile(os.path.join(q, n, "body.txt")),
+                  "a match of an unlisted folder resolves")
+        eq(uids_in(base), server_search(env, "Srch" + DELIM + "Sub",
+                                        ["ALL"]),
+           "the folder's listing afterwards")

@@ -358,6 +358,32 @@ class ImapWrite : public ::testing::Test
 		// the connection is still in order
 		EXPECT_EQ(validity_of("SrA") != 0, true);
 		EXPECT_EQ(search("SrA", "from:bob"), s1);
+
+		// the listing entries of the matches, where wanted
+		struct mfs_query *q = NULL;
+		struct mfs_store_hits hits[3];
+		const char *boxes[] = {"SrA", "SrB", "NoSuchFolder"};
+
+		ASSERT_EQ(mfs_query_parse("apples or grüße", &q, &err), MFS_OK);
+		memset(hits, 0, sizeof(hits));
+		hits[0].want_msgs = 1;
+		hits[2].want_msgs = 1;
+		ASSERT_EQ(st->ops->search(st, boxes, 3, q, hits, &err), MFS_OK)
+			<< err.msg;
+		mfs_query_free(q);
+		ASSERT_EQ(hits[0].n, 2u);
+		ASSERT_EQ(hits[0].nmsgs, 2u);
+		EXPECT_EQ(hits[0].msgs[0].uid, hits[0].uids[0]);
+		EXPECT_EQ(hits[0].msgs[1].uid, hits[0].uids[1]);
+		EXPECT_STREQ(hits[0].msgs[0].subject, "hello");
+		EXPECT_STREQ(hits[0].msgs[1].subject, "Über alles");
+		EXPECT_EQ(hits[0].msgs[1].flags, (unsigned)MFS_FLAG_SEEN);
+		EXPECT_EQ(hits[1].n, 1u);
+		EXPECT_EQ(hits[1].msgs, nullptr); // not wanted
+		EXPECT_EQ(hits[2].err.code, MFS_E_NOENT);
+		EXPECT_EQ(hits[2].msgs, nullptr);
+		mfs_store_hits_free(hits, 3);
+		EXPECT_EQ(search("SrB", "apples"), "1");
 	}
 
 	bool has_folder(const std::string &name)
