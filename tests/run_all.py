@@ -20,10 +20,12 @@ servers, timeouts and mailfs, not for the processor.
   test each) run MAILFS_UNIT_JOBS at a time (default 3), the longest
   first, from both passes.
 - The integration modules of a pass are shared out among
-  MAILFS_TEST_WORKERS worker processes (default 3; runner.py --worker),
-  the longest first. Each worker has servers of its own (one Env), and
-  runs its modules one after another against them, as a single run did;
-  no two modules that run at the same time share a server.
+  MAILFS_TEST_WORKERS worker processes (default 3; runner.py --worker)
+  by their usual times (MODULE_SECONDS), the same way every run. Each
+  worker has servers of its own (one Env), and runs its modules one after
+  another against them in alphabetical order, as a single run did: no two
+  modules that run at the same time share a server, and a module only
+  follows modules that it followed in a run of all of them.
 - A pass given --build CMD runs CMD (a shell command, e.g. the make of
   the sanitizer build) while the other passes test, and starts its own
   tests when CMD has succeeded. A failed CMD counts as one failure.
@@ -37,7 +39,6 @@ import collections
 import importlib
 import json
 import os
-import queue
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,7 @@ class Pass:
         self.ready = threading.Event()  # the build is done
         self.usable = build is None     # ... and succeeded
         self.lock = threading.Lock()
-        self.modules = queue.Queue()
+        self.shares = []  # the modules of each worker
         if build is None:
             self.ready.set()
 
@@ -265,17 +266,28 @@ class Worker:
         return [l for l in rest.splitlines() if l.strip()]
 
 
-def integration_worker(ps, number):
+def share_out(modules, n):
+    """n lists of modules: the longest first, each to the list with the
+    least time so far; each list then in alphabetical order, so that a
+    module only ever follows modules it also followed in a run of all
+    of them one after another (a module may leave mail behind)."""
+    shares = [[] for _ in range(n)]
+    load = [0] * n
+    for m in sorted(modules, key=lambda m: -MODULE_SECONDS.get(
+            m[0], DEFAULT_SECONDS)):
+        i = load.index(min(load))
+        shares[i].append(m)
+        load[i] += MODULE_SECONDS.get(m[0], DEFAULT_SECONDS)
+    return [sorted(sh) for sh in shares if sh]
+
+
+def integration_worker(ps, number, share):
     ps.ready.wait()
     if not ps.usable:
         return
     w = Worker(ps, number)
     try:
-        while True:
-            try:
-                name, tests = ps.modules.get_nowait()
-            except queue.Empty:
-                break
+        for name, tests in share:
             p, f, s, lines, took = w.run(name, tests)
             failed = [l.split()[1].rstrip(":") for l in lines
                       if l.startswith("FAIL ") and len(l.split()) > 1]
@@ -337,10 +349,8 @@ def main():
             continue
         if tests:
             modules.append((name, tests))
-    modules.sort(key=lambda m: -MODULE_SECONDS.get(m[0], DEFAULT_SECONDS))
     for ps in passes:
-        for m in modules:
-            ps.modules.put(m)
+        ps.shares = share_out(modules, max(1, workers))
 
     threads = []
     for ps in passes:
@@ -355,9 +365,9 @@ def main():
         threads.append(threading.Thread(target=unit_runner,
                                         args=(jobs, cond)))
     for ps in passes:
-        for i in range(min(max(1, workers), len(modules))):
+        for i, share in enumerate(ps.shares):
             threads.append(threading.Thread(target=integration_worker,
-                                            args=(ps, i + 1)))
+                                            args=(ps, i + 1, share)))
     for t in threads:
         t.daemon = True
         t.start()
