@@ -3,20 +3,28 @@
 // Each fixture starts its own servers with tests/servers/mailservers.sh
 // (run from the top of the repository, as root) and checks every result
 // with an independent client: Python's imaplib, run as /usr/bin/python3.
-// Without the servers the tests are skipped, not passed.
+// Without the servers the tests are skipped, not passed. ImapScripted
+// talks to a small scripted server instead, for replies Dovecot never
+// gives (a search refused with BADCHARSET).
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 extern "C" {
@@ -824,6 +832,215 @@ TEST_F(ImapNoUidplus, MoveAndExpungeRefused)
 	EXPECT_EQ(srv->check("uids Plain"), uid);
 	EXPECT_EQ(srv->check("flags Plain " + uid), "");
 	EXPECT_EQ(srv->check("uids Plain2"), "");
+}
+
+// ---- a scripted server for what Dovecot never says ------------------------
+
+// A plaintext IMAP server on 127.0.0.1 for one connection: OK to every
+// command but UID SEARCH, which is answered by `search` (given the
+// command with its literals, and the tag); it records every command.
+struct ScriptedImap {
+	int lfd, port = 0;
+	std::thread th;
+	std::mutex mu;
+	std::vector<std::string> commands;
+	std::function<std::string(const std::string &, const std::string &)>
+	    search;
+	std::string caps = "IMAP4rev1 LITERAL+";
+
+	ScriptedImap()
+	{
+		struct sockaddr_in sa = {};
+		socklen_t len = sizeof(sa);
+
+		lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		sa.sin_family = AF_INET;
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+		    listen(lfd, 4) != 0 ||
+		    getsockname(lfd, (struct sockaddr *)&sa, &len) != 0)
+			abort();
+		port = ntohs(sa.sin_port);
+	}
+	void start()
+	{
+		th = std::thread([this] { run(); });
+	}
+	~ScriptedImap()
+	{
+		shutdown(lfd, SHUT_RDWR);
+		if (th.joinable())
+			th.join();
+		close(lfd);
+	}
+	// One line (without CRLF) from fd, "" at the end.
+	static bool read_line(int fd, std::string &line)
+	{
+		char c;
+		line.clear();
+		while (read(fd, &c, 1) == 1) {
+			if (c == '\n') {
+				if (!line.empty() && line.back() == '\r')
+					line.pop_back();
+				return true;
+			}
+			line += c;
+		}
+		return false;
+	}
+	static void say(int fd, const std::string &s)
+	{
+		if (write(fd, s.data(), s.size()) != (ssize_t)s.size())
+			return;
+	}
+	void run()
+	{
+		int c = accept(lfd, NULL, NULL);
+		std::string line;
+
+		if (c < 0)
+			return;
+		say(c, "* OK [CAPABILITY IMAP4rev1 LITERAL+ AUTH=PLAIN] hi\r\n");
+		while (read_line(c, line)) {
+			std::string cmd = line;
+			// literals: {n+} or {n} (answered with "+")
+			while (!line.empty() && line.back() == '}') {
+				size_t open = line.rfind('{');
+				bool plus = line[line.size() - 2] == '+';
+				size_t n = std::stoul(line.substr(open + 1));
+				std::string lit(n, '\0');
+				if (!plus)
+					say(c, "+ go on\r\n");
+				for (size_t got = 0; got < n;) {
+					ssize_t r = read(c, &lit[got], n - got);
+					if (r <= 0)
+						return;
+					got += (size_t)r;
+				}
+				if (!read_line(c, line))
+					return;
+				cmd += "\r\n" + lit + line;
+			}
+			std::string tag = cmd.substr(0, cmd.find(' '));
+			std::string rest = cmd.substr(tag.size() + 1);
+			{
+				std::lock_guard<std::mutex> g(mu);
+				commands.push_back(rest);
+			}
+			if (rest.rfind("UID SEARCH", 0) == 0)
+				say(c, search(rest, tag));
+			else if (rest.rfind("EXAMINE", 0) == 0)
+				say(c, "* 5 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n" +
+					   tag + " OK [READ-ONLY] done\r\n");
+			else if (rest.rfind("LOGIN", 0) == 0 ||
+				 rest.rfind("AUTHENTICATE", 0) == 0)
+				say(c, tag + " OK [CAPABILITY " + caps +
+					   "] in\r\n");
+			else if (rest.rfind("CAPABILITY", 0) == 0)
+				say(c, "* CAPABILITY " + caps + "\r\n" + tag +
+					   " OK done\r\n");
+			else if (rest.rfind("LOGOUT", 0) == 0) {
+				say(c, "* BYE bye\r\n" + tag + " OK done\r\n");
+				break;
+			} else
+				say(c, tag + " OK done\r\n");
+		}
+		close(c);
+	}
+	std::vector<std::string> searches()
+	{
+		std::lock_guard<std::mutex> g(mu);
+		std::vector<std::string> out;
+		for (const auto &c : commands)
+			if (c.rfind("UID SEARCH", 0) == 0)
+				out.push_back(c);
+		return out;
+	}
+};
+
+class ImapScripted : public ::testing::Test
+{
+      protected:
+	struct mfs_account acct = {};
+	struct mfs_err err = {};
+	ScriptedImap srv;
+
+	// UIDs found for query as "1 2", or "E<code>: message".
+	std::string search(const char *query)
+	{
+		struct mfs_query *q = NULL;
+		struct mfs_store_hits hits = {};
+		const char *folder = "INBOX";
+		std::string out;
+
+		acct.name = (char *)"scripted";
+		acct.store.proto = MFS_PROTO_IMAP;
+		acct.store.tls = MFS_TLS_NONE;
+		acct.store.host = (char *)"127.0.0.1";
+		acct.store.port = srv.port;
+		acct.user = (char *)"alice";
+		acct.timeout = 5;
+		srv.start();
+		struct mfs_store *st = mfs_imap_store_new(&acct, "secret");
+		EXPECT_NE(st, nullptr);
+		EXPECT_EQ(mfs_query_parse(query, &q, &err), MFS_OK);
+		int rc = st->ops->search(st, &folder, 1, q, &hits, &err);
+		if (rc != MFS_OK)
+			out = "E" + std::to_string(rc) + ": " + err.msg;
+		for (size_t i = 0; rc == MFS_OK && i < hits.n; i++)
+			out += (i ? " " : "") + std::to_string(hits.uids[i]);
+		mfs_store_hits_free(&hits, 1);
+		mfs_query_free(q);
+		st->ops->free(st);
+		return out;
+	}
+};
+
+// A server without UTF-8 search that offers ISO-8859-1: the search is sent
+// again in that charset; "* SEARCH" without ESEARCH.
+TEST_F(ImapScripted, BadcharsetFallsBackToLatin1)
+{
+	srv.search = [](const std::string &cmd, const std::string &tag) {
+		if (cmd.find("CHARSET UTF-8") != std::string::npos)
+			return tag + " NO [BADCHARSET (US-ASCII ISO-8859-1)] "
+				     "no\r\n";
+		return "* SEARCH 3 5\r\n" + tag + " OK done\r\n";
+	};
+	EXPECT_EQ(search("from:J\u00fcrgen"), "3 5");
+	std::vector<std::string> s = srv.searches();
+	ASSERT_EQ(s.size(), 2u);
+	EXPECT_EQ(s[0], "UID SEARCH CHARSET UTF-8 FROM {7+}\r\nJ\u00fcrgen");
+	EXPECT_EQ(s[1], "UID SEARCH CHARSET ISO-8859-1 FROM {6+}\r\nJ\xfc"
+			"rgen");
+}
+
+// ... and one that offers nothing but US-ASCII: EINVAL, saying why.
+TEST_F(ImapScripted, BadcharsetWithoutLatin1IsInval)
+{
+	srv.search = [](const std::string &cmd, const std::string &tag) {
+		(void)cmd;
+		return tag + " NO [BADCHARSET (US-ASCII)] no\r\n";
+	};
+	std::string r = search("subject:\u00fcber");
+	EXPECT_EQ(r.substr(0, 3), "E" + std::to_string(MFS_E_INVAL) + ":")
+		<< r;
+	EXPECT_NE(r.find("BADCHARSET"), std::string::npos) << r;
+	EXPECT_EQ(srv.searches().size(), 1u);
+}
+
+// ASCII terms need no CHARSET; an ESEARCH answer with ranges is expanded.
+TEST_F(ImapScripted, AsciiAndEsearchRanges)
+{
+	srv.search = [](const std::string &cmd, const std::string &tag) {
+		(void)cmd;
+		return "* ESEARCH (TAG \"" + tag + "\") UID ALL 2:4,9,12:11\r\n" +
+		       tag + " OK done\r\n";
+	};
+	srv.caps += " ESEARCH";
+	EXPECT_EQ(search("from:bob or -is:seen"), "2 3 4 9 11 12");
+	std::vector<std::string> s = srv.searches();
+	ASSERT_EQ(s.size(), 1u);
+	EXPECT_EQ(s[0], "UID SEARCH RETURN (ALL) OR FROM \"bob\" NOT SEEN");
 }
 
 } // namespace
