@@ -5,7 +5,7 @@
  *
  * The input is what a server sends: a greeting, then replies. It is served
  * through a socketpair under mailfs's own plain stream (tls.c), and the
- * driver's list, index, fetch and skeleton operations (src/imap.c, included here so
+ * driver's list, index, fetch, skeleton and search operations (src/imap.c, included here so
  * that its static functions run unchanged) each read it from the start on a
  * fresh session. The driver must not crash, leak or hang; what it returns
  * is checked against store.h: on success the results are well formed, on
@@ -226,6 +226,45 @@ static void fuzz_skeleton(struct mfs_store *st, struct mfs_imap *imap,
 	session_end(imap);
 }
 
+/* A search of two folders with a literal term (no LITERAL+: it waits for
+ * "+"), the entries of the matches wanted: on success each folder's UIDs
+ * are in order and its entries name a message; failures are a network
+ * driver's, or EINVAL (BADCHARSET). */
+static void fuzz_search(struct mfs_store *st, struct mfs_imap *imap,
+			const uint8_t *data, size_t size)
+{
+	static const char *const folders[] = {"INBOX", "A"};
+	struct mfs_store_hits hits[2];
+	struct mfs_query *q = NULL;
+	struct mfs_err err;
+	mailimap *session = session_over(data, size);
+	size_t i, j;
+
+	if (session == NULL)
+		return;
+	imap->session = session;
+	memset(hits, 0, sizeof(hits));
+	hits[0].want_msgs = hits[1].want_msgs = 1;
+	check(mfs_query_parse("from:bob or subject:\xc3\xbc", &q, &err) ==
+	      MFS_OK);
+	if (st->ops->search(st, folders, 2, q, hits, &err) == MFS_OK) {
+		for (i = 0; i < 2; i++) {
+			check(hits[i].err.code == MFS_OK ||
+			      sane_code(hits[i].err.code));
+			check(hits[i].n <= SEARCH_MAX_UIDS);
+			for (j = 1; j < hits[i].n; j++)
+				check(hits[i].uids[j - 1] <= hits[i].uids[j]);
+			for (j = 0; j < hits[i].nmsgs; j++)
+				check(hits[i].msgs[j].uid != 0);
+		}
+	} else {
+		check(sane_code(err.code) || err.code == MFS_E_INVAL);
+	}
+	mfs_store_hits_free(hits, 2);
+	mfs_query_free(q);
+	session_end(imap);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	/* Reconnects go to a port nobody listens on: refused at once. */
@@ -249,5 +288,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_index(st, st->priv, data, size, &msg, &validity);
 	fuzz_fetch(st, st->priv, data, size, &msg, validity);
 	fuzz_skeleton(st, st->priv, data, size, &msg, validity);
+	fuzz_search(st, st->priv, data, size);
 	return 0;
 }
