@@ -539,6 +539,71 @@ SyncState *
                     "imaplib UID FETCH 1:1000 BODY.PEEK[]", floor_wall,
                     floor_rts)
 
+    # --- search ---------------------------------------------------------------
+
+    def search_row(self):
+        """ls INBOX/.search/body:"PHRASE" from mailfs's start on a fresh
+        cache, against imaplib's login + UID SEARCH BODY; then grep -il
+        of the phrase in INBOX/*/body.txt through a fresh mount."""
+        phrase = gen.SEARCH_PHRASE
+        query = 'body:"%s"' % phrase
+        op = "fresh `ls INBOX/.search/%s`, %d msgs" % (query, MESSAGES)
+        op_grep = "fresh `grep -il '%s' INBOX/*/body.txt`" % phrase
+        floor_cmd = self.floor("imap-search", self.imaps.port, self.ca,
+                               "alice", self.alice_pass, "INBOX", phrase)
+        floor_wall, floor_rts = self.timed_alt(self.imaps, floor_cmd)
+        want = int(run_timed(floor_cmd, stdout=None)[3].split()[0])
+        walls, rts, hwms = [], [], []
+        try:
+            for _ in range(RUNS):
+                self.imaps.reset()
+                m = Mailfs(self, self.config())
+                try:
+                    _, rc, _, out = run_timed(
+                        ["ls", os.path.join(m.path, "INBOX", ".search",
+                                            query)], stdout=None)
+                    walls.append(time.monotonic() - m.t0)
+                    rts.append(self.imaps.round_trips())
+                    hwms.append(m.hwm())
+                finally:
+                    m.umount()
+                if rc != 0 or len(out.splitlines()) != want:
+                    raise NA("ls showed %d matches, the server %d" % (
+                        len(out.splitlines()), want))
+            self.cmd("mailfs -f -o config=CONFIG bench MNT & (wait for "
+                     "the mount); ls 'MNT/INBOX/.search/%s'" % query)
+            self.add(op, "≤ 1.5× imaplib login + UID SEARCH",
+                     median(walls), "imaplib login + UID SEARCH BODY",
+                     floor_wall, 1.5, median(rts), None, floor_rts,
+                     max(hwms), note="%d matches" % want)
+        except NA as e:
+            self.na(op, "≤ 1.5× imaplib login + UID SEARCH", str(e),
+                    "imaplib login + UID SEARCH BODY", floor_wall,
+                    floor_rts)
+            return
+        search_wall = median(walls)
+        walls, rts, hwms = [], [], []
+        try:
+            for _ in range(RUNS):
+                with Mailfs(self, self.config()) as m:
+                    self.imaps.reset()
+                    t0 = time.monotonic()
+                    _, _, _, out = run_timed(
+                        "grep -il '%s' %s/INBOX/*/body.txt" % (
+                            phrase, m.path), shell=True, stdout=None)
+                    walls.append(time.monotonic() - t0)
+                    time.sleep(0.1)
+                    rts.append(self.imaps.round_trips())
+                    hwms.append(m.hwm())
+            self.cmd("grep -il '%s' MNT/INBOX/*/body.txt" % phrase)
+            self.add(op_grep, "(for comparison)", median(walls),
+                     "the search above", search_wall, None, median(rts),
+                     None, None, max(hwms),
+                     note="grep found %d files" % len(out.splitlines()))
+        except NA as e:
+            self.na(op_grep, "(for comparison)", str(e), "the search above",
+                    search_wall)
+
     # --- POP3 -----------------------------------------------------------------
 
     def pop3_row(self):
@@ -767,6 +832,7 @@ account default : bench
         self.start()
         log("servers in %s; mailfs from %s" % (self.srv, self.mailfs_mtime))
         steps = [self.listing_rows, self.attach_rows, self.grep_row,
+                 self.search_row,
                  self.memory_rows, self.pop3_row, self.new_mail_row,
                  self.outbox_row]
         for step in steps:

@@ -6,6 +6,9 @@ must do for the same result, as one short-lived process.
         one UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)
     floor.py imap-bodies PORT CA USER PASSFILE FOLDER RANGE
         one UID FETCH RANGE (BODY.PEEK[])
+    floor.py imap-search PORT CA USER PASSFILE FOLDER PHRASE
+        one UID SEARCH BODY "PHRASE" (the server searches; no message
+        comes)
     floor.py pop3-retr  PORT CA USER PASSFILE
         STAT, then RETR 1 .. RETR n sent at once (pipelined), then QUIT
 
@@ -44,6 +47,18 @@ def imap_fetch(port, ca, user, passfile, folder, rng, items):
     size = sum(len(d[1]) for d in data if isinstance(d, tuple))
     c.logout()
     print("%d messages, %d literal bytes" % (n, size))
+
+
+def imap_search(port, ca, user, passfile, folder, phrase):
+    c = imap(port, ca, user, passfile)
+    typ, _ = c.select(folder, readonly=True)
+    if typ != "OK":
+        raise SystemExit("cannot open %s" % folder)
+    typ, data = c.uid("SEARCH", "BODY", '"%s"' % phrase)
+    if typ != "OK":
+        raise SystemExit("SEARCH failed: %r" % data)
+    c.logout()
+    print("%d messages" % len(data[0].split()))
 
 
 class Lines:
@@ -114,6 +129,8 @@ def main(argv):
                    "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)")
     elif cmd == "imap-bodies" and len(args) == 6:
         imap_fetch(*args, "(BODY.PEEK[])")
+    elif cmd == "imap-search" and len(args) == 6:
+        imap_search(*args)
     elif cmd == "pop3-retr" and len(args) == 4:
         pop3_retr(*args)
     else:

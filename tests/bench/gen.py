@@ -31,6 +31,8 @@ import sys
 import time
 
 WORD = "quokkaberry"
+# Two words of VOCAB in a row: in about one INBOX message in ten.
+SEARCH_PHRASE = "urgent deploy"
 WORDS_COUNT = 1000
 ATTACH_BYTES = 2000000
 HUGE_BYTES = 50 * 1000 * 1000
