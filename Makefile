@@ -72,6 +72,7 @@ UNIT_sentq  = sentq statefile privdir log error
 UNIT_cache  = cache hash privdir error log
 UNIT_node   = node
 UNIT_query  = query names base64 error
+UNIT_search = $(UNIT_fs)
 UNIT_skeleton = skeleton store mime names base64 hash error
 UNIT_fs     = $(sort fs folders msgview outbox search query node mime hash cache store $(UNIT_spool))
 UNIT_TESTS := $(patsubst tests/unit/%_test.cc,%,$(wildcard tests/unit/*_test.cc))
