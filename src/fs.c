@@ -1957,8 +1957,12 @@ static const struct kind kinds[K_COUNT] = {
 	[K_QUERY] = {.ttl = FOLDER_ATTR_TTL,
 		     .sync = search_sync,
 		     .setattr = search_setattr,
+		     .unlink = search_unlink,
 		     .rmdir = search_rmdir},
-	[K_HITDIR] = {.ttl = FOLDER_ATTR_TTL, .sync = search_sync},
+	[K_HITDIR] = {.ttl = FOLDER_ATTR_TTL,
+		      .sync = search_sync,
+		      .unlink = search_unlink,
+		      .rmdir = search_rmdir_hitdir},
 	[K_LINK] = {.ttl = FOLDER_ATTR_TTL},
 };
 

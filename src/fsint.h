@@ -261,5 +261,10 @@ int search_sync(struct mfs_fs *fs, struct mfs_node *dir, int opening,
 int search_setattr(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
 		   const struct stat *attr, int to_set);
 int search_rmdir(struct mfs_fs *fs, struct mfs_node *n);
+/* rm -r of a query: unlink of a link and rmdir of a folder directory in
+ * it succeed and do nothing (the rmdir of the query forgets them). */
+int search_unlink(struct mfs_fs *fs, struct mfs_node *dir, struct mfs_node *n,
+		  const char *name);
+int search_rmdir_hitdir(struct mfs_fs *fs, struct mfs_node *n);
 
 #endif

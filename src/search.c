@@ -104,6 +104,27 @@ int search_rmdir(struct mfs_fs *fs, struct mfs_node *n)
 	return 0;
 }
 
+/* rm -r .search/QUERY removes the links and folder directories inside
+ * before the query: that succeeds and does nothing; the rmdir of the
+ * query forgets it all. */
+int search_unlink(struct mfs_fs *fs, struct mfs_node *dir, struct mfs_node *n,
+		  const char *name)
+{
+	(void)fs;
+	(void)dir;
+	(void)name;
+	if (n == NULL)
+		return ENOENT;
+	return n->kind == MFS_N_LINK ? 0 : EISDIR;
+}
+
+int search_rmdir_hitdir(struct mfs_fs *fs, struct mfs_node *n)
+{
+	(void)fs;
+	(void)n;
+	return 0;
+}
+
 /* touch .search/QUERY: search again at the next look. */
 int search_setattr(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
 		   const struct stat *attr, int to_set)

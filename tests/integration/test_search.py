@@ -6,6 +6,7 @@ import errno
 import glob
 import os
 import re
+import subprocess
 import time
 
 from harness import Skip, check, eq, mutf7_decode, wait_for
@@ -216,6 +217,18 @@ def test_search_dir_is_in_no_listing(env):
     check("from:carol" not in os.listdir(s), "rmdir forgets a query")
     # and it can be asked again
     check(os.listdir(os.path.join(s, "from:carol")), "asked again")
+    # rm -r forgets it too, and leaves the messages alone
+    before = sorted(os.listdir(base))
+    subprocess.run(["rm", "-r", os.path.join(s, "from:carol")], check=True)
+    check("from:carol" not in os.listdir(s), "rm -r forgets a query")
+    eq(sorted(os.listdir(base)), before, "the messages after rm -r of a query")
+    r = os.path.join(M.path, ".search", "from:carol")
+    check(os.listdir(r), "a root query")
+    subprocess.run(["rm", "-r", r], check=True)
+    check("from:carol" not in os.listdir(os.path.join(M.path, ".search")),
+          "rm -r forgets a root query")
+    eq(sorted(os.listdir(base)), before,
+       "the messages after rm -r of a root query")
 
 
 def test_touch_searches_again(env):
