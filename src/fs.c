@@ -541,7 +541,12 @@ fail:
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)s;
-	fuse_reply_open(req, fi);
+	if (fuse_reply_open(req, fi) != 0) {
+		/* the request was interrupted: no releasedir will come */
+		pthread_mutex_lock(&fs->lock);
+		snap_free(fs, s);
+		pthread_mutex_unlock(&fs->lock);
+	}
 }
 
 static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -825,7 +830,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
-	fuse_reply_open(req, fi);
+	if (fuse_reply_open(req, fi) != 0)
+		handle_free(fs, h); /* interrupted: no release will come */
 }
 
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
