@@ -2693,6 +2693,7 @@ struct mfs_store *mfs_imap_store_new(const struct mfs_account *acct,
 	if (st == NULL)
 		return NULL;
 	st->ops = &imap_ops;
+	st->search_text = 1;
 	st->priv = imap_new(acct, password);
 	if (st->priv == NULL) {
 		free(st);

@@ -376,5 +376,6 @@ struct mfs_store *mfs_pool_new(struct mfs_store *main,
 	st->ops = &pool_ops;
 	st->priv = p;
 	st->read_only = main->read_only;
+	st->search_text = main->search_text;
 	return st;
 }

@@ -432,13 +432,24 @@ static long day_of_time(time_t t)
 	return (long)(t >= 0 ? t / 86400 : (t - 86399) / 86400);
 }
 
-int mfs_query_match(const struct mfs_query *q, const struct mfs_store_msg *msg)
+/* msg against q; t (may be NULL: a listing only) for the text terms. */
+static int match(const struct mfs_query *q, const struct mfs_store_msg *msg,
+		 const struct mfs_query_text *t)
 {
 	switch (q->op) {
 	case MFS_Q_FROM:
-		return contains(msg->from, q->text);
+		return contains(t != NULL ? t->from : msg->from, q->text);
 	case MFS_Q_SUBJECT:
-		return contains(msg->subject, q->text);
+		return contains(t != NULL ? t->subject : msg->subject, q->text);
+	case MFS_Q_TO:
+		return t != NULL && contains(t->to, q->text);
+	case MFS_Q_CC:
+		return t != NULL && contains(t->cc, q->text);
+	case MFS_Q_BODY:
+		return t != NULL && contains(t->body, q->text);
+	case MFS_Q_TEXT:
+		return t != NULL && (contains(t->headers, q->text) ||
+				     contains(t->body, q->text));
 	case MFS_Q_SINCE:
 		return day_of_time(msg->date) >= days_of(q->year, q->month,
 							  q->day);
@@ -452,14 +463,25 @@ int mfs_query_match(const struct mfs_query *q, const struct mfs_store_msg *msg)
 	case MFS_Q_IS:
 		return (msg->flags & q->flag) != 0;
 	case MFS_Q_NOT:
-		return !mfs_query_match(q->a, msg);
+		return !match(q->a, msg, t);
 	case MFS_Q_OR:
-		return mfs_query_match(q->a, msg) || mfs_query_match(q->b, msg);
+		return match(q->a, msg, t) || match(q->b, msg, t);
 	case MFS_Q_AND:
-		return mfs_query_match(q->a, msg) && mfs_query_match(q->b, msg);
-	default:
-		return 0; /* not listing_only */
+		return match(q->a, msg, t) && match(q->b, msg, t);
 	}
+	return 0;
+}
+
+int mfs_query_match(const struct mfs_query *q, const struct mfs_store_msg *msg)
+{
+	return match(q, msg, NULL);
+}
+
+int mfs_query_match_text(const struct mfs_query *q,
+			 const struct mfs_store_msg *msg,
+			 const struct mfs_query_text *t)
+{
+	return match(q, msg, t);
 }
 
 /* --- IMAP ------------------------------------------------------------------ */

@@ -74,6 +74,21 @@ int mfs_query_listing_only(const struct mfs_query *q);
  * decoded sender or subject, the day of msg->date in UTC. 1 or 0. */
 int mfs_query_match(const struct mfs_query *q, const struct mfs_store_msg *msg);
 
+/* The decoded text of a message, for the terms a listing cannot answer;
+ * NULL or "" where the message has none. */
+struct mfs_query_text {
+	const char *from, *to, *cc, *subject; /* header values, decoded */
+	const char *headers;		      /* the header block, decoded */
+	const char *body;		      /* the main text (body.txt) */
+};
+
+/* Whether msg matches q, text terms by t: from:, to:, cc:, subject: in
+ * that header, body: in the body, text: in the headers or the body (case
+ * ignored for ASCII letters); the others as mfs_query_match(). 1 or 0. */
+int mfs_query_match_text(const struct mfs_query *q,
+			 const struct mfs_store_msg *msg,
+			 const struct mfs_query_text *t);
+
 /* IMAP rendering. */
 enum mfs_query_charset {
 	MFS_QUERY_UTF8,

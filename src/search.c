@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "query.h"
@@ -341,6 +342,148 @@ static void sweep(struct mfs_fs *fs, struct mfs_node *dir, unsigned gen)
 	}
 }
 
+/* --- reading the messages (a store whose search has no text terms) ------ */
+
+/* The most bytes of one file of a message that a search reads. */
+#define TEXT_MAX (4u * 1024 * 1024)
+
+/* The file name of msg's directory, read into *out (malloc'd, NUL ended;
+ * NULL when the message has no such file). Caller holds the lock and a
+ * hold on msg; the lock is dropped while the file is read. */
+static int read_text(struct mfs_fs *fs, struct mfs_node *msg,
+		     const char *name, char **out, struct mfs_err *err)
+{
+	struct mfs_node *n = mfs_nodes_child(fs->nodes, msg, name);
+	struct handle h;
+	size_t len, got = 0;
+	ssize_t r = 0;
+	char *buf;
+	int rc;
+
+	*out = NULL;
+	if (n == NULL || n->kind != MFS_N_FILE || n->file != MFS_F_PART)
+		return MFS_OK;
+	memset(&h, 0, sizeof(h));
+	h.fd = -1;
+	h.node = n;
+	mfs_nodes_hold(n);
+	rc = part_size(fs, n, err); /* a decoded size is known once asked */
+	if (rc == MFS_OK)
+		rc = open_part(fs, n, &h, err);
+	if (rc != MFS_OK)
+		goto release;
+	len = h.size < TEXT_MAX ? (size_t)h.size : TEXT_MAX;
+	buf = malloc(len + 1);
+	if (buf == NULL) {
+		rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto release;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	while (got < len &&
+	       (r = pread(h.fd, buf + got, len - got,
+			  h.base + (off_t)got)) > 0)
+		got += (size_t)r;
+	pthread_mutex_lock(&fs->lock);
+	if (r < 0) {
+		rc = mfs_err_set(err, MFS_E_IO, "reading %s: %s", name,
+				 strerror(errno));
+		free(buf);
+		goto release;
+	}
+	buf[got] = '\0';
+	*out = buf;
+release:
+	if (h.fd >= 0)
+		close(h.fd);
+	free(h.buf);
+	mfs_nodes_release(fs->nodes, n);
+	return rc;
+}
+
+/* Whether message msg (held) matches q by its text: its files from, to,
+ * cc, subject, headers and body.txt, the message fetched as for a look
+ * inside. *m is 1 or 0. Caller holds the lock. */
+static int match_message(struct mfs_fs *fs, struct mfs_node *msg,
+			 const struct mfs_query *q, int *m,
+			 struct mfs_err *err)
+{
+	static const char *const files[] = {"from",    "to",	  "cc",
+					    "subject", "headers", "body.txt"};
+	char *text[6] = {NULL};
+	struct mfs_query_text t;
+	size_t i;
+	int rc;
+
+	rc = dir_ensure(fs, msg, err);
+	for (i = 0; i < 6 && rc == MFS_OK; i++)
+		rc = read_text(fs, msg, files[i], &text[i], err);
+	if (rc == MFS_OK) {
+		t.from = text[0];
+		t.to = text[1];
+		t.cc = text[2];
+		t.subject = text[3];
+		t.headers = text[4];
+		t.body = text[5];
+		*m = mfs_query_match_text(q, &msg->msg, &t);
+	}
+	for (i = 0; i < 6; i++)
+		free(text[i]);
+	return rc;
+}
+
+/* The search of a store that cannot match text (POP3): the folder listed
+ * as for a look, then every message read (fetched as grep would) and
+ * matched here; the results into h as the store's search gives them.
+ * Caller holds the lock and a hold on folder. */
+static int search_messages(struct mfs_fs *fs, struct mfs_node *folder,
+			   const struct mfs_query *q,
+			   struct mfs_store_hits *h, struct mfs_err *err)
+{
+	int ttl = fs->acct->refresh > 0 ? fs->acct->refresh : LIST_TTL;
+	struct mfs_node **msgs, *c;
+	size_t n = 0, i;
+	int rc, m;
+
+	pthread_mutex_unlock(&fs->lock);
+	rc = refresh_folder(fs, folder, ttl, &h->err);
+	pthread_mutex_lock(&fs->lock);
+	if (rc != MFS_OK)
+		return MFS_OK; /* this folder's error, in h->err */
+	for (c = folder->first_child; c != NULL; c = c->next_sibling)
+		n += c->kind == MFS_N_MESSAGE;
+	msgs = calloc(n ? n : 1, sizeof(*msgs));
+	h->uids = calloc(n ? n : 1, sizeof(*h->uids));
+	if (msgs == NULL || h->uids == NULL) {
+		free(msgs);
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	n = 0;
+	for (c = folder->first_child; c != NULL; c = c->next_sibling)
+		if (c->kind == MFS_N_MESSAGE) {
+			mfs_nodes_hold(c);
+			msgs[n++] = c;
+		}
+	h->validity = folder->validity;
+	for (i = 0; i < n && rc == MFS_OK; i++) {
+		if (!msgs[i]->linked)
+			continue;
+		m = 0;
+		rc = match_message(fs, msgs[i], q, &m, err);
+		if (rc == MFS_E_NOENT) { /* gone meanwhile */
+			mfs_err_clear(err);
+			rc = MFS_OK;
+		}
+		if (rc == MFS_OK && m)
+			h->uids[h->n++] = msgs[i]->msg.uid;
+	}
+	for (i = 0; i < n; i++)
+		mfs_nodes_release(fs->nodes, msgs[i]);
+	free(msgs);
+	if (h->n > 0)
+		qsort(h->uids, h->n, sizeof(*h->uids), uid_cmp);
+	return rc;
+}
+
 /* Searches query node qn (held) again. Caller holds the lock; it is
  * dropped while the server works. */
 static int search_run(struct mfs_fs *fs, struct mfs_node *qn,
@@ -384,9 +527,19 @@ static int search_run(struct mfs_fs *fs, struct mfs_node *qn,
 		names[i] = ts.v[i].mailbox;
 		hits[i].want_msgs = ts.v[i].folder->listed == 0;
 	}
-	pthread_mutex_unlock(&fs->lock);
-	rc = fs->store->ops->search(fs->store, names, ts.n, q, hits, err);
-	pthread_mutex_lock(&fs->lock);
+	if (fs->store->search_text || mfs_query_listing_only(q)) {
+		pthread_mutex_unlock(&fs->lock);
+		rc = fs->store->ops->search(fs->store, names, ts.n, q, hits,
+					    err);
+		pthread_mutex_lock(&fs->lock);
+	} else {
+		mfs_log_info("search \"%s\": reading the messages (the "
+			     "server cannot search their text)",
+			     qn->name);
+		for (i = 0, rc = MFS_OK; i < ts.n && rc == MFS_OK; i++)
+			rc = search_messages(fs, ts.v[i].folder, q, &hits[i],
+					     err);
+	}
 	if (rc != MFS_OK)
 		goto free_hits;
 	if (!qn->linked) { /* forgotten meanwhile (rmdir) */

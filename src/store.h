@@ -215,6 +215,9 @@ struct mfs_store {
 	const struct mfs_store_ops *ops; /* borrowed: static */
 	void *priv;			 /* owned by the driver */
 	int read_only;			 /* every write is EROFS (POP3) */
+	int search_text; /* search answers to:, cc:, body:, text: (IMAP); 0:
+			  * only what a listing has, the FUSE layer reads
+			  * the messages for the rest (POP3) */
 };
 
 /* The watch of a store that cannot be told of changes: waits secs seconds

@@ -6,7 +6,8 @@
  * invariant breaks: a query that parses renders as IMAP keys ending in
  * CRLF, whose literals are each announced by "{n}\r\n" just before their
  * offset and hold n bytes; a query that does not parse is EINVAL with a
- * reason and no tree; matching never fails for a listing-only query.
+ * reason and no tree; matching (by a listing, or by a message's text)
+ * answers 0 or 1.
  *
  * Build and run:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc \
@@ -99,6 +100,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		m.size = size;
 		m.flags = (unsigned)size & 0x1f;
 		rc = mfs_query_match(q, &m);
+		check(rc == 0 || rc == 1);
+	}
+	{
+		struct mfs_query_text t = {name, "", NULL, name, name, name};
+
+		memset(&m, 0, sizeof(m));
+		m.date = (time_t)size * 86400;
+		rc = mfs_query_match_text(q, &m, &t);
 		check(rc == 0 || rc == 1);
 	}
 	mfs_query_free(q);

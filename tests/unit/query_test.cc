@@ -237,6 +237,38 @@ TEST(Query, ListingMatch)
 	mfs_query_free(q);
 }
 
+TEST(Query, TextMatch)
+{
+	struct mfs_store_msg m = msg_at(nullptr, nullptr, 1704497400, 5000, 0);
+	struct mfs_query_text t = {"Bob <bob@example.org>",
+				   "Carol <carol@example.org>",
+				   nullptr,
+				   "Quarterly report",
+				   "From: Bob <bob@example.org>\nX-Tag: zebra\n",
+				   "The figures are late."};
+	const struct {
+		const char *q;
+		int want;
+	} cases[] = {
+	    {"from:bob", 1},	     {"to:carol", 1},
+	    {"to:bob", 0},	     {"cc:carol", 0},
+	    {"subject:QUARTERLY", 1}, {"body:figures", 1},
+	    {"body:zebra", 0},	     {"text:zebra", 1},
+	    {"zebra", 1},	     {"late -body:early", 1},
+	    {"text:nowhere", 0},     {"body:figures since:2024-01-06", 0},
+	    {"to:dave or body:\"are late\"", 1},
+	};
+
+	for (const auto &c : cases) {
+		struct mfs_query *q;
+		struct mfs_err err;
+
+		ASSERT_EQ(mfs_query_parse(c.q, &q, &err), MFS_OK) << c.q;
+		EXPECT_EQ(mfs_query_match_text(q, &m, &t), c.want) << c.q;
+		mfs_query_free(q);
+	}
+}
+
 TEST(Query, HandBuiltAndIsParenthesized)
 {
 	struct mfs_query *q;
