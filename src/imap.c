@@ -3315,7 +3315,7 @@ static int search_burst(struct mfs_imap *imap, const char *const *folders,
 	struct search_cmd *cmds = calloc(n, sizeof(*cmds));
 	int sync = w->nlits > 0 && !(imap->caps & IMAP_CAP_LITERALPLUS);
 	int esearch, r = MAILIMAP_NO_ERROR, last;
-	struct search_end end;
+	struct search_end end = {0};
 	char head[96];
 	size_t i;
 	long cur = -1; /* the folder selected as we read, or -1 */
