@@ -169,6 +169,42 @@ static int caps_have(struct mailimap_capability_data *caps, const char *name)
 	return 0;
 }
 
+/* CAPABILITY into *caps (the caller frees it). libetpan answers from the
+ * connection's capability list and dereferences it even when the server
+ * sent no "* CAPABILITY" line: an empty list is put there first, so that
+ * such a server has no capabilities instead of crashing us. */
+static int ask_capability(struct mfs_imap *imap,
+			  struct mailimap_capability_data **caps,
+			  struct mfs_err *err)
+{
+	mailimap *session = imap->session;
+	struct mailimap_capability_data *empty = NULL;
+	clist *none;
+	int r;
+
+	*caps = NULL;
+	if (session->imap_connection_info == NULL) {
+		session->imap_connection_info = mailimap_connection_info_new();
+		if (session->imap_connection_info == NULL)
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	if (session->imap_connection_info->imap_capability == NULL) {
+		none = clist_new();
+		if (none != NULL)
+			empty = mailimap_capability_data_new(none);
+		if (empty == NULL) {
+			if (none != NULL)
+				clist_free(none);
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		}
+		session->imap_connection_info->imap_capability = empty;
+	}
+	r = mailimap_capability(session, caps);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail(imap, r, "CAPABILITY", MFS_E_PROTO, err);
+	return MFS_OK;
+}
+
 /* Says whether `name` is among the server's capabilities: those it sent
  * unasked (in its greeting, as Dovecot does) when there are any, which
  * saves a round trip; otherwise it asks with CAPABILITY. */
@@ -178,16 +214,14 @@ static int imap_has_cap(struct mfs_imap *imap, const char *name, int *has,
 	struct mailimap_connection_info *ci =
 	    imap->session->imap_connection_info;
 	struct mailimap_capability_data *caps = NULL;
-	int r;
 
 	if (ci != NULL && ci->imap_capability != NULL) {
 		*has = caps_have(ci->imap_capability, name);
 		return MFS_OK;
 	}
-	r = mailimap_capability(imap->session, &caps);
-	if (r != MAILIMAP_NO_ERROR)
-		return imap_fail(imap, r, "CAPABILITY", MFS_E_PROTO, err);
-	*has = caps_have(caps, name);
+	if (ask_capability(imap, &caps, err) != MFS_OK)
+		return err->code;
+	*has = caps != NULL && caps_have(caps, name);
 	mailimap_capability_data_free(caps);
 	return MFS_OK;
 }
@@ -202,14 +236,12 @@ static int imap_load_caps(struct mfs_imap *imap, struct mfs_err *err)
 	struct mailimap_connection_info *ci =
 	    imap->session->imap_connection_info;
 	struct mailimap_capability_data *caps = NULL;
-	int r;
 
 	if (ci == NULL || ci->imap_capability == NULL) {
-		r = mailimap_capability(imap->session, &caps);
-		if (r != MAILIMAP_NO_ERROR)
-			return imap_fail(imap, r, "CAPABILITY", MFS_E_PROTO,
-					 err);
-		mailimap_capability_data_free(caps);
+		if (ask_capability(imap, &caps, err) != MFS_OK)
+			return err->code;
+		if (caps != NULL)
+			mailimap_capability_data_free(caps);
 		ci = imap->session->imap_connection_info;
 		if (ci == NULL || ci->imap_capability == NULL)
 			return MFS_OK; /* no capabilities at all */

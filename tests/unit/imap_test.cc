@@ -847,6 +847,9 @@ struct ScriptedImap {
 	std::function<std::string(const std::string &, const std::string &)>
 	    search;
 	std::string caps = "IMAP4rev1 LITERAL+";
+	// capabilities said nowhere: not in the greeting, not after LOGIN,
+	// and CAPABILITY answered with a bare OK
+	bool quiet = false;
 
 	ScriptedImap()
 	{
@@ -900,7 +903,9 @@ struct ScriptedImap {
 
 		if (c < 0)
 			return;
-		say(c, "* OK [CAPABILITY IMAP4rev1 LITERAL+ AUTH=PLAIN] hi\r\n");
+		say(c, quiet ? "* OK hi\r\n"
+			     : "* OK [CAPABILITY IMAP4rev1 LITERAL+ AUTH=PLAIN] "
+			       "hi\r\n");
 		while (read_line(c, line)) {
 			std::string cmd = line;
 			// literals: {n+} or {n} (answered with "+")
@@ -932,6 +937,9 @@ struct ScriptedImap {
 			else if (rest.rfind("EXAMINE", 0) == 0)
 				say(c, "* 5 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n" +
 					   tag + " OK [READ-ONLY] done\r\n");
+			else if (quiet && (rest.rfind("LOGIN", 0) == 0 ||
+					   rest.rfind("CAPABILITY", 0) == 0))
+				say(c, tag + " OK done\r\n");
 			else if (rest.rfind("LOGIN", 0) == 0 ||
 				 rest.rfind("AUTHENTICATE", 0) == 0)
 				say(c, tag + " OK [CAPABILITY " + caps +
@@ -946,6 +954,14 @@ struct ScriptedImap {
 				say(c, tag + " OK done\r\n");
 		}
 		close(c);
+	}
+	size_t count(const char *prefix)
+	{
+		std::lock_guard<std::mutex> g(mu);
+		size_t n = 0;
+		for (const auto &c : commands)
+			n += c.rfind(prefix, 0) == 0;
+		return n;
 	}
 	std::vector<std::string> searches()
 	{
@@ -965,14 +981,9 @@ class ImapScripted : public ::testing::Test
 	struct mfs_err err = {};
 	ScriptedImap srv;
 
-	// UIDs found for query as "1 2", or "E<code>: message".
-	std::string search(const char *query)
+	// A store on the scripted server, which starts now.
+	struct mfs_store *open()
 	{
-		struct mfs_query *q = NULL;
-		struct mfs_store_hits hits = {};
-		const char *folder = "INBOX";
-		std::string out;
-
 		acct.name = (char *)"scripted";
 		acct.store.proto = MFS_PROTO_IMAP;
 		acct.store.tls = MFS_TLS_NONE;
@@ -981,7 +992,18 @@ class ImapScripted : public ::testing::Test
 		acct.user = (char *)"alice";
 		acct.timeout = 5;
 		srv.start();
-		struct mfs_store *st = mfs_imap_store_new(&acct, "secret");
+		return mfs_imap_store_new(&acct, "secret");
+	}
+
+	// UIDs found for query as "1 2", or "E<code>: message".
+	std::string search(const char *query)
+	{
+		struct mfs_query *q = NULL;
+		struct mfs_store_hits hits = {};
+		const char *folder = "INBOX";
+		std::string out;
+
+		struct mfs_store *st = open();
 		EXPECT_NE(st, nullptr);
 		EXPECT_EQ(mfs_query_parse(query, &q, &err), MFS_OK);
 		int rc = st->ops->search(st, &folder, 1, q, &hits, &err);
@@ -1041,6 +1063,20 @@ TEST_F(ImapScripted, AsciiAndEsearchRanges)
 	std::vector<std::string> s = srv.searches();
 	ASSERT_EQ(s.size(), 1u);
 	EXPECT_EQ(s[0], "UID SEARCH RETURN (ALL) OR FROM \"bob\" NOT SEEN");
+}
+
+// A server that says its capabilities nowhere (no code in the greeting or
+// the LOGIN reply, CAPABILITY answered with a bare OK) has none: libetpan's
+// mailimap_capability() used to crash on it, with a NULL capability list.
+TEST_F(ImapScripted, NoCapabilitiesAnywhereIsNone)
+{
+	srv.quiet = true;
+	struct mfs_store *st = open();
+	ASSERT_NE(st, nullptr);
+	EXPECT_EQ(st->ops->connect(st, &err), MFS_OK) << err.msg;
+	EXPECT_GE(srv.count("CAPABILITY"), 1u);
+	EXPECT_EQ(srv.count("LOGIN"), 1u);
+	st->ops->free(st);
 }
 
 } // namespace
