@@ -9,7 +9,7 @@ import re
 import subprocess
 import time
 
-from harness import Skip, check, eq, mutf7_decode, wait_for
+from harness import check, eq, mutf7_decode, wait_for
 
 M = None  # the shared mount of this module
 DELIM = "/"
@@ -283,22 +283,6 @@ def test_root_search_shows_the_folder_tree(env):
     want = {DELIM.join(mutf7_decode(p) for p in k.split(DELIM)): v
             for k, v in want.items()}
     eq(got, want, "the root search over every folder")
-
-
-def test_server_folder_named_search_gets_a_suffix(env):
-    c = env.imap()
-    typ, _ = c.create(".search")
-    c.logout()
-    if typ != "OK":
-        raise Skip("the server refuses a folder named .search")
-    os.utime(M.path)
-    time.sleep(0)
-    wait_for(lambda: any(n.startswith(".search") and n != ".search"
-                         for n in os.listdir(M.path)), 10,
-             "the folder .search under another name")
-    check(".search" not in os.listdir(M.path), ".search still hidden")
-    check(os.path.isdir(os.path.join(M.path, ".search", "from:bob")),
-          ".search is still the searches")
 
 
 def test_pop3_search(env):
