@@ -64,10 +64,21 @@ struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
 	return fs;
 }
 
+static void handle_free(struct mfs_fs *fs, struct handle *h);
+
 void mfs_fs_free(struct mfs_fs *fs)
 {
 	if (fs == NULL)
 		return;
+	/* files whose release never came (the session ended first) */
+	while (fs->handles != NULL) {
+		if (fs->handles->dirty && !fs->handles->committed &&
+		    fs->handles->node->file != MFS_F_FLAGS)
+			mfs_log_err("%s: still open at the unmount; not "
+				    "committed",
+				    fs->handles->node->name);
+		handle_free(fs, fs->handles);
+	}
 	mfs_nodes_free(fs->nodes);
 	free(fs->sent_mailbox);
 	pthread_mutex_destroy(&fs->lock);
