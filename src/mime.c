@@ -11,6 +11,7 @@
 
 #include "base64.h"
 #include "hash.h"
+#include "header.h"
 #include "names.h"
 
 /* Decoders hand out at most this many bytes at a time. */
@@ -44,42 +45,7 @@ static int is_space(char c)
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-/* The index just past the line that starts at p (its '\n' included). */
-static size_t line_next(const char *b, size_t p, size_t end)
-{
-	const char *nl = memchr(b + p, '\n', end - p);
-
-	return nl ? (size_t)(nl - b) + 1 : end;
-}
-
-/* The end of the line's text that starts at p: before its CRLF or LF. */
-static size_t line_text_end(const char *b, size_t p, size_t next)
-{
-	size_t e = next;
-
-	if (e > p && b[e - 1] == '\n')
-		e--;
-	if (e > p && b[e - 1] == '\r')
-		e--;
-	return e;
-}
-
 /* ---- header block -------------------------------------------------------- */
-
-/* A line that starts a header field: printable name characters, then ':'
- * (the test of Python's email parser, which our reference tests use). */
-static int is_field_line(const char *b, size_t p, size_t e)
-{
-	for (; p < e; p++) {
-		unsigned char c = b[p];
-
-		if (c == ':')
-			return 1;
-		if (c < 0x21 || c > 0x7e)
-			return 0;
-	}
-	return 0;
-}
 
 static int is_from_line(const char *b, size_t p, size_t e)
 {
@@ -97,8 +63,8 @@ static void split_headers(const char *b, size_t off, size_t end,
 	size_t p = off, next, e;
 
 	while (p < end) {
-		next = line_next(b, p, end);
-		e = line_text_end(b, p, next);
+		next = mfs_line_next(b, p, end);
+		e = mfs_line_text_end(b, p, next);
 		if (e == p && next > p) {
 			/* a blank line: CRLF or LF alone */
 			*hdr_len = p - off;
@@ -106,68 +72,12 @@ static void split_headers(const char *b, size_t off, size_t end,
 			return;
 		}
 		if (!is_wsp(b[p]) && !is_from_line(b, p, e) &&
-		    !is_field_line(b, p, e))
+		    !mfs_field_line(b, p, e))
 			break;
 		p = next;
 	}
 	*hdr_len = p - off;
 	*body_off = p;
-}
-
-/* One header field: [off, end) is "Name: value" with its continuation
- * lines, without the final line end; colon is the index of the ':'. */
-struct field {
-	size_t off, end, colon;
-};
-
-/*
- * Finds the next field of the header block [*pos, hend) and advances *pos
- * past it. Lines that are not fields (a "From " line, a continuation with
- * no field before it) are skipped. Returns 1, or 0 at the end.
- */
-static int next_field(const char *b, size_t *pos, size_t hend, struct field *f)
-{
-	size_t p = *pos, next, e;
-
-	while (p < hend) {
-		next = line_next(b, p, hend);
-		e = line_text_end(b, p, next);
-		if (is_wsp(b[p]) || !is_field_line(b, p, e)) {
-			p = next;
-			continue;
-		}
-		f->off = p;
-		f->colon =
-		    (size_t)((const char *)memchr(b + p, ':', e - p) - b);
-		f->end = e;
-		p = next;
-		while (p < hend && is_wsp(b[p])) {
-			next = line_next(b, p, hend);
-			f->end = line_text_end(b, p, next);
-			p = next;
-		}
-		*pos = p;
-		return 1;
-	}
-	*pos = hend;
-	return 0;
-}
-
-/* Finds the first field called name in the header block of part. */
-static int find_field(const char *b, size_t hoff, size_t hlen, const char *name,
-		      struct field *out)
-{
-	size_t pos = hoff, n = strlen(name);
-	struct field f;
-
-	while (next_field(b, &pos, hoff + hlen, &f)) {
-		if (f.colon - f.off == n &&
-		    strncasecmp(b + f.off, name, n) == 0) {
-			*out = f;
-			return 1;
-		}
-	}
-	return 0;
 }
 
 /*
@@ -560,12 +470,12 @@ enum mfs_cte mfs_cte_from_name(const char *name)
 static int read_part_headers(struct pctx *c, struct mfs_part *p, int digest,
 			     char **bnd)
 {
-	struct field f;
+	struct mfs_field f;
 	struct params ct = {0}, cd = {0};
 	char *text = NULL;
 	int nomem = 0, have_type = 0;
 
-	if (find_field(c->b, p->hdr_off, p->hdr_len, "content-type", &f)) {
+	if (mfs_field_find(c->b, p->hdr_off, p->hdr_len, "content-type", &f)) {
 		text = field_text(c->b + f.colon + 1, f.end - f.colon - 1);
 		if (text == NULL || params_parse(text, &ct) < 0)
 			goto nomem;
@@ -580,7 +490,7 @@ static int read_part_headers(struct pctx *c, struct mfs_part *p, int digest,
 			   : set_type(p, "text", 4, "plain", 5))
 			goto nomem;
 	}
-	if (find_field(c->b, p->hdr_off, p->hdr_len,
+	if (mfs_field_find(c->b, p->hdr_off, p->hdr_len,
 		       "content-transfer-encoding", &f)) {
 		text = field_text(c->b + f.colon + 1, f.end - f.colon - 1);
 		if (text == NULL)
@@ -589,7 +499,7 @@ static int read_part_headers(struct pctx *c, struct mfs_part *p, int digest,
 		free(text);
 		text = NULL;
 	}
-	if (find_field(c->b, p->hdr_off, p->hdr_len, "content-disposition",
+	if (mfs_field_find(c->b, p->hdr_off, p->hdr_len, "content-disposition",
 		       &f)) {
 		text = field_text(c->b + f.colon + 1, f.end - f.colon - 1);
 		if (text == NULL || params_parse(text, &cd) < 0)
@@ -660,11 +570,11 @@ static int find_delim(struct pctx *c, size_t p, size_t end, const char *bnd,
 			if (p >= end)
 				break;
 		}
-		next = line_next(b, p, end);
+		next = mfs_line_next(b, p, end);
 		scan_progress(c, next);
 		if (b[p] != '-')
 			continue;
-		e = line_text_end(b, p, next);
+		e = mfs_line_text_end(b, p, next);
 		if (e - p < blen + 2 || b[p + 1] != '-' ||
 		    memcmp(b + p + 2, bnd, blen) != 0)
 			continue;
@@ -1343,10 +1253,10 @@ static int headers_decode(const char *b, size_t off, size_t len,
 			  mfs_sink_fn sink, void *ctx)
 {
 	size_t pos = off;
-	struct field f;
+	struct mfs_field f;
 	int r;
 
-	while (next_field(b, &pos, off + len, &f))
+	while (mfs_field_next(b, &pos, off + len, &f))
 		if ((r = emit_decoded(b + f.off, f.end - f.off, 0, sink,
 				      ctx)) != 0)
 			return r;
@@ -1887,9 +1797,9 @@ static void add_attachments(struct builder *b, struct dirb *d,
 static void add_field(struct builder *b, struct dirb *d, const char *name,
 		      const struct mfs_part *m, int always)
 {
-	struct field f;
+	struct mfs_field f;
 
-	if (find_field(b->l->buf, m->hdr_off, m->hdr_len, name, &f))
+	if (mfs_field_find(b->l->buf, m->hdr_off, m->hdr_len, name, &f))
 		add_src(b, d, name, MFS_SRC_FIELD, f.colon + 1,
 			f.end - f.colon - 1);
 	else if (always)
@@ -2014,11 +1924,11 @@ void mfs_layout_free(struct mfs_layout *l)
 
 static time_t message_date(const char *buf, const struct mfs_part *m)
 {
-	struct field f;
+	struct mfs_field f;
 	char *text;
 	time_t t;
 
-	if (!find_field(buf, m->hdr_off, m->hdr_len, "date", &f))
+	if (!mfs_field_find(buf, m->hdr_off, m->hdr_len, "date", &f))
 		return (time_t)-1;
 	text = field_text(buf + f.colon + 1, f.end - f.colon - 1);
 	if (text == NULL)

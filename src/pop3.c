@@ -28,6 +28,7 @@
 #include <openssl/evp.h>
 
 #include "auth.h"
+#include "header.h"
 #include "log.h"
 #include "names.h"
 #include "query.h"
@@ -1019,45 +1020,18 @@ static int read_list(struct pop3_conn *c, struct mfs_store_msg *msgs, size_t n,
 
 /* ---- TOP n 0: the headers ----------------------------------------------- */
 
-/* The raw value of the first header `name` in the header block hdr
- * (lines separated by CRLF), folded lines included; NULL when absent. */
-static const char *header_find(const char *hdr, const char *name, size_t *len)
-{
-	size_t nlen = strlen(name);
-	const char *p = hdr, *v, *e;
-
-	while (*p != '\0') {
-		if (strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
-			v = p + nlen + 1;
-			e = v;
-			for (;;) {
-				e = strstr(e, "\r\n");
-				if (e == NULL) {
-					e = v + strlen(v);
-					break;
-				}
-				if (e[2] != ' ' && e[2] != '\t')
-					break;
-				e += 2;
-			}
-			*len = (size_t)(e - v);
-			return v;
-		}
-		p = strstr(p, "\r\n");
-		if (p == NULL)
-			break;
-		p += 2;
-	}
-	return NULL;
-}
-
+/* The value of the first header `name` in the header block hdr, folded
+ * lines included, trimmed; malloc'd, or NULL when absent. */
 static char *header_value(const char *hdr, const char *name)
 {
+	struct mfs_field f;
+	const char *v;
 	size_t len;
-	const char *v = header_find(hdr, name, &len);
 
-	if (v == NULL)
+	if (!mfs_field_find(hdr, 0, strlen(hdr), name, &f))
 		return NULL;
+	v = hdr + f.colon + 1;
+	len = f.end - f.colon - 1;
 	while (len > 0 &&
 	       (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')) {
 		v++;

@@ -1,4 +1,4 @@
-// fuzz-sources: src/mime.c src/names.c src/error.c src/base64.c src/hash.c
+// fuzz-sources: src/mime.c src/names.c src/error.c src/base64.c src/hash.c src/header.c
 /*
  * mime_fuzz.c - libFuzzer target for the MIME-to-tree module.
  *

@@ -1,4 +1,4 @@
-// fuzz-sources: src/tls.c src/names.c src/error.c src/log.c src/store.c src/config.c src/sasl.c src/base64.c src/auth.c src/query.c
+// fuzz-sources: src/tls.c src/names.c src/error.c src/log.c src/store.c src/config.c src/sasl.c src/base64.c src/auth.c src/query.c src/header.c
 // src/config.c src/sasl.c
 /*
  * pop3_fuzz.c - libFuzzer target for the POP3 driver's reading of server
