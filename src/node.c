@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 struct mfs_nodes {
 	struct mfs_node *root;
 	struct mfs_node **by_ino;  /* owned array of chains */
@@ -14,15 +16,6 @@ struct mfs_nodes {
 	void (*priv_free)(struct mfs_node *node);
 };
 
-static uint64_t hash_bytes(uint64_t h, const char *s)
-{
-	for (; *s != '\0'; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
 static size_t ino_slot(const struct mfs_nodes *t, uint64_t ino)
 {
 	return (size_t)((ino * 11400714819323198485ULL) >> 17) &
@@ -32,10 +25,10 @@ static size_t ino_slot(const struct mfs_nodes *t, uint64_t ino)
 static size_t name_slot(const struct mfs_nodes *t, uint64_t parent,
 			const char *name)
 {
-	uint64_t h = 14695981039346656037ULL ^ parent;
+	/* the parent's inode, then the name */
+	uint64_t h = mfs_fnv1a(MFS_FNV1A_INIT, &parent, sizeof(parent));
 
-	return (size_t)hash_bytes(h * 1099511628211ULL, name) &
-	       (t->buckets - 1);
+	return (size_t)mfs_fnv1a_str(h, name) & (t->buckets - 1);
 }
 
 static void hash_ino_insert(struct mfs_nodes *t, struct mfs_node *n)
