@@ -38,6 +38,7 @@ struct dir_snap {
 	uint64_t self, parent; /* inode numbers of "." and ".." */
 	size_t n;
 	struct mfs_node **nodes; /* owned array; each node held */
+	struct dir_snap *prev, *next; /* in fs->snaps, until releasedir */
 };
 
 static void node_priv_free(struct mfs_node *n);
@@ -65,12 +66,18 @@ struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
 }
 
 static void handle_free(struct mfs_fs *fs, struct handle *h);
+static void snap_free(struct mfs_fs *fs, struct dir_snap *s);
 
 void mfs_fs_free(struct mfs_fs *fs)
 {
 	if (fs == NULL)
 		return;
-	/* files whose release never came (the session ended first) */
+	/* directories and files whose release never came (the session
+	 * ended first) */
+	pthread_mutex_lock(&fs->lock);
+	while (fs->snaps != NULL)
+		snap_free(fs, fs->snaps);
+	pthread_mutex_unlock(&fs->lock);
 	while (fs->handles != NULL) {
 		if (fs->handles->dirty && !fs->handles->committed &&
 		    fs->handles->node->file != MFS_F_FLAGS)
@@ -467,6 +474,12 @@ static void snap_free(struct mfs_fs *fs, struct dir_snap *s)
 
 	if (s == NULL)
 		return;
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		fs->snaps = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
 	for (i = 0; i < s->n; i++)
 		mfs_nodes_release(fs->nodes, s->nodes[i]);
 	free(s->nodes);
@@ -474,7 +487,7 @@ static void snap_free(struct mfs_fs *fs, struct dir_snap *s)
 }
 
 /* Takes the listing of dir. Caller holds the lock. */
-static struct dir_snap *snap_take(struct mfs_node *dir)
+static struct dir_snap *snap_take(struct mfs_fs *fs, struct mfs_node *dir)
 {
 	struct dir_snap *s = calloc(1, sizeof(*s));
 	struct mfs_node *c;
@@ -498,6 +511,10 @@ static struct dir_snap *snap_take(struct mfs_node *dir)
 		mfs_nodes_hold(c);
 		s->nodes[s->n++] = c;
 	}
+	s->next = fs->snaps;
+	if (fs->snaps != NULL)
+		fs->snaps->prev = s;
+	fs->snaps = s;
 	return s;
 }
 
@@ -541,7 +558,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 	    kind(dir)->sync(fs, dir, 1, &err) != MFS_OK)
 		goto fail;
 	mfs_err_clear(&err);
-	s = snap_take(dir);
+	s = snap_take(fs, dir);
 	if (s == NULL)
 		mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
 fail:

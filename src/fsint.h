@@ -60,6 +60,7 @@ struct mfs_fs {
 	struct mfs_node *outbox;  /* outbox/, or NULL */
 	struct watch *watch;	  /* owned, or NULL */
 	struct handle *handles;	  /* open files (fs->lock) */
+	struct dir_snap *snaps;	  /* open directories (fs->lock) */
 	uid_t uid;
 	gid_t gid;
 	/* The run of fetch-aheads going on (fs->lock): in which folder, how
