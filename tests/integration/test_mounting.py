@@ -341,12 +341,14 @@ def test_cache_dir_of_another_user_is_refused(env):
     os.chown(cache, 65534, 65534)  # nobody
     cfg = env.write_config("config-foreign-cache", {"cache_dir": cache})
     mnt = tempfile.mkdtemp(prefix="foreign-mnt-", dir=env.dir)
-    p = env.mailfs(["-f", "-o", "config=" + cfg, "test", mnt])
-    eq(p.returncode, 1, "mount exit status (%s)" % text(p))
-    check(cache in text(p) and "uid 65534" in text(p),
-          "the error names the directory: %r" % text(p))
-    check(not os.path.ismount(mnt), "nothing mounted")
-    force_umount(mnt)
+    try:
+        p = env.mailfs(["-f", "-o", "config=" + cfg, "test", mnt])
+        eq(p.returncode, 1, "mount exit status (%s)" % text(p))
+        check(cache in text(p) and "uid 65534" in text(p),
+              "the error names the directory: %r" % text(p))
+        check(not os.path.ismount(mnt), "nothing mounted")
+    finally:
+        force_umount(mnt)  # also when a check failed
 
 
 def test_no_core_dump_and_not_dumpable(env):
