@@ -223,6 +223,18 @@ static void message_take(struct mfs_node *node, struct mfs_store_msg *m)
 	memset(m, 0, sizeof(*m));
 }
 
+/* A node for message m (taken) under name in dir. NULL on ENOMEM. Caller
+ * holds the lock. */
+static struct mfs_node *message_add(struct mfs_fs *fs, struct mfs_node *dir,
+				    const char *name, struct mfs_store_msg *m)
+{
+	struct mfs_node *c = mfs_nodes_add(fs->nodes, dir, name, MFS_N_MESSAGE);
+
+	if (c != NULL)
+		message_take(c, m);
+	return c;
+}
+
 /* Merges a listing into folder dir; the listing began after `commits`
  * files written into folders were appended, and shows those messages, so
  * their written names leave. Caller holds the lock. */
@@ -262,12 +274,11 @@ static int folder_merge(struct mfs_fs *fs, struct mfs_node *dir,
 			c = NULL;
 		}
 		if (c == NULL) {
-			c = mfs_nodes_add(fs->nodes, dir, name, MFS_N_MESSAGE);
+			c = message_add(fs, dir, name, &msgs[i]);
 			if (c == NULL) {
 				free(name);
 				return -1;
 			}
-			message_take(c, &msgs[i]);
 			c->gen = fs->gen;
 		}
 		free(name);
@@ -310,13 +321,9 @@ int folder_add_some(struct mfs_fs *fs, struct mfs_node *dir,
 		if (name == NULL)
 			return -1;
 		c = mfs_nodes_child(fs->nodes, dir, name);
-		if (c == NULL) {
-			c = mfs_nodes_add(fs->nodes, dir, name, MFS_N_MESSAGE);
-			if (c == NULL) {
-				free(name);
-				return -1;
-			}
-			message_take(c, &msgs[i]);
+		if (c == NULL && message_add(fs, dir, name, &msgs[i]) == NULL) {
+			free(name);
+			return -1;
 		}
 		free(name);
 	}

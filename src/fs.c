@@ -846,7 +846,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	h->fd = -1;
 	h->node = n;
-	h->opener = req_process(req);
+	if (writing)
+		h->opener = req_process(req); /* only a writer commits */
 	mfs_nodes_hold(n);
 	rc = k->open(fs, n, fi, h, &err);
 	if (rc == MFS_OK)
@@ -1162,18 +1163,21 @@ static int upload_commit(struct mfs_fs *fs, struct mfs_node *n,
 }
 
 /* Commits what handle h wrote when now is the time (see above): at a
- * close by process pid, or at the release of h. Called with the lock held
- * and h live; may drop it while the server is asked. */
-static int written_commit(struct mfs_fs *fs, struct handle *h, int release,
-			  pid_t pid, struct mfs_err *err)
+ * close (closer: the FLUSH request), or at the release of h (closer
+ * NULL). Called with the lock held and h live; may drop it while the
+ * server is asked. */
+static int written_commit(struct mfs_fs *fs, struct handle *h,
+			  fuse_req_t closer, struct mfs_err *err)
 {
 	struct mfs_node *n = h->node;
 	struct upload *u = n->file == MFS_F_NEW ? n->priv : NULL;
+	int release = closer == NULL;
 	struct stat st;
 
 	if (!h->dirty || h->committed || !n->linked)
 		return MFS_OK;
-	if (!release && pid != h->opener)
+	/* /proc is read only here: closes of other files cost nothing */
+	if (!release && req_process(closer) != h->opener)
 		return MFS_OK; /* a forked child or an exec'd program */
 	if (fstat(h->fd, &st) != 0)
 		return mfs_err_set(err, MFS_E_IO, "%s: %s", n->name,
@@ -1212,7 +1216,6 @@ static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct mfs_fs *fs = fuse_req_userdata(req);
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	pid_t pid = req_process(req);
 	struct mfs_err err;
 	int rc = MFS_OK;
 
@@ -1230,7 +1233,7 @@ static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else {
 		if (h->node->file == MFS_F_NEW ||
 		    h->node->file == MFS_F_OUTBOX)
-			rc = written_commit(fs, h, 0, pid, &err);
+			rc = written_commit(fs, h, req, &err);
 		pthread_mutex_unlock(&fs->lock);
 	}
 	if (rc != MFS_OK) {
@@ -1251,7 +1254,7 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino,
 	mfs_err_clear(&err);
 	pthread_mutex_lock(&fs->lock);
 	if ((h->node->file == MFS_F_NEW || h->node->file == MFS_F_OUTBOX) &&
-	    written_commit(fs, h, 1, 0, &err) != MFS_OK)
+	    written_commit(fs, h, NULL, &err) != MFS_OK)
 		mfs_log_err("%s (committed at its last close)", err.msg);
 	pthread_mutex_unlock(&fs->lock);
 	handle_free(fs, h);

@@ -107,19 +107,6 @@ static void sentq_insert(struct mfs_sentq *q, struct copy *c)
 	*pp = c;
 }
 
-/* Deletes a copy's files: ID.eml first, so that a stop in between leaves
- * an ID.name alone, which open drops. */
-static void copy_remove_files(struct mfs_sentq *q, const char *id)
-{
-	char path[MFS_SPOOL_ID_LEN + 16];
-
-	snprintf(path, sizeof(path), "%s.eml", id);
-	unlinkat(q->dirfd, path, 0);
-	snprintf(path, sizeof(path), "%s.name", id);
-	unlinkat(q->dirfd, path, 0);
-	fsync(q->dirfd);
-}
-
 /* The wall-clock time the copy's message was accepted, from the id. */
 static time_t copy_time(const struct copy *c)
 {
@@ -148,7 +135,7 @@ static void copy_outcome(struct mfs_sentq *q, struct copy *c, int rc, int gone)
 					 : "not made within the queue "
 					   "lifetime");
 		q->head = c->next;
-		copy_remove_files(q, c->id);
+		mfs_state_remove(q->dirfd, c->id, "name");
 		copy_free(c);
 		return;
 	}
@@ -348,7 +335,7 @@ int mfs_sentq_keep(struct mfs_sentq *q, const char *id, const char *name,
 	pthread_mutex_unlock(&q->lock);
 	return 0;
 remove_files:
-	copy_remove_files(q, id);
+	mfs_state_remove(q->dirfd, id, "name");
 free_copy:
 	free(text);
 	if (c)

@@ -300,17 +300,6 @@ static void drop_orphan(struct mfs_spool *sp, const char *name, size_t idlen)
 		unlinkat(sp->dirfd, name, 0);
 }
 
-static void remove_files(struct mfs_spool *sp, const char *id)
-{
-	char path[ID_LEN + 16];
-
-	snprintf(path, sizeof(path), "%s.eml", id);
-	unlinkat(sp->dirfd, path, 0);
-	snprintf(path, sizeof(path), "%s.state", id);
-	unlinkat(sp->dirfd, path, 0);
-	fsync_dir(sp);
-}
-
 /* Replay of one loaded entry. */
 static void replay(struct mfs_spool *sp, struct entry *e)
 {
@@ -697,7 +686,7 @@ int mfs_spool_rename(struct mfs_spool *sp, const char *oldname,
 		goto unlock;
 	if (other) {
 		unlink_from_list(sp, other);
-		remove_files(sp, other->id);
+		mfs_state_remove(sp->dirfd, other->id, "state");
 		entry_free(other);
 	}
 	free(e->name);
@@ -735,7 +724,7 @@ int mfs_spool_unlink(struct mfs_spool *sp, const char *name,
 		rc = mfs_err_set(err, MFS_E_ACCESS, "%s is being sent", name);
 	} else {
 		unlink_from_list(sp, e);
-		remove_files(sp, e->id);
+		mfs_state_remove(sp->dirfd, e->id, "state");
 		entry_free(e);
 	}
 	pthread_mutex_unlock(&sp->lock);
@@ -907,7 +896,7 @@ static void accepted(struct mfs_spool *sp, struct entry *e, int prep,
 		keep_sent_copy(sp, e, prep, size);
 	pthread_mutex_lock(&sp->lock);
 	unlink_from_list(sp, e);
-	remove_files(sp, e->id);
+	mfs_state_remove(sp->dirfd, e->id, "state");
 	pthread_mutex_unlock(&sp->lock);
 	entry_free(e);
 }

@@ -69,3 +69,14 @@ int mfs_state_write(int dirfd, const char *name, const char *text, size_t len)
 		unlinkat(dirfd, tmp, 0);
 	return rc;
 }
+
+void mfs_state_remove(int dirfd, const char *id, const char *other)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s.eml", id);
+	unlinkat(dirfd, path, 0);
+	snprintf(path, sizeof(path), "%s.%s", id, other);
+	unlinkat(dirfd, path, 0);
+	fsync(dirfd);
+}

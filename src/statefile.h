@@ -29,4 +29,9 @@ int mfs_state_create_new(int dirfd, const char *name);
  * fsyncs the directory. */
 int mfs_state_write(int dirfd, const char *name, const char *text, size_t len);
 
+/* Removes the files of entry id in dirfd: ID.eml first, so that a stop in
+ * between leaves ID.<other> alone (which the next open drops), then
+ * ID.<other>; then fsyncs the directory. */
+void mfs_state_remove(int dirfd, const char *id, const char *other);
+
 #endif
