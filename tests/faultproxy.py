@@ -22,6 +22,7 @@ import random
 import select
 import socket
 import struct
+import sys
 import threading
 import time
 
@@ -183,7 +184,10 @@ class FaultProxy:
             try:
                 s = socket.create_connection(self.target, timeout=5)
                 s.settimeout(None)
-            except OSError:
+            except OSError as e:
+                # said, so that a test that then fails shows why
+                sys.stderr.write("faultproxy: cannot reach %s:%d: %s\n"
+                                 % (self.target + (e,)))
                 c.close()
                 continue
             with self.lock:

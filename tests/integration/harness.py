@@ -105,8 +105,9 @@ class Mount:
             self.umount()
             raise
         if not os.path.ismount(self.path):
-            raise AssertionError("mailfs exited %s: %s" %
-                                 (self.proc.returncode, self.output()))
+            raise AssertionError("mailfs exited %s: %s\n%s" %
+                                 (self.proc.returncode, self.output(),
+                                  env.server_log_tail()))
 
     def output(self):
         self.log.flush()
@@ -171,6 +172,17 @@ class Env:
                     env.vars[k] = v
         env.config = env.write_config("config", {})
         return env
+
+    def server_log_tail(self, lines=12):
+        """The end of Dovecot's log, to tell a server's refusal from a
+        fault of mailfs when a mount fails."""
+        try:
+            with open(os.path.join(self.srvdir, "dovecot.log"),
+                      errors="replace") as f:
+                tail = f.readlines()[-lines:]
+        except OSError as e:
+            return "(no Dovecot log: %s)" % e
+        return "Dovecot's log ends with:\n" + "".join(tail)
 
     def stop(self):
         subprocess.run([SERVERS, "stop", self.srvdir], timeout=60)
