@@ -55,6 +55,10 @@ int mfs_err_errno(enum mfs_errcode code)
 	case MFS_E_PROTO:
 	case MFS_E_IO:
 		return EIO;
+	case MFS_E_QUOTA:
+		return EDQUOT;
+	case MFS_E_TOOBIG:
+		return EFBIG;
 	}
 	return EIO;
 }

@@ -26,6 +26,8 @@ enum mfs_errcode {
 	MFS_E_PROTO,	  /* the server said something we cannot use   -> EIO */
 	MFS_E_TIMEOUT,	  /* a network wait ran out                    -> ETIMEDOUT */
 	MFS_E_IO,	  /* local I/O failed (cache, spool)           -> EIO */
+	MFS_E_QUOTA,	  /* the server's quota is full (OVERQUOTA)    -> EDQUOT */
+	MFS_E_TOOBIG,	  /* larger than the server takes (LIMIT)      -> EFBIG */
 };
 
 #define MFS_ERRMSG_MAX 512

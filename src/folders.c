@@ -90,7 +90,7 @@ struct mfs_node *folder_child(struct mfs_fs *fs, struct mfs_node *dir,
 static int folder_add(struct mfs_fs *fs, const struct mfs_store_folder *f)
 {
 	struct mfs_node *dir = mfs_nodes_root(fs->nodes);
-	const char *p = f->name;
+	const char *p = f->name + f->shown; /* the personal prefix left out */
 	char *prefix;
 
 	for (;;) {
@@ -126,6 +126,59 @@ static int folder_add(struct mfs_fs *fs, const struct mfs_store_folder *f)
 	return 0;
 }
 
+/* Without SPECIAL-USE (RFC 6154) the Sent folder is the first folder at
+ * the root that has one of these names, in this order. */
+static const char *const sent_names[] = {"Sent", "Sent Items", "Sent Messages",
+					 "Sent Mail"};
+
+static void sent_by_name(struct mfs_fs *fs,
+			 const struct mfs_store_folder *folders, size_t n)
+{
+	size_t i, k;
+
+	for (k = 0; k < sizeof(sent_names) / sizeof(sent_names[0]); k++)
+		for (i = 0; i < n; i++)
+			if (!folders[i].noselect &&
+			    strcasecmp(folders[i].name + folders[i].shown,
+				       sent_names[k]) == 0) {
+				fs->sent_mailbox = strdup(folders[i].name);
+				return;
+			}
+}
+
+/* Learns the personal namespace once, for the folders made at the root. */
+static void learn_root(struct mfs_fs *fs)
+{
+	struct mfs_err err;
+	char *prefix = NULL, delim = '\0';
+
+	if (fs->root_prefix != NULL || fs->store->ops->personal == NULL)
+		return;
+	mfs_err_clear(&err);
+	if (fs->store->ops->personal(fs->store, &prefix, &delim, &err) !=
+	    MFS_OK) {
+		mfs_log_err("%s", err.msg); /* asked again at the next LIST */
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
+	fs->root_prefix = prefix;
+	if (delim != '\0')
+		fs->delim = delim;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+char *root_mailbox(const struct mfs_fs *fs, const char *name)
+{
+	const char *prefix = fs->root_prefix != NULL ? fs->root_prefix : "";
+	char *out;
+
+	if (strcasecmp(name, "INBOX") == 0)
+		prefix = "";
+	if (asprintf(&out, "%s%s", prefix, name) < 0)
+		return NULL;
+	return out;
+}
+
 /* Unlinks the folders the last LIST did not name (nor any folder below). */
 static void folders_sweep(struct mfs_fs *fs, struct mfs_node *dir)
 {
@@ -155,6 +208,7 @@ int refresh_folders(struct mfs_fs *fs, int ttl, struct mfs_err *err)
 	r = fs->store->ops->list(fs->store, &folders, &n, err);
 	if (r != MFS_OK)
 		goto unlock_refresh;
+	learn_root(fs);
 	pthread_mutex_lock(&fs->lock);
 	fs->gen++;
 	for (i = 0; i < n; i++) {
@@ -165,6 +219,8 @@ int refresh_folders(struct mfs_fs *fs, int ttl, struct mfs_err *err)
 	}
 	if (r == MFS_OK) {
 		folders_sweep(fs, mfs_nodes_root(fs->nodes));
+		if (fs->sent_mailbox == NULL)
+			sent_by_name(fs, folders, n);
 		fs->folders_listed = time(NULL);
 	}
 	pthread_mutex_unlock(&fs->lock);
@@ -302,6 +358,24 @@ void folder_stale(struct mfs_node *dir)
 {
 	if (dir->listed != 0)
 		dir->listed = 1; /* long ago, but listed: kept on failure */
+}
+
+static void stale_below(struct mfs_node *dir, const char *mailbox)
+{
+	struct mfs_node *c;
+
+	for (c = dir->first_child; c != NULL; c = c->next_sibling) {
+		if (c->kind != MFS_N_FOLDER)
+			continue;
+		if (c->mailbox != NULL && strcmp(c->mailbox, mailbox) == 0)
+			folder_stale(c);
+		stale_below(c, mailbox);
+	}
+}
+
+void mailbox_stale(struct mfs_fs *fs, const char *mailbox)
+{
+	stale_below(mfs_nodes_root(fs->nodes), mailbox);
 }
 
 /* Adds nodes for the messages msgs (entries of a listing: a search's

@@ -88,6 +88,7 @@ void mfs_fs_free(struct mfs_fs *fs)
 	}
 	mfs_nodes_free(fs->nodes);
 	free(fs->sent_mailbox);
+	free(fs->root_prefix);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->refresh);
 	free(fs);
@@ -1039,12 +1040,14 @@ static int flags_apply(struct mfs_fs *fs, struct mfs_node *file,
 		rc = fs->store->ops->store_flags(fs->store, r.mailbox,
 						 r.validity, r.msg.uid, '-', del,
 						 ndel, &now, err);
+	pthread_mutex_lock(&fs->lock);
 	if (rc == MFS_OK) {
-		pthread_mutex_lock(&fs->lock);
 		msg->msg.flags = now;
 		flags_node_update(msg);
-		pthread_mutex_unlock(&fs->lock);
+	} else if (rc == MFS_E_NOENT && msg->linked) {
+		folder_stale(msg->parent); /* its listing is out of date */
 	}
+	pthread_mutex_unlock(&fs->lock);
 	msg_ref_free(&r);
 	free(copy);
 	return rc;
@@ -1527,8 +1530,8 @@ static char *child_mailbox(struct mfs_fs *fs, const struct mfs_node *dir,
 	if (enc == NULL)
 		return NULL;
 	if (dir->kind != MFS_N_FOLDER)
-		return enc;
-	if (asprintf(&out, "%s%c%s", dir->mailbox, delim, enc) < 0)
+		out = root_mailbox(fs, enc);
+	else if (asprintf(&out, "%s%c%s", dir->mailbox, delim, enc) < 0)
 		out = NULL;
 	free(enc);
 	return out;
@@ -1707,6 +1710,8 @@ static int rmdir_message(struct mfs_fs *fs, struct mfs_node *n)
 					       r.validity, r.msg.uid, &err);
 	pthread_mutex_lock(&fs->lock);
 	msg_ref_free(&r);
+	if (rc == MFS_E_NOENT && n->linked)
+		folder_stale(n->parent); /* its listing is out of date */
 	if (rc != MFS_OK)
 		return fail(&err);
 	if (n->linked)
@@ -1759,6 +1764,8 @@ static int rename_message(struct mfs_fs *fs, struct mfs_node *dir,
 	pthread_mutex_lock(&fs->lock);
 	msg_ref_free(&r);
 	free(to);
+	if (rc == MFS_E_NOENT && n->linked)
+		folder_stale(n->parent); /* its listing is out of date */
 	if (rc != MFS_OK)
 		return fail(&err);
 	folder_stale(ndir);

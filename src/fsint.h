@@ -55,7 +55,11 @@ struct mfs_fs {
 	time_t folders_listed;
 	unsigned gen;
 	char delim; /* the server's hierarchy delimiter, '\0' if flat */
-	char *sent_mailbox;	  /* owned: SPECIAL-USE \Sent, or NULL */
+	char *root_prefix; /* owned: server name prefix of a folder made at
+			    * the root (the personal namespace), or NULL
+			    * until known */
+	char *sent_mailbox; /* owned: SPECIAL-USE \Sent, else a folder
+			     * named as Sent folders usually are, or NULL */
 	struct mfs_spool *spool;  /* borrowed, or NULL: no outbox/ */
 	struct mfs_node *outbox;  /* outbox/, or NULL */
 	struct watch *watch;	  /* owned, or NULL */
@@ -147,6 +151,12 @@ int refresh_folders(struct mfs_fs *fs, int ttl, struct mfs_err *err);
  * and kept, like any earlier listing, when that fails. Caller holds the
  * lock. */
 void folder_stale(struct mfs_node *dir);
+/* folder_stale() of the folder whose server name is mailbox, if shown.
+ * Caller holds the lock. */
+void mailbox_stale(struct mfs_fs *fs, const char *mailbox);
+/* The server name of a folder `name` (modified UTF-7) at the root: in the
+ * personal namespace. malloc'd, or NULL on ENOMEM. Caller holds the lock. */
+char *root_mailbox(const struct mfs_fs *fs, const char *name);
 /* Lists folder dir again when its listing is older than ttl seconds.
  * The caller holds a reference on dir but not the lock. */
 int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,

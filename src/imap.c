@@ -38,6 +38,12 @@ struct mfs_imap {
 	int selected_rw;		/* selected by SELECT, not EXAMINE */
 	uint32_t selected_validity;
 	unsigned caps; /* IMAP_CAP_* after login */
+	/* The namespaces (RFC 2342), asked for once, by the first LIST: */
+	int ns_known;
+	char *ns_prefix;  /* owned: the personal one's prefix, "" if none */
+	char ns_delim;	  /* and its delimiter */
+	char **ns_others; /* owned: the other users' and shared prefixes */
+	size_t ns_nothers;
 };
 
 /* Capabilities the writes depend on, read once per connection. */
@@ -47,6 +53,7 @@ enum {
 	IMAP_CAP_UNSELECT = 1 << 2,
 	IMAP_CAP_CONDSTORE = 1 << 3,
 	IMAP_CAP_LITERALPLUS = 1 << 4, /* RFC 7888: APPEND without waiting */
+	IMAP_CAP_NAMESPACE = 1 << 5,
 };
 
 static struct mfs_imap *imap_new(const struct mfs_account *acct,
@@ -75,6 +82,20 @@ static void imap_drop(struct mfs_imap *imap)
 	imap->caps = 0;
 }
 
+static void ns_forget(struct mfs_imap *imap)
+{
+	size_t i;
+
+	for (i = 0; i < imap->ns_nothers; i++)
+		free(imap->ns_others[i]);
+	free(imap->ns_others);
+	free(imap->ns_prefix);
+	imap->ns_others = NULL;
+	imap->ns_nothers = 0;
+	imap->ns_prefix = NULL;
+	imap->ns_known = 0;
+}
+
 static void imap_free(struct mfs_imap *imap)
 {
 	if (imap == NULL)
@@ -87,6 +108,7 @@ static void imap_free(struct mfs_imap *imap)
 		mailimap_logout(imap->session);
 	}
 	imap_drop(imap);
+	ns_forget(imap);
 	mfs_password_free(imap->fresh);
 	pthread_mutex_destroy(&imap->lock);
 	free(imap);
@@ -151,6 +173,9 @@ static int imap_fail(struct mfs_imap *imap, int r, const char *what,
 				   imap_reply(imap));
 	}
 }
+
+static int imap_fail_no(struct mfs_imap *imap, int r, const char *what,
+			enum mfs_errcode dflt, struct mfs_err *err);
 
 static int caps_have(struct mailimap_capability_data *caps, const char *name)
 {
@@ -258,6 +283,8 @@ static int imap_load_caps(struct mfs_imap *imap, struct mfs_err *err)
 		imap->caps |= IMAP_CAP_CONDSTORE;
 	if (caps_have(ci->imap_capability, "LITERAL+"))
 		imap->caps |= IMAP_CAP_LITERALPLUS;
+	if (caps_have(ci->imap_capability, "NAMESPACE"))
+		imap->caps |= IMAP_CAP_NAMESPACE;
 	return MFS_OK;
 }
 
@@ -585,6 +612,142 @@ static void folder_flags(struct mailimap_mbx_list_flags *fl,
 	}
 }
 
+/* --- namespaces (RFC 2342) ----------------------------------------------- */
+
+/* Adds the prefixes of item's namespaces to the others'. Returns 0, or -1
+ * when memory ran out. */
+static int ns_add_others(struct mfs_imap *imap,
+			 const struct mailimap_namespace_item *item)
+{
+	clistiter *it;
+
+	if (item == NULL)
+		return 0;
+	for (it = clist_begin(item->ns_data_list); it != NULL;
+	     it = clist_next(it)) {
+		const struct mailimap_namespace_info *ni = clist_content(it);
+		char **grown;
+
+		if (ni->ns_prefix == NULL || ni->ns_prefix[0] == '\0')
+			continue; /* it sets no folder apart */
+		grown = realloc(imap->ns_others,
+				(imap->ns_nothers + 1) * sizeof(*grown));
+		if (grown == NULL)
+			return -1;
+		imap->ns_others = grown;
+		grown[imap->ns_nothers] = strdup(ni->ns_prefix);
+		if (grown[imap->ns_nothers] == NULL)
+			return -1;
+		imap->ns_nothers++;
+	}
+	return 0;
+}
+
+/*
+ * Learns the namespaces, once per store: NAMESPACE where the server offers
+ * it. Without it, or when the server refuses it, the personal prefix is ""
+ * and folders are shown as LIST names them. A reply libetpan cannot parse
+ * drops the connection (its state is unknown) and is not asked again.
+ */
+static int ns_learn(struct mfs_imap *imap, struct mfs_err *err)
+{
+	struct mailimap_namespace_data *ns = NULL;
+	const struct mailimap_namespace_info *mine = NULL;
+	int r = MAILIMAP_NO_ERROR;
+
+	if (imap->ns_known)
+		return MFS_OK;
+	if (imap->caps & IMAP_CAP_NAMESPACE)
+		r = mailimap_namespace(imap->session, &ns);
+	if (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_FATAL ||
+	    r == MAILIMAP_ERROR_PARSE || r == MAILIMAP_ERROR_MEMORY) {
+		if (r == MAILIMAP_ERROR_PARSE)
+			imap->ns_known = 1; /* prefix "" from now on */
+		imap->ns_prefix = imap->ns_known ? strdup("") : NULL;
+		return imap_fail(imap, r, "NAMESPACE", MFS_E_PROTO, err);
+	}
+	if (r != MAILIMAP_NO_ERROR)
+		mfs_log_debug("imap: NAMESPACE refused: %s", imap_reply(imap));
+	if (ns != NULL && ns->ns_personal != NULL &&
+	    clist_begin(ns->ns_personal->ns_data_list) != NULL)
+		mine = clist_content(clist_begin(ns->ns_personal->ns_data_list));
+	imap->ns_prefix = strdup(mine != NULL ? mine->ns_prefix : "");
+	imap->ns_delim = mine != NULL ? mine->ns_delimiter : '\0';
+	if (imap->ns_prefix == NULL ||
+	    (ns != NULL && (ns_add_others(imap, ns->ns_other) != 0 ||
+			    ns_add_others(imap, ns->ns_shared) != 0))) {
+		ns_forget(imap);
+		if (ns != NULL)
+			mailimap_namespace_data_free(ns);
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	if (ns != NULL)
+		mailimap_namespace_data_free(ns);
+	imap->ns_known = 1;
+	return MFS_OK;
+}
+
+/* Does name start with prefix? INBOX in it matches in any case. */
+static int has_prefix(const char *name, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	if (strncasecmp(prefix, "INBOX", 5) == 0 && n >= 5)
+		return strncasecmp(name, prefix, 5) == 0 &&
+		       strncmp(name + 5, prefix + 5, n - 5) == 0;
+	return strncmp(name, prefix, n) == 0;
+}
+
+/*
+ * How much of a LIST name the path shown from the root leaves out: the
+ * personal prefix ("INBOX." shows INBOX.Archive as Archive/). A name whose
+ * rest would be empty, INBOX or below it, or would start with (or be)
+ * another namespace's prefix keeps its whole name, so that each path
+ * shown still names one folder and maps back to it.
+ */
+static size_t ns_shown(const struct mfs_imap *imap, const char *name)
+{
+	size_t plen = imap->ns_prefix != NULL ? strlen(imap->ns_prefix) : 0;
+	const char *rest = name + plen;
+	size_t i;
+
+	if (plen == 0 || !has_prefix(name, imap->ns_prefix) || *rest == '\0')
+		return 0;
+	if (strncasecmp(rest, "INBOX", 5) == 0 &&
+	    (rest[5] == '\0' || rest[5] == imap->ns_delim))
+		return 0;
+	for (i = 0; i < imap->ns_nothers; i++) {
+		const char *o = imap->ns_others[i];
+		size_t olen = strlen(o);
+
+		if (has_prefix(rest, o) ||
+		    (olen > 1 && strncmp(rest, o, olen - 1) == 0 &&
+		     rest[olen - 1] == '\0'))
+			return 0;
+	}
+	return plen;
+}
+
+static int imap_personal(struct mfs_store *st, char **prefix, char *delim,
+			 struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+
+	*prefix = NULL;
+	*delim = '\0';
+	pthread_mutex_lock(&imap->lock);
+	if (imap_ensure(imap, err) == MFS_OK && ns_learn(imap, err) == MFS_OK) {
+		*prefix = strdup(imap->ns_prefix != NULL ? imap->ns_prefix : "");
+		*delim = imap->ns_delim;
+		if (*prefix == NULL)
+			mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		else
+			mfs_err_clear(err);
+	}
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
+}
+
 static int imap_list(struct mfs_store *st, struct mfs_store_folder **folders,
 		     size_t *n, struct mfs_err *err)
 {
@@ -596,7 +759,7 @@ static int imap_list(struct mfs_store *st, struct mfs_store_folder **folders,
 	int r;
 
 	pthread_mutex_lock(&imap->lock);
-	if (imap_ensure(imap, err) != MFS_OK)
+	if (imap_ensure(imap, err) != MFS_OK || ns_learn(imap, err) != MFS_OK)
 		goto unlock;
 	r = mailimap_list(imap->session, "", "*", &list);
 	if (r != MAILIMAP_NO_ERROR) {
@@ -620,6 +783,7 @@ static int imap_list(struct mfs_store *st, struct mfs_store_folder **folders,
 			goto free_out;
 		}
 		f->delim = mb->mb_delimiter;
+		f->shown = ns_shown(imap, f->name);
 		folder_flags(mb->mb_flag, f);
 		count++;
 	}
@@ -1436,8 +1600,8 @@ static int imap_fetch_section(struct mfs_store *st, const char *mailbox,
 				    "cannot write message %u: %s", uid,
 				    strerror(sink.failed));
 		} else {
-			imap_fail(imap, r, "UID FETCH BODY.PEEK[]",
-				  MFS_E_PROTO, err);
+			imap_fail_no(imap, r, "UID FETCH BODY.PEEK[]",
+				     MFS_E_NOENT, err);
 		}
 		goto free_req;
 	}
@@ -1592,7 +1756,7 @@ static int fetch_one(struct mfs_imap *imap, uint32_t uid,
 	} else {
 		r = mailimap_uid_fetch(imap->session, set, ft, result);
 		if (r != MAILIMAP_NO_ERROR)
-			imap_fail(imap, r, what, MFS_E_PROTO, err);
+			imap_fail_no(imap, r, what, MFS_E_NOENT, err);
 		else
 			mfs_err_clear(err);
 	}
@@ -1680,7 +1844,10 @@ unlock:
 
 /*
  * What a NO reply means, from its response code (RFC 5530) where the server
- * gave one, else `dflt`.
+ * gave one, else `dflt`. A NO is never EINVAL: the user's input was checked
+ * before it was sent. For a UID command on a message the listing showed,
+ * dflt is MFS_E_NOENT: a server whose UIDs changed under us answers BAD or
+ * NO, and the FUSE layer then lists the folder again.
  */
 static enum mfs_errcode imap_no_code(struct mfs_imap *imap,
 				     enum mfs_errcode dflt)
@@ -1703,10 +1870,12 @@ static enum mfs_errcode imap_no_code(struct mfs_imap *imap,
 	if (strcasecmp(atom, "HASCHILDREN") == 0)
 		return MFS_E_NOTEMPTY;
 	if (strcasecmp(atom, "CANNOT") == 0 ||
-	    strcasecmp(atom, "NOPERM") == 0 || strcasecmp(atom, "INUSE") == 0 ||
-	    strcasecmp(atom, "LIMIT") == 0 ||
-	    strcasecmp(atom, "OVERQUOTA") == 0)
+	    strcasecmp(atom, "NOPERM") == 0 || strcasecmp(atom, "INUSE") == 0)
 		return MFS_E_ACCESS;
+	if (strcasecmp(atom, "OVERQUOTA") == 0)
+		return MFS_E_QUOTA;
+	if (strcasecmp(atom, "LIMIT") == 0)
+		return MFS_E_TOOBIG;
 	return dflt;
 }
 
@@ -1739,25 +1908,47 @@ static int is_inbox(const char *name)
 }
 
 /*
+ * Leaves the selected mailbox, expunging nothing: UNSELECT (RFC 3691) where
+ * offered, else CLOSE, which expunges nothing from a mailbox selected by
+ * EXAMINE; one selected read-write is EXAMINEd first.
+ */
+static int imap_unselect(struct mfs_imap *imap, struct mfs_err *err)
+{
+	int unselect = (imap->caps & IMAP_CAP_UNSELECT) != 0, r;
+	char *box;
+
+	if (imap->selected == NULL)
+		return MFS_OK;
+	if (!unselect && imap->selected_rw) {
+		box = strdup(imap->selected);
+		if (box == NULL)
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		r = imap_examine(imap, box, 1, err);
+		free(box);
+		if (r != MFS_OK)
+			return r;
+	}
+	free(imap->selected);
+	imap->selected = NULL;
+	imap->selected_rw = 0;
+	r = unselect ? mailimap_custom_command(imap->session, "UNSELECT")
+		     : mailimap_close(imap->session);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail(imap, r, unselect ? "UNSELECT" : "CLOSE",
+				 MFS_E_PROTO, err);
+	return MFS_OK;
+}
+
+/*
  * Leaves the selected mailbox before DELETE or RENAME, which may touch it
  * (Dovecot closes the connection when the selected mailbox is deleted).
  * INBOX is never deleted nor renamed, so it may stay selected.
  */
 static int imap_leave(struct mfs_imap *imap, struct mfs_err *err)
 {
-	int r;
-
 	if (imap->selected == NULL || is_inbox(imap->selected))
 		return MFS_OK;
-	if (!(imap->caps & IMAP_CAP_UNSELECT))
-		return imap_examine(imap, "INBOX", 1, err);
-	free(imap->selected);
-	imap->selected = NULL;
-	imap->selected_rw = 0;
-	r = mailimap_custom_command(imap->session, "UNSELECT");
-	if (r != MAILIMAP_NO_ERROR)
-		return imap_fail(imap, r, "UNSELECT", MFS_E_PROTO, err);
-	return MFS_OK;
+	return imap_unselect(imap, err);
 }
 
 static int imap_create(struct mfs_store *st, const char *folder,
@@ -2127,7 +2318,7 @@ static int append_send(struct mfs_imap *imap, const char *folder, int fd,
 					 MFS_E_PROTO, err);
 		if (line[0] != '+') /* refused before the literal */
 			return imap_fail_no(imap, append_reply(imap),
-					    "APPEND", MFS_E_INVAL, err);
+					    "APPEND", MFS_E_ACCESS, err);
 	}
 	r = literal_pass(fd, len, buf, s, &sent);
 	if (r == 0 && sent != wire) {
@@ -2148,7 +2339,7 @@ static int append_send(struct mfs_imap *imap, const char *folder, int fd,
 				 MFS_E_PROTO, err);
 	r = append_reply(imap);
 	if (r != MAILIMAP_NO_ERROR)
-		return imap_fail_no(imap, r, "APPEND", MFS_E_INVAL, err);
+		return imap_fail_no(imap, r, "APPEND", MFS_E_ACCESS, err);
 	return MFS_OK;
 }
 
@@ -2165,9 +2356,23 @@ static int imap_append(struct mfs_store *st, const char *folder, int fd,
 	if (buf == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	pthread_mutex_lock(&imap->lock);
-	if (imap_ensure(imap, err) != MFS_OK ||
-	    append_send(imap, folder, fd, len, date, flags, buf, err) != MFS_OK)
+	if (imap_ensure(imap, err) != MFS_OK)
 		goto unlock;
+	if (append_send(imap, folder, fd, len, date, flags, buf, err) !=
+	    MFS_OK) {
+		/* Courier refuses APPEND into the mailbox this connection
+		 * has EXAMINEd: leave it, and try once more. */
+		if (err->code != MFS_E_ACCESS || imap->session == NULL ||
+		    imap->selected == NULL || strcmp(imap->selected, folder) != 0)
+			goto unlock;
+		mfs_log_debug("imap: APPEND refused into the selected %s: %s; "
+			      "once more after leaving it",
+			      folder, err->msg);
+		if (imap_unselect(imap, err) != MFS_OK ||
+		    append_send(imap, folder, fd, len, date, flags, buf,
+				err) != MFS_OK)
+			goto unlock;
+	}
 	append_uid(imap, validity, uid);
 	mfs_err_clear(err);
 unlock:
@@ -2226,7 +2431,8 @@ static int imap_uid_flags(struct mfs_imap *imap, uint32_t uid, unsigned *flags,
 	}
 	r = mailimap_uid_fetch(imap->session, set, ft, &result);
 	if (r != MAILIMAP_NO_ERROR) {
-		r = imap_fail(imap, r, "UID FETCH FLAGS", MFS_E_PROTO, err);
+		r = imap_fail_no(imap, r, "UID FETCH FLAGS", MFS_E_NOENT,
+				 err);
 		goto free_req;
 	}
 	found = fetch_flags_of(result, uid, flags);
@@ -2263,7 +2469,7 @@ static int imap_uid_store(struct mfs_imap *imap, uint32_t uid,
 	mailimap_set_free(set);
 	mailimap_store_att_flags_free(change);
 	if (r != MAILIMAP_NO_ERROR)
-		return imap_fail_no(imap, r, "UID STORE", MFS_E_INVAL, err);
+		return imap_fail_no(imap, r, "UID STORE", MFS_E_NOENT, err);
 	if (imap->session->imap_response_info != NULL &&
 	    fetch_flags_of(imap->session->imap_response_info->rsp_fetch_list,
 			   uid, flags))
@@ -2308,22 +2514,124 @@ static int imap_uid_expunge(struct mfs_imap *imap, uint32_t uid,
 	r = mailimap_uid_expunge(imap->session, set);
 	mailimap_set_free(set);
 	if (r != MAILIMAP_NO_ERROR)
-		return imap_fail_no(imap, r, "UID EXPUNGE", MFS_E_ACCESS, err);
+		return imap_fail_no(imap, r, "UID EXPUNGE", MFS_E_NOENT, err);
 	return MFS_OK;
 }
 
-static int need_uidplus(struct mfs_imap *imap, const char *what,
-			struct mfs_err *err)
+/* UID STORE set +FLAGS.SILENT (add) or -FLAGS.SILENT (\Deleted). */
+static int store_deleted(struct mfs_imap *imap, struct mailimap_set *set,
+			 int add, struct mfs_err *err)
 {
-	const struct mfs_server *srv = &imap->acct->store;
+	struct mailimap_flag_list *fl = mailimap_flag_list_new_empty();
+	struct mailimap_flag *deleted = mailimap_flag_new_deleted();
+	struct mailimap_store_att_flags *change = NULL;
+	int r;
 
+	if (fl != NULL && deleted != NULL &&
+	    mailimap_flag_list_add(fl, deleted) == MAILIMAP_NO_ERROR) {
+		deleted = NULL; /* the list owns it */
+		change =
+		    add ? mailimap_store_att_flags_new_add_flags_silent(fl)
+			: mailimap_store_att_flags_new_remove_flags_silent(fl);
+	}
+	if (change == NULL) {
+		if (deleted != NULL)
+			mailimap_flag_free(deleted);
+		if (fl != NULL)
+			mailimap_flag_list_free(fl);
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	r = mailimap_uid_store(imap->session, set, change);
+	mailimap_store_att_flags_free(change);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail_no(imap, r, "UID STORE", MFS_E_NOENT, err);
+	return MFS_OK;
+}
+
+/* The other messages of the selected mailbox that carry \Deleted, into
+ * *others (NULL when there are none). */
+static int others_deleted(struct mfs_imap *imap, uint32_t uid,
+			  struct mailimap_set **others, struct mfs_err *err)
+{
+	struct mailimap_search_key *key;
+	clist *found = NULL;
+	clistiter *it;
+	int r;
+
+	*others = NULL;
+	key = mailimap_search_key_new(MAILIMAP_SEARCH_KEY_DELETED, NULL, NULL,
+				      NULL, NULL, NULL, NULL, NULL, NULL,
+				      NULL, NULL, NULL, NULL, NULL, NULL, 0,
+				      NULL, NULL, NULL, NULL, NULL, NULL, 0,
+				      NULL, NULL, NULL);
+	if (key == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	r = mailimap_uid_search(imap->session, NULL, key, &found);
+	mailimap_search_key_free(key);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail(imap, r, "UID SEARCH DELETED", MFS_E_PROTO,
+				 err);
+	for (it = clist_begin(found); it != NULL; it = clist_next(it)) {
+		uint32_t *u = clist_content(it);
+
+		if (*u == uid)
+			continue;
+		if (*others == NULL)
+			*others = mailimap_set_new_empty();
+		if (*others == NULL ||
+		    mailimap_set_add_single(*others, *u) != MAILIMAP_NO_ERROR) {
+			mailimap_search_result_free(found);
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		}
+	}
+	mailimap_search_result_free(found);
+	return MFS_OK;
+}
+
+/*
+ * Expunges uid, already marked \Deleted, on a server without UIDPLUS, whose
+ * EXPUNGE removes every message marked \Deleted: the others that carry it
+ * lose it for the EXPUNGE and get it back after. What stays racy (see
+ * docs/mailfs.1, SERVERS): a message another client marks \Deleted between
+ * the SEARCH and the EXPUNGE goes with ours.
+ */
+static int expunge_alone(struct mfs_imap *imap, uint32_t uid,
+			 struct mfs_err *err)
+{
+	struct mailimap_set *others = NULL;
+	struct mfs_err again;
+	int r;
+
+	if (others_deleted(imap, uid, &others, err) != MFS_OK)
+		goto out;
+	if (others != NULL && store_deleted(imap, others, 0, err) != MFS_OK)
+		goto out;
+	r = mailimap_expunge(imap->session);
+	if (r != MAILIMAP_NO_ERROR)
+		imap_fail_no(imap, r, "EXPUNGE", MFS_E_ACCESS, err);
+	else
+		mfs_err_clear(err);
+	if (others != NULL && imap->session != NULL &&
+	    store_deleted(imap, others, 1, &again) != MFS_OK) {
+		mfs_log_err("%s: other messages lost their \\Deleted flag: %s",
+			    imap->selected != NULL ? imap->selected : "?",
+			    again.msg);
+		if (err->code == MFS_OK)
+			*err = again;
+	}
+out:
+	if (others != NULL)
+		mailimap_set_free(others);
+	return err->code;
+}
+
+/* Removes uid, marked \Deleted, and no other message. */
+static int expunge_uid(struct mfs_imap *imap, uint32_t uid,
+		       struct mfs_err *err)
+{
 	if (imap->caps & IMAP_CAP_UIDPLUS)
-		return MFS_OK;
-	return mfs_err_set(err, MFS_E_ACCESS,
-			   "%s: %s:%d offers no UIDPLUS, and EXPUNGE without "
-			   "it could remove messages other clients marked "
-			   "\\Deleted; refused",
-			   what, srv->host, srv->port);
+		return imap_uid_expunge(imap, uid, err);
+	return expunge_alone(imap, uid, err);
 }
 
 static int imap_expunge(struct mfs_store *st, const char *folder,
@@ -2333,9 +2641,8 @@ static int imap_expunge(struct mfs_store *st, const char *folder,
 
 	pthread_mutex_lock(&imap->lock);
 	if (imap_select_uid(imap, folder, validity, uid, err) != MFS_OK ||
-	    need_uidplus(imap, "delete", err) != MFS_OK ||
 	    imap_mark_deleted(imap, uid, err) != MFS_OK ||
-	    imap_uid_expunge(imap, uid, err) != MFS_OK)
+	    expunge_uid(imap, uid, err) != MFS_OK)
 		goto unlock;
 	mfs_err_clear(err);
 unlock:
@@ -2377,7 +2684,7 @@ static int move_by_move(struct mfs_imap *imap, uint32_t uid, const char *to,
 	r = mailimap_uid_move(imap->session, set, to);
 	mailimap_set_free(set);
 	if (r != MAILIMAP_NO_ERROR)
-		return imap_fail_no(imap, r, "UID MOVE", MFS_E_ACCESS, err);
+		return imap_fail_no(imap, r, "UID MOVE", MFS_E_NOENT, err);
 	ri = imap->session->imap_response_info;
 	if (imap->caps & IMAP_CAP_UIDPLUS)
 		moved = got_copyuid(imap);
@@ -2389,25 +2696,32 @@ static int move_by_move(struct mfs_imap *imap, uint32_t uid, const char *to,
 	return MFS_OK;
 }
 
-/* UID COPY, then \Deleted and UID EXPUNGE of that UID only. */
+/* UID COPY, then \Deleted and the expunge of that UID only. Without
+ * UIDPLUS no COPYUID tells that the message was there to copy: its flags
+ * are asked for first. */
 static int move_by_copy(struct mfs_imap *imap, uint32_t uid, const char *to,
 			struct mfs_err *err)
 {
-	struct mailimap_set *set = mailimap_set_new_single(uid);
+	struct mailimap_set *set;
+	unsigned flags;
 	int r;
 
+	if (!(imap->caps & IMAP_CAP_UIDPLUS) &&
+	    imap_uid_flags(imap, uid, &flags, err) != MFS_OK)
+		return err->code;
+	set = mailimap_set_new_single(uid);
 	if (set == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	r = mailimap_uid_copy(imap->session, set, to);
 	mailimap_set_free(set);
 	if (r != MAILIMAP_NO_ERROR)
-		return imap_fail_no(imap, r, "UID COPY", MFS_E_ACCESS, err);
-	if (!got_copyuid(imap))
+		return imap_fail_no(imap, r, "UID COPY", MFS_E_NOENT, err);
+	if ((imap->caps & IMAP_CAP_UIDPLUS) && !got_copyuid(imap))
 		return mfs_err_set(err, MFS_E_NOENT, "%s: message %u is gone",
 				   imap->selected, uid);
 	if (imap_mark_deleted(imap, uid, err) != MFS_OK)
 		return err->code;
-	return imap_uid_expunge(imap, uid, err);
+	return expunge_uid(imap, uid, err);
 }
 
 static int imap_move(struct mfs_store *st, const char *from, uint32_t validity,
@@ -2423,8 +2737,7 @@ static int imap_move(struct mfs_store *st, const char *from, uint32_t validity,
 	if (imap->caps & IMAP_CAP_MOVE) {
 		if (move_by_move(imap, uid, to, err) != MFS_OK)
 			goto unlock;
-	} else if (need_uidplus(imap, "move", err) != MFS_OK ||
-		   move_by_copy(imap, uid, to, err) != MFS_OK) {
+	} else if (move_by_copy(imap, uid, to, err) != MFS_OK) {
 		goto unlock;
 	}
 	mfs_err_clear(err);
@@ -2699,6 +3012,7 @@ static int imap_search(struct mfs_store *st, const char *const *folders,
 static const struct mfs_store_ops imap_ops = {
     .connect = imap_connect,
     .list = imap_list,
+    .personal = imap_personal,
     .index = imap_index,
     .fetch = imap_fetch,
     .fetch_many = imap_fetch_many,

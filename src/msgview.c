@@ -129,6 +129,15 @@ static int cache_key(const struct msg_ref *r, const char *suffix, char *key,
 	return 0;
 }
 
+/* A message the listing showed is not on the server (expunged, or its UIDs
+ * changed): the folder's listing is out of date. Called without the lock. */
+static void folder_gone_msg(struct mfs_fs *fs, const char *mailbox)
+{
+	pthread_mutex_lock(&fs->lock);
+	mailbox_stale(fs, mailbox);
+	pthread_mutex_unlock(&fs->lock);
+}
+
 struct fetch_ctx {
 	struct mfs_fs *fs;
 	const struct msg_ref *ref;
@@ -141,6 +150,8 @@ static int fetch_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 	int rc = st->ops->fetch(st, f->ref->mailbox, f->ref->validity,
 				&f->ref->msg, fd, len, err);
 
+	if (rc == MFS_E_NOENT)
+		folder_gone_msg(f->fs, f->ref->mailbox);
 	return rc;
 }
 
@@ -768,6 +779,8 @@ static int section_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 					&f->ref->msg, f->section, fd, len,
 					err);
 
+	if (rc == MFS_E_NOENT)
+		folder_gone_msg(f->fs, f->ref->mailbox);
 	return rc;
 }
 

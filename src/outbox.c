@@ -155,9 +155,12 @@ int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size)
 			return -1; /* the spool tries again later */
 	}
 	pthread_mutex_lock(&fs->lock);
-	if (fs->acct->sent_folder != NULL)
-		mailbox = mfs_mutf7_encode(fs->acct->sent_folder);
-	else if (fs->sent_mailbox != NULL)
+	if (fs->acct->sent_folder != NULL) {
+		char *enc = mfs_mutf7_encode(fs->acct->sent_folder);
+
+		mailbox = enc != NULL ? root_mailbox(fs, enc) : NULL;
+		free(enc);
+	} else if (fs->sent_mailbox != NULL)
 		mailbox = strdup(fs->sent_mailbox);
 	pthread_mutex_unlock(&fs->lock);
 	if (mailbox == NULL) {

@@ -244,6 +244,14 @@ static int pool_watch(struct mfs_store *st, const char *folder, int stop_fd,
 	return rc;
 }
 
+static int pool_personal(struct mfs_store *st, char **prefix, char *delim,
+			 struct mfs_err *err)
+{
+	struct mfs_store *m = main_of(st);
+
+	return m->ops->personal(m, prefix, delim, err);
+}
+
 static void pool_tls_info(struct mfs_store *st, char *version, size_t vlen,
 			  char *subject, size_t slen, char *issuer,
 			  size_t ilen)
@@ -327,6 +335,7 @@ static void pool_free(struct mfs_store *st)
 static const struct mfs_store_ops pool_ops = {
     .connect = pool_connect,
     .list = pool_list,
+    .personal = pool_personal,
     .index = pool_index,
     .fetch = pool_fetch,
     .fetch_many = pool_fetch_many,

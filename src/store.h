@@ -20,6 +20,8 @@
 /* One folder as the server names it. */
 struct mfs_store_folder {
 	char *name;   /* owned: server name (IMAP: modified UTF-7) */
+	size_t shown; /* name + shown is the path shown from the root: the
+		       * personal namespace's prefix ("INBOX.") is left out */
 	char delim;   /* hierarchy delimiter, '\0' when flat */
 	int noselect; /* holds no messages (only subfolders) */
 	int sent;     /* the folder for sent mail (SPECIAL-USE \Sent) */
@@ -88,6 +90,12 @@ struct mfs_store_ops {
 	 * mfs_store_folders_free(). */
 	int (*list)(struct mfs_store *st, struct mfs_store_folder **folders,
 		    size_t *n, struct mfs_err *err);
+	/* The personal namespace (NULL where the protocol has none): the
+	 * prefix of the server name of a folder made at the root (*prefix,
+	 * malloc'd, "" when none; IMAP NAMESPACE, RFC 2342) and its
+	 * hierarchy delimiter ('\0' when flat or not known). */
+	int (*personal)(struct mfs_store *st, char **prefix, char *delim,
+			struct mfs_err *err);
 	/* All messages of a folder in a constant number of round trips.
 	 * *validity identifies this numbering of the folder (IMAP
 	 * UIDVALIDITY); *msgs: malloc'd array of *n, caller frees with
