@@ -58,6 +58,7 @@ UNIT_SECONDS = {"spool_test": 50, "smtp_test": 34, "imap_test": 26,
 MODULE_SECONDS = {"test_writes": 52, "test_mime": 40, "test_imap": 35,
                   "test_faults": 25, "test_outbox": 20,
                   "test_imap_writes": 15, "test_security": 13,
+                  "test_server_rev1": 12, "test_server_prefix": 10,
                   "test_pop3": 8, "test_mounting": 3, "test_warm": 2}
 
 OUT = threading.Lock()

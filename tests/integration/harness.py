@@ -105,8 +105,10 @@ class Mount:
             self.umount()
             raise
         if not os.path.ismount(self.path):
+            out = self.output()
+            self.umount(check_exit=False)  # leaves Mount.live
             raise AssertionError("mailfs exited %s: %s\n%s" %
-                                 (self.proc.returncode, self.output(),
+                                 (self.proc.returncode, out,
                                   env.server_log_tail()))
 
     def output(self):
@@ -152,7 +154,11 @@ class Env:
     """The servers of one test run, and ways to reach them."""
 
     @classmethod
-    def start(cls):
+    def start(cls, dovecot_conf=None):
+        """Starts the servers. dovecot_conf, when given, is text appended
+        to Dovecot's configuration (mailservers.sh's DOVECOT_EXTRA_CONF),
+        or a function of the server directory that returns that text (for
+        settings naming paths in it)."""
         if not os.path.exists("/dev/fuse"):
             raise Skip("no /dev/fuse on this machine")
         if not os.access(MAILFS, os.X_OK):
@@ -161,8 +167,13 @@ class Env:
         env.dir = tempfile.mkdtemp(prefix="mailfs-test-")
         os.chmod(env.dir, 0o755)
         env.srvdir = os.path.join(env.dir, "servers")
+        senv = None
+        if dovecot_conf is not None:
+            if callable(dovecot_conf):
+                dovecot_conf = dovecot_conf(env.srvdir)
+            senv = dict(os.environ, DOVECOT_EXTRA_CONF=dovecot_conf)
         subprocess.run([SERVERS, "start", env.srvdir], check=True,
-                       timeout=120)
+                       timeout=120, env=senv)
         env.vars = {}
         with open(os.path.join(env.srvdir, "env")) as f:
             for line in f:
@@ -237,7 +248,8 @@ class Env:
 class CountingProxy:
     """A TCP relay from a local port to target that counts the IMAP
     commands (tagged lines) the client sends and the bytes the server
-    sends back. For plaintext IMAP only."""
+    sends back, and keeps every byte the client sent (sent_bytes()). For
+    plaintext IMAP only."""
 
     def __init__(self, target_port):
         self.target = target_port
@@ -249,6 +261,7 @@ class CountingProxy:
         self.commands = []
         self.conns = {}  # connection number -> its command lines
         self.idle = set()  # connections that went into IDLE
+        self.sent = {}  # connection number -> every byte the client sent
         self.received = 0  # bytes from the server to mailfs
         self.lock = threading.Lock()
         self.closed = False
@@ -264,6 +277,7 @@ class CountingProxy:
             with self.lock:
                 cid = len(self.conns)
                 self.conns[cid] = []
+                self.sent[cid] = bytearray()
             threading.Thread(target=self._pipe, args=(c, s, cid), daemon=True).start()
             threading.Thread(target=self._pipe, args=(s, c, None), daemon=True).start()
 
@@ -282,6 +296,8 @@ class CountingProxy:
                     pass
                 return
             if count:
+                with self.lock:
+                    self.sent[cid] += data
                 buf += data
                 while b"\r\n" in buf:
                     line, buf = buf.split(b"\r\n", 1)
@@ -307,6 +323,12 @@ class CountingProxy:
             self.commands = []
             for cid in self.conns:
                 self.conns[cid] = []
+
+    def sent_bytes(self):
+        """{connection number: the bytes the client sent on it}, since
+        the proxy started (reset() keeps them)."""
+        with self.lock:
+            return {cid: bytes(b) for cid, b in self.sent.items()}
 
     def count(self):
         with self.lock:
