@@ -59,6 +59,8 @@ int mfs_err_errno(enum mfs_errcode code)
 		return EDQUOT;
 	case MFS_E_TOOBIG:
 		return EFBIG;
+	case MFS_E_OFFLINE:
+		return EHOSTDOWN;
 	}
 	return EIO;
 }

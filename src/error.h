@@ -28,6 +28,7 @@ enum mfs_errcode {
 	MFS_E_IO,	  /* local I/O failed (cache, spool)           -> EIO */
 	MFS_E_QUOTA,	  /* the server's quota is full (OVERQUOTA)    -> EDQUOT */
 	MFS_E_TOOBIG,	  /* larger than the server takes (LIMIT)      -> EFBIG */
+	MFS_E_OFFLINE,	  /* the server is out of reach: not tried now -> EHOSTDOWN */
 };
 
 #define MFS_ERRMSG_MAX 512

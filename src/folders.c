@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "folderlist.h"
+#include "hash.h"
 #include "log.h"
 #include "mime.h"
 #include "names.h"
@@ -195,20 +197,87 @@ static void folders_sweep(struct mfs_fs *fs, struct mfs_node *dir)
 	}
 }
 
-/* LIST, then brings the folder nodes in line. Takes the locks itself. */
-int refresh_folders(struct mfs_fs *fs, int ttl, struct mfs_err *err)
+/* A failure that says the server is out of reach (not what it answered). */
+static int net_failure(int code)
 {
-	struct mfs_store_folder *folders = NULL;
-	size_t n = 0, i;
-	int r = MFS_OK;
+	return code == MFS_E_CONNECT || code == MFS_E_TIMEOUT ||
+	       code == MFS_E_OFFLINE;
+}
 
-	pthread_mutex_lock(&fs->refresh);
-	if (ttl > 0 && time(NULL) - fs->folders_listed < ttl)
-		goto unlock_refresh;
-	r = fs->store->ops->list(fs->store, &folders, &n, err);
-	if (r != MFS_OK)
-		goto unlock_refresh;
-	learn_root(fs);
+/* What ties the kept folder list to this account. malloc'd, or NULL. */
+static char *folders_key(const struct mfs_fs *fs)
+{
+	const struct mfs_account *a = fs->acct;
+	char *key;
+
+	if (asprintf(&key, "%s %s@%s:%d", a->name ? a->name : "",
+		     a->user ? a->user : "", a->store.host ? a->store.host : "",
+		     a->store.port) < 0)
+		return NULL;
+	return key;
+}
+
+/* Keeps the folder list on disk for an offline mount, when it changed. A
+ * failure only costs that mount its folders. */
+static void folders_keep(struct mfs_fs *fs,
+			 const struct mfs_store_folder *folders, size_t n)
+{
+	uint64_t h = mfs_fnv1a(0, &n, sizeof(n));
+	struct mfs_err err;
+	char *key;
+	size_t i;
+
+	if (fs->store->ops->kept_index == NULL || fs->acct->cache_dir == NULL)
+		return; /* a driver that keeps no listings: no offline mount */
+	for (i = 0; i < n; i++) {
+		h = mfs_fnv1a_str(h, folders[i].name);
+		h = mfs_fnv1a(h, &folders[i].shown, sizeof(folders[i].shown));
+		h = mfs_fnv1a(h, &folders[i].delim, 1);
+		h = mfs_fnv1a(h, &folders[i].noselect,
+			      sizeof(folders[i].noselect));
+		h = mfs_fnv1a(h, &folders[i].sent, sizeof(folders[i].sent));
+	}
+	if (h == fs->folders_kept)
+		return;
+	key = folders_key(fs);
+	if (key == NULL)
+		return;
+	if (mfs_folderlist_save(fs->acct->cache_dir, key, folders, n, &err) ==
+	    MFS_OK)
+		fs->folders_kept = h;
+	else
+		mfs_log_err("folder list not kept for offline use: %s",
+			    err.msg);
+	free(key);
+}
+
+/* The folder list kept by an earlier LIST, for when the server is out of
+ * reach. */
+static int folders_kept(struct mfs_fs *fs, struct mfs_store_folder **folders,
+			size_t *n, struct mfs_err *err)
+{
+	char *key;
+	int r;
+
+	if (fs->store->ops->kept_index == NULL || fs->acct->cache_dir == NULL)
+		return mfs_err_set(err, MFS_E_NOENT, "no folder list kept");
+	key = folders_key(fs);
+	if (key == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	r = mfs_folderlist_load(fs->acct->cache_dir, key, folders, n, err);
+	free(key);
+	return r;
+}
+
+/* Brings the folder nodes in line with folders[0..n). Caller holds
+ * fs->refresh, not the lock. */
+static int folders_apply(struct mfs_fs *fs,
+			 const struct mfs_store_folder *folders, size_t n,
+			 struct mfs_err *err)
+{
+	int r = MFS_OK;
+	size_t i;
+
 	pthread_mutex_lock(&fs->lock);
 	fs->gen++;
 	for (i = 0; i < n; i++) {
@@ -224,6 +293,36 @@ int refresh_folders(struct mfs_fs *fs, int ttl, struct mfs_err *err)
 		fs->folders_listed = time(NULL);
 	}
 	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+/* LIST, then brings the folder nodes in line. Takes the locks itself.
+ * With the server out of reach before any LIST of this mount, the folder
+ * list kept by an earlier mount is shown instead. */
+int refresh_folders(struct mfs_fs *fs, int ttl, struct mfs_err *err)
+{
+	struct mfs_store_folder *folders = NULL;
+	struct mfs_err kerr;
+	size_t n = 0;
+	int r = MFS_OK;
+
+	pthread_mutex_lock(&fs->refresh);
+	if (ttl > 0 && time(NULL) - fs->folders_listed < ttl)
+		goto unlock_refresh;
+	r = fs->store->ops->list(fs->store, &folders, &n, err);
+	if (r == MFS_OK) {
+		learn_root(fs);
+		folders_keep(fs, folders, n);
+	} else if (net_failure(r) && fs->folders_listed == 0 &&
+		   folders_kept(fs, &folders, &n, &kerr) == MFS_OK) {
+		mfs_log_info("%s: showing the folders kept by an earlier "
+			     "mount",
+			     err->msg);
+		r = MFS_OK;
+	} else {
+		goto unlock_refresh;
+	}
+	r = folders_apply(fs, folders, n, err);
 	mfs_store_folders_free(folders, n);
 unlock_refresh:
 	pthread_mutex_unlock(&fs->refresh);
@@ -245,8 +344,25 @@ int mfs_fs_prepare(struct mfs_fs *fs, struct mfs_err *err)
 	 * login now would be a session of its own */
 	if (fs->store->read_only)
 		return refresh_folders(fs, 0, err);
-	if (fs->store->ops->connect(fs->store, err) != MFS_OK)
-		return err->code;
+	if (fs->store->ops->connect(fs->store, err) != MFS_OK) {
+		/* offline: a mount with the folders an earlier one kept; the
+		 * first mount of an account needs the server */
+		struct mfs_store_folder *folders = NULL;
+		struct mfs_err kerr;
+		size_t n = 0;
+
+		if (!net_failure(err->code) ||
+		    folders_kept(fs, &folders, &n, &kerr) != MFS_OK)
+			return err->code;
+		mfs_log_err("offline, mounted without the server: %s",
+			    err->msg);
+		pthread_mutex_lock(&fs->refresh);
+		r = folders_apply(fs, folders, n, err);
+		pthread_mutex_unlock(&fs->refresh);
+		mfs_store_folders_free(folders, n);
+		if (r != MFS_OK)
+			return r;
+	}
 	pthread_mutex_lock(&fs->lock);
 	r = folder_add(fs, &inbox);
 	pthread_mutex_unlock(&fs->lock);
@@ -415,7 +531,7 @@ int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 	unsigned commits;
 	size_t n = 0;
 	char *mailbox;
-	int r = MFS_OK;
+	int r = MFS_OK, was_listed;
 
 	pthread_mutex_lock(&fs->refresh);
 	pthread_mutex_lock(&fs->lock);
@@ -426,6 +542,7 @@ int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 	}
 	mailbox = strdup(dir->mailbox);
 	commits = fs->commits;
+	was_listed = dir->listed != 0;
 	pthread_mutex_unlock(&fs->lock);
 	if (mailbox == NULL) {
 		r = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
@@ -433,6 +550,15 @@ int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 	}
 	r = fs->store->ops->index(fs->store, mailbox, &validity, &msgs, &n,
 				  err);
+	/* out of reach before any listing of this mount: the one kept */
+	if (r != MFS_OK && net_failure(r) && !was_listed &&
+	    fs->store->ops->kept_index != NULL) {
+		struct mfs_err kerr;
+
+		if (fs->store->ops->kept_index(fs->store, mailbox, &validity,
+					       &msgs, &n, &kerr) == MFS_OK)
+			r = MFS_OK;
+	}
 	if (r == MFS_OK) {
 		pthread_mutex_lock(&fs->lock);
 		if (folder_merge(fs, dir, validity, msgs, n, commits) != 0)

@@ -1450,7 +1450,8 @@ static int sync_root(struct mfs_fs *fs, struct mfs_node *dir, int opening,
 	if (!opening)
 		return MFS_OK;
 	pthread_mutex_unlock(&fs->lock);
-	if (refresh_folders(fs, FOLDERS_TTL, err) != MFS_OK)
+	if (refresh_folders(fs, FOLDERS_TTL, err) != MFS_OK &&
+	    err->code != MFS_E_OFFLINE) /* said when it went offline */
 		mfs_log_err("%s (showing the folders known before)", err->msg);
 	pthread_mutex_lock(&fs->lock);
 	mfs_err_clear(err);
@@ -1465,7 +1466,8 @@ static int sync_folder(struct mfs_fs *fs, struct mfs_node *dir, int opening,
 	pthread_mutex_unlock(&fs->lock);
 	if (refresh_folder(fs, dir,
 			   fs->acct->refresh > 0 ? fs->acct->refresh : LIST_TTL,
-			   err) != MFS_OK)
+			   err) != MFS_OK &&
+	    err->code != MFS_E_OFFLINE) /* said when it went offline */
 		mfs_log_err("%s (showing the last listing)", err->msg);
 	pthread_mutex_lock(&fs->lock);
 	if (err->code != MFS_OK && dir->listed == 0)

@@ -53,6 +53,7 @@ struct mfs_fs {
 	struct mfs_cache *cache;	/* borrowed */
 	const struct mfs_account *acct; /* borrowed */
 	time_t folders_listed;
+	uint64_t folders_kept; /* hash of the folder list kept on disk */
 	unsigned gen;
 	char delim; /* the server's hierarchy delimiter, '\0' if flat */
 	char *root_prefix; /* owned: server name prefix of a folder made at

@@ -1386,13 +1386,18 @@ static int imap_index(struct mfs_store *st, const char *mailbox,
 	*uidvalidity = now.validity;
 	*msgs = NULL;
 	*n = 0;
+	/* every listing is kept, for offline mounts (kept_index); without
+	 * HIGHESTMODSEQ a flag change cannot be told, so only a listing
+	 * kept with one is served online */
+	if (now.validity != 0 && index_file(imap, mailbox, &path, &key) != 0)
+		path = key = NULL;
 	if (now.exists == 0) {
+		if (path != NULL)
+			index_keep(path, key, &now, NULL, 0);
 		mfs_err_clear(err);
-		goto unlock;
+		goto free_file;
 	}
-	/* without HIGHESTMODSEQ a flag change cannot be told: keep nothing */
-	if (now.modseq != 0 && now.uidnext != 0 && now.validity != 0 &&
-	    index_file(imap, mailbox, &path, &key) == 0)
+	if (now.modseq != 0 && now.uidnext != 0 && path != NULL)
 		kept = index_kept(imap, path, key, &now, msgs, n, err);
 	if (kept == KEPT_FAILED)
 		goto free_file;
@@ -1408,6 +1413,36 @@ free_file:
 unlock:
 	pthread_mutex_unlock(&imap->lock);
 	return err->code;
+}
+
+/* The listing of mailbox as last kept, read without the server. */
+static int imap_kept_index(struct mfs_store *st, const char *mailbox,
+			   uint32_t *uidvalidity, struct mfs_store_msg **msgs,
+			   size_t *n, struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	struct mfs_idx_reader *rd;
+	struct mfs_idx_head was;
+	char *path, *key;
+	int r;
+
+	*msgs = NULL;
+	*n = 0;
+	if (index_file(imap, mailbox, &path, &key) != 0)
+		return mfs_err_set(err, MFS_E_NOENT, "%s: no listing kept",
+				   mailbox);
+	r = mfs_idx_open(path, key, &was, &rd, err);
+	if (r == MFS_OK) {
+		r = mfs_idx_read(rd, msgs, n, err);
+		mfs_idx_close(rd);
+	}
+	free(path);
+	free(key);
+	if (r != MFS_OK)
+		return r;
+	*uidvalidity = was.validity;
+	mfs_err_clear(err);
+	return MFS_OK;
 }
 
 static int write_all(int fd, const char *buf, size_t len)
@@ -3014,6 +3049,7 @@ static const struct mfs_store_ops imap_ops = {
     .list = imap_list,
     .personal = imap_personal,
     .index = imap_index,
+    .kept_index = imap_kept_index,
     .fetch = imap_fetch,
     .fetch_many = imap_fetch_many,
     .skeleton = imap_skeleton,

@@ -4,7 +4,16 @@
 #include "pool.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+
+#include "log.h"
+
+/* Network failures in a row that make the store offline, and the longest
+ * wait before the server is tried again. */
+#define OFFLINE_AFTER 2
+#define BACKOFF_MAX 60
 
 struct pool {
 	struct mfs_store *main;	   /* owned */
@@ -16,7 +25,81 @@ struct pool {
 	int watching;		   /* a watch is running on watcher */
 	pthread_mutex_t lock;	   /* guards busy, main_reading, watching */
 	pthread_cond_t freed;
+	/* online or offline (store.h, state op), under gate: */
+	pthread_mutex_t gate;
+	int failures;		   /* network failures in a row */
+	int backoff;		   /* seconds of the current wait */
+	struct mfs_store_state state;
 };
+
+/*
+ * The gate in front of every op that needs the server: offline, an op
+ * fails at once until the wait is over, so that nothing waits a timeout
+ * for a server known to be out of reach. Returns 1 (err set) when closed.
+ */
+static int gate_closed(struct pool *p, struct mfs_err *err)
+{
+	time_t now = time(NULL);
+	int closed;
+
+	pthread_mutex_lock(&p->gate);
+	closed = p->state.offline_since != 0 && now < p->state.retry_at;
+	if (closed)
+		mfs_err_set(err, MFS_E_OFFLINE,
+			    "offline for %lld s, trying again in %lld s: %s",
+			    (long long)(now - p->state.offline_since),
+			    (long long)(p->state.retry_at - now),
+			    p->state.why);
+	pthread_mutex_unlock(&p->gate);
+	return closed;
+}
+
+/* What an op's result says of the server: a network failure counts
+ * towards offline (the wait doubles up to BACKOFF_MAX); any answer from
+ * the server makes the store online. Returns rc. */
+static int gate_note(struct pool *p, int rc, const struct mfs_err *err)
+{
+	time_t now = time(NULL);
+
+	if (rc == MFS_E_OFFLINE)
+		return rc;
+	pthread_mutex_lock(&p->gate);
+	if (rc == MFS_E_CONNECT || rc == MFS_E_TIMEOUT) {
+		snprintf(p->state.why, sizeof(p->state.why), "%s", err->msg);
+		if (++p->failures >= OFFLINE_AFTER) {
+			if (p->state.offline_since == 0) {
+				p->state.offline_since = now;
+				p->backoff = 1;
+				mfs_log_err("offline: %s", err->msg);
+			}
+			if (p->backoff < BACKOFF_MAX)
+				p->backoff *= 2;
+			if (p->backoff > BACKOFF_MAX)
+				p->backoff = BACKOFF_MAX;
+			p->state.retry_at = now + p->backoff;
+		}
+	} else {
+		if (p->state.offline_since != 0)
+			mfs_log_info("online again after %lld s offline",
+				     (long long)(now - p->state.offline_since));
+		p->failures = 0;
+		p->backoff = 0;
+		p->state.offline_since = 0;
+		p->state.retry_at = 0;
+		p->state.why[0] = '\0';
+	}
+	pthread_mutex_unlock(&p->gate);
+	return rc;
+}
+
+static void pool_state(struct mfs_store *st, struct mfs_store_state *out)
+{
+	struct pool *p = st->priv;
+
+	pthread_mutex_lock(&p->gate);
+	*out = p->state;
+	pthread_mutex_unlock(&p->gate);
+}
 
 /* A store to fetch message bytes with; give it back with put(). */
 static struct mfs_store *get(struct pool *p)
@@ -68,26 +151,44 @@ static struct mfs_store *main_of(struct mfs_store *st)
 
 static int pool_connect(struct mfs_store *st, struct mfs_err *err)
 {
-	struct mfs_store *m = main_of(st);
+	struct pool *p = st->priv;
+	struct mfs_store *m = p->main;
 
-	return m->ops->connect(m, err);
+	int rc;
+
+	if (gate_closed(p, err))
+		return err->code;
+	rc = m->ops->connect(m, err);
+	if (rc == MFS_E_CONNECT || rc == MFS_E_TIMEOUT) {
+		/* a connection that could not be opened: offline at once */
+		pthread_mutex_lock(&p->gate);
+		p->failures = OFFLINE_AFTER - 1;
+		pthread_mutex_unlock(&p->gate);
+	}
+	return gate_note(p, rc, err);
 }
 
 static int pool_list(struct mfs_store *st, struct mfs_store_folder **folders,
 		     size_t *n, struct mfs_err *err)
 {
-	struct mfs_store *m = main_of(st);
+	struct pool *p = st->priv;
+	struct mfs_store *m = p->main;
 
-	return m->ops->list(m, folders, n, err);
+	if (gate_closed(p, err))
+		return err->code;
+	return gate_note(p, m->ops->list(m, folders, n, err), err);
 }
 
 static int pool_index(struct mfs_store *st, const char *folder,
 		      uint32_t *validity, struct mfs_store_msg **msgs,
 		      size_t *n, struct mfs_err *err)
 {
-	struct mfs_store *m = main_of(st);
+	struct pool *p = st->priv;
+	struct mfs_store *m = p->main;
 
-	return m->ops->index(m, folder, validity, msgs, n, err);
+	if (gate_closed(p, err))
+		return err->code;
+	return gate_note(p, m->ops->index(m, folder, validity, msgs, n, err), err);
 }
 
 static int pool_fetch(struct mfs_store *st, const char *folder,
@@ -95,11 +196,16 @@ static int pool_fetch(struct mfs_store *st, const char *folder,
 		      int fd, size_t *len, struct mfs_err *err)
 {
 	struct pool *p = st->priv;
-	struct mfs_store *r = get(p);
-	int rc = r->ops->fetch(r, folder, validity, msg, fd, len, err);
+	struct mfs_store *r;
+	int rc;
+
+	if (gate_closed(p, err))
+		return err->code;
+	r = get(p);
+	rc = r->ops->fetch(r, folder, validity, msg, fd, len, err);
 
 	put(p, r);
-	return rc;
+	return gate_note(p, rc, err);
 }
 
 /* A search takes a free connection, like a fetch: it does not wait
@@ -109,11 +215,16 @@ static int pool_search(struct mfs_store *st, const char *const *folders,
 		       struct mfs_store_hits *hits, struct mfs_err *err)
 {
 	struct pool *p = st->priv;
-	struct mfs_store *r = get(p);
-	int rc = r->ops->search(r, folders, n, q, hits, err);
+	struct mfs_store *r;
+	int rc;
+
+	if (gate_closed(p, err))
+		return err->code;
+	r = get(p);
+	rc = r->ops->search(r, folders, n, q, hits, err);
 
 	put(p, r);
-	return rc;
+	return gate_note(p, rc, err);
 }
 
 static int pool_fetch_many(struct mfs_store *st, const char *folder,
@@ -124,12 +235,17 @@ static int pool_fetch_many(struct mfs_store *st, const char *folder,
 			   void *ctx, struct mfs_err *err)
 {
 	struct pool *p = st->priv;
-	struct mfs_store *r = get(p);
-	int rc = r->ops->fetch_many(r, folder, validity, uids, n, open_fn,
+	struct mfs_store *r;
+	int rc;
+
+	if (gate_closed(p, err))
+		return err->code;
+	r = get(p);
+	rc = r->ops->fetch_many(r, folder, validity, uids, n, open_fn,
 				    done_fn, ctx, err);
 
 	put(p, r);
-	return rc;
+	return gate_note(p, rc, err);
 }
 
 static int pool_skeleton(struct mfs_store *st, const char *folder,
@@ -138,12 +254,17 @@ static int pool_skeleton(struct mfs_store *st, const char *folder,
 			 size_t *nsegs, struct mfs_err *err)
 {
 	struct pool *p = st->priv;
-	struct mfs_store *r = get(p);
-	int rc = r->ops->skeleton(r, folder, validity, msg, hole_min, fd, segs,
+	struct mfs_store *r;
+	int rc;
+
+	if (gate_closed(p, err))
+		return err->code;
+	r = get(p);
+	rc = r->ops->skeleton(r, folder, validity, msg, hole_min, fd, segs,
 				  nsegs, err);
 
 	put(p, r);
-	return rc;
+	return gate_note(p, rc, err);
 }
 
 static int pool_fetch_section(struct mfs_store *st, const char *folder,
@@ -153,63 +274,86 @@ static int pool_fetch_section(struct mfs_store *st, const char *folder,
 			      struct mfs_err *err)
 {
 	struct pool *p = st->priv;
-	struct mfs_store *r = get(p);
-	int rc = r->ops->fetch_section(r, folder, validity, msg, section, fd,
+	struct mfs_store *r;
+	int rc;
+
+	if (gate_closed(p, err))
+		return err->code;
+	r = get(p);
+	rc = r->ops->fetch_section(r, folder, validity, msg, section, fd,
 				       len, err);
 
 	put(p, r);
-	return rc;
+	return gate_note(p, rc, err);
 }
 
 static int pool_create(struct mfs_store *st, const char *folder,
 		       struct mfs_err *err)
 {
-	struct mfs_store *m = main_of(st);
+	struct pool *p = st->priv;
+	struct mfs_store *m = p->main;
 
-	return m->ops->create(m, folder, err);
+	if (gate_closed(p, err))
+		return err->code;
+	return gate_note(p, m->ops->create(m, folder, err), err);
 }
 
 static int pool_remove(struct mfs_store *st, const char *folder,
 		       struct mfs_err *err)
 {
-	struct mfs_store *m = main_of(st);
+	struct pool *p = st->priv;
+	struct mfs_store *m = p->main;
 
-	return m->ops->remove(m, folder, err);
+	if (gate_closed(p, err))
+		return err->code;
+	return gate_note(p, m->ops->remove(m, folder, err), err);
 }
 
 static int pool_rename(struct mfs_store *st, const char *from, const char *to,
 		       struct mfs_err *err)
 {
-	struct mfs_store *m = main_of(st);
+	struct pool *p = st->priv;
+	struct mfs_store *m = p->main;
 
-	return m->ops->rename(m, from, to, err);
+	if (gate_closed(p, err))
+		return err->code;
+	return gate_note(p, m->ops->rename(m, from, to, err), err);
 }
 
 static int pool_append(struct mfs_store *st, const char *folder, int fd,
 		       uint64_t len, time_t date, unsigned flags,
 		       uint32_t *validity, uint32_t *uid, struct mfs_err *err)
 {
-	struct mfs_store *m = main_of(st);
+	struct pool *p = st->priv;
+	struct mfs_store *m = p->main;
 
-	return m->ops->append(m, folder, fd, len, date, flags, validity, uid,
-			      err);
+	if (gate_closed(p, err))
+		return err->code;
+	return gate_note(p, m->ops->append(m, folder, fd, len, date, flags, validity, uid,
+			      err), err);
 }
 
 static int pool_move(struct mfs_store *st, const char *from,
 		     uint32_t validity, uint32_t uid, const char *to,
 		     struct mfs_err *err)
 {
-	struct mfs_store *m = main_of(st);
+	struct pool *p = st->priv;
+	struct mfs_store *m = p->main;
 
-	return m->ops->move(m, from, validity, uid, to, err);
+	if (gate_closed(p, err))
+		return err->code;
+	return gate_note(p, m->ops->move(m, from, validity, uid, to, err), err);
 }
 
 static int pool_expunge(struct mfs_store *st, const char *folder,
 			uint32_t validity, uint32_t uid, struct mfs_err *err)
 {
-	struct mfs_store *m = main_of(st);
+	struct pool *p = st->priv;
+	struct mfs_store *m = p->main;
 
-	return m->ops->expunge(m, folder, validity, uid, err);
+	if (gate_closed(p, err))
+		return err->code;
+	return gate_note(p, m->ops->expunge(m, folder, validity, uid, err), err);
 }
 
 static int pool_store_flags(struct mfs_store *st, const char *folder,
@@ -217,10 +361,13 @@ static int pool_store_flags(struct mfs_store *st, const char *folder,
 			    const char *const *flags, size_t n, unsigned *now,
 			    struct mfs_err *err)
 {
-	struct mfs_store *m = main_of(st);
+	struct pool *p = st->priv;
+	struct mfs_store *m = p->main;
 
-	return m->ops->store_flags(m, folder, validity, uid, how, flags, n,
-				   now, err);
+	if (gate_closed(p, err))
+		return err->code;
+	return gate_note(p, m->ops->store_flags(m, folder, validity, uid, how, flags, n,
+				   now, err), err);
 }
 
 static int pool_watch(struct mfs_store *st, const char *folder, int stop_fd,
@@ -237,7 +384,13 @@ static int pool_watch(struct mfs_store *st, const char *folder, int stop_fd,
 	pthread_mutex_lock(&p->lock);
 	p->watching++;
 	pthread_mutex_unlock(&p->lock);
-	rc = w->ops->watch(w, folder, stop_fd, max_wait, changed, err);
+	if (gate_closed(p, err))
+		rc = err->code;
+	else
+		rc = gate_note(p,
+			       w->ops->watch(w, folder, stop_fd, max_wait,
+					     changed, err),
+			       err);
 	pthread_mutex_lock(&p->lock);
 	p->watching--;
 	pthread_mutex_unlock(&p->lock);
@@ -247,9 +400,22 @@ static int pool_watch(struct mfs_store *st, const char *folder, int stop_fd,
 static int pool_personal(struct mfs_store *st, char **prefix, char *delim,
 			 struct mfs_err *err)
 {
+	struct pool *p = st->priv;
+	struct mfs_store *m = p->main;
+
+	if (gate_closed(p, err))
+		return err->code;
+	return gate_note(p, m->ops->personal(m, prefix, delim, err), err);
+}
+
+/* Read from the disk: never offline. */
+static int pool_kept_index(struct mfs_store *st, const char *folder,
+			   uint32_t *validity, struct mfs_store_msg **msgs,
+			   size_t *n, struct mfs_err *err)
+{
 	struct mfs_store *m = main_of(st);
 
-	return m->ops->personal(m, prefix, delim, err);
+	return m->ops->kept_index(m, folder, validity, msgs, n, err);
 }
 
 static void pool_tls_info(struct mfs_store *st, char *version, size_t vlen,
@@ -327,6 +493,7 @@ static void pool_free(struct mfs_store *st)
 	free(p->readers);
 	free(p->busy);
 	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->gate);
 	pthread_cond_destroy(&p->freed);
 	free(p);
 	free(st);
@@ -337,6 +504,7 @@ static const struct mfs_store_ops pool_ops = {
     .list = pool_list,
     .personal = pool_personal,
     .index = pool_index,
+    .kept_index = pool_kept_index,
     .fetch = pool_fetch,
     .fetch_many = pool_fetch_many,
     .skeleton = pool_skeleton,
@@ -350,6 +518,7 @@ static const struct mfs_store_ops pool_ops = {
     .expunge = pool_expunge,
     .store_flags = pool_store_flags,
     .watch = pool_watch,
+    .state = pool_state,
     .tls_info = pool_tls_info,
     .free = pool_free,
 };
@@ -381,6 +550,7 @@ struct mfs_store *mfs_pool_new(struct mfs_store *main,
 	p->n = n;
 	p->watcher = watcher;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_mutex_init(&p->gate, NULL);
 	pthread_cond_init(&p->freed, NULL);
 	st->ops = &pool_ops;
 	st->priv = p;

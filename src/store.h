@@ -77,6 +77,13 @@ struct mfs_store_hits {
 			     * (MFS_E_NOENT: no such folder) */
 };
 
+/* Whether the server answers (the state op). */
+struct mfs_store_state {
+	time_t offline_since; /* 0: online */
+	time_t retry_at;      /* offline: when the server is tried again */
+	char why[MFS_ERRMSG_MAX]; /* offline: the last failure */
+};
+
 /* The most matches of one folder whose listing entries a search fetches. */
 #define MFS_SEARCH_MSGS_MAX 2000
 
@@ -103,6 +110,12 @@ struct mfs_store_ops {
 	int (*index)(struct mfs_store *st, const char *folder,
 		     uint32_t *validity, struct mfs_store_msg **msgs,
 		     size_t *n, struct mfs_err *err);
+	/* The listing of folder as the driver last kept it on disk (NULL
+	 * where it keeps none), without a word to the server: what an
+	 * offline mount shows. MFS_E_NOENT: none kept. Else as index. */
+	int (*kept_index)(struct mfs_store *st, const char *folder,
+			  uint32_t *validity, struct mfs_store_msg **msgs,
+			  size_t *n, struct mfs_err *err);
 	/* The raw message, written to fd; *len receives its length.
 	 * MFS_E_NOENT: the message (or this validity) is gone. */
 	int (*fetch)(struct mfs_store *st, const char *folder,
@@ -211,6 +224,12 @@ struct mfs_store_ops {
 	 * connect; the caller waits a while before the next round. */
 	int (*watch)(struct mfs_store *st, const char *folder, int stop_fd,
 		     int max_wait, int *changed, struct mfs_err *err);
+
+	/* Online or offline (NULL: a driver that does not tell; online).
+	 * Offline, after network failures in a row, the ops that need the
+	 * server fail at once with MFS_E_OFFLINE until st->retry_at; then
+	 * the next op tries it again. */
+	void (*state)(struct mfs_store *st, struct mfs_store_state *out);
 
 	/* TLS version and certificate of the connection, for --check. */
 	void (*tls_info)(struct mfs_store *st, char *version, size_t vlen,

@@ -58,6 +58,19 @@ class _Conn:
                 pass
 
 
+def _stop_listening(sock):
+    """Closes a listening socket so that new connections are refused at
+    once: close() alone leaves it listening while the accept thread
+    still waits in accept() on it; shutdown() wakes that thread."""
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
 class FaultProxy:
     def __init__(self, target_port, seed=0, target_host="127.0.0.1"):
         if target_host not in ("127.0.0.1", "localhost"):
@@ -134,8 +147,7 @@ class FaultProxy:
         with self.lock:
             self.mode = "refuse"
             sock, self.sock = self.sock, None
-        if sock is not None:
-            sock.close()
+        _stop_listening(sock)
 
     def kill_all(self, rst=False):
         with self.lock:
@@ -152,8 +164,7 @@ class FaultProxy:
         self.closed = True
         with self.lock:
             sock, self.sock = self.sock, None
-        if sock is not None:
-            sock.close()
+        _stop_listening(sock)
         self.kill_all()
 
     # --- machinery --------------------------------------------------------

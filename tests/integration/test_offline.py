@@ -1,0 +1,142 @@
+"""Offline: a mount without the server, from the cache of an earlier mount.
+
+The server is reached through tests/faultproxy.py, which refuses new
+connections (the server is down) or cuts the open ones (the network went)
+on demand, and lets them through again. What the mount shows is compared
+with what the server holds, read with imaplib.
+"""
+import errno
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from faultproxy import FaultProxy  # noqa: E402
+from harness import check, eq  # noqa: E402
+from test_faults import dirs_by_uid, fill, read, server_msgs  # noqa: E402
+
+
+def proxied(env, name):
+    p = FaultProxy(int(env["MFS_IMAP_PORT"]))
+    cfg = env.write_config(name, {"imap": "imap://127.0.0.1:%d" % p.port,
+                                  "tls": "none", "timeout": "5",
+                                  "ca_file": None,
+                                  "cache_dir": os.path.join(env.dir,
+                                                            "cache-" + name)})
+    return p, cfg
+
+
+def setup_module(env):
+    fill(env, "Off1", "off1", 4)
+    fill(env, "Off2", "off2", 3)
+    fill(env, "Off3", "off3", 2)
+
+
+def fails_at_once(fn, what):
+    """fn() must fail with EHOSTDOWN (offline), and at once."""
+    t0 = time.time()
+    try:
+        fn()
+    except OSError as e:
+        took = time.time() - t0
+        eq(e.errno, errno.EHOSTDOWN, "%s: %s" % (what, e))
+        check(took < 2, "%s failed only after %.1f s" % (what, took))
+        return
+    raise AssertionError("%s succeeded offline" % what)
+
+
+def until(fn, limit, what):
+    """fn() once it stops raising OSError, within limit seconds."""
+    deadline = time.time() + limit
+    while True:
+        try:
+            return fn()
+        except OSError:
+            if time.time() > deadline:
+                raise AssertionError("%s: still failing after %d s"
+                                     % (what, limit))
+            time.sleep(0.3)
+
+
+def test_mount_without_the_server_serves_the_cache(env):
+    p, cfg = proxied(env, "config-offline")
+    want = server_msgs(env, "Off1")
+    try:
+        m = env.mount(config=cfg)
+        root = sorted(os.listdir(m.path))
+        d1 = os.path.join(m.path, "Off1")
+        names = dirs_by_uid(d1)
+        eq(sorted(names), sorted(want), "Off1 listed")
+        uids = sorted(names)
+        for uid in uids[:2]:  # read once: in the cache from now on
+            read(os.path.join(d1, names[uid], "message.eml"))
+        names2 = dirs_by_uid(os.path.join(m.path, "Off2"))
+        m.umount()
+
+        p.refuse()
+        t0 = time.time()
+        m = env.mount(config=cfg)
+        check(time.time() - t0 < 10, "the offline mount took %.1f s"
+              % (time.time() - t0))
+        eq(sorted(os.listdir(m.path)), root, "root offline")
+        d1 = os.path.join(m.path, "Off1")
+        eq(dirs_by_uid(d1), names, "Off1 offline")
+        eq(dirs_by_uid(os.path.join(m.path, "Off2")), names2,
+           "Off2 offline (listed, never read)")
+        for uid in uids[:2]:
+            eq(read(os.path.join(d1, names[uid], "message.eml")), want[uid],
+               "cached message.eml offline")
+        d2 = os.path.join(m.path, "Off2")
+        fails_at_once(lambda: read(os.path.join(d2, names2[min(names2)],
+                                                "message.eml")),
+                      "cat of an uncached message")
+        fails_at_once(lambda: os.listdir(os.path.join(m.path, "Off3")),
+                      "ls of a folder never listed")
+        check(m.proc.poll() is None, "mailfs still runs")
+
+        # the server is back: the mount catches up by itself
+        p.passthrough()
+        want2 = server_msgs(env, "Off2")
+        got = until(lambda: read(os.path.join(d2, names2[min(names2)],
+                                              "message.eml")),
+                    70, "cat once the server is back")
+        eq(got, want2[min(names2)], "message.eml read once online")
+        eq(len(until(lambda: dirs_by_uid(os.path.join(m.path, "Off3")),
+                     70, "ls Off3 once online")), 2, "Off3 online")
+        m.umount()
+    finally:
+        p.close()
+
+
+def test_network_gone_after_mount_shows_kept_listings(env):
+    p, cfg = proxied(env, "config-offline-later")
+    try:
+        m = env.mount(config=cfg)
+        names2 = dirs_by_uid(os.path.join(m.path, "Off2"))  # kept on disk
+        m.umount()
+        m = env.mount(config=cfg)
+        os.listdir(m.path)
+        p.refuse()
+        p.kill_all(rst=True)
+        # listed by the earlier mount, not by this one
+        eq(dirs_by_uid(os.path.join(m.path, "Off2")), names2,
+           "Off2 from the kept listing")
+        m.umount()
+    finally:
+        p.close()
+
+
+def test_first_mount_without_the_server_fails_clearly(env):
+    p, cfg = proxied(env, "config-offline-first")
+    try:
+        p.refuse()
+        try:
+            env.mount(config=cfg)
+        except AssertionError as e:
+            check("refused" in str(e) or "connect" in str(e),
+                  "the reason is said: %s" % e)
+            return
+        raise AssertionError("a first mount without the server mounted")
+    finally:
+        p.close()
