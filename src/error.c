@@ -27,6 +27,12 @@ void mfs_err_clear(struct mfs_err *err)
 	err->msg[0] = '\0';
 }
 
+int mfs_err_unreachable(enum mfs_errcode code)
+{
+	return code == MFS_E_CONNECT || code == MFS_E_TIMEOUT ||
+	       code == MFS_E_OFFLINE;
+}
+
 int mfs_err_errno(enum mfs_errcode code)
 {
 	switch (code) {

@@ -47,6 +47,10 @@ int mfs_err_set(struct mfs_err *err, enum mfs_errcode code, const char *fmt,
 /* Clears err to MFS_OK and an empty message. */
 void mfs_err_clear(struct mfs_err *err);
 
+/* Whether code says the server is out of reach (cannot be connected to,
+ * or a connection to it broke or timed out), not what it answered. */
+int mfs_err_unreachable(enum mfs_errcode code);
+
 /* The errno (positive) that code maps to at the FUSE boundary. */
 int mfs_err_errno(enum mfs_errcode code);
 

@@ -197,13 +197,6 @@ static void folders_sweep(struct mfs_fs *fs, struct mfs_node *dir)
 	}
 }
 
-/* A failure that says the server is out of reach (not what it answered). */
-static int net_failure(int code)
-{
-	return code == MFS_E_CONNECT || code == MFS_E_TIMEOUT ||
-	       code == MFS_E_OFFLINE;
-}
-
 /* What ties the kept folder list to this account. malloc'd, or NULL. */
 static char *folders_key(const struct mfs_fs *fs)
 {
@@ -313,7 +306,7 @@ int refresh_folders(struct mfs_fs *fs, int ttl, struct mfs_err *err)
 	if (r == MFS_OK) {
 		learn_root(fs);
 		folders_keep(fs, folders, n);
-	} else if (net_failure(r) && fs->folders_listed == 0 &&
+	} else if (mfs_err_unreachable(r) && fs->folders_listed == 0 &&
 		   folders_kept(fs, &folders, &n, &kerr) == MFS_OK) {
 		mfs_log_info("%s: showing the folders kept by an earlier "
 			     "mount",
@@ -351,7 +344,7 @@ int mfs_fs_prepare(struct mfs_fs *fs, struct mfs_err *err)
 		struct mfs_err kerr;
 		size_t n = 0;
 
-		if (!net_failure(err->code) ||
+		if (!mfs_err_unreachable(err->code) ||
 		    folders_kept(fs, &folders, &n, &kerr) != MFS_OK)
 			return err->code;
 		mfs_log_err("offline, mounted without the server: %s",
@@ -551,7 +544,7 @@ int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 	r = fs->store->ops->index(fs->store, mailbox, &validity, &msgs, &n,
 				  err);
 	/* out of reach before any listing of this mount: the one kept */
-	if (r != MFS_OK && net_failure(r) && !was_listed &&
+	if (r != MFS_OK && mfs_err_unreachable(r) && !was_listed &&
 	    fs->store->ops->kept_index != NULL) {
 		struct mfs_err kerr;
 

@@ -62,6 +62,9 @@ struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
 	fs->acct = acct;
 	fs->uid = getuid();
 	fs->gid = getgid();
+	pthread_mutex_lock(&fs->lock);
+	state_nodes_add(fs);
+	pthread_mutex_unlock(&fs->lock);
 	return fs;
 }
 
@@ -140,6 +143,8 @@ enum kind_id {
 	K_QUERY,
 	K_HITDIR,
 	K_LINK,
+	K_MAILFSDIR,
+	K_STATEFILE,
 	K_COUNT
 };
 
@@ -209,6 +214,8 @@ static enum kind_id kind_of(const struct mfs_node *n)
 		return K_HITDIR;
 	case MFS_N_LINK:
 		return K_LINK;
+	case MFS_N_MAILFS:
+		return K_MAILFSDIR;
 	case MFS_N_FILE:
 		break;
 	}
@@ -221,6 +228,8 @@ static enum kind_id kind_of(const struct mfs_node *n)
 		return K_NEW;
 	case MFS_F_OUTBOX:
 		return K_OUTFILE;
+	case MFS_F_STATE:
+		return K_STATEFILE;
 	case MFS_F_STATUS:
 		break;
 	}
@@ -507,7 +516,9 @@ static struct dir_snap *snap_take(struct mfs_fs *fs, struct mfs_node *dir)
 		return NULL;
 	}
 	for (c = dir->first_child; c != NULL; c = c->next_sibling) {
-		if (c->kind == MFS_N_SEARCH)
+		/* reached by name only, so that ls -a, grep -r and find do
+		 * not wander into them */
+		if (c->kind == MFS_N_SEARCH || c->kind == MFS_N_MAILFS)
 			continue;
 		mfs_nodes_hold(c);
 		s->nodes[s->n++] = c;
@@ -1890,6 +1901,29 @@ static int open_statusfile(struct mfs_fs *fs, struct mfs_node *n,
 	return h->buf != NULL ? MFS_OK : err->code;
 }
 
+static int state_size(struct mfs_fs *fs, struct mfs_node *n,
+		      struct mfs_err *err)
+{
+	char *text = state_text(fs, err);
+
+	if (text == NULL)
+		return err->code;
+	n->size = strlen(text);
+	free(text);
+	return MFS_OK;
+}
+
+static int open_statefile(struct mfs_fs *fs, struct mfs_node *n,
+			  struct fuse_file_info *fi, struct handle *h,
+			  struct mfs_err *err)
+{
+	(void)n;
+	fi->direct_io = 1;
+	h->buf = state_text(fs, err);
+	h->len = h->cap = h->buf ? strlen(h->buf) : 0;
+	return h->buf != NULL ? MFS_OK : err->code;
+}
+
 static int sync_outbox(struct mfs_fs *fs, struct mfs_node *dir, int opening,
 		       struct mfs_err *err)
 {
@@ -2010,6 +2044,9 @@ static const struct kind kinds[K_COUNT] = {
 		      .unlink = search_unlink,
 		      .rmdir = search_rmdir_hitdir},
 	[K_LINK] = {.ttl = FOLDER_ATTR_TTL},
+	/* .mailfs/ and what is in it (state.c) */
+	[K_MAILFSDIR] = {.ttl = 0.0},
+	[K_STATEFILE] = {.ttl = 0.0, .size = state_size, .open = open_statefile},
 };
 
 /* --- handlers: changing the tree ----------------------------------------- */

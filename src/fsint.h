@@ -143,6 +143,13 @@ int may_write(struct mfs_fs *fs, struct handle *h);
  * user only? */
 int owner_ok(const struct mfs_fs *fs, const struct stat *attr, int to_set);
 
+/* --- state.c --------------------------------------------------------------- */
+
+/* Adds .mailfs/ and .mailfs/status under the root. Caller holds the lock. */
+void state_nodes_add(struct mfs_fs *fs);
+/* The text of .mailfs/status, malloc'd, or NULL (err set). */
+char *state_text(struct mfs_fs *fs, struct mfs_err *err);
+
 /* --- folders.c ------------------------------------------------------------- */
 
 /* Lists the folders again when the last LIST is older than ttl seconds.

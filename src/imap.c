@@ -512,8 +512,13 @@ static int imap_open(struct mfs_imap *imap, struct mfs_err *err)
 	int fd, r, has;
 
 	fd = mfs_tcp_connect(srv->host, srv->port, acct->timeout, err);
-	if (fd < 0)
+	if (fd < 0) {
+		/* no connection could be opened: the server is out of reach
+		 * (a connection that breaks later is MFS_E_CONNECT) */
+		if (err->code == MFS_E_CONNECT || err->code == MFS_E_TIMEOUT)
+			err->code = MFS_E_OFFLINE;
 		return err->code;
+	}
 	if (srv->tls == MFS_TLS_IMPLICIT)
 		s = mfs_stream_tls(fd, &tls, err);
 	else
@@ -643,6 +648,25 @@ static int ns_add_others(struct mfs_imap *imap,
 	return 0;
 }
 
+/* Without NAMESPACE: the delimiter of the root, from LIST "" "" (RFC 3501,
+ * 6.3.8). A refusal leaves it unknown ('\0'). */
+static int ns_delim_from_list(struct mfs_imap *imap, struct mfs_err *err)
+{
+	clist *list = NULL;
+	int r = mailimap_list(imap->session, "", "", &list);
+
+	if (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_FATAL ||
+	    r == MAILIMAP_ERROR_PARSE || r == MAILIMAP_ERROR_MEMORY)
+		return imap_fail(imap, r, "LIST", MFS_E_PROTO, err);
+	if (r == MAILIMAP_NO_ERROR && clist_begin(list) != NULL)
+		imap->ns_delim = ((struct mailimap_mailbox_list *)clist_content(
+				      clist_begin(list)))
+				     ->mb_delimiter;
+	if (list != NULL)
+		mailimap_list_result_free(list);
+	return MFS_OK;
+}
+
 /*
  * Learns the namespaces, once per store: NAMESPACE where the server offers
  * it. Without it, or when the server refuses it, the personal prefix is ""
@@ -673,6 +697,13 @@ static int ns_learn(struct mfs_imap *imap, struct mfs_err *err)
 		mine = clist_content(clist_begin(ns->ns_personal->ns_data_list));
 	imap->ns_prefix = strdup(mine != NULL ? mine->ns_prefix : "");
 	imap->ns_delim = mine != NULL ? mine->ns_delimiter : '\0';
+	if (mine == NULL && imap->ns_prefix != NULL &&
+	    ns_delim_from_list(imap, err) != MFS_OK) {
+		ns_forget(imap);
+		if (ns != NULL)
+			mailimap_namespace_data_free(ns);
+		return err->code;
+	}
 	if (imap->ns_prefix == NULL ||
 	    (ns != NULL && (ns_add_others(imap, ns->ns_other) != 0 ||
 			    ns_add_others(imap, ns->ns_shared) != 0))) {

@@ -552,8 +552,8 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 					ahead_open, ahead_done, &a,
 					&err) != MFS_OK) {
 			mfs_log_debug("fetch-ahead: %s", err.msg);
-			if (err.code == MFS_E_TIMEOUT ||
-			    err.code == MFS_E_CONNECT || err.code == MFS_E_TLS)
+			if (mfs_err_unreachable(err.code) ||
+			    err.code == MFS_E_TLS)
 				rc = mfs_err_set(ret, err.code, "%s",
 						 err.msg);
 		}

@@ -34,6 +34,7 @@ enum mfs_node_kind {
 	MFS_N_QUERY,   /* .search/QUERY/: the matches; the name is the query */
 	MFS_N_HITDIR,  /* a folder's matches in MOUNT/.search/QUERY/ */
 	MFS_N_LINK,    /* a match: a symbolic link to its message directory */
+	MFS_N_MAILFS,  /* .mailfs/: the mount's own files */
 };
 
 /* What a file node serves. */
@@ -43,6 +44,7 @@ enum mfs_file_kind {
 	MFS_F_NEW,    /* a file being written into a folder: becomes APPEND */
 	MFS_F_OUTBOX, /* a file in outbox/: a spool entry */
 	MFS_F_STATUS, /* outbox/.status/NAME: how that entry is doing */
+	MFS_F_STATE,  /* .mailfs/status: how the mount is doing */
 };
 
 struct mfs_node {

@@ -151,7 +151,7 @@ int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size)
 	if (fs->acct->sent_folder == NULL &&
 	    refresh_folders(fs, FOLDERS_TTL, &err) != MFS_OK) {
 		mfs_log_err("outbox/%s: %s", name, err.msg);
-		if (err.code == MFS_E_CONNECT || err.code == MFS_E_TIMEOUT)
+		if (mfs_err_unreachable(err.code))
 			return -1; /* the spool tries again later */
 	}
 	pthread_mutex_lock(&fs->lock);
@@ -176,9 +176,7 @@ int mfs_fs_sent_copy(void *arg, const char *name, int fd, off_t size)
 			    name, mailbox, err.msg);
 		free(mailbox);
 		/* unreachable or silent server: the spool tries again */
-		return err.code == MFS_E_CONNECT || err.code == MFS_E_TIMEOUT
-			   ? -1
-			   : 0;
+		return mfs_err_unreachable(err.code) ? -1 : 0;
 	}
 	free(mailbox);
 	return 0;

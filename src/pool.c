@@ -54,17 +54,18 @@ static int gate_closed(struct pool *p, struct mfs_err *err)
 	return closed;
 }
 
-/* What an op's result says of the server: a network failure counts
- * towards offline (the wait doubles up to BACKOFF_MAX); any answer from
- * the server makes the store online. Returns rc. */
+/* What an op's result says of the server: a connection that could not be
+ * opened (the driver's MFS_E_OFFLINE) counts towards offline, and the wait
+ * doubles up to BACKOFF_MAX; a connection that broke later says nothing;
+ * any answer from the server makes the store online. Returns rc. */
 static int gate_note(struct pool *p, int rc, const struct mfs_err *err)
 {
 	time_t now = time(NULL);
 
-	if (rc == MFS_E_OFFLINE)
+	if (rc == MFS_E_CONNECT || rc == MFS_E_TIMEOUT)
 		return rc;
 	pthread_mutex_lock(&p->gate);
-	if (rc == MFS_E_CONNECT || rc == MFS_E_TIMEOUT) {
+	if (rc == MFS_E_OFFLINE) {
 		snprintf(p->state.why, sizeof(p->state.why), "%s", err->msg);
 		if (++p->failures >= OFFLINE_AFTER) {
 			if (p->state.offline_since == 0) {
@@ -159,7 +160,7 @@ static int pool_connect(struct mfs_store *st, struct mfs_err *err)
 	if (gate_closed(p, err))
 		return err->code;
 	rc = m->ops->connect(m, err);
-	if (rc == MFS_E_CONNECT || rc == MFS_E_TIMEOUT) {
+	if (rc == MFS_E_OFFLINE) {
 		/* a connection that could not be opened: offline at once */
 		pthread_mutex_lock(&p->gate);
 		p->failures = OFFLINE_AFTER - 1;

@@ -189,8 +189,9 @@ struct mfs_store_ops {
 	 * read into memory whole) to folder with the given flags and internal
 	 * date (0: the server's clock). On success *validity and *uid name
 	 * the new message when the server says (UIDPLUS), else *uid is 0.
-	 * MFS_E_NOENT: no such folder; MFS_E_INVAL: the server refused the
-	 * message as malformed. */
+	 * MFS_E_NOENT: no such folder; MFS_E_QUOTA, MFS_E_TOOBIG: the
+	 * server's quota, its size limit; MFS_E_ACCESS: any other refusal
+	 * (never MFS_E_INVAL: the server's reason is in err). */
 	int (*append)(struct mfs_store *st, const char *folder, int fd,
 		      uint64_t len, time_t date, unsigned flags,
 		      uint32_t *validity, uint32_t *uid, struct mfs_err *err);

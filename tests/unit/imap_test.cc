@@ -4,24 +4,34 @@
 // (run from the top of the repository, as root) and checks every result
 // with an independent client: Python's imaplib, run as /usr/bin/python3.
 // Without the servers the tests are skipped, not passed. ImapScripted
-// talks to a small scripted server instead, for replies Dovecot never
-// gives (a search refused with BADCHARSET).
+// talks to a small stateful scripted server instead, for what Dovecot
+// never does: a search refused with BADCHARSET, APPEND refused into the
+// mailbox the connection has EXAMINEd (Courier), UIDs renumbered under the
+// client (Mailutils), a NIL hierarchy delimiter, refusals with every
+// response code, a server with IMAP4rev1 alone.
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -797,7 +807,8 @@ TEST_F(ImapNoMove, MoveByCopyKeepsOthersDeleted)
 	EXPECT_EQ(srv->check("uids CpDst"), moved);
 }
 
-// Neither MOVE nor UIDPLUS: moves and deletes are refused.
+// Neither MOVE nor UIDPLUS: moves and deletes still work (UID COPY,
+// \Deleted, EXPUNGE), and never expunge what another client marked.
 class ImapNoUidplus : public ImapWrite
 {
       protected:
@@ -815,47 +826,407 @@ TEST_F(ImapNoUidplus, Search)
 	check_search();
 }
 
-TEST_F(ImapNoUidplus, MoveAndExpungeRefused)
+// A move is UID COPY and then the removal of the source message; a
+// removal marks it \Deleted and EXPUNGEs, but a message another client
+// marked \Deleted (here between the two removed ones) is not expunged
+// with it and keeps its \Deleted. A message that is gone is MFS_E_NOENT.
+TEST_F(ImapNoUidplus, MoveAndExpungeKeepOthersDeleted)
 {
+	std::string caps = srv->check("caps");
+	ASSERT_EQ(caps.find("UIDPLUS"), std::string::npos) << caps;
+	ASSERT_EQ(caps.find("MOVE"), std::string::npos) << caps;
 	create("Plain");
 	create("Plain2");
 	append("Plain", message(80));
-	std::string uid = srv->check("uids Plain");
-	ASSERT_FALSE(uid.empty());
+	append("Plain", message(81));
+	append("Plain", message(82));
+	std::istringstream in(srv->check("uids Plain"));
+	std::string first, theirs, last;
+	ASSERT_TRUE(in >> first >> theirs >> last);
+	ASSERT_EQ(srv->check("mark Plain " + theirs + " '\\Deleted'"), "ok");
 	uint32_t val = validity_of("Plain");
-	EXPECT_EQ(st->ops->move(st, "Plain", val, std::stoul(uid), "Plain2",
+
+	ASSERT_EQ(st->ops->move(st, "Plain", val, std::stoul(first), "Plain2",
 				&err),
-		  MFS_E_ACCESS);
-	EXPECT_NE(std::string(err.msg).find("UIDPLUS"), std::string::npos);
-	EXPECT_EQ(st->ops->expunge(st, "Plain", val, std::stoul(uid), &err),
-		  MFS_E_ACCESS);
-	EXPECT_EQ(srv->check("uids Plain"), uid);
-	EXPECT_EQ(srv->check("flags Plain " + uid), "");
-	EXPECT_EQ(srv->check("uids Plain2"), "");
+		  MFS_OK)
+		<< err.msg;
+	EXPECT_EQ(srv->check("uids Plain"), theirs + " " + last);
+	EXPECT_EQ(srv->check("flags Plain " + theirs), "\\Deleted");
+	std::string moved = srv->check("uids Plain2");
+	ASSERT_FALSE(moved.empty());
+	EXPECT_EQ(moved.find(' '), std::string::npos) << moved;
+	// the copy does not carry the \Deleted that the removal set
+	EXPECT_EQ(srv->check("flags Plain2 " + moved), "");
+	std::string path = write_file("m80.eml", message(80));
+	EXPECT_EQ(srv->check("sha Plain2 " + moved).substr(0, 64),
+		  sha256_of(path));
+
+	ASSERT_EQ(st->ops->expunge(st, "Plain", val, std::stoul(last), &err),
+		  MFS_OK)
+		<< err.msg;
+	EXPECT_EQ(srv->check("uids Plain"), theirs);
+	EXPECT_EQ(srv->check("flags Plain " + theirs), "\\Deleted");
+
+	EXPECT_EQ(st->ops->expunge(st, "Plain", val, std::stoul(last), &err),
+		  MFS_E_NOENT)
+		<< err.msg;
+	EXPECT_EQ(st->ops->move(st, "Plain", val, std::stoul(first), "Plain2",
+				&err),
+		  MFS_E_NOENT)
+		<< err.msg;
+	EXPECT_EQ(srv->check("uids Plain2"), moved);
+	EXPECT_EQ(srv->check("uids Plain"), theirs);
+	EXPECT_EQ(srv->check("flags Plain " + theirs), "\\Deleted");
 }
 
 // ---- a scripted server for what Dovecot never says ------------------------
 
-// A plaintext IMAP server on 127.0.0.1 for one connection: OK to every
-// command but UID SEARCH, which is answered by `search` (given the
-// command with its literals, and the tag); it records every command.
+// The scripted server hangs up on a client that sends (or reads) nothing
+// for this long: longer than the driver's own timeout (5 s), so that a
+// driver that waits too long fails by its own timeout, and no test can
+// hang on the server.
+const int SCRIPTED_WAIT_S = 10;
+
+std::string upper(std::string s)
+{
+	for (char &ch : s)
+		ch = (char)toupper((unsigned char)ch);
+	return s;
+}
+
+// s as an IMAP quoted string.
+std::string quote(const std::string &s)
+{
+	std::string out = "\"";
+	for (char ch : s) {
+		if (ch == '"' || ch == '\\')
+			out += '\\';
+		out += ch;
+	}
+	return out + "\"";
+}
+
+std::string join(const std::vector<std::string> &v, const char *sep)
+{
+	std::string out;
+	for (size_t i = 0; i < v.size(); i++)
+		out += (i ? sep : "") + v[i];
+	return out;
+}
+
+// Splits the IMAP arguments of s[i..] into out, with one kind each in
+// kinds: atoms ('a', with their [...] parts: BODY.PEEK[HEADER.FIELDS (To)]),
+// quoted strings ('q', unquoted), literals "{N}\r\n..." ('l', their
+// bytes; 'L' when s ends at "{N}", the bytes still to come) and
+// parenthesized lists ('(', as written). false when s does not parse.
+bool split_args(const std::string &s, size_t i, std::vector<std::string> &out,
+		std::string &kinds)
+{
+	while (i < s.size()) {
+		size_t start = i;
+
+		if (s[i] == ' ') {
+			i++;
+		} else if (s[i] == '"') {
+			std::string v;
+			for (i++; i < s.size() && s[i] != '"'; i++) {
+				if (s[i] == '\\' && i + 1 < s.size())
+					i++;
+				v += s[i];
+			}
+			if (i++ >= s.size())
+				return false;
+			out.push_back(v);
+			kinds += 'q';
+		} else if (s[i] == '(') {
+			int depth = 0;
+			bool quoted = false;
+			for (; i < s.size(); i++) {
+				if (quoted && s[i] == '\\')
+					i++;
+				else if (s[i] == '"')
+					quoted = !quoted;
+				else if (!quoted && s[i] == '(')
+					depth++;
+				else if (!quoted && s[i] == ')' && --depth == 0)
+					break;
+			}
+			if (i++ >= s.size())
+				return false;
+			out.push_back(s.substr(start, i - start));
+			kinds += '(';
+		} else if (s[i] == '{') {
+			size_t close = s.find('}', i);
+			if (close == std::string::npos)
+				return false;
+			std::string num = s.substr(i + 1, close - i - 1);
+			if (!num.empty() && num.back() == '+')
+				num.pop_back();
+			if (num.empty() || num.size() > 9 ||
+			    num.find_first_not_of("0123456789") !=
+				std::string::npos)
+				return false;
+			size_t n = std::stoul(num);
+			i = close + 1;
+			if (i == s.size()) {
+				out.push_back("");
+				kinds += 'L';
+				return true;
+			}
+			if (s.compare(i, 2, "\r\n") != 0 ||
+			    s.size() - i - 2 < n)
+				return false;
+			out.push_back(s.substr(i + 2, n));
+			kinds += 'l';
+			i += 2 + n;
+		} else {
+			int brackets = 0;
+			for (; i < s.size(); i++) {
+				if (s[i] == '[')
+					brackets++;
+				else if (s[i] == ']')
+					brackets--;
+				else if (brackets <= 0 &&
+					 (s[i] == ' ' || s[i] == ')'))
+					break;
+			}
+			if (i == start)
+				return false;
+			out.push_back(s.substr(start, i - start));
+			kinds += 'a';
+		}
+	}
+	return true;
+}
+
+// The items of a parenthesized list ("(A B)"), split as above.
+std::vector<std::string> list_items(const std::string &list,
+				    std::string *kinds = NULL)
+{
+	std::vector<std::string> out;
+	std::string k;
+
+	if (list.size() < 2 ||
+	    !split_args(list.substr(1, list.size() - 2), 0, out, k))
+		out.clear();
+	if (kinds != NULL)
+		*kinds = k;
+	return out;
+}
+
+// Whether n is in the IMAP sequence set `set`, "*" standing for star;
+// clears *ok when set is not a sequence set.
+bool in_set(const std::string &set, uint32_t n, uint32_t star, bool *ok)
+{
+	std::istringstream in(set);
+	std::string piece;
+	bool found = false;
+	auto num = [star](const std::string &t, uint32_t *v) {
+		if (t == "*") {
+			*v = star;
+			return true;
+		}
+		if (t.empty() || t.size() > 10 ||
+		    t.find_first_not_of("0123456789") != std::string::npos)
+			return false;
+		unsigned long long x = std::stoull(t);
+		*v = (uint32_t)x;
+		return x > 0 && x <= UINT32_MAX;
+	};
+
+	if (set.empty())
+		*ok = false;
+	while (std::getline(in, piece, ',')) {
+		size_t colon = piece.find(':');
+		uint32_t lo, hi;
+		if (!num(piece.substr(0, colon), &lo) ||
+		    !num(colon == std::string::npos ? piece
+						    : piece.substr(colon + 1),
+			 &hi)) {
+			*ok = false;
+			return false;
+		}
+		if (lo > hi)
+			std::swap(lo, hi);
+		found |= n >= lo && n <= hi;
+	}
+	return found;
+}
+
+// The numbers a sequence set names one by one, not as a range.
+std::vector<uint32_t> singles(const std::string &set)
+{
+	std::istringstream in(set);
+	std::string piece;
+	std::vector<uint32_t> out;
+
+	while (std::getline(in, piece, ','))
+		if (!piece.empty() && piece.size() <= 10 &&
+		    piece.find_first_not_of("0123456789") == std::string::npos)
+			out.push_back((uint32_t)std::stoull(piece));
+	return out;
+}
+
+// LIST's patterns: '*' matches anything, '%' anything but the delimiter.
+bool glob(const char *p, const char *s, char delim)
+{
+	if (*p == '\0')
+		return *s == '\0';
+	if (*p == '*' || *p == '%') {
+		for (const char *t = s;; t++) {
+			if (glob(p + 1, t, delim))
+				return true;
+			if (*t == '\0' ||
+			    (*p == '%' && delim != '\0' && *t == delim))
+				return false;
+		}
+	}
+	return *s != '\0' && *p == *s && glob(p + 1, s + 1, delim);
+}
+
+// A system flag in its usual case ("\\SEEN" is "\\Seen"); keywords as
+// they are.
+std::string canon_flag(const std::string &f)
+{
+	std::string out = f;
+	if (f.size() < 2 || f[0] != '\\')
+		return f;
+	for (size_t i = 1; i < out.size(); i++)
+		out[i] = (char)(i == 1 ? toupper((unsigned char)out[i])
+				       : tolower((unsigned char)out[i]));
+	return out;
+}
+
+// "" for no flags, else ":" and the flags in order, comma-separated: how
+// the tests below write a message's flags.
+std::string flag_text(const std::set<std::string> &flags)
+{
+	std::vector<std::string> v(flags.begin(), flags.end());
+	return v.empty() ? "" : ":" + join(v, ",");
+}
+
+std::string flag_list(const std::set<std::string> &flags)
+{
+	return "(" +
+	       join(std::vector<std::string>(flags.begin(), flags.end()), " ") +
+	       ")";
+}
+
+// The value of header field `name` of a raw message ("" when it has none;
+// several fields of that name joined by ", ").
+std::string header_of(const std::string &text, const std::string &name)
+{
+	size_t end = text.find("\r\n\r\n");
+	std::istringstream in(text.substr(0, end));
+	std::string line, out;
+	bool in_field = false;
+
+	while (std::getline(in, line)) {
+		if (!line.empty() && line.back() == '\r')
+			line.pop_back();
+		if (!line.empty() && (line[0] == ' ' || line[0] == '\t')) {
+			if (in_field)
+				out += line;
+			continue;
+		}
+		size_t colon = line.find(':');
+		in_field = colon != std::string::npos &&
+			   upper(line.substr(0, colon)) == upper(name);
+		if (in_field) {
+			size_t v = line.find_first_not_of(' ', colon + 1);
+			out += (out.empty() ? "" : ", ") +
+			       (v == std::string::npos ? "" : line.substr(v));
+		}
+	}
+	return out;
+}
+
+bool icontains(const std::string &hay, const std::string &needle)
+{
+	return upper(hay).find(upper(needle)) != std::string::npos;
+}
+
+// One message of the scripted server.
+struct FakeMsg {
+	uint32_t uid = 0;
+	std::set<std::string> flags; // "\\Seen", keywords (no \Recent)
+	std::string text;	     // the raw message
+	std::string date = "16-Nov-2026 09:30:00 +0000"; // INTERNALDATE
+};
+
+// One mailbox: its messages in the order of their sequence numbers.
+struct FakeBox {
+	uint32_t validity = 7, uidnext = 1;
+	std::string attrs; // LIST attributes: "\\Sent"
+	std::vector<FakeMsg> msgs;
+};
+
+// A command as the scripted server read it, as its handlers see it.
+struct ImapCmd {
+	std::string tag;
+	std::string line; // without the tag, literals inline: "{3}\r\nabc"
+	std::string name; // upper case: "APPEND", "UID STORE"
+	// the arguments after the name and their kinds (split_args())
+	std::vector<std::string> args;
+	std::string kinds;
+	std::string selected; // the connection's mailbox, "" when none
+	bool rw = false;      // ... selected by SELECT, not EXAMINE
+	// the command stopped at a synchronizing literal: a reply now refuses
+	// it before the server's "+", as Courier refuses APPEND
+	bool partial = false;
+};
+
+// A plaintext IMAP server on 127.0.0.1, a small stateful one: mailboxes
+// with messages, flags and UIDs; per connection the selected mailbox, and
+// whether EXAMINE or SELECT chose it. It answers what an IMAP4rev1 server
+// answers (SELECT, FETCH, STORE, COPY, SEARCH, EXPUNGE, CLOSE, APPEND,
+// LIST, ...), and each extension only when `caps` advertises it; every
+// other use is answered BAD and kept in problems(), as is a command it
+// does not model. handlers[name] may answer a command first (with the
+// whole reply; "" leaves it to the server). It records every command, and
+// takes any number of connections, one thread each.
 struct ScriptedImap {
+	using Handler = std::function<std::string(const ImapCmd &)>;
+
 	int lfd, port = 0;
 	std::thread th;
-	std::mutex mu;
-	std::vector<std::string> commands;
-	std::function<std::string(const std::string &, const std::string &)>
-	    search;
+	std::atomic<bool> stopping{false};
+	std::mutex conn_mu; // the connections' threads and sockets
+	std::vector<std::thread> conn_threads;
+	std::vector<int> conn_fds;
+
+	// Everything below is the server's state, guarded by mu; handlers run
+	// with it held (recursive: they may call the methods below).
+	std::recursive_mutex mu;
+	std::vector<std::string> commands; // without tags, literals inline
+	std::map<std::string, Handler> handlers;
+	std::map<std::string, FakeBox> boxes;
 	std::string caps = "IMAP4rev1 LITERAL+";
 	// capabilities said nowhere: not in the greeting, not after LOGIN,
 	// and CAPABILITY answered with a bare OK
 	bool quiet = false;
+	char delim = '/'; // hierarchy delimiter; '\0': NIL
+	std::string ns;	  // the NAMESPACE response, "" for the usual one
+	// when set, the reply (after the tag) to a UID command naming a UID
+	// the selected mailbox does not have, as Mailutils answers a UID it
+	// renumbered ("BAD Failed to parse message set")
+	std::string missing_uid;
+	std::vector<std::string> broken;  // used what is not advertised
+	std::vector<std::string> lacking; // not modelled here
+	size_t closes_rw = 0; // CLOSE of a SELECTed mailbox: it expunges
+	uint32_t next_validity = 8;
+
+	struct Session {
+		std::string selected;
+		bool rw = false;
+	};
 
 	ScriptedImap()
 	{
 		struct sockaddr_in sa = {};
 		socklen_t len = sizeof(sa);
 
+		boxes["INBOX"].validity = 7;
 		lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		sa.sin_family = AF_INET;
 		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -867,97 +1238,107 @@ struct ScriptedImap {
 	}
 	void start()
 	{
-		th = std::thread([this] { run(); });
+		if (!th.joinable())
+			th = std::thread([this] { run(); });
 	}
 	~ScriptedImap()
 	{
-		shutdown(lfd, SHUT_RDWR);
+		stopping = true;
 		if (th.joinable())
 			th.join();
+		// wakes every connection's thread at once: a read or write
+		// in progress ends
+		for (int c : conn_fds)
+			shutdown(c, SHUT_RDWR);
+		for (auto &t : conn_threads)
+			t.join();
+		for (int c : conn_fds)
+			close(c);
 		close(lfd);
 	}
-	// One line (without CRLF) from fd, "" at the end.
-	static bool read_line(int fd, std::string &line)
-	{
-		char c;
-		line.clear();
-		while (read(fd, &c, 1) == 1) {
-			if (c == '\n') {
-				if (!line.empty() && line.back() == '\r')
-					line.pop_back();
-				return true;
-			}
-			line += c;
-		}
-		return false;
-	}
-	static void say(int fd, const std::string &s)
-	{
-		if (write(fd, s.data(), s.size()) != (ssize_t)s.size())
-			return;
-	}
-	void run()
-	{
-		int c = accept(lfd, NULL, NULL);
-		std::string line;
 
-		if (c < 0)
-			return;
-		say(c, quiet ? "* OK hi\r\n"
-			     : "* OK [CAPABILITY IMAP4rev1 LITERAL+ AUTH=PLAIN] "
-			       "hi\r\n");
-		while (read_line(c, line)) {
-			std::string cmd = line;
-			// literals: {n+} or {n} (answered with "+")
-			while (!line.empty() && line.back() == '}') {
-				size_t open = line.rfind('{');
-				bool plus = line[line.size() - 2] == '+';
-				size_t n = std::stoul(line.substr(open + 1));
-				std::string lit(n, '\0');
-				if (!plus)
-					say(c, "+ go on\r\n");
-				for (size_t got = 0; got < n;) {
-					ssize_t r = read(c, &lit[got], n - got);
-					if (r <= 0)
-						return;
-					got += (size_t)r;
-				}
-				if (!read_line(c, line))
-					return;
-				cmd += "\r\n" + lit + line;
-			}
-			std::string tag = cmd.substr(0, cmd.find(' '));
-			std::string rest = cmd.substr(tag.size() + 1);
-			{
-				std::lock_guard<std::mutex> g(mu);
-				commands.push_back(rest);
-			}
-			if (rest.rfind("UID SEARCH", 0) == 0)
-				say(c, search(rest, tag));
-			else if (rest.rfind("EXAMINE", 0) == 0)
-				say(c, "* 5 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n" +
-					   tag + " OK [READ-ONLY] done\r\n");
-			else if (quiet && (rest.rfind("LOGIN", 0) == 0 ||
-					   rest.rfind("CAPABILITY", 0) == 0))
-				say(c, tag + " OK done\r\n");
-			else if (rest.rfind("LOGIN", 0) == 0 ||
-				 rest.rfind("AUTHENTICATE", 0) == 0)
-				say(c, tag + " OK [CAPABILITY " + caps +
-					   "] in\r\n");
-			else if (rest.rfind("CAPABILITY", 0) == 0)
-				say(c, "* CAPABILITY " + caps + "\r\n" + tag +
-					   " OK done\r\n");
-			else if (rest.rfind("LOGOUT", 0) == 0) {
-				say(c, "* BYE bye\r\n" + tag + " OK done\r\n");
-				break;
-			} else
-				say(c, tag + " OK done\r\n");
-		}
-		close(c);
+	// --- for the tests (each takes the lock) ---------------------------
+
+	void on(const std::string &name, Handler h)
+	{
+		std::lock_guard<std::recursive_mutex> g(mu);
+		if (h)
+			handlers[name] = h;
+		else
+			handlers.erase(name);
+	}
+	void box(const std::string &name, const std::string &attrs = "")
+	{
+		std::lock_guard<std::recursive_mutex> g(mu);
+		if (boxes.count(name) == 0)
+			boxes[name].validity = next_validity++;
+		boxes[name].attrs = attrs;
+	}
+	// A message put in box (made if need be) by another client; its UID.
+	uint32_t add(const std::string &name, const std::string &text,
+		     const std::set<std::string> &flags = {})
+	{
+		std::lock_guard<std::recursive_mutex> g(mu);
+		FakeMsg m;
+		if (boxes.count(name) == 0)
+			box(name);
+		FakeBox &b = boxes[name];
+		m.uid = b.uidnext++;
+		m.text = text;
+		m.flags = flags;
+		b.msgs.push_back(m);
+		return m.uid;
+	}
+	// Another client sets the flags of a message.
+	void set_flags(const std::string &name, uint32_t uid,
+		       const std::set<std::string> &flags)
+	{
+		std::lock_guard<std::recursive_mutex> g(mu);
+		for (auto &m : boxes[name].msgs)
+			if (m.uid == uid)
+				m.flags = flags;
+	}
+	// Every message of box gets a new UID, UIDVALIDITY staying the same:
+	// what Mailutils does to a message it has just appended when another
+	// session selects the folder.
+	void renumber(const std::string &name)
+	{
+		std::lock_guard<std::recursive_mutex> g(mu);
+		for (auto &m : boxes[name].msgs)
+			m.uid = boxes[name].uidnext++;
+	}
+	void set_missing_uid(const std::string &reply)
+	{
+		std::lock_guard<std::recursive_mutex> g(mu);
+		missing_uid = reply;
+	}
+	std::vector<FakeMsg> msgs(const std::string &name)
+	{
+		std::lock_guard<std::recursive_mutex> g(mu);
+		return boxes.count(name) ? boxes[name].msgs
+					 : std::vector<FakeMsg>();
+	}
+	// The messages of box as "uid" or "uid:\\Flag,..." each, blank
+	// separated; "none" without such a mailbox.
+	std::string listing(const std::string &name)
+	{
+		std::lock_guard<std::recursive_mutex> g(mu);
+		std::vector<std::string> out;
+		if (boxes.count(name) == 0)
+			return "none";
+		for (const auto &m : boxes[name].msgs)
+			out.push_back(std::to_string(m.uid) +
+				      flag_text(m.flags));
+		return join(out, " ");
+	}
+	std::vector<std::string> all()
+	{
+		std::lock_guard<std::recursive_mutex> g(mu);
+		return commands;
 	}
 	size_t count(const char *prefix)
 	{
-		std::lock_guard<std::mutex> g(mu);
+		std::lock_guard<std::recursive_mutex> g(mu);
 		size_t n = 0;
 		for (const auto &c : commands)
 			n += c.rfind(prefix, 0) == 0;
@@ -965,12 +1346,930 @@ struct ScriptedImap {
 	}
 	std::vector<std::string> searches()
 	{
-		std::lock_guard<std::mutex> g(mu);
+		std::lock_guard<std::recursive_mutex> g(mu);
 		std::vector<std::string> out;
 		for (const auto &c : commands)
 			if (c.rfind("UID SEARCH", 0) == 0)
 				out.push_back(c);
 		return out;
+	}
+	size_t closes_of_selected()
+	{
+		std::lock_guard<std::recursive_mutex> g(mu);
+		return closes_rw;
+	}
+	// What the client used that this server does not advertise, and what
+	// it asked that this server does not model: "" when nothing.
+	std::string problems()
+	{
+		std::lock_guard<std::recursive_mutex> g(mu);
+		std::string out;
+		for (const auto &b : broken)
+			out += "not advertised: " + b + "\n";
+		for (const auto &l : lacking)
+			out +=
+			    "not modelled by the scripted server: " + l + "\n";
+		return out;
+	}
+
+	// --- the connections ------------------------------------------------
+
+	void run()
+	{
+		while (!stopping) {
+			struct pollfd p = {lfd, POLLIN, 0};
+			if (poll(&p, 1, 50) <= 0)
+				continue;
+			int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+			if (c < 0)
+				continue;
+			struct timeval tv = {SCRIPTED_WAIT_S, 0};
+			setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+			std::lock_guard<std::mutex> g(conn_mu);
+			conn_fds.push_back(c);
+			conn_threads.emplace_back([this, c] { serve(c); });
+		}
+	}
+	// Every write waits at most SCRIPTED_WAIT_S (SO_SNDTIMEO); a client
+	// that hung up costs no SIGPIPE.
+	static bool say(int fd, const std::string &s)
+	{
+		for (size_t off = 0; off < s.size();) {
+			ssize_t w = send(fd, s.data() + off, s.size() - off,
+					 MSG_NOSIGNAL);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				return false;
+			off += (size_t)w;
+		}
+		return true;
+	}
+	// A client's bytes; every read waits at most SCRIPTED_WAIT_S
+	// (SO_RCVTIMEO), after which the client counts as gone.
+	struct Reader {
+		int fd;
+		std::string buf;
+		size_t pos = 0;
+
+		bool fill()
+		{
+			char tmp[4096];
+			ssize_t r;
+			do
+				r = read(fd, tmp, sizeof(tmp));
+			while (r < 0 && errno == EINTR);
+			if (r <= 0)
+				return false;
+			buf.erase(0, pos);
+			pos = 0;
+			buf.append(tmp, (size_t)r);
+			return true;
+		}
+		// One line, without its CRLF.
+		bool line(std::string &out)
+		{
+			size_t nl;
+			while ((nl = buf.find('\n', pos)) == std::string::npos)
+				if (buf.size() - pos > (1u << 20) || !fill())
+					return false;
+			out = buf.substr(pos, nl - pos);
+			pos = nl + 1;
+			if (!out.empty() && out.back() == '\r')
+				out.pop_back();
+			return true;
+		}
+		bool bytes(size_t n, std::string &out)
+		{
+			while (buf.size() - pos < n)
+				if (!fill())
+					return false;
+			out = buf.substr(pos, n);
+			pos += n;
+			return true;
+		}
+	};
+	// The size of the literal that ends line ("{12}", "{12+}"), or -1.
+	static long long literal_at_end(const std::string &line, bool *plus)
+	{
+		size_t open = line.rfind('{');
+		if (line.empty() || line.back() != '}' ||
+		    open == std::string::npos)
+			return -1;
+		std::string num = line.substr(open + 1, line.size() - open - 2);
+		*plus = !num.empty() && num.back() == '+';
+		if (*plus)
+			num.pop_back();
+		if (num.empty() || num.size() > 12 ||
+		    num.find_first_not_of("0123456789") != std::string::npos)
+			return -1;
+		return std::stoll(num);
+	}
+	void serve(int fd)
+	{
+		Reader in{fd, "", 0};
+		Session ss;
+		std::string line;
+		bool bye = false;
+
+		{
+			std::lock_guard<std::recursive_mutex> g(mu);
+			line = quiet ? "* OK hi\r\n"
+				     : "* OK [CAPABILITY " + caps +
+					   " AUTH=PLAIN] hi\r\n";
+		}
+		say(fd, line);
+		while (!bye && in.line(line)) {
+			std::string cmd = line, reply, lit;
+			bool plus, lost = false;
+			long long n;
+			while ((n = literal_at_end(line, &plus)) >= 0) {
+				if (!plus) {
+					reply = answer(ss, cmd, true, &bye);
+					if (!reply.empty())
+						break; // refused before it
+					say(fd, "+ go on\r\n");
+				}
+				if (n > (64 << 20) ||
+				    !in.bytes((size_t)n, lit) ||
+				    !in.line(line)) {
+					lost = true;
+					break;
+				}
+				cmd += "\r\n" + lit + line;
+			}
+			if (lost)
+				break;
+			if (reply.empty())
+				reply = answer(ss, cmd, false, &bye);
+			if (!say(fd, reply))
+				break;
+		}
+		shutdown(fd, SHUT_RDWR);
+	}
+
+	// --- the answers (caller holds mu) ----------------------------------
+
+	bool has_cap(const std::string &name)
+	{
+		std::istringstream in(caps);
+		std::string c;
+		while (in >> c)
+			if (upper(c) == upper(name))
+				return true;
+		return false;
+	}
+	std::string delim_text()
+	{
+		return delim == '\0' ? "NIL" : quote(std::string(1, delim));
+	}
+	// The server's name of a mailbox (INBOX in any case is INBOX).
+	static std::string box_name(const std::string &name)
+	{
+		return upper(name) == "INBOX" ? "INBOX" : name;
+	}
+	static uint32_t max_uid(const FakeBox &b)
+	{
+		return b.msgs.empty() ? 0 : b.msgs.back().uid;
+	}
+	// The capability c needs and this server does not advertise, or "".
+	std::string unadvertised(const ImapCmd &c)
+	{
+		static const std::map<std::string, std::string> ext = {
+		    {"IDLE", "IDLE"},
+		    {"UNSELECT", "UNSELECT"},
+		    {"NAMESPACE", "NAMESPACE"},
+		    {"ENABLE", "ENABLE"},
+		    {"MOVE", "MOVE"},
+		    {"UID MOVE", "MOVE"},
+		    {"UID EXPUNGE", "UIDPLUS"},
+		    {"ID", "ID"},
+		    {"GETQUOTA", "QUOTA"},
+		    {"GETQUOTAROOT", "QUOTA"},
+		    {"COMPRESS", "COMPRESS=DEFLATE"},
+		    {"XLIST", "XLIST"},
+		    {"STARTTLS", "STARTTLS"},
+		    {"SORT", "SORT"},
+		    {"UID SORT", "SORT"},
+		    {"THREAD", "THREAD"},
+		    {"UID THREAD", "THREAD"},
+		    {"GETMETADATA", "METADATA"},
+		};
+		const std::string &n = c.name;
+		std::string line = upper(c.line);
+		auto e = ext.find(n);
+
+		if (e != ext.end() && !has_cap(e->second))
+			return e->second;
+		if (line.find("+}\r\n") != std::string::npos &&
+		    !has_cap("LITERAL+"))
+			return "LITERAL+";
+		if ((n == "SELECT" || n == "EXAMINE") && c.args.size() > 1) {
+			if (line.find("CONDSTORE") != std::string::npos &&
+			    !has_cap("CONDSTORE"))
+				return "CONDSTORE";
+			if (line.find("QRESYNC") != std::string::npos &&
+			    !has_cap("QRESYNC"))
+				return "QRESYNC";
+		}
+		if ((n == "FETCH" || n == "UID FETCH" || n == "STORE" ||
+		     n == "UID STORE" || n == "STATUS") &&
+		    (line.find("MODSEQ") != std::string::npos ||
+		     line.find("CHANGEDSINCE") != std::string::npos) &&
+		    !has_cap("CONDSTORE"))
+			return "CONDSTORE";
+		if ((n == "FETCH" || n == "UID FETCH") &&
+		    line.find("VANISHED") != std::string::npos &&
+		    !has_cap("QRESYNC"))
+			return "QRESYNC";
+		if ((n == "SEARCH" || n == "UID SEARCH") && !c.args.empty() &&
+		    upper(c.args[0]) == "RETURN" && !has_cap("ESEARCH"))
+			return "ESEARCH";
+		if (n == "LIST" &&
+		    ((!c.kinds.empty() && c.kinds[0] == '(') ||
+		     c.args.size() > 2) &&
+		    !has_cap("LIST-EXTENDED"))
+			return "LIST-EXTENDED";
+		if (n == "LIST" &&
+		    line.find("SPECIAL-USE") != std::string::npos &&
+		    !has_cap("SPECIAL-USE"))
+			return "SPECIAL-USE";
+		return "";
+	}
+	// The reply to one command line (tag and all); with partial, stopped
+	// at a synchronizing literal, "" lets the literal come.
+	std::string answer(Session &ss, const std::string &line, bool partial,
+			   bool *bye)
+	{
+		std::lock_guard<std::recursive_mutex> g(mu);
+		ImapCmd c;
+		std::vector<std::string> words;
+		std::string kinds, reply;
+		size_t sp = line.find(' '), skip = 1;
+
+		c.tag = line.substr(0, sp);
+		c.line = sp == std::string::npos ? "" : line.substr(sp + 1);
+		if (!partial)
+			commands.push_back(c.line);
+		if (!split_args(c.line, 0, words, kinds) || words.empty() ||
+		    kinds[0] != 'a')
+			return partial ? ""
+				       : c.tag + " BAD cannot parse that\r\n";
+		c.name = upper(words[0]);
+		if (c.name == "UID" && words.size() > 1) {
+			c.name += " " + upper(words[1]);
+			skip = 2;
+		}
+		c.args.assign(words.begin() + skip, words.end());
+		c.kinds = kinds.substr(skip);
+		c.selected = ss.selected;
+		c.rw = ss.rw;
+		c.partial = partial;
+		if (!partial) {
+			std::string ext = unadvertised(c);
+			if (!ext.empty()) {
+				broken.push_back(c.line.substr(0, 200) + " (" +
+						 ext + ")");
+				return c.tag + " BAD " + ext +
+				       " is not advertised\r\n";
+			}
+		}
+		auto h = handlers.find(c.name);
+		if (h != handlers.end())
+			reply = h->second(c);
+		if (partial && !reply.empty())
+			commands.push_back(
+			    c.line); // refused before the literal
+		if (!reply.empty() || partial)
+			return reply;
+		return standard(ss, c, bye);
+	}
+	// Whether message i of b matches the search key at keys[*j] (and
+	// its arguments, *j is moved past them); why says what is not
+	// modelled or not a search key.
+	bool search_key(const std::vector<std::string> &keys,
+			const std::string &kinds, size_t *j, const FakeBox &b,
+			size_t i, std::string &why)
+	{
+		const FakeMsg &m = b.msgs[i];
+		bool ok = true;
+
+		if (*j >= keys.size()) {
+			why = "a search key is missing";
+			return false;
+		}
+		if (kinds[*j] == '(') {
+			std::string k;
+			std::vector<std::string> inner =
+			    list_items(keys[(*j)++], &k);
+			bool all = true;
+			for (size_t x = 0; x < inner.size() && why.empty();)
+				all =
+				    search_key(inner, k, &x, b, i, why) && all;
+			return all;
+		}
+		std::string key = upper(keys[(*j)++]);
+		auto arg = [&]() -> std::string {
+			if (*j < keys.size())
+				return keys[(*j)++];
+			why = key + " without its argument";
+			return "";
+		};
+		static const std::map<std::string,
+				      std::pair<const char *, bool>>
+		    flag_keys = {
+			{"SEEN", {"\\Seen", true}},
+			{"UNSEEN", {"\\Seen", false}},
+			{"DELETED", {"\\Deleted", true}},
+			{"UNDELETED", {"\\Deleted", false}},
+			{"FLAGGED", {"\\Flagged", true}},
+			{"UNFLAGGED", {"\\Flagged", false}},
+			{"ANSWERED", {"\\Answered", true}},
+			{"UNANSWERED", {"\\Answered", false}},
+			{"DRAFT", {"\\Draft", true}},
+			{"UNDRAFT", {"\\Draft", false}},
+		    };
+		auto f = flag_keys.find(key);
+		if (f != flag_keys.end())
+			return (m.flags.count(f->second.first) > 0) ==
+			       f->second.second;
+		if (key == "ALL")
+			return true;
+		if (key == "NOT")
+			return !search_key(keys, kinds, j, b, i, why);
+		if (key == "OR") {
+			bool x = search_key(keys, kinds, j, b, i, why);
+			bool y = search_key(keys, kinds, j, b, i, why);
+			return x || y;
+		}
+		if (key == "KEYWORD")
+			return m.flags.count(arg()) > 0;
+		if (key == "UNKEYWORD")
+			return m.flags.count(arg()) == 0;
+		if (key == "UID" || isdigit((unsigned char)key[0]) ||
+		    key[0] == '*') {
+			std::string set = key == "UID" ? arg() : key;
+			bool in = key == "UID"
+				      ? in_set(set, m.uid, max_uid(b), &ok)
+				      : in_set(set, (uint32_t)i + 1,
+					       (uint32_t)b.msgs.size(), &ok);
+			if (!ok)
+				why = "not a sequence set: " + set;
+			return in;
+		}
+		if (key == "FROM" || key == "TO" || key == "CC" ||
+		    key == "BCC" || key == "SUBJECT")
+			return icontains(header_of(m.text, key), arg());
+		if (key == "HEADER") {
+			std::string name = arg();
+			return icontains(header_of(m.text, name), arg());
+		}
+		if (key == "TEXT")
+			return icontains(m.text, arg());
+		if (key == "BODY") {
+			size_t end = m.text.find("\r\n\r\n");
+			return icontains(end == std::string::npos
+					     ? ""
+					     : m.text.substr(end + 4),
+					 arg());
+		}
+		if (key == "LARGER" || key == "SMALLER") {
+			std::string n = arg();
+			if (n.empty() || n.find_first_not_of("0123456789") !=
+					     std::string::npos) {
+				why = key + " " + n;
+				return false;
+			}
+			return key == "LARGER" ? m.text.size() > std::stoull(n)
+					       : m.text.size() < std::stoull(n);
+		}
+		why = "search key " + key;
+		return false;
+	}
+	// What an IMAP4rev1 server does with c.
+	std::string standard(Session &ss, const ImapCmd &c, bool *bye)
+	{
+		const std::string &n = c.name;
+		bool uid = n.rfind("UID ", 0) == 0;
+
+		if (n == "CAPABILITY")
+			return quiet ? ok(c, "done")
+				     : "* CAPABILITY " + caps + "\r\n" +
+					   ok(c, "done");
+		if (n == "LOGIN" || n == "AUTHENTICATE")
+			return ok(c, quiet ? "in"
+					   : "[CAPABILITY " + caps + "] in");
+		if (n == "LOGOUT") {
+			*bye = true;
+			return "* BYE bye\r\n" + ok(c, "done");
+		}
+		if (n == "NOOP" || n == "CHECK" || n == "SUBSCRIBE" ||
+		    n == "UNSUBSCRIBE" || n == "LSUB")
+			return ok(c, "done");
+		if (n == "ENABLE")
+			return "* ENABLED\r\n" + ok(c, "done");
+		if (n == "NAMESPACE")
+			return (ns.empty() ? "* NAMESPACE ((\"\" " +
+						 delim_text() + ")) NIL NIL"
+					   : ns) +
+			       "\r\n" + ok(c, "done");
+		if (n == "LIST")
+			return list_cmd(c);
+		if (n == "CREATE" || n == "DELETE" || n == "RENAME" ||
+		    n == "STATUS")
+			return mailbox_cmd(ss, c);
+		if (n == "APPEND")
+			return append_cmd(ss, c);
+		if (n == "SELECT" || n == "EXAMINE")
+			return select_cmd(ss, c);
+		if (n != "CLOSE" && n != "UNSELECT" && n != "FETCH" &&
+		    n != "STORE" && n != "COPY" && n != "SEARCH" &&
+		    n != "EXPUNGE" && !uid)
+			return lacks(c, n);
+		if (ss.selected.empty() || boxes.count(ss.selected) == 0)
+			return bad(c, "no mailbox selected");
+		FakeBox &b = boxes[ss.selected];
+		if (n == "CLOSE" || n == "UNSELECT") {
+			if (n == "CLOSE" && ss.rw) {
+				// CLOSE expunges silently (RFC 3501 6.4.2)
+				closes_rw++;
+				expunge(b, "", false);
+			}
+			ss.selected.clear();
+			ss.rw = false;
+			return ok(c, "done");
+		}
+		if (n == "EXPUNGE")
+			return ss.rw ? expunge(b, "", true) + ok(c, "expunged")
+				     : no_read_only(c);
+		if (n == "SEARCH" || n == "UID SEARCH")
+			return search_cmd(c, b, uid);
+		bool set_ok = true;
+		if (c.args.empty() ||
+		    (in_set(c.args[0], 0, 1, &set_ok), !set_ok))
+			return bad(c, "not a sequence set");
+		// Mailutils: a UID it renumbered is not a UID to it
+		for (uint32_t u : uid && !missing_uid.empty()
+				      ? singles(c.args[0])
+				      : std::vector<uint32_t>()) {
+			bool there = false;
+			for (const auto &m : b.msgs)
+				there |= m.uid == u;
+			if (!there)
+				return c.tag + " " + missing_uid + "\r\n";
+		}
+		if (n == "UID EXPUNGE")
+			return ss.rw ? expunge(b, c.args[0], true) +
+					   ok(c, "expunged")
+				     : no_read_only(c);
+		if (n == "FETCH" || n == "UID FETCH")
+			return fetch_cmd(ss, c, b, uid);
+		if (n == "STORE" || n == "UID STORE")
+			return store_cmd(ss, c, b, uid);
+		if (n == "COPY" || n == "UID COPY" || n == "UID MOVE")
+			return copy_cmd(c, b, uid);
+		return lacks(c, n);
+	}
+
+	static std::string ok(const ImapCmd &c, const std::string &text)
+	{
+		return c.tag + " OK " + text + "\r\n";
+	}
+	static std::string bad(const ImapCmd &c, const std::string &why)
+	{
+		return c.tag + " BAD " + why + "\r\n";
+	}
+	static std::string no_read_only(const ImapCmd &c)
+	{
+		return c.tag + " NO [READ-ONLY] mailbox is read-only\r\n";
+	}
+	// BAD for what this server does not model, kept for problems().
+	std::string lacks(const ImapCmd &c, const std::string &what)
+	{
+		lacking.push_back(c.line.substr(0, 200) + " (" + what + ")");
+		return bad(c, what + " is not modelled here");
+	}
+	// Whether message i of b is in c's set (a UID set with uid).
+	static bool picked(const ImapCmd &c, const FakeBox &b, size_t i,
+			   bool uid)
+	{
+		bool set_ok = true;
+		return uid ? in_set(c.args[0], b.msgs[i].uid, max_uid(b),
+				    &set_ok)
+			   : in_set(c.args[0], (uint32_t)i + 1,
+				    (uint32_t)b.msgs.size(), &set_ok);
+	}
+
+	std::string list_cmd(const ImapCmd &c)
+	{
+		const std::vector<std::string> &a = c.args;
+		std::string out;
+
+		if (a.size() != 2)
+			return bad(c, "LIST reference pattern");
+		if (a[1].empty())
+			return "* LIST (\\Noselect) " + delim_text() +
+			       " \"\"\r\n" + ok(c, "done");
+		for (const auto &b : boxes)
+			if (glob((a[0] + a[1]).c_str(), b.first.c_str(), delim))
+				out += "* LIST (" + b.second.attrs + ") " +
+				       delim_text() + " " + quote(b.first) +
+				       "\r\n";
+		return out + ok(c, "done");
+	}
+
+	// CREATE, DELETE, RENAME, STATUS.
+	std::string mailbox_cmd(Session &ss, const ImapCmd &c)
+	{
+		const std::vector<std::string> &a = c.args;
+		const std::string &n = c.name;
+
+		if (a.empty() || (n == "RENAME" && a.size() < 2))
+			return bad(c, "mailbox?");
+		std::string name = box_name(a[0]);
+		auto b = boxes.find(name);
+		if (n == "CREATE") {
+			if (b != boxes.end())
+				return c.tag +
+				       " NO [ALREADYEXISTS] it exists\r\n";
+			box(name);
+			return ok(c, "created");
+		}
+		if (b == boxes.end())
+			return c.tag + " NO [NONEXISTENT] no such mailbox\r\n";
+		if (n == "STATUS") {
+			std::vector<std::string> parts;
+			uint32_t unseen = 0, v;
+			for (const auto &m : b->second.msgs)
+				unseen += m.flags.count("\\Seen") == 0;
+			for (const auto &item :
+			     list_items(a.size() > 1 ? a[1] : "")) {
+				std::string u = upper(item);
+				if (u == "MESSAGES")
+					v = (uint32_t)b->second.msgs.size();
+				else if (u == "RECENT")
+					v = 0;
+				else if (u == "UIDNEXT")
+					v = b->second.uidnext;
+				else if (u == "UIDVALIDITY")
+					v = b->second.validity;
+				else if (u == "UNSEEN")
+					v = unseen;
+				else
+					return lacks(c, "STATUS " + item);
+				parts.push_back(u + " " + std::to_string(v));
+			}
+			return "* STATUS " + quote(name) + " (" +
+			       join(parts, " ") + ")\r\n" + ok(c, "done");
+		}
+		if (name == "INBOX")
+			return c.tag + " NO [CANNOT] not INBOX\r\n";
+		if (n == "RENAME") {
+			if (boxes.count(box_name(a[1])))
+				return c.tag +
+				       " NO [ALREADYEXISTS] it exists\r\n";
+			boxes[box_name(a[1])] = b->second;
+		}
+		if (name == ss.selected) {
+			ss.selected.clear();
+			ss.rw = false;
+		}
+		boxes.erase(name);
+		return ok(c, "done");
+	}
+
+	// APPEND mailbox [(flags)] ["date"] literal.
+	std::string append_cmd(Session &ss, const ImapCmd &c)
+	{
+		const std::vector<std::string> &a = c.args;
+		size_t lit = c.kinds.find('l');
+		FakeMsg m;
+
+		if (a.empty() || lit == std::string::npos || lit == 0)
+			return bad(c, "APPEND mailbox [flags] [date] literal");
+		std::string name = box_name(a[0]);
+		auto b = boxes.find(name);
+		if (b == boxes.end())
+			return c.tag + " NO [TRYCREATE] no such mailbox\r\n";
+		m.text = a[lit];
+		for (size_t i = 1; i < lit; i++) {
+			if (c.kinds[i] == '(')
+				for (const auto &f : list_items(a[i]))
+					m.flags.insert(canon_flag(f));
+			else if (c.kinds[i] == 'q')
+				m.date = a[i];
+			else
+				return lacks(c, "APPEND with " + a[i]);
+		}
+		FakeBox &to = b->second;
+		m.uid = to.uidnext++;
+		to.msgs.push_back(m);
+		std::string code = has_cap("UIDPLUS")
+				       ? "[APPENDUID " +
+					     std::to_string(to.validity) + " " +
+					     std::to_string(m.uid) + "] "
+				       : "";
+		return (name == ss.selected
+			    ? "* " + std::to_string(to.msgs.size()) +
+				  " EXISTS\r\n"
+			    : "") +
+		       ok(c, code + "appended");
+	}
+
+	std::string select_cmd(Session &ss, const ImapCmd &c)
+	{
+		// a SELECT that fails leaves no mailbox selected (RFC 3501
+		// 6.3.1)
+		ss.selected.clear();
+		ss.rw = false;
+		if (c.args.empty())
+			return bad(c, "mailbox?");
+		auto b = boxes.find(box_name(c.args[0]));
+		if (b == boxes.end())
+			return c.tag + " NO [NONEXISTENT] no such mailbox\r\n";
+		ss.selected = b->first;
+		ss.rw = c.name == "SELECT";
+		return "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen "
+		       "\\Draft)\r\n* OK [PERMANENTFLAGS " +
+		       std::string(ss.rw ? "(\\Answered \\Flagged \\Deleted "
+					   "\\Seen \\Draft \\*)"
+					 : "()") +
+		       "] flags\r\n* " + std::to_string(b->second.msgs.size()) +
+		       " EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY " +
+		       std::to_string(b->second.validity) +
+		       "] v\r\n* OK [UIDNEXT " +
+		       std::to_string(b->second.uidnext) + "] n\r\n" +
+		       ok(c, ss.rw ? "[READ-WRITE] selected"
+				   : "[READ-ONLY] examined");
+	}
+
+	// Removes the messages of b marked \Deleted (within the UID set
+	// `uids` unless it is ""); their EXPUNGE responses when `say`.
+	std::string expunge(FakeBox &b, const std::string &uids, bool say)
+	{
+		std::string out;
+		bool set_ok = true;
+
+		for (size_t i = b.msgs.size(); i-- > 0;) {
+			if (b.msgs[i].flags.count("\\Deleted") == 0 ||
+			    (!uids.empty() &&
+			     !in_set(uids, b.msgs[i].uid, max_uid(b), &set_ok)))
+				continue;
+			if (say)
+				out += "* " + std::to_string(i + 1) +
+				       " EXPUNGE\r\n";
+			b.msgs.erase(b.msgs.begin() + (long)i);
+		}
+		return out;
+	}
+
+	// One FETCH item of m, appended to parts; false when it is not
+	// modelled here. BODY[] (not PEEK) sets \Seen, on a SELECTed mailbox.
+	static bool fetch_item(FakeMsg &m, const std::string &item, bool rw,
+			       std::vector<std::string> &parts)
+	{
+		std::string u = upper(item), subject, bytes, section;
+		size_t open = u.find('['), hend = m.text.find("\r\n\r\n");
+
+		hend = hend == std::string::npos ? m.text.size() : hend + 4;
+		if (u == "FLAGS") {
+			parts.push_back("FLAGS " + flag_list(m.flags));
+		} else if (u == "RFC822.SIZE") {
+			parts.push_back("RFC822.SIZE " +
+					std::to_string(m.text.size()));
+		} else if (u == "INTERNALDATE") {
+			parts.push_back("INTERNALDATE \"" + m.date + "\"");
+		} else if (u == "ENVELOPE") {
+			subject = header_of(m.text, "Subject");
+			parts.push_back(
+			    "ENVELOPE (NIL " +
+			    (subject.empty() ? "NIL" : quote(subject)) +
+			    " NIL NIL NIL NIL NIL NIL NIL NIL)");
+		} else if ((u.rfind("BODY[", 0) == 0 ||
+			    u.rfind("BODY.PEEK[", 0) == 0) &&
+			   u.back() == ']') {
+			section = u.substr(open + 1, u.size() - open - 2);
+			if (section.empty())
+				bytes = m.text;
+			else if (section == "HEADER")
+				bytes = m.text.substr(0, hend);
+			else if (section == "TEXT")
+				bytes = m.text.substr(hend);
+			else
+				return false;
+			parts.push_back("BODY[" + section + "] {" +
+					std::to_string(bytes.size()) + "}\r\n" +
+					bytes);
+			if (u[4] == '[' && rw)
+				m.flags.insert("\\Seen");
+		} else {
+			return false;
+		}
+		return true;
+	}
+
+	std::string fetch_cmd(Session &ss, const ImapCmd &c, FakeBox &b,
+			      bool uid)
+	{
+		const std::vector<std::string> &a = c.args;
+		std::vector<std::string> items;
+		std::string out;
+
+		if (a.size() < 2)
+			return bad(c, "FETCH set items");
+		if (c.kinds[1] == '(')
+			items = list_items(a[1]);
+		else
+			items.assign(a.begin() + 1, a.end());
+		for (size_t i = 0; i < b.msgs.size(); i++) {
+			std::vector<std::string> parts;
+			bool uid_said = uid;
+			if (!picked(c, b, i, uid))
+				continue;
+			// UID FETCH answers with the UID, asked or not
+			if (uid)
+				parts.push_back("UID " +
+						std::to_string(b.msgs[i].uid));
+			for (const auto &item : items) {
+				if (upper(item) == "UID") {
+					if (!uid_said)
+						parts.push_back(
+						    "UID " +
+						    std::to_string(
+							b.msgs[i].uid));
+					uid_said = true;
+				} else if (!fetch_item(b.msgs[i], item, ss.rw,
+						       parts)) {
+					return lacks(c, item);
+				}
+			}
+			out += "* " + std::to_string(i + 1) + " FETCH (" +
+			       join(parts, " ") + ")\r\n";
+		}
+		return out + ok(c, "done");
+	}
+
+	// STORE set [+-]FLAGS[.SILENT] (flags) / flag...
+	std::string store_cmd(Session &ss, const ImapCmd &c, FakeBox &b,
+			      bool uid)
+	{
+		const std::vector<std::string> &a = c.args;
+		std::string out, op = a.size() > 1 ? upper(a[1]) : "";
+		std::vector<std::string> names;
+		std::set<std::string> fl;
+		bool silent = op.size() > 7 &&
+			      op.compare(op.size() - 7, 7, ".SILENT") == 0;
+
+		if (silent)
+			op.resize(op.size() - 7);
+		if (a.size() < 3 ||
+		    (op != "FLAGS" && op != "+FLAGS" && op != "-FLAGS"))
+			return bad(c, "STORE set [+-]FLAGS[.SILENT] flags");
+		if (!ss.rw)
+			return no_read_only(c);
+		if (c.kinds[2] == '(')
+			names = list_items(a[2]);
+		else
+			names.assign(a.begin() + 2, a.end());
+		for (const auto &f : names)
+			fl.insert(canon_flag(f));
+		for (size_t i = 0; i < b.msgs.size(); i++) {
+			FakeMsg &m = b.msgs[i];
+			if (!picked(c, b, i, uid))
+				continue;
+			if (op == "FLAGS")
+				m.flags = fl;
+			for (const auto &f : fl) {
+				if (op == "+FLAGS")
+					m.flags.insert(f);
+				else if (op == "-FLAGS")
+					m.flags.erase(f);
+			}
+			if (silent)
+				continue;
+			out += "* " + std::to_string(i + 1) + " FETCH (";
+			if (uid)
+				out += "UID " + std::to_string(m.uid) + " ";
+			out += "FLAGS " + flag_list(m.flags) + ")\r\n";
+		}
+		return out + ok(c, "stored");
+	}
+
+	// COPY, UID COPY, UID MOVE set mailbox; COPYUID with UIDPLUS.
+	std::string copy_cmd(const ImapCmd &c, FakeBox &b, bool uid)
+	{
+		std::vector<std::string> from, made;
+		std::string out, code;
+
+		if (c.args.size() < 2)
+			return bad(c, "COPY set mailbox");
+		auto dst = boxes.find(box_name(c.args[1]));
+		if (dst == boxes.end())
+			return c.tag + " NO [TRYCREATE] no such mailbox\r\n";
+		FakeBox &to = dst->second;
+		size_t count = b.msgs.size(); // b may be `to`
+		for (size_t i = 0; i < count; i++) {
+			if (!picked(c, b, i, uid))
+				continue;
+			FakeMsg m = b.msgs[i];
+			from.push_back(std::to_string(m.uid));
+			m.uid = to.uidnext++;
+			made.push_back(std::to_string(m.uid));
+			to.msgs.push_back(m);
+		}
+		if (has_cap("UIDPLUS") && !from.empty())
+			code = "[COPYUID " + std::to_string(to.validity) + " " +
+			       join(from, ",") + " " + join(made, ",") + "] ";
+		if (c.name != "UID MOVE")
+			return ok(c, code + "copied");
+		for (size_t i = count; i-- > 0;) {
+			if (!picked(c, b, i, uid))
+				continue;
+			out += "* " + std::to_string(i + 1) + " EXPUNGE\r\n";
+			b.msgs.erase(b.msgs.begin() + (long)i);
+		}
+		return (code.empty() ? "" : "* OK " + code + "moved\r\n") +
+		       out + ok(c, "moved");
+	}
+
+	// SEARCH [RETURN (ALL)] [CHARSET cs] keys: "* SEARCH", or
+	// "* ESEARCH" when RETURN asks for it.
+	std::string search_cmd(const ImapCmd &c, FakeBox &b, bool uid)
+	{
+		const std::vector<std::string> &a = c.args;
+		std::vector<std::string> hits;
+		std::string why, out;
+		size_t i = 0;
+		bool ret = !a.empty() && upper(a[0]) == "RETURN";
+
+		if (ret)
+			i += 2; // RETURN (ALL): the only one asked
+		if (i < a.size() && upper(a[i]) == "CHARSET")
+			i += 2;
+		if (i >= a.size())
+			return bad(c, "search keys?");
+		std::vector<std::string> keys(a.begin() + (long)i, a.end());
+		std::string kinds = c.kinds.substr(i);
+		for (size_t s = 0; s < b.msgs.size(); s++) {
+			bool all = true;
+			for (size_t j = 0; j < keys.size() && why.empty();)
+				all = search_key(keys, kinds, &j, b, s, why) &&
+				      all;
+			if (!why.empty())
+				return lacks(c, why);
+			if (all)
+				hits.push_back(std::to_string(
+				    uid ? b.msgs[s].uid : s + 1));
+		}
+		if (ret)
+			out = "* ESEARCH (TAG \"" + c.tag + "\")" +
+			      (uid ? " UID" : "") +
+			      (hits.empty() ? "" : " ALL " + join(hits, ","));
+		else
+			out = "* SEARCH" +
+			      (hits.empty() ? "" : " " + join(hits, " "));
+		return out + "\r\n" + ok(c, "done");
+	}
+};
+
+// A file holding s, at offset 0, open for reading and writing; unlinked,
+// so that it goes with its fd.
+int temp_fd(const std::string &s)
+{
+	char path[] = "/tmp/mfs-imap-test-XXXXXX";
+	int fd = mkstemp(path);
+
+	if (fd < 0)
+		return -1;
+	unlink(path);
+	if (write(fd, s.data(), s.size()) != (ssize_t)s.size()) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+std::string fd_text(int fd)
+{
+	std::string out;
+	char buf[4096];
+	ssize_t r;
+
+	while ((r = pread(fd, buf, sizeof(buf), (off_t)out.size())) > 0)
+		out.append(buf, (size_t)r);
+	return out;
+}
+
+// Frees a store at the end of a scope, also when an ASSERT ends the test
+// early (the suite runs under ASan and valgrind). Declared after the
+// server it talks to, so that its LOGOUT still finds the server.
+struct StoreGuard {
+	struct mfs_store *st;
+	~StoreGuard()
+	{
+		if (st != NULL)
+			st->ops->free(st);
 	}
 };
 
@@ -981,53 +2280,156 @@ class ImapScripted : public ::testing::Test
 	struct mfs_err err = {};
 	ScriptedImap srv;
 
+	void TearDown() override
+	{
+		// whatever a test checks: mailfs used only what the server
+		// advertised, and nothing the scripted server cannot answer
+		// as a real one would
+		EXPECT_EQ(srv.problems(), "");
+	}
+
 	// A store on the scripted server, which starts now.
 	struct mfs_store *open()
+	{
+		return open_on(srv);
+	}
+	// ... on another one (the previous store must be gone: they share
+	// acct).
+	struct mfs_store *open_on(ScriptedImap &s)
 	{
 		acct.name = (char *)"scripted";
 		acct.store.proto = MFS_PROTO_IMAP;
 		acct.store.tls = MFS_TLS_NONE;
 		acct.store.host = (char *)"127.0.0.1";
-		acct.store.port = srv.port;
+		acct.store.port = s.port;
 		acct.user = (char *)"alice";
 		acct.timeout = 5;
-		srv.start();
+		s.start();
 		return mfs_imap_store_new(&acct, "secret");
 	}
 
 	// UIDs found for query as "1 2", or "E<code>: message".
 	std::string search(const char *query)
 	{
-		struct mfs_query *q = NULL;
-		struct mfs_store_hits hits = {};
-		const char *folder = "INBOX";
-		std::string out;
-
 		struct mfs_store *st = open();
 		EXPECT_NE(st, nullptr);
+		std::string out = search_in(st, "INBOX", query);
+		st->ops->free(st);
+		return out;
+	}
+	std::string search_in(struct mfs_store *st, const char *folder,
+			      const char *query)
+	{
+		struct mfs_query *q = NULL;
+		struct mfs_store_hits hits = {};
+		std::string out;
+
 		EXPECT_EQ(mfs_query_parse(query, &q, &err), MFS_OK);
 		int rc = st->ops->search(st, &folder, 1, q, &hits, &err);
 		if (rc != MFS_OK)
 			out = "E" + std::to_string(rc) + ": " + err.msg;
+		else if (hits.err.code != MFS_OK)
+			out = "F" + std::to_string(hits.err.code) + ": " +
+			      hits.err.msg;
 		for (size_t i = 0; rc == MFS_OK && i < hits.n; i++)
 			out += (i ? " " : "") + std::to_string(hits.uids[i]);
 		mfs_store_hits_free(&hits, 1);
 		mfs_query_free(q);
-		st->ops->free(st);
 		return out;
 	}
+
+	// The driver's listing of folder, written as ScriptedImap::listing()
+	// writes the server's: "uid" or "uid:\\Flag,..." each; "E<code>:
+	// message" when it failed.
+	std::string index(struct mfs_store *st, const char *folder,
+			  uint32_t *validity = NULL)
+	{
+		struct mfs_store_msg *msgs = NULL;
+		size_t n = 0;
+		uint32_t v = 0;
+		std::vector<std::string> out;
+
+		int rc = st->ops->index(st, folder, &v, &msgs, &n, &err);
+		if (rc != MFS_OK)
+			return "E" + std::to_string(rc) + ": " + err.msg;
+		for (size_t i = 0; i < n; i++) {
+			std::set<std::string> names;
+			for (int b = 0; b < MFS_NFLAGS; b++)
+				if (msgs[i].flags & (1u << b))
+					names.insert(mfs_flag_names[b]);
+			out.push_back(std::to_string(msgs[i].uid) +
+				      flag_text(names));
+		}
+		mfs_store_msgs_free(msgs, n);
+		if (validity != NULL)
+			*validity = v;
+		return join(out, " ");
+	}
+
+	// APPEND text through the driver; its result.
+	int append(struct mfs_store *st, const char *folder,
+		   const std::string &text, unsigned flags = 0)
+	{
+		int fd = temp_fd(text);
+		uint32_t v = 0, uid = 0;
+
+		EXPECT_GE(fd, 0);
+		int rc = st->ops->append(st, folder, fd, text.size(), 0, flags,
+					 &v, &uid, &err);
+		close(fd);
+		return rc;
+	}
+
+	// The bytes of message uid as the driver fetches them, or
+	// "E<code>: message".
+	std::string fetch(struct mfs_store *st, const char *folder,
+			  uint32_t validity, uint32_t uid, uint64_t size)
+	{
+		struct mfs_store_msg m = {};
+		size_t len = 0;
+		int fd = temp_fd("");
+		std::string out;
+
+		EXPECT_GE(fd, 0);
+		m.uid = uid;
+		m.size = size;
+		int rc =
+		    st->ops->fetch(st, folder, validity, &m, fd, &len, &err);
+		out = rc != MFS_OK ? "E" + std::to_string(rc) + ": " + err.msg
+				   : fd_text(fd);
+		if (rc == MFS_OK) {
+			EXPECT_EQ(len, out.size());
+		}
+		close(fd);
+		return out;
+	}
+
+	unsigned store_flags(struct mfs_store *st, const char *folder,
+			     uint32_t validity, uint32_t uid, char how,
+			     const char *flag, int *rc)
+	{
+		unsigned now = 0;
+		*rc = st->ops->store_flags(st, folder, validity, uid, how,
+					   &flag, 1, &now, &err);
+		return now;
+	}
+
+	void append_into_examined(const std::string &caps, bool any_mode);
+	void stale_uids(const std::string &refusal);
+	void append_refusals(const std::string &caps, bool early, bool parse);
+	void nil_delimiter(const std::string &caps);
 };
 
 // A server without UTF-8 search that offers ISO-8859-1: the search is sent
 // again in that charset; "* SEARCH" without ESEARCH.
 TEST_F(ImapScripted, BadcharsetFallsBackToLatin1)
 {
-	srv.search = [](const std::string &cmd, const std::string &tag) {
-		if (cmd.find("CHARSET UTF-8") != std::string::npos)
-			return tag + " NO [BADCHARSET (US-ASCII ISO-8859-1)] "
-				     "no\r\n";
-		return "* SEARCH 3 5\r\n" + tag + " OK done\r\n";
-	};
+	srv.on("UID SEARCH", [](const ImapCmd &c) {
+		if (c.line.find("CHARSET UTF-8") != std::string::npos)
+			return c.tag + " NO [BADCHARSET (US-ASCII ISO-8859-1)] "
+				       "no\r\n";
+		return "* SEARCH 3 5\r\n" + c.tag + " OK done\r\n";
+	});
 	EXPECT_EQ(search("from:J\u00fcrgen"), "3 5");
 	std::vector<std::string> s = srv.searches();
 	ASSERT_EQ(s.size(), 2u);
@@ -1039,13 +2441,11 @@ TEST_F(ImapScripted, BadcharsetFallsBackToLatin1)
 // ... and one that offers nothing but US-ASCII: EINVAL, saying why.
 TEST_F(ImapScripted, BadcharsetWithoutLatin1IsInval)
 {
-	srv.search = [](const std::string &cmd, const std::string &tag) {
-		(void)cmd;
-		return tag + " NO [BADCHARSET (US-ASCII)] no\r\n";
-	};
+	srv.on("UID SEARCH", [](const ImapCmd &c) {
+		return c.tag + " NO [BADCHARSET (US-ASCII)] no\r\n";
+	});
 	std::string r = search("subject:\u00fcber");
-	EXPECT_EQ(r.substr(0, 3), "E" + std::to_string(MFS_E_INVAL) + ":")
-		<< r;
+	EXPECT_EQ(r.substr(0, 3), "E" + std::to_string(MFS_E_INVAL) + ":") << r;
 	EXPECT_NE(r.find("BADCHARSET"), std::string::npos) << r;
 	EXPECT_EQ(srv.searches().size(), 1u);
 }
@@ -1053,11 +2453,10 @@ TEST_F(ImapScripted, BadcharsetWithoutLatin1IsInval)
 // ASCII terms need no CHARSET; an ESEARCH answer with ranges is expanded.
 TEST_F(ImapScripted, AsciiAndEsearchRanges)
 {
-	srv.search = [](const std::string &cmd, const std::string &tag) {
-		(void)cmd;
-		return "* ESEARCH (TAG \"" + tag + "\") UID ALL 2:4,9,12:11\r\n" +
-		       tag + " OK done\r\n";
-	};
+	srv.on("UID SEARCH", [](const ImapCmd &c) {
+		return "* ESEARCH (TAG \"" + c.tag +
+		       "\") UID ALL 2:4,9,12:11\r\n" + c.tag + " OK done\r\n";
+	});
 	srv.caps += " ESEARCH";
 	EXPECT_EQ(search("from:bob or -is:seen"), "2 3 4 9 11 12");
 	std::vector<std::string> s = srv.searches();
@@ -1077,6 +2476,541 @@ TEST_F(ImapScripted, NoCapabilitiesAnywhereIsNone)
 	EXPECT_GE(srv.count("CAPABILITY"), 1u);
 	EXPECT_EQ(srv.count("LOGIN"), 1u);
 	st->ops->free(st);
+}
+
+// --- APPEND into the mailbox the connection has EXAMINEd ---------------------
+
+// Courier refuses APPEND into the mailbox the connection has EXAMINEd
+// ("NO Current box is selected READ-ONLY.", before the literal when it is
+// a synchronizing one); with any_mode the server refuses it into the
+// selected mailbox whether EXAMINE or SELECT chose it. mailfs leaves that
+// mailbox and APPENDs again: the message arrives once, with its bytes.
+// Leaving must never be a CLOSE of a SELECTed mailbox, which would
+// expunge the messages another client marked \Deleted: the first message
+// here is one.
+void ImapScripted::append_into_examined(const std::string &caps, bool any_mode)
+{
+	SCOPED_TRACE("capabilities: " + caps +
+		     (any_mode ? ", refused into the selected mailbox"
+			       : ", refused into the EXAMINEd mailbox"));
+	ScriptedImap s;
+	s.caps = caps;
+	s.add("INBOX", message(1), {"\\Deleted"});
+	uint32_t mine = s.add("INBOX", message(2));
+	s.on("APPEND", [any_mode](const ImapCmd &c) -> std::string {
+		if (!c.args.empty() && c.args[0] == c.selected &&
+		    (any_mode || !c.rw))
+			return c.tag + " NO Current box is selected "
+				       "READ-ONLY.\r\n";
+		return "";
+	});
+	StoreGuard g{open_on(s)};
+	struct mfs_store *st = g.st;
+	ASSERT_NE(st, nullptr);
+
+	// the listing EXAMINEs INBOX
+	uint32_t v = 0;
+	ASSERT_EQ(index(st, "INBOX", &v), "1:\\Deleted 2");
+	EXPECT_EQ(append(st, "INBOX", message(3)), MFS_OK) << err.msg;
+	std::vector<FakeMsg> m = s.msgs("INBOX");
+	ASSERT_EQ(m.size(), 3u);
+	EXPECT_EQ(m[2].text, message(3));
+
+	// SELECTed read-write by a flag change: Courier takes the APPEND,
+	// the stricter server does not; leaving with CLOSE would expunge
+	// message 1
+	int rc;
+	store_flags(st, "INBOX", v, mine, '+', "\\Seen", &rc);
+	ASSERT_EQ(rc, MFS_OK) << err.msg;
+	EXPECT_EQ(append(st, "INBOX", message(4)), MFS_OK) << err.msg;
+	m = s.msgs("INBOX");
+	ASSERT_EQ(m.size(), 4u);
+	EXPECT_EQ(m[3].text, message(4));
+
+	// EXAMINEd again after the SELECT
+	EXPECT_EQ(index(st, "INBOX"), "1:\\Deleted 2:\\Seen 3 4");
+	EXPECT_EQ(append(st, "INBOX", message(5)), MFS_OK) << err.msg;
+	m = s.msgs("INBOX");
+	ASSERT_EQ(m.size(), 5u);
+	EXPECT_EQ(m[4].text, message(5));
+
+	EXPECT_EQ(s.listing("INBOX"), "1:\\Deleted 2:\\Seen 3 4 5");
+	EXPECT_EQ(s.closes_of_selected(), 0u);
+	EXPECT_EQ(s.count("EXPUNGE"), 0u);
+	EXPECT_EQ(s.count("UID EXPUNGE"), 0u);
+	// no UNSELECT where it is not advertised, among others
+	EXPECT_EQ(s.problems(), "");
+}
+
+// With UNSELECT; with and without LITERAL+ (then the refusal comes
+// instead of the "+" for the literal).
+TEST_F(ImapScripted, AppendIntoExaminedWithUnselect)
+{
+	append_into_examined("IMAP4rev1 LITERAL+ UNSELECT UIDPLUS", false);
+	append_into_examined("IMAP4rev1 UNSELECT", false);
+}
+
+// Without UNSELECT: CLOSE, which expunges nothing on an EXAMINEd mailbox.
+TEST_F(ImapScripted, AppendIntoExaminedWithoutUnselect)
+{
+	append_into_examined("IMAP4rev1 LITERAL+ UIDPLUS", false);
+	append_into_examined("IMAP4rev1", false);
+}
+
+// A server that refuses APPEND into the selected mailbox however it was
+// selected: a SELECTed one is left too, and without UNSELECT not by a
+// CLOSE that expunges.
+TEST_F(ImapScripted, AppendIntoSelectedRefusedToo)
+{
+	append_into_examined("IMAP4rev1 LITERAL+ UNSELECT", true);
+	append_into_examined("IMAP4rev1 LITERAL+", true);
+	append_into_examined("IMAP4rev1", true);
+}
+
+// DELETE and RENAME leave the selected mailbox first (imap_leave); on a
+// server without UNSELECT that must not be a CLOSE of a mailbox SELECTed
+// read-write (by a flag change), which would expunge what another client
+// marked \Deleted there.
+TEST_F(ImapScripted, LeavingSelectedExpungesNothing)
+{
+	srv.caps = "IMAP4rev1 LITERAL+";
+	uint32_t mine = srv.add("Work", message(1));
+	srv.add("Work", message(2), {"\\Deleted"});
+	srv.box("Old");
+	srv.box("Gone");
+	StoreGuard g{open()};
+	struct mfs_store *st = g.st;
+	ASSERT_NE(st, nullptr);
+
+	uint32_t v = 0;
+	int rc;
+	ASSERT_EQ(index(st, "Work", &v), "1 2:\\Deleted");
+	store_flags(st, "Work", v, mine, '+', "\\Seen", &rc);
+	ASSERT_EQ(rc, MFS_OK) << err.msg;
+	EXPECT_EQ(st->ops->rename(st, "Old", "New", &err), MFS_OK) << err.msg;
+	EXPECT_EQ(srv.listing("Work"), "1:\\Seen 2:\\Deleted");
+	EXPECT_EQ(srv.listing("New"), "");
+
+	store_flags(st, "Work", v, mine, '+', "\\Flagged", &rc);
+	ASSERT_EQ(rc, MFS_OK) << err.msg;
+	EXPECT_EQ(st->ops->remove(st, "Gone", &err), MFS_OK) << err.msg;
+	EXPECT_EQ(srv.listing("Work"), "1:\\Flagged,\\Seen 2:\\Deleted");
+	EXPECT_EQ(srv.listing("Gone"), "none");
+	EXPECT_EQ(srv.closes_of_selected(), 0u);
+}
+
+// --- UIDs changed under the client ------------------------------------------
+
+// Mailutils renumbers a message when another session selects its folder,
+// UIDVALIDITY staying the same; a UID command for the UID the listing
+// showed is then answered with BAD ("Failed to parse message set") or a
+// bare NO. The listing is stale: MFS_E_NOENT (the FUSE layer lists the
+// folder again), never EINVAL, and nothing changes on the server.
+void ImapScripted::stale_uids(const std::string &refusal)
+{
+	SCOPED_TRACE("refusal: " + refusal);
+	ScriptedImap s;
+	s.caps = "IMAP4rev1 LITERAL+ UIDPLUS";
+	s.add("INBOX", message(1));
+	s.add("INBOX", message(2));
+	s.box("Dest");
+	StoreGuard g{open_on(s)};
+	struct mfs_store *st = g.st;
+	ASSERT_NE(st, nullptr);
+
+	uint32_t v = 0;
+	ASSERT_EQ(index(st, "INBOX", &v), "1 2");
+	s.renumber("INBOX");
+	s.set_missing_uid(refusal);
+	ASSERT_EQ(s.listing("INBOX"), "3 4");
+
+	int rc;
+	store_flags(st, "INBOX", v, 1, '+', "\\Flagged", &rc);
+	EXPECT_EQ(rc, MFS_E_NOENT) << "UID STORE: " << err.msg;
+	EXPECT_EQ(fetch(st, "INBOX", v, 2, message(2).size()).substr(0, 2),
+		  "E" + std::to_string(MFS_E_NOENT))
+	    << "UID FETCH";
+	EXPECT_EQ(st->ops->move(st, "INBOX", v, 1, "Dest", &err), MFS_E_NOENT)
+	    << "UID COPY: " << err.msg;
+	EXPECT_EQ(st->ops->expunge(st, "INBOX", v, 2, &err), MFS_E_NOENT)
+	    << "expunge: " << err.msg;
+	// each of those was refused, not avoided
+	EXPECT_GE(s.count("UID STORE"), 1u);
+	EXPECT_GE(s.count("UID FETCH"), 1u);
+	EXPECT_GE(s.count("UID COPY") + s.count("UID MOVE"), 1u);
+
+	EXPECT_EQ(s.listing("INBOX"), "3 4");
+	EXPECT_EQ(s.listing("Dest"), "");
+	// and the next listing shows the new UIDs
+	EXPECT_EQ(index(st, "INBOX"), "3 4");
+	EXPECT_EQ(s.problems(), "");
+}
+
+TEST_F(ImapScripted, StaleUidBadIsNoent)
+{
+	stale_uids("BAD Failed to parse message set");
+}
+
+TEST_F(ImapScripted, StaleUidBareNoIsNoent)
+{
+	stale_uids("NO Failed");
+}
+
+// --- errors by meaning
+// --------------------------------------------------------
+
+// CREATE refused with an RFC 5530 response code: its meaning, and the
+// server's words in err.msg.
+TEST_F(ImapScripted, CreateRefusalsByMeaning)
+{
+	const struct {
+		const char *code, *words;
+		int want;
+	} cases[] = {
+	    {"[ALREADYEXISTS]", "Mailbox exists already", MFS_E_EXIST},
+	    {"[NOPERM]", "You may not create mailboxes here", MFS_E_ACCESS},
+	};
+	StoreGuard g{open()};
+	struct mfs_store *st = g.st;
+	ASSERT_NE(st, nullptr);
+
+	for (const auto &k : cases) {
+		std::string reply = std::string("NO ") + k.code + " " + k.words;
+		srv.on("CREATE", [reply](const ImapCmd &c) {
+			return c.tag + " " + reply + "\r\n";
+		});
+		EXPECT_EQ(st->ops->create(st, "Receipts", &err), k.want)
+		    << reply << ": " << err.msg;
+		EXPECT_NE(strstr(err.msg, k.words), nullptr)
+		    << reply << ": " << err.msg;
+	}
+	srv.on("CREATE", nullptr);
+	EXPECT_EQ(st->ops->create(st, "Receipts", &err), MFS_OK) << err.msg;
+	EXPECT_EQ(srv.listing("Receipts"), "");
+}
+
+// APPEND refused: by the response code's meaning, the server's words in
+// err.msg; a NO without a code is EACCES, not EINVAL (the user's message
+// is not known to be at fault). early: refused at the synchronizing
+// literal, before the "+" (as Courier refuses); else after the literal.
+// With parse, only [PARSE], which says the message itself is at fault:
+// still EACCES, since EINVAL is never a server's NO (SPEC, "Writing on an
+// IMAP mount"); the server's words say why.
+void ImapScripted::append_refusals(const std::string &caps, bool early,
+				   bool parse)
+{
+	SCOPED_TRACE("capabilities: " + caps +
+		     (early ? ", refused before the literal"
+			    : ", refused after the literal"));
+	struct Refusal {
+		const char *code, *words;
+		int want;
+	};
+	const std::vector<Refusal> cases = {
+	    {"[TRYCREATE]", "Mailbox does not exist", MFS_E_NOENT},
+	    {"[OVERQUOTA]", "Quota exceeded (mailbox is full)", MFS_E_QUOTA},
+	    {"[LIMIT]", "Message too large for this server", MFS_E_TOOBIG},
+	    {"[NOPERM]", "No permission to append", MFS_E_ACCESS},
+	    {"", "Cannot append now", MFS_E_ACCESS},
+	};
+	const std::vector<Refusal> parsing = {
+	    {"[PARSE]", "Message has an invalid header", MFS_E_ACCESS},
+	};
+	ScriptedImap s;
+	s.caps = caps;
+	StoreGuard g{open_on(s)};
+	struct mfs_store *st = g.st;
+	ASSERT_NE(st, nullptr);
+
+	for (const auto &k : parse ? parsing : cases) {
+		std::string reply = std::string("NO ") + k.code +
+				    (*k.code ? " " : "") + k.words;
+		s.on("APPEND", [reply, early](const ImapCmd &c) -> std::string {
+			if (c.partial && !early)
+				return "";
+			return c.tag + " " + reply + "\r\n";
+		});
+		EXPECT_EQ(append(st, "INBOX", message(1)), k.want)
+		    << reply << ": " << err.msg;
+		EXPECT_NE(strstr(err.msg, k.words), nullptr)
+		    << reply << ": " << err.msg;
+	}
+	// the connection is still in order; nothing refused arrived
+	s.on("APPEND", nullptr);
+	EXPECT_EQ(append(st, "INBOX", message(2)), MFS_OK) << err.msg;
+	std::vector<FakeMsg> m = s.msgs("INBOX");
+	ASSERT_EQ(m.size(), 1u);
+	EXPECT_EQ(m[0].text, message(2));
+	EXPECT_EQ(s.problems(), "");
+}
+
+TEST_F(ImapScripted, AppendRefusalsByMeaning)
+{
+	append_refusals("IMAP4rev1 LITERAL+", false, false);
+	append_refusals("IMAP4rev1", true, false);
+	append_refusals("IMAP4rev1", false, false);
+}
+
+TEST_F(ImapScripted, AppendRefusedAsMalformedIsAccess)
+{
+	append_refusals("IMAP4rev1 LITERAL+", false, true);
+	append_refusals("IMAP4rev1", true, true);
+}
+
+// --- namespaces
+// ----------------------------------------------------------------
+
+// The personal namespace "INBOX." (Cyrus, Courier): its folders are shown
+// from the root without the prefix (shown = 6); INBOX, other users' and
+// shared folders keep their names; so does a personal folder whose rest
+// would be INBOX (in any case) or start with another namespace's prefix,
+// so that every path shown names one folder.
+TEST_F(ImapScripted, NamespacePrefixIsLeftOut)
+{
+	const struct {
+		const char *name, *attrs;
+		size_t shown;
+	} want[] = {
+	    {"INBOX", "", 0},
+	    {"INBOX.Archive", "", 6},
+	    {"INBOX.Sent", "\\Sent", 6},
+	    {"Public.news", "", 0},
+	    {"user.bob.Stuff", "", 0},
+	    {"INBOX.Public.x", "", 0},
+	    {"INBOX.user.y", "", 0},
+	    {"INBOX.INBOX", "", 0},
+	    {"INBOX.inbox", "", 0},
+	};
+	srv.caps = "IMAP4rev1 LITERAL+ NAMESPACE";
+	srv.delim = '.';
+	srv.ns = "* NAMESPACE ((\"INBOX.\" \".\")) ((\"user.\" \".\")) "
+		 "((\"Public.\" \".\"))";
+	for (const auto &w : want)
+		srv.box(w.name, w.attrs);
+	StoreGuard g{open()};
+	struct mfs_store *st = g.st;
+	ASSERT_NE(st, nullptr);
+
+	struct mfs_store_folder *f = NULL;
+	size_t n = 0;
+	ASSERT_EQ(st->ops->list(st, &f, &n, &err), MFS_OK) << err.msg;
+	EXPECT_EQ(n, sizeof(want) / sizeof(want[0]));
+	for (const auto &w : want) {
+		size_t found = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (strcmp(f[i].name, w.name) != 0)
+				continue;
+			found++;
+			EXPECT_EQ(f[i].shown, w.shown) << w.name;
+			EXPECT_EQ(f[i].delim, '.') << w.name;
+			EXPECT_EQ(f[i].sent, *w.attrs != '\0') << w.name;
+		}
+		EXPECT_EQ(found, 1u) << w.name;
+	}
+	mfs_store_folders_free(f, n);
+
+	ASSERT_NE(st->ops->personal, nullptr);
+	char *prefix = NULL, delim = 'x';
+	ASSERT_EQ(st->ops->personal(st, &prefix, &delim, &err), MFS_OK)
+	    << err.msg;
+	ASSERT_NE(prefix, nullptr);
+	EXPECT_STREQ(prefix, "INBOX.");
+	EXPECT_EQ(delim, '.');
+	free(prefix);
+	EXPECT_GE(srv.count("NAMESPACE"), 1u);
+}
+
+// A server without NAMESPACE: no prefix, every folder shown as LIST names
+// it, and NAMESPACE never sent (TearDown: nothing unadvertised).
+TEST_F(ImapScripted, NoNamespaceNoPrefix)
+{
+	srv.box("Archive");
+	srv.box("Archive/2026");
+	StoreGuard g{open()};
+	struct mfs_store *st = g.st;
+	ASSERT_NE(st, nullptr);
+
+	struct mfs_store_folder *f = NULL;
+	size_t n = 0;
+	ASSERT_EQ(st->ops->list(st, &f, &n, &err), MFS_OK) << err.msg;
+	EXPECT_EQ(n, 3u);
+	for (size_t i = 0; i < n; i++) {
+		EXPECT_EQ(f[i].shown, 0u) << f[i].name;
+		EXPECT_EQ(f[i].delim, '/') << f[i].name;
+	}
+	mfs_store_folders_free(f, n);
+
+	ASSERT_NE(st->ops->personal, nullptr);
+	char *prefix = NULL, delim = 'x';
+	ASSERT_EQ(st->ops->personal(st, &prefix, &delim, &err), MFS_OK)
+	    << err.msg;
+	ASSERT_NE(prefix, nullptr);
+	EXPECT_STREQ(prefix, "");
+	free(prefix);
+	EXPECT_EQ(srv.count("NAMESPACE"), 0u);
+}
+
+// ... and the personal namespace's delimiter is still known, from
+// LIST "" "" (issue 17 asks for that fallback).
+TEST_F(ImapScripted, NoNamespaceDelimiterFromList)
+{
+	srv.caps = "IMAP4rev1 LITERAL+";
+	srv.delim = '/';
+	StoreGuard g{open()};
+	struct mfs_store *st = g.st;
+	ASSERT_NE(st, nullptr);
+
+	ASSERT_NE(st->ops->personal, nullptr);
+	char *prefix = NULL, delim = 'x';
+	ASSERT_EQ(st->ops->personal(st, &prefix, &delim, &err), MFS_OK)
+	    << err.msg;
+	ASSERT_NE(prefix, nullptr);
+	EXPECT_STREQ(prefix, "");
+	EXPECT_EQ(delim, '/');
+	free(prefix);
+	EXPECT_EQ(srv.count("NAMESPACE"), 0u);
+}
+
+// A NIL hierarchy delimiter (a flat server): '\0', in LIST and in the
+// personal namespace, with NAMESPACE (("" NIL)) and without NAMESPACE.
+void ImapScripted::nil_delimiter(const std::string &caps)
+{
+	SCOPED_TRACE("capabilities: " + caps);
+	ScriptedImap s;
+	s.caps = caps;
+	s.delim = '\0';
+	s.box("Flat");
+	StoreGuard g{open_on(s)};
+	struct mfs_store *st = g.st;
+	ASSERT_NE(st, nullptr);
+
+	struct mfs_store_folder *f = NULL;
+	size_t n = 0;
+	ASSERT_EQ(st->ops->list(st, &f, &n, &err), MFS_OK) << err.msg;
+	ASSERT_EQ(n, 2u);
+	for (size_t i = 0; i < n; i++) {
+		EXPECT_TRUE(strcmp(f[i].name, "Flat") == 0 ||
+			    strcmp(f[i].name, "INBOX") == 0)
+		    << f[i].name;
+		EXPECT_EQ(f[i].delim, '\0') << f[i].name;
+		EXPECT_EQ(f[i].shown, 0u) << f[i].name;
+	}
+	mfs_store_folders_free(f, n);
+
+	ASSERT_NE(st->ops->personal, nullptr);
+	char *prefix = NULL, delim = 'x';
+	ASSERT_EQ(st->ops->personal(st, &prefix, &delim, &err), MFS_OK)
+	    << err.msg;
+	ASSERT_NE(prefix, nullptr);
+	EXPECT_STREQ(prefix, "");
+	EXPECT_EQ(delim, '\0');
+	free(prefix);
+	EXPECT_EQ(s.problems(), "");
+}
+
+TEST_F(ImapScripted, NilDelimiter)
+{
+	nil_delimiter("IMAP4rev1 LITERAL+ NAMESPACE");
+	nil_delimiter("IMAP4rev1 LITERAL+");
+}
+
+// --- a server with IMAP4rev1 alone
+// --------------------------------------------
+
+// A server that offers nothing but IMAP4rev1 (GNU Mailutils, older ones)
+// answers BAD to every extension: IDLE, MOVE, UID EXPUNGE, NAMESPACE,
+// ENABLE, UNSELECT, ESEARCH's RETURN, CONDSTORE, non-synchronizing
+// literals. Every op still works, with the base protocol alone. Without
+// UIDPLUS, removing a message is UID STORE \Deleted and EXPUNGE; a message
+// another client marked \Deleted is not expunged with it, and keeps its
+// \Deleted.
+TEST_F(ImapScripted, OnlyImap4rev1)
+{
+	srv.caps = "IMAP4rev1";
+	uint32_t mine = srv.add("INBOX", message(1));
+	uint32_t theirs = srv.add("INBOX", message(2), {"\\Deleted"});
+	uint32_t seen = srv.add("INBOX", message(3), {"\\Seen"});
+	std::string juergen =
+	    mail("J\u00fcrgen <j@example.test>", "moving",
+		 "Mon, 16 Nov 2026 09:30:00 +0000", "to the archive");
+	uint32_t moving = srv.add("INBOX", juergen);
+	srv.box("Archive");
+	StoreGuard g{open()};
+	struct mfs_store *st = g.st;
+	ASSERT_NE(st, nullptr);
+
+	struct mfs_store_folder *f = NULL;
+	size_t n = 0;
+	ASSERT_EQ(st->ops->list(st, &f, &n, &err), MFS_OK) << err.msg;
+	EXPECT_EQ(n, 2u);
+	mfs_store_folders_free(f, n);
+
+	uint32_t v = 0;
+	ASSERT_EQ(index(st, "INBOX", &v), "1 2:\\Deleted 3:\\Seen 4");
+	EXPECT_EQ(v, 7u);
+	EXPECT_EQ(fetch(st, "INBOX", v, seen, message(3).size()), message(3));
+
+	// APPEND with a synchronizing literal
+	EXPECT_EQ(append(st, "INBOX", message(5), MFS_FLAG_FLAGGED), MFS_OK)
+	    << err.msg;
+	EXPECT_EQ(srv.listing("INBOX"), "1 2:\\Deleted 3:\\Seen 4 5:\\Flagged");
+	EXPECT_EQ(srv.msgs("INBOX").back().text, message(5));
+
+	int rc;
+	unsigned now =
+	    store_flags(st, "INBOX", v, mine, '+', "\\Answered", &rc);
+	EXPECT_EQ(rc, MFS_OK) << err.msg;
+	EXPECT_EQ(now, (unsigned)MFS_FLAG_ANSWERED);
+
+	// "* SEARCH", and a literal that waits for "+"
+	EXPECT_EQ(search_in(st, "INBOX", "is:seen"), std::to_string(seen));
+	EXPECT_EQ(search_in(st, "INBOX", "from:J\u00fcrgen"),
+		  std::to_string(moving));
+
+	// another client's \Deleted on message 2 stays, and so does it
+	ASSERT_EQ(st->ops->expunge(st, "INBOX", v, mine, &err), MFS_OK)
+	    << err.msg;
+	EXPECT_EQ(srv.listing("INBOX"), "2:\\Deleted 3:\\Seen 4 5:\\Flagged");
+
+	// a move is UID COPY and the same removal
+	ASSERT_EQ(st->ops->move(st, "INBOX", v, moving, "Archive", &err),
+		  MFS_OK)
+	    << err.msg;
+	EXPECT_EQ(srv.listing("INBOX"), "2:\\Deleted 3:\\Seen 5:\\Flagged");
+	std::vector<FakeMsg> a = srv.msgs("Archive");
+	ASSERT_EQ(a.size(), 1u);
+	EXPECT_EQ(a[0].text, juergen);
+	EXPECT_EQ(flag_text(a[0].flags), ""); // copied before its \Deleted
+
+	// with no other \Deleted message: a plain EXPUNGE
+	srv.set_flags("INBOX", theirs, {});
+	ASSERT_EQ(st->ops->expunge(st, "INBOX", v, seen, &err), MFS_OK)
+	    << err.msg;
+	EXPECT_EQ(srv.listing("INBOX"), "2 5:\\Flagged");
+
+	// without IDLE the watch polls
+	int p[2];
+	ASSERT_EQ(pipe(p), 0);
+	int changed = 0;
+	EXPECT_EQ(st->ops->watch(st, "INBOX", p[0], 1, &changed, &err), MFS_OK)
+	    << err.msg;
+	EXPECT_EQ(changed, 1);
+	close(p[0]);
+	close(p[1]);
+
+	for (const auto &c : srv.all()) {
+		std::string u = upper(c);
+		for (const char *ext :
+		     {"IDLE", "MOVE", "UID MOVE", "UID EXPUNGE", "NAMESPACE",
+		      "ENABLE", "UNSELECT", "ID ", "COMPRESS"})
+			EXPECT_NE(u.rfind(ext, 0), 0u) << c;
+		EXPECT_EQ(u.find("RETURN ("), std::string::npos) << c;
+		EXPECT_EQ(u.find("+}"), std::string::npos) << c;
+		EXPECT_EQ(u.find("CONDSTORE"), std::string::npos) << c;
+		EXPECT_EQ(u.find("CHANGEDSINCE"), std::string::npos) << c;
+	}
+	EXPECT_GE(srv.count("EXPUNGE"), 2u);
+	EXPECT_EQ(srv.closes_of_selected(), 0u);
 }
 
 } // namespace
