@@ -94,6 +94,10 @@ def test_mount_without_the_server_serves_the_cache(env):
         fails_at_once(lambda: os.listdir(os.path.join(m.path, "Off3")),
                       "ls of a folder never listed")
         check(m.proc.poll() is None, "mailfs still runs")
+        status = read(os.path.join(m.path, ".mailfs", "status")).decode()
+        check(status.startswith("state: offline since "), status)
+        check("Connection refused" in status, "why: %s" % status)
+        check(".mailfs" not in os.listdir(m.path), ".mailfs is not listed")
 
         # the server is back: the mount catches up by itself
         p.passthrough()
@@ -104,6 +108,8 @@ def test_mount_without_the_server_serves_the_cache(env):
         eq(got, want2[min(names2)], "message.eml read once online")
         eq(len(until(lambda: dirs_by_uid(os.path.join(m.path, "Off3")),
                      70, "ls Off3 once online")), 2, "Off3 online")
+        status = read(os.path.join(m.path, ".mailfs", "status")).decode()
+        check(status.startswith("state: online\n"), status)
         m.umount()
     finally:
         p.close()
