@@ -833,6 +833,29 @@ static int tcp_try(const struct addrinfo *ai, int timeout, int *e)
 	return fd;
 }
 
+/*
+ * TCP keepalive: a connection whose peer went away without a word (a
+ * suspend and resume, a change of network, a NAT that forgot it) is found
+ * dead within KEEP_IDLE + KEEP_COUNT * KEEP_INTVL seconds, also while it
+ * waits in IDLE, where nothing else is sent for minutes. Best effort: a
+ * failure leaves the connection as it is.
+ */
+#define KEEP_IDLE 60
+#define KEEP_INTVL 10
+#define KEEP_COUNT 3
+
+static void keepalive(int fd)
+{
+	int on = 1, idle = KEEP_IDLE, intvl = KEEP_INTVL, count = KEEP_COUNT;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0)
+		return;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl,
+			 sizeof(intvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+}
+
 int mfs_tcp_connect(const char *host, int port, int timeout,
 		    struct mfs_err *err)
 {
@@ -862,8 +885,10 @@ int mfs_tcp_connect(const char *host, int port, int timeout,
 	for (ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
 		fd = tcp_try(ai, timeout, &e);
 	freeaddrinfo(res);
-	if (fd >= 0)
+	if (fd >= 0) {
+		keepalive(fd);
 		return fd;
+	}
 	if (e == ETIMEDOUT)
 		mfs_err_set(err, MFS_E_TIMEOUT,
 			    "cannot connect to %s:%d: timed out after %d s",

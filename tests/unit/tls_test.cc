@@ -320,6 +320,28 @@ TEST(TcpConnect, SocketIsBlockingCloexecNodelay)
 	close(fd);
 }
 
+// A peer that went away without a word (suspend, another network) is found
+// by TCP keepalive within about 90 s, also under a silent IDLE.
+TEST(TcpConnect, KeepaliveFindsADeadPeer)
+{
+	Listener l;
+	struct mfs_err err;
+	int v = 0;
+	socklen_t len = sizeof(v);
+
+	int fd = mfs_tcp_connect("127.0.0.1", l.port, 2, &err);
+	ASSERT_GE(fd, 0) << err.msg;
+	ASSERT_EQ(0, getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v, &len));
+	EXPECT_NE(0, v);
+	ASSERT_EQ(0, getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, &len));
+	EXPECT_EQ(60, v);
+	ASSERT_EQ(0, getsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, &len));
+	EXPECT_EQ(10, v);
+	ASSERT_EQ(0, getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, &len));
+	EXPECT_EQ(3, v);
+	close(fd);
+}
+
 TEST(TcpConnect, FullBacklogTimesOut)
 {
 	// With a backlog of 0 the first connection fills the accept queue;
