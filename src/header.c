@@ -42,32 +42,37 @@ int mfs_field_line(const char *b, size_t p, size_t e)
 	return 0;
 }
 
-int mfs_field_next(const char *b, size_t *pos, size_t hend,
-		   struct mfs_field *f)
+int mfs_header_line_next(const char *b, size_t *pos, size_t hend,
+			 struct mfs_field *f)
 {
 	size_t p = *pos, next, e;
 
-	while (p < hend) {
+	if (p >= hend)
+		return 0;
+	next = mfs_line_next(b, p, hend);
+	e = mfs_line_text_end(b, p, next);
+	f->off = p;
+	f->colon = !is_wsp(b[p]) && mfs_field_line(b, p, e)
+			   ? (size_t)((const char *)memchr(b + p, ':', e - p) -
+				      b)
+			   : MFS_NOT_FIELD;
+	f->end = e;
+	p = next;
+	while (p < hend && is_wsp(b[p])) {
 		next = mfs_line_next(b, p, hend);
-		e = mfs_line_text_end(b, p, next);
-		if (is_wsp(b[p]) || !mfs_field_line(b, p, e)) {
-			p = next;
-			continue;
-		}
-		f->off = p;
-		f->colon =
-		    (size_t)((const char *)memchr(b + p, ':', e - p) - b);
-		f->end = e;
+		f->end = mfs_line_text_end(b, p, next);
 		p = next;
-		while (p < hend && is_wsp(b[p])) {
-			next = mfs_line_next(b, p, hend);
-			f->end = mfs_line_text_end(b, p, next);
-			p = next;
-		}
-		*pos = p;
-		return 1;
 	}
-	*pos = hend;
+	*pos = p;
+	return 1;
+}
+
+int mfs_field_next(const char *b, size_t *pos, size_t hend,
+		   struct mfs_field *f)
+{
+	while (mfs_header_line_next(b, pos, hend, f))
+		if (f->colon != MFS_NOT_FIELD)
+			return 1;
 	return 0;
 }
 

@@ -26,6 +26,15 @@ size_t mfs_line_text_end(const char *b, size_t p, size_t next);
  * ':' (the test of Python's email parser)? */
 int mfs_field_line(const char *b, size_t p, size_t e);
 
+/* The next logical line of the header block [*pos, hend): a line and the
+ * continuation lines (starting with a space or tab) that follow it, *pos
+ * advanced past them. f->colon is the index of the ':' when the first line
+ * is a field (mfs_field_line), else MFS_NOT_FIELD. Returns 1, or 0 at the
+ * end. */
+#define MFS_NOT_FIELD ((size_t)-1)
+int mfs_header_line_next(const char *b, size_t *pos, size_t hend,
+			 struct mfs_field *f);
+
 /* The next field of the header block [*pos, hend), *pos advanced past it.
  * Lines that are not fields (a "From " line, a continuation with no field
  * before it) are skipped. Returns 1, or 0 at the end. */

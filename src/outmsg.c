@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "base64.h"
+#include "header.h"
 #include "names.h"
 
 #define CHUNK 65536
@@ -94,31 +95,23 @@ struct field {
 	size_t len;
 };
 
-/* Steps through the header block (LF line ends, each field ends in LF).
- * Returns 1 with *f filled, 0 at the end. */
-static int next_field(const char *hdr, size_t *pos, struct field *f)
+/* Steps through the header block [*pos, hend) (LF line ends) a logical
+ * line at a time (header.h). Returns 1 with *f filled, 0 at the end; a
+ * line that is not a field has name_len 0. */
+static int next_field(const char *hdr, size_t hend, size_t *pos,
+		      struct field *f)
 {
-	const char *p = hdr + *pos, *colon, *end = p;
+	struct mfs_field m;
+	size_t at = *pos;
 
-	if (!*p)
+	if (!mfs_header_line_next(hdr, pos, hend, &m))
 		return 0;
-	for (;;) {
-		const char *nl = strchr(end, '\n');
-
-		end = nl ? nl + 1 : end + strlen(end);
-		if (*end != ' ' && *end != '\t')
-			break;
-	}
-	colon = memchr(p, ':', end - p);
-	f->start = p;
-	f->len = end - p;
-	f->name = p;
-	f->name_len = colon ? (size_t)(colon - p) : 0;
-	f->value = colon ? colon + 1 : p;
-	f->value_len = end - f->value;
-	if (f->value_len && f->value[f->value_len - 1] == '\n')
-		f->value_len--;
-	*pos = end - hdr;
+	f->start = hdr + at;
+	f->len = *pos - at;
+	f->name = hdr + m.off;
+	f->name_len = m.colon != MFS_NOT_FIELD ? m.colon - m.off : 0;
+	f->value = m.colon != MFS_NOT_FIELD ? hdr + m.colon + 1 : f->start;
+	f->value_len = (size_t)(hdr + m.end - f->value);
 	return 1;
 }
 
@@ -154,28 +147,22 @@ static char *field_value(const struct field *f)
  * colon. */
 static int check_fields(const char *hdr, struct mfs_err *err)
 {
-	size_t pos = 0;
+	size_t pos = 0, hend = strlen(hdr), i;
 	int line = 1;
 	struct field f;
 
-	while (next_field(hdr, &pos, &f)) {
-		size_t i;
-
-		if (f.name_len == 0)
+	while (next_field(hdr, hend, &pos, &f)) {
+		if (f.len > 0 && f.start[0] == ':')
 			return mfs_err_set(err, MFS_E_INVAL,
 					   "header line %d has no field name "
 					   "before a colon: \"%.60s\"",
 					   line, f.start);
-		for (i = 0; i < f.name_len; i++) {
-			unsigned char c = f.name[i];
-
-			if (c <= ' ' || c >= 127)
-				return mfs_err_set(
-				    err, MFS_E_INVAL,
-				    "header line %d is not a header field "
-				    "(\"Name: value\"): \"%.60s\"",
-				    line, f.start);
-		}
+		if (f.name_len == 0)
+			return mfs_err_set(
+			    err, MFS_E_INVAL,
+			    "header line %d is not a header field "
+			    "(\"Name: value\"): \"%.60s\"",
+			    line, f.start);
 		for (i = 0; i < f.len; i++)
 			line += f.start[i] == '\n';
 	}
@@ -617,11 +604,11 @@ static int make_message_id(struct mfs_outmsg *msg, struct mfs_err *err)
 static int read_fields(struct mfs_outmsg *msg, char **from_value,
 		       struct mfs_err *err)
 {
-	size_t pos = 0;
+	size_t pos = 0, hend = strlen(msg->header);
 	struct field f;
 	int rc = MFS_OK;
 
-	while (rc == MFS_OK && next_field(msg->header, &pos, &f)) {
+	while (rc == MFS_OK && next_field(msg->header, hend, &pos, &f)) {
 		char *v;
 
 		if (!field_is(&f, "to") && !field_is(&f, "cc") &&
@@ -1003,11 +990,11 @@ static void put_date(struct sbuf *out, time_t t)
 static int build_header(const struct mfs_outmsg *msg, unsigned caps, int qp,
 			struct sbuf *out, struct mfs_err *err)
 {
-	size_t pos = 0;
+	size_t pos = 0, hend = strlen(msg->header);
 	struct field f;
 	int has_ct = 0, has_mv = 0, has_cte = 0, rc;
 
-	while (next_field(msg->header, &pos, &f)) {
+	while (next_field(msg->header, hend, &pos, &f)) {
 		if (field_is(&f, "bcc"))
 			continue;
 		if (field_is(&f, "content-type"))
@@ -1063,7 +1050,7 @@ static int build_header(const struct mfs_outmsg *msg, unsigned caps, int qp,
 /* Whether the body may be quoted-printable encoded; else an error. */
 static int check_qp(const struct mfs_outmsg *msg, struct mfs_err *err)
 {
-	size_t pos = 0;
+	size_t pos = 0, hend = strlen(msg->header);
 	struct field f;
 
 	if (msg->multipart)
@@ -1072,7 +1059,7 @@ static int check_qp(const struct mfs_outmsg *msg, struct mfs_err *err)
 				   "8BITMIME) and this multipart message has "
 				   "8-bit bytes; encode its parts as "
 				   "quoted-printable or base64");
-	while (next_field(msg->header, &pos, &f)) {
+	while (next_field(msg->header, hend, &pos, &f)) {
 		char *v;
 		int enc;
 

@@ -1,4 +1,4 @@
-// fuzz-sources: src/outmsg.c src/names.c src/error.c src/base64.c
+// fuzz-sources: src/outmsg.c src/header.c src/names.c src/error.c src/base64.c
 /*
  * outmsg_fuzz.c - libFuzzer target for src/outmsg.c.
  *
