@@ -1,5 +1,5 @@
-"""The checks that every IMAP server setup must pass (SPEC "Servers", issue
-17), shared by the modules that run them against a Dovecot set up as
+"""The checks that every IMAP server setup must pass (README, "Other
+IMAP servers"), shared by the modules that run them against a Dovecot set up as
 another kind of server (test_server_prefix.py, test_server_rev1.py). Each
 check uses the mount as a user would (ls, cat, cp, mv, rm -r, mkdir,
 rmdir, rename, the flags file, outbox/, .search/) and compares with what

@@ -1,6 +1,6 @@
 """mailfs against a server whose personal namespace has the prefix INBOX.
 and the delimiter "." (Cyrus, Courier, many hosting setups), with a
-public namespace Public. beside it (SPEC "Servers", issue 17). The module
+public namespace Public. beside it (README, "Other IMAP servers"). The module
 starts a Dovecot of its own set up that way (the runner's is the default
 one) and runs the checks of server_checks.py against it: the server's
 INBOX.Archive is Archive/ at the root, mkdir Receipts creates

@@ -1,5 +1,5 @@
-"""mailfs against a server that offers IMAP4rev1 and nothing else (SPEC
-"Servers", issue 17): no MOVE, UIDPLUS, IDLE, CONDSTORE, QRESYNC,
+"""mailfs against a server that offers IMAP4rev1 and nothing else (README,
+"Other IMAP servers"): no MOVE, UIDPLUS, IDLE, CONDSTORE, QRESYNC,
 LITERAL+, ESEARCH, NAMESPACE, SPECIAL-USE, UNSELECT, ENABLE. The module
 starts a Dovecot of its own that advertises only IMAP4rev1 and marks no
 folder with a special use, runs the checks of server_checks.py against it,

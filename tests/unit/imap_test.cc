@@ -2851,7 +2851,7 @@ TEST_F(ImapScripted, NoNamespaceNoPrefix)
 }
 
 // ... and the personal namespace's delimiter is still known, from
-// LIST "" "" (issue 17 asks for that fallback).
+// LIST "" "" (RFC 3501, 6.3.8).
 TEST_F(ImapScripted, NoNamespaceDelimiterFromList)
 {
 	srv.caps = "IMAP4rev1 LITERAL+";
