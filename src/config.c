@@ -49,6 +49,7 @@ enum cfg_key {
 	K_ALLOW_EXPIRE,
 	K_CACHE_SIZE,
 	K_CONNECTIONS,
+	K_PREFETCH,
 	K_COUNT
 };
 
@@ -74,6 +75,7 @@ static const char *const key_names[K_COUNT] = {
     [K_ALLOW_EXPIRE] = "allow_expire",
     [K_CACHE_SIZE] = "cache_size",
     [K_CONNECTIONS] = "connections",
+    [K_PREFETCH] = "prefetch",
 };
 
 struct scheme {
@@ -938,6 +940,7 @@ static int build_account(struct parser *p, struct mfs_account *a)
 	take(p, K_PASSWORD_COMMAND, &a->password_command);
 	take(p, K_FROM, &a->from);
 	take(p, K_SENT_FOLDER, &a->sent_folder);
+	take(p, K_PREFETCH, &a->prefetch);
 	return 0;
 }
 
@@ -985,6 +988,7 @@ void mfs_account_free(struct mfs_account *acct)
 	free(acct->password_file);
 	free(acct->from);
 	free(acct->sent_folder);
+	free(acct->prefetch);
 	free(acct->ca_file);
 	free(acct->cache_dir);
 	memset(acct, 0, sizeof(*acct));

@@ -17,7 +17,7 @@
  * Keys: imap, pop3, user, password_command, password_file, smtp, from,
  * sent_folder, ca_file, cache_dir, timeout, tls, retry_min, retry_max,
  * queue_lifetime, refresh, auth, apop, allow_expire, cache_size,
- * connections.  Anything else is an error
+ * connections, prefetch.  Anything else is an error
  * that names file and line.  Exactly one of imap/pop3; exactly one of
  * password_command/password_file.
  *
@@ -78,6 +78,9 @@ struct mfs_account {
 	char *password_file;	 /* owned or NULL; "~/" expanded */
 	char *from;		 /* owned or NULL */
 	char *sent_folder;	 /* owned or NULL (NULL: SPECIAL-USE \Sent) */
+	char *prefetch;		 /* owned or NULL: folders whose messages are
+				    fetched into the cache in the background,
+				    as patterns (prefetch.h) */
 	char *ca_file;		 /* owned or NULL; "~/" expanded */
 	char *cache_dir;	 /* owned; default $XDG_CACHE_HOME/mailfs/NAME
 				    else ~/.cache/mailfs/NAME; "~/" expanded */

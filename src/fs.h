@@ -49,6 +49,13 @@ void mfs_fs_start_watch(struct mfs_fs *fs);
  * not answer). Safe when not started. */
 void mfs_fs_stop_watch(struct mfs_fs *fs);
 
+/* Starts the thread that fetches the messages of the folders the account's
+ * `prefetch` setting names into the cache (prefetch.c), when it has one;
+ * after fuse_daemonize(). */
+void mfs_fs_start_prefetch(struct mfs_fs *fs);
+/* Stops it; the batch on its way is finished first. */
+void mfs_fs_stop_prefetch(struct mfs_fs *fs);
+
 /* IMAP: logs in once, before mounting, so that a bad login or an
  * unreachable server is reported on the terminal, and shows INBOX; the
  * other folders are listed when first needed. POP3: shows INBOX (the

@@ -64,6 +64,7 @@ struct mfs_fs {
 	struct mfs_spool *spool;  /* borrowed, or NULL: no outbox/ */
 	struct mfs_node *outbox;  /* outbox/, or NULL */
 	struct watch *watch;	  /* owned, or NULL */
+	struct prefetch *prefetch; /* owned, or NULL */
 	struct handle *handles;	  /* open files (fs->lock) */
 	struct dir_snap *snaps;	  /* open directories (fs->lock) */
 	uid_t uid;
@@ -142,6 +143,14 @@ int may_write(struct mfs_fs *fs, struct handle *h);
 /* Is a chown (to_set, attr) one a written file takes: to the mounting
  * user only? */
 int owner_ok(const struct mfs_fs *fs, const struct stat *attr, int to_set);
+
+/* Fetches into the cache the messages msgs[0..n) of folder dir that it
+ * does not hold, in one command (prefetch.c). Caller holds the lock, dir
+ * and msgs; the lock is dropped meanwhile. Errors as the store's
+ * fetch_many. */
+int msgview_fetch_into_cache(struct mfs_fs *fs, struct mfs_node *dir,
+			     struct mfs_node **msgs, size_t n,
+			     struct mfs_err *err);
 
 /* --- state.c --------------------------------------------------------------- */
 

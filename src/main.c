@@ -313,6 +313,7 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 	if (spool != NULL && mfs_spool_start(spool, &err) != MFS_OK)
 		mfs_log_err("outbox retries will not run: %s", err.msg);
 	mfs_fs_start_watch(fs);
+	mfs_fs_start_prefetch(fs);
 	mfs_log_info("mounted %s at %s", acct.name, opts.mountpoint);
 	if (opts.singlethread) {
 		rc = fuse_session_loop(se);
@@ -327,6 +328,7 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 		fuse_loop_cfg_destroy(loop);
 	}
 	rc = rc != 0;
+	mfs_fs_stop_prefetch(fs);
 	mfs_fs_stop_watch(fs);
 	mfs_log_info("unmounted %s", acct.name);
 unmount:

@@ -1083,3 +1083,57 @@ int part_size(struct mfs_fs *fs, struct mfs_node *n, struct mfs_err *err)
 		madvise(v->map, v->len, MADV_DONTNEED);
 	return rc;
 }
+
+/*
+ * Prefetch (prefetch.c): the messages msgs[0..n) of folder dir that the
+ * cache does not hold, fetched into it in one command, whatever their
+ * sizes. Caller holds the lock and holds dir and msgs; the lock is dropped
+ * while they are fetched.
+ */
+int msgview_fetch_into_cache(struct mfs_fs *fs, struct mfs_node *dir,
+			     struct mfs_node **msgs, size_t n,
+			     struct mfs_err *err)
+{
+	struct ahead a = {.fs = fs};
+	uint32_t *uids = NULL, validity = dir->validity;
+	char *mailbox = strdup(dir->mailbox), key[1024];
+	struct msg_ref r;
+	size_t i, k = 0;
+	int rc = MFS_OK;
+
+	a.item = calloc(n ? n : 1, sizeof(*a.item));
+	uids = calloc(n ? n : 1, sizeof(*uids));
+	if (mailbox == NULL || a.item == NULL || uids == NULL) {
+		rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_all;
+	}
+	for (i = 0; i < n; i++) {
+		if (!msgs[i]->linked || msgs[i]->msg.uid == 0 ||
+		    msg_ref_take(msgs[i], &r) != 0)
+			continue;
+		if (cache_key(&r, "", key, sizeof(key)) == 0 &&
+		    (a.item[a.n].key = strdup(key)) != NULL) {
+			a.item[a.n].uid = r.msg.uid;
+			a.item[a.n].size = r.msg.size;
+			a.n++;
+		}
+		msg_ref_free(&r);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	for (i = 0; i < a.n; i++)
+		if (!mfs_cache_has(fs->cache, a.item[i].key, a.item[i].size))
+			uids[k++] = a.item[i].uid;
+	if (k > 0)
+		rc = fs->store->ops->fetch_many(fs->store, mailbox, validity,
+						uids, k, ahead_open,
+						ahead_done, &a, err);
+	pthread_mutex_lock(&fs->lock);
+free_all:
+	for (i = 0; i < a.n; i++)
+		free(a.item[i].key);
+	free(a.item);
+	free(uids);
+	free(a.tmp);
+	free(mailbox);
+	return rc;
+}

@@ -17,20 +17,22 @@ from harness import check, eq  # noqa: E402
 from test_faults import dirs_by_uid, fill, read, server_msgs  # noqa: E402
 
 
-def proxied(env, name):
+def proxied(env, name, extra=None):
     p = FaultProxy(int(env["MFS_IMAP_PORT"]))
-    cfg = env.write_config(name, {"imap": "imap://127.0.0.1:%d" % p.port,
-                                  "tls": "none", "timeout": "5",
-                                  "ca_file": None,
-                                  "cache_dir": os.path.join(env.dir,
-                                                            "cache-" + name)})
-    return p, cfg
+    keys = {"imap": "imap://127.0.0.1:%d" % p.port, "tls": "none",
+            "timeout": "5", "ca_file": None,
+            "cache_dir": os.path.join(env.dir, "cache-" + name)}
+    keys.update(extra or {})
+    return p, env.write_config(name, keys)
 
 
 def setup_module(env):
     fill(env, "Off1", "off1", 4)
     fill(env, "Off2", "off2", 3)
     fill(env, "Off3", "off3", 2)
+    fill(env, "Pre/A", "prea", 30)
+    fill(env, "Pre/B", "preb", 5)
+    fill(env, "PreSkip", "pres", 5)
 
 
 def fails_at_once(fn, what):
@@ -144,5 +146,49 @@ def test_first_mount_without_the_server_fails_clearly(env):
                   "the reason is said: %s" % e)
             return
         raise AssertionError("a first mount without the server mounted")
+    finally:
+        p.close()
+
+
+def cache_bytes(m):
+    status = read(os.path.join(m.path, ".mailfs", "status")).decode()
+    for line in status.splitlines():
+        if line.startswith("cache: "):
+            return int(line.split()[1])
+    raise AssertionError("no cache line in %r" % status)
+
+
+def test_prefetch_then_read_offline(env):
+    """prefetch = "Pre/*": every message of Pre/A and Pre/B is fetched in
+    the background, none of "PreSkip"; offline, all of them read."""
+    p, cfg = proxied(env, "config-prefetch", {"prefetch": "Pre/*"})
+    want = {f: server_msgs(env, f) for f in ("Pre/A", "Pre/B", "PreSkip")}
+    total = sum(len(b) for f in ("Pre/A", "Pre/B") for b in want[f].values())
+    try:
+        m = env.mount(config=cfg)
+        deadline = time.time() + 30
+        while cache_bytes(m) < total and time.time() < deadline:
+            time.sleep(0.2)
+        check(cache_bytes(m) >= total, "prefetched %d of %d bytes"
+              % (cache_bytes(m), total))
+        eq(len(dirs_by_uid(os.path.join(m.path, "PreSkip"))), 5,
+           "PreSkip listed (not prefetched)")
+        m.umount()
+
+        p.refuse()
+        m = env.mount(config=cfg)
+        for f in ("Pre/A", "Pre/B"):
+            d = os.path.join(m.path, f)
+            names = dirs_by_uid(d)
+            eq(sorted(names), sorted(want[f]), "%s listed offline" % f)
+            for uid, name in names.items():
+                eq(read(os.path.join(d, name, "message.eml")), want[f][uid],
+                   "%s: prefetched message.eml offline" % f)
+        d = os.path.join(m.path, "PreSkip")
+        names = dirs_by_uid(d)
+        fails_at_once(lambda: read(os.path.join(d, names[min(names)],
+                                                "message.eml")),
+                      "a folder not prefetched")
+        m.umount()
     finally:
         p.close()
