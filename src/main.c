@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <malloc.h>
+#include <mntent.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -173,6 +174,43 @@ static int check_smtp(const struct mfs_account *acct, const char *password)
 	return 0;
 }
 
+/* Prints, for each mount of account name, its mount point and its
+ * .mailfs/status, indented: --check says how a mounted account is doing
+ * (online or offline, outbox, cache) as well as what the server says. */
+static void print_mounts(const char *name)
+{
+	FILE *m = setmntent("/proc/self/mounts", "r");
+	struct mntent *e;
+	char *fsname, *path, line[1024];
+
+	if (m == NULL || asprintf(&fsname, "mailfs:%s", name) < 0) {
+		if (m != NULL)
+			endmntent(m);
+		return;
+	}
+	while ((e = getmntent(m)) != NULL) {
+		FILE *f;
+
+		if (strcmp(e->mnt_fsname, fsname) != 0 ||
+		    strcmp(e->mnt_type, "fuse.mailfs") != 0)
+			continue;
+		printf("mounted at: %s\n", e->mnt_dir);
+		if (asprintf(&path, "%s/.mailfs/status", e->mnt_dir) < 0)
+			continue;
+		f = fopen(path, "re");
+		free(path);
+		if (f == NULL) {
+			printf("  (status not readable: %s)\n", strerror(errno));
+			continue;
+		}
+		while (fgets(line, sizeof(line), f) != NULL)
+			printf("  %s", line);
+		fclose(f);
+	}
+	endmntent(m);
+	free(fsname);
+}
+
 static int run_check(const struct cli *cli)
 {
 	struct mfs_account acct = {0};
@@ -188,6 +226,7 @@ static int run_check(const struct cli *cli)
 	mfs_err_clear(&err);
 	if (load_account(cli, &acct, &password) != 0)
 		return 1;
+	print_mounts(acct.name);
 	st = mfs_store_open(&acct, password);
 	if (st == NULL) {
 		fprintf(stderr, "mailfs: %s: out of memory\n", acct.name);

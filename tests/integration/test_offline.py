@@ -100,6 +100,13 @@ def test_mount_without_the_server_serves_the_cache(env):
         check(status.startswith("state: offline since "), status)
         check("Connection refused" in status, "why: %s" % status)
         check(".mailfs" not in os.listdir(m.path), ".mailfs is not listed")
+        # --check tells the same of the mounted account, and fails: the
+        # server cannot be reached
+        r = env.mailfs(["--check", "-o", "config=" + cfg, "test"])
+        out = r.stdout.decode()
+        check(r.returncode != 0, "--check offline exited 0: %s" % out)
+        check("mounted at: %s\n  state: offline since " % m.path in out,
+              "--check shows the mount's state: %s" % out)
 
         # the server is back: the mount catches up by itself
         p.passthrough()
