@@ -422,16 +422,33 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	pthread_mutex_unlock(&fs->lock);
 }
 
+/* The kernel forgets nlookup lookups of inode ino; a message whose files
+ * it no longer knows lets its view go (view_forget). Caller holds the
+ * lock. */
+static void forget_one(struct mfs_fs *fs, uint64_t ino, uint64_t nlookup)
+{
+	struct mfs_node *n = mfs_nodes_get(fs->nodes, ino), *msg;
+
+	if (n == NULL || n->kind == MFS_N_ROOT)
+		return;
+	msg = message_of(n);
+	if (msg != NULL)
+		mfs_nodes_hold(msg);
+	mfs_nodes_forget(fs->nodes, n, nlookup);
+	if (msg != NULL) {
+		view_forget(fs, msg);
+		mfs_nodes_release(fs->nodes, msg);
+	}
+}
+
 static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	struct mfs_fs *fs = fuse_req_userdata(req);
-	struct mfs_node *n;
 
 	pthread_mutex_lock(&fs->lock);
-	n = mfs_nodes_get(fs->nodes, ino);
-	if (n != NULL && n->kind != MFS_N_ROOT)
-		mfs_nodes_forget(fs->nodes, n, nlookup);
+	forget_one(fs, ino, nlookup);
 	pthread_mutex_unlock(&fs->lock);
+	views_trim_memory(fs);
 	fuse_reply_none(req);
 }
 
@@ -442,13 +459,10 @@ static void fs_forget_multi(fuse_req_t req, size_t count,
 	size_t i;
 
 	pthread_mutex_lock(&fs->lock);
-	for (i = 0; i < count; i++) {
-		struct mfs_node *n = mfs_nodes_get(fs->nodes, forgets[i].ino);
-
-		if (n != NULL && n->kind != MFS_N_ROOT)
-			mfs_nodes_forget(fs->nodes, n, forgets[i].nlookup);
-	}
+	for (i = 0; i < count; i++)
+		forget_one(fs, forgets[i].ino, forgets[i].nlookup);
 	pthread_mutex_unlock(&fs->lock);
+	views_trim_memory(fs);
 	fuse_reply_none(req);
 }
 

@@ -62,6 +62,14 @@ void mfs_fs_stop_prefetch(struct mfs_fs *fs);
  * first use logs in). Errors: those of the store's connect or list. */
 int mfs_fs_prepare(struct mfs_fs *fs, struct mfs_err *err);
 
+/* What fs holds in memory (for tests and the log): nodes; views of
+ * messages (their bytes and layout, see msgview.c), how many of them are
+ * loaded (at most a few unless in use), and the file mappings they hold. */
+struct mfs_fs_mem {
+	unsigned long nodes, views, loaded, mapped;
+};
+void mfs_fs_mem(struct mfs_fs *fs, struct mfs_fs_mem *m);
+
 /* The handlers to give to fuse_session_new() with fs as userdata. */
 extern const struct fuse_lowlevel_ops mfs_fs_ops;
 

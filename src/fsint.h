@@ -78,6 +78,12 @@ struct mfs_fs {
 	 * that began after commit number k shows the messages of commits up
 	 * to k, so their written names can go (folder_merge). */
 	unsigned commits;
+	/* Views of messages that hold a mapping or a layout (msgview.c;
+	 * fs->lock): most recently used first, at most VIEWS_MAX of them
+	 * unless in use. views counts the views of messages, loaded or not;
+	 * views_freed those let go since the last malloc_trim(). */
+	struct view *views_new, *views_old;
+	unsigned long views, views_loaded, views_freed;
 };
 
 /* A file being written into a folder (MFS_F_NEW); owned by its node. See
@@ -197,6 +203,14 @@ struct mfs_node *folder_child(struct mfs_fs *fs, struct mfs_node *dir,
 /* A message's view (its priv). */
 struct view;
 void view_free(struct view *v);
+/* After the kernel forgot a node of message msg (held by the caller):
+ * when no file of msg is open or known to the kernel and nobody uses its
+ * view, the view goes and so do the nodes of msg's directory (made again
+ * at the next look). Caller holds the lock. */
+void view_forget(struct mfs_fs *fs, struct mfs_node *msg);
+/* Gives memory freed by view_forget() back to the system once enough of
+ * it has been. Caller does not hold the lock. */
+void views_trim_memory(struct mfs_fs *fs);
 /* The message node above n (n itself when it is one), or NULL. */
 struct mfs_node *message_of(struct mfs_node *n);
 /* Copies what a fetch needs of msg. Caller holds the lock. Returns 0, or

@@ -32,6 +32,16 @@
 
 #define HOLE_MIN (64 * 1024)
 
+/* At most this many views keep their mapping (and, for a whole message,
+ * its layout) when nobody uses them: a traversal (du, find, grep -r)
+ * keeps no more than these mapped, whatever the number of messages it
+ * looks into. The least recently used beyond go (view_unload). */
+#define VIEWS_MAX 16
+
+/* malloc_trim() once this many views were freed since the last: freed
+ * layouts and nodes would otherwise stay in glibc's arenas. */
+#define VIEWS_TRIM 64
+
 /* A file mapping whose pages mime.c may have dropped while it scans or
  * decodes (mfs_release_fn): they are read again from the file. */
 struct mapping {
@@ -39,33 +49,214 @@ struct mapping {
 	size_t len;
 };
 
-/* The bytes of a message and their layout, made on the first look inside
- * the message directory; owned by the message node (its priv). */
+/*
+ * The bytes of a message and their layout, made on the first look inside
+ * the message directory; owned by the message node (its priv).
+ *
+ * Its life: made by view_get(), and pinned (busy) by whoever uses it
+ * while dropping the lock. Unpinned, it is on fs's list of loaded views,
+ * most recently used first; beyond VIEWS_MAX the oldest is unloaded: its
+ * mapping goes, and for a whole message also its descriptor and layout
+ * (laid out again from the cache when next needed; the nodes of its
+ * directory keep their entry ids, which the same bytes give again). A
+ * skeleton keeps its layout and memory file, which cannot be made again
+ * without the server. When no node of the message's directory is known
+ * to the kernel, open or in use, the view goes altogether with those
+ * nodes (view_drop): after the kernel forgot them (view_forget), or when
+ * unloaded.
+ */
 struct view {
-	int fd;			   /* owned: the cache entry, or the skeleton */
-	char *map;		   /* owned: fd mapped, or NULL when empty */
+	struct mfs_fs *fs;	   /* borrowed; NULL for a view not (yet) a
+				    * message's */
+	struct mfs_node *msg;	   /* borrowed: the node whose priv it is */
+	int fd;			   /* owned: the cache entry, or the skeleton;
+				    * -1 when unloaded */
+	char *map;		   /* owned: fd mapped, or NULL when empty or
+				    * unloaded */
 	size_t len;
 	struct mfs_layout *layout; /* owned; borrows map */
+	struct mfs_entry **by_id;  /* owned: the layout's entries by id,
+				    * 1..nentries */
+	uint32_t nentries;	   /* the layout's, kept when it goes */
 	struct mfs_seg *segs;	   /* owned; a skeleton: its real and hole
 				    * ranges (nsegs); NULL for the message */
 	size_t nsegs;
 	struct view *full;	   /* owned; a skeleton: the whole message,
 				    * made when a file needs bytes that the
 				    * skeleton makes up (message.eml) */
+	unsigned busy;		   /* pins (view_get) */
+	int loaded;		   /* mapped, on fs's list */
+	struct view *newer, *older; /* on fs's list */
 };
+
+/* Takes v off fs's list of loaded views. Caller holds the lock. */
+static void views_remove(struct view *v)
+{
+	struct mfs_fs *fs = v->fs;
+
+	if (!v->loaded)
+		return;
+	if (v->newer != NULL)
+		v->newer->older = v->older;
+	else
+		fs->views_new = v->older;
+	if (v->older != NULL)
+		v->older->newer = v->newer;
+	else
+		fs->views_old = v->newer;
+	v->newer = v->older = NULL;
+	v->loaded = 0;
+	fs->views_loaded--;
+}
+
+/* Puts v first on fs's list. Caller holds the lock. */
+static void views_push(struct view *v)
+{
+	struct mfs_fs *fs = v->fs;
+
+	views_remove(v);
+	v->older = fs->views_new;
+	v->newer = NULL;
+	if (fs->views_new != NULL)
+		fs->views_new->newer = v;
+	else
+		fs->views_old = v;
+	fs->views_new = v;
+	v->loaded = 1;
+	fs->views_loaded++;
+}
+
+static void view_unmap(struct view *v)
+{
+	if (v->map != NULL)
+		munmap(v->map, v->len);
+	v->map = NULL;
+	if (v->layout != NULL)
+		v->layout->buf = NULL;
+}
 
 void view_free(struct view *v)
 {
 	if (v == NULL)
 		return;
+	if (v->fs != NULL) {
+		views_remove(v);
+		v->fs->views--;
+	}
+	view_unmap(v);
 	mfs_layout_free(v->layout);
-	if (v->map != NULL)
-		munmap(v->map, v->len);
+	free(v->by_id);
 	if (v->fd >= 0)
 		close(v->fd);
 	mfs_store_segs_free(v->segs, v->nsegs);
 	view_free(v->full);
 	free(v);
+}
+
+/* Lets what v holds go but what its nodes need: see struct view. Caller
+ * holds the lock; v is not pinned. */
+static void view_unload(struct view *v)
+{
+	views_remove(v);
+	view_free(v->full);
+	v->full = NULL;
+	view_unmap(v);
+	if (v->segs == NULL) {
+		mfs_layout_free(v->layout);
+		v->layout = NULL;
+		free(v->by_id);
+		v->by_id = NULL;
+		if (v->fd >= 0)
+			close(v->fd);
+		v->fd = -1;
+	}
+	v->fs->views_freed++;
+}
+
+/* Whether nothing but the tree holds the nodes below n: no kernel lookup,
+ * open file, directory listing or handler. Caller holds the lock. */
+static int below_idle(const struct mfs_node *n)
+{
+	const struct mfs_node *c, *k;
+
+	for (c = n->first_child; c != NULL; c = c->next_sibling) {
+		unsigned long kids = 0;
+
+		for (k = c->first_child; k != NULL; k = k->next_sibling)
+			kids++;
+		if (c->nlookup != 0 || c->refs != 1 + kids || !below_idle(c))
+			return 0;
+	}
+	return 1;
+}
+
+/* Frees msg's view (not pinned) and the nodes of its directory, which
+ * below_idle() says nobody holds. Caller holds the lock. */
+static void view_drop(struct mfs_fs *fs, struct mfs_node *msg)
+{
+	struct view *v = msg->priv;
+
+	mfs_nodes_hold(msg);
+	while (msg->first_child != NULL)
+		mfs_nodes_unlink(fs->nodes, msg->first_child);
+	msg->populated = 0;
+	msg->priv = NULL;
+	view_free(v);
+	fs->views_freed++;
+	mfs_nodes_release(fs->nodes, msg);
+}
+
+/* Unloads (or drops) the least recently used views beyond VIEWS_MAX, but
+ * keep and those pinned. Caller holds the lock. */
+static void views_trim(struct mfs_fs *fs, const struct view *keep)
+{
+	struct view *v = fs->views_old, *newer;
+
+	for (; v != NULL && fs->views_loaded > VIEWS_MAX; v = newer) {
+		newer = v->newer;
+		if (v == keep || v->busy > 0)
+			continue;
+		if (below_idle(v->msg))
+			view_drop(fs, v->msg);
+		else
+			view_unload(v);
+	}
+}
+
+void view_forget(struct mfs_fs *fs, struct mfs_node *msg)
+{
+	struct view *v = msg->priv;
+
+	if (v != NULL && v->busy == 0 && below_idle(msg))
+		view_drop(fs, msg);
+}
+
+void views_trim_memory(struct mfs_fs *fs)
+{
+	int trim;
+
+	pthread_mutex_lock(&fs->lock);
+	trim = fs->views_freed >= VIEWS_TRIM;
+	if (trim)
+		fs->views_freed = 0;
+	pthread_mutex_unlock(&fs->lock);
+	if (trim)
+		malloc_trim(0);
+}
+
+void mfs_fs_mem(struct mfs_fs *fs, struct mfs_fs_mem *m)
+{
+	const struct view *v;
+
+	memset(m, 0, sizeof(*m));
+	pthread_mutex_lock(&fs->lock);
+	m->nodes = mfs_nodes_count(fs->nodes);
+	m->views = fs->views;
+	m->loaded = fs->views_loaded;
+	for (v = fs->views_new; v != NULL; v = v->older)
+		m->mapped += (v->map != NULL) +
+			     (v->full != NULL && v->full->map != NULL);
+	pthread_mutex_unlock(&fs->lock);
 }
 
 void msg_ref_free(struct msg_ref *r)
@@ -204,6 +395,31 @@ static size_t view_skip(void *ctx, size_t off)
 	return off;
 }
 
+static void index_dir(struct mfs_entry **by_id, uint32_t n,
+		      const struct mfs_dir *d)
+{
+	size_t i;
+
+	for (i = 0; i < d->n; i++) {
+		struct mfs_entry *e = &d->entries[i];
+
+		if (e->id >= 1 && e->id <= n)
+			by_id[e->id] = e;
+		if (e->is_dir)
+			index_dir(by_id, n, e->dir);
+	}
+}
+
+/* The entry of node n (a part file or directory) in v's layout, or NULL
+ * when unloaded or not there. */
+static struct mfs_entry *view_entry(const struct view *v,
+				    const struct mfs_node *n)
+{
+	if (v->by_id == NULL || n->entry_id == 0 || n->entry_id > v->nentries)
+		return NULL;
+	return v->by_id[n->entry_id];
+}
+
 /* Maps v->fd and lays it out. */
 static int view_map(struct view *v, struct mfs_err *err)
 {
@@ -224,6 +440,11 @@ static int view_map(struct view *v, struct mfs_err *err)
 				    v->segs != NULL ? view_skip : NULL, v,
 				    &v->layout, err) != MFS_OK)
 		return err->code;
+	v->nentries = v->layout->nentries;
+	v->by_id = calloc((size_t)v->nentries + 1, sizeof(*v->by_id));
+	if (v->by_id == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	index_dir(v->by_id, v->nentries, &v->layout->root_dir);
 	/* The pages are the cache file's: let them go until a part is read,
 	 * so that looking into a large message does not keep it resident. */
 	if (v->map != NULL)
@@ -575,48 +796,111 @@ free_all:
 	return rc;
 }
 
-/* Builds a view of msg (whole: of the whole message, for a skeleton's
- * v->full; else msg's own view) and attaches it unless another thread
- * did meanwhile. Caller holds the lock and a hold on msg; the lock is
- * dropped while the view is built. */
-static int view_attach(struct mfs_fs *fs, struct mfs_node *msg, int whole,
-		       struct mfs_err *err)
+/* Maps a skeleton's memory file again after view_unload(). */
+static int view_remap(struct view *v, struct mfs_err *err)
 {
-	struct view *v = NULL, *mine;
-	struct msg_ref r;
-	int rc;
-
-	if (msg_ref_take(msg, &r) != 0)
-		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	pthread_mutex_unlock(&fs->lock);
-	rc = whole ? view_build_whole(fs, &r, &v, err)
-		   : view_build(fs, &r, &v, err);
-	pthread_mutex_lock(&fs->lock);
-	msg_ref_free(&r);
-	if (rc != MFS_OK)
-		return rc;
-	mine = msg->priv;
-	if (whole && mine->full == NULL)
-		mine->full = v;
-	else if (!whole && mine == NULL)
-		msg->priv = v;
-	else
-		view_free(v);
+	if (v->map != NULL || v->len == 0)
+		return MFS_OK;
+	v->map = mmap(NULL, v->len, PROT_READ, MAP_SHARED, v->fd, 0);
+	if (v->map == MAP_FAILED) {
+		v->map = NULL;
+		return mfs_err_set(err, MFS_E_IO, "skeleton: mmap: %s",
+				   strerror(errno));
+	}
+	v->layout->buf = v->map;
 	return MFS_OK;
 }
 
-/* Makes sure msg has its view. Caller holds the lock and a hold on msg;
- * the lock is dropped while the message is fetched. */
-static int view_ensure(struct mfs_fs *fs, struct mfs_node *msg,
-		       struct mfs_err *err)
+/* Pins v and puts it first on the list. Caller holds the lock. */
+static int view_ready(struct mfs_fs *fs, struct view *v, struct view **out)
 {
-	if (msg->priv != NULL)
-		return MFS_OK;
-	if (fetch_ahead(fs, msg, err) != MFS_OK)
+	views_push(v);
+	v->busy++;
+	views_trim(fs, v);
+	*out = v;
+	return MFS_OK;
+}
+
+/*
+ * msg's view, mapped and laid out, pinned in *out until view_put(): it
+ * stays while the caller drops the lock. Made at the first look (the
+ * message fetched, with neighbours ahead), and again from the cache after
+ * view_unload(). Caller holds the lock and a hold on msg or on a node
+ * below it; the lock is dropped while bytes are fetched or read.
+ */
+static int view_get(struct mfs_fs *fs, struct mfs_node *msg,
+		    struct view **out, struct mfs_err *err)
+{
+	struct view *v, *nv = NULL;
+	struct msg_ref r;
+	int rc;
+
+again:
+	v = msg->priv;
+	if (v == NULL) {
+		if (fetch_ahead(fs, msg, err) != MFS_OK)
+			return err->code;
+		v = msg->priv;
+	}
+	if (v != NULL && !v->loaded && v->segs != NULL &&
+	    view_remap(v, err) != MFS_OK)
 		return err->code;
-	if (msg->priv != NULL)
-		return MFS_OK;
-	return view_attach(fs, msg, 0, err);
+	if (v != NULL && (v->loaded || v->segs != NULL))
+		return view_ready(fs, v, out);
+	/* none yet, or a whole message's unloaded: laid out (again) from
+	 * the cache, the same kind as before */
+	if (msg_ref_take(msg, &r) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	if (v != NULL)
+		v->busy++;
+	pthread_mutex_unlock(&fs->lock);
+	rc = v != NULL ? view_build_whole(fs, &r, &nv, err)
+		       : view_build(fs, &r, &nv, err);
+	pthread_mutex_lock(&fs->lock);
+	msg_ref_free(&r);
+	if (v != NULL)
+		v->busy--;
+	if (rc != MFS_OK)
+		return rc;
+	if (msg->priv == NULL) {
+		nv->fs = fs;
+		nv->msg = msg;
+		fs->views++;
+		msg->priv = nv;
+		return view_ready(fs, nv, out);
+	}
+	if (msg->priv == v && v != NULL && !v->loaded && v->layout == NULL) {
+		if (nv->nentries != v->nentries) {
+			view_free(nv);
+			return mfs_err_set(err, MFS_E_IO,
+					   "%s: the cached message no longer "
+					   "has the layout it had",
+					   msg->name);
+		}
+		v->fd = nv->fd;
+		v->map = nv->map;
+		v->len = nv->len;
+		v->layout = nv->layout;
+		v->layout->release_ctx = v;
+		v->by_id = nv->by_id;
+		nv->fd = -1;
+		nv->map = NULL;
+		nv->layout = NULL;
+		nv->by_id = NULL;
+		view_free(nv);
+		return view_ready(fs, v, out);
+	}
+	/* another thread made it meanwhile */
+	view_free(nv);
+	nv = NULL;
+	goto again;
+}
+
+/* Unpins v (view_get). Caller holds the lock. */
+static void view_put(struct mfs_fs *fs, struct view *v)
+{
+	v->busy--;
+	views_trim(fs, v);
 }
 
 /* The text of the flags file. Returns a malloc'd string or NULL. */
@@ -665,12 +949,9 @@ static int dir_populate(struct mfs_fs *fs, struct mfs_node *dirnode,
 		if (n == NULL)
 			return -1;
 		n->mtime = dirnode->mtime;
-		if (e->is_dir) {
-			n->dir = e->dir;
-		} else {
+		n->entry_id = e->id;
+		if (!e->is_dir)
 			n->file = MFS_F_PART;
-			n->entry = e;
-		}
 	}
 	dirnode->populated = 1;
 	return 0;
@@ -682,31 +963,44 @@ int dir_ensure(struct mfs_fs *fs, struct mfs_node *dir,
 		      struct mfs_err *err)
 {
 	struct mfs_node *msg = message_of(dir), *flags;
+	const struct mfs_entry *e;
 	struct view *v;
+	int rc = MFS_OK;
 
 	if (dir->populated)
 		return MFS_OK;
-	if (view_ensure(fs, msg, err) != MFS_OK)
+	if (view_get(fs, msg, &v, err) != MFS_OK)
 		return err->code;
 	if (dir->populated)
-		return MFS_OK;
-	v = msg->priv;
-	if (dir->kind == MFS_N_PARTDIR)
-		return dir_populate(fs, dir, dir->dir) == 0
-			       ? MFS_OK
-			       : mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	if (dir_populate(fs, dir, &v->layout->root_dir) != 0)
-		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto put;
+	if (dir->kind == MFS_N_PARTDIR) {
+		e = view_entry(v, dir);
+		if (e == NULL || !e->is_dir)
+			rc = mfs_err_set(err, MFS_E_IO,
+					 "%s: not in its message's layout",
+					 dir->name);
+		else if (dir_populate(fs, dir, e->dir) != 0)
+			rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto put;
+	}
+	if (dir_populate(fs, dir, &v->layout->root_dir) != 0) {
+		rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto put;
+	}
 	flags = mfs_nodes_child(fs->nodes, dir, "flags");
 	if (flags == NULL) {
 		flags = mfs_nodes_add(fs->nodes, dir, "flags", MFS_N_FILE);
-		if (flags == NULL)
-			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		if (flags == NULL) {
+			rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+			goto put;
+		}
 		flags->file = MFS_F_FLAGS;
 		flags->mtime = dir->mtime;
 		flags_node_update(dir);
 	}
-	return MFS_OK;
+put:
+	view_put(fs, v);
+	return rc;
 }
 
 /* The entry of the whole message's layout at the path of n below msg, or
@@ -735,25 +1029,43 @@ static struct mfs_entry *full_entry(const struct view *full,
 	return e != NULL && !e->is_dir ? e : NULL;
 }
 
-/* Makes the whole-message view of msg's skeleton. Caller holds the lock
- * and a hold on msg; the lock is dropped while the message is fetched. */
+/* Makes the whole-message view of msg's skeleton v (pinned). Caller
+ * holds the lock and a hold on msg; the lock is dropped while the message
+ * is fetched. */
 static int full_ensure(struct mfs_fs *fs, struct mfs_node *msg,
-		       struct mfs_err *err)
+		       struct view *v, struct mfs_err *err)
 {
-	if (((struct view *)msg->priv)->full != NULL)
+	struct view *fv = NULL;
+	struct msg_ref r;
+	int rc;
+
+	if (v->full != NULL)
 		return MFS_OK;
-	return view_attach(fs, msg, 1, err);
+	if (msg_ref_take(msg, &r) != 0)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	pthread_mutex_unlock(&fs->lock);
+	rc = view_build_whole(fs, &r, &fv, err);
+	pthread_mutex_lock(&fs->lock);
+	msg_ref_free(&r);
+	if (rc != MFS_OK)
+		return rc;
+	if (v->full == NULL)
+		v->full = fv;
+	else
+		view_free(fv);
+	return MFS_OK;
 }
 
-/* The file of the whole message that n shows: *fv, *fe. Caller holds the
- * lock and a hold on n, as for full_ensure(). */
-static int full_file(struct mfs_fs *fs, struct mfs_node *n, struct view **fv,
-		     struct mfs_entry **fe, struct mfs_err *err)
+/* The file of the whole message that n shows: *fv, *fe. v is the
+ * message's skeleton, pinned. Caller holds the lock and a hold on n, as
+ * for full_ensure(). */
+static int full_file(struct mfs_fs *fs, struct mfs_node *n, struct view *v,
+		     struct view **fv, struct mfs_entry **fe,
+		     struct mfs_err *err)
 {
 	struct mfs_node *msg = message_of(n);
-	struct view *v = msg->priv;
 
-	if (full_ensure(fs, msg, err) != MFS_OK)
+	if (full_ensure(fs, msg, v, err) != MFS_OK)
 		return err->code;
 	*fv = v->full;
 	*fe = full_entry(v->full, msg, n);
@@ -849,26 +1161,29 @@ int size_needs_fetch(struct mfs_node *n)
 	const struct mfs_entry *e;
 	int whole;
 
-	if (n->kind != MFS_N_FILE || n->file != MFS_F_PART)
+	if (n->kind != MFS_N_FILE || n->file != MFS_F_PART || n->sized)
 		return 0;
 	v = message_of(n)->priv;
-	e = n->entry;
-	if (v == NULL || v->segs == NULL || e->src.size_known)
+	/* a skeleton keeps its layout when unloaded */
+	if (v == NULL || v->segs == NULL)
+		return 0;
+	e = view_entry(v, n);
+	if (e == NULL || e->src.size_known)
 		return 0;
 	if (entry_seg(v, e, &whole) != NULL)
 		return 1;
 	return whole && !is_message_eml(v, e);
 }
 
-/* node_size() of a file of a skeleton. Caller holds the lock and a hold
- * on n (a kernel lookup or mfs_nodes_hold()); the lock is dropped while
- * bytes are fetched. */
-static int lazy_size(struct mfs_fs *fs, struct mfs_node *n,
-		     struct mfs_err *err)
+/* node_size() of file n, entry e of skeleton v (pinned). Caller holds
+ * the lock and a hold on n (a kernel lookup or mfs_nodes_hold()); the
+ * lock is dropped while bytes are fetched. */
+static int lazy_size(struct mfs_fs *fs, struct mfs_node *n, struct view *v,
+		     struct mfs_entry *e, struct mfs_err *err)
 {
 	struct mfs_node *msg = message_of(n);
-	struct view *v = msg->priv, *fv = NULL;
-	struct mfs_entry *e = n->entry, *fe = NULL;
+	struct view *fv = NULL;
+	struct mfs_entry *fe = NULL;
 	const struct mfs_seg *g;
 	struct msg_ref r;
 	uint64_t size = 0;
@@ -886,7 +1201,7 @@ static int lazy_size(struct mfs_fs *fs, struct mfs_node *n,
 		return MFS_OK;
 	}
 	if (whole) {
-		if (full_file(fs, n, &fv, &fe, err) != MFS_OK)
+		if (full_file(fs, n, v, &fv, &fe, err) != MFS_OK)
 			return err->code;
 		return mfs_entry_size(fv->layout, fe, &n->size, err);
 	}
@@ -1008,14 +1323,14 @@ static int hole_part_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 	return MFS_OK;
 }
 
-/* Opens file e of a skeleton, which lies in hole g: the hole is fetched
- * (or found in the cache) and the file decoded from it. Caller holds the
- * lock and a hold on n; the lock is dropped meanwhile. */
+/* Opens file n, entry e of a skeleton (pinned), which lies in hole g:
+ * the hole is fetched (or found in the cache) and the file decoded from
+ * it. Caller holds the lock and a hold on n; the lock is dropped
+ * meanwhile. */
 static int open_hole(struct mfs_fs *fs, struct mfs_node *n,
-		     const struct mfs_seg *g, struct handle *h,
-		     struct mfs_err *err)
+		     const struct mfs_entry *e, const struct mfs_seg *g,
+		     struct handle *h, struct mfs_err *err)
 {
-	const struct mfs_entry *e = n->entry;
 	struct hole_fill hf = {-1, g, e};
 	struct msg_ref r;
 	char key[1024], suffix[32];
@@ -1045,42 +1360,84 @@ static int open_hole(struct mfs_fs *fs, struct mfs_node *n,
 	return rc;
 }
 
+/* Brings the size of file n, entry e of view v (pinned), up to date.
+ * Caller holds the lock and a hold on n. */
+static int entry_size(struct mfs_fs *fs, struct mfs_node *n, struct view *v,
+		      struct mfs_entry *e, struct mfs_err *err)
+{
+	int known = e->src.size_known, rc;
+
+	if (v->segs != NULL) {
+		rc = lazy_size(fs, n, v, e, err);
+	} else {
+		rc = mfs_entry_size(v->layout, e, &n->size, err);
+		if (!known && v->map != NULL && n->size > 65536)
+			madvise(v->map, v->len, MADV_DONTNEED);
+	}
+	if (rc == MFS_OK)
+		n->sized = 1;
+	return rc;
+}
+
+/* The view of n's message, pinned, and n's entry in it. Caller holds the
+ * lock and a hold on n. */
+static int view_of_file(struct mfs_fs *fs, struct mfs_node *n,
+			struct view **v, struct mfs_entry **e,
+			struct mfs_err *err)
+{
+	if (view_get(fs, message_of(n), v, err) != MFS_OK)
+		return err->code;
+	*e = view_entry(*v, n);
+	if (*e != NULL && !(*e)->is_dir)
+		return MFS_OK;
+	view_put(fs, *v);
+	return mfs_err_set(err, MFS_E_IO, "%s: not in its message's layout",
+			   n->name);
+}
+
 /* Opens a file of a message directory. Caller holds the lock and a hold
  * on n; the lock may be dropped while bytes are fetched or decoded. */
 int open_part(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
 	      struct mfs_err *err)
 {
 	struct mfs_node *msg = message_of(n);
-	struct view *v = msg->priv, *fv;
+	struct view *v, *fv;
 	const struct mfs_seg *g;
-	struct mfs_entry *fe;
-	int whole;
+	struct mfs_entry *e, *fe;
+	int whole, rc;
 
-	if (v->segs == NULL)
-		return open_entry(fs, msg, v, n->entry, 'p', n->size, h, err);
-	if (part_size(fs, n, err) != MFS_OK)
+	if (view_of_file(fs, n, &v, &e, err) != MFS_OK)
 		return err->code;
-	g = entry_seg(v, n->entry, &whole);
+	if (!n->sized && (rc = entry_size(fs, n, v, e, err)) != MFS_OK)
+		goto put;
+	if (v->segs == NULL) {
+		rc = open_entry(fs, msg, v, e, 'p', n->size, h, err);
+		goto put;
+	}
+	g = entry_seg(v, e, &whole);
 	if (g != NULL)
-		return open_hole(fs, n, g, h, err);
-	if (!whole)
-		return open_entry(fs, msg, v, n->entry, 's', n->size, h, err);
-	if (full_file(fs, n, &fv, &fe, err) != MFS_OK)
-		return err->code;
-	return open_entry(fs, msg, fv, fe, 'p', n->size, h, err);
+		rc = open_hole(fs, n, e, g, h, err);
+	else if (!whole)
+		rc = open_entry(fs, msg, v, e, 's', n->size, h, err);
+	else if ((rc = full_file(fs, n, v, &fv, &fe, err)) == MFS_OK)
+		rc = open_entry(fs, msg, fv, fe, 'p', n->size, h, err);
+put:
+	view_put(fs, v);
+	return rc;
 }
 
 int part_size(struct mfs_fs *fs, struct mfs_node *n, struct mfs_err *err)
 {
-	struct view *v = message_of(n)->priv;
-	struct mfs_entry *e = n->entry;
-	int known = e->src.size_known, rc;
+	struct mfs_entry *e;
+	struct view *v;
+	int rc;
 
-	if (v->segs != NULL)
-		return lazy_size(fs, n, err);
-	rc = mfs_entry_size(v->layout, e, &n->size, err);
-	if (!known && v->map != NULL && n->size > 65536)
-		madvise(v->map, v->len, MADV_DONTNEED);
+	if (n->sized)
+		return MFS_OK;
+	if (view_of_file(fs, n, &v, &e, err) != MFS_OK)
+		return err->code;
+	rc = entry_size(fs, n, v, e, err);
+	view_put(fs, v);
 	return rc;
 }
 

@@ -1,10 +1,14 @@
 /* node.c - see node.h */
 #include "node.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hash.h"
+
+/* Buckets of each hash table, at the start and at least. */
+#define BUCKETS_MIN 1024
 
 struct mfs_nodes {
 	struct mfs_node *root;
@@ -67,27 +71,24 @@ static void hash_name_remove(struct mfs_nodes *t, struct mfs_node *n)
 		*p = n->next_by_name;
 }
 
-/* Doubles the tables when they hold more nodes than buckets. Failure to
- * grow only makes chains longer. */
-static void maybe_grow(struct mfs_nodes *t)
+/* Gives the tables `buckets` buckets. Failure only leaves them as they
+ * were. */
+static void resize(struct mfs_nodes *t, size_t buckets)
 {
 	struct mfs_node **ino, **name, *n, *next;
+	struct mfs_node **old_ino = t->by_ino, **old_name = t->by_name;
 	size_t old = t->buckets, i;
 
-	if (t->count < old)
-		return;
-	ino = calloc(old * 2, sizeof(*ino));
-	name = calloc(old * 2, sizeof(*name));
+	ino = calloc(buckets, sizeof(*ino));
+	name = calloc(buckets, sizeof(*name));
 	if (ino == NULL || name == NULL) {
 		free(ino);
 		free(name);
 		return;
 	}
-	struct mfs_node **old_ino = t->by_ino, **old_name = t->by_name;
-
 	t->by_ino = ino;
 	t->by_name = name;
-	t->buckets = old * 2;
+	t->buckets = buckets;
 	for (i = 0; i < old; i++) {
 		for (n = old_ino[i]; n != NULL; n = next) {
 			next = n->next_by_ino;
@@ -100,6 +101,22 @@ static void maybe_grow(struct mfs_nodes *t)
 	}
 	free(old_ino);
 	free(old_name);
+}
+
+/* Doubles the tables when they hold more nodes than buckets. Failure to
+ * grow only makes chains longer. */
+static void maybe_grow(struct mfs_nodes *t)
+{
+	if (t->count >= t->buckets)
+		resize(t, t->buckets * 2);
+}
+
+/* Halves them when they hold fewer than an eighth: after the kernel
+ * forgot the files of a traversal, the tables need not stay that large. */
+static void maybe_shrink(struct mfs_nodes *t)
+{
+	if (t->buckets > BUCKETS_MIN && t->count < t->buckets / 8)
+		resize(t, t->buckets / 2);
 }
 
 static void sibling_remove(struct mfs_node *node)
@@ -135,7 +152,7 @@ struct mfs_nodes *mfs_nodes_new(void (*priv_free)(struct mfs_node *node))
 	if (t == NULL)
 		return NULL;
 	t->priv_free = priv_free;
-	t->buckets = 1024;
+	t->buckets = BUCKETS_MIN;
 	t->by_ino = calloc(t->buckets, sizeof(*t->by_ino));
 	t->by_name = calloc(t->buckets, sizeof(*t->by_name));
 	t->root = calloc(1, sizeof(*t->root));
@@ -168,7 +185,8 @@ static void node_destroy(struct mfs_nodes *t, struct mfs_node *n)
 {
 	if (n->priv != NULL && t->priv_free != NULL)
 		t->priv_free(n);
-	free(n->name);
+	if (n->name != n->name_here)
+		free(n->name);
 	free(n->mailbox);
 	free(n->msg.uidl);
 	free(n->msg.from);
@@ -221,15 +239,13 @@ struct mfs_node *mfs_nodes_child(struct mfs_nodes *t, struct mfs_node *dir,
 struct mfs_node *mfs_nodes_add(struct mfs_nodes *t, struct mfs_node *parent,
 			       const char *name, enum mfs_node_kind kind)
 {
-	struct mfs_node *n = calloc(1, sizeof(*n));
+	size_t len = strlen(name);
+	struct mfs_node *n =
+	    calloc(1, offsetof(struct mfs_node, name_here) + len + 1);
 
 	if (n == NULL)
 		return NULL;
-	n->name = strdup(name);
-	if (n->name == NULL) {
-		free(n);
-		return NULL;
-	}
+	n->name = memcpy(n->name_here, name, len + 1);
 	maybe_grow(t);
 	n->ino = t->next_ino++;
 	n->kind = kind;
@@ -253,6 +269,7 @@ static void node_unref(struct mfs_nodes *t, struct mfs_node *n)
 		hash_ino_remove(t, n);
 		node_destroy(t, n);
 		t->count--;
+		maybe_shrink(t);
 		n = parent;
 	}
 }
@@ -281,7 +298,8 @@ int mfs_nodes_move(struct mfs_nodes *t, struct mfs_node *node,
 		return -1;
 	hash_name_remove(t, node);
 	sibling_remove(node);
-	free(node->name);
+	if (node->name != node->name_here)
+		free(node->name);
 	node->name = name;
 	node->parent = newparent;
 	newparent->refs++;

@@ -7,10 +7,14 @@ floors, every connection through a proxy that delays each direction.
 Environment:
     BENCH_MESSAGES  messages in INBOX (default 10000)
     BENCH_MANY      messages in the memory-test folder (default 100000)
+    BENCH_REAL      messages in Real, the folder of a real mailbox's size
+                    mix (gen.real_message; default 10000)
     BENCH_RUNS      runs per measurement; the median is shown (default 3)
     BENCH_DELAY_MS  one-way delay of the proxy (default 20)
     BENCH_QUICK=1   smoke run: 500 messages, 2,000 in the memory test,
-                    1 run, 10 outbox messages
+                    500 in Real, 1 run, 10 outbox messages
+    BENCH_ROWS      only these steps, comma-separated: listing, attach,
+                    grep, search, memory, du, pop3, new_mail, outbox
     BENCH_OUT       where results.json and table.md go; with it, the
                     temporary directory (mail, caches, logs) is removed
                     at the end unless BENCH_KEEP=1. Without it, the
@@ -52,6 +56,8 @@ FLOOR = os.path.join(HERE, "floor.py")
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", 500 if QUICK else 10000))
 MANY = int(os.environ.get("BENCH_MANY", 2000 if QUICK else 100000))
+REAL = int(os.environ.get("BENCH_REAL", 500 if QUICK else 10000))
+ROWS = [r for r in os.environ.get("BENCH_ROWS", "").split(",") if r]
 RUNS = int(os.environ.get("BENCH_RUNS", 1 if QUICK else 3))
 DELAY_MS = float(os.environ.get("BENCH_DELAY_MS", 20))
 OUTBOX_COUNT = 10 if QUICK else 100
@@ -187,7 +193,8 @@ class Bench:
         self.ca = self.env["MFS_CA"]
         self.alice_pass = os.path.join(self.srv, "alice.pass")
         self.bob_pass = os.path.join(self.srv, "bob.pass")
-        self.facts = gen.generate(self.srv, MESSAGES, MANY, log=log)
+        self.facts = gen.generate(self.srv, MESSAGES, MANY, log=log,
+                                  real=REAL)
         d = DELAY_MS / 1000.0
         e = self.env
         self.imaps = self.proxy(e["MFS_IMAPS_PORT"], d, None)
@@ -764,6 +771,42 @@ account default : bench
                 self.na(op1, "≤ 64 MB", str(e))
             self.na(op2, "≤ 1.1× the RSS after listing", str(e))
 
+    def du_row(self):
+        """du -s of Real on a fresh mount; the memory the daemon holds
+        after it, and after the kernel forgot the inodes (drop_caches)."""
+        op = "RSS after `du -s` of %d real msgs" % REAL
+        target = "anon ≤ 64 MB; no cache file mapped after drop_caches"
+        try:
+            cache = self.cache()
+            with Mailfs(self, self.config(cache=cache)) as m:
+                self.imaps.reset()
+                wall, _, _, out = run_timed(
+                    ["du", "-s", os.path.join(m.path, "Real")], stdout=None)
+                rts = self.imaps.round_trips()
+                pid = m.proc.pid
+
+                def mem():
+                    with open("/proc/%d/maps" % pid) as f:
+                        mapped = sum(1 for line in f if cache in line)
+                    return (proc_status(pid, "RssAnon"),
+                            proc_status(pid, "RssFile"), mapped)
+                anon, file_, mapped = mem()
+                with open("/proc/sys/vm/drop_caches", "w") as f:
+                    f.write("2")
+                time.sleep(2)
+                anon2, file2, mapped2 = mem()
+                hwm = m.hwm()
+            self.cmd("du -s MNT/Real; echo 2 > /proc/sys/vm/drop_caches")
+            self.add(op, target, wall, rts=rts, rss=hwm,
+                     met=anon <= 64 * MB and mapped2 == 0,
+                     note="du says %s KB; after du: RssAnon %s, RssFile %s, "
+                     "%d cache files mapped; after drop_caches: RssAnon %s, "
+                     "RssFile %s, %d mapped" % (
+                         out.split()[0], fmt_mb(anon), fmt_mb(file_), mapped,
+                         fmt_mb(anon2), fmt_mb(file2), mapped2))
+        except (NA, RuntimeError, OSError) as e:
+            self.na(op, target, str(e))
+
     # --- new mail -------------------------------------------------------------
 
     def new_mail_row(self):
@@ -833,8 +876,11 @@ account default : bench
         log("servers in %s; mailfs from %s" % (self.srv, self.mailfs_mtime))
         steps = [self.listing_rows, self.attach_rows, self.grep_row,
                  self.search_row,
-                 self.memory_rows, self.pop3_row, self.new_mail_row,
-                 self.outbox_row]
+                 self.memory_rows, self.du_row, self.pop3_row,
+                 self.new_mail_row, self.outbox_row]
+        if ROWS:
+            steps = [s for s in steps if re.sub(
+                r"_rows?$", "", s.__name__) in ROWS]
         for step in steps:
             t = time.monotonic()
             try:
@@ -848,11 +894,11 @@ account default : bench
     def report(self):
         out = os.environ.get("BENCH_OUT", self.dir)
         os.makedirs(out, exist_ok=True)
-        head = ("Date: %s. Messages: %d (memory test %d), runs: %d "
-                "(median), delay: %g ms each way (one round trip = %g "
+        head = ("Date: %s. Messages: %d (memory test %d, Real %d), runs: "
+                "%d (median), delay: %g ms each way (one round trip = %g "
                 "ms). mailfs binary of %s. Bench took %.0f s." % (
                     datetime.datetime.now().isoformat(timespec="minutes"),
-                    MESSAGES, MANY, RUNS, DELAY_MS, 2 * DELAY_MS,
+                    MESSAGES, MANY, REAL, RUNS, DELAY_MS, 2 * DELAY_MS,
                     self.mailfs_mtime, self.elapsed))
         table = render(self.rows)
         text = head + "\n\n" + table + "\nCommands (MNT the mount point, " \

@@ -11,6 +11,7 @@ The same seed gives the same bytes. What it makes (alice unless noted):
     Huge     one message of about 50 MB (attachment `huge.bin`)
     Words    1,000 messages; the body of a known subset holds WORD
     Many     --many small messages (the memory test)
+    Real     --real messages of a real mailbox's size mix (gen_real)
     bob's INBOX: 1,000 small messages (the POP3 test)
 
 Files are written into cur/ as Maildir++ folders, owned by the `mail` user
@@ -120,6 +121,75 @@ def attachment_message(rng, date, subject, name, size):
         b"--", boundary.encode(), b"--\r\n",
     ]
     return b"".join(parts), data
+
+
+def html_of(lines):
+    return ("<html><body>\r\n" + "\r\n".join(
+        "<p>%s</p>" % l for l in lines) + "\r\n</body></html>\r\n")
+
+
+def real_message(rng, date):
+    """One message of a real mailbox's mix: mostly 1-10 kB of text or
+    multipart/alternative, some HTML only, some with attachments of
+    10-400 kB, about 2% of 1.1-2.4 MB."""
+    subject = words(rng, rng.randint(2, 7)).capitalize()
+    r = rng.random()
+    boundary = "=_real_%08x" % rng.getrandbits(32)
+    text = body_lines(rng, rng.randint(10, 90))
+    if r < 0.45:  # plain text, 1-10 kB
+        head = header_block(rng, date, subject, [
+            "Content-Type: text/plain; charset=utf-8",
+            "Content-Transfer-Encoding: 8bit"])
+        return (head + "\r\n" + "\r\n".join(text) + "\r\n").encode()
+    if r < 0.50:  # HTML only
+        head = header_block(rng, date, subject, [
+            "Content-Type: text/html; charset=utf-8",
+            "Content-Transfer-Encoding: 8bit"])
+        return (head + "\r\n" + html_of(text)).encode()
+    alt = ("Content-Type: multipart/alternative; boundary=\"%s-a\"\r\n"
+           "\r\n--%s-a\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           "\r\n%s\r\n--%s-a\r\nContent-Type: text/html; charset=utf-8"
+           "\r\n\r\n%s--%s-a--\r\n" % (
+               boundary, boundary, "\r\n".join(text), boundary,
+               html_of(text), boundary))
+    if r < 0.88:  # multipart/alternative
+        head = header_block(rng, date, subject, [])
+        return (head + alt).encode()
+    # with attachments of 10-300 kB (base64: 14-400 kB), or (2%) one of
+    # 1.1-2.4 MB once in base64
+    if r < 0.98:
+        sizes = [rng.randint(10000, 300000)
+                 for _ in range(rng.choice((1, 1, 1, 2)))]
+    else:
+        sizes = [rng.randint(1100000, 2400000) * 57 // 78]
+    head = header_block(rng, date, subject, [
+        "Content-Type: multipart/mixed; boundary=\"%s\"" % boundary])
+    parts = [head.encode(), b"\r\n--", boundary.encode(), b"\r\n",
+             alt.encode()]
+    for i, size in enumerate(sizes):
+        name = "%s-%d.%s" % (rng.choice(VOCAB), i + 1,
+                             rng.choice(("pdf", "jpg", "docx", "zip")))
+        data = base64.encodebytes(rng.randbytes(size)).replace(b"\n",
+                                                               b"\r\n")
+        parts += [b"--", boundary.encode(), b"\r\n",
+                  b"Content-Type: application/octet-stream; name=\"",
+                  name.encode(), b"\"\r\nContent-Disposition: attachment;"
+                  b" filename=\"", name.encode(), b"\"\r\n"
+                  b"Content-Transfer-Encoding: base64\r\n\r\n", data]
+    parts += [b"--", boundary.encode(), b"--\r\n"]
+    return b"".join(parts)
+
+
+def gen_real(md, folder, n, seed):
+    """n messages of real_message(); returns their total size."""
+    rng = random.Random("%s-%s" % (seed, folder))
+    path = md.folder(folder)
+    total = 0
+    for d in dates(rng, n):
+        msg = real_message(rng, d)
+        md.add(path, msg, d, flags_for(rng))
+        total += len(msg)
+    return total
 
 
 def dates(rng, n, span_days=365):
@@ -232,7 +302,7 @@ def read_env(srvdir):
     return env
 
 
-def generate(srvdir, messages, many, seed=1, log=print):
+def generate(srvdir, messages, many, seed=1, log=print, real=0):
     """Writes every set and warms Dovecot; returns facts the benchmark
     needs (expected WORD hits, attachment bytes, sizes)."""
     env = read_env(srvdir)
@@ -247,12 +317,15 @@ def generate(srvdir, messages, many, seed=1, log=print):
     facts["huge_size"], _ = gen_attach(alice, "Huge", "huge.bin", raw, seed)
     facts["word_hits"] = gen_words(alice, seed)
     facts["many_bytes"] = gen_small_folder(alice, "Many", many, seed)
+    folders = ["INBOX", "Attach", "Huge", "Words", "Many"]
+    if real > 0:
+        facts["real_bytes"] = gen_real(alice, "Real", real, seed)
+        folders.append("Real")
     gen_small_folder(bob, "INBOX", POP3_COUNT, seed)
-    log("gen: wrote %d + %d + 1,002 messages in %.1f s" % (
-        messages, many, time.time() - t))
+    log("gen: wrote %d + %d + %d + 1,002 messages in %.1f s" % (
+        messages, many, real, time.time() - t))
     t = time.time()
-    warm(env, env["MFS_USER"], env["MFS_PASS"],
-         ["INBOX", "Attach", "Huge", "Words", "Many"])
+    warm(env, env["MFS_USER"], env["MFS_PASS"], folders)
     warm(env, env["MFS_USER2"], env["MFS_PASS2"], ["INBOX"])
     log("gen: Dovecot indexed them in %.1f s" % (time.time() - t))
     return facts
@@ -263,9 +336,10 @@ def main():
     ap.add_argument("srvdir")
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--many", type=int, default=100000)
+    ap.add_argument("--real", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
-    facts = generate(a.srvdir, a.messages, a.many, a.seed)
+    facts = generate(a.srvdir, a.messages, a.many, a.seed, real=a.real)
     print("WORD %s in %d of %d Words messages" % (
         facts["word"], len(facts["word_hits"]), WORDS_COUNT))
 

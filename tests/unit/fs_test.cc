@@ -325,6 +325,35 @@ class FsTest : public ::testing::Test
 		return err_of(close(fd));
 	}
 
+	/* What fs holds in memory. */
+	struct mfs_fs_mem mem()
+	{
+		struct mfs_fs_mem m;
+		mfs_fs_mem(fs, &m);
+		return m;
+	}
+	/* Makes the kernel forget the inodes nothing uses (drop_caches: "2",
+	 * then "3" should pages of the files keep them) and waits until fs
+	 * holds at most `views` views of messages, a few seconds at most.
+	 * Whether it does then. */
+	bool forget_until(unsigned long views)
+	{
+		for (int i = 0; i < 60; i++) {
+			if (i % 20 == 0) {
+				int fd = open("/proc/sys/vm/drop_caches",
+					      O_WRONLY);
+				if (fd < 0)
+					return false;
+				(void)!write(fd, i == 0 ? "2" : "3", 1);
+				close(fd);
+			}
+			if (mem().views <= views)
+				return true;
+			std::this_thread::sleep_for(100ms);
+		}
+		return mem().views <= views;
+	}
+
 	/* Waits for the next second: a listing of the last one is then
 	 * older than a refresh of 1 s. */
 	static void next_second()
@@ -765,6 +794,94 @@ TEST_F(FsTest, MessageFilesAreReadOnly)
 	EXPECT_EQ(fake.count("append") + fake.count("store_flags") +
 		      fake.count("expunge"),
 		  0);
+}
+
+/* ---- memory ---------------------------------------------------------- */
+
+std::string note(int i)
+{
+	return message("Dave <dave@example.com>", "Note" + std::to_string(i),
+		       "note " + std::to_string(i) + "\r\n",
+		       "Sat, 22 Nov 2025 10:00:00 +0000");
+}
+
+/* A traversal keeps few messages mapped and laid out (16, msgview.c's
+ * VIEWS_MAX), however many it looks into; the others are laid out again
+ * from the cache when looked at again. Once the kernel forgets their
+ * files, the views and the nodes of the message directories go. */
+TEST_F(FsTest, ViewsAreBoundedAndGoWhenTheKernelForgets)
+{
+	const int n = 40;
+	for (int i = 0; i < n; i++)
+		fake.add("Archive", note(i), DATE1 + 60 * i, "Dave",
+			 "Note" + std::to_string(i));
+	Mount();
+	std::vector<std::string> names = ls(path("Archive"));
+	ASSERT_EQ(names.size(), (size_t)n);
+	struct mfs_fs_mem listed = mem();
+	EXPECT_EQ(listed.views, 0u);
+	auto body = [&](const std::string &name) {
+		size_t at = name.find("Note");
+		return "note " + name.substr(at + 4, name.find(' ', at) -
+							 at - 4) +
+		       "\n";
+	};
+	for (auto &name : names) {
+		std::string d = path("Archive/" + name);
+		struct stat st;
+		EXPECT_EQ(slurp(d + "/body.txt"), body(name)) << name;
+		EXPECT_EQ(stat((d + "/headers").c_str(), &st), 0) << name;
+		/* message.eml headers from to subject date body.txt
+		 * parts flags */
+		EXPECT_EQ(ls(d).size(), 9u) << name;
+	}
+	struct mfs_fs_mem m = mem();
+	EXPECT_EQ(m.views, (unsigned long)n); /* their files are known */
+	EXPECT_LE(m.loaded, 16u);
+	EXPECT_LE(m.mapped, 16u);
+	EXPECT_GE(m.nodes, listed.nodes + 9 * n);
+	int fetches = fake.count("fetch") + fake.count("fetch_many");
+	/* read again, in the same order: every view was unloaded */
+	for (auto &name : names)
+		EXPECT_EQ(slurp(path("Archive/" + name + "/body.txt")),
+			  body(name))
+		    << name;
+	m = mem();
+	EXPECT_LE(m.loaded, 16u);
+	EXPECT_EQ(fake.count("fetch") + fake.count("fetch_many"), fetches);
+
+	ASSERT_TRUE(forget_until(0)) << mem().views << " views left";
+	m = mem();
+	EXPECT_EQ(m.loaded, 0u);
+	EXPECT_EQ(m.mapped, 0u);
+	EXPECT_LE(m.nodes, listed.nodes);
+	/* a look makes them again, from the cache */
+	EXPECT_EQ(slurp(path("Archive/" + names[7] + "/body.txt")),
+		  body(names[7]));
+	EXPECT_EQ(mem().views, 1u);
+	EXPECT_EQ(fake.count("fetch") + fake.count("fetch_many"), fetches);
+}
+
+/* A file open across the kernel's forgetting keeps its message's view
+ * and directory; the message's other files are still there. */
+TEST_F(FsTest, AnOpenFileKeepsItsMessage)
+{
+	Mount();
+	std::string d1 = msgdir("INBOX", inbox1), d2 = msgdir("INBOX", inbox2);
+	struct stat st;
+	Fd fd(open(path(d1 + "/body.txt").c_str(), O_RDONLY));
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ(stat(path(d2 + "/subject").c_str(), &st), 0);
+	EXPECT_EQ(mem().views, 2u);
+	ASSERT_TRUE(forget_until(1)) << mem().views << " views left";
+	char buf[64];
+	ssize_t r = pread(fd, buf, sizeof(buf), 0);
+	EXPECT_EQ(std::string(buf, r > 0 ? (size_t)r : 0), "the numbers\n");
+	EXPECT_EQ(slurp(path(d1 + "/subject")), "Budget\n");
+	EXPECT_EQ(mem().views, 1u);
+	EXPECT_EQ(fd.close(), 0);
+	EXPECT_TRUE(forget_until(0)) << mem().views << " views left";
+	EXPECT_EQ(slurp(path(d2 + "/subject")), "Lunch\n");
 }
 
 } // namespace

@@ -495,4 +495,40 @@ TEST_F(Nodes, ManyNodesStayFindableAsTheTableGrows)
 	EXPECT_EQ(names(dirs[1]).size(), (size_t)n / 2);
 }
 
+/* The tables shrink again when most nodes go (a traversal the kernel
+ * forgot), and what is left is still found, a moved node too. */
+TEST_F(Nodes, FewNodesLeftStayFindableAsTheTableShrinks)
+{
+	const int n = 20000;
+	struct mfs_node *dir = add(root, "A");
+	std::vector<uint64_t> inos;
+
+	for (int i = 0; i < n; i++)
+		inos.push_back(
+		    add(dir, ("m" + std::to_string(i)).c_str(), MFS_N_FILE)
+			->ino);
+	struct mfs_node *kept = mfs_nodes_get(t, inos[77]);
+	ASSERT_EQ(mfs_nodes_move(t, kept, root, "a longer name than before"),
+		  0);
+	for (int i = 0; i < n; i++)
+		if (i % 1000 != 0 && i != 77)
+			mfs_nodes_unlink(t, mfs_nodes_get(t, inos[i]));
+	EXPECT_EQ(mfs_nodes_count(t), (unsigned long)n / 1000 + 3);
+	for (int i = 0; i < n; i += 1000) {
+		std::string name = "m" + std::to_string(i);
+		struct mfs_node *x = mfs_nodes_child(t, dir, name.c_str());
+
+		ASSERT_NE(x, nullptr) << name;
+		EXPECT_EQ(x->ino, inos[i]);
+		EXPECT_EQ(mfs_nodes_get(t, inos[i]), x);
+	}
+	EXPECT_EQ(mfs_nodes_child(t, root, "a longer name than before"), kept);
+	EXPECT_EQ(mfs_nodes_get(t, inos[77]), kept);
+	EXPECT_STREQ(kept->name, "a longer name than before");
+	ASSERT_EQ(mfs_nodes_move(t, kept, dir, "m77"), 0);
+	EXPECT_EQ(mfs_nodes_child(t, dir, "m77"), kept);
+	EXPECT_EQ(mfs_nodes_child(t, root, "a longer name than before"),
+		  nullptr);
+}
+
 } // namespace
