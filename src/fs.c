@@ -153,6 +153,11 @@ struct kind {
 	double ttl;
 	/* may it be written (its mode bits)? NULL: never */
 	int (*writable)(const struct mfs_fs *fs, const struct mfs_node *n);
+	/* status files: their text, made at each look (malloc'd, or NULL
+	 * with err set); size and open then serve it (text_size,
+	 * open_text) */
+	char *(*text)(struct mfs_fs *fs, const struct mfs_node *n,
+		      struct mfs_err *err);
 	/* files: brings n->size up to date */
 	int (*size)(struct mfs_fs *fs, struct mfs_node *n, struct mfs_err *err);
 	/* directories: brings the children up to date, before a lookup
@@ -1905,20 +1910,11 @@ static int open_outfile(struct mfs_fs *fs, struct mfs_node *n,
 			   fi->flags & O_TRUNC, h, err);
 }
 
-static int open_statusfile(struct mfs_fs *fs, struct mfs_node *n,
-			   struct fuse_file_info *fi, struct handle *h,
-			   struct mfs_err *err)
+/* The size of a status file: its text as it is now. */
+static int text_size(struct mfs_fs *fs, struct mfs_node *n,
+		     struct mfs_err *err)
 {
-	fi->direct_io = 1;
-	h->buf = outbox_status_text(fs, n, err);
-	h->len = h->cap = h->buf ? strlen(h->buf) : 0;
-	return h->buf != NULL ? MFS_OK : err->code;
-}
-
-static int state_size(struct mfs_fs *fs, struct mfs_node *n,
-		      struct mfs_err *err)
-{
-	char *text = state_text(fs, err);
+	char *text = kind(n)->text(fs, n, err);
 
 	if (text == NULL)
 		return err->code;
@@ -1927,13 +1923,13 @@ static int state_size(struct mfs_fs *fs, struct mfs_node *n,
 	return MFS_OK;
 }
 
-static int open_statefile(struct mfs_fs *fs, struct mfs_node *n,
-			  struct fuse_file_info *fi, struct handle *h,
-			  struct mfs_err *err)
+/* A status file opened: its text, made once for this open. */
+static int open_text(struct mfs_fs *fs, struct mfs_node *n,
+		     struct fuse_file_info *fi, struct handle *h,
+		     struct mfs_err *err)
 {
-	(void)n;
 	fi->direct_io = 1;
-	h->buf = state_text(fs, err);
+	h->buf = kind(n)->text(fs, n, err);
 	h->len = h->cap = h->buf ? strlen(h->buf) : 0;
 	return h->buf != NULL ? MFS_OK : err->code;
 }
@@ -2041,8 +2037,9 @@ static const struct kind kinds[K_COUNT] = {
 		       .setattr = outbox_setattr,
 		       .rename = outbox_rename},
 	[K_STATUSFILE] = {.ttl = 0.0,
-			  .size = outbox_status_size,
-			  .open = open_statusfile},
+			  .text = outbox_status_text,
+			  .size = text_size,
+			  .open = open_text},
 	/* .search/ and what is in it (search.c) */
 	[K_SEARCH] = {.ttl = FOLDER_ATTR_TTL,
 		      .writable = writable_always,
@@ -2060,7 +2057,10 @@ static const struct kind kinds[K_COUNT] = {
 	[K_LINK] = {.ttl = FOLDER_ATTR_TTL},
 	/* .mailfs/ and what is in it (state.c) */
 	[K_MAILFSDIR] = {.ttl = 0.0},
-	[K_STATEFILE] = {.ttl = 0.0, .size = state_size, .open = open_statefile},
+	[K_STATEFILE] = {.ttl = 0.0,
+			 .text = state_text,
+			 .size = text_size,
+			 .open = open_text},
 };
 
 /* --- handlers: changing the tree ----------------------------------------- */

@@ -162,8 +162,9 @@ int msgview_fetch_into_cache(struct mfs_fs *fs, struct mfs_node *dir,
 
 /* Adds .mailfs/ and .mailfs/status under the root. Caller holds the lock. */
 void state_nodes_add(struct mfs_fs *fs);
-/* The text of .mailfs/status, malloc'd, or NULL (err set). */
-char *state_text(struct mfs_fs *fs, struct mfs_err *err);
+/* The text of .mailfs/status (n), malloc'd, or NULL (err set). */
+char *state_text(struct mfs_fs *fs, const struct mfs_node *n,
+		 struct mfs_err *err);
 
 /* --- folders.c ------------------------------------------------------------- */
 
@@ -264,8 +265,6 @@ void outbox_create(fuse_req_t req, struct mfs_fs *fs, struct mfs_node *dir,
 int outbox_file_writable(const struct mfs_fs *fs, const struct mfs_node *n);
 int outbox_file_size(struct mfs_fs *fs, struct mfs_node *n,
 		     struct mfs_err *err);
-int outbox_status_size(struct mfs_fs *fs, struct mfs_node *n,
-		       struct mfs_err *err);
 int outbox_setattr(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
 		   const struct stat *attr, int to_set);
 int outbox_unlink(struct mfs_fs *fs, struct mfs_node *dir, struct mfs_node *n,

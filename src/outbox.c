@@ -339,18 +339,6 @@ int outbox_file_size(struct mfs_fs *fs, struct mfs_node *n,
 	return MFS_OK;
 }
 
-int outbox_status_size(struct mfs_fs *fs, struct mfs_node *n,
-		       struct mfs_err *err)
-{
-	char *text = outbox_status_text(fs, n, err);
-
-	if (text == NULL)
-		return err->code;
-	n->size = strlen(text);
-	free(text);
-	return MFS_OK;
-}
-
 /* A size change of outbox/ file n: a write. */
 static int outbox_truncate(struct mfs_fs *fs, struct mfs_node *n,
 			   struct handle *h, off_t size)

@@ -88,12 +88,14 @@ static void put_outbox(FILE *f, struct mfs_fs *fs)
 		queued, failed, other);
 }
 
-char *state_text(struct mfs_fs *fs, struct mfs_err *err)
+char *state_text(struct mfs_fs *fs, const struct mfs_node *n,
+		 struct mfs_err *err)
 {
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&text, &len);
 
+	(void)n;
 	if (f == NULL) {
 		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		return NULL;
