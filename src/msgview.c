@@ -640,6 +640,16 @@ struct ahead {
 	char *tmp; /* owned: the file being written */
 };
 
+static void ahead_free(struct ahead *a)
+{
+	size_t i;
+
+	for (i = 0; i < a->n; i++)
+		free(a->item[i].key);
+	free(a->item);
+	free(a->tmp);
+}
+
 static int ahead_open(void *ctx)
 {
 	struct ahead *a = ctx;
@@ -781,11 +791,8 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 	}
 	fetched = n > 1 && i == a.n;
 free_all:
-	for (i = 0; i < a.n; i++)
-		free(a.item[i].key);
-	free(a.item);
+	ahead_free(&a);
 	free(uids);
-	free(a.tmp);
 	free(mailbox);
 	pthread_mutex_lock(&fs->lock);
 	if (fetched) { /* the run goes on from here */
@@ -1486,11 +1493,8 @@ int msgview_fetch_into_cache(struct mfs_fs *fs, struct mfs_node *dir,
 						ahead_done, &a, err);
 	pthread_mutex_lock(&fs->lock);
 free_all:
-	for (i = 0; i < a.n; i++)
-		free(a.item[i].key);
-	free(a.item);
+	ahead_free(&a);
 	free(uids);
-	free(a.tmp);
 	free(mailbox);
 	return rc;
 }

@@ -267,6 +267,16 @@ static void *prefetch_thread(void *arg)
 	return NULL;
 }
 
+static void prefetch_free(struct prefetch *p)
+{
+	while (p->patterns != NULL && p->npatterns > 0)
+		free(p->patterns[--p->npatterns]);
+	free(p->patterns);
+	close(p->pipe[0]);
+	close(p->pipe[1]);
+	free(p);
+}
+
 void mfs_fs_start_prefetch(struct mfs_fs *fs)
 {
 	struct prefetch *p;
@@ -289,13 +299,7 @@ void mfs_fs_start_prefetch(struct mfs_fs *fs)
 	fs->prefetch = p;
 	return;
 fail:
-	if (p->patterns != NULL)
-		while (p->npatterns > 0)
-			free(p->patterns[--p->npatterns]);
-	free(p->patterns);
-	close(p->pipe[0]);
-	close(p->pipe[1]);
-	free(p);
+	prefetch_free(p);
 }
 
 void mfs_fs_stop_prefetch(struct mfs_fs *fs)
@@ -307,11 +311,6 @@ void mfs_fs_stop_prefetch(struct mfs_fs *fs)
 	if (write(p->pipe[1], "x", 1) != 1)
 		mfs_log_err("prefetch: cannot stop: %s", strerror(errno));
 	pthread_join(p->thread, NULL);
-	while (p->npatterns > 0)
-		free(p->patterns[--p->npatterns]);
-	free(p->patterns);
-	close(p->pipe[0]);
-	close(p->pipe[1]);
-	free(p);
+	prefetch_free(p);
 	fs->prefetch = NULL;
 }

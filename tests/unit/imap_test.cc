@@ -2760,6 +2760,19 @@ TEST_F(ImapScripted, AppendRefusedAsMalformedIsAccess)
 // --- namespaces
 // ----------------------------------------------------------------
 
+// The personal namespace as the store gives it: prefix and delimiter.
+static void expect_personal(struct mfs_store *st, struct mfs_err *err,
+			    const char *prefix, char delim)
+{
+	ASSERT_NE(st->ops->personal, nullptr);
+	char *got = NULL, d = 'x';
+	ASSERT_EQ(st->ops->personal(st, &got, &d, err), MFS_OK) << err->msg;
+	ASSERT_NE(got, nullptr);
+	EXPECT_STREQ(got, prefix);
+	EXPECT_EQ(d, delim);
+	free(got);
+}
+
 // The personal namespace "INBOX." (Cyrus, Courier): its folders are shown
 // from the root without the prefix (shown = 6); INBOX, other users' and
 // shared folders keep their names; so does a personal folder whose rest
@@ -2809,14 +2822,7 @@ TEST_F(ImapScripted, NamespacePrefixIsLeftOut)
 	}
 	mfs_store_folders_free(f, n);
 
-	ASSERT_NE(st->ops->personal, nullptr);
-	char *prefix = NULL, delim = 'x';
-	ASSERT_EQ(st->ops->personal(st, &prefix, &delim, &err), MFS_OK)
-	    << err.msg;
-	ASSERT_NE(prefix, nullptr);
-	EXPECT_STREQ(prefix, "INBOX.");
-	EXPECT_EQ(delim, '.');
-	free(prefix);
+	expect_personal(st, &err, "INBOX.", '.');
 	EXPECT_GE(srv.count("NAMESPACE"), 1u);
 }
 
@@ -2840,13 +2846,7 @@ TEST_F(ImapScripted, NoNamespaceNoPrefix)
 	}
 	mfs_store_folders_free(f, n);
 
-	ASSERT_NE(st->ops->personal, nullptr);
-	char *prefix = NULL, delim = 'x';
-	ASSERT_EQ(st->ops->personal(st, &prefix, &delim, &err), MFS_OK)
-	    << err.msg;
-	ASSERT_NE(prefix, nullptr);
-	EXPECT_STREQ(prefix, "");
-	free(prefix);
+	expect_personal(st, &err, "", '/');
 	EXPECT_EQ(srv.count("NAMESPACE"), 0u);
 }
 
@@ -2860,14 +2860,7 @@ TEST_F(ImapScripted, NoNamespaceDelimiterFromList)
 	struct mfs_store *st = g.st;
 	ASSERT_NE(st, nullptr);
 
-	ASSERT_NE(st->ops->personal, nullptr);
-	char *prefix = NULL, delim = 'x';
-	ASSERT_EQ(st->ops->personal(st, &prefix, &delim, &err), MFS_OK)
-	    << err.msg;
-	ASSERT_NE(prefix, nullptr);
-	EXPECT_STREQ(prefix, "");
-	EXPECT_EQ(delim, '/');
-	free(prefix);
+	expect_personal(st, &err, "", '/');
 	EXPECT_EQ(srv.count("NAMESPACE"), 0u);
 }
 
@@ -2897,14 +2890,7 @@ void ImapScripted::nil_delimiter(const std::string &caps)
 	}
 	mfs_store_folders_free(f, n);
 
-	ASSERT_NE(st->ops->personal, nullptr);
-	char *prefix = NULL, delim = 'x';
-	ASSERT_EQ(st->ops->personal(st, &prefix, &delim, &err), MFS_OK)
-	    << err.msg;
-	ASSERT_NE(prefix, nullptr);
-	EXPECT_STREQ(prefix, "");
-	EXPECT_EQ(delim, '\0');
-	free(prefix);
+	expect_personal(st, &err, "", '\0');
 	EXPECT_EQ(s.problems(), "");
 }
 
