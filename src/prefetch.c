@@ -259,8 +259,6 @@ static void *prefetch_thread(void *arg)
 	int wait = p->fs->acct->refresh > ROUND_MIN ? p->fs->acct->refresh
 						    : ROUND_MIN;
 
-	if (stopped(p, 1)) /* the mount's first requests go first */
-		return NULL;
 	do
 		prefetch_round(p);
 	while (!stopped(p, wait));

@@ -14,7 +14,8 @@ Environment:
     BENCH_QUICK=1   smoke run: 500 messages, 2,000 in the memory test,
                     500 in Real, 1 run, 10 outbox messages
     BENCH_ROWS      only these steps, comma-separated: listing, attach,
-                    grep, search, memory, du, pop3, new_mail, outbox
+                    grep, search, memory, du, prefetch, pop3, new_mail,
+                    outbox
     BENCH_OUT       where results.json and table.md go; with it, the
                     temporary directory (mail, caches, logs) is removed
                     at the end unless BENCH_KEEP=1. Without it, the
@@ -807,6 +808,82 @@ account default : bench
         except (NA, RuntimeError, OSError) as e:
             self.na(op, target, str(e))
 
+    # --- prefetch -------------------------------------------------------------
+
+    def inbox_bytes(self):
+        """The sizes of INBOX's messages summed, asked of Dovecot directly."""
+        import imaplib
+        c = imaplib.IMAP4("127.0.0.1", int(self.env["MFS_IMAP_PORT"]))
+        c.login("alice", self.env["MFS_PASS"])
+        c.select("INBOX", readonly=True)
+        _, data = c.uid("FETCH", "1:*", "(RFC822.SIZE)")
+        c.logout()
+        return sum(int(m.group(1)) for m in
+                   (re.search(rb"RFC822\.SIZE (\d+)", d) for d in data
+                    if isinstance(d, bytes)) if m)
+
+    def mbsync_first(self):
+        """A first full sync of INBOX into an empty maildir, each run."""
+        walls, rts = [], []
+        for i in range(RUNS):
+            local = os.path.join(self.dir, "mbsync-first-%d" % i)
+            os.makedirs(local)
+            cfg = os.path.join(self.dir, "mbsyncrc-first-%d" % i)
+            with open(cfg, "w") as f:
+                f.write("IMAPAccount b\nHost localhost\nPort %d\n"
+                        "User alice\nPassCmd \"cat %s\"\nSSLType IMAPS\n"
+                        "CertificateFile %s\n\nIMAPStore r\nAccount b\n\n"
+                        "MaildirStore l\nPath %s/\nInbox %s/INBOX\n\n"
+                        "Channel b\nFar :r:\nNear :l:\nPatterns INBOX\n"
+                        "Create Near\nSyncState *\n" % (
+                            self.imaps.port, self.alice_pass, self.ca,
+                            local, local))
+            self.imaps.reset()
+            walls.append(run_timed(["mbsync", "-q", "-c", cfg, "-a"],
+                                   timeout=1800)[0])
+            rts.append(self.imaps.round_trips())
+            shutil.rmtree(local, ignore_errors=True)
+        return median(walls), median(rts)
+
+    def prefetch_row(self):
+        """prefetch = INBOX on a fresh mount: from the start of mailfs
+        until the cache holds every message of INBOX, against mbsync's
+        first full sync of INBOX."""
+        op = "prefetch of INBOX (%d msgs), fresh cache" % MESSAGES
+        target = "≤ 1.0× mbsync first full sync"
+        alt_name = "mbsync first full sync of INBOX"
+        total = self.inbox_bytes()
+        mb_wall, mb_rts = self.mbsync_first()
+        walls, rts, hwms = [], [], []
+        try:
+            for _ in range(RUNS):
+                cfg = self.config()
+                with open(cfg, "a") as f:
+                    f.write("prefetch = INBOX\n")
+                self.imaps.reset()
+                with Mailfs(self, cfg) as m:
+                    status = os.path.join(m.path, ".mailfs", "status")
+                    deadline = time.monotonic() + 1800
+                    have = 0
+                    while have < total:
+                        if time.monotonic() > deadline:
+                            raise NA("prefetched %d of %d bytes in 30 min"
+                                     % (have, total))
+                        with open(status) as f:
+                            have = int(re.search(r"^cache: (\d+)",
+                                                 f.read(), re.M).group(1))
+                        time.sleep(0.05)
+                    walls.append(time.monotonic() - m.t0)
+                    rts.append(self.imaps.round_trips())
+                    hwms.append(m.hwm())
+            self.cmd("mailfs -f -o config=CONFIG bench MNT (prefetch = "
+                     "INBOX) & until the cache holds all of INBOX")
+            self.add(op, target, median(walls), alt_name, mb_wall, 1.0,
+                     median(rts), None, mb_rts, max(hwms),
+                     note="%d bytes" % total)
+        except (NA, RuntimeError, OSError) as e:
+            self.na(op, target, str(e), alt_name, mb_wall, mb_rts)
+
     # --- new mail -------------------------------------------------------------
 
     def new_mail_row(self):
@@ -876,7 +953,8 @@ account default : bench
         log("servers in %s; mailfs from %s" % (self.srv, self.mailfs_mtime))
         steps = [self.listing_rows, self.attach_rows, self.grep_row,
                  self.search_row,
-                 self.memory_rows, self.du_row, self.pop3_row,
+                 self.memory_rows, self.du_row, self.prefetch_row,
+                 self.pop3_row,
                  self.new_mail_row, self.outbox_row]
         if ROWS:
             steps = [s for s in steps if re.sub(
