@@ -172,8 +172,18 @@ class Env:
             if callable(dovecot_conf):
                 dovecot_conf = dovecot_conf(env.srvdir)
             senv = dict(os.environ, DOVECOT_EXTRA_CONF=dovecot_conf)
-        subprocess.run([SERVERS, "start", env.srvdir], check=True,
-                       timeout=120, env=senv)
+        for attempt in (1, 2):
+            try:
+                subprocess.run([SERVERS, "start", env.srvdir], check=True,
+                               timeout=120, env=senv)
+                break
+            except subprocess.CalledProcessError:
+                # a port taken between its choice and the server's bind
+                # (mailservers.sh says which): once more, on new ports
+                subprocess.run([SERVERS, "stop", env.srvdir], timeout=60)
+                if attempt == 2:
+                    raise
+                env.srvdir = os.path.join(env.dir, "servers-again")
         env.vars = {}
         with open(os.path.join(env.srvdir, "env")) as f:
             for line in f:
