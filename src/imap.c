@@ -42,6 +42,7 @@ struct mfs_imap {
 	int ns_known;
 	char *ns_prefix;  /* owned: the personal one's prefix, "" if none */
 	char ns_delim;	  /* and its delimiter */
+	int ns_delim_known; /* from NAMESPACE or a LIST; else LIST "" "" */
 	char **ns_others; /* owned: the other users' and shared prefixes */
 	size_t ns_nothers;
 };
@@ -94,6 +95,7 @@ static void ns_forget(struct mfs_imap *imap)
 	imap->ns_nothers = 0;
 	imap->ns_prefix = NULL;
 	imap->ns_known = 0;
+	imap->ns_delim_known = 0;
 }
 
 static void imap_free(struct mfs_imap *imap)
@@ -648,8 +650,27 @@ static int ns_add_others(struct mfs_imap *imap,
 	return 0;
 }
 
-/* Without NAMESPACE: the delimiter of the root, from LIST "" "" (RFC 3501,
- * 6.3.8). A refusal leaves it unknown ('\0'). */
+/* Without NAMESPACE, the root's delimiter is that of the folders LIST
+ * gives (INBOX's first); asked for alone (LIST "" "", RFC 3501, 6.3.8)
+ * only when the personal namespace is wanted before any LIST. */
+static void ns_delim_from(struct mfs_imap *imap, clist *list)
+{
+	clistiter *it;
+
+	if (imap->ns_delim_known || list == NULL || clist_begin(list) == NULL)
+		return;
+	imap->ns_delim = ((struct mailimap_mailbox_list *)clist_content(
+			      clist_begin(list)))
+			     ->mb_delimiter;
+	for (it = clist_begin(list); it != NULL; it = clist_next(it)) {
+		struct mailimap_mailbox_list *mb = clist_content(it);
+
+		if (mb->mb_name != NULL && strcasecmp(mb->mb_name, "INBOX") == 0)
+			imap->ns_delim = mb->mb_delimiter;
+	}
+	imap->ns_delim_known = 1;
+}
+
 static int ns_delim_from_list(struct mfs_imap *imap, struct mfs_err *err)
 {
 	clist *list = NULL;
@@ -658,10 +679,7 @@ static int ns_delim_from_list(struct mfs_imap *imap, struct mfs_err *err)
 	if (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_FATAL ||
 	    r == MAILIMAP_ERROR_PARSE || r == MAILIMAP_ERROR_MEMORY)
 		return imap_fail(imap, r, "LIST", MFS_E_PROTO, err);
-	if (r == MAILIMAP_NO_ERROR && clist_begin(list) != NULL)
-		imap->ns_delim = ((struct mailimap_mailbox_list *)clist_content(
-				      clist_begin(list)))
-				     ->mb_delimiter;
+	ns_delim_from(imap, r == MAILIMAP_NO_ERROR ? list : NULL);
 	if (list != NULL)
 		mailimap_list_result_free(list);
 	return MFS_OK;
@@ -697,13 +715,7 @@ static int ns_learn(struct mfs_imap *imap, struct mfs_err *err)
 		mine = clist_content(clist_begin(ns->ns_personal->ns_data_list));
 	imap->ns_prefix = strdup(mine != NULL ? mine->ns_prefix : "");
 	imap->ns_delim = mine != NULL ? mine->ns_delimiter : '\0';
-	if (mine == NULL && imap->ns_prefix != NULL &&
-	    ns_delim_from_list(imap, err) != MFS_OK) {
-		ns_forget(imap);
-		if (ns != NULL)
-			mailimap_namespace_data_free(ns);
-		return err->code;
-	}
+	imap->ns_delim_known = mine != NULL;
 	if (imap->ns_prefix == NULL ||
 	    (ns != NULL && (ns_add_others(imap, ns->ns_other) != 0 ||
 			    ns_add_others(imap, ns->ns_shared) != 0))) {
@@ -767,7 +779,8 @@ static int imap_personal(struct mfs_store *st, char **prefix, char *delim,
 	*prefix = NULL;
 	*delim = '\0';
 	pthread_mutex_lock(&imap->lock);
-	if (imap_ensure(imap, err) == MFS_OK && ns_learn(imap, err) == MFS_OK) {
+	if (imap_ensure(imap, err) == MFS_OK && ns_learn(imap, err) == MFS_OK &&
+	    (imap->ns_delim_known || ns_delim_from_list(imap, err) == MFS_OK)) {
 		*prefix = strdup(imap->ns_prefix != NULL ? imap->ns_prefix : "");
 		*delim = imap->ns_delim;
 		if (*prefix == NULL)
@@ -797,6 +810,7 @@ static int imap_list(struct mfs_store *st, struct mfs_store_folder **folders,
 		imap_fail(imap, r, "LIST", MFS_E_PROTO, err);
 		goto unlock;
 	}
+	ns_delim_from(imap, list);
 	out = calloc(clist_count(list) + 1, sizeof(*out));
 	if (out == NULL) {
 		mfs_err_set(err, MFS_E_NOMEM, "LIST: out of memory");
@@ -2543,28 +2557,44 @@ static int imap_uid_store(struct mfs_imap *imap, uint32_t uid,
 	return imap_uid_flags(imap, uid, flags, err);
 }
 
-/* +FLAGS (\Deleted) on uid. */
-static int imap_mark_deleted(struct mfs_imap *imap, uint32_t uid,
-			     struct mfs_err *err)
+/* The STORE change +FLAGS (\Deleted) (add) or -FLAGS, .SILENT when
+ * silent; NULL when out of memory. */
+static struct mailimap_store_att_flags *deleted_change(int add, int silent)
 {
 	struct mailimap_flag_list *fl = mailimap_flag_list_new_empty();
 	struct mailimap_flag *deleted = mailimap_flag_new_deleted();
-	struct mailimap_store_att_flags *change;
-	unsigned flags;
+	struct mailimap_store_att_flags *change = NULL;
 
-	if (fl == NULL || deleted == NULL ||
-	    mailimap_flag_list_add(fl, deleted) != MAILIMAP_NO_ERROR) {
+	if (fl != NULL && deleted != NULL &&
+	    mailimap_flag_list_add(fl, deleted) == MAILIMAP_NO_ERROR) {
+		deleted = NULL; /* the list owns it */
+		if (add)
+			change =
+			    silent
+				? mailimap_store_att_flags_new_add_flags_silent(fl)
+				: mailimap_store_att_flags_new_add_flags(fl);
+		else
+			change = mailimap_store_att_flags_new_remove_flags_silent(
+			    fl);
+	}
+	if (change == NULL) {
 		if (deleted != NULL)
 			mailimap_flag_free(deleted);
 		if (fl != NULL)
 			mailimap_flag_list_free(fl);
-		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	}
-	change = mailimap_store_att_flags_new_add_flags(fl);
-	if (change == NULL) {
-		mailimap_flag_list_free(fl);
+	return change;
+}
+
+/* +FLAGS (\Deleted) on uid. */
+static int imap_mark_deleted(struct mfs_imap *imap, uint32_t uid,
+			     struct mfs_err *err)
+{
+	struct mailimap_store_att_flags *change = deleted_change(1, 0);
+	unsigned flags;
+
+	if (change == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	}
 	return imap_uid_store(imap, uid, change, &flags, err);
 }
 
@@ -2588,25 +2618,11 @@ static int imap_uid_expunge(struct mfs_imap *imap, uint32_t uid,
 static int store_deleted(struct mfs_imap *imap, struct mailimap_set *set,
 			 int add, struct mfs_err *err)
 {
-	struct mailimap_flag_list *fl = mailimap_flag_list_new_empty();
-	struct mailimap_flag *deleted = mailimap_flag_new_deleted();
-	struct mailimap_store_att_flags *change = NULL;
+	struct mailimap_store_att_flags *change = deleted_change(add, 1);
 	int r;
 
-	if (fl != NULL && deleted != NULL &&
-	    mailimap_flag_list_add(fl, deleted) == MAILIMAP_NO_ERROR) {
-		deleted = NULL; /* the list owns it */
-		change =
-		    add ? mailimap_store_att_flags_new_add_flags_silent(fl)
-			: mailimap_store_att_flags_new_remove_flags_silent(fl);
-	}
-	if (change == NULL) {
-		if (deleted != NULL)
-			mailimap_flag_free(deleted);
-		if (fl != NULL)
-			mailimap_flag_list_free(fl);
+	if (change == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	}
 	r = mailimap_uid_store(imap->session, set, change);
 	mailimap_store_att_flags_free(change);
 	if (r != MAILIMAP_NO_ERROR)
