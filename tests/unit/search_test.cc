@@ -217,6 +217,34 @@ class SearchRoom : public ::testing::Test
 	}
 };
 
+// A server folder named .mailfs does not take the place of the mount's own
+// .mailfs/ (status): it is shown under a suffixed name.
+TEST_F(SearchRoom, AServerFolderNamedMailfsGetsASuffix)
+{
+	int folders = 0, own = 0;
+
+	mem.folders[".mailfs"] = {{6, "a folder named as the status directory"}};
+	pthread_mutex_unlock(&fs->lock); /* refresh_folders takes it */
+	int r = refresh_folders(fs, 0, &err);
+	pthread_mutex_lock(&fs->lock);
+	ASSERT_EQ(r, MFS_OK) << err.msg;
+
+	for (struct mfs_node *c = root()->first_child; c != nullptr;
+	     c = c->next_sibling) {
+		if (c->kind == MFS_N_MAILFS) {
+			EXPECT_STREQ(c->name, ".mailfs");
+			own++;
+		}
+		if (c->kind == MFS_N_FOLDER && c->mailbox != nullptr &&
+		    strcmp(c->mailbox, ".mailfs") == 0) {
+			EXPECT_STRNE(c->name, ".mailfs");
+			folders++;
+		}
+	}
+	EXPECT_EQ(own, 1);
+	EXPECT_EQ(folders, 1);
+}
+
 TEST_F(SearchRoom, AServerFolderNamedSearchGetsASuffix)
 {
 	struct mfs_node *s = search_dir(fs, root());
