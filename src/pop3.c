@@ -1020,78 +1020,6 @@ static int read_list(struct pop3_conn *c, struct mfs_store_msg *msgs, size_t n,
 
 /* ---- TOP n 0: the headers ----------------------------------------------- */
 
-/* The value of the first header `name` in the header block hdr, folded
- * lines included, trimmed; malloc'd, or NULL when absent. */
-static char *header_value(const char *hdr, const char *name)
-{
-	struct mfs_field f;
-	const char *v;
-	size_t len;
-
-	if (!mfs_field_find(hdr, 0, strlen(hdr), name, &f))
-		return NULL;
-	v = hdr + f.colon + 1;
-	len = f.end - f.colon - 1;
-	while (len > 0 &&
-	       (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')) {
-		v++;
-		len--;
-	}
-	while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
-		len--;
-	return strndup(v, len);
-}
-
-/* The sender display: the decoded display name of the first From
- * mailbox, else its address, else the decoded header as it stands. */
-static char *from_display(const char *raw)
-{
-	struct mailimf_mailbox_list *list = NULL;
-	struct mailimf_mailbox *mb;
-	size_t idx = 0;
-	char *out;
-
-	if (raw == NULL)
-		return strdup("");
-	if (mailimf_mailbox_list_parse(raw, strlen(raw), &idx, &list) !=
-		MAILIMF_NO_ERROR ||
-	    clist_begin(list->mb_list) == NULL) {
-		if (list != NULL)
-			mailimf_mailbox_list_free(list);
-		return mfs_hdr_decode(raw);
-	}
-	mb = clist_content(clist_begin(list->mb_list));
-	if (mb->mb_display_name != NULL && mb->mb_display_name[0] != '\0')
-		out = mfs_hdr_decode(mb->mb_display_name);
-	else
-		out = mfs_hdr_decode(mb->mb_addr_spec);
-	mailimf_mailbox_list_free(list);
-	return out;
-}
-
-/* Fills date, from and subject of m from a header block. */
-static int msg_from_headers(struct mfs_store_msg *m, const char *hdr)
-{
-	char *from = header_value(hdr, "From");
-	char *subject = header_value(hdr, "Subject");
-	char *date = header_value(hdr, "Date");
-	int r = 0;
-
-	m->date = date != NULL ? mfs_parse_date(date) : (time_t)-1;
-	if (m->date == (time_t)-1)
-		m->date = 0;
-	free(m->from);
-	free(m->subject);
-	m->from = from_display(from);
-	m->subject = mfs_hdr_decode(subject != NULL ? subject : "");
-	if (m->from == NULL || m->subject == NULL)
-		r = -1;
-	free(from);
-	free(subject);
-	free(date);
-	return r;
-}
-
 /* A growable header block, kept to at most P3_HDR_MAX bytes. */
 struct hdrbuf {
 	char *data; /* owned */
@@ -1135,7 +1063,7 @@ static int read_top(struct pop3_conn *c, struct mfs_store_msg *m,
 	if (conn_status(c, &ok, NULL, 0, "TOP", err) != MFS_OK)
 		return err->code;
 	if (!ok)
-		return msg_from_headers(m, "") == 0
+		return mfs_store_msg_headers(m, "") == 0
 			   ? MFS_OK
 			   : mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	for (;;) {
@@ -1163,7 +1091,7 @@ static int read_top(struct pop3_conn *c, struct mfs_store_msg *m,
 			skip_line = 0;
 		at_start = eol;
 	}
-	if (msg_from_headers(m, h.data != NULL ? h.data : "") != 0)
+	if (mfs_store_msg_headers(m, h.data != NULL ? h.data : "") != 0)
 		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	else
 		mfs_err_clear(err);
@@ -1234,7 +1162,7 @@ static int no_headers(struct mfs_store_msg *msgs, size_t n, struct mfs_err *err)
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		if (msg_from_headers(&msgs[i], "") != 0)
+		if (mfs_store_msg_headers(&msgs[i], "") != 0)
 			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	return MFS_OK;
 }

@@ -4,7 +4,13 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+#include <libetpan/libetpan.h>
+
+#include "header.h"
+#include "names.h"
 
 const char *const mfs_flag_names[MFS_NFLAGS] = {
 	"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft",
@@ -80,4 +86,75 @@ void mfs_store_hits_free(struct mfs_store_hits *hits, size_t n)
 		hits[i].msgs = NULL;
 		hits[i].nmsgs = 0;
 	}
+}
+
+/* The value of the first header `name` in the header block hdr, folded
+ * lines included, trimmed; malloc'd, or NULL when absent. */
+static char *header_value(const char *hdr, const char *name)
+{
+	struct mfs_field f;
+	const char *v;
+	size_t len;
+
+	if (!mfs_field_find(hdr, 0, strlen(hdr), name, &f))
+		return NULL;
+	v = hdr + f.colon + 1;
+	len = f.end - f.colon - 1;
+	while (len > 0 &&
+	       (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')) {
+		v++;
+		len--;
+	}
+	while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+		len--;
+	return strndup(v, len);
+}
+
+/* The sender display: the decoded display name of the first From
+ * mailbox, else its address, else the decoded header as it stands. */
+static char *from_display(const char *raw)
+{
+	struct mailimf_mailbox_list *list = NULL;
+	struct mailimf_mailbox *mb;
+	size_t idx = 0;
+	char *out;
+
+	if (raw == NULL)
+		return strdup("");
+	if (mailimf_mailbox_list_parse(raw, strlen(raw), &idx, &list) !=
+		MAILIMF_NO_ERROR ||
+	    clist_begin(list->mb_list) == NULL) {
+		if (list != NULL)
+			mailimf_mailbox_list_free(list);
+		return mfs_hdr_decode(raw);
+	}
+	mb = clist_content(clist_begin(list->mb_list));
+	if (mb->mb_display_name != NULL && mb->mb_display_name[0] != '\0')
+		out = mfs_hdr_decode(mb->mb_display_name);
+	else
+		out = mfs_hdr_decode(mb->mb_addr_spec);
+	mailimf_mailbox_list_free(list);
+	return out;
+}
+
+int mfs_store_msg_headers(struct mfs_store_msg *m, const char *hdr)
+{
+	char *from = header_value(hdr, "From");
+	char *subject = header_value(hdr, "Subject");
+	char *date = header_value(hdr, "Date");
+	int r = 0;
+
+	m->date = date != NULL ? mfs_parse_date(date) : (time_t)-1;
+	if (m->date == (time_t)-1)
+		m->date = 0;
+	free(m->from);
+	free(m->subject);
+	m->from = from_display(from);
+	m->subject = mfs_hdr_decode(subject != NULL ? subject : "");
+	if (m->from == NULL || m->subject == NULL)
+		r = -1;
+	free(from);
+	free(subject);
+	free(date);
+	return r;
 }

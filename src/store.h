@@ -254,6 +254,12 @@ struct mfs_store {
  * MFS_OK. */
 int mfs_store_watch_poll(int stop_fd, int secs, int *changed);
 
+/* Fills date (the Date header; 0 without one), from (the decoded display
+ * name of the first From mailbox, else its address) and subject (decoded)
+ * of m from the header block hdr (NUL-terminated), freeing what m held
+ * there. Returns 0, or -1 on ENOMEM. */
+int mfs_store_msg_headers(struct mfs_store_msg *m, const char *hdr);
+
 void mfs_store_folders_free(struct mfs_store_folder *folders, size_t n);
 void mfs_store_msgs_free(struct mfs_store_msg *msgs, size_t n);
 void mfs_store_segs_free(struct mfs_seg *segs, size_t n);
