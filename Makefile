@@ -74,10 +74,11 @@ UNIT_auth   = auth config log error
 UNIT_sentq  = sentq statefile privdir log error
 UNIT_cache  = cache hash privdir error log
 UNIT_node   = node hash
+UNIT_journal = journal store header names base64 log error
 UNIT_query  = query names base64 error
 UNIT_search = $(UNIT_fs)
 UNIT_skeleton = skeleton store mime header names base64 hash error
-UNIT_fs     = $(sort fs folders folderlist state prefetch msgview outbox search query node mime header hash cache store $(UNIT_spool))
+UNIT_fs     = $(sort fs folders folderlist journal state prefetch msgview outbox search query node mime header hash cache store $(UNIT_spool))
 UNIT_TESTS := $(patsubst tests/unit/%_test.cc,%,$(wildcard tests/unit/*_test.cc))
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/%_test,$(UNIT_TESTS))
 

@@ -20,6 +20,7 @@
 
 #include "folderlist.h"
 #include "hash.h"
+#include "journal.h"
 #include "log.h"
 #include "mime.h"
 #include "names.h"
@@ -250,6 +251,7 @@ static int folders_kept(struct mfs_fs *fs, struct mfs_store_folder **folders,
 			size_t *n, struct mfs_err *err)
 {
 	char *key;
+	size_t i;
 	int r;
 
 	if (fs->store->ops->kept_index == NULL || fs->acct->cache_dir == NULL)
@@ -259,7 +261,20 @@ static int folders_kept(struct mfs_fs *fs, struct mfs_store_folder **folders,
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	r = mfs_folderlist_load(fs->acct->cache_dir, key, folders, n, err);
 	free(key);
-	return r;
+	if (r != MFS_OK)
+		return r;
+	/* the personal namespace, for folders made at the root offline */
+	pthread_mutex_lock(&fs->lock);
+	for (i = 0; i < *n && fs->root_prefix == NULL; i++)
+		if ((*folders)[i].shown > 0) {
+			fs->root_prefix = strndup((*folders)[i].name,
+						  (*folders)[i].shown);
+			if ((*folders)[i].delim != '\0')
+				fs->delim = (*folders)[i].delim;
+		}
+	pthread_mutex_unlock(&fs->lock);
+	mfs_journal_folders(fs->store, folders, n); /* changes made offline */
+	return MFS_OK;
 }
 
 /* Brings the folder nodes in line with folders[0..n). Caller holds
@@ -673,4 +688,35 @@ void mfs_fs_stop_watch(struct mfs_fs *fs)
 	close(w->pipe[1]);
 	free(w);
 	fs->watch = NULL;
+}
+
+/* --- the journal of offline changes (journal.h) ---------------------------- */
+
+static int journal_cached(void *ctx, const char *folder, uint32_t validity,
+			  uint32_t uid, uint64_t size, int *fd)
+{
+	return msgview_cached(ctx, folder, validity, uid, size, fd);
+}
+
+/* A replayed step changed folder (NULL: the folder list) on the server. */
+static void journal_changed(void *ctx, const char *folder)
+{
+	struct mfs_fs *fs = ctx;
+
+	pthread_mutex_lock(&fs->lock);
+	if (folder == NULL && fs->folders_listed != 0)
+		fs->folders_listed = 1; /* long ago: listed at the next look */
+	else if (folder != NULL)
+		mailbox_stale(fs, folder);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+void mfs_fs_start_journal(struct mfs_fs *fs)
+{
+	struct mfs_journal_hooks h = {
+	    .ctx = fs, .cached = journal_cached, .changed = journal_changed};
+
+	if (mfs_journal_start(fs->store, &h) != 0)
+		mfs_log_err("offline changes will not be replayed: cannot "
+			    "start a thread");
 }

@@ -23,6 +23,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "journal.h"
 #include "log.h"
 #include "mime.h"
 #include "names.h"
@@ -75,6 +76,7 @@ void mfs_fs_free(struct mfs_fs *fs)
 {
 	if (fs == NULL)
 		return;
+	mfs_journal_stop(fs->store); /* its hooks use the fs */
 	/* directories and files whose release never came (the session
 	 * ended first) */
 	pthread_mutex_lock(&fs->lock);
@@ -1717,10 +1719,22 @@ static int rename_folder(struct mfs_fs *fs, struct mfs_node *dir,
 static int sync_message(struct mfs_fs *fs, struct mfs_node *dir, int opening,
 			struct mfs_err *err)
 {
-	(void)opening;
+	int rc;
+
 	if (!message_of(dir)->linked)
 		return mfs_err_set(err, MFS_E_NOENT, "message gone");
-	return dir_ensure(fs, dir, err);
+	rc = dir_ensure(fs, dir, err);
+	/* offline and not cached: only the flags file, which the listing
+	 * has (so that flags can be written and "rm -r" works); a lookup of
+	 * any other name fails with the error */
+	if (mfs_err_unreachable(rc) && dir->kind == MFS_N_MESSAGE &&
+	    flags_node_add(fs, dir) == 0 && opening) {
+		mfs_log_debug("%s: %s; listed with its flags only", dir->name,
+			      err->msg);
+		mfs_err_clear(err);
+		return MFS_OK;
+	}
+	return rc;
 }
 
 /* rm -r of a message directory: \Deleted and UID EXPUNGE of that UID. */

@@ -49,6 +49,10 @@ void mfs_fs_start_watch(struct mfs_fs *fs);
  * not answer). Safe when not started. */
 void mfs_fs_stop_watch(struct mfs_fs *fs);
 
+/* Starts replaying the changes kept while offline (journal.h), when the
+ * store is a journal; after fuse_daemonize(). mfs_fs_free() stops it. */
+void mfs_fs_start_journal(struct mfs_fs *fs);
+
 /* Starts the thread that fetches the messages of the folders the account's
  * `prefetch` setting names into the cache (prefetch.c), when it has one;
  * after fuse_daemonize(). */

@@ -158,6 +158,12 @@ int msgview_fetch_into_cache(struct mfs_fs *fs, struct mfs_node *dir,
 			     struct mfs_node **msgs, size_t n,
 			     struct mfs_err *err);
 
+/* A descriptor (*fd) on the cached raw bytes of message uid of mailbox,
+ * size bytes long: the journal's `cached` hook. Takes no lock. Returns 0,
+ * or -1 when they are not cached whole. */
+int msgview_cached(struct mfs_fs *fs, const char *mailbox, uint32_t validity,
+		   uint32_t uid, uint64_t size, int *fd);
+
 /* --- state.c --------------------------------------------------------------- */
 
 /* Adds .mailfs/ and .mailfs/status under the root. Caller holds the lock. */
@@ -200,6 +206,11 @@ struct mfs_node *folder_child(struct mfs_fs *fs, struct mfs_node *dir,
 			      const char *display, const char *prefix);
 
 /* --- msgview.c ------------------------------------------------------------- */
+
+/* Adds message directory msg's flags file, which needs no byte of the
+ * message, unless it has one. Caller holds the lock. Returns 0, or -1 on
+ * ENOMEM. */
+int flags_node_add(struct mfs_fs *fs, struct mfs_node *msg);
 
 /* A message's view (its priv). */
 struct view;

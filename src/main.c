@@ -20,6 +20,7 @@
 #include "config.h"
 #include "drivers.h"
 #include "fs.h"
+#include "journal.h"
 #include "log.h"
 #include "smtp.h"
 #include "spool.h"
@@ -279,6 +280,7 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 	struct mfs_fs *fs = NULL;
 	struct mfs_spool *spool = NULL;
 	char *password = NULL, *extra = NULL, *spool_dir = NULL;
+	char *journal_dir = NULL;
 	struct mfs_err err;
 	int rc = 1;
 
@@ -309,6 +311,23 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 		goto out;
 	}
 	mfs_cache_set_limit(cache, acct.cache_size);
+	if (!st->read_only) {
+		/* writes made while the server is out of reach */
+		struct mfs_store *j;
+
+		if (asprintf(&journal_dir, "%s/.journal", acct.cache_dir) < 0) {
+			journal_dir = NULL;
+			goto out;
+		}
+		j = mfs_journal_new(st, journal_dir, &err);
+		if (j != NULL)
+			st = j;
+		else
+			fprintf(stderr,
+				"mailfs: %s; changes made offline are "
+				"refused on this mount\n",
+				err.msg);
+	}
 	fs = mfs_fs_new(&acct, st, cache);
 	if (fs == NULL)
 		goto out;
@@ -352,6 +371,7 @@ static int run_mount(struct cli *cli, struct fuse_args *args)
 	if (spool != NULL && mfs_spool_start(spool, &err) != MFS_OK)
 		mfs_log_err("outbox retries will not run: %s", err.msg);
 	mfs_fs_start_watch(fs);
+	mfs_fs_start_journal(fs);
 	mfs_fs_start_prefetch(fs);
 	mfs_log_info("mounted %s at %s", acct.name, opts.mountpoint);
 	if (opts.singlethread) {
@@ -387,6 +407,7 @@ out:
 		return rc;
 	}
 	free(spool_dir);
+	free(journal_dir);
 	mfs_fs_free(fs);
 	mfs_cache_close(cache);
 	if (st != NULL)

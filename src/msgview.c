@@ -362,6 +362,36 @@ static int message_fd(struct mfs_fs *fs, const struct msg_ref *r, int *fd,
 			     err);
 }
 
+/* The store's fill when only the cache may answer. */
+static int fill_none(void *ctx, int fd, size_t *len, struct mfs_err *err)
+{
+	(void)ctx;
+	(void)fd;
+	(void)len;
+	return mfs_err_set(err, MFS_E_NOENT, "not cached");
+}
+
+int msgview_cached(struct mfs_fs *fs, const char *mailbox, uint32_t validity,
+		   uint32_t uid, uint64_t size, int *fd)
+{
+	struct msg_ref r;
+	struct mfs_err err;
+	char key[1024];
+
+	memset(&r, 0, sizeof(r));
+	r.mailbox = (char *)mailbox;
+	r.validity = validity;
+	r.msg.uid = uid;
+	r.msg.size = size;
+	if (cache_key(&r, "", key, sizeof(key)) != 0 ||
+	    !mfs_cache_has(fs->cache, key, size))
+		return -1;
+	return mfs_cache_get(fs->cache, key, size, fill_none, NULL, fd,
+			     &err) == MFS_OK
+		       ? 0
+		       : -1;
+}
+
 static void mapping_release(void *ctx)
 {
 	struct mapping *m = ctx;
@@ -783,8 +813,11 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 					ahead_open, ahead_done, &a,
 					&err) != MFS_OK) {
 			mfs_log_debug("fetch-ahead: %s", err.msg);
-			if (mfs_err_unreachable(err.code) ||
-			    err.code == MFS_E_TLS)
+			/* msg itself may have come before the failure */
+			if ((mfs_err_unreachable(err.code) ||
+			     err.code == MFS_E_TLS) &&
+			    !mfs_cache_has(fs->cache, a.item[0].key,
+					   a.item[0].size))
 				rc = mfs_err_set(ret, err.code, "%s",
 						 err.msg);
 		}
@@ -938,6 +971,21 @@ void flags_node_update(struct mfs_node *msg)
 	free(text);
 }
 
+int flags_node_add(struct mfs_fs *fs, struct mfs_node *msg)
+{
+	struct mfs_node *flags = mfs_nodes_child(fs->nodes, msg, "flags");
+
+	if (flags != NULL)
+		return 0;
+	flags = mfs_nodes_add(fs->nodes, msg, "flags", MFS_N_FILE);
+	if (flags == NULL)
+		return -1;
+	flags->file = MFS_F_FLAGS;
+	flags->mtime = msg->mtime;
+	flags_node_update(msg);
+	return 0;
+}
+
 /* Makes the nodes of a layout directory under dirnode. Caller holds the
  * lock. Returns 0, or -1 on ENOMEM. */
 static int dir_populate(struct mfs_fs *fs, struct mfs_node *dirnode,
@@ -969,7 +1017,7 @@ static int dir_populate(struct mfs_fs *fs, struct mfs_node *dirnode,
 int dir_ensure(struct mfs_fs *fs, struct mfs_node *dir,
 		      struct mfs_err *err)
 {
-	struct mfs_node *msg = message_of(dir), *flags;
+	struct mfs_node *msg = message_of(dir);
 	const struct mfs_entry *e;
 	struct view *v;
 	int rc = MFS_OK;
@@ -994,17 +1042,8 @@ int dir_ensure(struct mfs_fs *fs, struct mfs_node *dir,
 		rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto put;
 	}
-	flags = mfs_nodes_child(fs->nodes, dir, "flags");
-	if (flags == NULL) {
-		flags = mfs_nodes_add(fs->nodes, dir, "flags", MFS_N_FILE);
-		if (flags == NULL) {
-			rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-			goto put;
-		}
-		flags->file = MFS_F_FLAGS;
-		flags->mtime = dir->mtime;
-		flags_node_update(dir);
-	}
+	if (flags_node_add(fs, dir) != 0)
+		rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 put:
 	view_put(fs, v);
 	return rc;

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "cache.h"
+#include "journal.h"
 #include "spool.h"
 
 #define MAILFS_DIR ".mailfs"
@@ -101,6 +102,7 @@ char *state_text(struct mfs_fs *fs, const struct mfs_node *n,
 		return NULL;
 	}
 	put_online(f, fs);
+	mfs_journal_describe(fs->store, f);
 	put_outbox(f, fs);
 	if (fs->cache != NULL)
 		fprintf(f, "cache: %llu bytes of %llu\n",

@@ -62,9 +62,11 @@ class FakeStore
 		std::vector<std::string> flags;
 	};
 
-	FakeStore()
+	/* keeps: the store has a kept_index op (listings kept on disk, as
+	 * the IMAP driver keeps them) */
+	explicit FakeStore(bool keeps = false)
 	{
-		st.ops = &ops_;
+		st.ops = keeps ? &ops_keeping_ : &ops_;
 		st.priv = this;
 		st.read_only = 0;
 	}
@@ -115,6 +117,14 @@ class FakeStore
 		std::lock_guard<std::mutex> g(mu);
 		failures.clear();
 	}
+	/* The next `times` calls of op that succeed lose their answer: the
+	 * change is made, but the call fails with MFS_E_TIMEOUT (a
+	 * connection that broke before the server's answer came). */
+	void lose_answer(const std::string &op, int times = 1)
+	{
+		std::lock_guard<std::mutex> g(mu);
+		lost[op] = times;
+	}
 	int count(const std::string &op)
 	{
 		std::lock_guard<std::mutex> g(mu);
@@ -153,6 +163,7 @@ class FakeStore
 	std::map<std::string, Folder> folders;
 	std::map<std::string, int> calls;
 	std::map<std::string, std::pair<enum mfs_errcode, int>> failures;
+	std::map<std::string, int> lost;
 	std::vector<Append> appends;
 	std::vector<Move> moves;
 	std::vector<Expunge> expunges;
@@ -182,6 +193,16 @@ class FakeStore
 		}
 		mfs_err_clear(err);
 		return MFS_OK;
+	}
+	/* rc, or MFS_E_TIMEOUT when op's answer is to be lost. */
+	int leave(const char *op, int rc, struct mfs_err *err)
+	{
+		auto it = lost.find(op);
+		if (rc != MFS_OK || it == lost.end() || it->second == 0)
+			return rc;
+		it->second--;
+		return mfs_err_set(err, MFS_E_TIMEOUT,
+				   "fake store: %s done, its answer lost", op);
 	}
 	Msg *find(const std::string &folder_name, uint32_t uid,
 		  uint32_t validity = 0)
@@ -268,11 +289,25 @@ class FakeStore
 			    uint32_t *validity, struct mfs_store_msg **msgs,
 			    size_t *n, struct mfs_err *err)
 	{
-		FakeStore *f = of(s);
+		return listing(of(s), "index", folder, validity, msgs, n, err);
+	}
+	/* What a driver keeps on disk (FakeStore(true) only): here the
+	 * listing as it stands; failures are injected as "kept_index". */
+	static int op_kept_index(struct mfs_store *s, const char *folder,
+				 uint32_t *validity, struct mfs_store_msg **msgs,
+				 size_t *n, struct mfs_err *err)
+	{
+		return listing(of(s), "kept_index", folder, validity, msgs, n,
+			       err);
+	}
+	static int listing(FakeStore *f, const char *op, const char *folder,
+			   uint32_t *validity, struct mfs_store_msg **msgs,
+			   size_t *n, struct mfs_err *err)
+	{
 		std::lock_guard<std::mutex> g(f->mu);
 		*msgs = nullptr;
 		*n = 0;
-		if (f->enter("index", err) != MFS_OK)
+		if (f->enter(op, err) != MFS_OK)
 			return err->code;
 		auto it = f->folders.find(folder);
 		if (it == f->folders.end())
@@ -453,7 +488,7 @@ class FakeStore
 		it->second.msgs.push_back(m);
 		*validity = it->second.validity;
 		*uid = m.uid;
-		return MFS_OK;
+		return f->leave("append", MFS_OK, err);
 	}
 	static int op_move(struct mfs_store *s, const char *from,
 			   uint32_t validity, uint32_t uid, const char *to,
@@ -477,7 +512,7 @@ class FakeStore
 				src.erase(it);
 				break;
 			}
-		return MFS_OK;
+		return f->leave("move", MFS_OK, err);
 	}
 	static int op_expunge(struct mfs_store *s, const char *folder,
 			      uint32_t validity, uint32_t uid,
@@ -565,7 +600,16 @@ class FakeStore
 		return o;
 	}
 
+	static struct mfs_store_ops make_ops_keeping()
+	{
+		struct mfs_store_ops o = make_ops();
+
+		o.kept_index = op_kept_index;
+		return o;
+	}
+
 	const struct mfs_store_ops ops_ = make_ops();
+	const struct mfs_store_ops ops_keeping_ = make_ops_keeping();
 };
 
 #endif
