@@ -520,21 +520,27 @@ static int imap_compress(struct mfs_imap *imap, struct mfs_err *err)
 	mailimap *session = imap->session;
 	mailstream *s = session->imap_stream;
 	struct mailimap_connection_info *ci = session->imap_connection_info;
-	int r;
+	int r, state;
 
 	if (!imap->acct->compress || mfs_stream_compressed(s) || ci == NULL ||
 	    !caps_have(ci->imap_capability, "COMPRESS=DEFLATE"))
 		return MFS_OK;
 	mfs_stream_byte_reads(s, 1);
-	r = mailimap_custom_command(session, "COMPRESS DEFLATE");
-	if (r == MAILIMAP_ERROR_CUSTOM_COMMAND) {
+	/* not mailimap_custom_command(): it sends a space after the name */
+	if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+	    mailstream_write(s, "COMPRESS DEFLATE\r\n", 18) != 18 ||
+	    mailstream_flush(s) == -1 || mailimap_read_line(session) == NULL)
+		r = MAILIMAP_ERROR_STREAM;
+	else
+		r = parse_tagged(session, &state);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail(imap, r, "COMPRESS", MFS_E_PROTO, err);
+	if (state != MAILIMAP_RESP_COND_STATE_OK) {
 		mfs_stream_byte_reads(s, 0);
 		mfs_log_debug("imap: %s:%d refused COMPRESS: %s", srv->host,
 			      srv->port, imap_reply(imap));
 		return MFS_OK;
 	}
-	if (r != MAILIMAP_NO_ERROR)
-		return imap_fail(imap, r, "COMPRESS", MFS_E_PROTO, err);
 	if (mfs_stream_compress(s, err) != MFS_OK) {
 		imap_drop(imap);
 		return err->code;
