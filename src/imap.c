@@ -38,6 +38,7 @@ struct mfs_imap {
 	int selected_rw;		/* selected by SELECT, not EXAMINE */
 	uint32_t selected_validity;
 	unsigned caps; /* IMAP_CAP_* after login */
+	int watcher;   /* the store only watches (IDLE): not compressed */
 	/* The namespaces (RFC 2342), asked for once, by the first LIST: */
 	int ns_known;
 	char *ns_prefix;  /* owned: the personal one's prefix, "" if none */
@@ -509,7 +510,9 @@ static int imap_login(struct mfs_imap *imap, struct mfs_err *err)
  * COMPRESS DEFLATE (RFC 4978) when the server offers COMPRESS=DEFLATE and
  * the account does not say compress = no. After authentication only, so
  * that no secret goes through the compressor, and at most once per
- * connection (a new connection starts uncompressed). The reply is read
+ * connection (a new connection starts uncompressed). Not on a store that
+ * only watches: IDLE carries a few lines an hour, and COMPRESS would cost
+ * it a round trip and the deflate state. The reply is read
  * byte by byte (tls.h), so that the server's first compressed bytes stay
  * unread until the stream inflates them. A NO or BAD leaves the
  * connection as it was; a broken reply drops it.
@@ -522,7 +525,8 @@ static int imap_compress(struct mfs_imap *imap, struct mfs_err *err)
 	struct mailimap_connection_info *ci = session->imap_connection_info;
 	int r, state;
 
-	if (!imap->acct->compress || mfs_stream_compressed(s) || ci == NULL ||
+	if (!imap->acct->compress || imap->watcher ||
+	    mfs_stream_compressed(s) || ci == NULL ||
 	    !caps_have(ci->imap_capability, "COMPRESS=DEFLATE"))
 		return MFS_OK;
 	mfs_stream_byte_reads(s, 1);
@@ -3282,6 +3286,7 @@ static int imap_watch(struct mfs_store *st, const char *mailbox, int stop_fd,
 
 	*changed = 0;
 	pthread_mutex_lock(&imap->lock);
+	imap->watcher = 1; /* the pool keeps this store for watching alone */
 	if (imap_ensure(imap, err) != MFS_OK)
 		goto unlock;
 	if (!mailimap_has_idle(imap->session)) {

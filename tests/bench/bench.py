@@ -20,6 +20,8 @@ Environment:
                     temporary directory (mail, caches, logs) is removed
                     at the end unless BENCH_KEEP=1. Without it, the
                     temporary directory is kept and holds them.
+    BENCH_COMPRESS=no  every mailfs config says compress = no (the
+                    slowlink row still measures both)
     MAILFS_BIN      the binary to measure (default ./mailfs; it is copied
                     first so that a rebuild during the run changes nothing)
 
@@ -272,6 +274,9 @@ class Bench:
         if smtp:
             lines += ["smtp = smtps://localhost:%d" % self.smtps.port,
                       "from = alice@example.test"]
+        if os.environ.get("BENCH_COMPRESS") == "no" and kind == "imaps" \
+                and not any(x.startswith("compress") for x in extra):
+            lines.append("compress = no")
         lines += list(extra)
         path = os.path.join(self.dir, "config-%d" % self.ncache)
         self.ncache += 1
@@ -832,8 +837,8 @@ account default : bench
         try:
             for _ in range(RUNS):
                 for on in (True, False):
-                    cfg = self.config(via=link, extra=[] if on else
-                                      ["compress = no"])
+                    cfg = self.config(via=link, extra=[
+                        "compress = %s" % ("yes" if on else "no")])
                     link.reset()
                     wall, hwm, m = self.ls_mount(cfg, "INBOX", MESSAGES)
                     stats = link.stats()

@@ -77,6 +77,7 @@ def test_mount_negotiates_compression_and_reads_byte_exact(env):
         sent = proxy.sent_bytes()
         wire = proxy.wire_sent_bytes()
         compressed = set(proxy.compressed)
+        idle = set(proxy.idle)
         received, wire_received = proxy.received, proxy.wire_received
     finally:
         proxy.close()
@@ -86,6 +87,8 @@ def test_mount_negotiates_compression_and_reads_byte_exact(env):
               "(%d bytes, server %d)" % (uid, len(got[uid]), len(SENT[uid])))
     check(compressed, "no connection was compressed: %r" % proxy.commands)
     check("compression (DEFLATE) on" in log, log[-2000:])
+    # the connection that only waits in IDLE stays plain
+    eq(compressed & idle, set(), "compressed connections in IDLE")
     for cid, data in sent.items():
         eq(data.count(b"COMPRESS DEFLATE\r\n") <= 1, True,
            "COMPRESS at most once on connection %d" % cid)
