@@ -16,7 +16,7 @@ BUILD   ?= build
 
 CC      ?= cc
 CXX     ?= c++
-PKGS     = fuse3 libetpan openssl
+PKGS     = fuse3 libetpan openssl zlib
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE
 CXXFLAGS ?= -O2 -g
@@ -33,7 +33,7 @@ BUILD    = build-san
 endif
 
 # Debian packages needed to build, test and demo.
-DEPS = build-essential pkg-config libfuse3-dev fuse3 libetpan-dev libssl-dev \
+DEPS = build-essential pkg-config libfuse3-dev fuse3 libetpan-dev libssl-dev zlib1g-dev \
        openssl libgtest-dev dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
        postfix python3 clang libclang-rt-14-dev isync curl msmtp rsync
 
@@ -59,6 +59,7 @@ LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
 UNIT_config = config error
 UNIT_names  = names base64 error
 UNIT_tls    = tls error
+UNIT_compress = tls error
 UNIT_mime   = mime header names base64 hash error
 UNIT_imap   = imap query auth skeleton idxcache hash privdir tls names base64 store header log error config sasl
 UNIT_idxcache = idxcache hash privdir error

@@ -50,6 +50,7 @@ enum cfg_key {
 	K_CACHE_SIZE,
 	K_CONNECTIONS,
 	K_PREFETCH,
+	K_COMPRESS,
 	K_COUNT
 };
 
@@ -76,6 +77,7 @@ static const char *const key_names[K_COUNT] = {
     [K_CACHE_SIZE] = "cache_size",
     [K_CONNECTIONS] = "connections",
     [K_PREFETCH] = "prefetch",
+    [K_COMPRESS] = "compress",
 };
 
 struct scheme {
@@ -712,6 +714,8 @@ static int parse_options(struct parser *p, struct mfs_account *a)
 		rc = parse_cache_size(p, &a->cache_size);
 	if (rc == 0)
 		rc = parse_connections(p, &a->connections);
+	if (rc == 0)
+		rc = parse_yes_no(p, K_COMPRESS, 1, &a->compress);
 	return rc;
 }
 

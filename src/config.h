@@ -32,7 +32,8 @@
  * default) or "none". password_file, ca_file and cache_dir must be absolute
  * or start with "~/" (or be "~"), expanded with $HOME. No value is empty.
  * auth is "password" (the default), "xoauth2" or "oauthbearer". apop and
- * allow_expire are "yes" or "no" (the default). cache_size is a whole
+ * allow_expire are "yes" or "no" (the default); compress is "yes" (the
+ * default) or "no". cache_size is a whole
  * number of bytes with an optional suffix K, M or G (powers of 1024), at
  * least 1M, default 1G. connections is 1-16, default 4. Words (auth, tls,
  * yes/no) are matched without regard to case.
@@ -101,6 +102,8 @@ struct mfs_account {
 				    may hold (suffix K, M, G); 1 GiB */
 	int connections;	 /* "connections": IMAP connections for
 				    readers, 1-16; 4 */
+	int compress;		 /* "compress = no" turns IMAP COMPRESS=DEFLATE
+				    (RFC 4978) off; on by default */
 };
 
 /* The default config path: $XDG_CONFIG_HOME/mailfs/config, else

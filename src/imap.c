@@ -38,6 +38,7 @@ struct mfs_imap {
 	int selected_rw;		/* selected by SELECT, not EXAMINE */
 	uint32_t selected_validity;
 	unsigned caps; /* IMAP_CAP_* after login */
+	int watcher;   /* the store only watches (IDLE): not compressed */
 	/* The namespaces (RFC 2342), asked for once, by the first LIST: */
 	int ns_known;
 	char *ns_prefix;  /* owned: the personal one's prefix, "" if none */
@@ -505,6 +506,62 @@ static int imap_login(struct mfs_imap *imap, struct mfs_err *err)
 	return r;
 }
 
+/*
+ * COMPRESS DEFLATE (RFC 4978) when the server offers COMPRESS=DEFLATE and
+ * the account does not say compress = no. After authentication only, so
+ * that no secret goes through the compressor, and at most once per
+ * connection (a new connection starts uncompressed). Not on a store that
+ * only watches: IDLE carries a few lines an hour, and COMPRESS would cost
+ * it a round trip and the deflate state. The reply is read
+ * byte by byte (tls.h), so that the server's first compressed bytes stay
+ * unread until the stream inflates them. A NO or BAD leaves the
+ * connection as it was; a broken reply drops it.
+ */
+static int imap_compress(struct mfs_imap *imap, struct mfs_err *err)
+{
+	const struct mfs_server *srv = &imap->acct->store;
+	mailimap *session = imap->session;
+	mailstream *s = session->imap_stream;
+	struct mailimap_connection_info *ci = session->imap_connection_info;
+	int r, state;
+
+	if (!imap->acct->compress || imap->watcher ||
+	    mfs_stream_compressed(s) || ci == NULL ||
+	    !caps_have(ci->imap_capability, "COMPRESS=DEFLATE"))
+		return MFS_OK;
+	mfs_stream_byte_reads(s, 1);
+	/* not mailimap_custom_command(): it sends a space after the name */
+	if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+	    mailstream_write(s, "COMPRESS DEFLATE\r\n", 18) != 18 ||
+	    mailstream_flush(s) == -1 || mailimap_read_line(session) == NULL)
+		r = MAILIMAP_ERROR_STREAM;
+	else
+		r = parse_tagged(session, &state);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail(imap, r, "COMPRESS", MFS_E_PROTO, err);
+	if (state != MAILIMAP_RESP_COND_STATE_OK) {
+		mfs_stream_byte_reads(s, 0);
+		mfs_log_debug("imap: %s:%d refused COMPRESS: %s", srv->host,
+			      srv->port, imap_reply(imap));
+		return MFS_OK;
+	}
+	if (mfs_stream_compress(s, err) != MFS_OK) {
+		imap_drop(imap);
+		return err->code;
+	}
+	mfs_log_debug("imap: compression (DEFLATE) on with %s:%d", srv->host,
+		      srv->port);
+	return MFS_OK;
+}
+
+/* After authentication: the capabilities, then compression. */
+static int imap_authenticated(struct mfs_imap *imap, struct mfs_err *err)
+{
+	if (imap_load_caps(imap, err) != MFS_OK)
+		return err->code;
+	return imap_compress(imap, err);
+}
+
 static int imap_open(struct mfs_imap *imap, struct mfs_err *err)
 {
 	const struct mfs_account *acct = imap->acct;
@@ -546,7 +603,7 @@ static int imap_open(struct mfs_imap *imap, struct mfs_err *err)
 					   "%s:%d sent PREAUTH before STARTTLS",
 					   srv->host, srv->port);
 		}
-		return imap_load_caps(imap, err);
+		return imap_authenticated(imap, err);
 	}
 	if (r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED &&
 	    r != MAILIMAP_NO_ERROR_AUTHENTICATED) {
@@ -574,7 +631,7 @@ static int imap_open(struct mfs_imap *imap, struct mfs_err *err)
 	}
 	mfs_log_debug("imap: logged in to %s:%d as %s", srv->host, srv->port,
 		      acct->user);
-	return imap_load_caps(imap, err);
+	return imap_authenticated(imap, err);
 }
 
 static int imap_ensure(struct mfs_imap *imap, struct mfs_err *err)
@@ -3229,6 +3286,7 @@ static int imap_watch(struct mfs_store *st, const char *mailbox, int stop_fd,
 
 	*changed = 0;
 	pthread_mutex_lock(&imap->lock);
+	imap->watcher = 1; /* the pool keeps this store for watching alone */
 	if (imap_ensure(imap, err) != MFS_OK)
 		goto unlock;
 	if (!mailimap_has_idle(imap->session)) {
@@ -3248,7 +3306,9 @@ static int imap_watch(struct mfs_store *st, const char *mailbox, int stop_fd,
 	/* Wait for the server to say something, for the caller to stop us,
 	 * or for max_wait (servers drop an IDLE after 30 minutes). */
 	n = 0;
-	if (imap->session->imap_stream->read_buffer_len == 0) {
+	/* Bytes already read (by libetpan, OpenSSL or the inflater) would
+	 * not wake poll(). */
+	if (!mfs_stream_pending(imap->session->imap_stream)) {
 		pfd[0].fd = mailimap_idle_get_fd(imap->session);
 		pfd[0].events = POLLIN;
 		pfd[1].fd = stop_fd;

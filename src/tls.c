@@ -32,6 +32,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <zlib.h>
 
 /*
  * libetpan exports these but does not install mailstream_cancel.h; the
@@ -89,6 +90,8 @@ struct imap_scan {
 	char refusal[96]; /* why the stream was refused, or "" */
 };
 
+struct zconn;
+
 /* The driver's data: one per mailstream_low. */
 struct mfs_conn {
 	int fd;				  /* owned until close; -1 after */
@@ -97,6 +100,10 @@ struct mfs_conn {
 	int timeout;			  /* seconds, when low->timeout is 0 */
 	int timed_out;			  /* a wait ran out: stream is dead */
 	int eof;			  /* the peer closed: reads fail */
+	int broken;			  /* the compressed stream failed:
+					   * every later call fails */
+	int byte_reads;			  /* reads return one byte at most */
+	struct zconn *z;		  /* owned: compression, or NULL */
 	size_t since_nl;		  /* bytes read since the last LF */
 	struct imap_scan imap;		  /* IMAP streams only */
 };
@@ -201,19 +208,19 @@ static int64_t low_deadline(mailstream_low *low)
 	return now_ms() + t * 1000;
 }
 
-/* A stream that timed out or was cancelled fails every later call. */
+/* A stream that timed out, was cancelled or whose compressed stream
+ * failed fails every later call. */
 static int conn_dead(struct mfs_conn *conn)
 {
-	return conn->fd < 0 || conn->timed_out ||
+	return conn->fd < 0 || conn->timed_out || conn->broken ||
 	       mailstream_cancel_cancelled(conn->cancel);
 }
 
 /* ---- the driver ---- */
 
-static ssize_t plain_read(mailstream_low *low, void *buf, size_t count)
+static ssize_t plain_read(struct mfs_conn *conn, void *buf,
+			  size_t count, int64_t deadline)
 {
-	struct mfs_conn *conn = low->data;
-	int64_t deadline = low_deadline(low);
 	ssize_t r;
 
 	for (;;) {
@@ -229,10 +236,9 @@ static ssize_t plain_read(mailstream_low *low, void *buf, size_t count)
 	}
 }
 
-static ssize_t plain_write(mailstream_low *low, const void *buf, size_t count)
+static ssize_t plain_write(struct mfs_conn *conn, const void *buf,
+			  size_t count, int64_t deadline)
 {
-	struct mfs_conn *conn = low->data;
-	int64_t deadline = low_deadline(low);
 	ssize_t r;
 
 	for (;;) {
@@ -268,10 +274,9 @@ static int ssl_retry(struct mfs_conn *conn, int r, int64_t deadline)
 	}
 }
 
-static ssize_t ssl_read(mailstream_low *low, void *buf, size_t count)
+static ssize_t ssl_read(struct mfs_conn *conn, void *buf,
+			  size_t count, int64_t deadline)
 {
-	struct mfs_conn *conn = low->data;
-	int64_t deadline = low_deadline(low);
 	size_t n = 0;
 	int r;
 
@@ -288,10 +293,9 @@ static ssize_t ssl_read(mailstream_low *low, void *buf, size_t count)
 	}
 }
 
-static ssize_t ssl_write(mailstream_low *low, const void *buf, size_t count)
+static ssize_t ssl_write(struct mfs_conn *conn, const void *buf,
+			  size_t count, int64_t deadline)
 {
-	struct mfs_conn *conn = low->data;
-	int64_t deadline = low_deadline(low);
 	size_t n = 0;
 	int r;
 
@@ -590,6 +594,186 @@ static int scan_read(struct imap_scan *m, const char *buf, size_t n)
 	return 0;
 }
 
+/* ---- compression (RFC 4978) ---- */
+
+/* Raw deflate both ways (no zlib header), with the 32 KiB window the RFC
+ * names; the server may use any window up to that. */
+#define Z_WINDOW_BITS (-15)
+/* The most plaintext one write compresses: libetpan hands over literals
+ * it writes directly (an APPEND) whole, and asks again for the rest. */
+#define Z_WRITE_MAX (64u * 1024)
+
+/*
+ * The compression layer of one connection, between the protocol bytes and
+ * the TLS or plain transport. Its buffers are fixed: what the server sends
+ * is inflated into the caller's buffer, at most as much as it asked for, so
+ * a small compressed input that inflates to gigabytes costs no memory here
+ * (the IMAP reader above bounds what libetpan keeps).
+ */
+struct zconn {
+	z_stream in;	      /* inflates the server's bytes */
+	z_stream out;	      /* deflates ours */
+	int in_ready;	      /* inflateInit2 done: inflateEnd owed */
+	int out_ready;	      /* deflateInit2 done: deflateEnd owed */
+	int more;	      /* the last inflate filled its output: it may
+			       * hold more without new input */
+	size_t ipos, ilen;    /* ibuf[ipos, ilen): read, not yet inflated */
+	unsigned char ibuf[16384];
+	unsigned char obuf[16384]; /* deflated, being sent */
+};
+
+static void zconn_free(struct zconn *z)
+{
+	if (z == NULL)
+		return;
+	if (z->in_ready)
+		inflateEnd(&z->in);
+	if (z->out_ready)
+		deflateEnd(&z->out);
+	free(z);
+}
+
+/* The transport's read or write, under TLS or plain, until deadline. */
+static ssize_t raw_read(struct mfs_conn *conn, void *buf, size_t count,
+			int64_t deadline)
+{
+	if (conn->ssl != NULL)
+		return ssl_read(conn, buf, count, deadline);
+	return plain_read(conn, buf, count, deadline);
+}
+
+static ssize_t raw_write(struct mfs_conn *conn, const void *buf,
+			 size_t count, int64_t deadline)
+{
+	if (conn->ssl != NULL)
+		return ssl_write(conn, buf, count, deadline);
+	return plain_write(conn, buf, count, deadline);
+}
+
+/* Refuses the server's compressed stream: the connection is dead. */
+static ssize_t z_refuse(struct mfs_conn *conn, const char *why,
+			const char *detail)
+{
+	snprintf(conn->imap.refusal, sizeof(conn->imap.refusal),
+		 "sent a corrupt compressed stream (%s%s%s)", why,
+		 detail != NULL ? ": " : "", detail != NULL ? detail : "");
+	conn->broken = 1;
+	return -2;
+}
+
+/*
+ * Inflates what the server sent into buf, at most count bytes, reading
+ * from the transport as needed, all before deadline: a server that keeps
+ * sending compressed bytes that inflate to nothing (empty blocks) cannot
+ * hold the caller longer than one wait. Returns the bytes made (> 0), 0 at
+ * the transport's end, -1 when a read failed or the wait ran out, -2 when
+ * the stream is corrupt (conn->imap.refusal says how).
+ */
+static ssize_t z_read(struct mfs_conn *conn, void *buf, size_t count,
+		      int64_t deadline)
+{
+	struct zconn *z = conn->z;
+	size_t made, left;
+	ssize_t n;
+	uInt room;
+	int r;
+
+	if (count > UINT32_MAX)
+		count = UINT32_MAX;
+	for (;;) {
+		if (z->ipos < z->ilen || z->more) {
+			room = (uInt)count;
+			z->in.next_in = z->ibuf + z->ipos;
+			z->in.avail_in = (uInt)(z->ilen - z->ipos);
+			z->in.next_out = buf;
+			z->in.avail_out = room;
+			r = inflate(&z->in, Z_SYNC_FLUSH);
+			z->ipos = z->ilen - z->in.avail_in;
+			made = room - z->in.avail_out;
+			z->more = z->in.avail_out == 0;
+			if (r == Z_STREAM_END)
+				return z_refuse(conn, "it ended", NULL);
+			if (r == Z_NEED_DICT)
+				return z_refuse(conn, "a dictionary asked for",
+						NULL);
+			if (r != Z_OK && r != Z_BUF_ERROR)
+				return z_refuse(conn, "inflate failed",
+						z->in.msg);
+			if (made > 0)
+				return (ssize_t)made;
+		}
+		/* Everything read so far inflated to nothing: read more,
+		 * after what is left of the input. */
+		if (now_ms() >= deadline) {
+			conn->timed_out = 1;
+			return -1;
+		}
+		left = z->ilen - z->ipos;
+		if (left == sizeof(z->ibuf))
+			return z_refuse(conn, "no progress", NULL);
+		memmove(z->ibuf, z->ibuf + z->ipos, left);
+		z->ipos = 0;
+		z->ilen = left;
+		n = raw_read(conn, z->ibuf + left, sizeof(z->ibuf) - left,
+			     deadline);
+		if (n <= 0)
+			return n;
+		z->ilen += (size_t)n;
+	}
+}
+
+/* Sends all of buf[0, len) before deadline. Returns 0 or -1. */
+static int raw_write_all(struct mfs_conn *conn, const unsigned char *buf,
+			 size_t len, int64_t deadline)
+{
+	ssize_t w;
+
+	while (len > 0) {
+		w = raw_write(conn, buf, len, deadline);
+		if (w <= 0)
+			return -1;
+		buf += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+/*
+ * Deflates buf (at most Z_WRITE_MAX of it) and sends it with a sync flush,
+ * so that the server can inflate the whole command at once (RFC 4978
+ * asks for a flush at the end of each command; libetpan writes at most a
+ * command's end at once). Returns the bytes of buf consumed, or -1: then
+ * the compressed stream has lost bytes and the connection is dead.
+ */
+static ssize_t z_write(struct mfs_conn *conn, const void *buf, size_t count,
+		       int64_t deadline)
+{
+	struct zconn *z = conn->z;
+	size_t have;
+	int r;
+
+	if (count > Z_WRITE_MAX)
+		count = Z_WRITE_MAX;
+	z->out.next_in = (Bytef *)buf;
+	z->out.avail_in = (uInt)count;
+	do {
+		z->out.next_out = z->obuf;
+		z->out.avail_out = sizeof(z->obuf);
+		r = deflate(&z->out, Z_SYNC_FLUSH);
+		if (r != Z_OK && r != Z_BUF_ERROR) {
+			conn->broken = 1;
+			errno = EPROTO;
+			return -1;
+		}
+		have = sizeof(z->obuf) - z->out.avail_out;
+		if (raw_write_all(conn, z->obuf, have, deadline) < 0) {
+			conn->broken = 1;
+			return -1;
+		}
+	} while (z->out.avail_out == 0);
+	return (ssize_t)count;
+}
+
 /*
  * End of stream is reported as an error, not as 0: libetpan's IMAP parser
  * loops for ever on a read of 0 bytes in the middle of a literal (1.9.4,
@@ -599,14 +783,23 @@ static int scan_read(struct imap_scan *m, const char *buf, size_t n)
 static ssize_t conn_read(mailstream_low *low, void *buf, size_t count)
 {
 	struct mfs_conn *conn = low->data;
+	int64_t deadline = low_deadline(low);
 	ssize_t n;
 
 	if (conn_dead(conn) || conn->eof)
 		return -1;
-	if (conn->ssl != NULL)
-		n = ssl_read(low, buf, count);
+	/* Nothing after the reply's line end may be read ahead: it may be
+	 * the first compressed bytes (mfs_stream_byte_reads). */
+	if (conn->byte_reads && count > 1)
+		count = 1;
+	if (conn->z != NULL)
+		n = z_read(conn, buf, count, deadline);
 	else
-		n = plain_read(low, buf, count);
+		n = raw_read(conn, buf, count, deadline);
+	if (n == -2) {
+		errno = EPROTO;
+		return -1;
+	}
 	if (n == 0 && count > 0) {
 		conn->eof = 1;
 		errno = ECONNRESET;
@@ -637,12 +830,13 @@ static ssize_t conn_read(mailstream_low *low, void *buf, size_t count)
 static ssize_t conn_write(mailstream_low *low, const void *buf, size_t count)
 {
 	struct mfs_conn *conn = low->data;
+	int64_t deadline = low_deadline(low);
 
 	if (conn_dead(conn))
 		return -1;
-	if (conn->ssl != NULL)
-		return ssl_write(low, buf, count);
-	return plain_write(low, buf, count);
+	if (conn->z != NULL)
+		return z_write(conn, buf, count, deadline);
+	return raw_write(conn, buf, count, deadline);
 }
 
 static int conn_close(mailstream_low *low)
@@ -689,6 +883,7 @@ static void conn_destroy(struct mfs_conn *conn)
 	if (conn == NULL)
 		return;
 	SSL_free(conn->ssl);
+	zconn_free(conn->z);
 	mailstream_cancel_free(conn->cancel);
 	free(conn);
 }
@@ -1221,6 +1416,11 @@ int mfs_stream_starttls(mailstream *s, const struct mfs_tls_opts *opts,
 				   "TLS to %s: server sent data before the TLS "
 				   "handshake",
 				   host);
+	if (old_low->driver == &mfs_driver &&
+	    ((struct mfs_conn *)old_low->data)->z != NULL)
+		return mfs_err_set(err, MFS_E_TLS,
+				   "TLS to %s: the connection is compressed",
+				   host);
 	r = tls_conn_new(fd, opts, &conn, err);
 	if (r != MFS_OK)
 		return r;
@@ -1274,6 +1474,73 @@ const char *mfs_stream_refusal(mailstream *s)
 	if (conn == NULL || conn->imap.refusal[0] == '\0')
 		return NULL;
 	return conn->imap.refusal;
+}
+
+void mfs_stream_byte_reads(mailstream *s, int on)
+{
+	struct mfs_conn *conn = stream_conn(s);
+
+	if (conn != NULL)
+		conn->byte_reads = on != 0;
+}
+
+int mfs_stream_compress(mailstream *s, struct mfs_err *err)
+{
+	struct mfs_conn *conn = stream_conn(s);
+	struct zconn *z;
+
+	if (conn == NULL || conn_dead(conn) || conn->eof)
+		return mfs_err_set(err, MFS_E_PROTO,
+				   "compression: the connection is closed");
+	if (conn->z != NULL)
+		return mfs_err_set(err, MFS_E_PROTO,
+				   "compression: already on");
+	/* Bytes read ahead would be compressed ones taken as plain; bytes
+	 * not yet sent would be sent compressed. */
+	if (s->read_buffer_len != 0 || s->write_buffer_len != 0)
+		return mfs_err_set(err, MFS_E_PROTO,
+				   "compression: data is waiting on the "
+				   "connection");
+	z = calloc(1, sizeof(*z));
+	if (z == NULL)
+		goto nomem;
+	if (inflateInit2(&z->in, Z_WINDOW_BITS) != Z_OK)
+		goto free_z;
+	z->in_ready = 1;
+	if (deflateInit2(&z->out, Z_DEFAULT_COMPRESSION, Z_DEFLATED,
+			 Z_WINDOW_BITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		goto free_z;
+	z->out_ready = 1;
+	conn->z = z;
+	conn->byte_reads = 0;
+	return MFS_OK;
+
+free_z:
+	zconn_free(z);
+nomem:
+	return mfs_err_set(err, MFS_E_NOMEM, "out of memory for compression");
+}
+
+int mfs_stream_compressed(mailstream *s)
+{
+	struct mfs_conn *conn = stream_conn(s);
+
+	return conn != NULL && conn->z != NULL;
+}
+
+int mfs_stream_pending(mailstream *s)
+{
+	struct mfs_conn *conn = stream_conn(s);
+
+	if (s == NULL)
+		return 0;
+	if (s->read_buffer_len != 0)
+		return 1;
+	if (conn == NULL)
+		return 0;
+	if (conn->z != NULL && (conn->z->ipos < conn->z->ilen || conn->z->more))
+		return 1;
+	return conn->ssl != NULL && SSL_pending(conn->ssl) > 0;
 }
 
 void mfs_stream_wipe(mailstream *s)

@@ -108,6 +108,48 @@ void mfs_stream_body_literals(mailstream *s, int on);
  * long as s. */
 const char *mfs_stream_refusal(mailstream *s);
 
+/*
+ * Compression (RFC 4978, COMPRESS=DEFLATE), layered on top of TLS: raw
+ * deflate both ways (window bits -15), a sync flush after each write.
+ *
+ * The server compresses from the first byte after its OK to COMPRESS, so
+ * no byte after that reply's line end may be read ahead into libetpan's
+ * buffer as plain text: call mfs_stream_byte_reads(s, 1) before sending
+ * COMPRESS (every read then returns at most one byte), read the reply,
+ * and then either mfs_stream_compress(s) after an OK or
+ * mfs_stream_byte_reads(s, 0) after anything else.
+ *
+ * The server's compressed bytes are hostile input: buffers are fixed
+ * (what is inflated goes straight into the reader's buffer, and the IMAP
+ * reader above still bounds responses and literals on the inflated
+ * bytes); one read waits at most the timeout in all, also when the server
+ * sends compressed bytes that inflate to nothing. A corrupt stream, one
+ * that asks for a dictionary, or one the server ends fails the read (the
+ * stream is then dead, every later read and write fails at once), and
+ * mfs_stream_refusal() says why ("sent a corrupt compressed stream
+ * (inflate failed: invalid block type)"). A write whose compressed bytes
+ * could not all be sent leaves the stream dead too. The compression state
+ * is freed with the stream.
+ */
+
+/* Reads return at most one byte (on != 0), or as much as there is. */
+void mfs_stream_byte_reads(mailstream *s, int on);
+
+/* Compresses s from now on, both ways; turns byte reads off. At most once
+ * per stream. Returns MFS_OK, or with err set: MFS_E_PROTO (s is not a
+ * stream of this module, is dead, is compressed already, or holds bytes
+ * read ahead or not yet sent), MFS_E_NOMEM. On failure s is unchanged. */
+int mfs_stream_compress(mailstream *s, struct mfs_err *err);
+
+/* 1 when s is compressed, else 0. */
+int mfs_stream_compressed(mailstream *s);
+
+/* 1 when bytes the server sent are held where polling the socket cannot
+ * see them: in libetpan's read buffer, in OpenSSL's, or in the
+ * compression layer (read, not inflated yet). A wait for the server's next
+ * word (IDLE) must not poll while this says 1. */
+int mfs_stream_pending(mailstream *s);
+
 /* Overwrites the stream's write buffer with zeros; bytes not yet sent are
  * dropped. Call it after flushing a command that held a secret (a
  * password, a token), whether the flush succeeded or not: libetpan keeps

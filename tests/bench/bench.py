@@ -15,11 +15,13 @@ Environment:
                     500 in Real, 1 run, 10 outbox messages
     BENCH_ROWS      only these steps, comma-separated: listing, attach,
                     grep, search, memory, du, prefetch, pop3, new_mail,
-                    outbox
+                    outbox, slowlink
     BENCH_OUT       where results.json and table.md go; with it, the
                     temporary directory (mail, caches, logs) is removed
                     at the end unless BENCH_KEEP=1. Without it, the
                     temporary directory is kept and holds them.
+    BENCH_COMPRESS=no  every mailfs config says compress = no (the
+                    slowlink row still measures both)
     MAILFS_BIN      the binary to measure (default ./mailfs; it is copied
                     first so that a rebuild during the run changes nothing)
 
@@ -62,6 +64,10 @@ ROWS = [r for r in os.environ.get("BENCH_ROWS", "").split(",") if r]
 RUNS = int(os.environ.get("BENCH_RUNS", 1 if QUICK else 3))
 DELAY_MS = float(os.environ.get("BENCH_DELAY_MS", 20))
 OUTBOX_COUNT = 10 if QUICK else 100
+# The slow link of the compression row: 100 ms round trip, 8 Mbit/s each
+# way (shared by the connections, as one link).
+SLOW_DELAY_MS = 50
+SLOW_RATE = 8e6 / 8
 MB = 1024 * 1024
 
 
@@ -224,8 +230,8 @@ class Bench:
                                     DEBIAN_FRONTEND="noninteractive"),
                            stdout=subprocess.DEVNULL, check=False)
 
-    def proxy(self, port, delay, proto):
-        p = delayproxy.DelayProxy(int(port), delay, proto)
+    def proxy(self, port, delay, proto, rate=None):
+        p = delayproxy.DelayProxy(int(port), delay, proto, rate=rate)
         self.proxies.append(p)
         return p
 
@@ -241,13 +247,16 @@ class Bench:
         self.ncache += 1
         return os.path.join(self.dir, "cache-%d" % self.ncache)
 
-    def config(self, kind="imaps", cache=None, smtp=False):
+    def config(self, kind="imaps", cache=None, smtp=False, via=None,
+               extra=()):
         """A mailfs config file: kind imaps, imap (plaintext), pop3s or
-        pop3 (plaintext, as bob)."""
+        pop3 (plaintext, as bob); via: the IMAPS proxy, if not the
+        usual one; extra: more lines."""
         user, pw = "alice", self.alice_pass
         lines = []
         if kind == "imaps":
-            lines.append("imap = imaps://localhost:%d" % self.imaps.port)
+            lines.append("imap = imaps://localhost:%d" %
+                         (via or self.imaps).port)
         elif kind == "imap":
             lines.append("imap = imap://localhost:%d" % self.imap.port)
         elif kind == "pop3s":
@@ -265,6 +274,10 @@ class Bench:
         if smtp:
             lines += ["smtp = smtps://localhost:%d" % self.smtps.port,
                       "from = alice@example.test"]
+        if os.environ.get("BENCH_COMPRESS") == "no" and kind == "imaps" \
+                and not any(x.startswith("compress") for x in extra):
+            lines.append("compress = no")
+        lines += list(extra)
         path = os.path.join(self.dir, "config-%d" % self.ncache)
         self.ncache += 1
         with open(path, "w") as f:
@@ -808,6 +821,55 @@ account default : bench
         except (NA, RuntimeError, OSError) as e:
             self.na(op, target, str(e))
 
+    # --- slow link: compression ---------------------------------------------
+
+    def slowlink_row(self):
+        """Cold ls -l of INBOX through a link of 100 ms round trip and 8
+        Mbit/s, with COMPRESS=DEFLATE (the default; Dovecot offers it)
+        and with compress = no, RUNS runs each, alternating."""
+        op = ("cold `ls -l` INBOX (%d msgs), 100 ms RTT, 8 Mbit/s, "
+              "COMPRESS=DEFLATE" % MESSAGES)
+        target = "≤ 0.5× without compression"
+        alt_name = "the same with compress = no"
+        link = self.proxy(self.env["MFS_IMAPS_PORT"], SLOW_DELAY_MS / 1000.0,
+                          None, rate=SLOW_RATE)
+        got = {True: ([], [], [], []), False: ([], [], [], [])}
+        try:
+            for _ in range(RUNS):
+                for on in (True, False):
+                    cfg = self.config(via=link, extra=[
+                        "compress = %s" % ("yes" if on else "no")])
+                    link.reset()
+                    wall, hwm, m = self.ls_mount(cfg, "INBOX", MESSAGES)
+                    stats = link.stats()
+                    m.umount()
+                    walls, rts, down, hwms = got[on]
+                    walls.append(wall)
+                    rts.append(sum(s["round_trips"] for s in stats))
+                    down.append(sum(s["bytes_down"] for s in stats))
+                    hwms.append(hwm)
+                    log("slowlink: compress %s: %.2f s, %d bytes down" % (
+                        "on" if on else "off", wall, down[-1]))
+            self.cmd("mailfs -f -o config=CONFIG bench MNT & (wait for the "
+                     "mount); ls -l MNT/INBOX  [through delayproxy "
+                     "--delay-ms %d --rate-kbit 8000; compress = yes, then "
+                     "compress = no]" % SLOW_DELAY_MS)
+            on, off = got[True], got[False]
+            self.traces["slowlink"] = {
+                "compressed_walls": on[0], "plain_walls": off[0],
+                "compressed_bytes_down": on[2], "plain_bytes_down": off[2]}
+            self.add(op, target, median(on[0]), alt_name, median(off[0]),
+                     0.5, median(on[1]), None, median(off[1]), max(on[3]),
+                     note="bytes from the server (TLS records included): "
+                     "%d compressed, %d without (%.2f); each run, "
+                     "compressed: %s; without: %s" % (
+                         median(on[2]), median(off[2]),
+                         median(on[2]) / median(off[2]),
+                         ", ".join("%.2f s" % w for w in on[0]),
+                         ", ".join("%.2f s" % w for w in off[0])))
+        except (NA, RuntimeError, OSError) as e:
+            self.na(op, target, str(e), alt_name)
+
     # --- prefetch -------------------------------------------------------------
 
     def inbox_bytes(self):
@@ -955,7 +1017,7 @@ account default : bench
                  self.search_row,
                  self.memory_rows, self.du_row, self.prefetch_row,
                  self.pop3_row,
-                 self.new_mail_row, self.outbox_row]
+                 self.new_mail_row, self.outbox_row, self.slowlink_row]
         if ROWS:
             steps = [s for s in steps if re.sub(
                 r"_rows?$", "", s.__name__) in ROWS]

@@ -2,12 +2,13 @@
 """A TCP relay on 127.0.0.1 that delays every byte by a fixed time in each
 direction and counts round trips.
 
-    delayproxy.py [--delay-ms 20] [--proto imap|pop3|smtp] TARGET_PORT
+    delayproxy.py [--delay-ms 20] [--rate-kbit N] [--proto imap|pop3|smtp]
+                  TARGET_PORT
 
 prints the port it listens on, relays until killed, and prints the counts
 of every connection on SIGINT/SIGTERM. In-process use:
 
-    p = DelayProxy(target_port, delay=0.020, proto="imap")
+    p = DelayProxy(target_port, delay=0.020, proto="imap", rate=None)
     ... connect to 127.0.0.1:p.port ...
     p.round_trips()        # total over all connections
     p.stats()              # per connection
@@ -26,6 +27,15 @@ stats() can say how many round trips came after it.
 
 Order is kept: each direction of each connection has one queue of
 (due time, bytes) and one sender thread that sleeps until the head is due.
+
+`rate` (bytes per second; --rate-kbit in kbit/s) caps the bandwidth of
+each direction, shared by all connections, as one link of that speed
+would: a chunk read waits until the bytes before it (of any connection,
+in that direction) have gone out, takes
+len/rate seconds to go out itself (in pieces of RATE_PIECE bytes, each
+delivered when its last byte would have arrived), and then the delay.
+The link's buffer is unbounded, so the server is never slowed down by
+it, only what reaches the client.
 """
 import argparse
 import collections
@@ -35,6 +45,8 @@ import socket
 import sys
 import threading
 import time
+
+RATE_PIECE = 4096
 
 LOGIN_RE = {
     "imap": re.compile(rb"^(\S+) (LOGIN|AUTHENTICATE)\b", re.I),
@@ -134,8 +146,9 @@ class Direction:
     """One direction of one connection: a reader that stamps each chunk
     with its due time and a sender that writes it out when due."""
 
-    def __init__(self, proxy, src, dst, on_recv, on_sent):
+    def __init__(self, proxy, src, dst, on_recv, on_sent, link):
         self.proxy = proxy
+        self.link = link  # "up" or "down": whose bandwidth it shares
         self.src = src
         self.dst = dst
         self.on_recv = on_recv
@@ -153,12 +166,20 @@ class Direction:
                 data = self.src.recv(262144)
             except OSError:
                 data = b""
-            due = time.monotonic() + self.proxy.delay
+            now = time.monotonic()
             if data:
                 self.on_recv(data)
             with self.cond:
-                if data:
-                    self.queue.append((due, data))
+                if data and self.proxy.rate:
+                    with self.proxy.link_lock:
+                        t = max(now, self.proxy.free_at[self.link])
+                        for i in range(0, len(data), RATE_PIECE):
+                            piece = data[i:i + RATE_PIECE]
+                            t += len(piece) / self.proxy.rate
+                            self.queue.append((t + self.proxy.delay, piece))
+                        self.proxy.free_at[self.link] = t
+                elif data:
+                    self.queue.append((now + self.proxy.delay, data))
                 else:
                     self.eof = True
                 self.cond.notify()
@@ -204,9 +225,13 @@ class Direction:
 
 class DelayProxy:
     def __init__(self, target_port, delay=0.020, proto=None,
-                 target_host="127.0.0.1", port=0):
+                 target_host="127.0.0.1", port=0, rate=None):
         self.target = (target_host, target_port)
         self.delay = delay
+        self.rate = rate  # bytes per second each way, or None
+        self.link_lock = threading.Lock()
+        self.free_at = {"up": 0.0, "down": 0.0}  # when each direction's
+        # link has sent what is queued on it
         self.proto = proto
         self.lock = threading.Lock()
         self.conns = []
@@ -241,8 +266,9 @@ class DelayProxy:
             conn = Conn(self.next_id, self.proto)
             self.next_id += 1
             self.conns.append(conn)
-        up = Direction(self, c, s, conn.client_data, lambda d: None)
-        down = Direction(self, s, c, lambda d: None, conn.delivered_to_client)
+        up = Direction(self, c, s, conn.client_data, lambda d: None, "up")
+        down = Direction(self, s, c, lambda d: None, conn.delivered_to_client,
+                         "down")
         up.done.wait()
         down.done.wait()
         conn.closed = time.monotonic()
@@ -289,11 +315,14 @@ class DelayProxy:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--delay-ms", type=float, default=20.0)
+    ap.add_argument("--rate-kbit", type=float, default=0,
+                    help="bandwidth of each direction (0: no cap)")
     ap.add_argument("--proto", choices=sorted(LOGIN_RE))
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("target_port", type=int)
     a = ap.parse_args()
-    p = DelayProxy(a.target_port, a.delay_ms / 1000.0, a.proto, port=a.port)
+    p = DelayProxy(a.target_port, a.delay_ms / 1000.0, a.proto, port=a.port,
+                   rate=a.rate_kbit * 1000 / 8 if a.rate_kbit else None)
     print(p.port, flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVERS = os.path.join(ROOT, "tests", "servers", "mailservers.sh")
@@ -92,7 +93,8 @@ class Mount:
         self.env = env
         self.path = tempfile.mkdtemp(prefix="mnt-", dir=env.dir)
         self.log = open(os.path.join(env.dir, "mailfs-%s.log" %
-                                     os.path.basename(self.path)), "w+")
+                                     os.path.basename(self.path)), "w+",
+                        errors="replace")
         cmd = [MAILFS, "-f", "-o", "config=" + (config or env.config)]
         cmd += list(args) + [account, self.path]
         self.proc = subprocess.Popen(cmd, stdout=self.log,
@@ -259,7 +261,11 @@ class CountingProxy:
     """A TCP relay from a local port to target that counts the IMAP
     commands (tagged lines) the client sends and the bytes the server
     sends back, and keeps every byte the client sent (sent_bytes()). For
-    plaintext IMAP only."""
+    plaintext IMAP only. After COMPRESS DEFLATE (RFC 4978) it inflates
+    both directions to read them: commands, sent_bytes() and received are
+    the protocol's bytes; wire_sent_bytes() and wire_received are what
+    went over the connection, and compressed holds the connections that
+    were compressed."""
 
     def __init__(self, target_port):
         self.target = target_port
@@ -272,7 +278,11 @@ class CountingProxy:
         self.conns = {}  # connection number -> its command lines
         self.idle = set()  # connections that went into IDLE
         self.sent = {}  # connection number -> every byte the client sent
+        self.wire_sent = {}  # the same, as it went over the connection
         self.received = 0  # bytes from the server to mailfs
+        self.wire_received = 0
+        self.compress_tag = {}  # connection -> tag of its COMPRESS
+        self.compressed = set()  # connections compressed since an OK
         self.lock = threading.Lock()
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -288,12 +298,40 @@ class CountingProxy:
                 cid = len(self.conns)
                 self.conns[cid] = []
                 self.sent[cid] = bytearray()
-            threading.Thread(target=self._pipe, args=(c, s, cid), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(s, c, None), daemon=True).start()
+                self.wire_sent[cid] = bytearray()
+            threading.Thread(target=self._pipe, args=(c, s, cid, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(s, c, cid, False), daemon=True).start()
 
-    def _pipe(self, src, dst, cid):
-        count = cid is not None
+    def _server_data(self, cid, raw, state):
+        """The protocol bytes of raw, from the server on connection cid;
+        switches to inflating after the OK to the client's COMPRESS."""
+        if state.get("inflate") is not None:
+            return state["inflate"].decompress(raw)
+        with self.lock:
+            tag = self.compress_tag.get(cid)
+        if tag is None:
+            return raw
+        prev = state.get("lines", b"")
+        buf = prev + raw
+        while b"\r\n" in buf:
+            line, buf = buf.split(b"\r\n", 1)
+            if not line.startswith(tag + b" "):
+                continue
+            with self.lock:
+                del self.compress_tag[cid]
+                if line[len(tag) + 1:].upper().startswith(b"OK"):
+                    self.compressed.add(cid)
+                    state["inflate"] = zlib.decompressobj(-15)
+            if state.get("inflate") is not None:
+                plain = len(raw) - len(buf)  # buf lies within raw
+                return raw[:plain] + state["inflate"].decompress(buf)
+            break
+        state["lines"] = buf[-4096:]
+        return raw
+
+    def _pipe(self, src, dst, cid, count):
         buf = b""
+        state = {}
         while True:
             try:
                 data = src.recv(65536)
@@ -305,7 +343,14 @@ class CountingProxy:
                 except OSError:
                     pass
                 return
+            raw = data
             if count:
+                with self.lock:
+                    self.wire_sent[cid] += raw
+                    if cid in self.compressed and "inflate" not in state:
+                        state["inflate"] = zlib.decompressobj(-15)
+                if "inflate" in state:
+                    data = state["inflate"].decompress(raw)
                 with self.lock:
                     self.sent[cid] += data
                 buf += data
@@ -319,17 +364,22 @@ class CountingProxy:
                             self.conns[cid].append(text)
                             if text.split(" ")[1:2] == ["IDLE"]:
                                 self.idle.add(cid)
+                            if line.split(b" ")[1:] == [b"COMPRESS", b"DEFLATE"]:
+                                self.compress_tag[cid] = parts[0]
             else:
+                data = self._server_data(cid, raw, state)
                 with self.lock:
                     self.received += len(data)
+                    self.wire_received += len(raw)
             try:
-                dst.sendall(data)
+                dst.sendall(raw)
             except OSError:
                 return
 
     def reset(self):
         with self.lock:
             self.received = 0
+            self.wire_received = 0
             self.commands = []
             for cid in self.conns:
                 self.conns[cid] = []
@@ -339,6 +389,11 @@ class CountingProxy:
         the proxy started (reset() keeps them)."""
         with self.lock:
             return {cid: bytes(b) for cid, b in self.sent.items()}
+
+    def wire_sent_bytes(self):
+        """sent_bytes() as they went over the connection."""
+        with self.lock:
+            return {cid: bytes(b) for cid, b in self.wire_sent.items()}
 
     def count(self):
         with self.lock:

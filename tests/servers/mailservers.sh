@@ -310,8 +310,12 @@ service auth {
   }
 }
 
+# COMPRESS=DEFLATE (RFC 4978), so that every IMAP test runs compressed
+# where mailfs asks for it
+mail_plugins = \$mail_plugins zlib
 protocol imap {
   imap_idle_notify_interval = 1 mins
+  mail_plugins = \$mail_plugins imap_zlib
 }
 protocol pop3 {
   pop3_uidl_format = %08Xu%08Xv

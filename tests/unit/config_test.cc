@@ -309,6 +309,7 @@ TEST_F(ConfigTest, AuthAndPop3AndCacheKeysDefaults)
 	EXPECT_EQ(acct_.allow_expire, 0);
 	EXPECT_EQ(acct_.cache_size, 1ULL << 30);
 	EXPECT_EQ(acct_.connections, 4);
+	EXPECT_EQ(acct_.compress, 1);
 }
 
 TEST_F(ConfigTest, AuthKey)
@@ -333,6 +334,12 @@ TEST_F(ConfigTest, YesNoKeys)
 	    << err_.msg;
 	EXPECT_EQ(acct_.apop, 0);
 	EXPECT_EQ(acct_.allow_expire, 0);
+	ASSERT_EQ(Load(std::string(kMin) + "compress = No\n"), MFS_OK)
+	    << err_.msg;
+	EXPECT_EQ(acct_.compress, 0);
+	ASSERT_EQ(Load(std::string(kMin) + "compress = yes\n"), MFS_OK)
+	    << err_.msg;
+	EXPECT_EQ(acct_.compress, 1);
 }
 
 TEST_F(ConfigTest, CacheSize)
@@ -695,6 +702,7 @@ TEST_F(ConfigTest, ValueErrors)
 	    {"apop = 1", 5, "apop"},
 	    {"apop = true", 5, "apop"},
 	    {"allow_expire = maybe", 5, "allow_expire"},
+	    {"compress = deflate", 5, "compress"},
 	    {"cache_size = 1023K", 5, "cache_size"},
 	    {"cache_size = 0", 5, "cache_size"},
 	    {"cache_size = 1048575", 5, "cache_size"},
