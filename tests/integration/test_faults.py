@@ -26,7 +26,7 @@ DIRNAME = re.compile(r"^\d{4}-\d\d-\d\d \d{4} .+ \u2014 .* \u00b7(\d+)$")
 NETERR = (errno.EIO, errno.ETIMEDOUT)
 SEED = int(os.environ.get("MAILFS_FAULT_SEED", "20261120"))
 # random cuts: "MAXBYTES:PROBABILITY" per connection
-CUTS = os.environ.get("MAILFS_FAULT_CUTS", "16000:1.0").split(":")
+CUTS = os.environ.get("MAILFS_FAULT_CUTS", "4000:1.0").split(":")
 STATS = {}  # fault -> [times, outcome words], printed at the end
 
 

@@ -7,6 +7,7 @@ server holds (read with imaplib) must be what the user did: nothing lost,
 nothing doubled, also across kill -9.
 """
 import email
+import errno
 import email.utils
 import os
 import re
@@ -209,7 +210,18 @@ def test_kill9_offline_and_remount_loses_and_doubles_nothing(env):
             f.write(new_msg("kill"))
         subprocess.run(["cp", src, os.path.join(jk, "k.eml")], check=True)
         shutil.rmtree(os.path.join(jk, names[uids[0]]))
-        eq(waiting(m), 2, status(m))
+        # a message never read: only its flags file, which can be written
+        msg1 = os.path.join(jk, names[uids[1]])
+        eq(os.listdir(msg1), ["flags"], "uncached message offline")
+        with open(os.path.join(msg1, "flags"), "w") as f:
+            f.write("+\\Answered\n")
+        try:
+            read(os.path.join(msg1, "message.eml"))
+            raise AssertionError("message.eml of an uncached message read "
+                                 "offline")
+        except OSError as e:
+            eq(e.errno, errno.EHOSTDOWN, "message.eml offline: %s" % e)
+        eq(waiting(m), 3, status(m))
         m.proc.send_signal(signal.SIGKILL)
         m.proc.wait(timeout=10)
         subprocess.run(["fusermount3", "-uz", m.path],
@@ -219,7 +231,7 @@ def test_kill9_offline_and_remount_loses_and_doubles_nothing(env):
         # still offline: the journal of the killed mount is shown
         m = env.mount(config=cfg)
         jk = os.path.join(m.path, "JK")
-        eq(waiting(m), 2, "steps after kill -9:\n" + status(m))
+        eq(waiting(m), 3, "steps after kill -9:\n" + status(m))
         shown = dirs_by_uid(jk)
         check(uids[0] not in shown, "removed message still gone")
         eq(len([u for u in shown if u >= STANDIN]), 1, "appended shown")
@@ -231,6 +243,8 @@ def test_kill9_offline_and_remount_loses_and_doubles_nothing(env):
     eq(bodies(env, "JK"), sorted([jk0[u] for u in uids[1:]] +
                                  [new_msg("kill")]),
        "JK on the server: the append once, the removal done")
+    check("\\Answered" in server_flags(env, "JK")[uids[1]],
+          "the flag of a message never read, replayed")
 
 
 def test_a_step_that_no_longer_applies_is_shown(env):
