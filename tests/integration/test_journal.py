@@ -112,6 +112,7 @@ def setup_module(env):
     c.logout()
     fill(env, "JK", "jk", 3)
     fill(env, "JX", "jx", 3)
+    fill(env, "JR", "jr", 2)
 
 
 def test_offline_writes_are_kept_shown_and_replayed(env):
@@ -288,3 +289,43 @@ def test_a_step_that_no_longer_applies_is_shown(env):
     check("JXdest" in server_folders(env), "the mkdir before was replayed")
     eq(server_msgs(env, "JXdest"), {}, "nothing moved into JXdest")
     check(len(jx0) == 3, "JX had 3 messages")
+
+
+def test_kill9_in_the_middle_of_the_replay(env):
+    """The replay of a cp is on its way (the server stalls) when mailfs is
+    killed: the next mount sends it again, and the server gets it once."""
+    p, cfg = proxied(env, "config-journal-replay")
+    jr0 = server_msgs(env, "JR")
+    try:
+        m = env.mount(config=cfg)
+        os.listdir(os.path.join(m.path, "JR"))
+        m.umount()
+
+        m = offline_mount(env, p, cfg)
+        src = os.path.join(env.dir, "journal-replay.eml")
+        with open(src, "wb") as f:
+            f.write(new_msg("replay"))
+        subprocess.run(["cp", src, os.path.join(m.path, "JR", "r.eml")],
+                       check=True)
+        p.stall()  # connections are taken, nothing goes through
+        deadline = time.time() + 30
+        while "(being sent)" not in status(m):
+            check(time.time() < deadline, "the replay never began:\n%s"
+                  % status(m))
+            time.sleep(0.1)
+        m.proc.send_signal(signal.SIGKILL)
+        m.proc.wait(timeout=10)
+        subprocess.run(["fusermount3", "-uz", m.path],
+                       stderr=subprocess.DEVNULL)
+        m.umount(check_exit=False)
+
+        p.passthrough()
+        m = env.mount(config=cfg)
+        wait_replayed(m)
+        eq(len(dirs_by_uid(os.path.join(m.path, "JR"))), len(jr0) + 1,
+           "JR shows the message once")
+        m.umount()
+    finally:
+        p.close()
+    eq(bodies(env, "JR"), sorted(list(jr0.values()) + [new_msg("replay")]),
+       "JR on the server: appended once")
