@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "names.h"
 
 /* How long the replay waits before it tries the server again when the
  * store does not say, and how much of an appended message is read for its
@@ -92,6 +93,8 @@ struct journal {
 };
 
 static const struct mfs_store_ops journal_ops;
+static int step_send(struct journal *j, const struct step *s,
+		     struct mfs_err *err);
 
 static struct journal *journal_of(struct mfs_store *st)
 {
@@ -203,17 +206,6 @@ static void field_put(FILE *f, const char *s)
 	}
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* Decodes one field in place; -1 when it is not well formed. */
 static int field_get(char *s)
 {
@@ -228,10 +220,12 @@ static int field_get(char *s)
 			*w++ = *s;
 			continue;
 		}
-		if (hexval(s[1]) < 0 || hexval(s[2]) < 0 ||
-		    (hexval(s[1]) == 0 && hexval(s[2]) == 0))
+		int hi = mfs_hex_value((unsigned char)s[1]);
+		int lo = hi >= 0 ? mfs_hex_value((unsigned char)s[2]) : -1;
+
+		if (lo < 0 || (hi == 0 && lo == 0))
 			return -1;
-		*w++ = (char)(hexval(s[1]) * 16 + hexval(s[2]));
+		*w++ = (char)(hi * 16 + lo);
 		s += 2;
 	}
 	*w = '\0';
@@ -1359,55 +1353,50 @@ static int journal_first(struct journal *j)
 	return w;
 }
 
+/* A write that needs nothing more than its step: to the server while
+ * nothing waits, else (or when the server is out of reach) to the
+ * journal. Takes s. */
+static int write_step(struct journal *j, struct step *s, struct mfs_err *err)
+{
+	int r;
+
+	if (s == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	if (!journal_first(j)) {
+		r = step_send(j, s, err);
+		if (r != MFS_E_OFFLINE) {
+			step_free(s);
+			return r;
+		}
+	}
+	pthread_mutex_lock(&j->lock);
+	r = step_add(j, s, err);
+	pthread_mutex_unlock(&j->lock);
+	return r;
+}
+
 static int j_create(struct mfs_store *st, const char *folder,
 		    struct mfs_err *err)
 {
 	struct journal *j = journal_of(st);
-	int r;
 
-	if (!journal_first(j)) {
-		r = j->inner->ops->create(j->inner, folder, err);
-		if (r != MFS_E_OFFLINE)
-			return r;
-	}
-	pthread_mutex_lock(&j->lock);
-	r = step_add(j, step_new(j, 'C', folder, NULL), err);
-	pthread_mutex_unlock(&j->lock);
-	return r;
+	return write_step(j, step_new(j, 'C', folder, NULL), err);
 }
 
 static int j_remove(struct mfs_store *st, const char *folder,
 		    struct mfs_err *err)
 {
 	struct journal *j = journal_of(st);
-	int r;
 
-	if (!journal_first(j)) {
-		r = j->inner->ops->remove(j->inner, folder, err);
-		if (r != MFS_E_OFFLINE)
-			return r;
-	}
-	pthread_mutex_lock(&j->lock);
-	r = step_add(j, step_new(j, 'R', folder, NULL), err);
-	pthread_mutex_unlock(&j->lock);
-	return r;
+	return write_step(j, step_new(j, 'R', folder, NULL), err);
 }
 
 static int j_rename(struct mfs_store *st, const char *from, const char *to,
 		    struct mfs_err *err)
 {
 	struct journal *j = journal_of(st);
-	int r;
 
-	if (!journal_first(j)) {
-		r = j->inner->ops->rename(j->inner, from, to, err);
-		if (r != MFS_E_OFFLINE)
-			return r;
-	}
-	pthread_mutex_lock(&j->lock);
-	r = step_add(j, step_new(j, 'N', from, to), err);
-	pthread_mutex_unlock(&j->lock);
-	return r;
+	return write_step(j, step_new(j, 'N', from, to), err);
 }
 
 /* Copies len bytes of fd into the journal as the bytes of step s, on
@@ -1621,21 +1610,12 @@ static int j_expunge(struct mfs_store *st, const char *folder,
 		return r;
 	}
 	pthread_mutex_unlock(&j->lock);
-	if (!journal_first(j)) {
-		r = j->inner->ops->expunge(j->inner, folder, validity, uid,
-					   err);
-		if (r != MFS_E_OFFLINE)
-			return r;
-	}
-	pthread_mutex_lock(&j->lock);
 	s = step_new(j, 'E', folder, NULL);
 	if (s != NULL) {
 		s->validity = validity;
 		s->uid = uid;
 	}
-	r = step_add(j, s, err);
-	pthread_mutex_unlock(&j->lock);
-	return r;
+	return write_step(j, s, err);
 }
 
 static struct step *flags_step(struct journal *j, const char *folder,
@@ -1834,36 +1814,28 @@ static int replay_append(struct journal *j, const struct step *s, int again,
 	return r;
 }
 
-/* Sends step s to the server. again: it may have reached it before (a B
- * line was on disk): "it is so already" counts as done. */
-static int replay(struct journal *j, const struct step *s, int again,
-		  struct mfs_err *err)
+/* Sends step s to the server as it stands (not an append). */
+static int step_send(struct journal *j, const struct step *s,
+		     struct mfs_err *err)
 {
 	struct mfs_store *in = j->inner;
 	const char *names[64];
 	unsigned now;
 	size_t i;
-	int r;
 
 	switch (s->op) {
 	case 'C':
-		r = in->ops->create(in, s->folder, err);
-		return r == MFS_E_EXIST ? MFS_OK : r;
+		return in->ops->create(in, s->folder, err);
 	case 'R':
-		r = in->ops->remove(in, s->folder, err);
-		return r == MFS_E_NOENT && again ? MFS_OK : r;
+		return in->ops->remove(in, s->folder, err);
 	case 'N':
-		r = in->ops->rename(in, s->folder, s->to, err);
-		return r == MFS_E_NOENT && again ? MFS_OK : r;
-	case 'A':
-		return replay_append(j, s, again, err);
+		return in->ops->rename(in, s->folder, s->to, err);
 	case 'M':
-		r = in->ops->move(in, s->folder, s->validity, s->uid, s->to,
-				  err);
-		return r == MFS_E_NOENT && again ? MFS_OK : r;
+		return in->ops->move(in, s->folder, s->validity, s->uid, s->to,
+				     err);
 	case 'E':
-		r = in->ops->expunge(in, s->folder, s->validity, s->uid, err);
-		return r == MFS_E_NOENT && again ? MFS_OK : r;
+		return in->ops->expunge(in, s->folder, s->validity, s->uid,
+					err);
 	case 'F':
 		for (i = 0; i < s->nnames && i < 64; i++)
 			names[i] = s->names[i];
@@ -1871,6 +1843,23 @@ static int replay(struct journal *j, const struct step *s, int again,
 					    s->how, names, i, &now, err);
 	}
 	return mfs_err_set(err, MFS_E_PROTO, "unknown step");
+}
+
+/* Replays step s. again: it may have reached the server before (a B
+ * line was on disk): "it is so already" counts as done. */
+static int replay(struct journal *j, const struct step *s, int again,
+		  struct mfs_err *err)
+{
+	int r;
+
+	if (s->op == 'A')
+		return replay_append(j, s, again, err);
+	r = step_send(j, s, err);
+	if (s->op == 'C' && r == MFS_E_EXIST)
+		return MFS_OK; /* there: what the user wanted */
+	if (again && r == MFS_E_NOENT && strchr("RNME", s->op) != NULL)
+		return MFS_OK; /* gone from where it was: done before */
+	return r;
 }
 
 /* One line for a step, as the status file and the log show it. */

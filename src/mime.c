@@ -850,17 +850,6 @@ static int b64_decode(const char *in, size_t len, struct outbuf *o)
 	return 0;
 }
 
-static int hex_value(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 static int qp_decode(const char *in, size_t len, struct outbuf *o)
 {
 	size_t i = 0, j, k;
@@ -888,8 +877,8 @@ static int qp_decode(const char *in, size_t len, struct outbuf *o)
 			i = k + 1 + (k + 1 < len && in[k + 1] == '\n');
 			continue;
 		}
-		h = hex_value(in[j]);
-		l = j + 1 < len ? hex_value(in[j + 1]) : -1;
+		h = mfs_hex_value((unsigned char)in[j]);
+		l = j + 1 < len ? mfs_hex_value((unsigned char)in[j + 1]) : -1;
 		if (h >= 0 && l >= 0) {
 			r = out_byte(o, (char)(h << 4 | l));
 			i = j + 2;

@@ -559,7 +559,7 @@ struct ew {
 	size_t text_len;
 };
 
-static int hexval(char c)
+int mfs_hex_value(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -614,8 +614,8 @@ static int q_decode(struct sbuf *sb, const char *t, size_t n)
 		} else if (t[i] == '=') {
 			if (i + 2 >= n)
 				return -1;
-			hi = hexval(t[i + 1]);
-			lo = hexval(t[i + 2]);
+			hi = mfs_hex_value((unsigned char)t[i + 1]);
+			lo = mfs_hex_value((unsigned char)t[i + 2]);
 			if (hi < 0 || lo < 0)
 				return -1;
 			sb_addc(sb, (char)(hi << 4 | lo));
@@ -805,8 +805,8 @@ char *mfs_rfc2231_decode(const char *value_with_charset)
 		t = q2 + 1;
 	}
 	for (; *t; t++) {
-		hi = t[0] == '%' ? hexval(t[1]) : -1;
-		lo = hi >= 0 ? hexval(t[2]) : -1;
+		hi = t[0] == '%' ? mfs_hex_value((unsigned char)t[1]) : -1;
+		lo = hi >= 0 ? mfs_hex_value((unsigned char)t[2]) : -1;
 		if (lo < 0) {
 			sb_addc(&bytes, *t);
 			continue;

@@ -214,6 +214,9 @@ int mfs_msg_dirname_id(const char *name, char *id, size_t idlen);
  */
 time_t mfs_parse_date(const char *rfc5322_date);
 
+/* The value of hex digit c (either case), or -1 when it is none. */
+int mfs_hex_value(int c);
+
 /*
  * Parses an IMAP INTERNALDATE, "20-Nov-2026 15:32:01 +0100" (the day may be
  * one digit or space-padded; surrounding double quotes are allowed), to UTC.
