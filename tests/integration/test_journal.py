@@ -95,6 +95,15 @@ def bodies(env, folder):
     return sorted(server_msgs(env, folder).values())
 
 
+def warm(env, cfg, folder):
+    """A mount that lists folder (kept for the offline mount); its
+    {uid: directory name}."""
+    m = env.mount(config=cfg)
+    names = dirs_by_uid(os.path.join(m.path, folder))
+    m.umount()
+    return names
+
+
 def offline_mount(env, p, cfg):
     p.refuse()
     p.kill_all(rst=True)
@@ -199,10 +208,8 @@ def test_kill9_offline_and_remount_loses_and_doubles_nothing(env):
     p, cfg = proxied(env, "config-journal-kill")
     jk0 = server_msgs(env, "JK")
     try:
-        m = env.mount(config=cfg)
-        names = dirs_by_uid(os.path.join(m.path, "JK"))
+        names = warm(env, cfg, "JK")
         uids = sorted(names)
-        m.umount()
 
         m = offline_mount(env, p, cfg)
         jk = os.path.join(m.path, "JK")
@@ -252,10 +259,8 @@ def test_a_step_that_no_longer_applies_is_shown(env):
     p, cfg = proxied(env, "config-journal-conflict")
     jx0 = server_msgs(env, "JX")
     try:
-        m = env.mount(config=cfg)
-        names = dirs_by_uid(os.path.join(m.path, "JX"))
+        names = warm(env, cfg, "JX")
         uids = sorted(names)
-        m.umount()
 
         m = offline_mount(env, p, cfg)
         jx = os.path.join(m.path, "JX")
@@ -297,9 +302,7 @@ def test_kill9_in_the_middle_of_the_replay(env):
     p, cfg = proxied(env, "config-journal-replay")
     jr0 = server_msgs(env, "JR")
     try:
-        m = env.mount(config=cfg)
-        os.listdir(os.path.join(m.path, "JR"))
-        m.umount()
+        warm(env, cfg, "JR")
 
         m = offline_mount(env, p, cfg)
         src = os.path.join(env.dir, "journal-replay.eml")
