@@ -8,6 +8,7 @@
 #include "imap.h"
 #include "pool.h"
 #include "pop3.h"
+#include "smtp.h"
 
 /* IMAP: the main connection, connections - 1 readers and a watcher, each
  * connecting when first used. */
@@ -47,4 +48,10 @@ struct mfs_store *mfs_store_open(const struct mfs_account *acct,
 	default:
 		return NULL;
 	}
+}
+
+int mfs_submission_check(const struct mfs_account *acct,
+			 const char *password)
+{
+	return mfs_smtp_check(acct, password);
 }

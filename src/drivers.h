@@ -1,6 +1,7 @@
 /*
  * drivers.h - the store of an account, whatever its protocol: the one
- * place that knows which drivers there are (imap.h, pop3.h).
+ * place that knows which drivers there are (imap.h, pop3.h; smtp.h for
+ * the submission server's check).
  */
 #ifndef MAILFS_DRIVERS_H
 #define MAILFS_DRIVERS_H
@@ -18,5 +19,10 @@
  */
 struct mfs_store *mfs_store_open(const struct mfs_account *acct,
 				 const char *password);
+
+/* --check of the account's submission server: connects, logs in, prints
+ * what it offers (smtp.h, mfs_smtp_check()). Returns 0, or 1 on failure. */
+int mfs_submission_check(const struct mfs_account *acct,
+			 const char *password);
 
 #endif

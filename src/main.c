@@ -22,7 +22,6 @@
 #include "fs.h"
 #include "journal.h"
 #include "log.h"
-#include "smtp.h"
 #include "spool.h"
 
 #define MAILFS_VERSION "0.1.0"
@@ -127,54 +126,6 @@ static int load_account(const struct cli *cli, struct mfs_account *acct,
 	return 0;
 }
 
-/* --check of the submission server: connect, secure, log in, and list
- * what it offers. */
-static int check_smtp(const struct mfs_account *acct, const char *password)
-{
-	static const struct {
-		unsigned bit;
-		const char *name;
-	} exts[] = {
-		{MFS_SMTP_8BITMIME, "8BITMIME"},     {MFS_SMTP_SMTPUTF8, "SMTPUTF8"},
-		{MFS_SMTP_PIPELINING, "PIPELINING"}, {MFS_SMTP_SIZE, "SIZE"},
-		{MFS_SMTP_STARTTLS, "STARTTLS"},     {MFS_SMTP_AUTH_PLAIN, "AUTH=PLAIN"},
-		{MFS_SMTP_AUTH_LOGIN, "AUTH=LOGIN"},
-		{MFS_SMTP_AUTH_XOAUTH2, "AUTH=XOAUTH2"},
-		{MFS_SMTP_AUTH_OAUTHBEARER, "AUTH=OAUTHBEARER"},
-	};
-	struct mfs_smtp_opts so = {&acct->smtp,	 acct->user,	password,
-				   acct->ca_file, acct->timeout, NULL,
-				   acct->auth,	 acct,		NULL};
-	char ver[64], subj[512], iss[512];
-	struct mfs_smtp *s = NULL;
-	struct mfs_err err;
-	unsigned caps;
-	size_t i;
-
-	mfs_err_clear(&err);
-	printf("smtp server: %s:%d\n", acct->smtp.host, acct->smtp.port);
-	if (mfs_smtp_open(&so, &s, &err) != MFS_OK) {
-		fprintf(stderr, "mailfs: %s\n", err.msg);
-		return 1;
-	}
-	mfs_smtp_tls_info(s, ver, sizeof(ver), subj, sizeof(subj), iss,
-			  sizeof(iss));
-	if (ver[0] != '\0')
-		printf("smtp tls: %s\nsmtp certificate subject: %s\n"
-		       "smtp certificate issuer: %s\n",
-		       ver, subj, iss);
-	else
-		printf("smtp tls: none\n");
-	printf("smtp login: ok as %s\nsmtp extensions:", acct->user);
-	caps = mfs_smtp_caps(s);
-	for (i = 0; i < sizeof(exts) / sizeof(exts[0]); i++)
-		if (caps & exts[i].bit)
-			printf(" %s", exts[i].name);
-	printf("\n");
-	mfs_smtp_close(s);
-	return 0;
-}
-
 /* Prints, for each mount of account name, its mount point and its
  * .mailfs/status, indented: --check says how a mounted account is doing
  * (online or offline, outbox, cache) as well as what the server says. */
@@ -258,7 +209,7 @@ static int run_check(const struct cli *cli)
 		goto out;
 	}
 	printf("INBOX messages: %zu\n", nm);
-	rc = acct.has_smtp ? check_smtp(&acct, password) : 0;
+	rc = acct.has_smtp ? mfs_submission_check(&acct, password) : 0;
 out:
 	mfs_store_msgs_free(msgs, nm);
 	mfs_store_folders_free(folders, nf);

@@ -1039,3 +1039,51 @@ void mfs_smtp_tls_info(struct mfs_smtp *s, char *version, size_t vlen,
 	mfs_stream_tls_info(s->stream, version, vlen, subject, slen, issuer,
 			    ilen);
 }
+
+/* --check of the submission server: connect, secure, log in, and list
+ * what it offers. */
+int mfs_smtp_check(const struct mfs_account *acct, const char *password)
+{
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} exts[] = {
+		{MFS_SMTP_8BITMIME, "8BITMIME"},     {MFS_SMTP_SMTPUTF8, "SMTPUTF8"},
+		{MFS_SMTP_PIPELINING, "PIPELINING"}, {MFS_SMTP_SIZE, "SIZE"},
+		{MFS_SMTP_STARTTLS, "STARTTLS"},     {MFS_SMTP_AUTH_PLAIN, "AUTH=PLAIN"},
+		{MFS_SMTP_AUTH_LOGIN, "AUTH=LOGIN"},
+		{MFS_SMTP_AUTH_XOAUTH2, "AUTH=XOAUTH2"},
+		{MFS_SMTP_AUTH_OAUTHBEARER, "AUTH=OAUTHBEARER"},
+	};
+	struct mfs_smtp_opts so = {&acct->smtp,	 acct->user,	password,
+				   acct->ca_file, acct->timeout, NULL,
+				   acct->auth,	 acct,		NULL};
+	char ver[64], subj[512], iss[512];
+	struct mfs_smtp *s = NULL;
+	struct mfs_err err;
+	unsigned caps;
+	size_t i;
+
+	mfs_err_clear(&err);
+	printf("smtp server: %s:%d\n", acct->smtp.host, acct->smtp.port);
+	if (mfs_smtp_open(&so, &s, &err) != MFS_OK) {
+		fprintf(stderr, "mailfs: %s\n", err.msg);
+		return 1;
+	}
+	mfs_smtp_tls_info(s, ver, sizeof(ver), subj, sizeof(subj), iss,
+			  sizeof(iss));
+	if (ver[0] != '\0')
+		printf("smtp tls: %s\nsmtp certificate subject: %s\n"
+		       "smtp certificate issuer: %s\n",
+		       ver, subj, iss);
+	else
+		printf("smtp tls: none\n");
+	printf("smtp login: ok as %s\nsmtp extensions:", acct->user);
+	caps = mfs_smtp_caps(s);
+	for (i = 0; i < sizeof(exts) / sizeof(exts[0]); i++)
+		if (caps & exts[i].bit)
+			printf(" %s", exts[i].name);
+	printf("\n");
+	mfs_smtp_close(s);
+	return 0;
+}

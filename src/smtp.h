@@ -200,6 +200,11 @@ void mfs_smtp_cancel(struct mfs_smtp *s);
  * NULL is fine. */
 void mfs_smtp_close(struct mfs_smtp *s);
 
+/* mailfs --check of the account's submission server: connects, secures,
+ * logs in, and prints to stdout the server, its TLS and what it offers;
+ * a failure goes to stderr. Returns 0, or 1 on failure. */
+int mfs_smtp_check(const struct mfs_account *acct, const char *password);
+
 /* 1 when an error from mfs_smtp_open() is worth a retry later (network,
  * timeout, 4xx), 0 when it is not (TLS verification, AUTH refused with
  * 5xx, no STARTTLS). */
