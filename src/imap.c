@@ -743,23 +743,21 @@ static int ns_delim_from_list(struct mfs_imap *imap, struct mfs_err *err)
 }
 
 /*
- * Learns the namespaces, once per store: NAMESPACE where the server offers
- * it. Without it, or when the server refuses it, the personal prefix is ""
- * and folders are shown as LIST names them. A reply libetpan cannot parse
- * drops the connection (its state is unknown) and is not asked again.
+ * Learns the namespaces from NAMESPACE's outcome (r, libetpan's code; ns,
+ * its data or NULL, freed here), once per store. Without NAMESPACE, or
+ * when the server refuses it, the personal prefix is "" and folders are
+ * shown as LIST names them. A reply libetpan cannot parse drops the
+ * connection (its state is unknown) and is not asked again.
  */
-static int ns_learn(struct mfs_imap *imap, struct mfs_err *err)
+static int ns_apply(struct mfs_imap *imap, int r,
+		    struct mailimap_namespace_data *ns, struct mfs_err *err)
 {
-	struct mailimap_namespace_data *ns = NULL;
 	const struct mailimap_namespace_info *mine = NULL;
-	int r = MAILIMAP_NO_ERROR;
 
-	if (imap->ns_known)
-		return MFS_OK;
-	if (imap->caps & IMAP_CAP_NAMESPACE)
-		r = mailimap_namespace(imap->session, &ns);
 	if (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_FATAL ||
 	    r == MAILIMAP_ERROR_PARSE || r == MAILIMAP_ERROR_MEMORY) {
+		if (ns != NULL)
+			mailimap_namespace_data_free(ns);
 		if (r == MAILIMAP_ERROR_PARSE)
 			imap->ns_known = 1; /* prefix "" from now on */
 		imap->ns_prefix = imap->ns_known ? strdup("") : NULL;
@@ -784,6 +782,87 @@ static int ns_learn(struct mfs_imap *imap, struct mfs_err *err)
 	if (ns != NULL)
 		mailimap_namespace_data_free(ns);
 	imap->ns_known = 1;
+	return MFS_OK;
+}
+
+/* The namespaces, asked alone (the personal namespace wanted before any
+ * LIST). */
+static int ns_learn(struct mfs_imap *imap, struct mfs_err *err)
+{
+	struct mailimap_namespace_data *ns = NULL;
+	int r = MAILIMAP_NO_ERROR;
+
+	if (imap->ns_known)
+		return MFS_OK;
+	if (imap->caps & IMAP_CAP_NAMESPACE)
+		r = mailimap_namespace(imap->session, &ns);
+	return ns_apply(imap, r, ns, err);
+}
+
+/*
+ * The first LIST of a store where the server offers NAMESPACE: NAMESPACE
+ * and LIST "" "*" in one burst, so that the namespaces cost no round trip
+ * of their own. Their replies come in order; NAMESPACE's is applied as
+ * ns_learn() does. *list: the LIST result (free with
+ * mailimap_list_result_free()).
+ */
+static int list_with_ns(struct mfs_imap *imap, clist **list,
+			struct mfs_err *err)
+{
+	mailimap *session = imap->session;
+	mailstream *s = session->imap_stream;
+	struct mailimap_namespace_data *ns = NULL;
+	int first = session->imap_tag + 1, r, state;
+	clistiter *it;
+
+	*list = NULL;
+	if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+	    mailstream_write(s, "NAMESPACE\r\n", 11) != 11 ||
+	    mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+	    mailstream_write(s, "LIST \"\" \"*\"\r\n", 13) != 13 ||
+	    mailstream_flush(s) == -1)
+		return imap_fail(imap, MAILIMAP_ERROR_STREAM, "LIST",
+				 MFS_E_PROTO, err);
+	session->imap_tag = first; /* NAMESPACE's reply */
+	r = mailimap_read_line(session) == NULL
+		    ? MAILIMAP_ERROR_STREAM
+		    : parse_tagged(session, &state);
+	if (r == MAILIMAP_NO_ERROR) {
+		for (it = clist_begin(
+			 session->imap_response_info->rsp_extension_list);
+		     it != NULL; it = clist_next(it)) {
+			struct mailimap_extension_data *ext = clist_content(it);
+
+			if (ext->ext_extension->ext_id ==
+				MAILIMAP_EXTENSION_NAMESPACE &&
+			    ns == NULL) {
+				ns = ext->ext_data;
+				ext->ext_data = NULL;
+				ext->ext_type = -1;
+			}
+		}
+		if (state != MAILIMAP_RESP_COND_STATE_OK || ns == NULL) {
+			if (ns != NULL)
+				mailimap_namespace_data_free(ns);
+			ns = NULL;
+			r = MAILIMAP_ERROR_EXTENSION;
+		}
+	}
+	session->imap_tag = first + 1; /* LIST's */
+	if (ns_apply(imap, r, ns, err) != MFS_OK)
+		return err->code;
+	if (mailimap_read_line(session) == NULL)
+		return imap_fail(imap, MAILIMAP_ERROR_STREAM, "LIST",
+				 MFS_E_PROTO, err);
+	r = parse_tagged(session, &state);
+	if (r == MAILIMAP_NO_ERROR && state != MAILIMAP_RESP_COND_STATE_OK)
+		r = MAILIMAP_ERROR_LIST;
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail(imap, r, "LIST", MFS_E_PROTO, err);
+	*list = session->imap_response_info->rsp_mailbox_list;
+	session->imap_response_info->rsp_mailbox_list = NULL;
+	if (*list == NULL && (*list = clist_new()) == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "LIST: out of memory");
 	return MFS_OK;
 }
 
@@ -860,12 +939,19 @@ static int imap_list(struct mfs_store *st, struct mfs_store_folder **folders,
 	int r;
 
 	pthread_mutex_lock(&imap->lock);
-	if (imap_ensure(imap, err) != MFS_OK || ns_learn(imap, err) != MFS_OK)
+	if (imap_ensure(imap, err) != MFS_OK)
 		goto unlock;
-	r = mailimap_list(imap->session, "", "*", &list);
-	if (r != MAILIMAP_NO_ERROR) {
-		imap_fail(imap, r, "LIST", MFS_E_PROTO, err);
-		goto unlock;
+	if (!imap->ns_known && (imap->caps & IMAP_CAP_NAMESPACE)) {
+		if (list_with_ns(imap, &list, err) != MFS_OK)
+			goto unlock;
+	} else {
+		if (ns_learn(imap, err) != MFS_OK)
+			goto unlock;
+		r = mailimap_list(imap->session, "", "*", &list);
+		if (r != MAILIMAP_NO_ERROR) {
+			imap_fail(imap, r, "LIST", MFS_E_PROTO, err);
+			goto unlock;
+		}
 	}
 	ns_delim_from(imap, list);
 	out = calloc(clist_count(list) + 1, sizeof(*out));
