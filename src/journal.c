@@ -542,8 +542,10 @@ static void compact(struct journal *j)
 		goto out;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
 		  0600);
-	if (fd < 0 || dprintf(fd, "Q %lu\n", j->next_seq) < 0 ||
-	    fsync(fd) != 0 || rename(tmp, path) != 0) {
+	/* the new file holds the lock before it takes the old one's place */
+	if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0 ||
+	    dprintf(fd, "Q %lu\n", j->next_seq) < 0 || fsync(fd) != 0 ||
+	    rename(tmp, path) != 0) {
 		mfs_log_err("journal %s: cannot start the steps file again: "
 			    "%s",
 			    j->dir, strerror(errno));
@@ -1801,8 +1803,9 @@ static int replay_append(struct journal *j, const struct step *s, int again,
 	}
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) != 0) {
-		r = mfs_err_set(err, MFS_E_IO, "journal: %s: %s", path,
-				strerror(errno));
+		/* gone (removed by hand): this step can never be done */
+		r = mfs_err_set(err, errno == ENOENT ? MFS_E_NOENT : MFS_E_IO,
+				"journal: %s: %s", path, strerror(errno));
 	} else {
 		r = j->inner->ops->append(j->inner, s->folder, fd,
 					  (uint64_t)st.st_size, s->date,

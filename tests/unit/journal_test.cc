@@ -355,6 +355,10 @@ TEST_F(Journal, AnAppendedMessageRemovedIsNeverSent)
 	std::string steps = read_file(dir + "/steps");
 	EXPECT_EQ(steps[0], 'Q') << steps;
 	EXPECT_EQ(steps.find('\n'), steps.size() - 1) << steps;
+	/* the file that took the old one's place is locked too */
+	struct mfs_err err2;
+	FakeStore other;
+	EXPECT_EQ(mfs_journal_new(&other.st, dir.c_str(), &err2), nullptr);
 }
 
 TEST_F(Journal, FlagsOfAMovedMessageGoWithIt)
@@ -400,6 +404,20 @@ TEST_F(Journal, AStepThatNoLongerAppliesIsReportedAndItsMessageKept)
 	EXPECT_NE(status().find("journal: 2 steps failed"), std::string::npos);
 	unlink((dir + "/failed").c_str());
 	EXPECT_NE(status().find("journal: 0 steps failed"), std::string::npos);
+}
+
+TEST_F(Journal, AnAppendWhoseFileWasRemovedFailsAndTheRestGoesOn)
+{
+	offline();
+	ASSERT_EQ(append("B", kMsg), MFS_OK);
+	ASSERT_EQ(move("A", a1, "B"), MFS_OK);
+	ASSERT_EQ(system(("rm -f '" + dir + "'/A*.eml").c_str()), 0);
+	online();
+	replay_all();
+	EXPECT_TRUE(fake.appends.empty());
+	EXPECT_EQ(fake.uids("B").size(), 1u) << "the move after it was done";
+	EXPECT_NE(status().find("journal: 1 step failed"), std::string::npos)
+	    << status();
 }
 
 TEST_F(Journal, ASecondMountOfTheAccountCannotShareIt)
