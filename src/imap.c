@@ -3063,6 +3063,340 @@ unlock:
 	return err->code;
 }
 
+/* --- fetch-ahead of large messages: skeletons in two bursts -------------- */
+
+static int write_uid_set(mailstream *s, const uint32_t *uids, size_t n);
+
+/* The second burst of skeleton_many goes out before the whole messages of
+ * the first are read when it is at most this long: the server may not read
+ * commands while it writes a long reply, and this much always fits in the
+ * socket buffers between us. A longer one waits for that reply. */
+#define SKEL_EARLY_MAX (16 * 1024)
+
+/* One large message of skeleton_many. */
+struct skel_job {
+	uint32_t uid;
+	struct mfs_skel sk; /* planned from its structure; n == 0: none */
+	char *items;	    /* owned: " (UID BODY.PEEK[HEADER] ...)\r\n" */
+	int tag;	    /* of its sections' fetch, 0 when not sent */
+};
+
+/* Sends "UID FETCH set items" (items with its "\r\n") with the next tag,
+ * without flushing. */
+static int send_uid_fetch(mailimap *session, const uint32_t *uids, size_t n,
+			  const char *items)
+{
+	mailstream *s = session->imap_stream;
+	size_t len = strlen(items);
+
+	if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+	    mailstream_write(s, "UID FETCH ", 10) != 10 ||
+	    write_uid_set(s, uids, n) != 0 ||
+	    mailstream_write(s, items, len) != (ssize_t)len)
+		return MAILIMAP_ERROR_STREAM;
+	return MAILIMAP_NO_ERROR;
+}
+
+/* Reads the responses to the command tagged `tag` up to its tagged reply;
+ * *list (when list is not NULL; else they are freed) takes its FETCH
+ * responses, to be freed with mailimap_fetch_list_free(). *ok: the reply
+ * is OK. Returns libetpan's error when the connection is not usable. */
+static int read_tagged(mailimap *session, int tag, clist **list, int *ok)
+{
+	clist **fl;
+	int r, state;
+
+	session->imap_tag = tag; /* libetpan checks the reply's tag */
+	if (mailimap_read_line(session) == NULL)
+		return MAILIMAP_ERROR_STREAM;
+	r = parse_tagged(session, &state);
+	if (r != MAILIMAP_NO_ERROR)
+		return r;
+	fl = &session->imap_response_info->rsp_fetch_list;
+	if (list != NULL)
+		*list = *fl;
+	else if (*fl != NULL)
+		mailimap_fetch_list_free(*fl);
+	*fl = NULL;
+	*ok = state == MAILIMAP_RESP_COND_STATE_OK;
+	return MAILIMAP_NO_ERROR;
+}
+
+/* Reads the reply of a UID FETCH (BODY.PEEK[]) tagged `tag`, the messages
+ * streamed to files through m as fetch_many does. */
+static int read_whole(mailimap *session, int tag, struct many_ctx *m, int *ok)
+{
+	int r;
+
+	mailimap_set_msg_body_handler(session, many_body, m);
+	mfs_stream_body_literals(session->imap_stream, 1);
+	mailimap_set_msg_att_handler(session, many_att, m);
+	mailimap_set_progress_callback(session, NULL, index_progress, NULL);
+	r = read_tagged(session, tag, NULL, ok);
+	mfs_stream_body_literals(session->imap_stream, 0);
+	mailimap_set_msg_body_handler(session, NULL, NULL);
+	mailimap_set_msg_att_handler(session, NULL, NULL);
+	mailimap_set_progress_callback(session, NULL, NULL, NULL);
+	if (m->fd >= 0) {
+		close(m->fd); /* a response cut short */
+		m->fd = -1;
+	}
+	if (m->failed && r == MAILIMAP_NO_ERROR)
+		r = MAILIMAP_ERROR_STREAM;
+	return r;
+}
+
+/* The items of job's sections fetch: " (UID BODY.PEEK[HEADER] ...)\r\n",
+ * malloc'd, or NULL on ENOMEM. */
+static char *skel_items(const struct mfs_skel *sk)
+{
+	size_t nreq = 0, len = 16, i;
+	char **req = skel_requests(sk, &nreq), *out = NULL;
+
+	if (req == NULL)
+		return NULL;
+	for (i = 0; i < nreq; i++)
+		len += strlen(req[i]) + 1;
+	out = malloc(len);
+	if (out != NULL) {
+		strcpy(out, " (UID");
+		for (i = 0; i < nreq; i++) {
+			strcat(out, " ");
+			strcat(out, req[i]);
+		}
+		strcat(out, ")\r\n");
+	}
+	for (i = 0; i < nreq; i++)
+		free(req[i]);
+	free(req);
+	return out;
+}
+
+/* Plans the skeletons of jobs[0..n) from the structures in list; those
+ * that are not worth it go to again[*nagain] (fetched whole). Returns
+ * libetpan's MAILIMAP_ERROR_MEMORY on ENOMEM. */
+static int skel_plan_all(const clist *list, struct skel_job *jobs, size_t n,
+			 uint64_t hole_min, uint32_t *again, size_t *nagain)
+{
+	const struct mailimap_msg_att_item *item;
+	struct mfs_err e;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		struct skel_job *j = &jobs[i];
+
+		item = uid_item(list, j->uid, MAILIMAP_MSG_ATT_BODYSTRUCTURE);
+		if (item == NULL)
+			continue; /* gone */
+		if (mfs_skel_plan(
+			item->att_data.att_static->att_data.att_bodystructure,
+			hole_min, &j->sk, &e) != MFS_OK)
+			return MAILIMAP_ERROR_MEMORY;
+		if (j->sk.n == 0) {
+			again[(*nagain)++] = j->uid;
+			continue;
+		}
+		j->items = skel_items(&j->sk);
+		if (j->items == NULL)
+			return MAILIMAP_ERROR_MEMORY;
+	}
+	return MAILIMAP_NO_ERROR;
+}
+
+/* Sends the second burst: each planned job's sections, then the messages
+ * again[0..nagain) whole (*tagain its tag). Does not flush. */
+static int skel_send_all(mailimap *session, struct skel_job *jobs, size_t n,
+			 const uint32_t *again, size_t nagain, int *tagain)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (jobs[i].items == NULL)
+			continue;
+		if (send_uid_fetch(session, &jobs[i].uid, 1, jobs[i].items) !=
+		    MAILIMAP_NO_ERROR)
+			return MAILIMAP_ERROR_STREAM;
+		jobs[i].tag = session->imap_tag;
+	}
+	if (nagain > 0) {
+		if (send_uid_fetch(session, again, nagain,
+				   " (UID BODY.PEEK[])\r\n") !=
+		    MAILIMAP_NO_ERROR)
+			return MAILIMAP_ERROR_STREAM;
+		*tagain = session->imap_tag;
+	}
+	return MAILIMAP_NO_ERROR;
+}
+
+/* Reads job j's sections and hands its skeleton to cb. A skeleton that
+ * cannot be made is not handed over. */
+static int skel_read_one(mailimap *session, struct skel_job *j,
+			 const struct mfs_many_cb *cb, int *ok)
+{
+	const struct mailimap_msg_att *att;
+	struct mfs_seg *segs = NULL;
+	size_t nsegs = 0;
+	clist *list = NULL;
+	struct mfs_err e;
+	int r, fd;
+
+	r = read_tagged(session, j->tag, &list, ok);
+	if (r != MAILIMAP_NO_ERROR || !*ok)
+		goto free_list;
+	att = att_of(list, j->uid);
+	if (att == NULL)
+		goto free_list; /* gone */
+	skel_fill(&j->sk, att);
+	fd = cb->skel_open(cb->ctx);
+	if (fd < 0)
+		goto free_list;
+	if (mfs_skel_write(&j->sk, fd, &segs, &nsegs, &e) == MFS_OK &&
+	    nsegs > 0) {
+		cb->skel_done(cb->ctx, j->uid, fd, segs, nsegs);
+	} else {
+		mfs_log_debug("skeleton of %u: %s", j->uid,
+			      nsegs == 0 ? "empty" : e.msg);
+		mfs_store_segs_free(segs, nsegs);
+		close(fd);
+	}
+free_list:
+	if (list != NULL)
+		mailimap_fetch_list_free(list);
+	return r;
+}
+
+static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
+			      uint32_t uidvalidity, const uint32_t *uids,
+			      size_t n, uint64_t hole_min,
+			      const uint32_t *whole, size_t nwhole,
+			      const struct mfs_many_cb *cb, struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	struct many_ctx m = {cb->open_fn, cb->done_fn, cb->ctx, -1, 0, 0};
+	struct skel_job *jobs = NULL;
+	uint32_t *again = NULL;
+	size_t nagain = 0, early = 0, i;
+	mailimap *session;
+	clist *list = NULL;
+	int tstruct = 0, twhole = 0, tagain = 0, last, ok = 1, sent2 = 0;
+	int r = MAILIMAP_NO_ERROR;
+	char refused[MFS_ERRMSG_MAX] = "";
+
+	pthread_mutex_lock(&imap->lock);
+	if (imap_reading(imap, mailbox, uidvalidity, err) != MFS_OK)
+		goto unlock;
+	jobs = calloc(n ? n : 1, sizeof(*jobs));
+	again = calloc(n ? n : 1, sizeof(*again));
+	if (jobs == NULL || again == NULL) {
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_all;
+	}
+	for (i = 0; i < n; i++)
+		jobs[i].uid = uids[i];
+	session = imap->session;
+
+	/* first burst: the structures, and the whole messages */
+	if (n > 0) {
+		r = send_uid_fetch(session, uids, n,
+				   " (UID BODYSTRUCTURE)\r\n");
+		tstruct = session->imap_tag;
+	}
+	if (r == MAILIMAP_NO_ERROR && nwhole > 0) {
+		r = send_uid_fetch(session, whole, nwhole,
+				   " (UID BODY.PEEK[])\r\n");
+		twhole = session->imap_tag;
+	}
+	if (r == MAILIMAP_NO_ERROR &&
+	    mailstream_flush(session->imap_stream) == -1)
+		r = MAILIMAP_ERROR_STREAM;
+	last = session->imap_tag;
+	if (r == MAILIMAP_NO_ERROR && tstruct != 0) {
+		r = read_tagged(session, tstruct, &list, &ok);
+		if (r == MAILIMAP_NO_ERROR && !ok)
+			snprintf(refused, sizeof(refused),
+				 "UID FETCH BODYSTRUCTURE: %s",
+				 imap_reply(imap));
+		else if (r == MAILIMAP_NO_ERROR)
+			r = skel_plan_all(list, jobs, n, hole_min, again,
+					  &nagain);
+		if (list != NULL)
+			mailimap_fetch_list_free(list);
+		list = NULL;
+	}
+	session->imap_tag = last;
+
+	/* second burst: the sections; early when short (SKEL_EARLY_MAX) */
+	for (i = 0; i < n; i++)
+		if (jobs[i].items != NULL)
+			early += strlen(jobs[i].items) + 32;
+	early += nagain * 12;
+	if (r == MAILIMAP_NO_ERROR && (early <= SKEL_EARLY_MAX || !twhole)) {
+		r = skel_send_all(session, jobs, n, again, nagain, &tagain);
+		if (r == MAILIMAP_NO_ERROR &&
+		    mailstream_flush(session->imap_stream) == -1)
+			r = MAILIMAP_ERROR_STREAM;
+		last = session->imap_tag;
+		sent2 = 1;
+	}
+	if (r == MAILIMAP_NO_ERROR && twhole != 0) {
+		r = read_whole(session, twhole, &m, &ok);
+		if (r == MAILIMAP_NO_ERROR && !ok && refused[0] == '\0')
+			snprintf(refused, sizeof(refused),
+				 "UID FETCH (ahead): %s", imap_reply(imap));
+		session->imap_tag = last;
+	}
+	if (r == MAILIMAP_NO_ERROR && !sent2) {
+		r = skel_send_all(session, jobs, n, again, nagain, &tagain);
+		if (r == MAILIMAP_NO_ERROR &&
+		    mailstream_flush(session->imap_stream) == -1)
+			r = MAILIMAP_ERROR_STREAM;
+		last = session->imap_tag;
+	}
+	for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++) {
+		if (jobs[i].tag == 0)
+			continue;
+		r = skel_read_one(session, &jobs[i], cb, &ok);
+		if (r == MAILIMAP_NO_ERROR && !ok && refused[0] == '\0')
+			snprintf(refused, sizeof(refused),
+				 "UID FETCH (sections): %s", imap_reply(imap));
+	}
+	if (r == MAILIMAP_NO_ERROR && tagain != 0) {
+		r = read_whole(session, tagain, &m, &ok);
+		if (r == MAILIMAP_NO_ERROR && !ok && refused[0] == '\0')
+			snprintf(refused, sizeof(refused),
+				 "UID FETCH (ahead): %s", imap_reply(imap));
+	}
+	if (imap->session != NULL)
+		session->imap_tag = last;
+
+	if (r != MAILIMAP_NO_ERROR) {
+		if (m.failed) {
+			imap_drop(imap);
+			mfs_err_set(err, MFS_E_IO, "fetch-ahead: %s",
+				    strerror(m.failed));
+		} else {
+			imap_fail(imap, r, "UID FETCH (ahead)", MFS_E_PROTO,
+				  err);
+			if (imap->session != NULL) /* replies left unread */
+				imap_drop(imap);
+		}
+	} else if (refused[0] != '\0') {
+		mfs_err_set(err, MFS_E_PROTO, "%s", refused);
+	} else {
+		mfs_err_clear(err);
+	}
+free_all:
+	for (i = 0; jobs != NULL && i < n; i++) {
+		mfs_skel_free(&jobs[i].sk);
+		free(jobs[i].items);
+	}
+	free(jobs);
+	free(again);
+unlock:
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
+}
+
 static void imap_tls_info(struct mfs_store *st, char *version, size_t vlen,
 			  char *subject, size_t slen, char *issuer, size_t ilen)
 {
@@ -3100,6 +3434,7 @@ static const struct mfs_store_ops imap_ops = {
     .fetch = imap_fetch,
     .fetch_many = imap_fetch_many,
     .skeleton = imap_skeleton,
+    .skeleton_many = imap_skeleton_many,
     .fetch_section = imap_fetch_section,
     .search = imap_search,
     .create = imap_create,
