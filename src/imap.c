@@ -3079,6 +3079,8 @@ struct skel_job {
 	struct mfs_skel sk; /* planned from its structure; n == 0: none */
 	char *items;	    /* owned: " (UID BODY.PEEK[HEADER] ...)\r\n" */
 	int tag;	    /* of its sections' fetch, 0 when not sent */
+	int planned;	    /* its structure has come */
+	int done;	    /* its sections have come */
 };
 
 /* Sends "UID FETCH set items" (items with its "\r\n") with the next tag,
@@ -3122,30 +3124,6 @@ static int read_tagged(mailimap *session, int tag, clist **list, int *ok)
 	return MAILIMAP_NO_ERROR;
 }
 
-/* Reads the reply of a UID FETCH (BODY.PEEK[]) tagged `tag`, the messages
- * streamed to files through m as fetch_many does. */
-static int read_whole(mailimap *session, int tag, struct many_ctx *m, int *ok)
-{
-	int r;
-
-	mailimap_set_msg_body_handler(session, many_body, m);
-	mfs_stream_body_literals(session->imap_stream, 1);
-	mailimap_set_msg_att_handler(session, many_att, m);
-	mailimap_set_progress_callback(session, NULL, index_progress, NULL);
-	r = read_tagged(session, tag, NULL, ok);
-	mfs_stream_body_literals(session->imap_stream, 0);
-	mailimap_set_msg_body_handler(session, NULL, NULL);
-	mailimap_set_msg_att_handler(session, NULL, NULL);
-	mailimap_set_progress_callback(session, NULL, NULL, NULL);
-	if (m->fd >= 0) {
-		close(m->fd); /* a response cut short */
-		m->fd = -1;
-	}
-	if (m->failed && r == MAILIMAP_NO_ERROR)
-		r = MAILIMAP_ERROR_STREAM;
-	return r;
-}
-
 /* The items of job's sections fetch: " (UID BODY.PEEK[HEADER] ...)\r\n",
  * malloc'd, or NULL on ENOMEM. */
 static char *skel_items(const struct mfs_skel *sk)
@@ -3170,37 +3148,6 @@ static char *skel_items(const struct mfs_skel *sk)
 		free(req[i]);
 	free(req);
 	return out;
-}
-
-/* Plans the skeletons of jobs[0..n) from the structures in list; those
- * that are not worth it go to again[*nagain] (fetched whole). Returns
- * libetpan's MAILIMAP_ERROR_MEMORY on ENOMEM. */
-static int skel_plan_all(const clist *list, struct skel_job *jobs, size_t n,
-			 uint64_t hole_min, uint32_t *again, size_t *nagain)
-{
-	const struct mailimap_msg_att_item *item;
-	struct mfs_err e;
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		struct skel_job *j = &jobs[i];
-
-		item = uid_item(list, j->uid, MAILIMAP_MSG_ATT_BODYSTRUCTURE);
-		if (item == NULL)
-			continue; /* gone */
-		if (mfs_skel_plan(
-			item->att_data.att_static->att_data.att_bodystructure,
-			hole_min, &j->sk, &e) != MFS_OK)
-			return MAILIMAP_ERROR_MEMORY;
-		if (j->sk.n == 0) {
-			again[(*nagain)++] = j->uid;
-			continue;
-		}
-		j->items = skel_items(&j->sk);
-		if (j->items == NULL)
-			return MAILIMAP_ERROR_MEMORY;
-	}
-	return MAILIMAP_NO_ERROR;
 }
 
 /* Sends the second burst: each planned job's sections, then the messages
@@ -3228,41 +3175,192 @@ static int skel_send_all(mailimap *session, struct skel_job *jobs, size_t n,
 	return MAILIMAP_NO_ERROR;
 }
 
-/* Reads job j's sections and hands its skeleton to cb. A skeleton that
- * cannot be made is not handed over. */
-static int skel_read_one(mailimap *session, struct skel_job *j,
-			 const struct mfs_many_cb *cb, int *ok)
-{
-	const struct mailimap_msg_att *att;
-	struct mfs_seg *segs = NULL;
-	size_t nsegs = 0;
-	clist *list = NULL;
-	struct mfs_err e;
-	int r, fd;
+/* The section bytes of the FETCH response being read. */
+struct skm_sec {
+	char name[MFS_SKEL_SECTION_MAX + 8];
+	char *data; /* owned */
+	size_t len, cap;
+};
 
-	r = read_tagged(session, j->tag, &list, ok);
-	if (r != MAILIMAP_NO_ERROR || !*ok)
-		goto free_list;
-	att = att_of(list, j->uid);
-	if (att == NULL)
-		goto free_list; /* gone */
-	skel_fill(&j->sk, att);
-	fd = cb->skel_open(cb->ctx);
+/*
+ * The reading of skeleton_many. A server may run pipelined commands at
+ * once and mix their FETCH responses (Dovecot does), so every response is
+ * taken for what it holds, whichever command it answers: a whole message
+ * (BODY[]) is streamed to a file as fetch_many does; a structure plans
+ * its message's skeleton; sections are gathered and, at the end of the
+ * response, make its skeleton.
+ */
+struct skm_ctx {
+	struct many_ctx m;	    /* the whole messages */
+	const struct mfs_many_cb *cb; /* borrowed */
+	struct skel_job *jobs;	    /* borrowed; n, ascending UIDs */
+	size_t n;
+	uint64_t hole_min;
+	uint32_t *again; /* borrowed: room for n */
+	size_t nagain;
+	struct skm_sec *secs; /* owned: of the response being read */
+	size_t nsecs, capsecs, bytes;
+	int failed; /* out of memory, or a reply out of bounds */
+};
+
+static struct skel_job *skm_job(struct skm_ctx *c, uint32_t uid)
+{
+	size_t lo = 0, hi = c->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (c->jobs[mid].uid == uid)
+			return &c->jobs[mid];
+		if (c->jobs[mid].uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static bool skm_body(int type, struct mailimap_msg_att_body_section *section,
+		     const char *bytes, size_t length, void *ctx)
+{
+	struct skm_ctx *c = ctx;
+	struct skm_sec *sec;
+	char name[MFS_SKEL_SECTION_MAX + 8];
+	size_t i;
+
+	if (type != MAILIMAP_MSG_ATT_BODY_SECTION)
+		return true;
+	if (section == NULL || section->sec_section == NULL)
+		return many_body(type, section, bytes, length, &c->m);
+	if (section_name(section->sec_section, name, sizeof(name)) != 0)
+		name[0] = '\0'; /* matches no item */
+	sec = c->nsecs > 0 ? &c->secs[c->nsecs - 1] : NULL;
+	if (sec == NULL || strcmp(sec->name, name) != 0) {
+		for (i = 0; i + 1 < c->nsecs; i++)
+			if (strcmp(c->secs[i].name, name) == 0)
+				name[0] = '\0'; /* said twice: ignored */
+		if (c->nsecs == c->capsecs) {
+			size_t cap = c->capsecs ? 2 * c->capsecs : 8;
+			struct skm_sec *v =
+			    realloc(c->secs, cap * sizeof(*v));
+
+			if (v == NULL) {
+				c->failed = ENOMEM;
+				return false;
+			}
+			c->secs = v;
+			c->capsecs = cap;
+		}
+		sec = &c->secs[c->nsecs++];
+		memset(sec, 0, sizeof(*sec));
+		snprintf(sec->name, sizeof(sec->name), "%s", name);
+	}
+	/* a skeleton holds at most MFS_SKEL_SMALL_MAX real bytes */
+	c->bytes += length;
+	if (c->bytes > MFS_SKEL_SMALL_MAX + MFS_LITERAL_MAX) {
+		c->failed = EPROTO;
+		return false;
+	}
+	if (sec->len + length > sec->cap) {
+		size_t cap = sec->cap ? sec->cap : 4096;
+		char *d;
+
+		while (cap < sec->len + length)
+			cap *= 2;
+		d = realloc(sec->data, cap);
+		if (d == NULL) {
+			c->failed = ENOMEM;
+			return false;
+		}
+		sec->data = d;
+		sec->cap = cap;
+	}
+	memcpy(sec->data + sec->len, bytes, length);
+	sec->len += length;
+	return true;
+}
+
+static void skm_secs_clear(struct skm_ctx *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->nsecs; i++)
+		free(c->secs[i].data);
+	c->nsecs = 0;
+	c->bytes = 0;
+}
+
+/* Job j's sections have come (c->secs): its skeleton to cb. */
+static void skm_skeleton(struct skm_ctx *c, struct skel_job *j)
+{
+	struct mfs_seg *segs = NULL;
+	size_t nsegs = 0, i, k;
+	struct mfs_err e;
+	int fd;
+
+	for (i = 0; i < j->sk.n; i++) {
+		struct mfs_skel_item *x = &j->sk.items[i];
+
+		if (x->kind != MFS_SKEL_SECTION)
+			continue;
+		x->got = 0;
+		for (k = 0; k < c->nsecs; k++) {
+			if (strcasecmp(c->secs[k].name, x->section) == 0) {
+				x->data = c->secs[k].data;
+				x->data_len = c->secs[k].len;
+				x->got = 1;
+			}
+		}
+	}
+	j->done = 1;
+	fd = c->cb->skel_open(c->cb->ctx);
 	if (fd < 0)
-		goto free_list;
+		return;
 	if (mfs_skel_write(&j->sk, fd, &segs, &nsegs, &e) == MFS_OK &&
 	    nsegs > 0) {
-		cb->skel_done(cb->ctx, j->uid, fd, segs, nsegs);
-	} else {
-		mfs_log_debug("skeleton of %u: %s", j->uid,
-			      nsegs == 0 ? "empty" : e.msg);
-		mfs_store_segs_free(segs, nsegs);
-		close(fd);
+		c->cb->skel_done(c->cb->ctx, j->uid, fd, segs, nsegs);
+		return;
 	}
-free_list:
-	if (list != NULL)
-		mailimap_fetch_list_free(list);
-	return r;
+	mfs_log_debug("skeleton of %u: %s", j->uid,
+		      nsegs == 0 ? "empty" : e.msg);
+	mfs_store_segs_free(segs, nsegs);
+	close(fd);
+}
+
+/* The end of one FETCH response: see struct skm_ctx. */
+static void skm_att(struct mailimap_msg_att *att, void *ctx)
+{
+	struct skm_ctx *c = ctx;
+	uint32_t uid = att_uid(att);
+	struct skel_job *j = uid != 0 ? skm_job(c, uid) : NULL;
+	const struct mailimap_msg_att_item *item = NULL;
+	const clistiter *it;
+	struct mfs_err e;
+
+	many_att(att, &c->m);
+	for (it = clist_begin(att->att_list); it != NULL; it = clist_next(it)) {
+		const struct mailimap_msg_att_item *x = clist_content(it);
+
+		if (x->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
+		    x->att_data.att_static->att_type ==
+			MAILIMAP_MSG_ATT_BODYSTRUCTURE)
+			item = x;
+	}
+	if (j != NULL && item != NULL && !j->planned) {
+		j->planned = 1;
+		if (mfs_skel_plan(
+			item->att_data.att_static->att_data.att_bodystructure,
+			c->hole_min, &j->sk, &e) != MFS_OK)
+			c->failed = ENOMEM;
+		else if (j->sk.n == 0)
+			c->again[c->nagain++] = j->uid;
+		else if ((j->items = skel_items(&j->sk)) == NULL)
+			c->failed = ENOMEM;
+	}
+	if (j != NULL && c->nsecs > 0 && j->items != NULL && j->tag != 0 &&
+	    !j->done)
+		skm_skeleton(c, j);
+	skm_secs_clear(c);
 }
 
 static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
@@ -3272,12 +3370,11 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 			      const struct mfs_many_cb *cb, struct mfs_err *err)
 {
 	struct mfs_imap *imap = st->priv;
-	struct many_ctx m = {cb->open_fn, cb->done_fn, cb->ctx, -1, 0, 0};
+	struct skm_ctx c = {{cb->open_fn, cb->done_fn, cb->ctx, -1, 0, 0},
+			    cb, NULL, n, hole_min, NULL, 0, NULL, 0, 0, 0, 0};
 	struct skel_job *jobs = NULL;
-	uint32_t *again = NULL;
-	size_t nagain = 0, early = 0, i;
+	size_t early = 0, i;
 	mailimap *session;
-	clist *list = NULL;
 	int tstruct = 0, twhole = 0, tagain = 0, last, ok = 1, sent2 = 0;
 	int r = MAILIMAP_NO_ERROR;
 	char refused[MFS_ERRMSG_MAX] = "";
@@ -3286,14 +3383,19 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 	if (imap_reading(imap, mailbox, uidvalidity, err) != MFS_OK)
 		goto unlock;
 	jobs = calloc(n ? n : 1, sizeof(*jobs));
-	again = calloc(n ? n : 1, sizeof(*again));
-	if (jobs == NULL || again == NULL) {
+	c.again = calloc(n ? n : 1, sizeof(*c.again));
+	if (jobs == NULL || c.again == NULL) {
 		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto free_all;
 	}
 	for (i = 0; i < n; i++)
 		jobs[i].uid = uids[i];
+	c.jobs = jobs;
 	session = imap->session;
+	mailimap_set_msg_body_handler(session, skm_body, &c);
+	mfs_stream_body_literals(session->imap_stream, 1);
+	mailimap_set_msg_att_handler(session, skm_att, &c);
+	mailimap_set_progress_callback(session, NULL, index_progress, NULL);
 
 	/* first burst: the structures, and the whole messages */
 	if (n > 0) {
@@ -3310,18 +3412,13 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 	    mailstream_flush(session->imap_stream) == -1)
 		r = MAILIMAP_ERROR_STREAM;
 	last = session->imap_tag;
+	/* every structure has come when its command's tagged reply has */
 	if (r == MAILIMAP_NO_ERROR && tstruct != 0) {
-		r = read_tagged(session, tstruct, &list, &ok);
+		r = read_tagged(session, tstruct, NULL, &ok);
 		if (r == MAILIMAP_NO_ERROR && !ok)
 			snprintf(refused, sizeof(refused),
 				 "UID FETCH BODYSTRUCTURE: %s",
 				 imap_reply(imap));
-		else if (r == MAILIMAP_NO_ERROR)
-			r = skel_plan_all(list, jobs, n, hole_min, again,
-					  &nagain);
-		if (list != NULL)
-			mailimap_fetch_list_free(list);
-		list = NULL;
 	}
 	session->imap_tag = last;
 
@@ -3329,9 +3426,10 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 	for (i = 0; i < n; i++)
 		if (jobs[i].items != NULL)
 			early += strlen(jobs[i].items) + 32;
-	early += nagain * 12;
+	early += c.nagain * 12;
 	if (r == MAILIMAP_NO_ERROR && (early <= SKEL_EARLY_MAX || !twhole)) {
-		r = skel_send_all(session, jobs, n, again, nagain, &tagain);
+		r = skel_send_all(session, jobs, n, c.again, c.nagain,
+				  &tagain);
 		if (r == MAILIMAP_NO_ERROR &&
 		    mailstream_flush(session->imap_stream) == -1)
 			r = MAILIMAP_ERROR_STREAM;
@@ -3339,14 +3437,15 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 		sent2 = 1;
 	}
 	if (r == MAILIMAP_NO_ERROR && twhole != 0) {
-		r = read_whole(session, twhole, &m, &ok);
+		r = read_tagged(session, twhole, NULL, &ok);
 		if (r == MAILIMAP_NO_ERROR && !ok && refused[0] == '\0')
 			snprintf(refused, sizeof(refused),
 				 "UID FETCH (ahead): %s", imap_reply(imap));
 		session->imap_tag = last;
 	}
 	if (r == MAILIMAP_NO_ERROR && !sent2) {
-		r = skel_send_all(session, jobs, n, again, nagain, &tagain);
+		r = skel_send_all(session, jobs, n, c.again, c.nagain,
+				  &tagain);
 		if (r == MAILIMAP_NO_ERROR &&
 		    mailstream_flush(session->imap_stream) == -1)
 			r = MAILIMAP_ERROR_STREAM;
@@ -3355,25 +3454,41 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 	for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++) {
 		if (jobs[i].tag == 0)
 			continue;
-		r = skel_read_one(session, &jobs[i], cb, &ok);
+		r = read_tagged(session, jobs[i].tag, NULL, &ok);
 		if (r == MAILIMAP_NO_ERROR && !ok && refused[0] == '\0')
 			snprintf(refused, sizeof(refused),
 				 "UID FETCH (sections): %s", imap_reply(imap));
 	}
 	if (r == MAILIMAP_NO_ERROR && tagain != 0) {
-		r = read_whole(session, tagain, &m, &ok);
+		r = read_tagged(session, tagain, NULL, &ok);
 		if (r == MAILIMAP_NO_ERROR && !ok && refused[0] == '\0')
 			snprintf(refused, sizeof(refused),
 				 "UID FETCH (ahead): %s", imap_reply(imap));
 	}
-	if (imap->session != NULL)
+	if (imap->session != NULL) {
 		session->imap_tag = last;
-
+		mfs_stream_body_literals(session->imap_stream, 0);
+		mailimap_set_msg_body_handler(session, NULL, NULL);
+		mailimap_set_msg_att_handler(session, NULL, NULL);
+		mailimap_set_progress_callback(session, NULL, NULL, NULL);
+	}
+	if (c.m.fd >= 0)
+		close(c.m.fd); /* a response cut short */
+	if (r == MAILIMAP_NO_ERROR && (c.failed || c.m.failed))
+		r = MAILIMAP_ERROR_STREAM;
 	if (r != MAILIMAP_NO_ERROR) {
-		if (m.failed) {
+		if (c.failed == ENOMEM) {
+			imap_drop(imap);
+			mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		} else if (c.failed) {
+			imap_drop(imap);
+			mfs_err_set(err, MFS_E_PROTO,
+				    "fetch-ahead: the server sent more than "
+				    "a skeleton's sections");
+		} else if (c.m.failed) {
 			imap_drop(imap);
 			mfs_err_set(err, MFS_E_IO, "fetch-ahead: %s",
-				    strerror(m.failed));
+				    strerror(c.m.failed));
 		} else {
 			imap_fail(imap, r, "UID FETCH (ahead)", MFS_E_PROTO,
 				  err);
@@ -3386,12 +3501,14 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 		mfs_err_clear(err);
 	}
 free_all:
+	skm_secs_clear(&c);
+	free(c.secs);
 	for (i = 0; jobs != NULL && i < n; i++) {
 		mfs_skel_free(&jobs[i].sk);
 		free(jobs[i].items);
 	}
 	free(jobs);
-	free(again);
+	free(c.again);
 unlock:
 	pthread_mutex_unlock(&imap->lock);
 	return err->code;
