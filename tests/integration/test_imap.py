@@ -611,6 +611,10 @@ def test_fetch_ahead_brings_large_messages_as_skeletons(env):
                     eq(fh.read(), want[u], "message.eml of uid %d" % u)
     finally:
         proxy.close()
+        # the module's shared mount may have listed the folders already
+        c = env.imap()
+        c.delete("Mixed")
+        c.logout()
 
 
 def test_parallel_readers_use_several_connections(env):
