@@ -3206,8 +3206,9 @@ TEST_F(ImapScripted, SkeletonManyTwoBursts)
 					 &cb, &err),
 		  MFS_OK)
 	    << err.msg;
+	// a burst that comes before the server waits for it is not counted:
+	// at most two, whatever the number of messages
 	size_t bursts = srv.bursts - before;
-	EXPECT_GE(bursts, 1u);
 	EXPECT_LE(bursts, 2u) << "two bursts whatever the number of messages";
 	auto msgs = srv.msgs("INBOX");
 	for (uint32_t u : small)
