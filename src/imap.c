@@ -45,7 +45,82 @@ struct mfs_imap {
 	int ns_delim_known; /* from NAMESPACE or a LIST; else LIST "" "" */
 	char **ns_others; /* owned: the other users' and shared prefixes */
 	size_t ns_nothers;
+	/* Skeleton plans of large messages whose structure came ahead of
+	 * their skeleton_many (its `later`), for one mailbox and validity. */
+	char *plans_box; /* owned, or NULL */
+	uint32_t plans_validity;
+	struct imap_plan {
+		uint32_t uid;
+		struct mfs_skel sk; /* owned */
+	} *plans;	 /* owned array */
+	size_t nplans;
 };
+
+/* At most this many plans are kept; more: the oldest go. */
+#define PLANS_MAX 256
+
+static void plans_clear(struct mfs_imap *imap)
+{
+	size_t i;
+
+	for (i = 0; i < imap->nplans; i++)
+		mfs_skel_free(&imap->plans[i].sk);
+	free(imap->plans);
+	free(imap->plans_box);
+	imap->plans = NULL;
+	imap->plans_box = NULL;
+	imap->nplans = 0;
+}
+
+/* Moves the kept plan of uid into *sk: 1, or 0 when none is kept. */
+static int plans_take(struct mfs_imap *imap, const char *mailbox,
+		      uint32_t validity, uint32_t uid, struct mfs_skel *sk)
+{
+	size_t i;
+
+	if (imap->plans_box == NULL || strcmp(imap->plans_box, mailbox) != 0 ||
+	    imap->plans_validity != validity)
+		return 0;
+	for (i = 0; i < imap->nplans; i++) {
+		if (imap->plans[i].uid != uid)
+			continue;
+		*sk = imap->plans[i].sk;
+		imap->plans[i] = imap->plans[--imap->nplans];
+		return 1;
+	}
+	return 0;
+}
+
+/* Keeps plan *sk of uid (taken; freed when it cannot be kept). */
+static void plans_put(struct mfs_imap *imap, const char *mailbox,
+		      uint32_t validity, uint32_t uid, struct mfs_skel *sk)
+{
+	struct mfs_skel old;
+
+	if (imap->plans_box == NULL || strcmp(imap->plans_box, mailbox) != 0 ||
+	    imap->plans_validity != validity) {
+		plans_clear(imap);
+		imap->plans_box = strdup(mailbox);
+		imap->plans_validity = validity;
+		imap->plans = calloc(PLANS_MAX, sizeof(*imap->plans));
+		if (imap->plans_box == NULL || imap->plans == NULL) {
+			plans_clear(imap);
+			mfs_skel_free(sk);
+			return;
+		}
+	}
+	if (plans_take(imap, mailbox, validity, uid, &old))
+		mfs_skel_free(&old);
+	if (imap->nplans == PLANS_MAX) {
+		mfs_skel_free(&imap->plans[0].sk);
+		memmove(&imap->plans[0], &imap->plans[1],
+			(PLANS_MAX - 1) * sizeof(*imap->plans));
+		imap->nplans--;
+	}
+	imap->plans[imap->nplans].uid = uid;
+	imap->plans[imap->nplans++].sk = *sk;
+	memset(sk, 0, sizeof(*sk));
+}
 
 /* Capabilities the writes depend on, read once per connection. */
 enum {
@@ -111,6 +186,7 @@ static void imap_free(struct mfs_imap *imap)
 	}
 	imap_drop(imap);
 	ns_forget(imap);
+	plans_clear(imap);
 	mfs_password_free(imap->fresh);
 	pthread_mutex_destroy(&imap->lock);
 	free(imap);
@@ -3081,6 +3157,7 @@ struct skel_job {
 	int tag;	    /* of its sections' fetch, 0 when not sent */
 	int planned;	    /* its structure has come */
 	int done;	    /* its sections have come */
+	int first;	    /* its sections went in the first burst */
 };
 
 /* Sends "UID FETCH set items" (items with its "\r\n") with the next tag,
@@ -3158,7 +3235,7 @@ static int skel_send_all(mailimap *session, struct skel_job *jobs, size_t n,
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		if (jobs[i].items == NULL)
+		if (jobs[i].items == NULL || jobs[i].tag != 0)
 			continue;
 		if (send_uid_fetch(session, &jobs[i].uid, 1, jobs[i].items) !=
 		    MAILIMAP_NO_ERROR)
@@ -3201,7 +3278,31 @@ struct skm_ctx {
 	struct skm_sec *secs; /* owned: of the response being read */
 	size_t nsecs, capsecs, bytes;
 	int failed; /* out of memory, or a reply out of bounds */
+	/* the structures asked for a later call, kept as plans: */
+	struct mfs_imap *imap; /* borrowed */
+	const char *mailbox;   /* borrowed */
+	uint32_t validity;
+	const uint32_t *later; /* borrowed, ascending */
+	size_t nlater;
 };
+
+/* Whether uid is among uids[0..n) (ascending). */
+static int uid_in(const uint32_t *uids, size_t n, uint32_t uid)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (uids[mid] == uid)
+			return 1;
+		if (uids[mid] < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
 
 static struct skel_job *skm_job(struct skm_ctx *c, uint32_t uid)
 {
@@ -3346,6 +3447,17 @@ static void skm_att(struct mailimap_msg_att *att, void *ctx)
 			MAILIMAP_MSG_ATT_BODYSTRUCTURE)
 			item = x;
 	}
+	if (j == NULL && item != NULL && uid_in(c->later, c->nlater, uid)) {
+		struct mfs_skel sk = {0};
+
+		if (mfs_skel_plan(
+			item->att_data.att_static->att_data.att_bodystructure,
+			c->hole_min, &sk, &e) != MFS_OK)
+			c->failed = ENOMEM;
+		else if (sk.n > 0)
+			plans_put(c->imap, c->mailbox, c->validity, uid, &sk);
+		mfs_skel_free(&sk);
+	}
 	if (j != NULL && item != NULL && !j->planned) {
 		j->planned = 1;
 		if (mfs_skel_plan(
@@ -3363,17 +3475,49 @@ static void skm_att(struct mailimap_msg_att *att, void *ctx)
 	skm_secs_clear(c);
 }
 
+/* The UIDs whose structures the first burst asks for: the jobs without a
+ * kept plan and later[0..nlater), ascending, each once. *n: how many;
+ * NULL on ENOMEM. */
+static uint32_t *struct_set(const struct skel_job *jobs, size_t njobs,
+			    const uint32_t *later, size_t nlater, size_t *n)
+{
+	uint32_t *v = calloc(njobs + nlater + 1, sizeof(*v));
+	size_t i = 0, k = 0;
+
+	*n = 0;
+	if (v == NULL)
+		return NULL;
+	while (i < njobs || k < nlater) {
+		uint32_t u;
+
+		if (i < njobs && jobs[i].planned) {
+			i++;
+			continue;
+		}
+		if (k >= nlater || (i < njobs && jobs[i].uid <= later[k]))
+			u = jobs[i++].uid;
+		else
+			u = later[k++];
+		if (*n == 0 || v[*n - 1] != u)
+			v[(*n)++] = u;
+	}
+	return v;
+}
+
 static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 			      uint32_t uidvalidity, const uint32_t *uids,
 			      size_t n, uint64_t hole_min,
 			      const uint32_t *whole, size_t nwhole,
+			      const uint32_t *later, size_t nlater,
 			      const struct mfs_many_cb *cb, struct mfs_err *err)
 {
 	struct mfs_imap *imap = st->priv;
 	struct skm_ctx c = {{cb->open_fn, cb->done_fn, cb->ctx, -1, 0, 0},
-			    cb, NULL, n, hole_min, NULL, 0, NULL, 0, 0, 0, 0};
+			    cb, NULL, n, hole_min, NULL, 0, NULL, 0, 0, 0, 0,
+			    imap, mailbox, uidvalidity, later, nlater};
 	struct skel_job *jobs = NULL;
-	size_t early = 0, i;
+	uint32_t *sset = NULL;
+	size_t early = 0, nsset = 0, i;
 	mailimap *session;
 	int tstruct = 0, twhole = 0, tagain = 0, last, ok = 1, sent2 = 0;
 	int r = MAILIMAP_NO_ERROR;
@@ -3388,18 +3532,35 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto free_all;
 	}
-	for (i = 0; i < n; i++)
+	/* the structures that came with an earlier call */
+	for (i = 0; i < n; i++) {
 		jobs[i].uid = uids[i];
+		if (!plans_take(imap, mailbox, uidvalidity, uids[i],
+				&jobs[i].sk))
+			continue;
+		jobs[i].planned = 1;
+		jobs[i].items = skel_items(&jobs[i].sk);
+		if (jobs[i].items == NULL) {
+			mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+			goto free_all;
+		}
+	}
 	c.jobs = jobs;
+	sset = struct_set(jobs, n, later, nlater, &nsset);
+	if (sset == NULL) {
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_all;
+	}
 	session = imap->session;
 	mailimap_set_msg_body_handler(session, skm_body, &c);
 	mfs_stream_body_literals(session->imap_stream, 1);
 	mailimap_set_msg_att_handler(session, skm_att, &c);
 	mailimap_set_progress_callback(session, NULL, index_progress, NULL);
 
-	/* first burst: the structures, and the whole messages */
-	if (n > 0) {
-		r = send_uid_fetch(session, uids, n,
+	/* first burst: the structures not known yet, the whole messages,
+	 * and the sections of those whose structure is known */
+	if (nsset > 0) {
+		r = send_uid_fetch(session, sset, nsset,
 				   " (UID BODYSTRUCTURE)\r\n");
 		tstruct = session->imap_tag;
 	}
@@ -3408,6 +3569,10 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 				   " (UID BODY.PEEK[])\r\n");
 		twhole = session->imap_tag;
 	}
+	for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++)
+		jobs[i].first = jobs[i].items != NULL;
+	if (r == MAILIMAP_NO_ERROR)
+		r = skel_send_all(session, jobs, n, NULL, 0, &tagain);
 	if (r == MAILIMAP_NO_ERROR &&
 	    mailstream_flush(session->imap_stream) == -1)
 		r = MAILIMAP_ERROR_STREAM;
@@ -3422,12 +3587,16 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 	}
 	session->imap_tag = last;
 
-	/* second burst: the sections; early when short (SKEL_EARLY_MAX) */
+	/* second burst: the sections of the structures just come; early
+	 * when short (SKEL_EARLY_MAX) */
 	for (i = 0; i < n; i++)
-		if (jobs[i].items != NULL)
+		if (jobs[i].items != NULL && jobs[i].tag == 0)
 			early += strlen(jobs[i].items) + 32;
 	early += c.nagain * 12;
-	if (r == MAILIMAP_NO_ERROR && (early <= SKEL_EARLY_MAX || !twhole)) {
+	if (early == 0) {
+		sent2 = 1; /* nothing to send */
+	} else if (r == MAILIMAP_NO_ERROR &&
+		   (early <= SKEL_EARLY_MAX || !twhole)) {
 		r = skel_send_all(session, jobs, n, c.again, c.nagain,
 				  &tagain);
 		if (r == MAILIMAP_NO_ERROR &&
@@ -3441,23 +3610,29 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 		if (r == MAILIMAP_NO_ERROR && !ok && refused[0] == '\0')
 			snprintf(refused, sizeof(refused),
 				 "UID FETCH (ahead): %s", imap_reply(imap));
-		session->imap_tag = last;
 	}
-	if (r == MAILIMAP_NO_ERROR && !sent2) {
-		r = skel_send_all(session, jobs, n, c.again, c.nagain,
-				  &tagain);
-		if (r == MAILIMAP_NO_ERROR &&
-		    mailstream_flush(session->imap_stream) == -1)
-			r = MAILIMAP_ERROR_STREAM;
-		last = session->imap_tag;
-	}
-	for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++) {
-		if (jobs[i].tag == 0)
-			continue;
-		r = read_tagged(session, jobs[i].tag, NULL, &ok);
-		if (r == MAILIMAP_NO_ERROR && !ok && refused[0] == '\0')
-			snprintf(refused, sizeof(refused),
-				 "UID FETCH (sections): %s", imap_reply(imap));
+	/* the replies in the order of the commands: first burst's sections,
+	 * then the second burst's */
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1 && !sent2 && r == MAILIMAP_NO_ERROR) {
+			session->imap_tag = last;
+			r = skel_send_all(session, jobs, n, c.again, c.nagain,
+					  &tagain);
+			if (r == MAILIMAP_NO_ERROR &&
+			    mailstream_flush(session->imap_stream) == -1)
+				r = MAILIMAP_ERROR_STREAM;
+			last = session->imap_tag;
+		}
+		for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++) {
+			if (jobs[i].tag == 0 || jobs[i].first != !pass)
+				continue;
+			r = read_tagged(session, jobs[i].tag, NULL, &ok);
+			if (r == MAILIMAP_NO_ERROR && !ok &&
+			    refused[0] == '\0')
+				snprintf(refused, sizeof(refused),
+					 "UID FETCH (sections): %s",
+					 imap_reply(imap));
+		}
 	}
 	if (r == MAILIMAP_NO_ERROR && tagain != 0) {
 		r = read_tagged(session, tagain, NULL, &ok);
@@ -3503,6 +3678,7 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 free_all:
 	skm_secs_clear(&c);
 	free(c.secs);
+	free(sset);
 	for (i = 0; jobs != NULL && i < n; i++) {
 		mfs_skel_free(&jobs[i].sk);
 		free(jobs[i].items);

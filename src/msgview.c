@@ -806,10 +806,12 @@ static int picked(struct mfs_node *const *v, size_t n,
 
 /* The batch of a fetch-ahead from msg (see above) into out (room for
  * max): msg first, then the next ones by name and in the directory's
- * order in turn, then those before msg in the directory's order. Returns
- * how many. Caller holds the lock. */
+ * order in turn, then those before msg in the directory's order; at most
+ * max_bytes (a large message counts HOLE_MIN) and max_large messages of
+ * LAZY_MIN bytes or more. Returns how many. Caller holds the lock. */
 static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
-			 struct mfs_node **out, size_t max)
+			 struct mfs_node **out, size_t max, uint64_t max_bytes,
+			 size_t max_large)
 {
 	size_t n = 0, nn = 0, in = 0, large = 0;
 	struct mfs_node **names = ahead_by_name(fs, msg, max, &nn);
@@ -820,7 +822,7 @@ static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 	out[n++] = msg;
 	bytes = msg->msg.size < LAZY_MIN ? msg->msg.size : HOLE_MIN;
 	large = msg->msg.size >= LAZY_MIN;
-	while (n < max && bytes < AHEAD_BYTES) {
+	while (n < max && bytes < max_bytes) {
 		struct mfs_node *c = NULL;
 
 		if (turn == 0 && in < nn) {
@@ -838,7 +840,7 @@ static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 		if (c == NULL || !ahead_wants(fs, c) || picked(out, n, c))
 			continue;
 		if (c->msg.size >= LAZY_MIN) {
-			if (large == AHEAD_LARGE_MAX)
+			if (large == max_large)
 				continue;
 			large++;
 		}
@@ -846,6 +848,30 @@ static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 		out[n++] = c;
 	}
 	free(names);
+	return n;
+}
+
+/* The large messages the batch after this one (of window messages,
+ * batch[0..nbatch)) will likely hold, whose structures can come with this
+ * one (skeleton_many's later), ascending UIDs in later (room for
+ * AHEAD_LARGE_MAX). Returns how many. Caller holds the lock. */
+static size_t ahead_later(struct mfs_fs *fs, struct mfs_node *msg,
+			  struct mfs_node *const *batch, size_t nbatch,
+			  size_t window, uint32_t *later)
+{
+	size_t max = window + (window * 2 < AHEAD_MAX ? window * 2 : AHEAD_MAX);
+	struct mfs_node **v = calloc(max, sizeof(*v));
+	size_t nv, i, n = 0;
+
+	if (v == NULL)
+		return 0;
+	nv = ahead_pick(fs, msg, v, max, 3 * (uint64_t)AHEAD_BYTES,
+			2 * AHEAD_LARGE_MAX);
+	for (i = 0; i < nv && n < AHEAD_LARGE_MAX; i++)
+		if (v[i]->msg.size >= LAZY_MIN && !picked(batch, nbatch, v[i]))
+			later[n++] = v[i]->msg.uid;
+	free(v);
+	qsort(later, n, sizeof(*later), u32_cmp);
 	return n;
 }
 
@@ -910,13 +936,13 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 	const struct mfs_store_ops *ops = fs->store->ops;
 	struct mfs_node *dir = msg->parent, **pick = NULL;
 	struct ahead a = {.fs = fs};
-	uint32_t *uids = NULL, *large = NULL;
+	uint32_t *uids = NULL, *large = NULL, later[AHEAD_LARGE_MAX];
 	struct msg_ref r;
 	char *mailbox = NULL, key[1024];
 	uint32_t validity;
 	uint64_t dir_ino = dir->ino;
 	struct mfs_err err;
-	size_t i, np, n = 0, nl = 0, window = AHEAD_FIRST;
+	size_t i, np, n = 0, nl = 0, nlater = 0, window = AHEAD_FIRST;
 	int rc = MFS_OK, fetched = 0;
 
 	if (ops->fetch_many == NULL || msg->msg.uid == 0 ||
@@ -944,7 +970,9 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 	}
 	validity = dir->validity;
 	mfs_nodes_hold(dir);
-	np = ahead_pick(fs, msg, pick, window);
+	np = ahead_pick(fs, msg, pick, window, AHEAD_BYTES, AHEAD_LARGE_MAX);
+	if (ops->skeleton_many != NULL)
+		nlater = ahead_later(fs, msg, pick, np, window, later);
 	for (i = 0; i < np; i++) {
 		struct mfs_node *c = pick[i];
 
@@ -984,10 +1012,10 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 
 		qsort(uids, n, sizeof(*uids), u32_cmp);
 		qsort(large, nl, sizeof(*large), u32_cmp);
-		if (nl > 0)
+		if (nl > 0 || nlater > 0)
 			rc = ops->skeleton_many(st, mailbox, validity, large,
-						nl, HOLE_MIN, uids, n, &cb,
-						&err);
+						nl, HOLE_MIN, uids, n, later,
+						nlater, &cb, &err);
 		else
 			rc = ops->fetch_many(st, mailbox, validity, uids, n,
 					     ahead_open, ahead_done, &a, &err);

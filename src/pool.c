@@ -272,6 +272,7 @@ static int pool_skeleton_many(struct mfs_store *st, const char *folder,
 			      uint32_t validity, const uint32_t *uids,
 			      size_t n, uint64_t hole_min,
 			      const uint32_t *whole, size_t nwhole,
+			      const uint32_t *later, size_t nlater,
 			      const struct mfs_many_cb *cb, struct mfs_err *err)
 {
 	struct pool *p = st->priv;
@@ -282,7 +283,7 @@ static int pool_skeleton_many(struct mfs_store *st, const char *folder,
 		return err->code;
 	r = get(p);
 	rc = r->ops->skeleton_many(r, folder, validity, uids, n, hole_min,
-				   whole, nwhole, cb, err);
+				   whole, nwhole, later, nlater, cb, err);
 
 	put(p, r);
 	return gate_note(p, rc, err);

@@ -179,11 +179,18 @@ struct mfs_store_ops {
 	 * comes whole (done_fn) in the second burst. A message that is
 	 * gone, or whose sections do not fit its structure, is skipped:
 	 * nothing is delivered for it. What was delivered stays delivered
-	 * when the op fails later. Errors as fetch_many. */
+	 * when the op fails later. later[0..nlater) (ascending, may be
+	 * NULL): large messages a later call will likely ask for; their
+	 * structures come in the first burst too, and the driver keeps what
+	 * it planned from them (for this folder, validity and hole_min), so
+	 * that the later call sends their sections in its first burst and,
+	 * when it knows every structure, costs one round trip. Errors as
+	 * fetch_many. */
 	int (*skeleton_many)(struct mfs_store *st, const char *folder,
 			     uint32_t validity, const uint32_t *uids,
 			     size_t n, uint64_t hole_min,
 			     const uint32_t *whole, size_t nwhole,
+			     const uint32_t *later, size_t nlater,
 			     const struct mfs_many_cb *cb,
 			     struct mfs_err *err);
 	/* The bytes of one section of the message (IMAP: BODY.PEEK[section],

@@ -3203,7 +3203,7 @@ TEST_F(ImapScripted, SkeletonManyTwoBursts)
 				 ManyGot::skel_open, ManyGot::skel_done, &got};
 	ASSERT_EQ(st->ops->skeleton_many(st, "INBOX", 7, big.data(), big.size(),
 					 64 * 1024, small.data(), small.size(),
-					 &cb, &err),
+					 NULL, 0, &cb, &err),
 		  MFS_OK)
 	    << err.msg;
 	// a burst that comes before the server waits for it is not counted:
@@ -3269,7 +3269,7 @@ TEST_F(ImapScripted, SkeletonManyBadSectionsSkipsThatOne)
 	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
 				 ManyGot::skel_open, ManyGot::skel_done, &got};
 	int rc = st->ops->skeleton_many(st, "INBOX", 7, big.data(), big.size(),
-					64 * 1024, NULL, 0, &cb, &err);
+					64 * 1024, NULL, 0, NULL, 0, &cb, &err);
 	EXPECT_EQ(rc, MFS_OK) << err.msg;
 	EXPECT_EQ(got.skel.count(2), 0u);
 	ASSERT_EQ(got.skel.count(1), 1u);
@@ -3301,7 +3301,7 @@ TEST_F(ImapScripted, SkeletonManyByeMidBurst)
 	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
 				 ManyGot::skel_open, ManyGot::skel_done, &got};
 	int rc = st->ops->skeleton_many(st, "INBOX", 7, big.data(), big.size(),
-					64 * 1024, &small, 1, &cb, &err);
+					64 * 1024, &small, 1, NULL, 0, &cb, &err);
 	EXPECT_NE(rc, MFS_OK);
 	EXPECT_EQ(got.skel.count(2), 0u);
 	EXPECT_EQ(got.opened, got.closed);
@@ -3312,4 +3312,60 @@ TEST_F(ImapScripted, SkeletonManyByeMidBurst)
 	}
 	srv.on("UID FETCH", nullptr);
 	EXPECT_EQ(fetch(st, "INBOX", 7, small, 0), "Subject: s\r\n\r\nsmall\r\n");
+}
+
+// The structures of `later` messages come with one call; the next call
+// for them sends their sections in its first burst and no BODYSTRUCTURE:
+// one burst.
+TEST_F(ImapScripted, SkeletonManyLaterPlansSaveARoundTrip)
+{
+	std::map<uint32_t, LargeMsg> large;
+	std::vector<uint32_t> first, second;
+	for (int k = 0; k < 4; k++) {
+		LargeMsg m(k, 80000);
+		uint32_t u = srv.add("INBOX", m.text);
+		large.emplace(u, m);
+		(k < 2 ? first : second).push_back(u);
+	}
+	uint32_t small = srv.add("INBOX", "Subject: s\r\n\r\nsmall\r\n");
+	srv.on("UID FETCH", large_handler(srv, large));
+	struct mfs_store *st = open();
+	StoreGuard guard{st};
+	ASSERT_EQ(index(st, "INBOX"), "1 2 3 4 5");
+	ManyGot got;
+	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
+				 ManyGot::skel_open, ManyGot::skel_done, &got};
+	ASSERT_EQ(st->ops->skeleton_many(st, "INBOX", 7, first.data(),
+					 first.size(), 64 * 1024, NULL, 0,
+					 second.data(), second.size(), &cb,
+					 &err),
+		  MFS_OK)
+	    << err.msg;
+	EXPECT_EQ(got.skel.size(), 2u);
+	size_t cmds = srv.all().size(), before = srv.bursts;
+	ASSERT_EQ(st->ops->skeleton_many(st, "INBOX", 7, second.data(),
+					 second.size(), 64 * 1024, &small, 1,
+					 NULL, 0, &cb, &err),
+		  MFS_OK)
+	    << err.msg;
+	EXPECT_LE(srv.bursts - before, 1u) << "one burst";
+	auto all = srv.all();
+	std::vector<std::string> after(all.begin() + (long)cmds, all.end());
+	ASSERT_EQ(after.size(), 3u);
+	EXPECT_EQ(after[0], "UID FETCH 5 (UID BODY.PEEK[])");
+	EXPECT_EQ(after[1].substr(0, 12), "UID FETCH 3 ");
+	EXPECT_EQ(after[2].substr(0, 12), "UID FETCH 4 ");
+	for (uint32_t u : first)
+		EXPECT_TRUE(got.skel[u] == large.at(u).skeleton()) << u;
+	for (uint32_t u : second)
+		EXPECT_TRUE(got.skel[u] == large.at(u).skeleton()) << u;
+	EXPECT_EQ(got.whole[small], "Subject: s\r\n\r\nsmall\r\n");
+	// the first call asked for the structures of all four at once
+	size_t structs = 0;
+	for (const auto &c : all)
+		if (c.find("BODYSTRUCTURE") != std::string::npos) {
+			structs++;
+			EXPECT_EQ(c, "UID FETCH 1:4 (UID BODYSTRUCTURE)");
+		}
+	EXPECT_EQ(structs, 1u);
 }
