@@ -46,7 +46,82 @@ struct mfs_imap {
 	int ns_delim_known; /* from NAMESPACE or a LIST; else LIST "" "" */
 	char **ns_others; /* owned: the other users' and shared prefixes */
 	size_t ns_nothers;
+	/* Skeleton plans of large messages whose structure came ahead of
+	 * their skeleton_many (its `later`), for one mailbox and validity. */
+	char *plans_box; /* owned, or NULL */
+	uint32_t plans_validity;
+	struct imap_plan {
+		uint32_t uid;
+		struct mfs_skel sk; /* owned */
+	} *plans;	 /* owned array */
+	size_t nplans;
 };
+
+/* At most this many plans are kept; more: the oldest go. */
+#define PLANS_MAX 256
+
+static void plans_clear(struct mfs_imap *imap)
+{
+	size_t i;
+
+	for (i = 0; i < imap->nplans; i++)
+		mfs_skel_free(&imap->plans[i].sk);
+	free(imap->plans);
+	free(imap->plans_box);
+	imap->plans = NULL;
+	imap->plans_box = NULL;
+	imap->nplans = 0;
+}
+
+/* Moves the kept plan of uid into *sk: 1, or 0 when none is kept. */
+static int plans_take(struct mfs_imap *imap, const char *mailbox,
+		      uint32_t validity, uint32_t uid, struct mfs_skel *sk)
+{
+	size_t i;
+
+	if (imap->plans_box == NULL || strcmp(imap->plans_box, mailbox) != 0 ||
+	    imap->plans_validity != validity)
+		return 0;
+	for (i = 0; i < imap->nplans; i++) {
+		if (imap->plans[i].uid != uid)
+			continue;
+		*sk = imap->plans[i].sk;
+		imap->plans[i] = imap->plans[--imap->nplans];
+		return 1;
+	}
+	return 0;
+}
+
+/* Keeps plan *sk of uid (taken; freed when it cannot be kept). */
+static void plans_put(struct mfs_imap *imap, const char *mailbox,
+		      uint32_t validity, uint32_t uid, struct mfs_skel *sk)
+{
+	struct mfs_skel old;
+
+	if (imap->plans_box == NULL || strcmp(imap->plans_box, mailbox) != 0 ||
+	    imap->plans_validity != validity) {
+		plans_clear(imap);
+		imap->plans_box = strdup(mailbox);
+		imap->plans_validity = validity;
+		imap->plans = calloc(PLANS_MAX, sizeof(*imap->plans));
+		if (imap->plans_box == NULL || imap->plans == NULL) {
+			plans_clear(imap);
+			mfs_skel_free(sk);
+			return;
+		}
+	}
+	if (plans_take(imap, mailbox, validity, uid, &old))
+		mfs_skel_free(&old);
+	if (imap->nplans == PLANS_MAX) {
+		mfs_skel_free(&imap->plans[0].sk);
+		memmove(&imap->plans[0], &imap->plans[1],
+			(PLANS_MAX - 1) * sizeof(*imap->plans));
+		imap->nplans--;
+	}
+	imap->plans[imap->nplans].uid = uid;
+	imap->plans[imap->nplans++].sk = *sk;
+	memset(sk, 0, sizeof(*sk));
+}
 
 /* Capabilities the writes depend on, read once per connection. */
 enum {
@@ -112,6 +187,7 @@ static void imap_free(struct mfs_imap *imap)
 	}
 	imap_drop(imap);
 	ns_forget(imap);
+	plans_clear(imap);
 	mfs_password_free(imap->fresh);
 	pthread_mutex_destroy(&imap->lock);
 	free(imap);
@@ -3206,6 +3282,557 @@ unlock:
 	return err->code;
 }
 
+/* --- fetch-ahead of large messages: skeletons in two bursts -------------- */
+
+static int write_uid_set(mailstream *s, const uint32_t *uids, size_t n);
+
+/* The second burst of skeleton_many goes out before the whole messages of
+ * the first are read when it is at most this long: the server may not read
+ * commands while it writes a long reply, and this much always fits in the
+ * socket buffers between us. A longer one waits for that reply. */
+#define SKEL_EARLY_MAX (16 * 1024)
+
+/* One large message of skeleton_many. */
+struct skel_job {
+	uint32_t uid;
+	struct mfs_skel sk; /* planned from its structure; n == 0: none */
+	char *items;	    /* owned: " (UID BODY.PEEK[HEADER] ...)\r\n" */
+	int tag;	    /* of its sections' fetch, 0 when not sent */
+	int planned;	    /* its structure has come */
+	int done;	    /* its sections have come */
+	int first;	    /* its sections went in the first burst */
+};
+
+/* Sends "UID FETCH set items" (items with its "\r\n") with the next tag,
+ * without flushing. */
+static int send_uid_fetch(mailimap *session, const uint32_t *uids, size_t n,
+			  const char *items)
+{
+	mailstream *s = session->imap_stream;
+	size_t len = strlen(items);
+
+	if (mailimap_send_current_tag(session) != MAILIMAP_NO_ERROR ||
+	    mailstream_write(s, "UID FETCH ", 10) != 10 ||
+	    write_uid_set(s, uids, n) != 0 ||
+	    mailstream_write(s, items, len) != (ssize_t)len)
+		return MAILIMAP_ERROR_STREAM;
+	return MAILIMAP_NO_ERROR;
+}
+
+/* Reads the responses to the command tagged `tag` up to its tagged reply;
+ * *list (when list is not NULL; else they are freed) takes its FETCH
+ * responses, to be freed with mailimap_fetch_list_free(). *ok: the reply
+ * is OK. Returns libetpan's error when the connection is not usable. */
+static int read_tagged(mailimap *session, int tag, clist **list, int *ok)
+{
+	clist **fl;
+	int r, state;
+
+	session->imap_tag = tag; /* libetpan checks the reply's tag */
+	if (mailimap_read_line(session) == NULL)
+		return MAILIMAP_ERROR_STREAM;
+	r = parse_tagged(session, &state);
+	if (r != MAILIMAP_NO_ERROR)
+		return r;
+	fl = &session->imap_response_info->rsp_fetch_list;
+	if (list != NULL)
+		*list = *fl;
+	else if (*fl != NULL)
+		mailimap_fetch_list_free(*fl);
+	*fl = NULL;
+	*ok = state == MAILIMAP_RESP_COND_STATE_OK;
+	return MAILIMAP_NO_ERROR;
+}
+
+/* The items of job's sections fetch: " (UID BODY.PEEK[HEADER] ...)\r\n",
+ * malloc'd, or NULL on ENOMEM. */
+static char *skel_items(const struct mfs_skel *sk)
+{
+	size_t nreq = 0, len = 16, i;
+	char **req = skel_requests(sk, &nreq), *out = NULL;
+
+	if (req == NULL)
+		return NULL;
+	for (i = 0; i < nreq; i++)
+		len += strlen(req[i]) + 1;
+	out = malloc(len);
+	if (out != NULL) {
+		strcpy(out, " (UID");
+		for (i = 0; i < nreq; i++) {
+			strcat(out, " ");
+			strcat(out, req[i]);
+		}
+		strcat(out, ")\r\n");
+	}
+	for (i = 0; i < nreq; i++)
+		free(req[i]);
+	free(req);
+	return out;
+}
+
+/* Sends the second burst: each planned job's sections, then the messages
+ * again[0..nagain) whole (*tagain its tag). Does not flush. */
+static int skel_send_all(mailimap *session, struct skel_job *jobs, size_t n,
+			 const uint32_t *again, size_t nagain, int *tagain)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (jobs[i].items == NULL || jobs[i].tag != 0)
+			continue;
+		if (send_uid_fetch(session, &jobs[i].uid, 1, jobs[i].items) !=
+		    MAILIMAP_NO_ERROR)
+			return MAILIMAP_ERROR_STREAM;
+		jobs[i].tag = session->imap_tag;
+	}
+	if (nagain > 0) {
+		if (send_uid_fetch(session, again, nagain,
+				   " (UID BODY.PEEK[])\r\n") !=
+		    MAILIMAP_NO_ERROR)
+			return MAILIMAP_ERROR_STREAM;
+		*tagain = session->imap_tag;
+	}
+	return MAILIMAP_NO_ERROR;
+}
+
+/* The section bytes of the FETCH response being read. */
+struct skm_sec {
+	char name[MFS_SKEL_SECTION_MAX + 8];
+	char *data; /* owned */
+	size_t len, cap;
+};
+
+/*
+ * The reading of skeleton_many. A server may run pipelined commands at
+ * once and mix their FETCH responses (Dovecot does), so every response is
+ * taken for what it holds, whichever command it answers: a whole message
+ * (BODY[]) is streamed to a file as fetch_many does; a structure plans
+ * its message's skeleton; sections are gathered and, at the end of the
+ * response, make its skeleton.
+ */
+struct skm_ctx {
+	struct many_ctx m;	    /* the whole messages */
+	const struct mfs_many_cb *cb; /* borrowed */
+	struct skel_job *jobs;	    /* borrowed; n, ascending UIDs */
+	size_t n;
+	uint64_t hole_min;
+	uint32_t *again; /* borrowed: room for n */
+	size_t nagain;
+	struct skm_sec *secs; /* owned: of the response being read */
+	size_t nsecs, capsecs, bytes;
+	int failed; /* out of memory, or a reply out of bounds */
+	/* the structures asked for a later call, kept as plans: */
+	struct mfs_imap *imap; /* borrowed */
+	const char *mailbox;   /* borrowed */
+	uint32_t validity;
+	const uint32_t *later; /* borrowed, ascending */
+	size_t nlater;
+};
+
+/* Whether uid is among uids[0..n) (ascending). */
+static int uid_in(const uint32_t *uids, size_t n, uint32_t uid)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (uids[mid] == uid)
+			return 1;
+		if (uids[mid] < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+static struct skel_job *skm_job(struct skm_ctx *c, uint32_t uid)
+{
+	size_t lo = 0, hi = c->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (c->jobs[mid].uid == uid)
+			return &c->jobs[mid];
+		if (c->jobs[mid].uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static bool skm_body(int type, struct mailimap_msg_att_body_section *section,
+		     const char *bytes, size_t length, void *ctx)
+{
+	struct skm_ctx *c = ctx;
+	struct skm_sec *sec;
+	char name[MFS_SKEL_SECTION_MAX + 8];
+	size_t i;
+
+	if (type != MAILIMAP_MSG_ATT_BODY_SECTION)
+		return true;
+	if (section == NULL || section->sec_section == NULL)
+		return many_body(type, section, bytes, length, &c->m);
+	if (section_name(section->sec_section, name, sizeof(name)) != 0)
+		name[0] = '\0'; /* matches no item */
+	sec = c->nsecs > 0 ? &c->secs[c->nsecs - 1] : NULL;
+	if (sec == NULL || strcmp(sec->name, name) != 0) {
+		for (i = 0; i + 1 < c->nsecs; i++)
+			if (strcmp(c->secs[i].name, name) == 0)
+				name[0] = '\0'; /* said twice: ignored */
+		if (c->nsecs == c->capsecs) {
+			size_t cap = c->capsecs ? 2 * c->capsecs : 8;
+			struct skm_sec *v =
+			    realloc(c->secs, cap * sizeof(*v));
+
+			if (v == NULL) {
+				c->failed = ENOMEM;
+				return false;
+			}
+			c->secs = v;
+			c->capsecs = cap;
+		}
+		sec = &c->secs[c->nsecs++];
+		memset(sec, 0, sizeof(*sec));
+		snprintf(sec->name, sizeof(sec->name), "%s", name);
+	}
+	/* a skeleton holds at most MFS_SKEL_SMALL_MAX real bytes */
+	c->bytes += length;
+	if (c->bytes > MFS_SKEL_SMALL_MAX + MFS_LITERAL_MAX) {
+		c->failed = EPROTO;
+		return false;
+	}
+	if (sec->len + length > sec->cap) {
+		size_t cap = sec->cap ? sec->cap : 4096;
+		char *d;
+
+		while (cap < sec->len + length)
+			cap *= 2;
+		d = realloc(sec->data, cap);
+		if (d == NULL) {
+			c->failed = ENOMEM;
+			return false;
+		}
+		sec->data = d;
+		sec->cap = cap;
+	}
+	memcpy(sec->data + sec->len, bytes, length);
+	sec->len += length;
+	return true;
+}
+
+static void skm_secs_clear(struct skm_ctx *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->nsecs; i++)
+		free(c->secs[i].data);
+	c->nsecs = 0;
+	c->bytes = 0;
+}
+
+/* Job j's sections have come (c->secs): its skeleton to cb. */
+static void skm_skeleton(struct skm_ctx *c, struct skel_job *j)
+{
+	struct mfs_seg *segs = NULL;
+	size_t nsegs = 0, i, k;
+	struct mfs_err e;
+	int fd;
+
+	for (i = 0; i < j->sk.n; i++) {
+		struct mfs_skel_item *x = &j->sk.items[i];
+
+		if (x->kind != MFS_SKEL_SECTION)
+			continue;
+		x->got = 0;
+		for (k = 0; k < c->nsecs; k++) {
+			if (strcasecmp(c->secs[k].name, x->section) == 0) {
+				x->data = c->secs[k].data;
+				x->data_len = c->secs[k].len;
+				x->got = 1;
+			}
+		}
+	}
+	j->done = 1;
+	fd = c->cb->skel_open(c->cb->ctx);
+	if (fd < 0)
+		return;
+	if (mfs_skel_write(&j->sk, fd, &segs, &nsegs, &e) == MFS_OK &&
+	    nsegs > 0) {
+		c->cb->skel_done(c->cb->ctx, j->uid, fd, segs, nsegs);
+		return;
+	}
+	mfs_log_debug("skeleton of %u: %s", j->uid,
+		      nsegs == 0 ? "empty" : e.msg);
+	mfs_store_segs_free(segs, nsegs);
+	close(fd);
+}
+
+/* The end of one FETCH response: see struct skm_ctx. */
+static void skm_att(struct mailimap_msg_att *att, void *ctx)
+{
+	struct skm_ctx *c = ctx;
+	uint32_t uid = att_uid(att);
+	struct skel_job *j = uid != 0 ? skm_job(c, uid) : NULL;
+	const struct mailimap_msg_att_item *item = NULL;
+	const clistiter *it;
+	struct mfs_err e;
+
+	many_att(att, &c->m);
+	for (it = clist_begin(att->att_list); it != NULL; it = clist_next(it)) {
+		const struct mailimap_msg_att_item *x = clist_content(it);
+
+		if (x->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
+		    x->att_data.att_static->att_type ==
+			MAILIMAP_MSG_ATT_BODYSTRUCTURE)
+			item = x;
+	}
+	if (j == NULL && item != NULL && uid_in(c->later, c->nlater, uid)) {
+		struct mfs_skel sk = {0};
+
+		if (mfs_skel_plan(
+			item->att_data.att_static->att_data.att_bodystructure,
+			c->hole_min, &sk, &e) != MFS_OK)
+			c->failed = ENOMEM;
+		else if (sk.n > 0)
+			plans_put(c->imap, c->mailbox, c->validity, uid, &sk);
+		mfs_skel_free(&sk);
+	}
+	if (j != NULL && item != NULL && !j->planned) {
+		j->planned = 1;
+		if (mfs_skel_plan(
+			item->att_data.att_static->att_data.att_bodystructure,
+			c->hole_min, &j->sk, &e) != MFS_OK)
+			c->failed = ENOMEM;
+		else if (j->sk.n == 0)
+			c->again[c->nagain++] = j->uid;
+		else if ((j->items = skel_items(&j->sk)) == NULL)
+			c->failed = ENOMEM;
+	}
+	if (j != NULL && c->nsecs > 0 && j->items != NULL && j->tag != 0 &&
+	    !j->done)
+		skm_skeleton(c, j);
+	skm_secs_clear(c);
+}
+
+/* The UIDs whose structures the first burst asks for: the jobs without a
+ * kept plan and later[0..nlater), ascending, each once. *n: how many;
+ * NULL on ENOMEM. */
+static uint32_t *struct_set(const struct skel_job *jobs, size_t njobs,
+			    const uint32_t *later, size_t nlater, size_t *n)
+{
+	uint32_t *v = calloc(njobs + nlater + 1, sizeof(*v));
+	size_t i = 0, k = 0;
+
+	*n = 0;
+	if (v == NULL)
+		return NULL;
+	while (i < njobs || k < nlater) {
+		uint32_t u;
+
+		if (i < njobs && jobs[i].planned) {
+			i++;
+			continue;
+		}
+		if (k >= nlater || (i < njobs && jobs[i].uid <= later[k]))
+			u = jobs[i++].uid;
+		else
+			u = later[k++];
+		if (*n == 0 || v[*n - 1] != u)
+			v[(*n)++] = u;
+	}
+	return v;
+}
+
+static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
+			      uint32_t uidvalidity, const uint32_t *uids,
+			      size_t n, uint64_t hole_min,
+			      const uint32_t *whole, size_t nwhole,
+			      const uint32_t *later, size_t nlater,
+			      const struct mfs_many_cb *cb, struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	struct skm_ctx c = {{cb->open_fn, cb->done_fn, cb->ctx, -1, 0, 0},
+			    cb, NULL, n, hole_min, NULL, 0, NULL, 0, 0, 0, 0,
+			    imap, mailbox, uidvalidity, later, nlater};
+	struct skel_job *jobs = NULL;
+	uint32_t *sset = NULL;
+	size_t early = 0, nsset = 0, i;
+	mailimap *session;
+	int tstruct = 0, twhole = 0, tagain = 0, last, ok = 1, sent2 = 0;
+	int r = MAILIMAP_NO_ERROR;
+	char refused[MFS_ERRMSG_MAX] = "";
+
+	pthread_mutex_lock(&imap->lock);
+	if (imap_reading(imap, mailbox, uidvalidity, err) != MFS_OK)
+		goto unlock;
+	jobs = calloc(n ? n : 1, sizeof(*jobs));
+	c.again = calloc(n ? n : 1, sizeof(*c.again));
+	if (jobs == NULL || c.again == NULL) {
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_all;
+	}
+	/* the structures that came with an earlier call */
+	for (i = 0; i < n; i++) {
+		jobs[i].uid = uids[i];
+		if (!plans_take(imap, mailbox, uidvalidity, uids[i],
+				&jobs[i].sk))
+			continue;
+		jobs[i].planned = 1;
+		jobs[i].items = skel_items(&jobs[i].sk);
+		if (jobs[i].items == NULL) {
+			mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+			goto free_all;
+		}
+	}
+	c.jobs = jobs;
+	sset = struct_set(jobs, n, later, nlater, &nsset);
+	if (sset == NULL) {
+		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		goto free_all;
+	}
+	session = imap->session;
+	mailimap_set_msg_body_handler(session, skm_body, &c);
+	mfs_stream_body_literals(session->imap_stream, 1);
+	mailimap_set_msg_att_handler(session, skm_att, &c);
+	mailimap_set_progress_callback(session, NULL, index_progress, NULL);
+
+	/* first burst: the structures not known yet, the whole messages,
+	 * and the sections of those whose structure is known */
+	if (nsset > 0) {
+		r = send_uid_fetch(session, sset, nsset,
+				   " (UID BODYSTRUCTURE)\r\n");
+		tstruct = session->imap_tag;
+	}
+	if (r == MAILIMAP_NO_ERROR && nwhole > 0) {
+		r = send_uid_fetch(session, whole, nwhole,
+				   " (UID BODY.PEEK[])\r\n");
+		twhole = session->imap_tag;
+	}
+	for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++)
+		jobs[i].first = jobs[i].items != NULL;
+	if (r == MAILIMAP_NO_ERROR)
+		r = skel_send_all(session, jobs, n, NULL, 0, &tagain);
+	if (r == MAILIMAP_NO_ERROR &&
+	    mailstream_flush(session->imap_stream) == -1)
+		r = MAILIMAP_ERROR_STREAM;
+	last = session->imap_tag;
+	/* every structure has come when its command's tagged reply has */
+	if (r == MAILIMAP_NO_ERROR && tstruct != 0) {
+		r = read_tagged(session, tstruct, NULL, &ok);
+		if (r == MAILIMAP_NO_ERROR && !ok)
+			snprintf(refused, sizeof(refused),
+				 "UID FETCH BODYSTRUCTURE: %s",
+				 imap_reply(imap));
+	}
+	session->imap_tag = last;
+
+	/* second burst: the sections of the structures just come; early
+	 * when short (SKEL_EARLY_MAX) */
+	for (i = 0; i < n; i++)
+		if (jobs[i].items != NULL && jobs[i].tag == 0)
+			early += strlen(jobs[i].items) + 32;
+	early += c.nagain * 12;
+	if (early == 0) {
+		sent2 = 1; /* nothing to send */
+	} else if (r == MAILIMAP_NO_ERROR &&
+		   (early <= SKEL_EARLY_MAX || !twhole)) {
+		r = skel_send_all(session, jobs, n, c.again, c.nagain,
+				  &tagain);
+		if (r == MAILIMAP_NO_ERROR &&
+		    mailstream_flush(session->imap_stream) == -1)
+			r = MAILIMAP_ERROR_STREAM;
+		last = session->imap_tag;
+		sent2 = 1;
+	}
+	if (r == MAILIMAP_NO_ERROR && twhole != 0) {
+		r = read_tagged(session, twhole, NULL, &ok);
+		if (r == MAILIMAP_NO_ERROR && !ok && refused[0] == '\0')
+			snprintf(refused, sizeof(refused),
+				 "UID FETCH (ahead): %s", imap_reply(imap));
+	}
+	/* the replies in the order of the commands: first burst's sections,
+	 * then the second burst's */
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1 && !sent2 && r == MAILIMAP_NO_ERROR) {
+			session->imap_tag = last;
+			r = skel_send_all(session, jobs, n, c.again, c.nagain,
+					  &tagain);
+			if (r == MAILIMAP_NO_ERROR &&
+			    mailstream_flush(session->imap_stream) == -1)
+				r = MAILIMAP_ERROR_STREAM;
+			last = session->imap_tag;
+		}
+		for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++) {
+			if (jobs[i].tag == 0 || jobs[i].first != !pass)
+				continue;
+			r = read_tagged(session, jobs[i].tag, NULL, &ok);
+			if (r == MAILIMAP_NO_ERROR && !ok &&
+			    refused[0] == '\0')
+				snprintf(refused, sizeof(refused),
+					 "UID FETCH (sections): %s",
+					 imap_reply(imap));
+		}
+	}
+	if (r == MAILIMAP_NO_ERROR && tagain != 0) {
+		r = read_tagged(session, tagain, NULL, &ok);
+		if (r == MAILIMAP_NO_ERROR && !ok && refused[0] == '\0')
+			snprintf(refused, sizeof(refused),
+				 "UID FETCH (ahead): %s", imap_reply(imap));
+	}
+	if (imap->session != NULL) {
+		session->imap_tag = last;
+		mfs_stream_body_literals(session->imap_stream, 0);
+		mailimap_set_msg_body_handler(session, NULL, NULL);
+		mailimap_set_msg_att_handler(session, NULL, NULL);
+		mailimap_set_progress_callback(session, NULL, NULL, NULL);
+	}
+	if (c.m.fd >= 0)
+		close(c.m.fd); /* a response cut short */
+	if (r == MAILIMAP_NO_ERROR && (c.failed || c.m.failed))
+		r = MAILIMAP_ERROR_STREAM;
+	if (r != MAILIMAP_NO_ERROR) {
+		if (c.failed == ENOMEM) {
+			imap_drop(imap);
+			mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		} else if (c.failed) {
+			imap_drop(imap);
+			mfs_err_set(err, MFS_E_PROTO,
+				    "fetch-ahead: the server sent more than "
+				    "a skeleton's sections");
+		} else if (c.m.failed) {
+			imap_drop(imap);
+			mfs_err_set(err, MFS_E_IO, "fetch-ahead: %s",
+				    strerror(c.m.failed));
+		} else {
+			imap_fail(imap, r, "UID FETCH (ahead)", MFS_E_PROTO,
+				  err);
+			if (imap->session != NULL) /* replies left unread */
+				imap_drop(imap);
+		}
+	} else if (refused[0] != '\0') {
+		mfs_err_set(err, MFS_E_PROTO, "%s", refused);
+	} else {
+		mfs_err_clear(err);
+	}
+free_all:
+	skm_secs_clear(&c);
+	free(c.secs);
+	free(sset);
+	for (i = 0; jobs != NULL && i < n; i++) {
+		mfs_skel_free(&jobs[i].sk);
+		free(jobs[i].items);
+	}
+	free(jobs);
+	free(c.again);
+unlock:
+	pthread_mutex_unlock(&imap->lock);
+	return err->code;
+}
+
 static void imap_tls_info(struct mfs_store *st, char *version, size_t vlen,
 			  char *subject, size_t slen, char *issuer, size_t ilen)
 {
@@ -3243,6 +3870,7 @@ static const struct mfs_store_ops imap_ops = {
     .fetch = imap_fetch,
     .fetch_many = imap_fetch_many,
     .skeleton = imap_skeleton,
+    .skeleton_many = imap_skeleton_many,
     .fetch_section = imap_fetch_section,
     .search = imap_search,
     .create = imap_create,

@@ -1244,6 +1244,49 @@ static int j_fetch(struct mfs_store *st, const char *folder,
 				    err);
 }
 
+static int is_standin(struct journal *j, uint32_t uid)
+{
+	int known;
+
+	pthread_mutex_lock(&j->lock);
+	known = step_by_standin(j, uid) != NULL;
+	pthread_mutex_unlock(&j->lock);
+	return known;
+}
+
+/* The messages of uids[0..n) that the server has (no stand-in) into
+ * rest (room for n), in order; the stand-ins among them go to done_fn
+ * whole as j_fetch_many delivers them. */
+static size_t standins_apart(struct journal *j, const uint32_t *uids,
+			     size_t n, uint32_t *rest,
+			     int (*open_fn)(void *ctx),
+			     void (*done_fn)(void *ctx, uint32_t uid, int fd,
+					     size_t len),
+			     void *ctx)
+{
+	size_t nrest = 0, i;
+
+	for (i = 0; i < n; i++) {
+		struct mfs_err e;
+		size_t len = 0;
+		int fd, handled;
+
+		if (!is_standin(j, uids[i])) {
+			rest[nrest++] = uids[i];
+			continue;
+		}
+		/* fetch-ahead: what cannot be had now is skipped */
+		fd = open_fn(ctx);
+		if (fd < 0)
+			continue;
+		if (standin_fetch(j, uids[i], fd, &len, &handled, &e) != MFS_OK)
+			len = 0; /* not a uid it asked for: dropped */
+		done_fn(ctx, len > 0 ? uids[i] : 0, fd, len);
+	}
+	return nrest;
+}
+
+
 static int j_fetch_many(struct mfs_store *st, const char *folder,
 			uint32_t validity, const uint32_t *uids, size_t n,
 			int (*open_fn)(void *ctx),
@@ -1253,49 +1296,18 @@ static int j_fetch_many(struct mfs_store *st, const char *folder,
 {
 	struct journal *j = journal_of(st);
 	uint32_t *rest = malloc((n ? n : 1) * sizeof(*rest));
-	size_t nrest = 0, i;
+	size_t nrest;
 	int r = MFS_OK;
 
 	if (rest == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	for (i = 0; i < n; i++) {
-		int known;
-
-		pthread_mutex_lock(&j->lock);
-		known = step_by_standin(j, uids[i]) != NULL;
-		pthread_mutex_unlock(&j->lock);
-		if (!known) {
-			rest[nrest++] = uids[i];
-		} else {
-			/* fetch-ahead: what cannot be had now is skipped */
-			struct mfs_err e;
-			size_t len = 0;
-			int fd = open_fn(ctx), handled;
-
-			if (fd < 0)
-				continue;
-			if (standin_fetch(j, uids[i], fd, &len, &handled,
-					  &e) != MFS_OK)
-				len = 0; /* not a uid it asked for: dropped */
-			done_fn(ctx, len > 0 ? uids[i] : 0, fd, len);
-		}
-	}
+	nrest = standins_apart(j, uids, n, rest, open_fn, done_fn, ctx);
 	if (nrest > 0)
 		r = j->inner->ops->fetch_many(j->inner, folder, validity, rest,
 					      nrest, open_fn, done_fn, ctx,
 					      err);
 	free(rest);
 	return r;
-}
-
-static int is_standin(struct journal *j, uint32_t uid)
-{
-	int known;
-
-	pthread_mutex_lock(&j->lock);
-	known = step_by_standin(j, uid) != NULL;
-	pthread_mutex_unlock(&j->lock);
-	return known;
 }
 
 static int j_skeleton(struct mfs_store *st, const char *folder,
@@ -1312,6 +1324,39 @@ static int j_skeleton(struct mfs_store *st, const char *folder,
 	}
 	return j->inner->ops->skeleton(j->inner, folder, validity, msg,
 				       hole_min, fd, segs, nsegs, err);
+}
+
+/* Stand-ins come whole (their skeleton is "none"); the rest as the
+ * server's store brings them. */
+static int j_skeleton_many(struct mfs_store *st, const char *folder,
+			   uint32_t validity, const uint32_t *uids, size_t n,
+			   uint64_t hole_min, const uint32_t *whole,
+			   size_t nwhole, const uint32_t *later, size_t nlater,
+			   const struct mfs_many_cb *cb, struct mfs_err *err)
+{
+	struct journal *j = journal_of(st);
+	struct mfs_store *in = j->inner;
+	size_t room = n + nwhole + nlater + 1, nl, nw, nt, i;
+	uint32_t *rest = malloc(room * sizeof(*rest)), *large, *ahead;
+	int r = MFS_OK;
+
+	if (rest == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	nl = standins_apart(j, uids, n, rest, cb->open_fn, cb->done_fn,
+			    cb->ctx);
+	large = rest;
+	nw = standins_apart(j, whole, nwhole, rest + nl, cb->open_fn,
+			    cb->done_fn, cb->ctx);
+	ahead = rest + nl + nw;
+	for (nt = 0, i = 0; i < nlater; i++)
+		if (!is_standin(j, later[i]))
+			ahead[nt++] = later[i];
+	if (nl + nw + nt > 0)
+		r = in->ops->skeleton_many(in, folder, validity, large, nl,
+					   hole_min, rest + nl, nw, ahead, nt,
+					   cb, err);
+	free(rest);
+	return r;
 }
 
 static int j_fetch_section(struct mfs_store *st, const char *folder,
@@ -2195,6 +2240,7 @@ static const struct mfs_store_ops journal_ops = {
     .fetch = j_fetch,
     .fetch_many = j_fetch_many,
     .skeleton = j_skeleton,
+    .skeleton_many = j_skeleton_many,
     .fetch_section = j_fetch_section,
     .search = j_search,
     .create = j_create,

@@ -567,6 +567,29 @@ static void hole_sizes(const struct view *v, const struct mfs_dir *d)
 	}
 }
 
+/* Lays out skeleton v (its fd and segs set) and checks that each hole is
+ * a leaf part's body. Returns 1 when v is ready for use, 0 when the
+ * message is better read whole. */
+static int skel_view_ready(struct view *v, uint32_t uid)
+{
+	struct mfs_err err;
+	size_t i;
+
+	if (v->nsegs == 0 || view_map(v, &err) != MFS_OK)
+		return 0;
+	for (i = 0; i < v->nsegs; i++) {
+		if (v->segs[i].hole &&
+		    !hole_is_leaf(v->layout->root, v->segs[i].off,
+				  v->segs[i].len)) {
+			mfs_log_debug("skeleton of %u does not fit its holes",
+				      uid);
+			return 0;
+		}
+	}
+	hole_sizes(v, &v->layout->root_dir);
+	return 1;
+}
+
 /*
  * The lazy view of a large message: its skeleton. *out is NULL (and the
  * result MFS_OK) when the message is better read whole: small, in the
@@ -580,7 +603,6 @@ static int view_build_lazy(struct mfs_fs *fs, const struct msg_ref *r,
 	struct mfs_store *rd;
 	struct view *v;
 	char key[1024];
-	size_t i;
 	int rc;
 
 	*out = NULL;
@@ -607,19 +629,8 @@ static int view_build_lazy(struct mfs_fs *fs, const struct msg_ref *r,
 		mfs_log_debug("skeleton of %u: %s", r->msg.uid, err->msg);
 		goto whole;
 	}
-	if (v->nsegs == 0 || view_map(v, err) != MFS_OK)
+	if (!skel_view_ready(v, r->msg.uid))
 		goto whole;
-	for (i = 0; i < v->nsegs; i++) {
-		if (v->segs[i].hole &&
-		    !hole_is_leaf(v->layout->root, v->segs[i].off,
-				  v->segs[i].len)) {
-			mfs_log_debug("skeleton of %u does not fit its "
-				      "holes",
-				      r->msg.uid);
-			goto whole;
-		}
-	}
-	hole_sizes(v, &v->layout->root_dir);
 	*out = v;
 	return MFS_OK;
 whole:
@@ -646,8 +657,21 @@ static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
  * the same folder (the next batch starts within AHEAD_GAP seconds of the
  * last) each batch asks for twice as many as the one before, up to
  * AHEAD_MAX messages and AHEAD_BYTES bytes: 1,000 messages read in a row
- * then cost 6 round trips instead of 32. Large messages are left to their
- * own fetch.
+ * then cost 6 batches instead of 32.
+ *
+ * Large messages (LAZY_MIN bytes or more), which are read lazily, come in
+ * the same batch as skeletons (skeleton_many, store.h): their structures
+ * in the same burst as the small messages, their headers and small parts
+ * in a second one, at most AHEAD_LARGE_MAX of them a batch. Each counts
+ * as HOLE_MIN bytes towards AHEAD_BYTES. The skeleton becomes the
+ * message's view at once, as the lazy path would make it, so reading
+ * body.txt of a large message later costs no round trip.
+ *
+ * The batch follows both orders a folder is read in: by name (a glob or
+ * ls sorts the names, which begin with the date) and the directory's own
+ * order (readdir: find, du, grep -r; UID order). They are the same when
+ * dates grow with the UIDs; when not, the batch takes the next message
+ * of each order in turn.
  */
 #define AHEAD_FIRST 32
 
@@ -657,7 +681,7 @@ static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
 
 #define AHEAD_GAP 2
 
-#define AHEAD_SIZE_MAX (1024 * 1024)
+#define AHEAD_LARGE_MAX 64
 
 struct ahead {
 	struct mfs_fs *fs;
@@ -665,17 +689,23 @@ struct ahead {
 	struct ahead_item {
 		uint32_t uid;
 		uint64_t size;
-		char *key; /* owned */
+		char *key;	       /* owned */
+		struct mfs_node *node; /* held (fetch_ahead); a large
+					* message's node, else NULL */
+		struct view *skel;     /* owned: its skeleton, once come */
 	} *item;   /* owned array */
 	char *tmp; /* owned: the file being written */
 };
 
+/* Frees what a owns but the holds on the nodes (ahead_release). */
 static void ahead_free(struct ahead *a)
 {
 	size_t i;
 
-	for (i = 0; i < a->n; i++)
+	for (i = 0; i < a->n; i++) {
 		free(a->item[i].key);
+		view_free(a->item[i].skel);
+	}
 	free(a->item);
 	free(a->tmp);
 }
@@ -693,18 +723,24 @@ static int ahead_open(void *ctx)
 	return fd;
 }
 
+static struct ahead_item *ahead_find(struct ahead *a, uint32_t uid)
+{
+	size_t i;
+
+	for (i = 0; i < a->n; i++)
+		if (a->item[i].uid == uid)
+			return &a->item[i];
+	return NULL;
+}
+
 static void ahead_done(void *ctx, uint32_t uid, int fd, size_t len)
 {
 	struct ahead *a = ctx;
-	size_t i;
+	struct ahead_item *it = ahead_find(a, uid);
 
 	(void)len; /* the commit checks the size on disk */
-	for (i = 0; i < a->n; i++)
-		if (a->item[i].uid == uid)
-			break;
-	if (i < a->n && a->tmp != NULL) {
-		mfs_cache_commit(a->fs->cache, a->item[i].key, fd, a->tmp,
-				 a->item[i].size);
+	if (it != NULL && a->tmp != NULL) {
+		mfs_cache_commit(a->fs->cache, it->key, fd, a->tmp, it->size);
 	} else {
 		close(fd);
 		if (a->tmp != NULL)
@@ -712,6 +748,161 @@ static void ahead_done(void *ctx, uint32_t uid, int fd, size_t len)
 	}
 	free(a->tmp);
 	a->tmp = NULL;
+}
+
+static int ahead_skel_open(void *ctx)
+{
+	(void)ctx;
+	return memfd_create("mailfs-skeleton", MFD_CLOEXEC);
+}
+
+/* A skeleton has come: kept as a view, laid out after the fetch. */
+static void ahead_skel_done(void *ctx, uint32_t uid, int fd,
+			    struct mfs_seg *segs, size_t nsegs)
+{
+	struct ahead_item *it = ahead_find(ctx, uid);
+	struct view *v = it != NULL && it->node != NULL && it->skel == NULL
+			     ? calloc(1, sizeof(*v))
+			     : NULL;
+
+	if (v == NULL) {
+		close(fd);
+		mfs_store_segs_free(segs, nsegs);
+		return;
+	}
+	v->fd = fd;
+	v->segs = segs;
+	v->nsegs = nsegs;
+	it->skel = v;
+}
+
+/* Whether fetch-ahead takes message node c. Caller holds the lock. */
+static int ahead_wants(const struct mfs_fs *fs, const struct mfs_node *c)
+{
+	return c->kind == MFS_N_MESSAGE && c->msg.uid != 0 && c->priv == NULL &&
+	       (c->msg.size < LAZY_MIN ||
+		fs->store->ops->skeleton_many != NULL);
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int node_name_cmp(const void *a, const void *b)
+{
+	return strcmp((*(struct mfs_node *const *)a)->name,
+		      (*(struct mfs_node *const *)b)->name);
+}
+
+/* The messages after msg by name that fetch-ahead wants, in name order,
+ * at most max: a malloc'd array (*n), or NULL when there are none or
+ * memory is short. Caller holds the lock. */
+static struct mfs_node **ahead_by_name(struct mfs_fs *fs,
+				       const struct mfs_node *msg, size_t max,
+				       size_t *n)
+{
+	struct mfs_node **v, *c;
+	size_t k = 0, cap = 0;
+
+	*n = 0;
+	for (c = msg->parent->first_child; c != NULL; c = c->next_sibling)
+		cap++;
+	v = malloc((cap ? cap : 1) * sizeof(*v));
+	if (v == NULL)
+		return NULL;
+	for (c = msg->parent->first_child; c != NULL; c = c->next_sibling)
+		if (c != msg && ahead_wants(fs, c) &&
+		    strcmp(c->name, msg->name) > 0)
+			v[k++] = c;
+	qsort(v, k, sizeof(*v), node_name_cmp);
+	*n = k < max ? k : max;
+	return v;
+}
+
+/* Whether c is among v[0..n). */
+static int picked(struct mfs_node *const *v, size_t n,
+		  const struct mfs_node *c)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (v[i] == c)
+			return 1;
+	return 0;
+}
+
+/* The batch of a fetch-ahead from msg (see above) into out (room for
+ * max): msg first, then the next ones by name and in the directory's
+ * order in turn, then those before msg in the directory's order; at most
+ * max_bytes (a large message counts HOLE_MIN) and max_large messages of
+ * LAZY_MIN bytes or more. Returns how many. Caller holds the lock. */
+static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
+			 struct mfs_node **out, size_t max, uint64_t max_bytes,
+			 size_t max_large)
+{
+	size_t n = 0, nn = 0, in = 0, large = 0;
+	struct mfs_node **names = ahead_by_name(fs, msg, max, &nn);
+	struct mfs_node *next = msg->next_sibling, *prev = msg->prev_sibling;
+	uint64_t bytes = 0;
+	int turn = 0;
+
+	out[n++] = msg;
+	bytes = msg->msg.size < LAZY_MIN ? msg->msg.size : HOLE_MIN;
+	large = msg->msg.size >= LAZY_MIN;
+	while (n < max && bytes < max_bytes) {
+		struct mfs_node *c = NULL;
+
+		if (turn == 0 && in < nn) {
+			c = names[in++];
+		} else if (turn == 1 && next != NULL) {
+			c = next;
+			next = next->next_sibling;
+		} else if (in >= nn && next == NULL && prev != NULL) {
+			c = prev;
+			prev = prev->prev_sibling;
+		} else if (in >= nn && next == NULL) {
+			break;
+		}
+		turn = !turn;
+		if (c == NULL || !ahead_wants(fs, c) || picked(out, n, c))
+			continue;
+		if (c->msg.size >= LAZY_MIN) {
+			if (large == max_large)
+				continue;
+			large++;
+		}
+		bytes += c->msg.size < LAZY_MIN ? c->msg.size : HOLE_MIN;
+		out[n++] = c;
+	}
+	free(names);
+	return n;
+}
+
+/* The large messages the batch after this one (of window messages,
+ * batch[0..nbatch)) will likely hold, whose structures can come with this
+ * one (skeleton_many's later), ascending UIDs in later (room for
+ * AHEAD_LARGE_MAX). Returns how many. Caller holds the lock. */
+static size_t ahead_later(struct mfs_fs *fs, struct mfs_node *msg,
+			  struct mfs_node *const *batch, size_t nbatch,
+			  size_t window, uint32_t *later)
+{
+	size_t max = window + (window * 2 < AHEAD_MAX ? window * 2 : AHEAD_MAX);
+	struct mfs_node **v = calloc(max, sizeof(*v));
+	size_t nv, i, n = 0;
+
+	if (v == NULL)
+		return 0;
+	nv = ahead_pick(fs, msg, v, max, 3 * (uint64_t)AHEAD_BYTES,
+			2 * AHEAD_LARGE_MAX);
+	for (i = 0; i < nv && n < AHEAD_LARGE_MAX; i++)
+		if (v[i]->msg.size >= LAZY_MIN && !picked(batch, nbatch, v[i]))
+			later[n++] = v[i]->msg.uid;
+	free(v);
+	qsort(later, n, sizeof(*later), u32_cmp);
+	return n;
 }
 
 /* Whether the cache holds msg's raw bytes. Caller holds the lock and a
@@ -733,6 +924,38 @@ static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
 	return have;
 }
 
+/* Makes the skeletons that came a's messages' views, where the message
+ * is still there and has none, and lets go of the holds on the nodes.
+ * Caller holds the lock. */
+static void ahead_settle(struct mfs_fs *fs, struct ahead *a,
+			 const struct mfs_node *dir, uint32_t validity)
+{
+	size_t i;
+
+	for (i = 0; i < a->n; i++) {
+		struct ahead_item *it = &a->item[i];
+		struct mfs_node *c = it->node;
+		struct view *v = it->skel;
+
+		if (c == NULL)
+			continue;
+		if (v != NULL && c->linked && c->priv == NULL &&
+		    c->parent == dir && dir->validity == validity &&
+		    c->msg.uid == it->uid) {
+			/* unloaded, as view_unload() leaves a skeleton:
+			 * view_get() maps it when it is first used */
+			view_unmap(v);
+			v->fs = fs;
+			v->msg = c;
+			fs->views++;
+			c->priv = v;
+			it->skel = NULL;
+		}
+		it->node = NULL;
+		mfs_nodes_release(fs->nodes, c);
+	}
+}
+
 /* Fetches msg and the neighbours a read in a row will want next (see
  * above). Caller holds the lock; msg is held. Drops the lock while it
  * fetches. Returns MFS_OK, or the network error that made the fetch fail
@@ -740,60 +963,62 @@ static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
 static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 		       struct mfs_err *ret)
 {
+	const struct mfs_store_ops *ops = fs->store->ops;
+	struct mfs_node *dir = msg->parent, **pick = NULL;
 	struct ahead a = {.fs = fs};
-	uint32_t *uids = NULL;
-	struct mfs_node *c;
+	uint32_t *uids = NULL, *large = NULL, later[AHEAD_LARGE_MAX];
 	struct msg_ref r;
 	char *mailbox = NULL, key[1024];
 	uint32_t validity;
+	uint64_t dir_ino = dir->ino;
 	struct mfs_err err;
-	size_t i, n = 0, window = AHEAD_FIRST;
-	uint64_t bytes = 0;
+	size_t i, np, n = 0, nl = 0, nlater = 0, window = AHEAD_FIRST;
 	int rc = MFS_OK, fetched = 0;
 
-	if (fs->store->ops->fetch_many == NULL || msg->msg.uid == 0 ||
-	    msg->msg.size > AHEAD_SIZE_MAX || msg->parent->kind != MFS_N_FOLDER)
+	if (ops->fetch_many == NULL || msg->msg.uid == 0 ||
+	    dir->kind != MFS_N_FOLDER || !ahead_wants(fs, msg))
 		return MFS_OK;
 	/* brought by an earlier batch: no need to look at up to AHEAD_MAX
 	 * neighbours for each message of a run */
-	if (msg_cached(fs, msg))
+	if (msg_cached(fs, msg) || msg->priv != NULL)
 		return MFS_OK;
-	if (fs->ahead_folder == msg->parent->ino &&
+	if (fs->ahead_folder == dir_ino &&
 	    time(NULL) - fs->ahead_last <= AHEAD_GAP)
 		window = fs->ahead_window * 2 < AHEAD_MAX
 			     ? fs->ahead_window * 2
 			     : AHEAD_MAX;
-	mailbox = strdup(msg->parent->mailbox);
+	mailbox = strdup(dir->mailbox);
+	pick = calloc(window, sizeof(*pick));
 	a.item = calloc(window, sizeof(*a.item));
 	uids = calloc(window, sizeof(*uids));
-	if (mailbox == NULL || a.item == NULL || uids == NULL) {
+	large = calloc(window, sizeof(*large));
+	if (mailbox == NULL || pick == NULL || a.item == NULL ||
+	    uids == NULL || large == NULL) {
 		/* no fetch-ahead: the message is fetched alone */
 		pthread_mutex_unlock(&fs->lock);
 		goto free_all;
 	}
-	validity = msg->parent->validity;
-	/* msg first, then its neighbours after it, then before it: names
-	 * sort by date, which may run either way along the UIDs */
-	for (int back = 0; back < 2; back++) {
-		c = back ? msg->prev_sibling : msg;
-		for (; c != NULL && a.n < window && bytes < AHEAD_BYTES;
-		     c = back ? c->prev_sibling : c->next_sibling) {
-			if (c->kind != MFS_N_MESSAGE || c->msg.uid == 0 ||
-			    c->msg.size > AHEAD_SIZE_MAX || c->priv != NULL)
-				continue;
-			if (msg_ref_take(c, &r) != 0)
-				break;
-			if (cache_key(&r, "", key, sizeof(key)) == 0) {
-				a.item[a.n].uid = c->msg.uid;
-				a.item[a.n].size = c->msg.size;
-				a.item[a.n].key = strdup(key);
-				if (a.item[a.n].key != NULL) {
-					bytes += c->msg.size;
-					a.n++;
-				}
+	validity = dir->validity;
+	mfs_nodes_hold(dir);
+	np = ahead_pick(fs, msg, pick, window, AHEAD_BYTES, AHEAD_LARGE_MAX);
+	if (ops->skeleton_many != NULL)
+		nlater = ahead_later(fs, msg, pick, np, window, later);
+	for (i = 0; i < np; i++) {
+		struct mfs_node *c = pick[i];
+
+		if (msg_ref_take(c, &r) != 0)
+			break;
+		if (cache_key(&r, "", key, sizeof(key)) == 0 &&
+		    (a.item[a.n].key = strdup(key)) != NULL) {
+			a.item[a.n].uid = c->msg.uid;
+			a.item[a.n].size = c->msg.size;
+			if (c->msg.size >= LAZY_MIN) {
+				mfs_nodes_hold(c);
+				a.item[a.n].node = c;
 			}
-			msg_ref_free(&r);
+			a.n++;
 		}
+		msg_ref_free(&r);
 	}
 	pthread_mutex_unlock(&fs->lock);
 	/* only what the cache does not have; none if msg itself is there */
@@ -803,33 +1028,61 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 				break;
 			continue;
 		}
-		uids[n++] = a.item[i].uid;
+		if (a.item[i].node != NULL)
+			large[nl++] = a.item[i].uid;
+		else
+			uids[n++] = a.item[i].uid;
 	}
 	mfs_err_clear(&err);
-	if (n > 1 && i == a.n) {
+	fetched = n + nl > 1 && i == a.n;
+	if (fetched) {
 		struct mfs_store *st = fs->store;
+		struct mfs_many_cb cb = {ahead_open, ahead_done,
+					 ahead_skel_open, ahead_skel_done, &a};
 
-		if (st->ops->fetch_many(st, mailbox, validity, uids, n,
-					ahead_open, ahead_done, &a,
-					&err) != MFS_OK) {
+		qsort(uids, n, sizeof(*uids), u32_cmp);
+		qsort(large, nl, sizeof(*large), u32_cmp);
+		if (nl > 0 || nlater > 0)
+			rc = ops->skeleton_many(st, mailbox, validity, large,
+						nl, HOLE_MIN, uids, n, later,
+						nlater, &cb, &err);
+		else
+			rc = ops->fetch_many(st, mailbox, validity, uids, n,
+					     ahead_open, ahead_done, &a, &err);
+		if (rc != MFS_OK) {
 			mfs_log_debug("fetch-ahead: %s", err.msg);
+			rc = MFS_OK;
 			/* msg itself may have come before the failure */
 			if ((mfs_err_unreachable(err.code) ||
 			     err.code == MFS_E_TLS) &&
+			    a.item[0].skel == NULL &&
 			    !mfs_cache_has(fs->cache, a.item[0].key,
 					   a.item[0].size))
 				rc = mfs_err_set(ret, err.code, "%s",
 						 err.msg);
 		}
+		/* laid out here, without the lock */
+		for (i = 0; i < a.n; i++) {
+			if (a.item[i].skel != NULL &&
+			    !skel_view_ready(a.item[i].skel, a.item[i].uid)) {
+				view_free(a.item[i].skel);
+				a.item[i].skel = NULL;
+			}
+		}
 	}
-	fetched = n > 1 && i == a.n;
+	pthread_mutex_lock(&fs->lock);
+	ahead_settle(fs, &a, dir, validity);
+	mfs_nodes_release(fs->nodes, dir);
+	pthread_mutex_unlock(&fs->lock);
 free_all:
 	ahead_free(&a);
 	free(uids);
+	free(large);
+	free(pick);
 	free(mailbox);
 	pthread_mutex_lock(&fs->lock);
 	if (fetched) { /* the run goes on from here */
-		fs->ahead_folder = msg->parent->ino;
+		fs->ahead_folder = dir_ino;
 		fs->ahead_window = window;
 		fs->ahead_last = time(NULL);
 	}

@@ -268,6 +268,27 @@ static int pool_skeleton(struct mfs_store *st, const char *folder,
 	return gate_note(p, rc, err);
 }
 
+static int pool_skeleton_many(struct mfs_store *st, const char *folder,
+			      uint32_t validity, const uint32_t *uids,
+			      size_t n, uint64_t hole_min,
+			      const uint32_t *whole, size_t nwhole,
+			      const uint32_t *later, size_t nlater,
+			      const struct mfs_many_cb *cb, struct mfs_err *err)
+{
+	struct pool *p = st->priv;
+	struct mfs_store *r;
+	int rc;
+
+	if (gate_closed(p, err))
+		return err->code;
+	r = get(p);
+	rc = r->ops->skeleton_many(r, folder, validity, uids, n, hole_min,
+				   whole, nwhole, later, nlater, cb, err);
+
+	put(p, r);
+	return gate_note(p, rc, err);
+}
+
 static int pool_fetch_section(struct mfs_store *st, const char *folder,
 			      uint32_t validity,
 			      const struct mfs_store_msg *msg,
@@ -509,6 +530,7 @@ static const struct mfs_store_ops pool_ops = {
     .fetch = pool_fetch,
     .fetch_many = pool_fetch_many,
     .skeleton = pool_skeleton,
+    .skeleton_many = pool_skeleton_many,
     .fetch_section = pool_fetch_section,
     .search = pool_search,
     .create = pool_create,

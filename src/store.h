@@ -90,6 +90,18 @@ struct mfs_store_state {
 struct mfs_store;
 struct mfs_query;
 
+/* The callbacks of skeleton_many (store.h, below), called in the
+ * thread of the op, one at a time. */
+struct mfs_many_cb {
+	int (*open_fn)(void *ctx);
+	void (*done_fn)(void *ctx, uint32_t uid, int fd, size_t len);
+	int (*skel_open)(void *ctx);
+	void (*skel_done)(void *ctx, uint32_t uid, int fd,
+			  struct mfs_seg *segs, size_t nsegs);
+	void *ctx;
+};
+
+
 struct mfs_store_ops {
 	/* Connects and logs in unless already connected. */
 	int (*connect)(struct mfs_store *st, struct mfs_err *err);
@@ -150,6 +162,37 @@ struct mfs_store_ops {
 			uint32_t validity, const struct mfs_store_msg *msg,
 			uint64_t hole_min, int fd, struct mfs_seg **segs,
 			size_t *nsegs, struct mfs_err *err);
+	/* Fetch-ahead of large messages (NULL where the protocol has none):
+	 * the skeletons (as the skeleton op makes one, same hole_min) of
+	 * the messages uids[0..n) of folder, and the raw messages
+	 * whole[0..nwhole) as fetch_many fetches them, in two bursts
+	 * whatever their numbers: the structures and the whole messages in
+	 * the first, the header blocks and small part bodies of every
+	 * skeleton in the second (sent as soon as the structures are in,
+	 * while the whole messages still come). Both arrays ascending.
+	 * Callbacks in cb (all set): a whole message as for fetch_many
+	 * (open_fn, done_fn); for a skeleton the driver calls
+	 * skel_open(ctx) for an empty fd to write it to, then
+	 * skel_done(ctx, uid, fd, segs, nsegs), which owns fd and segs
+	 * (nsegs > 0) from then on. A message of uids that has no part
+	 * worth leaving out or a structure the skeleton does not cover
+	 * comes whole (done_fn) in the second burst. A message that is
+	 * gone, or whose sections do not fit its structure, is skipped:
+	 * nothing is delivered for it. What was delivered stays delivered
+	 * when the op fails later. later[0..nlater) (ascending, may be
+	 * NULL): large messages a later call will likely ask for; their
+	 * structures come in the first burst too, and the driver keeps what
+	 * it planned from them (for this folder, validity and hole_min), so
+	 * that the later call sends their sections in its first burst and,
+	 * when it knows every structure, costs one round trip. Errors as
+	 * fetch_many. */
+	int (*skeleton_many)(struct mfs_store *st, const char *folder,
+			     uint32_t validity, const uint32_t *uids,
+			     size_t n, uint64_t hole_min,
+			     const uint32_t *whole, size_t nwhole,
+			     const uint32_t *later, size_t nlater,
+			     const struct mfs_many_cb *cb,
+			     struct mfs_err *err);
 	/* The bytes of one section of the message (IMAP: BODY.PEEK[section],
 	 * "" for the whole message) to fd; *len receives their count.
 	 * Errors as fetch. */

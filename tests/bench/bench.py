@@ -14,8 +14,9 @@ Environment:
     BENCH_QUICK=1   smoke run: 500 messages, 2,000 in the memory test,
                     500 in Real, 1 run, 10 outbox messages
     BENCH_ROWS      only these steps, comma-separated: listing, attach,
-                    grep, search, memory, du, prefetch, pop3, new_mail,
-                    outbox, slowlink
+                    grep, grep_real, search, memory, du, prefetch, pop3,
+                    new_mail, outbox, slowlink
+    BENCH_REAL_GREP messages of Real the grep_real row reads (default 1000)
     BENCH_OUT       where results.json and table.md go; with it, the
                     temporary directory (mail, caches, logs) is removed
                     at the end unless BENCH_KEEP=1. Without it, the
@@ -60,6 +61,7 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", 500 if QUICK else 10000))
 MANY = int(os.environ.get("BENCH_MANY", 2000 if QUICK else 100000))
 REAL = int(os.environ.get("BENCH_REAL", 500 if QUICK else 10000))
+REAL_GREP = int(os.environ.get("BENCH_REAL_GREP", 1000))
 ROWS = [r for r in os.environ.get("BENCH_ROWS", "").split(",") if r]
 RUNS = int(os.environ.get("BENCH_RUNS", 1 if QUICK else 3))
 DELAY_MS = float(os.environ.get("BENCH_DELAY_MS", 20))
@@ -560,6 +562,47 @@ SyncState *
                     "imaplib UID FETCH 1:1000 BODY.PEEK[]", floor_wall,
                     floor_rts)
 
+    def grep_real_row(self):
+        """grep -l over body.txt of the first REAL_GREP messages of Real by
+        name (as a glob sorts them), against one bulk fetch of the same
+        messages (the names sort by date, and gen.py dates Real's messages
+        in UID order, so they are UIDs 1..REAL_GREP)."""
+        count = min(REAL_GREP, REAL)
+        op = "`grep -l WORD` over body.txt of the first %d of Real" % count
+        target = "≤ 1× bulk fetch"
+        alt_name = "imaplib UID FETCH 1:%d BODY.PEEK[]" % count
+        floor_wall, floor_rts = self.timed_alt(self.imaps, self.floor(
+            "imap-bodies", self.imaps.port, self.ca, "alice",
+            self.alice_pass, "Real", "1:%d" % count))
+        walls, rts, hwms = [], [], []
+        try:
+            for _ in range(RUNS):
+                with Mailfs(self, self.config()) as m:
+                    names = sorted(os.listdir(os.path.join(m.path, "Real")),
+                                   key=lambda n: n.encode())[:count]
+                    lst = os.path.join(self.dir, "real-grep.list")
+                    with open(lst, "w") as f:
+                        for n in names:
+                            f.write(os.path.join(m.path, "Real", n,
+                                                 "body.txt") + "\n")
+                    self.imaps.reset()
+                    # grep says 1 when no file matches
+                    wall, _, _, out = run_timed(
+                        "xargs -a %s -d '\\n' grep -l %s; "
+                        "test $? -le 123" % (lst, self.facts["word"]),
+                        shell=True, stdout=None)
+                    time.sleep(0.1)
+                    rts.append(self.imaps.round_trips())
+                    walls.append(wall)
+                    hwms.append(m.hwm())
+                    log("grep_real run: %.3f s, %d RTs" % (wall, rts[-1]))
+            self.cmd("ls MNT/Real; grep -l %s (first %d names of "
+                     "MNT/Real)/body.txt" % (self.facts["word"], count))
+            self.add(op, target, median(walls), alt_name, floor_wall,
+                     1.0, median(rts), None, floor_rts, max(hwms))
+        except (NA, RuntimeError, OSError) as e:
+            self.na(op, target, str(e), alt_name, floor_wall, floor_rts)
+
     # --- search ---------------------------------------------------------------
 
     def search_row(self):
@@ -1014,7 +1057,7 @@ account default : bench
         self.start()
         log("servers in %s; mailfs from %s" % (self.srv, self.mailfs_mtime))
         steps = [self.listing_rows, self.attach_rows, self.grep_row,
-                 self.search_row,
+                 self.grep_real_row, self.search_row,
                  self.memory_rows, self.du_row, self.prefetch_row,
                  self.pop3_row,
                  self.new_mail_row, self.outbox_row, self.slowlink_row]

@@ -519,6 +519,104 @@ def test_reading_one_attachment_fetches_that_attachment_only(env):
     c.logout()
 
 
+def mixed_message(i, rnd):
+    """Message i of the Mixed folder: every tenth one is large (a text body
+    in quoted-printable and a base64 attachment of 1.1 to 1.5 MB), the
+    others small plain text; dates follow i."""
+    date = email.utils.formatdate(1700000000 + i * 3600, localtime=False)
+    head = ["From: Sender %d <s%d@example.test>" % (i, i),
+            "To: alice@example.test", "Subject: mixed %d" % i,
+            "Date: " + date, "Message-ID: <mixed-%d@example.test>" % i]
+    if i % 10 != 5:
+        return ("\r\n".join(head + ["", "Small body %d, caf\u00e9." % i,
+                                     ""])).encode("latin-1", "replace")
+    blob = rnd.randbytes(rnd.randint(1100000, 1500000))
+    enc = base64.b64encode(blob).decode()
+    out = head + ["MIME-Version: 1.0",
+                  'Content-Type: multipart/mixed; boundary="mx%d"' % i, "",
+                  "--mx%d" % i,
+                  "Content-Type: text/plain; charset=utf-8",
+                  "Content-Transfer-Encoding: quoted-printable", "",
+                  "Large body %d: caf=C3=A9 and a long line that goes=" % i,
+                  " on after a soft break.", "",
+                  "--mx%d" % i,
+                  "Content-Type: application/octet-stream",
+                  'Content-Disposition: attachment; filename="data%d.bin"' % i,
+                  "Content-Transfer-Encoding: base64", ""]
+    out += [enc[j:j + 76] for j in range(0, len(enc), 76)]
+    out += ["--mx%d--" % i, ""]
+    return "\r\n".join(out).encode()
+
+
+def test_fetch_ahead_brings_large_messages_as_skeletons(env):
+    """Reading body.txt of 60 messages in name order, six of them large:
+    each batch asks for the structures of its large messages in one
+    command (not one per message), in the same burst as its small
+    messages, and their headers and small parts in the next; body.txt of
+    every message and the attachments of the large ones are byte-exact
+    (Python's email module on the server's copy), and reading body.txt of
+    a large message fetches none of its attachment."""
+    import email.policy
+    import mime_reference
+    rnd = random.Random(18)
+    c = env.imap()
+    c.create("Mixed")
+    for i in range(60):
+        c.append("Mixed", None, None, mixed_message(i, rnd))
+    c.logout()
+    want = server_messages(env, "Mixed")
+    exp = {uid: mime_reference.expected(email.message_from_bytes(
+        raw, policy=email.policy.compat32)) for uid, raw in want.items()}
+    large = sorted(u for u, raw in want.items() if len(raw) >= 1024 * 1024)
+    eq(len(large), 6, "large messages")
+    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
+    cfg = env.write_config("config-mixed", {
+        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+    try:
+        with env.mount(config=cfg) as m:
+            path = os.path.join(m.path, "Mixed")
+            names = sorted(message_dirs(path))
+            eq(len(names), 60, "messages listed")
+            proxy.reset()
+            for n in names:
+                uid = int(DIRNAME.match(n).group(1))
+                with open(os.path.join(path, n, "body.txt"), "rb") as f:
+                    eq(f.read().hex(), exp[uid]["body.txt"],
+                       "body.txt of uid %d" % uid)
+            fetches = [x for x in proxy.commands if "FETCH" in x]
+            structs = [x for x in fetches if "BODYSTRUCTURE" in x]
+            print("body.txt of 60 messages, 6 large: %d received, "
+                  "commands %r" % (proxy.received,
+                                   [x[:90] for x in fetches]))
+            check(1 <= len(structs) <= 2,
+                  "structures asked in batches: %r" % structs)
+            check(all("," in x or ":" in x for x in structs),
+                  "several structures per command: %r" % structs)
+            check(proxy.received < 60 * 4096 + 6 * 64 * 1024,
+                  "no attachment fetched: %d bytes" % proxy.received)
+            check(not any(re.search(r"FETCH %d \(.*BODY\.PEEK\[\]" % u,
+                                    x) for u in large for x in fetches),
+                  "no large message fetched whole")
+            by_uid = {int(DIRNAME.match(n).group(1)): n for n in names}
+            for u in large:
+                (att,) = exp[u]["attachments"]
+                f = os.path.join(path, by_uid[u], att["filename"])
+                eq(os.stat(f).st_size, len(att["content"]) // 2,
+                   "st_size of %s" % att["filename"])
+                with open(f, "rb") as fh:
+                    eq(fh.read().hex(), att["content"],
+                       "%s of uid %d" % (att["filename"], u))
+                with open(os.path.join(path, by_uid[u], "message.eml"),
+                          "rb") as fh:
+                    eq(fh.read(), want[u], "message.eml of uid %d" % u)
+    finally:
+        proxy.close()
+        # the module's shared mount may have listed the folders already
+        c = env.imap()
+        c.delete("Mixed")
+        c.logout()
+
+
 def test_parallel_readers_use_several_connections(env):
     rnd = random.Random(11)
     blobs = [rnd.randbytes(1300000) for _ in range(6)]

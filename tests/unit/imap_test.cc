@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1214,6 +1215,9 @@ struct ScriptedImap {
 	std::vector<std::string> broken;  // used what is not advertised
 	std::vector<std::string> lacking; // not modelled here
 	size_t closes_rw = 0; // CLOSE of a SELECTed mailbox: it expunges
+	// client bursts: commands read after the server had waited for the
+	// client with nothing left to answer (a round trip each)
+	std::atomic<size_t> bursts{0};
 	uint32_t next_validity = 8;
 
 	struct Session {
@@ -1480,7 +1484,17 @@ struct ScriptedImap {
 					   " AUTH=PLAIN] hi\r\n";
 		}
 		say(fd, line);
-		while (!bye && in.line(line)) {
+		for (;;) {
+			if (in.buf.find('\n', in.pos) == std::string::npos) {
+				struct pollfd p = {fd, POLLIN, 0};
+				if (poll(&p, 1, 0) <= 0) {
+					if (!in.fill())
+						break;
+					bursts++;
+				}
+			}
+			if (bye || !in.line(line))
+				break;
 			std::string cmd = line, reply, lit;
 			bool plus, lost = false;
 			long long n;
@@ -3000,3 +3014,358 @@ TEST_F(ImapScripted, OnlyImap4rev1)
 }
 
 } // namespace
+
+// ---- fetch-ahead of large messages (skeleton_many) -------------------------
+
+// A multipart message whose second part (base64, `big` bytes of data) is
+// worth leaving out; its sections as IMAP numbers them, and its
+// BODYSTRUCTURE.
+struct LargeMsg {
+	std::string text, bodystructure;
+	std::map<std::string, std::string> sections;
+	size_t hole_off = 0, hole_len = 0;
+
+	LargeMsg(int k, size_t big)
+	{
+		std::string hdr = "From: a@example.test\r\nSubject: large " +
+				  std::to_string(k) +
+				  "\r\nMIME-Version: 1.0\r\nContent-Type: "
+				  "multipart/mixed; boundary=\"b1\"\r\n\r\n";
+		std::string m1 = "Content-Type: text/plain; "
+				 "charset=us-ascii\r\n\r\n";
+		std::string b1 = "hello " + std::to_string(k) + "\r\n";
+		std::string m2 = "Content-Type: application/octet-stream; "
+				 "name=\"a.bin\"\r\nContent-Transfer-Encoding: "
+				 "base64\r\n\r\n";
+		std::string b2;
+		for (size_t i = 0; b2.size() < big; i++)
+			b2 += std::string(76, "ABCD"[(i + k) % 4]) + "\r\n";
+		text = hdr + "--b1\r\n" + m1 + b1 + "\r\n--b1\r\n" + m2;
+		hole_off = text.size();
+		hole_len = b2.size();
+		text += b2 + "\r\n--b1--\r\n";
+		sections = {{"HEADER", hdr}, {"1.MIME", m1}, {"1", b1},
+			    {"2.MIME", m2}, {"2", b2}};
+		bodystructure =
+		    "((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL "
+		    "\"7BIT\" " +
+		    std::to_string(b1.size()) +
+		    " 1 NIL NIL NIL NIL)(\"APPLICATION\" \"OCTET-STREAM\" "
+		    "(\"NAME\" \"a.bin\") NIL NIL \"BASE64\" " +
+		    std::to_string(b2.size()) +
+		    " NIL NIL NIL NIL) \"MIXED\" (\"BOUNDARY\" \"b1\") NIL NIL "
+		    "NIL)";
+	}
+	// The skeleton it should give: the message with the hole zeros.
+	std::string skeleton() const
+	{
+		std::string s = text;
+		std::fill(s.begin() + (long)hole_off,
+			  s.begin() + (long)(hole_off + hole_len), '\0');
+		return s;
+	}
+};
+
+// What skeleton_many delivered.
+struct ManyGot {
+	std::map<uint32_t, std::string> whole, skel;
+	std::map<uint32_t, std::vector<struct mfs_seg>> segs;
+	int opened = 0, closed = 0;
+
+	static int open_fn(void *ctx)
+	{
+		((ManyGot *)ctx)->opened++;
+		return temp_fd("");
+	}
+	static void done_fn(void *ctx, uint32_t uid, int fd, size_t len)
+	{
+		ManyGot *g = (ManyGot *)ctx;
+		g->whole[uid] = fd_text(fd);
+		EXPECT_EQ(len, g->whole[uid].size());
+		close(fd);
+		g->closed++;
+	}
+	static int skel_open(void *ctx)
+	{
+		(void)ctx; // closed by the driver when not delivered
+		return memfd_create("skeleton-test", MFD_CLOEXEC);
+	}
+	static void skel_done(void *ctx, uint32_t uid, int fd,
+			      struct mfs_seg *segs, size_t nsegs)
+	{
+		ManyGot *g = (ManyGot *)ctx;
+		g->skel[uid] = fd_text(fd);
+		for (size_t i = 0; i < nsegs; i++) {
+			g->segs[uid].push_back(segs[i]);
+			g->segs[uid].back().section =
+			    segs[i].section ? strdup(segs[i].section) : NULL;
+		}
+		mfs_store_segs_free(segs, nsegs);
+		close(fd);
+	}
+	~ManyGot()
+	{
+		for (auto &kv : segs)
+			for (auto &g : kv.second)
+				free(g.section);
+	}
+};
+
+// Answers UID FETCH of BODYSTRUCTURE and of sections for the large
+// messages (by UID) from their LargeMsg; the rest is left to the server.
+// `broken`: what to answer to the sections of that UID instead.
+static ScriptedImap::Handler
+large_handler(ScriptedImap &srv, const std::map<uint32_t, LargeMsg> &large,
+	      uint32_t broken_uid = 0, const std::string &broken = "")
+{
+	return [&srv, large, broken_uid, broken](const ImapCmd &c) {
+		std::string line = upper(c.line), out;
+		std::vector<uint32_t> uids;
+		if (line.find("BODYSTRUCTURE") == std::string::npos &&
+		    line.find("PEEK[HEADER]") == std::string::npos)
+			return std::string();
+		// UID FETCH set (...): the set as "a,b,c" or "a:b"
+		std::istringstream in(c.line);
+		std::string w1, w2, set;
+		in >> w1 >> w2 >> set;
+		std::istringstream ss(set);
+		std::string part;
+		while (std::getline(ss, part, ',')) {
+			size_t colon = part.find(':');
+			uint32_t lo = (uint32_t)std::stoul(part.substr(0, colon));
+			uint32_t hi = colon == std::string::npos
+					  ? lo
+					  : (uint32_t)std::stoul(
+						part.substr(colon + 1));
+			for (uint32_t u = lo; u <= hi; u++)
+				uids.push_back(u);
+		}
+		for (uint32_t u : uids) {
+			auto it = large.find(u);
+			if (it == large.end())
+				continue; // gone
+			const LargeMsg &m = it->second;
+			if (line.find("BODYSTRUCTURE") != std::string::npos) {
+				out += "* " + std::to_string(u) + " FETCH (UID " +
+				       std::to_string(u) + " BODYSTRUCTURE " +
+				       m.bodystructure + ")\r\n";
+				continue;
+			}
+			if (u == broken_uid && !broken.empty())
+				return broken.find("BYE") != std::string::npos
+					   ? broken
+					   : broken + c.tag + " OK done\r\n";
+			out += "* " + std::to_string(u) + " FETCH (UID " +
+			       std::to_string(u);
+			for (const char *sec : {"HEADER", "1.MIME", "1", "2.MIME"}) {
+				std::string item = std::string("BODY.PEEK[") + sec +
+						   "]";
+				if (line.find(item) == std::string::npos)
+					continue;
+				const std::string &b = m.sections.at(sec);
+				out += std::string(" BODY[") + sec + "] {" +
+				       std::to_string(b.size()) + "}\r\n" + b;
+			}
+			out += ")\r\n";
+		}
+		(void)srv;
+		return out + c.tag + " OK done\r\n";
+	};
+}
+
+// Fetch-ahead of two large and three small messages: one burst for the
+// structures and the small messages, one for all sections; the skeletons
+// are the messages with their large part's body left as a hole of zeros.
+TEST_F(ImapScripted, SkeletonManyTwoBursts)
+{
+	std::map<uint32_t, LargeMsg> large;
+	std::vector<uint32_t> small, big;
+	for (int k = 0; k < 5; k++) {
+		if (k % 2 == 0) {
+			LargeMsg m(k, 100000);
+			uint32_t u = srv.add("INBOX", m.text);
+			large.emplace(u, m);
+			big.push_back(u);
+		} else {
+			small.push_back(srv.add(
+			    "INBOX", "Subject: small " + std::to_string(k) +
+					 "\r\n\r\nbody " + std::to_string(k) +
+					 "\r\n"));
+		}
+	}
+	srv.on("UID FETCH", large_handler(srv, large));
+	struct mfs_store *st = open();
+	StoreGuard guard{st};
+	ASSERT_EQ(index(st, "INBOX"), "1 2 3 4 5");
+	size_t before = srv.bursts;
+	ManyGot got;
+	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
+				 ManyGot::skel_open, ManyGot::skel_done, &got};
+	ASSERT_EQ(st->ops->skeleton_many(st, "INBOX", 7, big.data(), big.size(),
+					 64 * 1024, small.data(), small.size(),
+					 NULL, 0, &cb, &err),
+		  MFS_OK)
+	    << err.msg;
+	// a burst that comes before the server waits for it is not counted:
+	// at most two, whatever the number of messages
+	size_t bursts = srv.bursts - before;
+	EXPECT_LE(bursts, 2u) << "two bursts whatever the number of messages";
+	auto msgs = srv.msgs("INBOX");
+	for (uint32_t u : small)
+		EXPECT_EQ(got.whole[u], msgs[u - 1].text) << u;
+	for (uint32_t u : big) {
+		const LargeMsg &m = large.at(u);
+		EXPECT_EQ(got.whole.count(u), 0u);
+		ASSERT_EQ(got.skel[u].size(), m.text.size()) << u;
+		EXPECT_TRUE(got.skel[u] == m.skeleton()) << u;
+		bool hole = false;
+		for (const auto &g : got.segs[u])
+			if (g.hole) {
+				hole = true;
+				EXPECT_EQ(g.off, m.hole_off);
+				EXPECT_EQ(g.len, m.hole_len);
+				EXPECT_STREQ(g.section, "2");
+			}
+		EXPECT_TRUE(hole) << u;
+	}
+	EXPECT_EQ(got.opened, got.closed);
+	auto cmds = srv.all();
+	std::vector<std::string> fetches;
+	for (const auto &c : cmds)
+		if (c.rfind("UID FETCH", 0) == 0)
+			fetches.push_back(c);
+	ASSERT_EQ(fetches.size(), 5u);
+	EXPECT_EQ(fetches[0], "UID FETCH 1,3,5 (UID BODYSTRUCTURE)");
+	EXPECT_EQ(fetches[1], "UID FETCH 2,4 (UID BODY.PEEK[])");
+	EXPECT_EQ(fetches[2], "UID FETCH 1 (UID BODY.PEEK[HEADER] "
+			      "BODY.PEEK[1.MIME] BODY.PEEK[1] BODY.PEEK[2.MIME])");
+	EXPECT_EQ(fetches[3].substr(0, 12), "UID FETCH 3 ");
+	EXPECT_EQ(fetches[4].substr(0, 12), "UID FETCH 5 ");
+	// the next op on this connection still works
+	EXPECT_EQ(fetch(st, "INBOX", 7, small[0], 0), msgs[small[0] - 1].text);
+}
+
+// A section that is not a header block: that skeleton is not delivered,
+// the others are, and the op succeeds.
+TEST_F(ImapScripted, SkeletonManyBadSectionsSkipsThatOne)
+{
+	std::map<uint32_t, LargeMsg> large;
+	std::vector<uint32_t> big;
+	for (int k = 0; k < 3; k++) {
+		LargeMsg m(k, 90000);
+		uint32_t u = srv.add("INBOX", m.text);
+		large.emplace(u, m);
+		big.push_back(u);
+	}
+	srv.on("UID FETCH",
+	       large_handler(srv, large, 2,
+			     "* 2 FETCH (UID 2 BODY[HEADER] {6}\r\nFrom: "
+			     "BODY[1.MIME] {2}\r\n\r\n BODY[1] {1}\r\nx "
+			     "BODY[2.MIME] {2}\r\n\r\n)\r\n"));
+	struct mfs_store *st = open();
+	StoreGuard guard{st};
+	ASSERT_EQ(index(st, "INBOX"), "1 2 3");
+	ManyGot got;
+	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
+				 ManyGot::skel_open, ManyGot::skel_done, &got};
+	int rc = st->ops->skeleton_many(st, "INBOX", 7, big.data(), big.size(),
+					64 * 1024, NULL, 0, NULL, 0, &cb, &err);
+	EXPECT_EQ(rc, MFS_OK) << err.msg;
+	EXPECT_EQ(got.skel.count(2), 0u);
+	ASSERT_EQ(got.skel.count(1), 1u);
+	ASSERT_EQ(got.skel.count(3), 1u);
+	EXPECT_TRUE(got.skel[1] == large.at(1).skeleton());
+	EXPECT_TRUE(got.skel[3] == large.at(3).skeleton());
+	EXPECT_EQ(got.opened, got.closed);
+}
+
+// The server says BYE in the middle of the second burst: a clean error,
+// the connection is dropped, and the next op connects again.
+TEST_F(ImapScripted, SkeletonManyByeMidBurst)
+{
+	std::map<uint32_t, LargeMsg> large;
+	std::vector<uint32_t> big;
+	for (int k = 0; k < 3; k++) {
+		LargeMsg m(k, 90000);
+		uint32_t u = srv.add("INBOX", m.text);
+		large.emplace(u, m);
+		big.push_back(u);
+	}
+	uint32_t small = srv.add("INBOX", "Subject: s\r\n\r\nsmall\r\n");
+	srv.on("UID FETCH",
+	       large_handler(srv, large, 2, "* BYE going away\r\n"));
+	struct mfs_store *st = open();
+	StoreGuard guard{st};
+	ASSERT_EQ(index(st, "INBOX"), "1 2 3 4");
+	ManyGot got;
+	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
+				 ManyGot::skel_open, ManyGot::skel_done, &got};
+	int rc = st->ops->skeleton_many(st, "INBOX", 7, big.data(), big.size(),
+					64 * 1024, &small, 1, NULL, 0, &cb, &err);
+	EXPECT_NE(rc, MFS_OK);
+	EXPECT_EQ(got.skel.count(2), 0u);
+	EXPECT_EQ(got.opened, got.closed);
+	for (const auto &kv : got.skel)
+		EXPECT_TRUE(kv.second == large.at(kv.first).skeleton());
+	if (got.whole.count(small)) {
+		EXPECT_EQ(got.whole[small], "Subject: s\r\n\r\nsmall\r\n");
+	}
+	srv.on("UID FETCH", nullptr);
+	EXPECT_EQ(fetch(st, "INBOX", 7, small, 0), "Subject: s\r\n\r\nsmall\r\n");
+}
+
+// The structures of `later` messages come with one call; the next call
+// for them sends their sections in its first burst and no BODYSTRUCTURE:
+// one burst.
+TEST_F(ImapScripted, SkeletonManyLaterPlansSaveARoundTrip)
+{
+	std::map<uint32_t, LargeMsg> large;
+	std::vector<uint32_t> first, second;
+	for (int k = 0; k < 4; k++) {
+		LargeMsg m(k, 80000);
+		uint32_t u = srv.add("INBOX", m.text);
+		large.emplace(u, m);
+		(k < 2 ? first : second).push_back(u);
+	}
+	uint32_t small = srv.add("INBOX", "Subject: s\r\n\r\nsmall\r\n");
+	srv.on("UID FETCH", large_handler(srv, large));
+	struct mfs_store *st = open();
+	StoreGuard guard{st};
+	ASSERT_EQ(index(st, "INBOX"), "1 2 3 4 5");
+	ManyGot got;
+	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
+				 ManyGot::skel_open, ManyGot::skel_done, &got};
+	ASSERT_EQ(st->ops->skeleton_many(st, "INBOX", 7, first.data(),
+					 first.size(), 64 * 1024, NULL, 0,
+					 second.data(), second.size(), &cb,
+					 &err),
+		  MFS_OK)
+	    << err.msg;
+	EXPECT_EQ(got.skel.size(), 2u);
+	size_t cmds = srv.all().size(), before = srv.bursts;
+	ASSERT_EQ(st->ops->skeleton_many(st, "INBOX", 7, second.data(),
+					 second.size(), 64 * 1024, &small, 1,
+					 NULL, 0, &cb, &err),
+		  MFS_OK)
+	    << err.msg;
+	EXPECT_LE(srv.bursts - before, 1u) << "one burst";
+	auto all = srv.all();
+	std::vector<std::string> after(all.begin() + (long)cmds, all.end());
+	ASSERT_EQ(after.size(), 3u);
+	EXPECT_EQ(after[0], "UID FETCH 5 (UID BODY.PEEK[])");
+	EXPECT_EQ(after[1].substr(0, 12), "UID FETCH 3 ");
+	EXPECT_EQ(after[2].substr(0, 12), "UID FETCH 4 ");
+	for (uint32_t u : first)
+		EXPECT_TRUE(got.skel[u] == large.at(u).skeleton()) << u;
+	for (uint32_t u : second)
+		EXPECT_TRUE(got.skel[u] == large.at(u).skeleton()) << u;
+	EXPECT_EQ(got.whole[small], "Subject: s\r\n\r\nsmall\r\n");
+	// the first call asked for the structures of all four at once
+	size_t structs = 0;
+	for (const auto &c : all)
+		if (c.find("BODYSTRUCTURE") != std::string::npos) {
+			structs++;
+			EXPECT_EQ(c, "UID FETCH 1:4 (UID BODYSTRUCTURE)");
+		}
+	EXPECT_EQ(structs, 1u);
+}
