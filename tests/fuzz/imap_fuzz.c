@@ -1,4 +1,4 @@
-// fuzz-sources: src/tls.c src/names.c src/error.c src/log.c src/store.c src/skeleton.c src/idxcache.c src/config.c src/sasl.c src/base64.c src/hash.c src/privdir.c src/auth.c src/query.c
+// fuzz-sources: src/tls.c src/names.c src/error.c src/log.c src/store.c src/header.c src/skeleton.c src/idxcache.c src/config.c src/sasl.c src/base64.c src/hash.c src/privdir.c src/auth.c src/query.c
 /*
  * imap_fuzz.c - libFuzzer target for the IMAP driver's reading of server
  * replies.
