@@ -582,6 +582,9 @@ static int imap_login(struct mfs_imap *imap, struct mfs_err *err)
 	return r;
 }
 
+/* The transfer from which COMPRESS pays for its round trip. */
+#define COMPRESS_MIN (64 * 1024)
+
 /*
  * COMPRESS DEFLATE (RFC 4978) when the server offers COMPRESS=DEFLATE and
  * the account does not say compress = no. After authentication only, so
@@ -630,11 +633,22 @@ static int imap_compress(struct mfs_imap *imap, struct mfs_err *err)
 	return MFS_OK;
 }
 
-/* After authentication: the capabilities, then compression. */
+/* After authentication: the capabilities. Compression waits for the
+ * first transfer it pays for (imap_compress_for()). */
 static int imap_authenticated(struct mfs_imap *imap, struct mfs_err *err)
 {
-	if (imap_load_caps(imap, err) != MFS_OK)
-		return err->code;
+	return imap_load_caps(imap, err);
+}
+
+/* Compresses the connection before a transfer of about `bytes` (bulk:
+ * UINT64_MAX) when that is worth COMPRESS's round trip: from COMPRESS_MIN
+ * bytes on. A connection that only lists a folder again without change,
+ * or reads a small message, stays as it is. */
+static int imap_compress_for(struct mfs_imap *imap, uint64_t bytes,
+			     struct mfs_err *err)
+{
+	if (bytes < COMPRESS_MIN)
+		return MFS_OK;
 	return imap_compress(imap, err);
 }
 
@@ -1378,7 +1392,13 @@ static int index_fetch_all(struct mfs_imap *imap, uint32_t exists,
 	mailimap *session = imap->session;
 	struct index_acc acc = {0};
 	uint32_t chunks = (exists + INDEX_CHUNK - 1) / INDEX_CHUNK, i;
-	int first = session->imap_tag + 1, last, r = MAILIMAP_NO_ERROR;
+	int first, last, r = MAILIMAP_NO_ERROR;
+
+	/* an envelope is about 400 bytes */
+	if (imap_compress_for(imap, (uint64_t)exists * 400, err) != MFS_OK)
+		return err->code;
+	session = imap->session;
+	first = session->imap_tag + 1;
 
 	for (i = 0; i < chunks && r == MAILIMAP_NO_ERROR; i++) {
 		uint32_t lo = i * INDEX_CHUNK + 1;
@@ -1798,12 +1818,14 @@ static bool body_sink(int type, struct mailimap_msg_att_body_section *section,
 	return true;
 }
 
-/* Selects mailbox for reading and checks that its numbering is still
- * uidvalidity. Caller holds the lock. */
+/* Selects mailbox for reading about `bytes` (imap_compress_for()) and
+ * checks that its numbering is still uidvalidity. Caller holds the lock. */
 static int imap_reading(struct mfs_imap *imap, const char *mailbox,
-			uint32_t uidvalidity, struct mfs_err *err)
+			uint32_t uidvalidity, uint64_t bytes,
+			struct mfs_err *err)
 {
 	if (imap_ensure(imap, err) != MFS_OK ||
+	    imap_compress_for(imap, bytes, err) != MFS_OK ||
 	    imap_examine(imap, mailbox, 0, err) != MFS_OK)
 		return err->code;
 	/* This connection may have selected the folder before it was made
@@ -1877,7 +1899,7 @@ static int imap_fetch_section(struct mfs_store *st, const char *mailbox,
 				   section);
 	snprintf(item, sizeof(item), "BODY.PEEK[%s]", section);
 	pthread_mutex_lock(&imap->lock);
-	if (imap_reading(imap, mailbox, uidvalidity, err) != MFS_OK)
+	if (imap_reading(imap, mailbox, uidvalidity, msg->size, err) != MFS_OK)
 		goto unlock;
 	ft = fetch_items(items, 1);
 	set = mailimap_set_new_single(uid);
@@ -2094,7 +2116,7 @@ static int imap_skeleton(struct mfs_store *st, const char *mailbox,
 	*segs = NULL;
 	*nsegs = 0;
 	pthread_mutex_lock(&imap->lock);
-	if (imap_reading(imap, mailbox, uidvalidity, err) != MFS_OK)
+	if (imap_reading(imap, mailbox, uidvalidity, 0, err) != MFS_OK)
 		goto unlock;
 	if (fetch_one(imap, msg->uid, structure, 1, &first,
 		      "UID FETCH BODYSTRUCTURE", err) != MFS_OK)
@@ -3226,7 +3248,7 @@ static int imap_fetch_many(struct mfs_store *st, const char *mailbox,
 	int r;
 
 	pthread_mutex_lock(&imap->lock);
-	if (imap_reading(imap, mailbox, uidvalidity, err) != MFS_OK)
+	if (imap_reading(imap, mailbox, uidvalidity, UINT64_MAX, err) != MFS_OK)
 		goto unlock;
 	ft = fetch_items(whole, 1);
 	set = mailimap_set_new_empty();
@@ -3667,7 +3689,7 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 	char refused[MFS_ERRMSG_MAX] = "";
 
 	pthread_mutex_lock(&imap->lock);
-	if (imap_reading(imap, mailbox, uidvalidity, err) != MFS_OK)
+	if (imap_reading(imap, mailbox, uidvalidity, UINT64_MAX, err) != MFS_OK)
 		goto unlock;
 	jobs = calloc(n ? n : 1, sizeof(*jobs));
 	c.again = calloc(n ? n : 1, sizeof(*c.again));

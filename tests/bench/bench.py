@@ -276,7 +276,7 @@ class Bench:
         if smtp:
             lines += ["smtp = smtps://localhost:%d" % self.smtps.port,
                       "from = alice@example.test"]
-        if os.environ.get("BENCH_COMPRESS") == "no" and kind == "imaps" \
+        if os.environ.get("BENCH_COMPRESS") == "no" and kind in ("imap", "imaps") \
                 and not any(x.startswith("compress") for x in extra):
             lines.append("compress = no")
         lines += list(extra)

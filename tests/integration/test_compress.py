@@ -135,7 +135,8 @@ def test_compress_no_keeps_the_connection_plain(env):
 def test_corrupt_compressed_stream_is_an_error(env):
     """A server that accepts COMPRESS and then sends what is no deflate
     stream: --check fails with the reason, at once, and mailfs exits
-    cleanly (no sanitizer report)."""
+    cleanly (no sanitizer report). Its INBOX holds enough messages for
+    the listing to ask for compression first."""
     junk = bytes(random.Random(1).randbytes(300))
 
     def handler(line):
@@ -146,6 +147,12 @@ def test_corrupt_compressed_stream_is_an_error(env):
                           b"logged in\r\n")
         if verb == [b"COMPRESS"]:
             return tag + b" OK DEFLATE active\r\n" + junk
+        if verb == [b"LIST"]:
+            return b'* LIST () "/" INBOX\r\n' + tag + b" OK done\r\n"
+        if verb in ([b"EXAMINE"], [b"SELECT"]):
+            return (b"* 1000 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n"
+                    b"* OK [UIDNEXT 1001] ok\r\n" + tag +
+                    b" OK [READ-ONLY] done\r\n")
         if verb == [b"LOGOUT"]:
             return b"* BYE\r\n" + tag + b" OK\r\n"
         return tag + b" OK\r\n"
