@@ -1843,6 +1843,10 @@ static int replay_append(struct journal *j, const struct step *s, int again,
 	if (path == NULL)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 	if (again && appended_already(j, s)) {
+		mfs_log_info("journal: append to %s: a message of the same "
+			     "size and date is there already (the append "
+			     "before a crash); taken as done",
+			     s->folder);
 		free(path);
 		return MFS_OK;
 	}
