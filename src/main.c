@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <mntent.h>
+#include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -15,6 +16,8 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "config.h"
@@ -126,14 +129,86 @@ static int load_account(const struct cli *cli, struct mfs_account *acct,
 	return 0;
 }
 
+/* How long --check waits for a mount's status file. */
+#define STATUS_WAIT_MS 2000
+
+/* Copies the status file of the mount at dir to stdout, each line
+ * indented. A child reads it, so that a mount whose every thread is busy
+ * (a server that stalls) costs --check at most STATUS_WAIT_MS. */
+static void print_status(const char *dir)
+{
+	char buf[16384], *path = NULL, *line, *save = NULL;
+	size_t got = 0;
+	struct pollfd pfd;
+	int p[2], timed_out = 0;
+	pid_t pid;
+
+	if (asprintf(&path, "%s/.mailfs/status", dir) < 0 || pipe(p) != 0) {
+		free(path);
+		return;
+	}
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		FILE *f = fopen(path, "re");
+		char text[1024];
+		size_t n;
+
+		close(p[0]);
+		if (f == NULL) {
+			n = (size_t)snprintf(text, sizeof(text),
+					     "(status not readable: %s)\n",
+					     strerror(errno));
+			_exit(write(p[1], text, n) == (ssize_t)n ? 0 : 1);
+		}
+		while ((n = fread(text, 1, sizeof(text), f)) > 0)
+			if (write(p[1], text, n) != (ssize_t)n)
+				_exit(1);
+		_exit(0);
+	}
+	free(path);
+	close(p[1]);
+	if (pid < 0) {
+		close(p[0]);
+		return;
+	}
+	pfd.fd = p[0];
+	pfd.events = POLLIN;
+	while (got < sizeof(buf) - 1) {
+		ssize_t n;
+
+		if (poll(&pfd, 1, STATUS_WAIT_MS) <= 0) {
+			timed_out = 1;
+			break;
+		}
+		n = read(p[0], buf + got, sizeof(buf) - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(p[0]);
+	if (timed_out)
+		kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	buf[got] = '\0';
+	for (line = strtok_r(buf, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save))
+		printf("  %s\n", line);
+	if (timed_out)
+		printf("  (status: no answer within %d s)\n",
+		       STATUS_WAIT_MS / 1000);
+	fflush(stdout); /* before what the check then says on stderr */
+}
+
 /* Prints, for each mount of account name, its mount point and its
  * .mailfs/status, indented: --check says how a mounted account is doing
- * (online or offline, outbox, cache) as well as what the server says. */
+ * (online or offline, journal, outbox, cache) as well as what the server
+ * says. */
 static void print_mounts(const char *name)
 {
 	FILE *m = setmntent("/proc/self/mounts", "r");
 	struct mntent *e;
-	char *fsname, *path, line[1024];
+	char *fsname;
 
 	if (m == NULL || asprintf(&fsname, "mailfs:%s", name) < 0) {
 		if (m != NULL)
@@ -141,23 +216,11 @@ static void print_mounts(const char *name)
 		return;
 	}
 	while ((e = getmntent(m)) != NULL) {
-		FILE *f;
-
 		if (strcmp(e->mnt_fsname, fsname) != 0 ||
 		    strcmp(e->mnt_type, "fuse.mailfs") != 0)
 			continue;
 		printf("mounted at: %s\n", e->mnt_dir);
-		if (asprintf(&path, "%s/.mailfs/status", e->mnt_dir) < 0)
-			continue;
-		f = fopen(path, "re");
-		free(path);
-		if (f == NULL) {
-			printf("  (status not readable: %s)\n", strerror(errno));
-			continue;
-		}
-		while (fgets(line, sizeof(line), f) != NULL)
-			printf("  %s", line);
-		fclose(f);
+		print_status(e->mnt_dir);
 	}
 	endmntent(m);
 	free(fsname);

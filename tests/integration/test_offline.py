@@ -199,3 +199,29 @@ def test_prefetch_then_read_offline(env):
         m.umount()
     finally:
         p.close()
+
+
+def test_check_does_not_wait_for_a_mount_that_does_not_answer(env):
+    """--check reads the status of each mount of the account; a mount
+    that answers nothing (here: stopped) costs it 2 s, not a hang."""
+    import signal
+    p, cfg = proxied(env, "config-offline-stopped")
+    try:
+        m = env.mount(config=cfg)
+        os.listdir(m.path)
+        p.refuse()
+        m.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.time()
+            r = env.mailfs(["--check", "-o", "config=" + cfg, "test"],
+                           timeout=30)
+            took = time.time() - t0
+        finally:
+            m.proc.send_signal(signal.SIGCONT)
+        out = r.stdout.decode()
+        check("mounted at: %s\n  (status: no answer within 2 s)" % m.path
+              in out, out)
+        check(took < 10, "--check took %.1f s" % took)
+        m.umount()
+    finally:
+        p.close()

@@ -45,9 +45,20 @@ class Servers : public ::testing::Environment
 		// the servers drop privileges and must reach their directory
 		chmod(top, 0755);
 		srvdir = std::string(top) + "/srv";
-		std::string cmd = "tests/servers/mailservers.sh start " +
-				  srvdir + " >" + srvdir + ".log 2>&1";
-		if (system(cmd.c_str()) != 0) {
+		// a free port drawn may be taken by another test run before
+		// the server binds it: a second try draws new ports
+		int started = 0;
+		for (int attempt = 0; attempt < 3 && !started; attempt++) {
+			std::string cmd = "tests/servers/mailservers.sh start " +
+					  srvdir + " >" + srvdir + ".log 2>&1";
+			if (attempt > 0)
+				system(("tests/servers/mailservers.sh stop " +
+					srvdir + " >/dev/null 2>&1; rm -rf " +
+					srvdir)
+					   .c_str());
+			started = system(cmd.c_str()) == 0;
+		}
+		if (!started) {
 			fprintf(stderr, "mail servers did not start, see %s.log\n",
 				srvdir.c_str());
 			return;
