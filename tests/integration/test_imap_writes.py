@@ -310,7 +310,13 @@ def test_bulk_copy_move_remove(env):
             f.write(make_message(5000 + i))
     want = sorted("write-%d@example.test" % (5000 + i) for i in range(200))
     for box in ("BulkA", "BulkB"):
-        os.mkdir(os.path.join(M.path, box))
+        try:
+            os.mkdir(os.path.join(M.path, box))
+        except OSError as e:
+            # what the server and the mount showed, for the report
+            raise AssertionError("mkdir %s: %s; server: %s; mount: %s" % (
+                box, e, sorted(server_folders(env)),
+                sorted(os.listdir(M.path))))
     r = subprocess.run("cp %s/*.eml '%s/'" % (src_dir, os.path.join(M.path, "BulkA")),
                        shell=True, timeout=300)
     eq(r.returncode, 0, "cp of 200 messages")
