@@ -189,7 +189,10 @@ static void print_status(const char *dir)
 	close(p[0]);
 	if (timed_out)
 		kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+	/* a child killed while the mount holds its request ends only when
+	 * the mount answers: it is not waited for longer than a second */
+	for (int i = 0; i < 100 && waitpid(pid, NULL, WNOHANG) == 0; i++)
+		usleep(10000);
 	buf[got] = '\0';
 	for (line = strtok_r(buf, "\n", &save); line != NULL;
 	     line = strtok_r(NULL, "\n", &save))

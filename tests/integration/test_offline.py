@@ -7,6 +7,7 @@ with what the server holds, read with imaplib.
 """
 import errno
 import os
+import subprocess
 import sys
 import time
 
@@ -222,6 +223,11 @@ def test_check_does_not_wait_for_a_mount_that_does_not_answer(env):
         check("mounted at: %s\n  (status: no answer within 2 s)" % m.path
               in out, out)
         check(took < 10, "--check took %.1f s" % took)
+        # running again: it answers (within bounds), then unmounts
+        s = subprocess.run(["timeout", "20", "cat",
+                            os.path.join(m.path, ".mailfs", "status")],
+                           stdout=subprocess.PIPE)
+        eq(s.returncode, 0, "the status read after SIGCONT")
         m.umount()
     finally:
         p.close()
