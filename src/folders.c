@@ -676,14 +676,26 @@ void mfs_fs_stop_watch(struct mfs_fs *fs)
 	if (write(w->pipe[1], "x", 1) < 0)
 		mfs_log_err("watch stop: %s", strerror(errno));
 	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += 1;
+	deadline.tv_sec += 2;
 	if (pthread_timedjoin_np(w->thread, NULL, &deadline) != 0) {
 		/* The server does not answer DONE: leave the thread to the
-		 * process exit rather than hold up the unmount. */
+		 * process exit rather than hold up the unmount; fs->watch
+		 * stays for mfs_fs_end_watch(). */
 		mfs_log_err("the watching connection did not close in time");
-		fs->watch = NULL;
 		return;
 	}
+	close(w->pipe[0]);
+	close(w->pipe[1]);
+	free(w);
+	fs->watch = NULL;
+}
+
+void mfs_fs_end_watch(struct mfs_fs *fs)
+{
+	struct watch *w = fs->watch;
+
+	if (w == NULL || pthread_tryjoin_np(w->thread, NULL) != 0)
+		return; /* still waiting for its server: the exit ends it */
 	close(w->pipe[0]);
 	close(w->pipe[1]);
 	free(w);

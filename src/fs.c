@@ -77,6 +77,7 @@ void mfs_fs_free(struct mfs_fs *fs)
 	if (fs == NULL)
 		return;
 	mfs_journal_stop(fs->store); /* its hooks use the fs */
+	mfs_fs_end_watch(fs);
 	/* directories and files whose release never came (the session
 	 * ended first) */
 	pthread_mutex_lock(&fs->lock);

@@ -164,6 +164,10 @@ int msgview_fetch_into_cache(struct mfs_fs *fs, struct mfs_node *dir,
 int msgview_cached(struct mfs_fs *fs, const char *mailbox, uint32_t validity,
 		   uint32_t uid, uint64_t size, int *fd);
 
+/* Frees the watch that mfs_fs_stop_watch() left to a thread that did not
+ * stop in time, when that thread has ended since. */
+void mfs_fs_end_watch(struct mfs_fs *fs);
+
 /* --- state.c --------------------------------------------------------------- */
 
 /* Adds .mailfs/ and .mailfs/status under the root. Caller holds the lock. */
