@@ -124,9 +124,15 @@ class Mount:
         if self.log.closed:
             return self.proc.returncode
         # also when the mount is dead (mailfs killed): ismount() is false
-        # then, but the kernel still holds it
-        subprocess.run(["fusermount3", "-u", self.path],
-                       stderr=subprocess.DEVNULL)
+        # then, but the kernel still holds it. A mount is busy for a moment
+        # while another test's `mailfs --check` reads its status (every
+        # mount of the account "test"): try again, as a user would.
+        for _ in range(20):
+            r = subprocess.run(["fusermount3", "-u", self.path],
+                               stderr=subprocess.PIPE)
+            if r.returncode == 0 or b"busy" not in r.stderr.lower():
+                break
+            time.sleep(0.25)
         hung = False
         try:
             self.proc.wait(timeout=15)
