@@ -457,6 +457,31 @@ static int parse_tagged(mailimap *session, int *state)
 	return MAILIMAP_NO_ERROR;
 }
 
+/* Reads the responses to the command tagged `tag` up to its tagged reply;
+ * *list (when list is not NULL; else they are freed) takes its FETCH
+ * responses, to be freed with mailimap_fetch_list_free(). *ok: the reply
+ * is OK. Returns libetpan's error when the connection is not usable. */
+static int read_tagged(mailimap *session, int tag, clist **list, int *ok)
+{
+	clist **fl;
+	int r, state;
+
+	session->imap_tag = tag; /* libetpan checks the reply's tag */
+	if (mailimap_read_line(session) == NULL)
+		return MAILIMAP_ERROR_STREAM;
+	r = parse_tagged(session, &state);
+	if (r != MAILIMAP_NO_ERROR)
+		return r;
+	fl = &session->imap_response_info->rsp_fetch_list;
+	if (list != NULL)
+		*list = *fl;
+	else if (*fl != NULL)
+		mailimap_fetch_list_free(*fl);
+	*fl = NULL;
+	*ok = state == MAILIMAP_RESP_COND_STATE_OK;
+	return MAILIMAP_NO_ERROR;
+}
+
 /* The tagged reply of the command just sent, after its line has been
  * read: MAILIMAP_NO_ERROR for OK, MAILIMAP_ERROR_LOGIN for NO or BAD. */
 static int tagged_reply(mailimap *session)
@@ -902,7 +927,7 @@ static int list_with_ns(struct mfs_imap *imap, clist **list,
 	mailimap *session = imap->session;
 	mailstream *s = session->imap_stream;
 	struct mailimap_namespace_data *ns = NULL;
-	int first = session->imap_tag + 1, r, state;
+	int first = session->imap_tag + 1, r, ok;
 	clistiter *it;
 
 	*list = NULL;
@@ -913,10 +938,7 @@ static int list_with_ns(struct mfs_imap *imap, clist **list,
 	    mailstream_flush(s) == -1)
 		return imap_fail(imap, MAILIMAP_ERROR_STREAM, "LIST",
 				 MFS_E_PROTO, err);
-	session->imap_tag = first; /* NAMESPACE's reply */
-	r = mailimap_read_line(session) == NULL
-		    ? MAILIMAP_ERROR_STREAM
-		    : parse_tagged(session, &state);
+	r = read_tagged(session, first, NULL, &ok); /* NAMESPACE's reply */
 	if (r == MAILIMAP_NO_ERROR) {
 		for (it = clist_begin(
 			 session->imap_response_info->rsp_extension_list);
@@ -931,7 +953,7 @@ static int list_with_ns(struct mfs_imap *imap, clist **list,
 				ext->ext_type = -1;
 			}
 		}
-		if (state != MAILIMAP_RESP_COND_STATE_OK || ns == NULL) {
+		if (!ok || ns == NULL) {
 			if (ns != NULL)
 				mailimap_namespace_data_free(ns);
 			ns = NULL;
@@ -941,11 +963,8 @@ static int list_with_ns(struct mfs_imap *imap, clist **list,
 	session->imap_tag = first + 1; /* LIST's */
 	if (ns_apply(imap, r, ns, err) != MFS_OK)
 		return err->code;
-	if (mailimap_read_line(session) == NULL)
-		return imap_fail(imap, MAILIMAP_ERROR_STREAM, "LIST",
-				 MFS_E_PROTO, err);
-	r = parse_tagged(session, &state);
-	if (r == MAILIMAP_NO_ERROR && state != MAILIMAP_RESP_COND_STATE_OK)
+	r = read_tagged(session, first + 1, NULL, &ok);
+	if (r == MAILIMAP_NO_ERROR && !ok)
 		r = MAILIMAP_ERROR_LIST;
 	if (r != MAILIMAP_NO_ERROR)
 		return imap_fail(imap, r, "LIST", MFS_E_PROTO, err);
@@ -1359,21 +1378,11 @@ static int index_send_chunk(mailimap *session, uint32_t lo, uint32_t hi)
  * MAILIMAP_ERROR_FETCH for NO or BAD. */
 static int index_read_chunk(mailimap *session, int tag)
 {
-	int r, state;
+	int ok, r = read_tagged(session, tag, NULL, &ok);
 
-	session->imap_tag = tag; /* libetpan checks the reply's tag */
-	if (mailimap_read_line(session) == NULL)
-		return MAILIMAP_ERROR_STREAM;
-	r = parse_tagged(session, &state);
 	if (r != MAILIMAP_NO_ERROR)
 		return r;
-	if (session->imap_response_info->rsp_fetch_list != NULL) {
-		mailimap_fetch_list_free(
-		    session->imap_response_info->rsp_fetch_list);
-		session->imap_response_info->rsp_fetch_list = NULL;
-	}
-	return state == MAILIMAP_RESP_COND_STATE_OK ? MAILIMAP_NO_ERROR
-						    : MAILIMAP_ERROR_FETCH;
+	return ok ? MAILIMAP_NO_ERROR : MAILIMAP_ERROR_FETCH;
 }
 
 /*
@@ -3338,31 +3347,6 @@ static int send_uid_fetch(mailimap *session, const uint32_t *uids, size_t n,
 	    write_uid_set(s, uids, n) != 0 ||
 	    mailstream_write(s, items, len) != (ssize_t)len)
 		return MAILIMAP_ERROR_STREAM;
-	return MAILIMAP_NO_ERROR;
-}
-
-/* Reads the responses to the command tagged `tag` up to its tagged reply;
- * *list (when list is not NULL; else they are freed) takes its FETCH
- * responses, to be freed with mailimap_fetch_list_free(). *ok: the reply
- * is OK. Returns libetpan's error when the connection is not usable. */
-static int read_tagged(mailimap *session, int tag, clist **list, int *ok)
-{
-	clist **fl;
-	int r, state;
-
-	session->imap_tag = tag; /* libetpan checks the reply's tag */
-	if (mailimap_read_line(session) == NULL)
-		return MAILIMAP_ERROR_STREAM;
-	r = parse_tagged(session, &state);
-	if (r != MAILIMAP_NO_ERROR)
-		return r;
-	fl = &session->imap_response_info->rsp_fetch_list;
-	if (list != NULL)
-		*list = *fl;
-	else if (*fl != NULL)
-		mailimap_fetch_list_free(*fl);
-	*fl = NULL;
-	*ok = state == MAILIMAP_RESP_COND_STATE_OK;
 	return MAILIMAP_NO_ERROR;
 }
 
