@@ -122,6 +122,9 @@ def setup_module(env):
     fill(env, "JK", "jk", 3)
     fill(env, "JX", "jx", 3)
     fill(env, "JR", "jr", 2)
+    c = env.imap()
+    c.create("JT")
+    c.logout()
 
 
 def test_offline_writes_are_kept_shown_and_replayed(env):
@@ -332,3 +335,42 @@ def test_kill9_in_the_middle_of_the_replay(env):
         p.close()
     eq(bodies(env, "JR"), sorted(list(jr0.values()) + [new_msg("replay")]),
        "JR on the server: appended once")
+
+
+def test_offline_writes_with_everyday_tools(env):
+    """tar -x, rsync (temporary name, then rename), a shell redirect whose
+    command forks, and Python's shutil.copy2 into a folder while offline:
+    each message reaches the server once when it is back."""
+    import shutil as sh
+    import tarfile
+    p, cfg = proxied(env, "config-journal-tools")
+    try:
+        warm(env, cfg, "JT")
+        m = offline_mount(env, p, cfg)
+        jt = os.path.join(m.path, "JT")
+        work = os.path.join(env.dir, "journal-tools")
+        os.makedirs(work, exist_ok=True)
+        for tag in ("tar", "rsync", "shell", "copy2"):
+            with open(os.path.join(work, tag + ".eml"), "wb") as f:
+                f.write(new_msg(tag))
+        with tarfile.open(os.path.join(work, "a.tar"), "w") as t:
+            t.add(os.path.join(work, "tar.eml"), arcname="tar.eml")
+        subprocess.run(["tar", "-xf", os.path.join(work, "a.tar"), "-C", jt],
+                       check=True)
+        subprocess.run(["rsync", os.path.join(work, "rsync.eml"), jt + "/"],
+                       check=True)
+        subprocess.run("(cat '%s'; true) > '%s'" % (
+            os.path.join(work, "shell.eml"), os.path.join(jt, "shell.eml")),
+            shell=True, check=True)
+        sh.copy2(os.path.join(work, "copy2.eml"), os.path.join(jt, "c.eml"))
+        eq(waiting(m), 4, "four appends kept:\n" + status(m))
+        eq(len([u for u in dirs_by_uid(jt) if u >= STANDIN]), 4,
+           "four messages shown")
+        p.passthrough()
+        wait_replayed(m)
+        m.umount()
+    finally:
+        p.close()
+    eq(bodies(env, "JT"), sorted(new_msg(t) for t in
+                                 ("tar", "rsync", "shell", "copy2")),
+       "JT on the server: each once")

@@ -151,3 +151,36 @@ def test_outbox_copy_in_sent(env):
 
 def test_search(env):
     sc.search_lists_match(S)
+
+
+def test_offline_mkdir_at_root_lands_in_the_namespace(env):
+    """A folder made at the root while the server is out of reach is kept
+    in the journal and made as INBOX.<name> when it is back: the personal
+    prefix comes from the folder list an earlier mount kept."""
+    import sys
+    import time
+    sys.path.insert(0, os.path.join(os.path.dirname(
+        os.path.abspath(__file__)), ".."))
+    from faultproxy import FaultProxy
+    p = FaultProxy(int(ENV["MFS_IMAP_PORT"]))
+    cfg = ENV.write_config("config-prefix-offline", {
+        "imap": "imap://127.0.0.1:%d" % p.port, "tls": "none",
+        "timeout": "5", "ca_file": None,
+        "cache_dir": os.path.join(ENV.dir, "cache-prefix-offline")})
+    try:
+        m = ENV.mount(config=cfg)
+        os.listdir(m.path)  # the folder list, kept for the offline mount
+        m.umount()
+        p.refuse()
+        m = ENV.mount(config=cfg)
+        os.mkdir(os.path.join(m.path, "Offl"))
+        check("Offl" in os.listdir(m.path), "shown at once")
+        p.passthrough()
+        deadline = time.time() + 90
+        while "INBOX.Offl" not in sc.server_folders(S):
+            check(time.time() < deadline, "not replayed")
+            time.sleep(0.3)
+        m.umount()
+    finally:
+        p.close()
+    check("Offl" not in sc.server_folders(S), "nothing outside the namespace")
