@@ -184,3 +184,6 @@ def test_offline_mkdir_at_root_lands_in_the_namespace(env):
     finally:
         p.close()
     check("Offl" not in sc.server_folders(S), "nothing outside the namespace")
+    c = ENV.imap()  # the other tests compare the whole folder list
+    eq(c.delete("INBOX.Offl")[0], "OK", "DELETE INBOX.Offl")
+    c.logout()
