@@ -200,6 +200,16 @@ static void sb_add_clean(struct sbuf *sb, const char *in, size_t len)
 	uint32_t cp;
 
 	while (i < len) {
+		/* a run of ASCII, the usual case, in one piece */
+		for (n = 0; i + n < len && in[i + n] != '\0' &&
+			    (unsigned char)in[i + n] < 0x80;
+		     n++)
+			;
+		if (n > 0) {
+			sb_add(sb, in + i, n);
+			i += n;
+			continue;
+		}
 		n = utf8_seq(in + i, len - i, &cp);
 		if (n == 0 || cp == 0) {
 			sb_add_cp(sb, REPLACEMENT_CHAR);

@@ -448,6 +448,27 @@ static void scan_tail(struct imap_scan *m, char c)
 	m->tail[m->tail_len++] = c;
 }
 
+/* scan_tail of each byte of s[0, n), in one go. */
+static void scan_tail_n(struct imap_scan *m, const char *s, size_t n)
+{
+	size_t k;
+
+	while (n > 0) {
+		if (m->tail_len == sizeof(m->tail)) {
+			memmove(m->tail, m->tail + sizeof(m->tail) / 2,
+				sizeof(m->tail) / 2);
+			m->tail_len = sizeof(m->tail) / 2;
+		}
+		k = sizeof(m->tail) - m->tail_len;
+		if (k > n)
+			k = n;
+		memcpy(m->tail + m->tail_len, s, k);
+		m->tail_len += k;
+		s += k;
+		n -= k;
+	}
+}
+
 /* A byte that is part of a quoted string, or opens one: 1 (and the string
  * followed), else 0. */
 static int scan_quoted(struct imap_scan *m, char c)
@@ -567,6 +588,27 @@ static int scan_byte(struct imap_scan *m, char c)
 	return scan_text(m, c);
 }
 
+/* How many bytes at the start of s[0, n) scan_text would only count and
+ * keep: text that opens or closes nothing and ends no line. Most of a
+ * listing is such text; it is taken a run at a time. */
+static size_t scan_plain(const struct imap_scan *m, const char *s, size_t n)
+{
+	size_t i = 0;
+
+	if (m->lit_left > 0 || (m->kind != RESP_FETCH && m->kind != RESP_OTHER) ||
+	    m->brace != 0 || m->escape)
+		return 0;
+	if (m->quote) {
+		while (i < n && s[i] != '"' && s[i] != '\\' && s[i] != '\n')
+			i++;
+	} else {
+		while (i < n && s[i] != '(' && s[i] != ')' && s[i] != '{' &&
+		       s[i] != '"' && s[i] != '\n')
+			i++;
+	}
+	return i;
+}
+
 /* Reads n bytes the server sent. Returns 0, or -1 when they are refused
  * (m->refusal says why). */
 static int scan_read(struct imap_scan *m, const char *buf, size_t n)
@@ -580,16 +622,20 @@ static int scan_read(struct imap_scan *m, const char *buf, size_t n)
 			i += k;
 			if (m->lit_body)
 				continue;
-			m->held += k;
-			if (m->held > MFS_LINE_MAX)
-				return scan_refuse(m,
-						   "sent a response of more "
-						   "than %u bytes",
-						   MFS_LINE_MAX);
+		} else if ((k = scan_plain(m, buf + i, n - i)) > 0) {
+			scan_tail_n(m, buf + i, k);
+			i += k;
+		} else {
+			if (scan_byte(m, buf[i++]) < 0)
+				return -1;
 			continue;
 		}
-		if (scan_byte(m, buf[i++]) < 0)
-			return -1;
+		m->held += k; /* what libetpan keeps of this response */
+		if (m->held > MFS_LINE_MAX)
+			return scan_refuse(m,
+					   "sent a response of more than %u "
+					   "bytes",
+					   MFS_LINE_MAX);
 	}
 	return 0;
 }
