@@ -61,7 +61,7 @@ UNIT_names  = names base64 error
 UNIT_tls    = tls error
 UNIT_compress = tls error
 UNIT_mime   = mime header names base64 hash error
-UNIT_imap   = imap query auth skeleton idxcache hash privdir tls names base64 store header log error config sasl
+UNIT_imap   = imap listline query auth skeleton idxcache hash privdir tls names base64 store header log error config sasl
 UNIT_idxcache = idxcache hash privdir error
 UNIT_outmsg = outmsg header names base64 error
 UNIT_spool  = spool sentq statefile privdir outmsg header smtp auth tls names base64 log error config sasl
@@ -77,6 +77,7 @@ UNIT_cache  = cache hash privdir error log
 UNIT_node   = node hash
 UNIT_journal = journal store header names base64 log error
 UNIT_query  = query names base64 error
+UNIT_listline = listline store header names base64 error
 UNIT_search = $(UNIT_fs)
 UNIT_skeleton = skeleton store mime header names base64 hash error
 UNIT_fs     = $(sort fs folders folderlist journal state prefetch msgview outbox search query node mime header hash cache store $(UNIT_spool))
@@ -114,7 +115,7 @@ FUZZ_NAMES  := $(patsubst tests/fuzz/%_fuzz.c,%,$(wildcard tests/fuzz/*_fuzz.c))
 FUZZ_REPLAY := $(patsubst %,$(BUILD)/fuzz/%_replay,$(FUZZ_NAMES))
 fuzz_objs = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(shell sed -n 's|^// fuzz-sources:||p' tests/fuzz/$(1)_fuzz.c | head -n 1))
 
-$(BUILD)/fuzz/%_replay: tests/fuzz/%_fuzz.c tests/fuzz/replay.c $$(call fuzz_objs,$$*) $(wildcard src/*.c src/*.h)
+$(BUILD)/fuzz/%_replay: tests/fuzz/%_fuzz.c tests/fuzz/replay.c $$(call fuzz_objs,$$*) $(wildcard src/*.c src/*.h tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Wno-error $(PKG_CFLAGS) -Isrc -o $@ tests/fuzz/replay.c $< \
 		$(call fuzz_objs,$*) $(LDFLAGS) $(LIBS)

@@ -20,6 +20,7 @@
 
 #include "auth.h"
 #include "idxcache.h"
+#include "listline.h"
 #include "log.h"
 #include "names.h"
 #include "query.h"
@@ -39,6 +40,10 @@ struct mfs_imap {
 	uint32_t selected_validity;
 	unsigned caps; /* IMAP_CAP_* after login */
 	int watcher;   /* the store only watches (IDLE): not compressed */
+	/* listings are read by libetpan's parser alone: a response the
+	 * listing's own reader read ahead (past a literal) turned out not to
+	 * be of its shape, and libetpan cannot take it from there */
+	int listline_off;
 	/* The namespaces (RFC 2342), asked for once, by the first LIST: */
 	int ns_known;
 	char *ns_prefix;  /* owned: the personal one's prefix, "" if none */
@@ -457,18 +462,15 @@ static int parse_tagged(mailimap *session, int *state)
 	return MAILIMAP_NO_ERROR;
 }
 
-/* Reads the responses to the command tagged `tag` up to its tagged reply;
- * *list (when list is not NULL; else they are freed) takes its FETCH
- * responses, to be freed with mailimap_fetch_list_free(). *ok: the reply
- * is OK. Returns libetpan's error when the connection is not usable. */
-static int read_tagged(mailimap *session, int tag, clist **list, int *ok)
+/* read_tagged (below), with the first line of the responses already read
+ * into the session's buffer. */
+static int read_tagged_line(mailimap *session, int tag, clist **list,
+			    int *ok)
 {
 	clist **fl;
 	int r, state;
 
 	session->imap_tag = tag; /* libetpan checks the reply's tag */
-	if (mailimap_read_line(session) == NULL)
-		return MAILIMAP_ERROR_STREAM;
 	r = parse_tagged(session, &state);
 	if (r != MAILIMAP_NO_ERROR)
 		return r;
@@ -480,6 +482,17 @@ static int read_tagged(mailimap *session, int tag, clist **list, int *ok)
 	*fl = NULL;
 	*ok = state == MAILIMAP_RESP_COND_STATE_OK;
 	return MAILIMAP_NO_ERROR;
+}
+
+/* Reads the responses to the command tagged `tag` up to its tagged reply;
+ * *list (when list is not NULL; else they are freed) takes its FETCH
+ * responses, to be freed with mailimap_fetch_list_free(). *ok: the reply
+ * is OK. Returns libetpan's error when the connection is not usable. */
+static int read_tagged(mailimap *session, int tag, clist **list, int *ok)
+{
+	if (mailimap_read_line(session) == NULL)
+		return MAILIMAP_ERROR_STREAM;
+	return read_tagged_line(session, tag, list, ok);
 }
 
 /* The tagged reply of the command just sent, after its line has been
@@ -1288,7 +1301,33 @@ struct index_acc {
 	struct mfs_store_msg *msgs; /* owned */
 	size_t n, cap;
 	int nomem;
+	int again; /* to be listed again by libetpan alone (listline_off) */
 };
+
+/* Adds m (taken: freed when not kept) to the listing. */
+static void index_add(struct index_acc *acc, struct mfs_store_msg *m)
+{
+	if (acc->nomem || m->uid == 0) { /* a FETCH without UID: not ours */
+		free(m->from);
+		free(m->subject);
+		return;
+	}
+	if (acc->n == acc->cap) {
+		size_t cap = acc->cap ? acc->cap * 2 : 256;
+		struct mfs_store_msg *p =
+			realloc(acc->msgs, cap * sizeof(*p));
+
+		if (p == NULL) {
+			acc->nomem = 1;
+			free(m->from);
+			free(m->subject);
+			return;
+		}
+		acc->msgs = p;
+		acc->cap = cap;
+	}
+	acc->msgs[acc->n++] = *m;
+}
 
 static void index_handler(struct mailimap_msg_att *att, void *ctx)
 {
@@ -1297,28 +1336,11 @@ static void index_handler(struct mailimap_msg_att *att, void *ctx)
 
 	if (acc->nomem)
 		return;
-	if (acc->n == acc->cap) {
-		size_t cap = acc->cap ? acc->cap * 2 : 256;
-		struct mfs_store_msg *p =
-			realloc(acc->msgs, cap * sizeof(*p));
-
-		if (p == NULL) {
-			acc->nomem = 1;
-			return;
-		}
-		acc->msgs = p;
-		acc->cap = cap;
-	}
 	if (msg_from_att(att, &m) != 0) {
 		acc->nomem = 1;
 		return;
 	}
-	if (m.uid == 0) { /* a FETCH without UID: not ours */
-		free(m.from);
-		free(m.subject);
-		return;
-	}
-	acc->msgs[acc->n++] = m;
+	index_add(acc, &m);
 }
 
 /* libetpan hands FETCH responses to the handler only while a progress
@@ -1373,13 +1395,103 @@ static int index_send_chunk(mailimap *session, uint32_t lo, uint32_t hi)
 	return MAILIMAP_NO_ERROR;
 }
 
-/* Reads the responses to the command tagged `tag` (the FETCH responses go
- * to the message handler) and its tagged reply: MAILIMAP_NO_ERROR for OK,
- * MAILIMAP_ERROR_FETCH for NO or BAD. */
-static int index_read_chunk(mailimap *session, int tag)
+/* The n of a line that ends in a literal's "{n}" CRLF; -1 when the line
+ * ends otherwise. */
+static int64_t literal_at_end(const MMAPString *buf)
 {
-	int ok, r = read_tagged(session, tag, NULL, &ok);
+	size_t i = buf->len;
+	int64_t n = 0, scale = 1;
 
+	if (i < 5 || buf->str[i - 1] != '\n' || buf->str[i - 2] != '\r' ||
+	    buf->str[i - 3] != '}')
+		return -1;
+	for (i -= 4; i > 0 && buf->str[i] >= '0' && buf->str[i] <= '9'; i--) {
+		if (scale > UINT32_MAX)
+			return -1;
+		n += (buf->str[i] - '0') * scale;
+		scale *= 10;
+	}
+	if (buf->str[i] != '{' || scale == 1 || n > UINT32_MAX)
+		return -1;
+	return n;
+}
+
+/*
+ * Reads one whole response into the session's buffer, as libetpan's
+ * parser would: its first line, then for each literal a line ends with,
+ * the literal's bytes and the line after them (*lines counts the lines).
+ * What a literal holds is read as it comes, so a size the server makes up
+ * costs no memory (the stream bounds what it lets through, tls.c).
+ * Returns 0 or -1.
+ */
+static int read_response(mailimap *session, int *lines)
+{
+	MMAPString *buf = session->imap_stream_buffer;
+	char chunk[16384];
+	int64_t left;
+	ssize_t got;
+
+	*lines = 1;
+	if (mailimap_read_line(session) == NULL)
+		return -1;
+	while ((left = literal_at_end(buf)) >= 0) {
+		(*lines)++;
+		while (left > 0) {
+			got = mailstream_read(session->imap_stream, chunk,
+					      left < (int64_t)sizeof(chunk)
+						  ? (size_t)left
+						  : sizeof(chunk));
+			if (got <= 0 ||
+			    mmap_string_append_len(buf, chunk, (size_t)got) ==
+				NULL)
+				return -1;
+			left -= got;
+		}
+		if (mailstream_read_line_append(session->imap_stream, buf) ==
+		    NULL)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * Reads the responses to the command tagged `tag` and its tagged reply:
+ * MAILIMAP_NO_ERROR for OK, MAILIMAP_ERROR_FETCH for NO or BAD. The FETCH
+ * responses of the usual shape go to acc through mfs_listline, one
+ * response at a time; at the first response of another kind (or shape),
+ * libetpan's parser takes it, read already, and the rest of the reply,
+ * its FETCH responses going to the message handler.
+ */
+static int index_read_chunk(struct mfs_imap *imap, int tag,
+			    struct index_acc *acc)
+{
+	mailimap *session = imap->session;
+	MMAPString *buf = session->imap_stream_buffer;
+	struct mfs_store_msg m;
+	int ok, r, lines;
+
+	while (!imap->listline_off) {
+		if (read_response(session, &lines) != 0)
+			return MAILIMAP_ERROR_STREAM;
+		r = mfs_listline(buf->str, buf->len, &m);
+		if (r == 0 && lines > 1) {
+			/* libetpan reads the line after each literal from
+			 * the stream, not from what was read ahead */
+			imap->listline_off = 1;
+			acc->again = 1;
+			return MAILIMAP_ERROR_PARSE;
+		}
+		if (r == 0)
+			goto rest;
+		if (r < 0)
+			acc->nomem = 1;
+		else
+			index_add(acc, &m);
+	}
+	if (mailimap_read_line(session) == NULL)
+		return MAILIMAP_ERROR_STREAM;
+rest:
+	r = read_tagged_line(session, tag, NULL, &ok);
 	if (r != MAILIMAP_NO_ERROR)
 		return r;
 	return ok ? MAILIMAP_NO_ERROR : MAILIMAP_ERROR_FETCH;
@@ -1395,7 +1507,7 @@ static int index_read_chunk(mailimap *session, int tag)
  * dropped then. Caller holds the lock.
  */
 static int index_fetch_all(struct mfs_imap *imap, uint32_t exists,
-			   struct mfs_store_msg **msgs, size_t *n,
+			   struct mfs_store_msg **msgs, size_t *n, int *again,
 			   struct mfs_err *err)
 {
 	mailimap *session = imap->session;
@@ -1423,13 +1535,14 @@ static int index_fetch_all(struct mfs_imap *imap, uint32_t exists,
 	mailimap_set_msg_att_handler(session, index_handler, &acc);
 	mailimap_set_progress_callback(session, NULL, index_progress, NULL);
 	for (i = 0; i < chunks && r == MAILIMAP_NO_ERROR; i++)
-		r = index_read_chunk(session, first + (int)i);
+		r = index_read_chunk(imap, first + (int)i, &acc);
 	mailimap_set_msg_att_handler(session, NULL, NULL);
 	mailimap_set_progress_callback(session, NULL, NULL, NULL);
 	session->imap_tag = last;
+	*again = acc.again;
 	if (r != MAILIMAP_NO_ERROR) {
 		imap_fail(imap, r, "FETCH", MFS_E_PROTO, err);
-		if (i < chunks) /* replies left unread */
+		if (i < chunks || acc.again) /* replies left unread */
 			imap_drop(imap);
 		goto free_msgs;
 	}
@@ -1658,11 +1771,10 @@ static int index_kept(struct mfs_imap *imap, const char *path, const char *key,
  * EXISTS are all unchanged: with the same UIDNEXT no message was added,
  * with the same EXISTS then none was expunged either.
  */
-static int imap_index(struct mfs_store *st, const char *mailbox,
+static int index_once(struct mfs_imap *imap, const char *mailbox,
 		      uint32_t *uidvalidity, struct mfs_store_msg **msgs,
-		      size_t *n, struct mfs_err *err)
+		      size_t *n, int *again, struct mfs_err *err)
 {
-	struct mfs_imap *imap = st->priv;
 	struct mfs_idx_head now;
 	uint64_t modseq = 0;
 	char *path = NULL, *key = NULL;
@@ -1695,7 +1807,7 @@ static int imap_index(struct mfs_store *st, const char *mailbox,
 	if (kept == KEPT_FAILED)
 		goto free_file;
 	if (kept == KEPT_UNUSABLE &&
-	    index_fetch_all(imap, now.exists, msgs, n, err) != MFS_OK)
+	    index_fetch_all(imap, now.exists, msgs, n, again, err) != MFS_OK)
 		goto free_file;
 	if (kept != KEPT_SAME && path != NULL)
 		index_keep(path, key, &now, *msgs, *n);
@@ -1706,6 +1818,27 @@ free_file:
 unlock:
 	pthread_mutex_unlock(&imap->lock);
 	return err->code;
+}
+
+static int imap_index(struct mfs_store *st, const char *mailbox,
+		      uint32_t *uidvalidity, struct mfs_store_msg **msgs,
+		      size_t *n, struct mfs_err *err)
+{
+	struct mfs_imap *imap = st->priv;
+	int again = 0;
+
+	if (index_once(imap, mailbox, uidvalidity, msgs, n, &again, err) ==
+		MFS_OK ||
+	    !again)
+		return err->code;
+	/* the listing's own reader read a response ahead that only
+	 * libetpan's parser can read, and libetpan cannot take it from
+	 * there: the same listing again, by libetpan alone from now on */
+	mfs_log_err("%s:%d: a listing response of an unexpected shape; "
+		    "listing %s again with the general parser",
+		    imap->acct->store.host, imap->acct->store.port, mailbox);
+	again = 0;
+	return index_once(imap, mailbox, uidvalidity, msgs, n, &again, err);
 }
 
 /* The listing of mailbox as last kept, read without the server. */
@@ -4482,7 +4615,7 @@ static void search_entries(struct mfs_imap *imap, const char *const *folders,
 		*cur = ok ? (long)i : -1;
 		*cur_v = validity;
 		mailimap_set_msg_att_handler(session, index_handler, &acc);
-		r = index_read_chunk(session, etag[i] + 1);
+		r = index_read_chunk(imap, etag[i] + 1, &acc);
 		mailimap_set_msg_att_handler(session, NULL, NULL);
 		if (r == MAILIMAP_ERROR_FETCH) /* refused: list instead */
 			r = MAILIMAP_NO_ERROR;

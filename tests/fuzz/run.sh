@@ -12,7 +12,7 @@ OUT=build/fuzz
 mkdir -p "$OUT"
 CFLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc"
 PKGC=$(pkg-config --cflags fuse3 libetpan)
-PKGL=$(pkg-config --libs libetpan openssl)
+PKGL=$(pkg-config --libs libetpan openssl zlib)
 status=0
 
 for src in tests/fuzz/*_fuzz.c; do

@@ -3369,3 +3369,88 @@ TEST_F(ImapScripted, SkeletonManyLaterPlansSaveARoundTrip)
 		}
 	EXPECT_EQ(structs, 1u);
 }
+
+// A listing whose reply mixes what the listing's own reader takes with
+// what only libetpan reads (an item the reader does not know, an
+// unsolicited EXISTS), strings sent as literals among them: every entry
+// is there, whoever read it, with its subject and sender. third_subject is
+// how message 3, the one with the unknown item, sends its subject.
+static std::string mixed_listing(const ImapCmd &c,
+				 const std::string &third_subject)
+{
+	auto env = [](const std::string &subj, const std::string &from) {
+		return "ENVELOPE (\"Mon, 1 Dec 2025 10:00:00 +0000\" " + subj +
+		       " ((" + from +
+		       " NIL \"x\" \"y.org\")) NIL NIL NIL NIL NIL NIL NIL)";
+	};
+	return "* 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE 10 " +
+	       env("\"one\"", "\"Ann\"") + ")\r\n" +
+	       "* 2 FETCH (UID 2 FLAGS () RFC822.SIZE 20 " +
+	       env("{4}\r\ntw\xc3\xb6", "NIL") + ")\r\n" +
+	       "* 3 FETCH (UID 3 FLAGS () BODY (\"TEXT\" \"PLAIN\" NIL NIL "
+	       "NIL \"7BIT\" 3 1) RFC822.SIZE 30 " +
+	       env(third_subject, "\"Bo\"") + ")\r\n" + "* 6 EXISTS\r\n" +
+	       "* 4 FETCH (UID 4 FLAGS (\\Flagged) RFC822.SIZE 40 " +
+	       env("\"four\"", "\"Cy\"") + ")\r\n" +
+	       "* 5 FETCH (UID 5 FLAGS () RFC822.SIZE 50 " +
+	       env("{4}\r\nfive", "\"Di\"") + ")\r\n" + c.tag +
+	       " OK done\r\n";
+}
+
+static void expect_mixed(struct mfs_store *st, struct mfs_err *err)
+{
+	struct mfs_store_msg *msgs = NULL;
+	size_t n = 0;
+	uint32_t v = 0;
+	ASSERT_EQ(st->ops->index(st, "INBOX", &v, &msgs, &n, err), MFS_OK)
+	    << err->msg;
+	ASSERT_EQ(n, 5u);
+	const char *subjects[] = {"one", "tw\xc3\xb6", "three", "four",
+				  "five"};
+	const char *froms[] = {"Ann", "x@y.org", "Bo", "Cy", "Di"};
+	for (size_t i = 0; i < n; i++) {
+		EXPECT_EQ(msgs[i].uid, i + 1);
+		EXPECT_EQ(msgs[i].size, 10 * (i + 1));
+		EXPECT_STREQ(msgs[i].subject, subjects[i]);
+		EXPECT_STREQ(msgs[i].from, froms[i]);
+		EXPECT_EQ(msgs[i].date, (time_t)1764583200);
+	}
+	EXPECT_EQ(msgs[0].flags, (unsigned)MFS_FLAG_SEEN);
+	EXPECT_EQ(msgs[3].flags, (unsigned)MFS_FLAG_FLAGGED);
+	mfs_store_msgs_free(msgs, n);
+}
+
+// The response the reader leaves is one line: libetpan reads it and the
+// rest of the reply, on the same connection.
+TEST_F(ImapScripted, ListingOfMixedShapes)
+{
+	for (int k = 1; k <= 5; k++)
+		srv.add("INBOX", message(k));
+	srv.on("FETCH", [](const ImapCmd &c) {
+		return mixed_listing(c, "\"three\"");
+	});
+	struct mfs_store *st = open();
+	StoreGuard guard{st};
+	expect_mixed(st, &err);
+	EXPECT_EQ(srv.count("FETCH"), 1u);
+	// and again, the reader still in use
+	expect_mixed(st, &err);
+	EXPECT_EQ(srv.count("FETCH"), 2u);
+}
+
+// It spans lines (a literal), read ahead past what libetpan would read
+// itself: the listing is made again, by libetpan alone, and stays so.
+TEST_F(ImapScripted, ListingOfMixedShapesWithLiteral)
+{
+	for (int k = 1; k <= 5; k++)
+		srv.add("INBOX", message(k));
+	srv.on("FETCH", [](const ImapCmd &c) {
+		return mixed_listing(c, "{5}\r\nthree");
+	});
+	struct mfs_store *st = open();
+	StoreGuard guard{st};
+	expect_mixed(st, &err);
+	EXPECT_EQ(srv.count("FETCH"), 2u);
+	expect_mixed(st, &err);
+	EXPECT_EQ(srv.count("FETCH"), 3u);
+}
