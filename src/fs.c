@@ -795,6 +795,7 @@ static void handle_free(struct mfs_fs *fs, struct handle *h)
 	}
 	if (h->writer)
 		((struct upload *)h->node->priv)->writers--;
+	fs->part_mem -= h->mem;
 	mfs_nodes_release(fs->nodes, h->node);
 	pthread_mutex_unlock(&fs->lock);
 	if (h->fd >= 0)
