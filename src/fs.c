@@ -1850,6 +1850,8 @@ static int open_part_file(struct mfs_fs *fs, struct mfs_node *n,
 	if (!message_of(n)->linked) /* expunged, or a new UIDVALIDITY */
 		return mfs_err_set(err, MFS_E_NOENT, "message gone");
 	fi->keep_cache = 1; /* a message never changes */
+	/* nothing to do at a close (fs_flush): the kernel need not ask */
+	fi->noflush = 1;
 	return open_part(fs, n, h, err);
 }
 
