@@ -664,6 +664,19 @@ int mfs_cache_has(struct mfs_cache *cache, const char *key, uint64_t expected)
 	return 1;
 }
 
+int mfs_cache_known(struct mfs_cache *cache, const char *key,
+		    uint64_t expected)
+{
+	struct entry *e;
+	int known;
+
+	pthread_mutex_lock(&cache->lock);
+	e = *index_slot(cache, key);
+	known = e != NULL && e->size == expected;
+	pthread_mutex_unlock(&cache->lock);
+	return known;
+}
+
 int mfs_cache_tmp(struct mfs_cache *cache, int *fd, char **tmp,
 		  struct mfs_err *err)
 {

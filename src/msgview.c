@@ -834,6 +834,39 @@ static int picked(struct mfs_node *const *v, size_t n,
 	return 0;
 }
 
+/* A set of nodes (open addressing on their addresses), for the batch
+ * being picked: whether a node is in it already without a look at each
+ * of up to AHEAD_MAX others. */
+struct node_set {
+	struct mfs_node **slot; /* owned; NULL: empty */
+	size_t mask;		/* slots - 1, a power of two minus one */
+};
+
+/* A set for up to max nodes (half full at most). Returns 0, or -1 when
+ * memory is short. */
+static int node_set_init(struct node_set *s, size_t max)
+{
+	size_t n = 16;
+
+	while (n < 2 * max)
+		n *= 2;
+	s->slot = calloc(n, sizeof(*s->slot));
+	s->mask = n - 1;
+	return s->slot != NULL ? 0 : -1;
+}
+
+/* Adds c: 1 when it was not in the set yet, 0 when it was. */
+static int node_set_add(struct node_set *s, struct mfs_node *c)
+{
+	size_t i = ((uintptr_t)c >> 4) * 0x9E3779B97F4A7C15ULL >> 20;
+
+	for (i &= s->mask; s->slot[i] != NULL; i = (i + 1) & s->mask)
+		if (s->slot[i] == c)
+			return 0;
+	s->slot[i] = c;
+	return 1;
+}
+
 /* The batch of a fetch-ahead from msg (see above) into out (room for
  * max): msg first, then the next ones by name and in the directory's
  * order in turn, then those before msg in the directory's order; at most
@@ -846,10 +879,16 @@ static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 	size_t n = 0, nn = 0, in = 0, large = 0;
 	struct mfs_node **names = ahead_by_name(fs, msg, max, &nn);
 	struct mfs_node *next = msg->next_sibling, *prev = msg->prev_sibling;
+	struct node_set taken;
 	uint64_t bytes = 0;
 	int turn = 0;
 
 	out[n++] = msg;
+	if (node_set_init(&taken, max) != 0) {
+		free(names);
+		return n; /* memory is short: msg alone */
+	}
+	node_set_add(&taken, msg);
 	bytes = msg->msg.size < LAZY_MIN ? msg->msg.size : HOLE_MIN;
 	large = msg->msg.size >= LAZY_MIN;
 	while (n < max && bytes < max_bytes) {
@@ -867,16 +906,17 @@ static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 			break;
 		}
 		turn = !turn;
-		if (c == NULL || !ahead_wants(fs, c) || picked(out, n, c))
+		if (c == NULL || !ahead_wants(fs, c))
 			continue;
-		if (c->msg.size >= LAZY_MIN) {
-			if (large == max_large)
-				continue;
-			large++;
-		}
+		if (c->msg.size >= LAZY_MIN && large == max_large)
+			continue;
+		if (!node_set_add(&taken, c))
+			continue; /* in the batch already */
+		large += c->msg.size >= LAZY_MIN;
 		bytes += c->msg.size < LAZY_MIN ? c->msg.size : HOLE_MIN;
 		out[n++] = c;
 	}
+	free(taken.slot);
 	free(names);
 	return n;
 }
@@ -905,8 +945,10 @@ static size_t ahead_later(struct mfs_fs *fs, struct mfs_node *msg,
 	return n;
 }
 
-/* Whether the cache holds msg's raw bytes. Caller holds the lock and a
- * hold on msg; the lock is dropped for the look at the disk. */
+/* Whether the cache holds msg's raw bytes, as its index knows (no look
+ * at the disk: one per message read in a row costs more than the rare
+ * entry another process wrote, which fetch_ahead() still finds). Caller
+ * holds the lock. */
 static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
 {
 	struct msg_ref r;
@@ -915,11 +957,8 @@ static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
 
 	if (msg_ref_take(msg, &r) != 0)
 		return 0;
-	if (cache_key(&r, "", key, sizeof(key)) == 0) {
-		pthread_mutex_unlock(&fs->lock);
-		have = mfs_cache_has(fs->cache, key, r.msg.size);
-		pthread_mutex_lock(&fs->lock);
-	}
+	if (cache_key(&r, "", key, sizeof(key)) == 0)
+		have = mfs_cache_known(fs->cache, key, r.msg.size);
 	msg_ref_free(&r);
 	return have;
 }
