@@ -196,20 +196,17 @@ static void evict(struct mfs_cache *c, const struct entry *keep)
 		      gone, (unsigned long long)c->total);
 }
 
-/* Counts entry key, open on fd, as just used and applies the bound. An fd
- * whose file is no longer linked (removed or replaced meanwhile) is not
- * counted. */
-static void note_use(struct mfs_cache *c, const char *key, int fd)
+/* Counts entry key, of size bytes, as just used and applies the bound.
+ * The caller has just opened or renamed it into place: an entry removed
+ * by another process in between is counted until its next miss. */
+static void note_use(struct mfs_cache *c, const char *key, uint64_t size)
 {
 	struct entry *e;
-	struct stat st;
 
 	pthread_mutex_lock(&c->lock);
-	if (fstat(fd, &st) == 0 && st.st_nlink > 0) {
-		e = index_put(c, key, (uint64_t)st.st_size);
-		if (e != NULL)
-			evict(c, e);
-	}
+	e = index_put(c, key, size);
+	if (e != NULL)
+		evict(c, e);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -522,28 +519,44 @@ static int cache_lookup(const char *path, uint64_t expected)
 	return fd;
 }
 
-/* Makes the directory of path and a locked temporary file tmp (of size
- * PATH_MAX) beside it. Returns its fd, or -1. */
+/* Makes the directories leading to the file path (a path of the cache,
+ * which has a '/'). Returns 0, or -1 (errno set). */
+static int dir_of_make(char *path)
+{
+	char *slash = strrchr(path, '/');
+	int rc;
+
+	*slash = '\0';
+	rc = mfs_mkdir_p(path);
+	*slash = '/';
+	return rc;
+}
+
+/* Makes a locked temporary file tmp (of size PATH_MAX) beside path, and
+ * the directory of path when it is missing (first tried without: it
+ * usually exists, and mkdir of each level costs a path walk each). Returns
+ * its fd, or -1. */
 static int tmp_beside(const char *path, char *tmp)
 {
-	char *slash;
-	int fd;
+	int fd, tries;
 
-	if (snprintf(tmp, PATH_MAX, "%s.tmp.XXXXXX", path) >= PATH_MAX) {
-		errno = ENAMETOOLONG;
-		return -1;
+	for (tries = 0; tries < 2; tries++) {
+		/* again from the template: a failed mkostemp() leaves the
+		 * name it tried */
+		if (snprintf(tmp, PATH_MAX, "%s.tmp.XXXXXX", path) >=
+		    PATH_MAX) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		fd = mkostemp(tmp, O_CLOEXEC);
+		if (fd >= 0) {
+			tmp_lock(fd);
+			return fd;
+		}
+		if (errno != ENOENT || tries > 0 || dir_of_make(tmp) != 0)
+			break;
 	}
-	slash = strrchr(tmp, '/');
-	*slash = '\0';
-	if (mfs_mkdir_p(tmp) != 0) {
-		*slash = '/';
-		return -1;
-	}
-	*slash = '/';
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd >= 0)
-		tmp_lock(fd);
-	return fd;
+	return -1;
 }
 
 /* Fills an anonymous file: the fallback when the cache cannot be written. */
@@ -590,7 +603,7 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 	*fd = cache_lookup(path, expected);
 	if (*fd >= 0) {
 		touch(*fd);
-		note_use(cache, key, *fd);
+		note_use(cache, key, expected);
 		return MFS_OK;
 	}
 
@@ -626,7 +639,7 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 			return cache_fill_anon(cache, expected, fill, ctx, fd,
 					       err);
 		}
-		note_use(cache, key, out);
+		note_use(cache, key, expected);
 	}
 	*fd = out;
 	if (lseek(out, 0, SEEK_SET) != 0) {
@@ -651,6 +664,19 @@ int mfs_cache_has(struct mfs_cache *cache, const char *key, uint64_t expected)
 	return 1;
 }
 
+int mfs_cache_known(struct mfs_cache *cache, const char *key,
+		    uint64_t expected)
+{
+	struct entry *e;
+	int known;
+
+	pthread_mutex_lock(&cache->lock);
+	e = *index_slot(cache, key);
+	known = e != NULL && e->size == expected;
+	pthread_mutex_unlock(&cache->lock);
+	return known;
+}
+
 int mfs_cache_tmp(struct mfs_cache *cache, int *fd, char **tmp,
 		  struct mfs_err *err)
 {
@@ -671,26 +697,23 @@ int mfs_cache_tmp(struct mfs_cache *cache, int *fd, char **tmp,
 int mfs_cache_commit(struct mfs_cache *cache, const char *key, int fd,
 		     const char *tmp, uint64_t expected)
 {
-	char path[PATH_MAX], *slash;
+	char path[PATH_MAX];
 	struct stat st;
 	int ok;
 
 	ok = fstat(fd, &st) == 0 && (uint64_t)st.st_size == expected &&
 	     expected <= cache_limit(cache) &&
 	     entry_path(cache, key, path, sizeof(path)) == 0;
-	if (ok) {
-		slash = strrchr(path, '/');
-		*slash = '\0';
-		ok = mfs_mkdir_p(path) == 0;
-		*slash = '/';
-	}
-	if (ok) {
+	/* Its directory usually exists; made only when the rename says
+	 * not. */
+	if (ok)
 		touch(fd);
-		if (rename(tmp, path) == 0) {
-			note_use(cache, key, fd);
-			close(fd);
-			return 0;
-		}
+	if (ok && (rename(tmp, path) == 0 ||
+		   (errno == ENOENT && dir_of_make(path) == 0 &&
+		    rename(tmp, path) == 0))) {
+		note_use(cache, key, expected);
+		close(fd);
+		return 0;
 	}
 	close(fd);
 	unlink(tmp);

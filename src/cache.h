@@ -94,6 +94,13 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 /* 1 when entry key exists with size expected (not counted as a use). */
 int mfs_cache_has(struct mfs_cache *cache, const char *key, uint64_t expected);
 
+/* 1 when the cache's index holds entry key with size expected: what
+ * mfs_cache_has() says, without a look at the disk, so it may be wrong
+ * when another process shares the directory (a hint, never a promise that
+ * mfs_cache_get() will not fill). */
+int mfs_cache_known(struct mfs_cache *cache, const char *key,
+		    uint64_t expected);
+
 /* A temporary file in the cache for an entry still to come: *fd open for
  * writing, *tmp its path (malloc'd, the caller frees it). Errors: MFS_E_IO,
  * MFS_E_NOMEM. */

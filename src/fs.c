@@ -795,6 +795,7 @@ static void handle_free(struct mfs_fs *fs, struct handle *h)
 	}
 	if (h->writer)
 		((struct upload *)h->node->priv)->writers--;
+	fs->part_mem -= h->mem;
 	mfs_nodes_release(fs->nodes, h->node);
 	pthread_mutex_unlock(&fs->lock);
 	if (h->fd >= 0)
@@ -1849,6 +1850,8 @@ static int open_part_file(struct mfs_fs *fs, struct mfs_node *n,
 	if (!message_of(n)->linked) /* expunged, or a new UIDVALIDITY */
 		return mfs_err_set(err, MFS_E_NOENT, "message gone");
 	fi->keep_cache = 1; /* a message never changes */
+	/* nothing to do at a close (fs_flush): the kernel need not ask */
+	fi->noflush = 1;
 	return open_part(fs, n, h, err);
 }
 

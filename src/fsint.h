@@ -84,6 +84,9 @@ struct mfs_fs {
 	 * views_freed those let go since the last malloc_trim(). */
 	struct view *views_new, *views_old;
 	unsigned long views, views_loaded, views_freed;
+	/* Bytes of decoded files held in memory by open handles (msgview.c,
+	 * MEM_PARTS_MAX; fs->lock). */
+	size_t part_mem;
 };
 
 /* A file being written into a folder (MFS_F_NEW); owned by its node. See
@@ -120,8 +123,10 @@ struct handle {
 	int fd;		       /* owned, or -1 when the content is buf */
 	off_t base;	       /* where the file starts in fd */
 	uint64_t size;	       /* bytes readable from fd at base */
-	char *buf;	       /* owned: content (flags), or what was written */
+	char *buf;	       /* owned: content (flags, a small decoded file),
+				* or what was written */
 	size_t len, cap;
+	size_t mem; /* of buf, the bytes counted in fs->part_mem */
 	/* flags: written since the last flush. A new or outbox file: this
 	 * handle made, truncated or wrote it, and may commit it. */
 	int dirty;

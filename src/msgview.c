@@ -834,6 +834,39 @@ static int picked(struct mfs_node *const *v, size_t n,
 	return 0;
 }
 
+/* A set of nodes (open addressing on their addresses), for the batch
+ * being picked: whether a node is in it already without a look at each
+ * of up to AHEAD_MAX others. */
+struct node_set {
+	struct mfs_node **slot; /* owned; NULL: empty */
+	size_t mask;		/* slots - 1, a power of two minus one */
+};
+
+/* A set for up to max nodes (half full at most). Returns 0, or -1 when
+ * memory is short. */
+static int node_set_init(struct node_set *s, size_t max)
+{
+	size_t n = 16;
+
+	while (n < 2 * max)
+		n *= 2;
+	s->slot = calloc(n, sizeof(*s->slot));
+	s->mask = n - 1;
+	return s->slot != NULL ? 0 : -1;
+}
+
+/* Adds c: 1 when it was not in the set yet, 0 when it was. */
+static int node_set_add(struct node_set *s, struct mfs_node *c)
+{
+	size_t i = ((uintptr_t)c >> 4) * 0x9E3779B97F4A7C15ULL >> 20;
+
+	for (i &= s->mask; s->slot[i] != NULL; i = (i + 1) & s->mask)
+		if (s->slot[i] == c)
+			return 0;
+	s->slot[i] = c;
+	return 1;
+}
+
 /* The batch of a fetch-ahead from msg (see above) into out (room for
  * max): msg first, then the next ones by name and in the directory's
  * order in turn, then those before msg in the directory's order; at most
@@ -846,10 +879,16 @@ static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 	size_t n = 0, nn = 0, in = 0, large = 0;
 	struct mfs_node **names = ahead_by_name(fs, msg, max, &nn);
 	struct mfs_node *next = msg->next_sibling, *prev = msg->prev_sibling;
+	struct node_set taken;
 	uint64_t bytes = 0;
 	int turn = 0;
 
 	out[n++] = msg;
+	if (node_set_init(&taken, max) != 0) {
+		free(names);
+		return n; /* memory is short: msg alone */
+	}
+	node_set_add(&taken, msg);
 	bytes = msg->msg.size < LAZY_MIN ? msg->msg.size : HOLE_MIN;
 	large = msg->msg.size >= LAZY_MIN;
 	while (n < max && bytes < max_bytes) {
@@ -867,16 +906,17 @@ static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 			break;
 		}
 		turn = !turn;
-		if (c == NULL || !ahead_wants(fs, c) || picked(out, n, c))
+		if (c == NULL || !ahead_wants(fs, c))
 			continue;
-		if (c->msg.size >= LAZY_MIN) {
-			if (large == max_large)
-				continue;
-			large++;
-		}
+		if (c->msg.size >= LAZY_MIN && large == max_large)
+			continue;
+		if (!node_set_add(&taken, c))
+			continue; /* in the batch already */
+		large += c->msg.size >= LAZY_MIN;
 		bytes += c->msg.size < LAZY_MIN ? c->msg.size : HOLE_MIN;
 		out[n++] = c;
 	}
+	free(taken.slot);
 	free(names);
 	return n;
 }
@@ -905,8 +945,10 @@ static size_t ahead_later(struct mfs_fs *fs, struct mfs_node *msg,
 	return n;
 }
 
-/* Whether the cache holds msg's raw bytes. Caller holds the lock and a
- * hold on msg; the lock is dropped for the look at the disk. */
+/* Whether the cache holds msg's raw bytes, as its index knows (no look
+ * at the disk: one per message read in a row costs more than the rare
+ * entry another process wrote, which fetch_ahead() still finds). Caller
+ * holds the lock. */
 static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
 {
 	struct msg_ref r;
@@ -915,11 +957,8 @@ static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
 
 	if (msg_ref_take(msg, &r) != 0)
 		return 0;
-	if (cache_key(&r, "", key, sizeof(key)) == 0) {
-		pthread_mutex_unlock(&fs->lock);
-		have = mfs_cache_has(fs->cache, key, r.msg.size);
-		pthread_mutex_lock(&fs->lock);
-	}
+	if (cache_key(&r, "", key, sizeof(key)) == 0)
+		have = mfs_cache_known(fs->cache, key, r.msg.size);
 	msg_ref_free(&r);
 	return have;
 }
@@ -1564,10 +1603,67 @@ static int part_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 	return MFS_OK;
 }
 
+/*
+ * A decoded file of at most MEM_PART_MAX bytes is decoded at each open
+ * into memory owned by the open handle (h->buf), not into a cache entry
+ * of its own: decoding a few kilobytes of a mapped message costs less
+ * than making, writing and renaming a file (one inode allocation each, a
+ * second one beside the message's). The open handles together hold at
+ * most MEM_PARTS_MAX bytes so (fs->part_mem); beyond that, and for every
+ * larger file, the decoded bytes go to a cache entry as before, so memory
+ * does not grow with the size of a part or the number of open files.
+ */
+#define MEM_PART_MAX  (256 * 1024)
+#define MEM_PARTS_MAX (16 * 1024 * 1024)
+
+/* Takes room in memory for h's decoded file of size bytes: 1 when it is
+ * taken (h->buf of size bytes, counted in fs->part_mem until the handle
+ * is freed), 0 when the file goes through the cache. Caller holds the
+ * lock. */
+static int mem_reserve(struct mfs_fs *fs, struct handle *h, uint64_t size)
+{
+	if (size > MEM_PART_MAX || fs->part_mem + size > MEM_PARTS_MAX)
+		return 0;
+	h->buf = malloc(size > 0 ? size : 1);
+	if (h->buf == NULL)
+		return 0;
+	h->cap = size;
+	h->len = 0;
+	h->mem = size;
+	fs->part_mem += size;
+	return 1;
+}
+
+/* Takes decoded bytes into the handle's buffer (mem_reserve). */
+static int mem_sink(void *ctx, const char *data, size_t len)
+{
+	struct handle *h = ctx;
+
+	if (len > h->cap - h->len)
+		return MFS_E_IO; /* more than its size: not trusted */
+	memcpy(h->buf + h->len, data, len);
+	h->len += len;
+	return 0;
+}
+
+/* After decoding into h->buf: MFS_OK when it holds the file's size in
+ * bytes, as stat says, else MFS_E_IO (never bytes that disagree). */
+static int mem_check(const struct handle *h, int rc, struct mfs_err *err)
+{
+	if (rc != MFS_OK)
+		return rc;
+	if (h->len != h->cap)
+		return mfs_err_set(err, MFS_E_IO,
+				   "decoded %zu bytes where its size is %zu",
+				   h->len, h->cap);
+	return MFS_OK;
+}
+
 /* Opens file e of view v (of message msg; cache key suffix ".<kind><id>"):
- * raw ranges straight from the view's file, decoded files through a cache
- * entry of their own. Caller holds the lock and a hold on msg; the lock is
- * dropped while decoding. */
+ * raw ranges straight from the view's file, small decoded files into
+ * memory (MEM_PART_MAX), larger ones through a cache entry of their own.
+ * Caller holds the lock and a hold on msg; the lock is dropped while
+ * decoding. */
 static int open_entry(struct mfs_fs *fs, struct mfs_node *msg, struct view *v,
 		      const struct mfs_entry *e, char kind, uint64_t size,
 		      struct handle *h, struct mfs_err *err)
@@ -1586,18 +1682,26 @@ static int open_entry(struct mfs_fs *fs, struct mfs_node *msg, struct view *v,
 		h->size = e->src.len;
 		return MFS_OK;
 	}
-	if (msg_ref_take(msg, &r) != 0)
-		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	snprintf(suffix, sizeof(suffix), ".%c%" PRIu32, kind, e->id);
-	if (cache_key(&r, suffix, key, sizeof(key)) != 0) {
-		msg_ref_free(&r);
-		return mfs_err_set(err, MFS_E_IO, "cache key too long");
-	}
-	msg_ref_free(&r);
 	h->size = size;
-	pthread_mutex_unlock(&fs->lock);
-	rc = mfs_cache_get(fs->cache, key, h->size, part_fill, &pf, &h->fd,
-			   err);
+	if (mem_reserve(fs, h, size)) {
+		pthread_mutex_unlock(&fs->lock);
+		rc = mem_check(h, mfs_entry_decode(v->layout, e, mem_sink, h,
+						   err),
+			       err);
+	} else {
+		if (msg_ref_take(msg, &r) != 0)
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		snprintf(suffix, sizeof(suffix), ".%c%" PRIu32, kind, e->id);
+		if (cache_key(&r, suffix, key, sizeof(key)) != 0) {
+			msg_ref_free(&r);
+			return mfs_err_set(err, MFS_E_IO,
+					   "cache key too long");
+		}
+		msg_ref_free(&r);
+		pthread_mutex_unlock(&fs->lock);
+		rc = mfs_cache_get(fs->cache, key, h->size, part_fill, &pf,
+				   &h->fd, err);
+	}
 	if (v->map != NULL)
 		madvise(v->map, v->len, MADV_DONTNEED);
 	pthread_mutex_lock(&fs->lock);
@@ -1624,7 +1728,7 @@ static int hole_part_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 
 /* Opens file n, entry e of a skeleton (pinned), which lies in hole g:
  * the hole is fetched (or found in the cache) and the file decoded from
- * it. Caller holds the lock and a hold on n; the lock is dropped
+ * it (into memory when small, as open_entry() does). Caller holds the lock and a hold on n; the lock is dropped
  * meanwhile. */
 static int open_hole(struct mfs_fs *fs, struct mfs_node *n,
 		     const struct mfs_entry *e, const struct mfs_seg *g,
@@ -1633,7 +1737,7 @@ static int open_hole(struct mfs_fs *fs, struct mfs_node *n,
 	struct hole_fill hf = {-1, g, e};
 	struct msg_ref r;
 	char key[1024], suffix[32];
-	int rc;
+	int rc, mem;
 
 	if (msg_ref_take(message_of(n), &r) != 0)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
@@ -1643,12 +1747,18 @@ static int open_hole(struct mfs_fs *fs, struct mfs_node *n,
 		return mfs_err_set(err, MFS_E_IO, "cache key too long");
 	}
 	h->size = n->size;
+	mem = e->src.kind != MFS_SRC_RAW && mem_reserve(fs, h, h->size);
 	pthread_mutex_unlock(&fs->lock);
 	rc = hole_fd(fs, &r, g, &hf.hfd, err);
 	if (rc == MFS_OK && e->src.kind == MFS_SRC_RAW) {
 		h->fd = hf.hfd;
 		h->base = (off_t)(e->src.off - g->off);
 		h->size = e->src.len;
+	} else if (rc == MFS_OK && mem) {
+		rc = mem_check(h, hole_decode(hf.hfd, g, e, mem_sink, h, NULL,
+					      err),
+			       err);
+		close(hf.hfd);
 	} else if (rc == MFS_OK) {
 		rc = mfs_cache_get(fs->cache, key, h->size, hole_part_fill,
 				   &hf, &h->fd, err);

@@ -378,12 +378,17 @@ static int read_text(struct mfs_fs *fs, struct mfs_node *msg,
 		rc = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto release;
 	}
-	pthread_mutex_unlock(&fs->lock);
-	while (got < len &&
-	       (r = pread(h.fd, buf + got, len - got,
-			  h.base + (off_t)got)) > 0)
-		got += (size_t)r;
-	pthread_mutex_lock(&fs->lock);
+	if (h.fd < 0) { /* a small decoded file: in h.buf (msgview.c) */
+		got = len < h.len ? len : h.len;
+		memcpy(buf, h.buf, got);
+	} else {
+		pthread_mutex_unlock(&fs->lock);
+		while (got < len &&
+		       (r = pread(h.fd, buf + got, len - got,
+				  h.base + (off_t)got)) > 0)
+			got += (size_t)r;
+		pthread_mutex_lock(&fs->lock);
+	}
 	if (r < 0) {
 		rc = mfs_err_set(err, MFS_E_IO, "reading %s: %s", name,
 				 strerror(errno));
@@ -396,6 +401,7 @@ release:
 	if (h.fd >= 0)
 		close(h.fd);
 	free(h.buf);
+	fs->part_mem -= h.mem; /* as handle_free() does */
 	mfs_nodes_release(fs->nodes, n);
 	return rc;
 }

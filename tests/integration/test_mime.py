@@ -205,3 +205,98 @@ def test_large_messages_read_lazily_decode_like_python(env):
     finally:
         proxy.close()
     check(not failures, "\n".join(failures))
+
+
+def decoded_messages():
+    """Small bodies in quoted-printable and base64 (decoded in memory at
+    each open), a Latin-1 one (converted), and a base64 attachment larger
+    than what is decoded in memory (through a cache file)."""
+    import random
+    head = ("From: Dec <dec@example.test>\r\nTo: alice@example.test\r\n"
+            "Date: Thu, 16 Nov 2023 10:00:00 +0000\r\nMIME-Version: 1.0\r\n")
+    text = ("Gr\u00fc\u00dfe aus K\u00f6ln \u2014 caf\u00e9 = 3\u20ac, "
+            "line %d\n")
+    utf8 = "".join(text % i for i in range(300)).encode("utf-8")
+    qp = quopri.encodestring(utf8).decode().replace("\n", "\r\n")
+    b64 = base64.encodebytes(utf8).decode().replace("\n", "\r\n")
+    latin = quopri.encodestring(("na\xefve r\xe9sum\xe9\n" * 200)
+                                .encode("iso-8859-1"))
+    latin = latin.decode().replace("\n", "\r\n")
+    blob = random.Random(3).randbytes(300 * 1024)
+    big = base64.encodebytes(blob).decode().replace("\n", "\r\n")
+    return [
+        (head + "Subject: qp body\r\n"
+         "Content-Type: text/plain; charset=utf-8\r\n"
+         "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + qp),
+        (head + "Subject: base64 body\r\n"
+         "Content-Type: text/plain; charset=utf-8\r\n"
+         "Content-Transfer-Encoding: base64\r\n\r\n" + b64),
+        (head + "Subject: latin-1 body\r\n"
+         "Content-Type: text/plain; charset=iso-8859-1\r\n"
+         "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + latin),
+        (head + "Subject: body and a large attachment\r\n"
+         "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+         "--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+         "Content-Transfer-Encoding: base64\r\n\r\n" + b64 +
+         "--b\r\nContent-Type: application/octet-stream\r\n"
+         "Content-Disposition: attachment; filename=blob.bin\r\n"
+         "Content-Transfer-Encoding: base64\r\n\r\n" + big + "--b--\r\n"),
+    ]
+
+
+def test_decoded_files_read_alike_every_way(env):
+    """body.txt of quoted-printable and base64 bodies, and a large
+    decoded attachment: the bytes of Python's email decoding, their
+    st_size, read twice, read while another reader has the file open,
+    and again after the cached message files are gone (while mounted,
+    and after a remount)."""
+    import email
+    import email.policy
+    import shutil
+    import mime_reference
+    msgs = [m.encode("ascii") for m in decoded_messages()]
+    c = env.imap()
+    c.create("Decoded")
+    for raw in msgs:
+        eq(c.append("Decoded", None, None, raw)[0], "OK", "APPEND")
+    c.logout()
+    want = {}  # uid -> {file name: bytes}
+    for uid, raw in enumerate(msgs, 1):
+        exp = mime_reference.expected(
+            email.message_from_bytes(raw, policy=email.policy.compat32))
+        want[uid] = {"body.txt": bytes.fromhex(exp["body.txt"])}
+        for a in exp["attachments"]:
+            want[uid][a["filename"]] = bytes.fromhex(a["content"])
+    check(len(want[4]["blob.bin"]) > 256 * 1024, "a large attachment")
+    cache = os.path.join(env.dir, "cache-decoded")
+    cfg = env.write_config("config-decoded", {"cache_dir": cache})
+
+    def read_all(path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    def check_all(m, when):
+        folder = os.path.join(m.path, "Decoded")
+        dirs = {int(d.rsplit("\u00b7", 1)[1]): d for d in os.listdir(folder)}
+        eq(sorted(dirs), sorted(want), "one directory per message")
+        for uid, files in want.items():
+            for name, data in files.items():
+                p = os.path.join(folder, dirs[uid], name)
+                what = "%s of message %d %s" % (name, uid, when)
+                eq(os.stat(p).st_size, len(data), "st_size of " + what)
+                check(read_all(p) == data, what + " as Python decodes it")
+                check(read_all(p) == data, what + ", read again")
+                with open(p, "rb") as first:
+                    head = first.read(100)
+                    check(read_all(p) == data,
+                          what + " while another reader has it open")
+                    check(head + first.read() == data,
+                          what + ", the first reader's bytes")
+
+    with env.mount(config=cfg) as m:
+        check_all(m, "at the first read")
+        shutil.rmtree(os.path.join(cache, "m"))
+        check_all(m, "after the cache files went")
+    shutil.rmtree(os.path.join(cache, "m"), ignore_errors=True)
+    with env.mount(config=cfg) as m:
+        check_all(m, "after a remount without the cache")
