@@ -26,7 +26,8 @@
 static int sane_code(enum mfs_errcode c)
 {
 	return c == MFS_E_PROTO || c == MFS_E_CONNECT || c == MFS_E_TIMEOUT ||
-	       c == MFS_E_NOENT || c == MFS_E_NOMEM || c == MFS_E_AUTH;
+	       c == MFS_E_NOENT || c == MFS_E_NOMEM || c == MFS_E_AUTH ||
+	       c == MFS_E_OFFLINE; /* a listing made again reconnects */
 }
 
 static void session_end(struct mfs_imap *imap)
