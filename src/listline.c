@@ -139,7 +139,8 @@ static int rd_address(struct rd *r, struct span a[4])
 	if (rd_char(r, '(') != 0)
 		return -1;
 	for (int i = 0; i < 4; i++) {
-		if ((i > 0 && rd_char(r, ' ') != 0) || rd_nstring(r, &a[i]) != 0)
+		if ((i > 0 && rd_char(r, ' ') != 0) ||
+		    rd_nstring(r, &a[i]) != 0)
 			return -1;
 	}
 	return rd_char(r, ')');
@@ -179,7 +180,8 @@ static int rd_envelope(struct rd *r, struct envelope *env)
 
 	if (rd_char(r, '(') != 0 || rd_nstring(r, &env->date) != 0 ||
 	    rd_char(r, ' ') != 0 || rd_nstring(r, &env->subject) != 0 ||
-	    rd_char(r, ' ') != 0 || rd_addresses(r, env->from, &env->has_from) != 0)
+	    rd_char(r, ' ') != 0 ||
+	    rd_addresses(r, env->from, &env->has_from) != 0)
 		return -1;
 	for (int i = 0; i < 5; i++) { /* sender, reply-to, to, cc, bcc */
 		if (rd_char(r, ' ') != 0 || rd_addresses(r, addr, &some) != 0)
@@ -336,15 +338,13 @@ static int rd_item(struct rd *r, struct items *it)
 	uint64_t modseq;
 
 	if (rd_word(r, "UID ") == 0) {
-		if (it->have_uid++ ||
-		    rd_number(r, UINT32_MAX, &it->uid) != 0)
+		if (it->have_uid++ || rd_number(r, UINT32_MAX, &it->uid) != 0)
 			return -1;
 	} else if (rd_word(r, "FLAGS ") == 0) {
 		if (it->have_flags++ || rd_flags(r, &it->flags) != 0)
 			return -1;
 	} else if (rd_word(r, "RFC822.SIZE ") == 0) {
-		if (it->have_size++ ||
-		    rd_number(r, UINT32_MAX, &it->size) != 0)
+		if (it->have_size++ || rd_number(r, UINT32_MAX, &it->size) != 0)
 			return -1;
 	} else if (rd_word(r, "INTERNALDATE ") == 0) {
 		if (it->have_internal++ ||

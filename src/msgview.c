@@ -1728,8 +1728,8 @@ static int hole_part_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 
 /* Opens file n, entry e of a skeleton (pinned), which lies in hole g:
  * the hole is fetched (or found in the cache) and the file decoded from
- * it (into memory when small, as open_entry() does). Caller holds the lock and a hold on n; the lock is dropped
- * meanwhile. */
+ * it (into memory when small, as open_entry() does). Caller holds the
+ * lock and a hold on n; the lock is dropped meanwhile. */
 static int open_hole(struct mfs_fs *fs, struct mfs_node *n,
 		     const struct mfs_entry *e, const struct mfs_seg *g,
 		     struct handle *h, struct mfs_err *err)
