@@ -8,6 +8,7 @@
 #define MAILFS_FUZZ_IMAP_SESSION_H
 
 #include "../../src/imap.c"
+#include "server_said.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -18,9 +19,6 @@
 
 /* Bigger inputs would not fit the socket buffer written before reading. */
 #define FUZZ_MAX 65536
-
-/* The server's end of the current session's socketpair. */
-static int peer = -1;
 
 /* libetpan 1.9.4 itself leaks parts of a response when
  * mailimap_parse_response fails on some inputs; that is not the driver's to
@@ -53,24 +51,12 @@ static mailimap *session_over(const uint8_t *data, size_t size)
 	struct mfs_err err;
 	mailstream *s;
 	mailimap *imap;
-	int sv[2], r;
-	size_t off = 0;
+	int fd = server_said(data, size), r;
 
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-		abort();
-	while (off < size) {
-		ssize_t w = send(sv[1], data + off, size - off, MSG_NOSIGNAL);
-
-		check(w > 0);
-		off += (size_t)w;
-	}
-	shutdown(sv[1], SHUT_WR);
-	/* sv[1] stays open (and unread) while the session lives, so that
-	 * the driver's commands can be written */
-	peer = sv[1];
-	s = mfs_stream_plain(sv[0], 1, &err);
+	s = mfs_stream_plain(fd, 1, &err);
 	if (s == NULL) {
-		close(sv[1]);
+		close(peer);
+		peer = -1;
 		return NULL;
 	}
 	mfs_stream_imap_literals(s); /* as imap_open() does */
@@ -81,7 +67,7 @@ static mailimap *session_over(const uint8_t *data, size_t size)
 	if (r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED &&
 	    r != MAILIMAP_NO_ERROR_AUTHENTICATED) {
 		mailimap_free(imap);
-		close(sv[1]);
+		close(peer);
 		peer = -1;
 		return NULL;
 	}

@@ -30,6 +30,7 @@
  *   /tmp/pop3_fuzz -max_total_time=60 -max_len=65536 tests/fuzz/pop3-seeds
  */
 #include "../../src/pop3.c"
+#include "server_said.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -62,9 +63,6 @@ static void poison(struct mfs_err *err)
 	err->msg[sizeof(err->msg) - 1] = '\0';
 }
 
-/* The server's end of the current session's socketpair. */
-static int peer = -1;
-
 /* A session of pop whose server has said everything in data and closed
  * its side for writing. */
 static struct pop3_conn *session_over(struct mfs_pop3 *pop, const uint8_t *data,
@@ -72,24 +70,12 @@ static struct pop3_conn *session_over(struct mfs_pop3 *pop, const uint8_t *data,
 {
 	struct mfs_err err;
 	struct pop3_conn *c;
-	int sv[2];
-	size_t off = 0;
+	int fd = server_said(data, size);
 
-	check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-	while (off < size) {
-		ssize_t w = send(sv[1], data + off, size - off, MSG_NOSIGNAL);
-
-		check(w > 0);
-		off += (size_t)w;
-	}
-	shutdown(sv[1], SHUT_WR);
-	/* sv[1] stays open (and unread) while the session lives, so that
-	 * the driver's commands can be written */
-	peer = sv[1];
 	c = calloc(1, sizeof(*c));
 	check(c != NULL);
 	c->pop = pop;
-	c->s = mfs_stream_plain(sv[0], 1, &err);
+	c->s = mfs_stream_plain(fd, 1, &err);
 	check(c->s != NULL);
 	return c;
 }
