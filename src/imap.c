@@ -1185,24 +1185,6 @@ static time_t imap_date_to_time(const struct mailimap_date_time *d)
 	return timegm(&tm) - (d->dt_zone < 0 ? -offset : offset);
 }
 
-/* The sender as one line: decoded display name, else mailbox@host. */
-static char *envelope_from(const struct mailimap_envelope *env)
-{
-	struct mailimap_address *a;
-	char *s;
-
-	if (env == NULL || env->env_from == NULL ||
-	    env->env_from->frm_list == NULL ||
-	    clist_begin(env->env_from->frm_list) == NULL)
-		return strdup("");
-	a = clist_content(clist_begin(env->env_from->frm_list));
-	if (a->ad_personal_name != NULL && a->ad_personal_name[0] != '\0')
-		return mfs_hdr_decode(a->ad_personal_name);
-	if (asprintf(&s, "%s@%s", a->ad_mailbox_name ? a->ad_mailbox_name : "",
-		     a->ad_host_name ? a->ad_host_name : "") < 0)
-		return NULL;
-	return s;
-}
 
 static unsigned flags_from(const struct mailimap_msg_att_dynamic *dyn)
 {
@@ -1245,6 +1227,8 @@ static int msg_from_att(const struct mailimap_msg_att *att,
 			struct mfs_store_msg *m)
 {
 	const struct mailimap_envelope *env = NULL;
+	const struct mailimap_address *a;
+	struct mfs_sender from = {0};
 	time_t internal = 0;
 	clistiter *it;
 
@@ -1278,20 +1262,16 @@ static int msg_from_att(const struct mailimap_msg_att *att,
 			break;
 		}
 	}
-	m->date = (time_t)-1;
-	if (env != NULL && env->env_date != NULL)
-		m->date = mfs_parse_date(env->env_date);
-	if (m->date == (time_t)-1)
-		m->date = internal;
-	m->from = envelope_from(env);
-	m->subject = mfs_hdr_decode(
-	    env != NULL && env->env_subject != NULL ? env->env_subject : "");
-	if (m->from == NULL || m->subject == NULL) {
-		free(m->from);
-		free(m->subject);
-		return -1;
+	if (env != NULL && env->env_from != NULL &&
+	    env->env_from->frm_list != NULL &&
+	    clist_begin(env->env_from->frm_list) != NULL) {
+		a = clist_content(clist_begin(env->env_from->frm_list));
+		from = (struct mfs_sender){1, a->ad_personal_name,
+					   a->ad_mailbox_name, a->ad_host_name};
 	}
-	return 0;
+	return mfs_listline_entry(m, env != NULL ? env->env_date : NULL,
+				  internal, &from,
+				  env != NULL ? env->env_subject : NULL);
 }
 
 /* Collects the listing while libetpan parses it: each FETCH response is

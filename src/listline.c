@@ -385,51 +385,61 @@ static int rd_response(struct rd *r, struct items *it)
 	return 0;
 }
 
-/* The text of a string, escapes undone; "" for NIL. */
-static char *span_dup(const struct span *v)
+/* The text of a string, escapes undone, in *out (NULL for NIL). Returns
+ * 0, or -1 when out of memory. */
+static int span_text(const struct span *v, char **out)
 {
-	char *s = malloc(v->len + 1), *o = s;
+	char *o;
 
-	if (s == NULL)
-		return NULL;
+	*out = NULL;
+	if (v->nil)
+		return 0;
+	*out = o = malloc(v->len + 1);
+	if (o == NULL)
+		return -1;
 	for (size_t i = 0; i < v->len; i++) {
 		if (v->p[i] == '\\' && !v->literal)
-			i++; /* rd_quoted made sure a '"' or '\' follows */
+			i++; /* rd_quoted made sure a '"' or '\\' follows */
 		*o++ = v->p[i];
 	}
 	*o = '\0';
-	return s;
+	return 0;
 }
 
-/* The sender as the listing shows it: the decoded name, else
- * mailbox@host. */
-static char *from_text(const struct span a[4])
+int mfs_listline_entry(struct mfs_store_msg *m, const char *date,
+		       time_t internal, const struct mfs_sender *from,
+		       const char *subject)
 {
-	char *name, *mailbox, *host, *s = NULL;
-
-	if (!a[0].nil && a[0].len > 0) {
-		name = span_dup(&a[0]);
-		if (name == NULL)
-			return NULL;
-		s = mfs_hdr_decode(name);
-		free(name);
-		return s;
+	m->date = date != NULL ? mfs_parse_date(date) : (time_t)-1;
+	if (m->date == (time_t)-1)
+		m->date = internal;
+	if (!from->has)
+		m->from = strdup("");
+	else if (from->name != NULL && from->name[0] != '\0')
+		m->from = mfs_hdr_decode(from->name);
+	else if (asprintf(&m->from, "%s@%s",
+			  from->mailbox != NULL ? from->mailbox : "",
+			  from->host != NULL ? from->host : "") < 0)
+		m->from = NULL;
+	m->subject = mfs_hdr_decode(subject != NULL ? subject : "");
+	if (m->from == NULL || m->subject == NULL) {
+		free(m->from);
+		free(m->subject);
+		m->from = m->subject = NULL;
+		return -1;
 	}
-	mailbox = span_dup(&a[2]);
-	host = span_dup(&a[3]);
-	if (mailbox != NULL && host != NULL &&
-	    asprintf(&s, "%s@%s", mailbox, host) < 0)
-		s = NULL;
-	free(mailbox);
-	free(host);
-	return s;
+	return 0;
 }
 
 int mfs_listline(const char *line, size_t len, struct mfs_store_msg *m)
 {
 	struct rd r = {line, line + len};
 	struct items it = {0};
-	char *text;
+	struct envelope *env = &it.env;
+	char *date = NULL, *subject = NULL, *name = NULL, *mailbox = NULL;
+	char *host = NULL;
+	struct mfs_sender from = {0};
+	int rc = -1;
 
 	if (rd_response(&r, &it) != 0)
 		return 0;
@@ -437,29 +447,23 @@ int mfs_listline(const char *line, size_t len, struct mfs_store_msg *m)
 	m->uid = (uint32_t)it.uid;
 	m->size = it.size;
 	m->flags = it.flags;
-	m->date = (time_t)-1;
-	if (it.have_env && !it.env.date.nil) {
-		text = span_dup(&it.env.date);
-		if (text == NULL)
-			return -1;
-		m->date = mfs_parse_date(text);
-		free(text);
-	}
-	if (m->date == (time_t)-1)
-		m->date = it.have_internal ? it.internal : 0;
-	if (it.have_env && it.env.has_from)
-		m->from = from_text(it.env.from);
-	else
-		m->from = strdup("");
-	text = it.have_env ? span_dup(&it.env.subject) : strdup("");
-	if (text != NULL)
-		m->subject = mfs_hdr_decode(text);
-	free(text);
-	if (m->from == NULL || m->subject == NULL) {
-		free(m->from);
-		free(m->subject);
-		m->from = m->subject = NULL;
-		return -1;
-	}
-	return 1;
+	if (it.have_env &&
+	    (span_text(&env->date, &date) != 0 ||
+	     span_text(&env->subject, &subject) != 0 ||
+	     (env->has_from && (span_text(&env->from[0], &name) != 0 ||
+				span_text(&env->from[2], &mailbox) != 0 ||
+				span_text(&env->from[3], &host) != 0))))
+		goto free_text;
+	from = (struct mfs_sender){it.have_env && env->has_from, name,
+				   mailbox, host};
+	if (mfs_listline_entry(m, date, it.have_internal ? it.internal : 0,
+			       &from, subject) == 0)
+		rc = 1;
+free_text:
+	free(date);
+	free(subject);
+	free(name);
+	free(mailbox);
+	free(host);
+	return rc;
 }

@@ -36,4 +36,23 @@
  */
 int mfs_listline(const char *line, size_t len, struct mfs_store_msg *m);
 
+/* The first address of an envelope's From (NULL strings for NIL); has is
+ * 0 when the From list itself is NIL. */
+struct mfs_sender {
+	int has;
+	const char *name, *mailbox, *host;
+};
+
+/*
+ * Sets m's date, from and subject from the parts of an envelope, as both
+ * of the listing's readers make an entry (this file; imap.c's parse by
+ * libetpan): date from the Date text, else from internal; from the
+ * sender's decoded name, else mailbox@host, else ""; subject decoded, ""
+ * when NULL. Returns 0, or -1 when out of memory (m->from and m->subject
+ * are then NULL).
+ */
+int mfs_listline_entry(struct mfs_store_msg *m, const char *date,
+		       time_t internal, const struct mfs_sender *from,
+		       const char *subject);
+
 #endif

@@ -438,17 +438,8 @@ static int scan_literal(struct imap_scan *m)
 	return 0;
 }
 
-static void scan_tail(struct imap_scan *m, char c)
-{
-	if (m->tail_len == sizeof(m->tail)) {
-		memmove(m->tail, m->tail + sizeof(m->tail) / 2,
-			sizeof(m->tail) / 2);
-		m->tail_len = sizeof(m->tail) / 2;
-	}
-	m->tail[m->tail_len++] = c;
-}
-
-/* scan_tail of each byte of s[0, n), in one go. */
+/* Keeps s[0, n) as the last bytes of the text seen (m->tail): when the
+ * tail is full, its older half goes. */
 static void scan_tail_n(struct imap_scan *m, const char *s, size_t n)
 {
 	size_t k;
@@ -467,6 +458,11 @@ static void scan_tail_n(struct imap_scan *m, const char *s, size_t n)
 		s += k;
 		n -= k;
 	}
+}
+
+static void scan_tail(struct imap_scan *m, char c)
+{
+	scan_tail_n(m, &c, 1);
 }
 
 /* A byte that is part of a quoted string, or opens one: 1 (and the string

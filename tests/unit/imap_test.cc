@@ -3420,37 +3420,40 @@ static void expect_mixed(struct mfs_store *st, struct mfs_err *err)
 	mfs_store_msgs_free(msgs, n);
 }
 
-// The response the reader leaves is one line: libetpan reads it and the
-// rest of the reply, on the same connection.
-TEST_F(ImapScripted, ListingOfMixedShapes)
+// Lists INBOX twice from a server of five messages whose listing is
+// mixed_listing() with message 3's subject sent as third_subject; after
+// each listing the server has seen first, then second FETCH commands.
+class ImapMixed : public ImapScripted
 {
-	for (int k = 1; k <= 5; k++)
-		srv.add("INBOX", message(k));
-	srv.on("FETCH", [](const ImapCmd &c) {
-		return mixed_listing(c, "\"three\"");
-	});
-	struct mfs_store *st = open();
-	StoreGuard guard{st};
-	expect_mixed(st, &err);
-	EXPECT_EQ(srv.count("FETCH"), 1u);
-	// and again, the reader still in use
-	expect_mixed(st, &err);
-	EXPECT_EQ(srv.count("FETCH"), 2u);
+      protected:
+	void list_twice(const std::string &third_subject, size_t first,
+			size_t second)
+	{
+		for (int k = 1; k <= 5; k++)
+			srv.add("INBOX", message(k));
+		srv.on("FETCH", [third_subject](const ImapCmd &c) {
+			return mixed_listing(c, third_subject);
+		});
+		struct mfs_store *st = open();
+		StoreGuard guard{st};
+		expect_mixed(st, &err);
+		EXPECT_EQ(srv.count("FETCH"), first);
+		expect_mixed(st, &err);
+		EXPECT_EQ(srv.count("FETCH"), second);
+	}
+};
+
+// The response the reader leaves is one line: libetpan reads it and the
+// rest of the reply, on the same connection; the reader is still in use
+// the second time.
+TEST_F(ImapMixed, ListingOfMixedShapes)
+{
+	list_twice("\"three\"", 1u, 2u);
 }
 
 // It spans lines (a literal), read ahead past what libetpan would read
 // itself: the listing is made again, by libetpan alone, and stays so.
-TEST_F(ImapScripted, ListingOfMixedShapesWithLiteral)
+TEST_F(ImapMixed, ListingOfMixedShapesWithLiteral)
 {
-	for (int k = 1; k <= 5; k++)
-		srv.add("INBOX", message(k));
-	srv.on("FETCH", [](const ImapCmd &c) {
-		return mixed_listing(c, "{5}\r\nthree");
-	});
-	struct mfs_store *st = open();
-	StoreGuard guard{st};
-	expect_mixed(st, &err);
-	EXPECT_EQ(srv.count("FETCH"), 2u);
-	expect_mixed(st, &err);
-	EXPECT_EQ(srv.count("FETCH"), 3u);
+	list_twice("{5}\r\nthree", 2u, 3u);
 }
