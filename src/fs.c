@@ -58,6 +58,7 @@ struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
 	}
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->refresh, NULL);
+	pthread_cond_init(&fs->ahead_cond, NULL);
 	fs->store = store;
 	fs->cache = cache;
 	fs->acct = acct;
@@ -76,6 +77,7 @@ void mfs_fs_free(struct mfs_fs *fs)
 {
 	if (fs == NULL)
 		return;
+	msgview_ahead_stop(fs);
 	mfs_journal_stop(fs->store); /* its hooks use the fs */
 	mfs_fs_end_watch(fs);
 	/* directories and files whose release never came (the session
@@ -97,6 +99,7 @@ void mfs_fs_free(struct mfs_fs *fs)
 	free(fs->root_prefix);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->refresh);
+	pthread_cond_destroy(&fs->ahead_cond);
 	free(fs);
 }
 

@@ -70,10 +70,20 @@ struct mfs_fs {
 	uid_t uid;
 	gid_t gid;
 	/* The run of fetch-aheads going on (fs->lock): in which folder, how
-	 * many messages the last one asked for, and when it ended. */
+	 * many messages the last one asked for, and when one last started
+	 * or ended. */
 	uint64_t ahead_folder;
 	size_t ahead_window;
 	time_t ahead_last;
+	/* The run reads what fetch-ahead leaves out of a message of a few
+	 * hundred kB (its message.eml, an attachment): such messages come
+	 * whole again until the next run (msgview.c, ahead_skeletal). */
+	int ahead_whole;
+	/* The batches of fetch-ahead on their threads, and those a read in
+	 * a row may still follow (msgview.c; fs->lock); ahead_cond is
+	 * signalled when a message of one has come or a batch has ended. */
+	struct ahead *aheads;
+	pthread_cond_t ahead_cond;
 	/* Files written into folders committed so far (fs->lock); a listing
 	 * that began after commit number k shows the messages of commits up
 	 * to k, so their written names can go (folder_merge). */
@@ -162,6 +172,10 @@ int owner_ok(const struct mfs_fs *fs, const struct stat *attr, int to_set);
 int msgview_fetch_into_cache(struct mfs_fs *fs, struct mfs_node *dir,
 			     struct mfs_node **msgs, size_t n,
 			     struct mfs_err *err);
+
+/* Waits for the threads of fetch-ahead to end, and frees their batches.
+ * Caller does not hold the lock; no request runs any more. */
+void msgview_ahead_stop(struct mfs_fs *fs);
 
 /* A descriptor (*fd) on the cached raw bytes of message uid of mailbox,
  * size bytes long: the journal's `cached` hook. Takes no lock. Returns 0,

@@ -656,16 +656,30 @@ static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
  * message. A batch asks for AHEAD_FIRST messages; while the reads go on in
  * the same folder (the next batch starts within AHEAD_GAP seconds of the
  * last) each batch asks for twice as many as the one before, up to
- * AHEAD_MAX messages and AHEAD_BYTES bytes: 1,000 messages read in a row
- * then cost 6 batches instead of 32.
+ * AHEAD_MAX messages and AHEAD_BYTES bytes.
  *
- * Large messages (LAZY_MIN bytes or more), which are read lazily, come in
- * the same batch as skeletons (skeleton_many, store.h): their structures
- * in the same burst as the small messages, their headers and small parts
- * in a second one, at most AHEAD_LARGE_MAX of them a batch. Each counts
- * as HOLE_MIN bytes towards AHEAD_BYTES. The skeleton becomes the
- * message's view at once, as the lazy path would make it, so reading
- * body.txt of a large message later costs no round trip.
+ * A batch is fetched by a thread of its own (ahead_run), and a reader
+ * waits for its own message only: each message is in the cache, or its
+ * skeleton its view, as soon as it has come. When a reader takes a
+ * message in the second half of a batch, the next batch starts at once
+ * (ahead_touch), so that a read in a row finds the next messages on
+ * their way or come, and never waits for a whole batch. Two batches at a
+ * time are enough for that, so batches stay small (AHEAD_MAX): what the
+ * last one brings beyond the end of the read is wasted.
+ *
+ * Messages of AHEAD_SKEL_MIN bytes or more come in the same batch as
+ * skeletons (skeleton_many, store.h): their structures in the same burst
+ * as the small messages, their headers and small parts in a second one,
+ * at most AHEAD_LARGE_MAX of them a batch. Each counts as HOLE_MIN bytes
+ * towards AHEAD_BYTES. The skeleton becomes the message's view at once,
+ * as the lazy path would make it for a message of LAZY_MIN bytes, so
+ * reading body.txt of such a message later costs no round trip. The
+ * bound is lower than LAZY_MIN because a batch is a guess: most of the
+ * bytes of a message of a few hundred kB are an attachment that a read
+ * in a row (grep over body.txt) never looks at, and the attachment of a
+ * message that is read comes when it is read, a round trip later. A run
+ * that does read them (cp -r, tar) shows it at its first such read
+ * (ahead_left_out), and its later batches bring those messages whole.
  *
  * The batch follows both orders a folder is read in: by name (a glob or
  * ls sorts the names, which begin with the date) and the directory's own
@@ -675,14 +689,23 @@ static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
  */
 #define AHEAD_FIRST 32
 
-#define AHEAD_MAX 1024
+#define AHEAD_MAX 256
 
-#define AHEAD_BYTES (16 * 1024 * 1024)
+#define AHEAD_BYTES (4 * 1024 * 1024)
 
 #define AHEAD_GAP 2
 
 #define AHEAD_LARGE_MAX 64
 
+#define AHEAD_SKEL_MIN HOLE_MIN
+
+
+/* A batch of fetch-ahead. Its own thread (ahead_run) fetches it, so that
+ * a reader waits for its own message only, not for the whole batch, and
+ * the next batch can come while the reader is still in this one. It is
+ * on fs->aheads (fs->lock) from its start until aheads_reap() frees it.
+ * msgview_fetch_into_cache() uses the first fields only, on its own
+ * thread. */
 struct ahead {
 	struct mfs_fs *fs;
 	size_t n;
@@ -690,24 +713,40 @@ struct ahead {
 		uint32_t uid;
 		uint64_t size;
 		char *key;	       /* owned */
-		struct mfs_node *node; /* held (fetch_ahead); a large
-					* message's node, else NULL */
-		struct view *skel;     /* owned: its skeleton, once come */
-	} *item;   /* owned array */
+		struct mfs_node *node; /* held until it comes or the batch
+					* ends: a skeletal message's node,
+					* else NULL */
+		int done;	       /* came, or never will (fs->lock) */
+	} *item;   /* owned array, ascending UIDs */
 	char *tmp; /* owned: the file being written */
+	/* a batch on its thread */
+	struct ahead *next; /* on fs->aheads */
+	pthread_t thread;
+	struct mfs_node *dir; /* held while the thread runs */
+	uint64_t dir_ino;
+	char *mailbox; /* owned */
+	uint32_t validity;
+	uint32_t later[AHEAD_LARGE_MAX]; /* skeleton_many's later */
+	size_t nlater;
+	size_t window;	  /* how many messages it asked for */
+	int followed;	  /* the next batch was started from it */
+	int ended;	  /* its thread is done (fs->lock) */
+	time_t ended_at;  /* when */
+	unsigned waiters; /* readers waiting for one of its messages */
+	int rc;		  /* MFS_OK, or why the fetch failed (err) */
+	struct mfs_err err;
 };
 
-/* Frees what a owns but the holds on the nodes (ahead_release). */
+/* Frees what a owns; the holds on the nodes are let go by then. */
 static void ahead_free(struct ahead *a)
 {
 	size_t i;
 
-	for (i = 0; i < a->n; i++) {
+	for (i = 0; i < a->n; i++)
 		free(a->item[i].key);
-		view_free(a->item[i].skel);
-	}
 	free(a->item);
 	free(a->tmp);
+	free(a->mailbox);
 }
 
 static int ahead_open(void *ctx)
@@ -723,14 +762,35 @@ static int ahead_open(void *ctx)
 	return fd;
 }
 
-static struct ahead_item *ahead_find(struct ahead *a, uint32_t uid)
+static int item_cmp(const void *a, const void *b)
 {
-	size_t i;
+	uint32_t x = ((const struct ahead_item *)a)->uid;
+	uint32_t y = ((const struct ahead_item *)b)->uid;
 
-	for (i = 0; i < a->n; i++)
-		if (a->item[i].uid == uid)
-			return &a->item[i];
-	return NULL;
+	return x < y ? -1 : x > y;
+}
+
+static struct ahead_item *ahead_find(const struct ahead *a, uint32_t uid)
+{
+	struct ahead_item key = {.uid = uid};
+
+	return a->n == 0 ? NULL
+			 : bsearch(&key, a->item, a->n, sizeof(*a->item),
+				   item_cmp);
+}
+
+/* it has come, or will not: whoever waits for it goes on. Caller holds
+ * the lock. */
+static void ahead_item_done(struct ahead *a, struct ahead_item *it)
+{
+	struct mfs_fs *fs = a->fs;
+
+	if (it->node != NULL) {
+		mfs_nodes_release(fs->nodes, it->node);
+		it->node = NULL;
+	}
+	it->done = 1;
+	pthread_cond_broadcast(&fs->ahead_cond);
 }
 
 static void ahead_done(void *ctx, uint32_t uid, int fd, size_t len)
@@ -748,6 +808,11 @@ static void ahead_done(void *ctx, uint32_t uid, int fd, size_t len)
 	}
 	free(a->tmp);
 	a->tmp = NULL;
+	if (it != NULL) {
+		pthread_mutex_lock(&a->fs->lock);
+		ahead_item_done(a, it);
+		pthread_mutex_unlock(&a->fs->lock);
+	}
 }
 
 static int ahead_skel_open(void *ctx)
@@ -756,12 +821,36 @@ static int ahead_skel_open(void *ctx)
 	return memfd_create("mailfs-skeleton", MFD_CLOEXEC);
 }
 
-/* A skeleton has come: kept as a view, laid out after the fetch. */
+/* Makes skeleton v the view of it's message, where the message is still
+ * there and has none; else frees v. Caller holds the lock. */
+static void ahead_settle(struct ahead *a, struct ahead_item *it,
+			 struct view *v)
+{
+	struct mfs_fs *fs = a->fs;
+	struct mfs_node *c = it->node, *dir = a->dir;
+
+	if (c != NULL && c->linked && c->priv == NULL && c->parent == dir &&
+	    dir->validity == a->validity && c->msg.uid == it->uid) {
+		/* unloaded, as view_unload() leaves a skeleton: view_get()
+		 * maps it when it is first used */
+		view_unmap(v);
+		v->fs = fs;
+		v->msg = c;
+		fs->views++;
+		c->priv = v;
+		return;
+	}
+	view_free(v);
+}
+
+/* A skeleton has come: laid out here, without the lock, and made its
+ * message's view. */
 static void ahead_skel_done(void *ctx, uint32_t uid, int fd,
 			    struct mfs_seg *segs, size_t nsegs)
 {
-	struct ahead_item *it = ahead_find(ctx, uid);
-	struct view *v = it != NULL && it->node != NULL && it->skel == NULL
+	struct ahead *a = ctx;
+	struct ahead_item *it = ahead_find(a, uid);
+	struct view *v = it != NULL && it->node != NULL
 			     ? calloc(1, sizeof(*v))
 			     : NULL;
 
@@ -773,15 +862,62 @@ static void ahead_skel_done(void *ctx, uint32_t uid, int fd,
 	v->fd = fd;
 	v->segs = segs;
 	v->nsegs = nsegs;
-	it->skel = v;
+	if (!skel_view_ready(v, uid)) {
+		view_free(v);
+		v = NULL;
+	}
+	pthread_mutex_lock(&a->fs->lock);
+	if (v != NULL)
+		ahead_settle(a, it, v);
+	ahead_item_done(a, it);
+	pthread_mutex_unlock(&a->fs->lock);
 }
 
-/* Whether fetch-ahead takes message node c. Caller holds the lock. */
+/* The batch on fs->aheads that holds message msg and, in *it, msg's
+ * item; NULL when none does. Caller holds the lock. */
+static struct ahead *ahead_holding(const struct mfs_fs *fs,
+				   const struct mfs_node *msg,
+				   struct ahead_item **it)
+{
+	struct ahead *a;
+
+	if (msg->parent == NULL)
+		return NULL;
+	for (a = fs->aheads; a != NULL; a = a->next)
+		if (a->dir_ino == msg->parent->ino &&
+		    (*it = ahead_find(a, msg->msg.uid)) != NULL)
+			return a;
+	return NULL;
+}
+
+/* Whether fetch-ahead takes message node c: one it has not brought and is
+ * not bringing. Caller holds the lock. */
 static int ahead_wants(const struct mfs_fs *fs, const struct mfs_node *c)
 {
-	return c->kind == MFS_N_MESSAGE && c->msg.uid != 0 && c->priv == NULL &&
-	       (c->msg.size < LAZY_MIN ||
-		fs->store->ops->skeleton_many != NULL);
+	struct ahead_item *it;
+
+	if (c->kind != MFS_N_MESSAGE || c->msg.uid == 0 || c->priv != NULL ||
+	    (c->msg.size >= LAZY_MIN && fs->store->ops->skeleton_many == NULL))
+		return 0;
+	return ahead_holding(fs, c, &it) == NULL || it->done;
+}
+
+/* Whether fetch-ahead asks for message node c's skeleton rather than its
+ * bytes. */
+static int ahead_skeletal(const struct mfs_fs *fs, const struct mfs_node *c)
+{
+	return fs->store->ops->skeleton_many != NULL &&
+	       c->msg.size >= (fs->ahead_whole ? LAZY_MIN : AHEAD_SKEL_MIN);
+}
+
+/* A reader wants bytes of a message of size bytes that a skeleton left
+ * out: when fetch-ahead would have brought it whole but for
+ * AHEAD_SKEL_MIN, the run wants whole messages (cp -r, tar), and its next
+ * batches bring them so. Caller holds the lock. */
+static void ahead_left_out(struct mfs_fs *fs, uint64_t size)
+{
+	if (size < LAZY_MIN)
+		fs->ahead_whole = 1;
 }
 
 static int u32_cmp(const void *a, const void *b)
@@ -867,11 +1003,31 @@ static int node_set_add(struct node_set *s, struct mfs_node *c)
 	return 1;
 }
 
+/* Whether the cache holds msg's raw bytes, as its index knows (no look
+ * at the disk: one per message read in a row costs more than the rare
+ * entry another process wrote, which fetch_ahead() still finds). Caller
+ * holds the lock. */
+static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
+{
+	struct msg_ref r;
+	char key[1024];
+	int have = 0;
+
+	if (msg_ref_take(msg, &r) != 0)
+		return 0;
+	if (cache_key(&r, "", key, sizeof(key)) == 0)
+		have = mfs_cache_known(fs->cache, key, r.msg.size);
+	msg_ref_free(&r);
+	return have;
+}
+
 /* The batch of a fetch-ahead from msg (see above) into out (room for
- * max): msg first, then the next ones by name and in the directory's
- * order in turn, then those before msg in the directory's order; at most
- * max_bytes (a large message counts HOLE_MIN) and max_large messages of
- * LAZY_MIN bytes or more. Returns how many. Caller holds the lock. */
+ * max): msg first when it is wanted, then the next ones by name and in
+ * the directory's order in turn, then those before msg in the
+ * directory's order; only messages fetch-ahead wants (ahead_wants) and
+ * the cache does not hold; at most max_bytes (a skeleton counts
+ * HOLE_MIN) and max_large messages that come as skeletons
+ * (ahead_skeletal). Returns how many. Caller holds the lock. */
 static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 			 struct mfs_node **out, size_t max, uint64_t max_bytes,
 			 size_t max_large)
@@ -883,14 +1039,16 @@ static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 	uint64_t bytes = 0;
 	int turn = 0;
 
-	out[n++] = msg;
 	if (node_set_init(&taken, max) != 0) {
 		free(names);
-		return n; /* memory is short: msg alone */
+		return 0; /* memory is short: no batch */
 	}
 	node_set_add(&taken, msg);
-	bytes = msg->msg.size < LAZY_MIN ? msg->msg.size : HOLE_MIN;
-	large = msg->msg.size >= LAZY_MIN;
+	if (ahead_wants(fs, msg) && !msg_cached(fs, msg)) {
+		out[n++] = msg;
+		large = ahead_skeletal(fs, msg);
+		bytes = large ? HOLE_MIN : msg->msg.size;
+	}
 	while (n < max && bytes < max_bytes) {
 		struct mfs_node *c = NULL;
 
@@ -906,14 +1064,14 @@ static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 			break;
 		}
 		turn = !turn;
-		if (c == NULL || !ahead_wants(fs, c))
+		if (c == NULL || !ahead_wants(fs, c) || msg_cached(fs, c))
 			continue;
-		if (c->msg.size >= LAZY_MIN && large == max_large)
+		if (ahead_skeletal(fs, c) && large == max_large)
 			continue;
 		if (!node_set_add(&taken, c))
 			continue; /* in the batch already */
-		large += c->msg.size >= LAZY_MIN;
-		bytes += c->msg.size < LAZY_MIN ? c->msg.size : HOLE_MIN;
+		large += ahead_skeletal(fs, c);
+		bytes += ahead_skeletal(fs, c) ? HOLE_MIN : c->msg.size;
 		out[n++] = c;
 	}
 	free(taken.slot);
@@ -938,194 +1096,252 @@ static size_t ahead_later(struct mfs_fs *fs, struct mfs_node *msg,
 	nv = ahead_pick(fs, msg, v, max, 3 * (uint64_t)AHEAD_BYTES,
 			2 * AHEAD_LARGE_MAX);
 	for (i = 0; i < nv && n < AHEAD_LARGE_MAX; i++)
-		if (v[i]->msg.size >= LAZY_MIN && !picked(batch, nbatch, v[i]))
+		if (ahead_skeletal(fs, v[i]) && !picked(batch, nbatch, v[i]))
 			later[n++] = v[i]->msg.uid;
 	free(v);
 	qsort(later, n, sizeof(*later), u32_cmp);
 	return n;
 }
 
-/* Whether the cache holds msg's raw bytes, as its index knows (no look
- * at the disk: one per message read in a row costs more than the rare
- * entry another process wrote, which fetch_ahead() still finds). Caller
- * holds the lock. */
-static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
+/* The batch's thread: fetches what the cache does not have, then lets
+ * every waiter go on. */
+static void *ahead_run(void *arg)
 {
+	struct ahead *a = arg;
+	struct mfs_fs *fs = a->fs;
+	const struct mfs_store_ops *ops = fs->store->ops;
+	uint32_t *whole = calloc(a->n, sizeof(*whole));
+	uint32_t *skel = calloc(a->n, sizeof(*skel));
+	size_t i, nw = 0, ns = 0;
+
+	a->rc = MFS_OK;
+	if (whole != NULL && skel != NULL) {
+		for (i = 0; i < a->n; i++) {
+			if (mfs_cache_has(fs->cache, a->item[i].key,
+					  a->item[i].size))
+				continue; /* done below */
+			if (a->item[i].node != NULL)
+				skel[ns++] = a->item[i].uid;
+			else
+				whole[nw++] = a->item[i].uid;
+		}
+	}
+	if (ns > 0 || a->nlater > 0) {
+		struct mfs_many_cb cb = {ahead_open, ahead_done,
+					 ahead_skel_open, ahead_skel_done, a};
+
+		a->rc = ops->skeleton_many(fs->store, a->mailbox, a->validity,
+					   skel, ns, HOLE_MIN, whole, nw,
+					   a->later, a->nlater, &cb, &a->err);
+	} else if (nw > 0) {
+		a->rc = ops->fetch_many(fs->store, a->mailbox, a->validity,
+					whole, nw, ahead_open, ahead_done, a,
+					&a->err);
+	}
+	if (a->rc != MFS_OK)
+		mfs_log_debug("fetch-ahead: %s", a->err.msg);
+	free(whole);
+	free(skel);
+	pthread_mutex_lock(&fs->lock);
+	for (i = 0; i < a->n; i++)
+		if (!a->item[i].done)
+			ahead_item_done(a, &a->item[i]);
+	mfs_nodes_release(fs->nodes, a->dir);
+	a->dir = NULL;
+	a->ended = 1;
+	a->ended_at = time(NULL);
+	if (a->rc != MFS_OK)
+		a->followed = 1; /* no read in a row goes on from a failure */
+	fs->ahead_last = a->ended_at;
+	pthread_cond_broadcast(&fs->ahead_cond);
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
+/* Frees the batches whose thread has ended, that nobody waits on and
+ * that a read in a row will not follow any more (all: every one that
+ * has ended). Caller holds the lock. */
+static void aheads_reap(struct mfs_fs *fs, int all)
+{
+	struct ahead **p = &fs->aheads, *a;
+	time_t now = time(NULL);
+
+	while ((a = *p) != NULL) {
+		if (a->ended && a->waiters == 0 &&
+		    (all || a->followed ||
+		     now - a->ended_at > AHEAD_GAP)) {
+			*p = a->next;
+			/* it has ended: only its return is left */
+			pthread_join(a->thread, NULL);
+			ahead_free(a);
+			free(a);
+		} else {
+			p = &a->next;
+		}
+	}
+}
+
+/* Starts a batch of at most window messages from msg (see above) on a
+ * thread of its own; msg is its first when fetch-ahead wants it. Returns
+ * the batch, or NULL when there is nothing to fetch, or memory or a
+ * thread is short (the reader then fetches its message alone). Caller
+ * holds the lock and a hold on msg. */
+static struct ahead *ahead_start(struct mfs_fs *fs, struct mfs_node *msg,
+				 size_t window)
+{
+	struct mfs_node *dir = msg->parent, **pick = calloc(window,
+							    sizeof(*pick));
+	struct ahead *a = calloc(1, sizeof(*a));
 	struct msg_ref r;
 	char key[1024];
-	int have = 0;
+	size_t i, np;
 
-	if (msg_ref_take(msg, &r) != 0)
-		return 0;
-	if (cache_key(&r, "", key, sizeof(key)) == 0)
-		have = mfs_cache_known(fs->cache, key, r.msg.size);
-	msg_ref_free(&r);
-	return have;
-}
-
-/* Makes the skeletons that came a's messages' views, where the message
- * is still there and has none, and lets go of the holds on the nodes.
- * Caller holds the lock. */
-static void ahead_settle(struct mfs_fs *fs, struct ahead *a,
-			 const struct mfs_node *dir, uint32_t validity)
-{
-	size_t i;
-
-	for (i = 0; i < a->n; i++) {
-		struct ahead_item *it = &a->item[i];
-		struct mfs_node *c = it->node;
-		struct view *v = it->skel;
-
-		if (c == NULL)
-			continue;
-		if (v != NULL && c->linked && c->priv == NULL &&
-		    c->parent == dir && dir->validity == validity &&
-		    c->msg.uid == it->uid) {
-			/* unloaded, as view_unload() leaves a skeleton:
-			 * view_get() maps it when it is first used */
-			view_unmap(v);
-			v->fs = fs;
-			v->msg = c;
-			fs->views++;
-			c->priv = v;
-			it->skel = NULL;
-		}
-		it->node = NULL;
-		mfs_nodes_release(fs->nodes, c);
-	}
-}
-
-/* Fetches msg and the neighbours a read in a row will want next (see
- * above). Caller holds the lock; msg is held. Drops the lock while it
- * fetches. Returns MFS_OK, or the network error that made the fetch fail
- * (the caller then fails too rather than wait a second time). */
-static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
-		       struct mfs_err *ret)
-{
-	const struct mfs_store_ops *ops = fs->store->ops;
-	struct mfs_node *dir = msg->parent, **pick = NULL;
-	struct ahead a = {.fs = fs};
-	uint32_t *uids = NULL, *large = NULL, later[AHEAD_LARGE_MAX];
-	struct msg_ref r;
-	char *mailbox = NULL, key[1024];
-	uint32_t validity;
-	uint64_t dir_ino = dir->ino;
-	struct mfs_err err;
-	size_t i, np, n = 0, nl = 0, nlater = 0, window = AHEAD_FIRST;
-	int rc = MFS_OK, fetched = 0;
-
-	if (ops->fetch_many == NULL || msg->msg.uid == 0 ||
-	    dir->kind != MFS_N_FOLDER || !ahead_wants(fs, msg))
-		return MFS_OK;
-	/* brought by an earlier batch: no need to look at up to AHEAD_MAX
-	 * neighbours for each message of a run */
-	if (msg_cached(fs, msg) || msg->priv != NULL)
-		return MFS_OK;
-	if (fs->ahead_folder == dir_ino &&
-	    time(NULL) - fs->ahead_last <= AHEAD_GAP)
-		window = fs->ahead_window * 2 < AHEAD_MAX
-			     ? fs->ahead_window * 2
-			     : AHEAD_MAX;
-	mailbox = strdup(dir->mailbox);
-	pick = calloc(window, sizeof(*pick));
-	a.item = calloc(window, sizeof(*a.item));
-	uids = calloc(window, sizeof(*uids));
-	large = calloc(window, sizeof(*large));
-	if (mailbox == NULL || pick == NULL || a.item == NULL ||
-	    uids == NULL || large == NULL) {
-		/* no fetch-ahead: the message is fetched alone */
-		pthread_mutex_unlock(&fs->lock);
-		goto free_all;
-	}
-	validity = dir->validity;
-	mfs_nodes_hold(dir);
+	if (a == NULL || pick == NULL)
+		goto fail;
+	a->fs = fs;
+	a->item = calloc(window, sizeof(*a->item));
+	a->mailbox = strdup(dir->mailbox);
+	if (a->item == NULL || a->mailbox == NULL)
+		goto fail;
+	a->dir_ino = dir->ino;
+	a->validity = dir->validity;
+	a->window = window;
 	np = ahead_pick(fs, msg, pick, window, AHEAD_BYTES, AHEAD_LARGE_MAX);
-	if (ops->skeleton_many != NULL)
-		nlater = ahead_later(fs, msg, pick, np, window, later);
+	if (fs->store->ops->skeleton_many != NULL)
+		a->nlater = ahead_later(fs, msg, pick, np, window, a->later);
 	for (i = 0; i < np; i++) {
 		struct mfs_node *c = pick[i];
+		struct ahead_item *it = &a->item[a->n];
 
 		if (msg_ref_take(c, &r) != 0)
 			break;
 		if (cache_key(&r, "", key, sizeof(key)) == 0 &&
-		    (a.item[a.n].key = strdup(key)) != NULL) {
-			a.item[a.n].uid = c->msg.uid;
-			a.item[a.n].size = c->msg.size;
-			if (c->msg.size >= LAZY_MIN) {
+		    (it->key = strdup(key)) != NULL) {
+			it->uid = c->msg.uid;
+			it->size = c->msg.size;
+			if (ahead_skeletal(fs, c)) {
 				mfs_nodes_hold(c);
-				a.item[a.n].node = c;
+				it->node = c;
 			}
-			a.n++;
+			a->n++;
 		}
 		msg_ref_free(&r);
 	}
-	pthread_mutex_unlock(&fs->lock);
-	/* only what the cache does not have; none if msg itself is there */
-	for (i = 0; i < a.n; i++) {
-		if (mfs_cache_has(fs->cache, a.item[i].key, a.item[i].size)) {
-			if (i == 0)
-				break;
-			continue;
-		}
-		if (a.item[i].node != NULL)
-			large[nl++] = a.item[i].uid;
-		else
-			uids[n++] = a.item[i].uid;
+	if (a->n == 0)
+		goto fail;
+	qsort(a->item, a->n, sizeof(*a->item), item_cmp);
+	a->dir = dir;
+	mfs_nodes_hold(dir);
+	if (pthread_create(&a->thread, NULL, ahead_run, a) != 0) {
+		mfs_log_err("fetch-ahead: cannot start a thread");
+		for (i = 0; i < a->n; i++)
+			if (a->item[i].node != NULL)
+				mfs_nodes_release(fs->nodes, a->item[i].node);
+		mfs_nodes_release(fs->nodes, dir);
+		goto fail;
 	}
-	mfs_err_clear(&err);
-	fetched = n + nl > 1 && i == a.n;
-	if (fetched) {
-		struct mfs_store *st = fs->store;
-		struct mfs_many_cb cb = {ahead_open, ahead_done,
-					 ahead_skel_open, ahead_skel_done, &a};
-
-		qsort(uids, n, sizeof(*uids), u32_cmp);
-		qsort(large, nl, sizeof(*large), u32_cmp);
-		if (nl > 0 || nlater > 0)
-			rc = ops->skeleton_many(st, mailbox, validity, large,
-						nl, HOLE_MIN, uids, n, later,
-						nlater, &cb, &err);
-		else
-			rc = ops->fetch_many(st, mailbox, validity, uids, n,
-					     ahead_open, ahead_done, &a, &err);
-		if (rc != MFS_OK) {
-			mfs_log_debug("fetch-ahead: %s", err.msg);
-			rc = MFS_OK;
-			/* msg itself may have come before the failure */
-			if ((mfs_err_unreachable(err.code) ||
-			     err.code == MFS_E_TLS) &&
-			    a.item[0].skel == NULL &&
-			    !mfs_cache_has(fs->cache, a.item[0].key,
-					   a.item[0].size))
-				rc = mfs_err_set(ret, err.code, "%s",
-						 err.msg);
-		}
-		/* laid out here, without the lock */
-		for (i = 0; i < a.n; i++) {
-			if (a.item[i].skel != NULL &&
-			    !skel_view_ready(a.item[i].skel, a.item[i].uid)) {
-				view_free(a.item[i].skel);
-				a.item[i].skel = NULL;
-			}
-		}
-	}
-	pthread_mutex_lock(&fs->lock);
-	ahead_settle(fs, &a, dir, validity);
-	mfs_nodes_release(fs->nodes, dir);
-	pthread_mutex_unlock(&fs->lock);
-free_all:
-	ahead_free(&a);
-	free(uids);
-	free(large);
+	mfs_log_debug("fetch-ahead: %zu of %s from uid %u", a->n, a->mailbox,
+		      msg->msg.uid);
+	a->next = fs->aheads;
+	fs->aheads = a;
+	fs->ahead_folder = dir->ino;
+	fs->ahead_window = window;
+	fs->ahead_last = time(NULL);
 	free(pick);
-	free(mailbox);
-	pthread_mutex_lock(&fs->lock);
-	if (fetched) { /* the run goes on from here */
-		fs->ahead_folder = dir_ino;
-		fs->ahead_window = window;
-		fs->ahead_last = time(NULL);
+	return a;
+fail:
+	if (a != NULL)
+		ahead_free(a);
+	free(a);
+	free(pick);
+	return NULL;
+}
+
+/* A reader has taken msg. When msg is in the second half of a batch that
+ * no batch follows yet, the reader reads in a row: the next batch starts
+ * now, twice as large, so that it comes while the reader reads this one.
+ * Caller holds the lock and a hold on msg. */
+static void ahead_touch(struct mfs_fs *fs, struct mfs_node *msg)
+{
+	struct ahead_item *it;
+	struct ahead *a;
+
+	if (fs->aheads == NULL)
+		return;
+	a = ahead_holding(fs, msg, &it);
+	if (a == NULL || a->followed ||
+	    (size_t)(it - a->item) * 2 < a->n)
+		return;
+	a->followed = 1;
+	ahead_start(fs, msg,
+		    a->window * 2 < AHEAD_MAX ? a->window * 2 : AHEAD_MAX);
+}
+
+/* Brings msg, and the neighbours a read in a row will want next, when
+ * msg is neither cached nor being brought (see above); waits until msg
+ * has come. Caller holds the lock; msg is held. Drops the lock while it
+ * waits. Returns MFS_OK, or the network error that made the fetch of
+ * msg fail (the caller then fails too rather than wait a second time). */
+static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
+		       struct mfs_err *ret)
+{
+	struct mfs_node *dir = msg->parent;
+	struct ahead_item *it;
+	struct ahead *a;
+	int rc = MFS_OK;
+
+	if (fs->store->ops->fetch_many == NULL || msg->msg.uid == 0 ||
+	    dir->kind != MFS_N_FOLDER)
+		return MFS_OK;
+	aheads_reap(fs, 0);
+	a = ahead_holding(fs, msg, &it);
+	if (a != NULL && it->done && msg->priv == NULL && !msg_cached(fs, msg))
+		a = NULL; /* it has not brought msg, and will not: again */
+	if (a == NULL) {
+		size_t window = AHEAD_FIRST;
+		int run = fs->ahead_folder == dir->ino &&
+			  time(NULL) - fs->ahead_last <= AHEAD_GAP;
+
+		if (!ahead_wants(fs, msg) || msg_cached(fs, msg))
+			return MFS_OK;
+		if (run)
+			window = fs->ahead_window * 2 < AHEAD_MAX
+				     ? fs->ahead_window * 2
+				     : AHEAD_MAX;
+		else
+			fs->ahead_whole = 0;
+		a = ahead_start(fs, msg, window);
+		if (a == NULL || (it = ahead_find(a, msg->msg.uid)) == NULL)
+			return MFS_OK;
 	}
+	if (!it->done) {
+		a->waiters++;
+		while (!it->done)
+			pthread_cond_wait(&fs->ahead_cond, &fs->lock);
+		a->waiters--;
+	}
+	if (a->ended && a->rc != MFS_OK &&
+	    (mfs_err_unreachable(a->err.code) || a->err.code == MFS_E_TLS) &&
+	    msg->priv == NULL && !msg_cached(fs, msg))
+		rc = mfs_err_set(ret, a->err.code, "%s", a->err.msg);
+	ahead_touch(fs, msg);
 	return rc;
+}
+
+void msgview_ahead_stop(struct mfs_fs *fs)
+{
+	struct ahead *a;
+
+	pthread_mutex_lock(&fs->lock);
+	for (;;) {
+		for (a = fs->aheads; a != NULL && a->ended; a = a->next)
+			;
+		if (a == NULL)
+			break;
+		pthread_cond_wait(&fs->ahead_cond, &fs->lock);
+	}
+	aheads_reap(fs, 1);
+	pthread_mutex_unlock(&fs->lock);
 }
 
 /* Maps a skeleton's memory file again after view_unload(). */
@@ -1173,6 +1389,8 @@ again:
 		if (fetch_ahead(fs, msg, err) != MFS_OK)
 			return err->code;
 		v = msg->priv;
+	} else {
+		ahead_touch(fs, msg);
 	}
 	if (v != NULL && !v->loaded && v->segs != NULL &&
 	    view_remap(v, err) != MFS_OK)
@@ -1381,6 +1599,7 @@ static int full_ensure(struct mfs_fs *fs, struct mfs_node *msg,
 		return MFS_OK;
 	if (msg_ref_take(msg, &r) != 0)
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	ahead_left_out(fs, r.msg.size);
 	pthread_mutex_unlock(&fs->lock);
 	rc = view_build_whole(fs, &r, &fv, err);
 	pthread_mutex_lock(&fs->lock);
@@ -1425,9 +1644,13 @@ static int section_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 {
 	struct section_fill *f = ctx;
 	struct mfs_store *st = f->fs->store;
-	int rc = st->ops->fetch_section(st, f->ref->mailbox, f->ref->validity,
-					&f->ref->msg, f->section, fd, len,
-					err);
+	int rc;
+
+	pthread_mutex_lock(&f->fs->lock);
+	ahead_left_out(f->fs, f->ref->msg.size);
+	pthread_mutex_unlock(&f->fs->lock);
+	rc = st->ops->fetch_section(st, f->ref->mailbox, f->ref->validity,
+				    &f->ref->msg, f->section, fd, len, err);
 
 	if (rc == MFS_E_NOENT)
 		folder_gone_msg(f->fs, f->ref->mailbox);
@@ -1885,6 +2108,7 @@ int msgview_fetch_into_cache(struct mfs_fs *fs, struct mfs_node *dir,
 		}
 		msg_ref_free(&r);
 	}
+	qsort(a.item, a.n, sizeof(*a.item), item_cmp);
 	pthread_mutex_unlock(&fs->lock);
 	for (i = 0; i < a.n; i++)
 		if (!mfs_cache_has(fs->cache, a.item[i].key, a.item[i].size))

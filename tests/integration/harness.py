@@ -281,6 +281,7 @@ class CountingProxy:
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
         self.commands = []
+        self.sent_at = []  # (time.monotonic(), command) of each command
         self.conns = {}  # connection number -> its command lines
         self.idle = set()  # connections that went into IDLE
         self.sent = {}  # connection number -> every byte the client sent
@@ -367,6 +368,7 @@ class CountingProxy:
                         with self.lock:
                             text = line.decode("ascii", "replace")
                             self.commands.append(text)
+                            self.sent_at.append((time.monotonic(), text))
                             self.conns[cid].append(text)
                             if text.split(" ")[1:2] == ["IDLE"]:
                                 self.idle.add(cid)
@@ -387,6 +389,7 @@ class CountingProxy:
             self.received = 0
             self.wire_received = 0
             self.commands = []
+            self.sent_at = []
             for cid in self.conns:
                 self.conns[cid] = []
 

@@ -404,7 +404,11 @@ def test_reading_a_folder_in_a_row_fetches_ahead(env):
 def test_a_long_read_in_a_row_fetches_ahead_in_growing_batches(env):
     """Reading 400 messages one after the other: each batch asks for twice
     as many messages as the one before (32, 64, 128, 256), so the whole
-    folder costs 4 fetch commands, and every byte is right."""
+    folder costs 4 fetch commands, and every byte is right. From the
+    second batch on, the next batch is asked for while the reader is still
+    in the one before: for a reader that takes 5 ms a message (time enough
+    for the connection the next batch goes to), the commands for 97.. and
+    225.. went out before the reader opened UID 97 and UID 225."""
     c = env.imap()
     c.create("Row")
     for i in range(400):
@@ -420,15 +424,31 @@ def test_a_long_read_in_a_row_fetches_ahead_in_growing_batches(env):
             names = sorted(message_dirs(path))
             eq(len(names), 400, "messages listed")
             proxy.reset()
+            opened = {}
             for n in names:
                 uid = int(DIRNAME.match(n).group(1))
+                opened[uid] = time.monotonic()
                 with open(os.path.join(path, n, "message.eml"), "rb") as f:
                     eq(f.read(), want[uid], "message.eml of uid %d" % uid)
+                time.sleep(0.005)
             fetches = [x for x in proxy.commands if "BODY.PEEK[]" in x]
             sets = [re.search(r"FETCH (\S+)", x).group(1) for x in fetches]
             print("reading 400 messages in a row: %d fetch commands: %r"
                   % (len(fetches), sets))
             eq(len(fetches), 4, "fetch commands: %r" % sets)
+            uids = sorted(want)
+            early = set()
+            for t, x in proxy.sent_at:
+                m = re.search(r"FETCH (\d+)[:,]", x)
+                if "BODY.PEEK[]" not in x or m is None:
+                    continue
+                first = int(m.group(1))
+                if first in (uids[96], uids[224]):
+                    check(t < opened[first],
+                          "%s sent %.3f s after the reader opened uid %d"
+                          % (x[:40], t - opened[first], first))
+                    early.add(first)
+            eq(early, {uids[96], uids[224]}, "batches asked for early")
     finally:
         proxy.close()
 
