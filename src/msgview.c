@@ -1761,7 +1761,7 @@ static int lazy_size(struct mfs_fs *fs, struct mfs_node *n, struct view *v,
 		n->size = msg->msg.size; /* message.eml */
 		return MFS_OK;
 	}
-	if (whole) {
+	if (whole || v->full != NULL) {
 		if (full_file(fs, n, v, &fv, &fe, err) != MFS_OK)
 			return err->code;
 		return mfs_entry_size(fv->layout, fe, &n->size, err);
@@ -2047,9 +2047,11 @@ int open_part(struct mfs_fs *fs, struct mfs_node *n, struct handle *h,
 		goto put;
 	}
 	g = entry_seg(v, e, &whole);
-	if (g != NULL)
+	/* a file in a hole comes from the whole message once that was
+	 * fetched (message.eml read), rather than a second time */
+	if (g != NULL && v->full == NULL)
 		rc = open_hole(fs, n, e, g, h, err);
-	else if (!whole)
+	else if (g == NULL && !whole)
 		rc = open_entry(fs, msg, v, e, 's', n->size, h, err);
 	else if ((rc = full_file(fs, n, v, &fv, &fe, err)) == MFS_OK)
 		rc = open_entry(fs, msg, fv, fe, 'p', n->size, h, err);

@@ -6,7 +6,9 @@ import email.utils
 import os
 import random
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -637,6 +639,113 @@ def test_fetch_ahead_brings_large_messages_as_skeletons(env):
         # the module's shared mount may have listed the folders already
         c = env.imap()
         c.delete("Mixed")
+        c.logout()
+
+
+def test_fetch_ahead_leaves_attachments_out_until_a_run_reads_them(env):
+    """50 messages of 120 to 200 kB, each a short text and an attachment,
+    read in a row twice on fresh caches. body.txt of each: the attachments
+    never come (well under a tenth of the folder's bytes). cp -r of every
+    message directory: every file byte-exact, and after the first batch,
+    whose messages came without their attachments, the run brings whole
+    messages: at most 32 commands ask for one message's bytes."""
+    rnd = random.Random(23)
+    blobs = [rnd.randbytes(rnd.randint(90000, 150000)) for _ in range(50)]
+    c = env.imap()
+    c.create("MidSize")
+    for blob in blobs:
+        c.append("MidSize", None, None, lazy_message([blob]))
+    c.logout()
+    want = server_messages(env, "MidSize")
+    total = sum(len(raw) for raw in want.values())
+    try:
+        proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
+        cfg = env.write_config("config-midsize-grep", {
+            "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+        try:
+            with env.mount(config=cfg) as m:
+                path = os.path.join(m.path, "MidSize")
+                names = sorted(message_dirs(path))
+                eq(len(names), 50, "messages listed")
+                proxy.reset()
+                for n in names:
+                    with open(os.path.join(path, n, "body.txt"), "rb") as f:
+                        eq(f.read(), b"See the attached files.\n",
+                           "body.txt of %s" % n)
+                print("body.txt of 50 messages of %d bytes in all: %d "
+                      "received" % (total, proxy.received))
+                check(proxy.received < total // 10,
+                      "attachments fetched: %d bytes of %d"
+                      % (proxy.received, total))
+        finally:
+            proxy.close()
+        proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
+        cfg = env.write_config("config-midsize-cp", {
+            "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+        out = tempfile.mkdtemp(dir=env.dir)
+        try:
+            with env.mount(config=cfg) as m:
+                path = os.path.join(m.path, "MidSize")
+                names = sorted(message_dirs(path))
+                proxy.reset()
+                subprocess.run(["cp", "-r", "-t", out] +
+                               [os.path.join(path, n) for n in names],
+                               check=True)
+                singles = [x for x in proxy.commands
+                           if re.search(r"UID FETCH \d+ \(UID BODY\.PEEK"
+                                        r"\[(\]|\d)", x)]
+                print("cp -r of 50 messages: %d commands, %d for one "
+                      "message's bytes" % (len(proxy.commands), len(singles)))
+                check(len(singles) <= 32,
+                      "one command a message: %r" % singles[:40])
+            for n in names:
+                uid = int(DIRNAME.match(n).group(1))
+                with open(os.path.join(out, n, "message.eml"), "rb") as f:
+                    eq(f.read(), want[uid], "message.eml of uid %d" % uid)
+                with open(os.path.join(out, n, "part1.bin"), "rb") as f:
+                    eq(f.read(), blobs[uid - 1], "part1.bin of uid %d" % uid)
+        finally:
+            proxy.close()
+            shutil.rmtree(out, ignore_errors=True)
+    finally:
+        c = env.imap()
+        c.delete("MidSize")
+        c.logout()
+
+
+def test_unmount_while_a_batch_comes(env):
+    """The first read of a folder starts a batch of 32 messages on its own
+    thread; unmounting at once ends the process cleanly, within seconds
+    (the batch is finished first), and the message read was right."""
+    c = env.imap()
+    c.create("Quit")
+    for i in range(120):
+        c.append("Quit", None, None, make_message(3000 + i))
+    c.logout()
+    want = server_messages(env, "Quit")
+    try:
+        m = env.mount()
+        try:
+            path = os.path.join(m.path, "Quit")
+            names = sorted(message_dirs(path))
+            uid = int(DIRNAME.match(names[0]).group(1))
+            with open(os.path.join(path, names[0], "message.eml"), "rb") as f:
+                eq(f.read(), want[uid], "message.eml of uid %d" % uid)
+            t0 = time.time()
+            r = subprocess.run(["fusermount3", "-u", m.path], timeout=20,
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+            eq(r.returncode, 0, "fusermount3 -u (%s)" % r.stdout)
+            rc = m.proc.wait(timeout=20)
+            print("unmounted during a batch: exited %d in %.2f s"
+                  % (rc, time.time() - t0))
+            eq(rc, 0, "mailfs exit status")
+            check(time.time() - t0 < 5, "exit took %.1f s" % (time.time() - t0))
+        finally:
+            m.umount()
+    finally:
+        c = env.imap()
+        c.delete("Quit")
         c.logout()
 
 
