@@ -2276,13 +2276,25 @@ static void fs_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* --- extended attributes: none ----------------------------------------
  *
- * There is no getxattr or listxattr: the kernel then learns from the first
- * ENOSYS that the mount has no extended attributes and stops asking. With
- * them, "ls -l" cost three requests per entry (SELinux label and two ACLs),
- * which was most of the time of listing a large folder. Flags are read and
- * written through each message's flags file. setxattr is kept only so that
- * a read-only mount answers EROFS, like every other write.
+ * There is no listxattr: the kernel learns from the first ENOSYS that the
+ * mount lists none, and stops asking. getxattr answers ENOTSUP for every
+ * name, rather than ENOSYS: after an ENOSYS the kernel answers the POSIX
+ * ACL names itself with ENODATA ("no ACL here"), so "ls -l" goes on asking
+ * for two of them per entry; ENOTSUP tells it, and the SELinux label's
+ * ENOTSUP too, that the filesystem has none, and it stops asking at the
+ * first entry (coreutils keeps that per device). Flags are read and
+ * written through each message's flags file. setxattr is kept so that a
+ * read-only mount answers EROFS, like every other write.
  */
+
+static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	(void)ino;
+	(void)name;
+	(void)size;
+	fuse_reply_err(req, ENOTSUP);
+}
 
 static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			const char *value, size_t size, int flags)
@@ -2333,4 +2345,5 @@ const struct fuse_lowlevel_ops mfs_fs_ops = {
 	.symlink = fs_symlink,
 	.link = fs_link,
 	.setxattr = fs_setxattr,
+	.getxattr = fs_getxattr,
 };

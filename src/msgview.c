@@ -730,6 +730,8 @@ struct ahead {
 	size_t nlater;
 	size_t window;	  /* how many messages it asked for */
 	int followed;	  /* the next batch was started from it */
+	struct mfs_node *follow; /* held: where the next batch starts once
+				  * this one's fetch is done (ahead_touch) */
 	int ended;	  /* its thread is done (fs->lock) */
 	time_t ended_at;  /* when */
 	unsigned waiters; /* readers waiting for one of its messages */
@@ -1103,8 +1105,18 @@ static size_t ahead_later(struct mfs_fs *fs, struct mfs_node *msg,
 	return n;
 }
 
+static struct ahead *ahead_start(struct mfs_fs *fs, struct mfs_node *msg,
+				 size_t window);
+
+/* How many messages the batch after a asks for. */
+static size_t ahead_next_window(const struct ahead *a)
+{
+	return a->window * 2 < AHEAD_MAX ? a->window * 2 : AHEAD_MAX;
+}
+
 /* The batch's thread: fetches what the cache does not have, then lets
- * every waiter go on. */
+ * every waiter go on, and starts the batch after it when a reader asked
+ * for that meanwhile. */
 static void *ahead_run(void *arg)
 {
 	struct ahead *a = arg;
@@ -1146,6 +1158,14 @@ static void *ahead_run(void *arg)
 	for (i = 0; i < a->n; i++)
 		if (!a->item[i].done)
 			ahead_item_done(a, &a->item[i]);
+	if (a->follow != NULL) {
+		struct mfs_node *c = a->follow;
+
+		a->follow = NULL;
+		if (a->rc == MFS_OK && c->linked && c->parent == a->dir)
+			ahead_start(fs, c, ahead_next_window(a));
+		mfs_nodes_release(fs->nodes, c);
+	}
 	mfs_nodes_release(fs->nodes, a->dir);
 	a->dir = NULL;
 	a->ended = 1;
@@ -1258,9 +1278,10 @@ fail:
 }
 
 /* A reader has taken msg. When msg is in the second half of a batch that
- * no batch follows yet, the reader reads in a row: the next batch starts
- * now, twice as large, so that it comes while the reader reads this one.
- * Caller holds the lock and a hold on msg. */
+ * no batch follows yet, the reader reads in a row: the next batch, twice
+ * as large, starts now, or as soon as this one's fetch is done, so that
+ * it comes while the reader reads this one. Caller holds the lock and a
+ * hold on msg. */
 static void ahead_touch(struct mfs_fs *fs, struct mfs_node *msg)
 {
 	struct ahead_item *it;
@@ -1273,8 +1294,15 @@ static void ahead_touch(struct mfs_fs *fs, struct mfs_node *msg)
 	    (size_t)(it - a->item) * 2 < a->n)
 		return;
 	a->followed = 1;
-	ahead_start(fs, msg,
-		    a->window * 2 < AHEAD_MAX ? a->window * 2 : AHEAD_MAX);
+	if (!a->ended) {
+		/* once this one's fetch is done, on the connection it
+		 * leaves: a connection of its own would cost more round
+		 * trips to open than the wait */
+		mfs_nodes_hold(msg);
+		a->follow = msg;
+		return;
+	}
+	ahead_start(fs, msg, ahead_next_window(a));
 }
 
 /* Brings msg, and the neighbours a read in a row will want next, when

@@ -286,14 +286,21 @@ def test_not_a_message_is_refused(env):
 
 
 def test_no_extended_attributes(env):
-    """The mount has no extended attributes (so that ls -l does not ask for
-    three per entry); flags go through the flags file, and a refused
-    setxattr changes nothing on the server."""
+    """The mount has no extended attributes: every name, the POSIX ACLs'
+    and the SELinux label's too, is not supported (EOPNOTSUPP, not
+    ENODATA: so ls -l asks at its first entry only, not at each); flags go
+    through the flags file, and a refused setxattr changes nothing on the
+    server."""
     os.mkdir(os.path.join(M.path, "XattrBox"))
     uid = server_append(env, "XattrBox", 900)
     d = msg_dir(os.path.join(M.path, "XattrBox"), uid)
+    f = os.path.join(d, "message.eml")
     for call in (lambda: os.listxattr(d),
                  lambda: os.getxattr(d, "user.mail.flags"),
+                 lambda: os.getxattr(d, "system.posix_acl_access"),
+                 lambda: os.getxattr(d, "system.posix_acl_default"),
+                 lambda: os.getxattr(f, "system.posix_acl_access"),
+                 lambda: os.getxattr(f, "security.selinux"),
                  lambda: os.setxattr(d, "user.mail.flags", b"\\Flagged\n")):
         expect_errno(errno.EOPNOTSUPP, call, "xattr call")
     eq(server_flags(env, "XattrBox", uid), [], "flags untouched")
