@@ -91,6 +91,24 @@ def message_dirs(path):
     return [n for n in os.listdir(path) if DIRNAME.match(n)]
 
 
+def listed(m, folder, count):
+    """The path of folder in mount m and its message directories, sorted;
+    checks that there are count of them."""
+    path = os.path.join(m.path, folder)
+    names = sorted(message_dirs(path))
+    eq(len(names), count, "messages listed")
+    return path, names
+
+
+def counted(env, name, **extra):
+    """A CountingProxy to the plaintext IMAP server and a config named name
+    that mounts through it (extra: more config keys)."""
+    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
+    keys = {"imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"}
+    keys.update(extra)
+    return proxy, env.write_config(name, keys)
+
+
 def test_folders_match_server(env):
     folders = server_folders(env)
     check("INBOX" in folders, "server lists INBOX")
@@ -222,9 +240,7 @@ def test_missing_message_is_enoent(env):
 
 
 def test_listing_costs_constant_commands(env):
-    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
-    cfg = env.write_config("config-proxy", {
-        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+    proxy, cfg = counted(env, "config-proxy")
     try:
         with env.mount(config=cfg) as m:
             proxy.wait_idle()  # the IDLE connection is set up and quiet
@@ -383,9 +399,7 @@ def test_idle_shows_new_mail_before_the_listing_ages(env):
 
 
 def test_reading_a_folder_in_a_row_fetches_ahead(env):
-    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
-    cfg = env.write_config("config-ahead", {
-        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+    proxy, cfg = counted(env, "config-ahead")
     want = server_messages(env, "Bulk")
     try:
         with env.mount(config=cfg) as m:
@@ -417,14 +431,10 @@ def test_a_long_read_in_a_row_fetches_ahead_in_growing_batches(env):
         c.append("Row", None, None, make_message(1000 + i))
     c.logout()
     want = server_messages(env, "Row")
-    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
-    cfg = env.write_config("config-row", {
-        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+    proxy, cfg = counted(env, "config-row")
     try:
         with env.mount(config=cfg) as m:
-            path = os.path.join(m.path, "Row")
-            names = sorted(message_dirs(path))
-            eq(len(names), 400, "messages listed")
+            path, names = listed(m, "Row", 400)
             proxy.reset()
             opened = {}
             for n in names:
@@ -486,9 +496,7 @@ def test_reading_one_attachment_fetches_that_attachment_only(env):
     c.create("Lazy")
     c.append("Lazy", None, None, raw)
     c.logout()
-    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
-    cfg = env.write_config("config-lazy", {
-        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+    proxy, cfg = counted(env, "config-lazy")
     try:
         with env.mount(config=cfg) as m:
             path = os.path.join(m.path, "Lazy")
@@ -594,14 +602,10 @@ def test_fetch_ahead_brings_large_messages_as_skeletons(env):
         raw, policy=email.policy.compat32)) for uid, raw in want.items()}
     large = sorted(u for u, raw in want.items() if len(raw) >= 1024 * 1024)
     eq(len(large), 6, "large messages")
-    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
-    cfg = env.write_config("config-mixed", {
-        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+    proxy, cfg = counted(env, "config-mixed")
     try:
         with env.mount(config=cfg) as m:
-            path = os.path.join(m.path, "Mixed")
-            names = sorted(message_dirs(path))
-            eq(len(names), 60, "messages listed")
+            path, names = listed(m, "Mixed", 60)
             proxy.reset()
             for n in names:
                 uid = int(DIRNAME.match(n).group(1))
@@ -659,14 +663,10 @@ def test_fetch_ahead_leaves_attachments_out_until_a_run_reads_them(env):
     want = server_messages(env, "MidSize")
     total = sum(len(raw) for raw in want.values())
     try:
-        proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
-        cfg = env.write_config("config-midsize-grep", {
-            "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+        proxy, cfg = counted(env, "config-midsize-grep")
         try:
             with env.mount(config=cfg) as m:
-                path = os.path.join(m.path, "MidSize")
-                names = sorted(message_dirs(path))
-                eq(len(names), 50, "messages listed")
+                path, names = listed(m, "MidSize", 50)
                 proxy.reset()
                 for n in names:
                     with open(os.path.join(path, n, "body.txt"), "rb") as f:
@@ -679,9 +679,7 @@ def test_fetch_ahead_leaves_attachments_out_until_a_run_reads_them(env):
                       % (proxy.received, total))
         finally:
             proxy.close()
-        proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
-        cfg = env.write_config("config-midsize-cp", {
-            "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none"})
+        proxy, cfg = counted(env, "config-midsize-cp")
         out = tempfile.mkdtemp(dir=env.dir)
         try:
             with env.mount(config=cfg) as m:
@@ -757,16 +755,11 @@ def test_parallel_readers_use_several_connections(env):
     for blob in blobs:
         c.append("Parallel", None, None, lazy_message([blob]))
     c.logout()
-    proxy = CountingProxy(int(env["MFS_IMAP_PORT"]))
-    cfg = env.write_config("config-parallel", {
-        "imap": "imap://127.0.0.1:%d" % proxy.port, "tls": "none",
-        "connections": "3"})
+    proxy, cfg = counted(env, "config-parallel", connections="3")
     got = {}
     try:
         with env.mount(config=cfg) as m:
-            path = os.path.join(m.path, "Parallel")
-            names = sorted(message_dirs(path))
-            eq(len(names), 6, "messages listed")
+            path, names = listed(m, "Parallel", 6)
 
             def read(name):
                 with open(os.path.join(path, name, "part1.bin"), "rb") as f:
