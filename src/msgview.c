@@ -661,10 +661,11 @@ static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
  * A batch is fetched by a thread of its own (ahead_run), and a reader
  * waits for its own message only: each message is in the cache, or its
  * skeleton its view, as soon as it has come. When a reader takes a
- * message in the second half of a batch, the next batch starts at once
- * (ahead_touch), so that a read in a row finds the next messages on
- * their way or come, and never waits for a whole batch. Two batches at a
- * time are enough for that, so batches stay small (AHEAD_MAX): what the
+ * message in the second half of a batch, the next batch is asked for
+ * (ahead_touch): at once when this one has come, else by this one's
+ * thread as soon as its fetch is done, on the connection it leaves. So a
+ * read in a row finds the next messages on their way or come, and never
+ * waits for a whole batch; batches stay small (AHEAD_MAX), since what the
  * last one brings beyond the end of the read is wasted.
  *
  * Messages of AHEAD_SKEL_MIN bytes or more come in the same batch as
