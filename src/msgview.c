@@ -824,7 +824,7 @@ static int ahead_skel_open(void *ctx)
 	return memfd_create("mailfs-skeleton", MFD_CLOEXEC);
 }
 
-/* Makes skeleton v the view of it's message, where the message is still
+/* Makes skeleton v the view of its message, where the message is still
  * there and has none; else frees v. Caller holds the lock. */
 static void ahead_settle(struct ahead *a, struct ahead_item *it,
 			 struct view *v)
@@ -1008,7 +1008,7 @@ static int node_set_add(struct node_set *s, struct mfs_node *c)
 
 /* Whether the cache holds msg's raw bytes, as its index knows (no look
  * at the disk: one per message read in a row costs more than the rare
- * entry another process wrote, which fetch_ahead() still finds). Caller
+ * entry another process wrote, which ahead_run() still finds). Caller
  * holds the lock. */
 static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
 {
@@ -1040,7 +1040,7 @@ static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 	struct mfs_node *next = msg->next_sibling, *prev = msg->prev_sibling;
 	struct node_set taken;
 	uint64_t bytes = 0;
-	int turn = 0;
+	int turn = 0, skel;
 
 	if (node_set_init(&taken, max) != 0) {
 		free(names);
@@ -1069,12 +1069,13 @@ static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 		turn = !turn;
 		if (c == NULL || !ahead_wants(fs, c) || msg_cached(fs, c))
 			continue;
-		if (ahead_skeletal(fs, c) && large == max_large)
+		skel = ahead_skeletal(fs, c);
+		if (skel && large == max_large)
 			continue;
 		if (!node_set_add(&taken, c))
 			continue; /* in the batch already */
-		large += ahead_skeletal(fs, c);
-		bytes += ahead_skeletal(fs, c) ? HOLE_MIN : c->msg.size;
+		large += skel;
+		bytes += skel ? HOLE_MIN : c->msg.size;
 		out[n++] = c;
 	}
 	free(taken.slot);
@@ -1082,7 +1083,13 @@ static size_t ahead_pick(struct mfs_fs *fs, struct mfs_node *msg,
 	return n;
 }
 
-/* The large messages the batch after this one (of window messages,
+/* How many messages the batch after one of window messages asks for. */
+static size_t ahead_double(size_t window)
+{
+	return window * 2 < AHEAD_MAX ? window * 2 : AHEAD_MAX;
+}
+
+/* The skeletal messages the batch after this one (of window messages,
  * batch[0..nbatch)) will likely hold, whose structures can come with this
  * one (skeleton_many's later), ascending UIDs in later (room for
  * AHEAD_LARGE_MAX). Returns how many. Caller holds the lock. */
@@ -1090,7 +1097,7 @@ static size_t ahead_later(struct mfs_fs *fs, struct mfs_node *msg,
 			  struct mfs_node *const *batch, size_t nbatch,
 			  size_t window, uint32_t *later)
 {
-	size_t max = window + (window * 2 < AHEAD_MAX ? window * 2 : AHEAD_MAX);
+	size_t max = window + ahead_double(window);
 	struct mfs_node **v = calloc(max, sizeof(*v));
 	size_t nv, i, n = 0;
 
@@ -1108,12 +1115,6 @@ static size_t ahead_later(struct mfs_fs *fs, struct mfs_node *msg,
 
 static struct ahead *ahead_start(struct mfs_fs *fs, struct mfs_node *msg,
 				 size_t window);
-
-/* How many messages the batch after a asks for. */
-static size_t ahead_next_window(const struct ahead *a)
-{
-	return a->window * 2 < AHEAD_MAX ? a->window * 2 : AHEAD_MAX;
-}
 
 /* The batch's thread: fetches what the cache does not have, then lets
  * every waiter go on, and starts the batch after it when a reader asked
@@ -1164,7 +1165,7 @@ static void *ahead_run(void *arg)
 
 		a->follow = NULL;
 		if (a->rc == MFS_OK && c->linked && c->parent == a->dir)
-			ahead_start(fs, c, ahead_next_window(a));
+			ahead_start(fs, c, ahead_double(a->window));
 		mfs_nodes_release(fs->nodes, c);
 	}
 	mfs_nodes_release(fs->nodes, a->dir);
@@ -1303,7 +1304,7 @@ static void ahead_touch(struct mfs_fs *fs, struct mfs_node *msg)
 		a->follow = msg;
 		return;
 	}
-	ahead_start(fs, msg, ahead_next_window(a));
+	ahead_start(fs, msg, ahead_double(a->window));
 }
 
 /* Brings msg, and the neighbours a read in a row will want next, when
@@ -1334,9 +1335,7 @@ static int fetch_ahead(struct mfs_fs *fs, struct mfs_node *msg,
 		if (!ahead_wants(fs, msg) || msg_cached(fs, msg))
 			return MFS_OK;
 		if (run)
-			window = fs->ahead_window * 2 < AHEAD_MAX
-				     ? fs->ahead_window * 2
-				     : AHEAD_MAX;
+			window = ahead_double(fs->ahead_window);
 		else
 			fs->ahead_whole = 0;
 		a = ahead_start(fs, msg, window);
