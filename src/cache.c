@@ -503,8 +503,9 @@ static int entry_path(struct mfs_cache *c, const char *key, char *path,
 	return snprintf(path, len, "%s/%s", c->dir, key) >= (int)len ? -1 : 0;
 }
 
-/* An open entry of the right size, or -1. */
-static int cache_lookup(const char *path, uint64_t expected)
+/* An open entry of the right size (any with MFS_CACHE_ANY_SIZE), its
+ * size in *size; or -1. */
+static int cache_lookup(const char *path, uint64_t expected, uint64_t *size)
 {
 	struct stat st;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -512,11 +513,20 @@ static int cache_lookup(const char *path, uint64_t expected)
 	if (fd < 0)
 		return -1;
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-	    st.st_uid != geteuid() || (uint64_t)st.st_size != expected) {
+	    st.st_uid != geteuid() ||
+	    (expected != MFS_CACHE_ANY_SIZE &&
+	     (uint64_t)st.st_size != expected)) {
 		close(fd);
 		return -1;
 	}
+	*size = (uint64_t)st.st_size;
 	return fd;
+}
+
+/* Whether a fill of len bytes is what an entry of expected wants. */
+static int size_fits(size_t len, uint64_t expected)
+{
+	return expected == MFS_CACHE_ANY_SIZE || len == expected;
 }
 
 /* Makes the directories leading to the file path (a path of the cache,
@@ -578,7 +588,7 @@ static int cache_fill_anon(struct mfs_cache *c, uint64_t expected,
 		close(tmp);
 		return err->code;
 	}
-	if (len != expected) {
+	if (!size_fits(len, expected)) {
 		close(tmp);
 		return mfs_err_set(err, MFS_E_IO,
 				   "server sent %zu bytes where it announced "
@@ -594,16 +604,17 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 		  struct mfs_err *err)
 {
 	char path[PATH_MAX], tmp[PATH_MAX];
+	uint64_t size;
 	size_t len = 0;
 	int out;
 
 	if (entry_path(cache, key, path, sizeof(path)) != 0)
 		return mfs_err_set(err, MFS_E_IO, "invalid cache key %.200s",
 				   key);
-	*fd = cache_lookup(path, expected);
+	*fd = cache_lookup(path, expected, &size);
 	if (*fd >= 0) {
 		touch(*fd);
-		note_use(cache, key, expected);
+		note_use(cache, key, size);
 		return MFS_OK;
 	}
 
@@ -620,7 +631,7 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 					       err);
 		return err->code;
 	}
-	if (len != expected) {
+	if (!size_fits(len, expected)) {
 		close(out);
 		unlink(tmp);
 		return mfs_err_set(err, MFS_E_IO,
@@ -628,7 +639,7 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 				   "%llu",
 				   len, (unsigned long long)expected);
 	}
-	if (expected > cache_limit(cache)) {
+	if (len > cache_limit(cache)) {
 		/* larger than the whole cache: read from the unlinked file */
 		unlink(tmp);
 	} else {
@@ -639,7 +650,7 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 			return cache_fill_anon(cache, expected, fill, ctx, fd,
 					       err);
 		}
-		note_use(cache, key, expected);
+		note_use(cache, key, len);
 	}
 	*fd = out;
 	if (lseek(out, 0, SEEK_SET) != 0) {
@@ -653,11 +664,12 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 int mfs_cache_has(struct mfs_cache *cache, const char *key, uint64_t expected)
 {
 	char path[PATH_MAX];
+	uint64_t size;
 	int fd;
 
 	if (entry_path(cache, key, path, sizeof(path)) != 0)
 		return 0;
-	fd = cache_lookup(path, expected);
+	fd = cache_lookup(path, expected, &size);
 	if (fd < 0)
 		return 0;
 	close(fd);
@@ -672,7 +684,8 @@ int mfs_cache_known(struct mfs_cache *cache, const char *key,
 
 	pthread_mutex_lock(&cache->lock);
 	e = *index_slot(cache, key);
-	known = e != NULL && e->size == expected;
+	known = e != NULL &&
+		(expected == MFS_CACHE_ANY_SIZE || e->size == expected);
 	pthread_mutex_unlock(&cache->lock);
 	return known;
 }
@@ -701,8 +714,8 @@ int mfs_cache_commit(struct mfs_cache *cache, const char *key, int fd,
 	struct stat st;
 	int ok;
 
-	ok = fstat(fd, &st) == 0 && (uint64_t)st.st_size == expected &&
-	     expected <= cache_limit(cache) &&
+	ok = fstat(fd, &st) == 0 && size_fits((size_t)st.st_size, expected) &&
+	     (uint64_t)st.st_size <= cache_limit(cache) &&
 	     entry_path(cache, key, path, sizeof(path)) == 0;
 	/* Its directory usually exists; made only when the rename says
 	 * not. */
@@ -711,7 +724,7 @@ int mfs_cache_commit(struct mfs_cache *cache, const char *key, int fd,
 	if (ok && (rename(tmp, path) == 0 ||
 		   (errno == ENOENT && dir_of_make(path) == 0 &&
 		    rename(tmp, path) == 0))) {
-		note_use(cache, key, expected);
+		note_use(cache, key, (uint64_t)st.st_size);
 		close(fd);
 		return 0;
 	}

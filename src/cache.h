@@ -73,6 +73,11 @@ void mfs_cache_set_limit(struct mfs_cache *cache, uint64_t bytes);
 /* The bytes of the entries the cache knows of (its in-memory total). */
 uint64_t mfs_cache_usage(struct mfs_cache *cache);
 
+/* As `expected` below: an entry whose size is not known before it is
+ * read (one that checks itself, such as a skeleton's); any size is
+ * taken. */
+#define MFS_CACHE_ANY_SIZE UINT64_MAX
+
 /* Writes the entry's bytes to fd and sets *len to their count. */
 typedef int (*mfs_cache_fill_fn)(void *ctx, int fd, size_t *len,
 				 struct mfs_err *err);
@@ -82,7 +87,7 @@ typedef int (*mfs_cache_fill_fn)(void *ctx, int fd, size_t *len,
  * path of components made of [A-Za-z0-9._-], none starting with '.', not
  * containing ".tmp.", not starting with "outbox/"; built by the caller),
  * calling fill() to create it when it is missing or its size is not
- * `expected`. A hit counts as a use of the entry. The caller owns *fd.
+ * `expected` (or MFS_CACHE_ANY_SIZE: whatever its size). A hit counts as a use of the entry. The caller owns *fd.
  * Errors: whatever fill() returns; MFS_E_IO when the key is not valid, the
  * filled size is not `expected` (the bytes are not trusted then) or no
  * temporary file can be made at all.

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "mime.h"
 #include "names.h"
+#include "skeleton.h"
 
 /* Messages of at least LAZY_MIN bytes are read lazily where the store can:
  * their directory is laid out from a skeleton (store.h) in which each part
@@ -590,6 +591,75 @@ static int skel_view_ready(struct view *v, uint32_t uid)
 	return 1;
 }
 
+/* Keeps skeleton v in the cache as entry key (skeleton.h), so that it
+ * outlives the mount and serves offline. Called without the lock. When it
+ * cannot, the skeleton is still served, and fetched again next time. */
+static void skel_keep(struct mfs_fs *fs, const char *key, const struct view *v)
+{
+	struct mfs_err err;
+	char *tmp;
+	int out;
+
+	if (mfs_cache_tmp(fs->cache, &out, &tmp, &err) != MFS_OK) {
+		mfs_log_debug("skeleton not kept: %s", err.msg);
+		return;
+	}
+	if (mfs_skel_save(v->fd, v->segs, v->nsegs, out, &err) != MFS_OK) {
+		mfs_log_debug("skeleton not kept: %s", err.msg);
+		close(out);
+		unlink(tmp);
+	} else {
+		mfs_cache_commit(fs->cache, key, out, tmp, MFS_CACHE_ANY_SIZE);
+	}
+	free(tmp);
+}
+
+/* An entry larger than this is not a skeleton mailfs wrote. */
+#define KEPT_MAX (2 * MFS_SKEL_SMALL_MAX)
+
+/* The view of message r from the skeleton the cache keeps (skel_keep),
+ * or NULL when it keeps none, or one that does not load or lay out (the
+ * message is fetched then). Called without the lock. */
+static struct view *view_build_kept(struct mfs_fs *fs, const struct msg_ref *r)
+{
+	struct view *v = NULL;
+	struct mfs_err err;
+	struct stat st;
+	char key[1024], *buf = MAP_FAILED;
+	int fd = -1;
+
+	if (r->msg.uid == 0 || cache_key(r, ".s", key, sizeof(key)) != 0 ||
+	    !mfs_cache_has(fs->cache, key, MFS_CACHE_ANY_SIZE) ||
+	    mfs_cache_get(fs->cache, key, MFS_CACHE_ANY_SIZE, fill_none, NULL,
+			  &fd, &err) != MFS_OK)
+		return NULL;
+	if (fstat(fd, &st) != 0 || st.st_size <= 0 || st.st_size > KEPT_MAX)
+		goto none;
+	buf = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (buf == MAP_FAILED || (v = calloc(1, sizeof(*v))) == NULL)
+		goto none;
+	v->fd = memfd_create("mailfs-skeleton", MFD_CLOEXEC);
+	if (v->fd < 0)
+		goto none;
+	if (mfs_skel_load(buf, (size_t)st.st_size, v->fd, &v->segs,
+			  &v->nsegs, &err) != MFS_OK) {
+		mfs_log_debug("%s: %s", key, err.msg);
+		goto none;
+	}
+	if (!skel_view_ready(v, r->msg.uid))
+		goto none;
+	munmap(buf, (size_t)st.st_size);
+	close(fd);
+	return v;
+none:
+	if (v != NULL)
+		view_free(v);
+	if (buf != MAP_FAILED)
+		munmap(buf, (size_t)st.st_size);
+	close(fd);
+	return NULL;
+}
+
 /*
  * The lazy view of a large message: its skeleton. *out is NULL (and the
  * result MFS_OK) when the message is better read whole: small, in the
@@ -607,8 +677,7 @@ static int view_build_lazy(struct mfs_fs *fs, const struct msg_ref *r,
 
 	*out = NULL;
 	if (ops->skeleton == NULL || r->msg.uid == 0 ||
-	    r->msg.size < LAZY_MIN || cache_key(r, "", key, sizeof(key)) != 0 ||
-	    mfs_cache_has(fs->cache, key, r->msg.size))
+	    r->msg.size < LAZY_MIN || cache_key(r, ".s", key, sizeof(key)) != 0)
 		return MFS_OK;
 	v = calloc(1, sizeof(*v));
 	if (v == NULL)
@@ -631,6 +700,7 @@ static int view_build_lazy(struct mfs_fs *fs, const struct msg_ref *r,
 	}
 	if (!skel_view_ready(v, r->msg.uid))
 		goto whole;
+	skel_keep(fs, key, v);
 	*out = v;
 	return MFS_OK;
 whole:
@@ -639,10 +709,20 @@ whole:
 	return MFS_OK;
 }
 
+/* msg r's view: the whole message when the cache holds it, else its
+ * skeleton when the cache keeps one (skel_keep), else a skeleton fetched
+ * (view_build_lazy), else the whole message fetched. */
 static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
 		      struct view **out, struct mfs_err *err)
 {
-	if (view_build_lazy(fs, r, out, err) != MFS_OK)
+	char key[1024];
+
+	*out = NULL;
+	if (cache_key(r, "", key, sizeof(key)) == 0 &&
+	    mfs_cache_has(fs->cache, key, r->msg.size))
+		return view_build_whole(fs, r, out, err);
+	*out = view_build_kept(fs, r);
+	if (*out == NULL && view_build_lazy(fs, r, out, err) != MFS_OK)
 		return err->code;
 	if (*out != NULL)
 		return MFS_OK;
@@ -868,6 +948,12 @@ static void ahead_skel_done(void *ctx, uint32_t uid, int fd,
 	if (!skel_view_ready(v, uid)) {
 		view_free(v);
 		v = NULL;
+	} else {
+		char key[1024];
+
+		if (snprintf(key, sizeof(key), "%s.s", it->key) <
+		    (int)sizeof(key))
+			skel_keep(a->fs, key, v);
 	}
 	pthread_mutex_lock(&a->fs->lock);
 	if (v != NULL)
@@ -1006,10 +1092,11 @@ static int node_set_add(struct node_set *s, struct mfs_node *c)
 	return 1;
 }
 
-/* Whether the cache holds msg's raw bytes, as its index knows (no look
- * at the disk: one per message read in a row costs more than the rare
- * entry another process wrote, which ahead_run() still finds). Caller
- * holds the lock. */
+/* Whether the cache holds what fetch-ahead would bring of msg: its raw
+ * bytes, or the skeleton it keeps when a skeleton would come
+ * (ahead_skeletal). As the cache's index knows: no look at the disk (one
+ * per message read in a row costs more than the rare entry another
+ * process wrote, which ahead_run() still finds). Caller holds the lock. */
 static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
 {
 	struct msg_ref r;
@@ -1020,6 +1107,9 @@ static int msg_cached(struct mfs_fs *fs, struct mfs_node *msg)
 		return 0;
 	if (cache_key(&r, "", key, sizeof(key)) == 0)
 		have = mfs_cache_known(fs->cache, key, r.msg.size);
+	if (!have && ahead_skeletal(fs, msg) &&
+	    cache_key(&r, ".s", key, sizeof(key)) == 0)
+		have = mfs_cache_known(fs->cache, key, MFS_CACHE_ANY_SIZE);
 	msg_ref_free(&r);
 	return have;
 }
@@ -1116,6 +1206,18 @@ static size_t ahead_later(struct mfs_fs *fs, struct mfs_node *msg,
 static struct ahead *ahead_start(struct mfs_fs *fs, struct mfs_node *msg,
 				 size_t window);
 
+/* Whether the cache holds item it (msg_cached, with a look at the disk). */
+static int ahead_item_cached(struct mfs_fs *fs, const struct ahead_item *it)
+{
+	char key[1024];
+
+	if (mfs_cache_has(fs->cache, it->key, it->size))
+		return 1;
+	return it->node != NULL && /* a skeleton would come */
+	       snprintf(key, sizeof(key), "%s.s", it->key) < (int)sizeof(key) &&
+	       mfs_cache_has(fs->cache, key, MFS_CACHE_ANY_SIZE);
+}
+
 /* The batch's thread: fetches what the cache does not have, then lets
  * every waiter go on, and starts the batch after it when a reader asked
  * for that meanwhile. */
@@ -1131,8 +1233,7 @@ static void *ahead_run(void *arg)
 	a->rc = MFS_OK;
 	if (whole != NULL && skel != NULL) {
 		for (i = 0; i < a->n; i++) {
-			if (mfs_cache_has(fs->cache, a->item[i].key,
-					  a->item[i].size))
+			if (ahead_item_cached(fs, &a->item[i]))
 				continue; /* done below */
 			if (a->item[i].node != NULL)
 				skel[ns++] = a->item[i].uid;

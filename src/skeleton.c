@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libetpan/libetpan.h>
@@ -363,4 +364,208 @@ int mfs_skel_write(const struct mfs_skel *s, int fd, struct mfs_seg **segs,
 fail:
 	mfs_store_segs_free(v, n);
 	return err->code;
+}
+
+/* ---- the skeleton's cache entry (skeleton.h) ---------------------------- */
+
+#define SAVE_MAGIC "mailfs-skeleton 1\n"
+/* A skeleton is at most as long as the largest message anyone keeps. */
+#define SAVE_LEN_MAX (1ULL << 40)
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t w = write(fd, buf, len);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		buf += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Copies fd's bytes [off, off + len) to out. */
+static int copy_range(int fd, size_t off, size_t len, int out)
+{
+	char buf[16384];
+
+	while (len > 0) {
+		size_t want = len < sizeof(buf) ? len : sizeof(buf);
+		ssize_t r = pread(fd, buf, want, (off_t)off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0 || write_all(out, buf, (size_t)r) != 0)
+			return -1;
+		off += (size_t)r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+int mfs_skel_save(int fd, const struct mfs_seg *segs, size_t nsegs, int out,
+		  struct mfs_err *err)
+{
+	struct stat st;
+	char line[128 + MFS_SKEL_SECTION_MAX];
+	size_t i, off = 0, len;
+	int n;
+
+	if (fstat(fd, &st) != 0)
+		return mfs_err_set(err, MFS_E_IO, "skeleton: %s",
+				   strerror(errno));
+	len = (size_t)st.st_size;
+	n = snprintf(line, sizeof(line), SAVE_MAGIC "%zu %zu\n", len, nsegs);
+	if (write_all(out, line, (size_t)n) != 0)
+		goto io;
+	for (i = 0; i < nsegs; i++) {
+		const struct mfs_seg *g = &segs[i];
+
+		if (g->off < off || g->len > len || g->off > len - g->len ||
+		    (g->hole && (g->section == NULL ||
+				 strlen(g->section) >= MFS_SKEL_SECTION_MAX)))
+			return mfs_err_set(err, MFS_E_IO,
+					   "skeleton: range %zu is not one "
+					   "of the file",
+					   i);
+		n = snprintf(line, sizeof(line), "%zu %zu %s\n", g->off,
+			     g->len, g->hole ? g->section : "-");
+		if (write_all(out, line, (size_t)n) != 0)
+			goto io;
+		off = g->off + g->len;
+	}
+	/* the bytes between the holes */
+	off = 0;
+	for (i = 0; i <= nsegs; i++) {
+		size_t end = i < nsegs ? segs[i].off : len;
+
+		if (i < nsegs && !segs[i].hole)
+			continue;
+		if (copy_range(fd, off, end - off, out) != 0)
+			goto io;
+		if (i < nsegs)
+			off = segs[i].off + segs[i].len;
+	}
+	mfs_err_clear(err);
+	return MFS_OK;
+io:
+	return mfs_err_set(err, MFS_E_IO, "skeleton: %s", strerror(errno));
+}
+
+/* Reads a decimal number ending with `end` at *p (before lim): no sign,
+ * no leading zero, at most max. Returns 0 and moves *p past `end`. */
+static int read_num(const char **p, const char *lim, char end, uint64_t max,
+		    size_t *out)
+{
+	const char *s = *p;
+	uint64_t v = 0;
+
+	if (s >= lim || *s < '0' || *s > '9' || (*s == '0' && s + 1 < lim &&
+						  s[1] >= '0' && s[1] <= '9'))
+		return -1;
+	for (; s < lim && *s >= '0' && *s <= '9'; s++) {
+		v = v * 10 + (uint64_t)(*s - '0');
+		if (v > max)
+			return -1;
+	}
+	if (s >= lim || *s != end)
+		return -1;
+	*out = (size_t)v;
+	*p = s + 1;
+	return 0;
+}
+
+/* Reads a range's section at *p up to its newline: "-" (a real range,
+ * *section NULL) or a hole's. */
+static int read_section(const char **p, const char *lim, char **section)
+{
+	const char *s = *p, *nl = memchr(s, '\n', (size_t)(lim - s));
+	size_t n, i;
+
+	*section = NULL;
+	if (nl == NULL || nl == s)
+		return -1;
+	n = (size_t)(nl - s);
+	*p = nl + 1;
+	if (n == 1 && *s == '-')
+		return 0;
+	if (n >= MFS_SKEL_SECTION_MAX)
+		return -1;
+	for (i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+		      (s[i] >= 'A' && s[i] <= 'Z') || s[i] == '.'))
+			return -1;
+	*section = strndup(s, n);
+	return *section != NULL ? 0 : -2;
+}
+
+int mfs_skel_load(const char *buf, size_t len, int fd, struct mfs_seg **segs,
+		  size_t *nsegs, struct mfs_err *err)
+{
+	const char *p = buf, *lim = buf + len;
+	struct mfs_seg *v = NULL; /* calloc'd: unread sections are NULL */
+	size_t total, n = 0, i, off = 0, real, pos;
+	int rc;
+
+	*segs = NULL;
+	*nsegs = 0;
+	if (len < sizeof(SAVE_MAGIC) - 1 ||
+	    memcmp(buf, SAVE_MAGIC, sizeof(SAVE_MAGIC) - 1) != 0)
+		goto bad;
+	p += sizeof(SAVE_MAGIC) - 1;
+	if (read_num(&p, lim, ' ', SAVE_LEN_MAX, &total) != 0 ||
+	    read_num(&p, lim, '\n', MFS_SKEL_ITEMS_MAX, &n) != 0 || n == 0)
+		goto bad;
+	v = calloc(n, sizeof(*v));
+	if (v == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	real = total;
+	for (i = 0; i < n; i++) {
+		if (read_num(&p, lim, ' ', SAVE_LEN_MAX, &v[i].off) != 0 ||
+		    read_num(&p, lim, ' ', SAVE_LEN_MAX, &v[i].len) != 0)
+			goto bad;
+		rc = read_section(&p, lim, &v[i].section);
+		if (rc == -2) {
+			mfs_store_segs_free(v, n);
+			return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+		}
+		if (rc != 0 || v[i].off < off || v[i].len > total ||
+		    v[i].off > total - v[i].len)
+			goto bad;
+		v[i].hole = v[i].section != NULL;
+		off = v[i].off + v[i].len;
+		if (v[i].hole)
+			real -= v[i].len;
+	}
+	/* the bytes outside the holes: exactly what is left */
+	if ((size_t)(lim - p) != real)
+		goto bad;
+	if (ftruncate(fd, (off_t)total) != 0)
+		goto io;
+	pos = 0;
+	for (i = 0; i <= n; i++) {
+		size_t end = i < n ? v[i].off : total;
+
+		if (i < n && !v[i].hole)
+			continue;
+		if (end > pos && pwrite_all(fd, p, end - pos, pos) != 0)
+			goto io;
+		p += end - pos;
+		if (i < n)
+			pos = v[i].off + v[i].len;
+	}
+	*segs = v;
+	*nsegs = n;
+	mfs_err_clear(err);
+	return MFS_OK;
+bad:
+	mfs_store_segs_free(v, n);
+	return mfs_err_set(err, MFS_E_PROTO,
+			   "the cached skeleton is not one mailfs wrote");
+io:
+	mfs_store_segs_free(v, n);
+	return mfs_err_set(err, MFS_E_IO, "skeleton: %s", strerror(errno));
 }

@@ -92,4 +92,32 @@ int mfs_skel_write(const struct mfs_skel *s, int fd, struct mfs_seg **segs,
 /* Frees what s owns and zeroes it. */
 void mfs_skel_free(struct mfs_skel *s);
 
+/*
+ * A skeleton kept in the cache (msgview.c), so that it outlives the
+ * mount: its length, its ranges and the bytes outside its holes.
+ *
+ *   "mailfs-skeleton 1\n"
+ *   "<length> <nsegs>\n"
+ *   nsegs lines "<off> <len> <section>\n", ascending, not overlapping;
+ *       section "-" for a real range, else the hole's (digits, dots and
+ *       capitals, as the plan makes them)
+ *   then the skeleton's bytes outside its holes, in order, to the end.
+ *
+ * Numbers are decimal without sign or leading zeros.
+ */
+
+/* Writes to out (from its current offset) the entry of the skeleton in
+ * file fd with ranges segs. Errors: MFS_E_IO (fd unreadable, out
+ * unwritable, or a range beyond fd's end), MFS_E_NOMEM. */
+int mfs_skel_save(int fd, const struct mfs_seg *segs, size_t nsegs, int out,
+		  struct mfs_err *err);
+
+/* Makes from entry buf[0, len) the skeleton in file fd (empty; holes are
+ * left sparse) and its ranges in *segs (malloc'd, *nsegs; free with
+ * mfs_store_segs_free()). Errors: MFS_E_PROTO when buf is not such an
+ * entry, whole and exact (nothing is made then); MFS_E_IO when fd cannot
+ * be written; MFS_E_NOMEM. */
+int mfs_skel_load(const char *buf, size_t len, int fd, struct mfs_seg **segs,
+		  size_t *nsegs, struct mfs_err *err);
+
 #endif

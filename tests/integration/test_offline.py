@@ -5,8 +5,10 @@ connections (the server is down) or cuts the open ones (the network went)
 on demand, and lets them through again. What the mount shows is compared
 with what the server holds, read with imaplib.
 """
+import base64
 import errno
 import os
+import random
 import subprocess
 import sys
 import time
@@ -25,6 +27,23 @@ def proxied(env, name, extra=None):
             "cache_dir": os.path.join(env.dir, "cache-" + name)}
     keys.update(extra or {})
     return p, env.write_config(name, keys)
+
+
+def attached(i, blob):
+    """Message i: a line of text, and blob attached (base64)."""
+    enc = base64.b64encode(blob).decode()
+    return "\r\n".join(
+        ["From: Sender <s@example.test>", "To: alice@example.test",
+         "Subject: message %d" % i, "Date: Tue, 14 Nov 2023 10:00:00 +0000",
+         "MIME-Version: 1.0",
+         'Content-Type: multipart/mixed; boundary="b%d"' % i, "",
+         "--b%d" % i, "Content-Type: text/plain; charset=utf-8", "",
+         "Message %d is here." % i, "--b%d" % i,
+         "Content-Type: application/octet-stream",
+         'Content-Disposition: attachment; filename="data.bin"',
+         "Content-Transfer-Encoding: base64", ""] +
+        [enc[j:j + 76] for j in range(0, len(enc), 76)] +
+        ["--b%d--" % i, ""]).encode()
 
 
 def setup_module(env):
@@ -198,6 +217,66 @@ def test_prefetch_then_read_offline(env):
                                                 "message.eml")),
                       "a folder not prefetched")
         m.umount()
+    finally:
+        p.close()
+
+
+def test_messages_read_ahead_without_attachments_serve_offline(env):
+    """40 messages, most small, some with attachments of 100 to 300 kB and
+    two of 1.2 MB: body.txt of each read in a row, so that fetch-ahead
+    brings the large ones without their attachments. After a remount
+    without the server, every message directory lists the same files and
+    every body.txt reads the same; what never came (those attachments, the
+    whole message.eml of those messages) fails at once."""
+    rnd = random.Random(41)
+    sizes = [rnd.choice([300, 2000, 5000]) for _ in range(40)]
+    for i in range(3, 40, 5):
+        sizes[i] = rnd.randint(75000, 225000)  # 100-300 kB in base64
+    sizes[20] = sizes[31] = 900000
+    c = env.imap()
+    c.create("OffSkel")
+    for i, n in enumerate(sizes):
+        c.append("OffSkel", None, None, attached(i, rnd.randbytes(n)))
+    c.logout()
+    want = server_msgs(env, "OffSkel")
+    p, cfg = proxied(env, "config-offline-skeletons")
+    try:
+        with env.mount(config=cfg) as m:
+            d = os.path.join(m.path, "OffSkel")
+            names = dirs_by_uid(d)
+            eq(len(names), 40, "OffSkel listed")
+            files, bodies = {}, {}
+            for uid in sorted(names, key=lambda u: names[u]):
+                bodies[uid] = read(os.path.join(d, names[uid], "body.txt"))
+                files[uid] = sorted(os.listdir(os.path.join(d, names[uid])))
+            for uid in names:
+                eq(bodies[uid], b"Message %d is here." % (uid - min(names)),
+                   "body.txt of uid %d" % uid)
+            got = cache_bytes(m)
+            check(got < sum(len(b) for b in want.values()) // 2,
+                  "the attachments stayed out: %d bytes cached" % got)
+
+        p.refuse()
+        with env.mount(config=cfg) as m:
+            d = os.path.join(m.path, "OffSkel")
+            eq(dirs_by_uid(d), names, "OffSkel listed offline")
+            for uid in sorted(names, key=lambda u: names[u]):
+                md = os.path.join(d, names[uid])
+                eq(sorted(os.listdir(md)), files[uid],
+                   "files of uid %d offline" % uid)
+                eq(read(os.path.join(md, "body.txt")), bodies[uid],
+                   "body.txt of uid %d offline" % uid)
+            large = [u for u in names if len(want[u]) >= 64 * 1024]
+            eq(len(large), 10, "messages of 64 KiB or more")
+            for uid in large:
+                md = os.path.join(d, names[uid])
+                fails_at_once(lambda: read(os.path.join(md, "data.bin")),
+                              "an attachment that never came")
+                fails_at_once(lambda: read(os.path.join(md, "message.eml")),
+                              "a message that came without its attachment")
+            small = min(u for u in names if len(want[u]) < 64 * 1024)
+            eq(read(os.path.join(d, names[small], "message.eml")),
+               want[small], "a message that came whole, offline")
     finally:
         p.close()
 

@@ -246,6 +246,46 @@ TEST_F(Cache, CommitRoundTrip)
 	EXPECT_EQ(data.size(), mfs_cache_usage(c));
 }
 
+TEST_F(Cache, EntryOfAnySize)
+{
+	std::string data = pattern("m/61/1/9.s", 777);
+	Fill f{data}, none{"never used"};
+	int fd = -1;
+
+	reopen(0);
+	EXPECT_FALSE(has("m/61/1/9.s", MFS_CACHE_ANY_SIZE));
+	EXPECT_EQ(0, mfs_cache_known(c, "m/61/1/9.s", MFS_CACHE_ANY_SIZE));
+	/* filled whatever the length the fill gives */
+	ASSERT_EQ(MFS_OK, mfs_cache_get(c, "m/61/1/9.s", MFS_CACHE_ANY_SIZE,
+					fill_fn, &f, &fd, &err))
+	    << err.msg;
+	EXPECT_EQ(data, read_fd(fd));
+	close(fd);
+	EXPECT_EQ(1, f.calls);
+	EXPECT_TRUE(has("m/61/1/9.s", MFS_CACHE_ANY_SIZE));
+	EXPECT_TRUE(has("m/61/1/9.s", data.size()));
+	EXPECT_EQ(1, mfs_cache_known(c, "m/61/1/9.s", MFS_CACHE_ANY_SIZE));
+	EXPECT_EQ(0, mfs_cache_known(c, "m/61/1/9.s", data.size() + 1));
+	EXPECT_EQ(data.size(), mfs_cache_usage(c));
+	/* and a hit, counted at its real size */
+	ASSERT_EQ(MFS_OK, mfs_cache_get(c, "m/61/1/9.s", MFS_CACHE_ANY_SIZE,
+					fill_fn, &none, &fd, &err));
+	EXPECT_EQ(data, read_fd(fd));
+	close(fd);
+	EXPECT_EQ(0, none.calls);
+
+	/* a commit of any size; replaced, and counted once */
+	char *tmp = nullptr;
+	ASSERT_EQ(MFS_OK, mfs_cache_tmp(c, &fd, &tmp, &err));
+	ASSERT_EQ(3, write(fd, "abc", 3));
+	EXPECT_EQ(0, mfs_cache_commit(c, "m/61/1/9.s", fd, tmp,
+				      MFS_CACHE_ANY_SIZE));
+	free(tmp);
+	EXPECT_EQ("abc", read_file(dir / "m/61/1/9.s"));
+	EXPECT_EQ(3u, mfs_cache_usage(c));
+	EXPECT_TRUE(files_named_tmp(dir).empty());
+}
+
 TEST_F(Cache, InvalidKeysRejected)
 {
 	const char *bad[] = {"../x",	  "m/../../x", "outbox/q", "outbox",

@@ -1023,3 +1023,164 @@ TEST(SkelMime, EmptyBodyAndHeaderlessPart)
 }
 
 } // namespace
+
+/* ---- the cache entry ---------------------------------------------------- */
+
+namespace
+{
+
+/* The skeleton of ExactBytesAndSegments, in memfd *fd with its ranges. */
+void sample_skeleton(int *fd, Written &w)
+{
+	Builder b;
+	Plan p(b.multi({b.text(5), b.binary(100)}, "XX"), 50);
+	static const std::string hdr = "Subject: t\r\nContent-Type: "
+				       "multipart/mixed; boundary=XX\r\n\r\n";
+	static const std::string m1 = "Content-Type: text/plain\r\n\r\n";
+
+	ASSERT_EQ(p.s.n, 8u);
+	for (int i : {0, 2, 3, 5}) {
+		const std::string &d = i == 0 ? hdr : i == 3 ? "hello" : m1;
+		p.s.items[i].data = i == 3 ? "hello" : d.data();
+		p.s.items[i].data_len = i == 3 ? 5 : d.size();
+		p.s.items[i].got = 1;
+	}
+	*fd = memfd_create("skeleton-test", MFD_CLOEXEC);
+	ASSERT_GE(*fd, 0);
+	w.rc = mfs_skel_write(&p.s, *fd, &w.segs, &w.nsegs, &w.err);
+	ASSERT_EQ(w.rc, MFS_OK) << w.err.msg;
+	w.bytes = read_fd(*fd);
+}
+
+std::string saved(int fd, const struct mfs_seg *segs, size_t n)
+{
+	int out = memfd_create("skeleton-entry", MFD_CLOEXEC);
+	struct mfs_err err;
+	std::string s;
+
+	EXPECT_GE(out, 0);
+	EXPECT_EQ(mfs_skel_save(fd, segs, n, out, &err), MFS_OK) << err.msg;
+	s = read_fd(out);
+	close(out);
+	return s;
+}
+
+/* mfs_skel_load of entry e: its result, and what it made. */
+int loaded(const std::string &e, Written &w)
+{
+	int fd = memfd_create("skeleton-test", MFD_CLOEXEC);
+
+	EXPECT_GE(fd, 0);
+	w.rc = mfs_skel_load(e.data(), e.size(), fd, &w.segs, &w.nsegs,
+			     &w.err);
+	w.bytes = read_fd(fd);
+	close(fd);
+	return w.rc;
+}
+
+} // namespace
+
+TEST(SkelSave, EntryRoundTrip)
+{
+	Written w, back;
+	int fd = -1;
+
+	sample_skeleton(&fd, w);
+	ASSERT_GE(fd, 0);
+	std::string e = saved(fd, w.segs, w.nsegs);
+	close(fd);
+	const size_t hole = w.segs[4].off;
+	/* the header, the ranges, then every byte but the hole's */
+	std::string head = "mailfs-skeleton 1\n" +
+			   std::to_string(w.bytes.size()) + " 5\n";
+	for (size_t i = 0; i < 4; i++)
+		head += std::to_string(w.segs[i].off) + " " +
+			std::to_string(w.segs[i].len) + " -\n";
+	head += std::to_string(hole) + " 100 2\n";
+	EXPECT_EQ(e, head + w.bytes.substr(0, hole) + w.bytes.substr(hole + 100));
+
+	ASSERT_EQ(loaded(e, back), MFS_OK) << back.err.msg;
+	EXPECT_EQ(back.bytes, w.bytes);
+	ASSERT_EQ(back.nsegs, w.nsegs);
+	for (size_t i = 0; i < w.nsegs; i++) {
+		EXPECT_EQ(back.segs[i].off, w.segs[i].off);
+		EXPECT_EQ(back.segs[i].len, w.segs[i].len);
+		EXPECT_EQ(back.segs[i].hole, w.segs[i].hole);
+		if (w.segs[i].hole)
+			EXPECT_STREQ(back.segs[i].section, w.segs[i].section);
+		else
+			EXPECT_EQ(back.segs[i].section, nullptr);
+	}
+}
+
+TEST(SkelSave, EveryCutAndEveryExtraByteIsRefused)
+{
+	Written w;
+	int fd = -1;
+
+	sample_skeleton(&fd, w);
+	ASSERT_GE(fd, 0);
+	std::string e = saved(fd, w.segs, w.nsegs);
+	close(fd);
+	for (size_t cut = 0; cut < e.size(); cut++) {
+		Written b;
+		EXPECT_EQ(loaded(e.substr(0, cut), b), MFS_E_PROTO) << cut;
+		EXPECT_EQ(b.segs, nullptr);
+		EXPECT_EQ(b.bytes, "") << "nothing made at cut " << cut;
+	}
+	Written b;
+	EXPECT_EQ(loaded(e + "x", b), MFS_E_PROTO);
+}
+
+TEST(SkelSave, MalformedEntriesAreRefused)
+{
+	const std::string tail = "abcdef";
+	const char *bad[] = {
+	    "mailfs-skeleton 2\n16 1\n6 10 2\n",  /* another version */
+	    "mailfs-skeleton 1\n016 1\n6 10 2\n", /* leading zero */
+	    "mailfs-skeleton 1\n+16 1\n6 10 2\n", /* sign */
+	    "mailfs-skeleton 1\n16 0\n",	  /* no range */
+	    "mailfs-skeleton 1\n16 1\n6 11 2\n",  /* beyond the end */
+	    "mailfs-skeleton 1\n16 2\n0 8 1\n6 4 2\n", /* overlapping */
+	    "mailfs-skeleton 1\n16 2\n6 4 2\n0 2 1\n", /* out of order */
+	    "mailfs-skeleton 1\n16 1\n6 10 2]\n",      /* not a section */
+	    "mailfs-skeleton 1\n16 1\n6 10 1 2\n",     /* a space in it */
+	    "mailfs-skeleton 1\n16 1\n6 10 \n",	       /* none */
+	    "mailfs-skeleton 1\n16 1\n6 10 header\n",  /* lowercase */
+	    "mailfs-skeleton 1\n99999999999999999999 1\n6 10 2\n",
+	    "mailfs-skeleton 1\n16 401\n6 10 2\n", /* too many ranges */
+	    "mailfs-skeleton 1\n16 1\n6 9 2\n",	   /* a byte short */
+	};
+	Written ok;
+	EXPECT_EQ(loaded(std::string("mailfs-skeleton 1\n16 1\n6 10 2\n") +
+				 tail,
+			 ok),
+		  MFS_OK)
+	    << ok.err.msg;
+	EXPECT_EQ(ok.bytes, tail + std::string(10, '\0'));
+	for (const char *h : bad) {
+		Written w;
+		EXPECT_EQ(loaded(h + tail, w), MFS_E_PROTO) << h;
+		EXPECT_EQ(w.segs, nullptr) << h;
+	}
+	std::string longest = "mailfs-skeleton 1\n16 1\n6 10 " +
+			      std::string(MFS_SKEL_SECTION_MAX, '1') + "\n";
+	Written w;
+	EXPECT_EQ(loaded(longest + tail, w), MFS_E_PROTO);
+}
+
+TEST(SkelSave, RangeBeyondTheFileIsAnIoError)
+{
+	int fd = memfd_create("skeleton-test", MFD_CLOEXEC);
+	int out = memfd_create("skeleton-entry", MFD_CLOEXEC);
+	char sec[] = "2";
+	struct mfs_seg g = {4, 10, 1, sec};
+	struct mfs_err err;
+
+	ASSERT_GE(fd, 0);
+	ASSERT_GE(out, 0);
+	ASSERT_EQ(write(fd, "abcdefgh", 8), 8);
+	EXPECT_EQ(mfs_skel_save(fd, &g, 1, out, &err), MFS_E_IO);
+	close(fd);
+	close(out);
+}
