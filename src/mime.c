@@ -1158,7 +1158,7 @@ static int text_decode(const char *charset, enum mfs_cte cte, const char *in,
 {
 	struct textconv *t;
 	struct u8check u = {0, 0x80, 0xBF, 0};
-	int r;
+	int r, plain = 0;
 
 	t = malloc(sizeof(*t));
 	if (t == NULL)
@@ -1168,8 +1168,19 @@ static int text_decode(const char *charset, enum mfs_cte cte, const char *in,
 	t->lf.o.ctx = ctx;
 	t->lf.o.n = 0;
 	t->lf.cr = 0;
-	t->cd = charset_open(charset);
-	if (t->cd != (iconv_t)-1) {
+	t->cd = (iconv_t)-1;
+	if (charset != NULL && (strcasecmp(charset, "utf-8") == 0 ||
+				strcasecmp(charset, "utf8") == 0)) {
+		/* valid UTF-8 is what iconv would make of it: as it is */
+		r = mfs_cte_decode(cte, in, len, u8check_sink, &u);
+		if (r != 0 && r != MFS_SINK_STOP)
+			goto free_t;
+		plain = !u.bad && !u.need;
+		u = (struct u8check){0, 0x80, 0xBF, 0};
+	}
+	if (plain) {
+		t->mode = TEXT_UTF8;
+	} else if ((t->cd = charset_open(charset)) != (iconv_t)-1) {
 		t->mode = TEXT_ICONV;
 	} else {
 		r = mfs_cte_decode(cte, in, len, u8check_sink, &u);

@@ -1022,28 +1022,70 @@ static int node_name_cmp(const void *a, const void *b)
 		      (*(struct mfs_node *const *)b)->name);
 }
 
+/* Restores the max-heap by name v[0..n) (the largest name on top) after
+ * v[i] was made smaller. */
+static void name_heap_down(struct mfs_node **v, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, big = i;
+		struct mfs_node *t;
+
+		if (l < n && strcmp(v[l]->name, v[big]->name) > 0)
+			big = l;
+		if (l + 1 < n && strcmp(v[l + 1]->name, v[big]->name) > 0)
+			big = l + 1;
+		if (big == i)
+			return;
+		t = v[i];
+		v[i] = v[big];
+		v[big] = t;
+		i = big;
+	}
+}
+
+/* Restores the max-heap by name v[0..i] after v[i] was added. */
+static void name_heap_up(struct mfs_node **v, size_t i)
+{
+	while (i > 0 && strcmp(v[i]->name, v[(i - 1) / 2]->name) > 0) {
+		struct mfs_node *t = v[i];
+
+		v[i] = v[(i - 1) / 2];
+		v[(i - 1) / 2] = t;
+		i = (i - 1) / 2;
+	}
+}
+
 /* The messages after msg by name that fetch-ahead wants, in name order,
  * at most max: a malloc'd array (*n), or NULL when there are none or
- * memory is short. Caller holds the lock. */
+ * memory is short. The max first are kept in a heap as the folder is
+ * walked, so that a folder of any size costs one comparison a message,
+ * not a sort of all of them. Caller holds the lock. */
 static struct mfs_node **ahead_by_name(struct mfs_fs *fs,
 				       const struct mfs_node *msg, size_t max,
 				       size_t *n)
 {
 	struct mfs_node **v, *c;
-	size_t k = 0, cap = 0;
+	size_t k = 0;
 
 	*n = 0;
-	for (c = msg->parent->first_child; c != NULL; c = c->next_sibling)
-		cap++;
-	v = malloc((cap ? cap : 1) * sizeof(*v));
-	if (v == NULL)
-		return NULL;
-	for (c = msg->parent->first_child; c != NULL; c = c->next_sibling)
-		if (c != msg && ahead_wants(fs, c) &&
-		    strcmp(c->name, msg->name) > 0)
-			v[k++] = c;
+	v = malloc((max ? max : 1) * sizeof(*v));
+	if (v == NULL || max == 0)
+		return v;
+	for (c = msg->parent->first_child; c != NULL; c = c->next_sibling) {
+		if (c == msg || strcmp(c->name, msg->name) <= 0 ||
+		    (k == max && strcmp(c->name, v[0]->name) >= 0) ||
+		    !ahead_wants(fs, c))
+			continue;
+		if (k < max) {
+			v[k] = c;
+			name_heap_up(v, k++);
+		} else {
+			v[0] = c;
+			name_heap_down(v, k, 0);
+		}
+	}
 	qsort(v, k, sizeof(*v), node_name_cmp);
-	*n = k < max ? k : max;
+	*n = k;
 	return v;
 }
 

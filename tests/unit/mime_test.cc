@@ -367,6 +367,25 @@ TEST(MimeText, InvalidBytesOneReplacementEach)
 	EXPECT_EQ("x\xef\xbf\xbd", text("utf-8", "x\xe2")); // cut at the end
 }
 
+TEST(MimeText, Utf8AsIconvMakesIt)
+{
+	// valid UTF-8 is passed as it is, invalid goes through iconv: either
+	// way what iconv's one-shot conversion (names.c) gives, CRLF aside
+	const char *ins[] = {"\xef\xbb\xbf" "BOM kept", "caf\xc3\xa9 \xf4\x8f\xbf\xbf!",
+			     "surrogate \xed\xa0\x80", "overlong \xc0\xaf!",
+			     "plain ascii", ""};
+	for (const char *label : {"utf-8", "UTF8", "Utf-8"}) {
+		for (const char *in : ins) {
+			size_t n = 0;
+			char *want = mfs_text_to_utf8(label, in, strlen(in), &n);
+			ASSERT_NE(nullptr, want);
+			EXPECT_EQ(std::string(want, n), text(label, in))
+			    << label << ": " << in;
+			free(want);
+		}
+	}
+}
+
 TEST(MimeText, CrlfToLf)
 {
 	EXPECT_EQ("a\nb\rc\n", text("utf-8", "a\r\nb\rc\r\n"));
