@@ -80,7 +80,7 @@ UNIT_query  = query names base64 error
 UNIT_listline = listline store header names base64 error
 UNIT_search = $(UNIT_fs)
 UNIT_skeleton = skeleton store mime header names base64 hash error
-UNIT_fs     = $(sort fs folders folderlist journal state prefetch msgview outbox search query node mime header hash cache store $(UNIT_spool))
+UNIT_fs     = $(sort fs folders folderlist journal state prefetch msgview skeleton outbox search query node mime header hash cache store $(UNIT_spool))
 UNIT_TESTS := $(patsubst tests/unit/%_test.cc,%,$(wildcard tests/unit/*_test.cc))
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/%_test,$(UNIT_TESTS))
 
