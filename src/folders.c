@@ -529,11 +529,37 @@ int folder_add_some(struct mfs_fs *fs, struct mfs_node *dir,
 	return 0;
 }
 
-/* Lists folder dir again when its listing is older than ttl seconds.
- * The caller holds a reference on dir but not the tree lock. */
+struct mfs_node *folder_show(struct mfs_fs *fs, struct mfs_node *dir,
+			     const struct mfs_store_msg *m)
+{
+	struct mfs_store_msg copy = *m;
+	struct mfs_node *c;
+	char *name;
+
+	if (m->uidl != NULL) /* POP3 lists at once: nothing to show ahead */
+		return NULL;
+	name = message_name(m);
+	if (name == NULL || mfs_nodes_child(fs->nodes, dir, name) != NULL) {
+		free(name);
+		return NULL;
+	}
+	copy.from = copy.subject = NULL; /* in the name; not kept */
+	c = message_add(fs, dir, name, &copy);
+	free(name);
+	return c;
+}
+
 int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
+		   struct mfs_err *err)
+{
+	return refresh_folder_pieces(fs, dir, ttl, NULL, NULL, err);
+}
+
+int refresh_folder_pieces(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
+			  mfs_index_piece_fn piece, void *ctx,
 			  struct mfs_err *err)
 {
+	const struct mfs_store_ops *ops = fs->store->ops;
 	struct mfs_store_msg *msgs = NULL;
 	uint32_t validity = 0;
 	unsigned commits;
@@ -556,8 +582,11 @@ int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 		r = mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto unlock_refresh;
 	}
-	r = fs->store->ops->index(fs->store, mailbox, &validity, &msgs, &n,
-				  err);
+	if (piece != NULL && !was_listed && ops->index_pieces != NULL)
+		r = ops->index_pieces(fs->store, mailbox, &validity, &msgs, &n,
+				      piece, ctx, err);
+	else
+		r = ops->index(fs->store, mailbox, &validity, &msgs, &n, err);
 	/* out of reach before any listing of this mount: the one kept */
 	if (r != MFS_OK && mfs_err_unreachable(r) && !was_listed &&
 	    fs->store->ops->kept_index != NULL) {

@@ -37,9 +37,15 @@
  * Offsets: 0 is ".", 1 is "..", 2 + i is nodes[i]. */
 struct dir_snap {
 	uint64_t self, parent; /* inode numbers of "." and ".." */
-	size_t n;
+	size_t n, room;
 	struct mfs_node **nodes; /* owned array; each node held */
 	struct dir_snap *prev, *next; /* in fs->snaps, until releasedir */
+	unsigned refs; /* the handle's; and opendir_coming's while coming */
+	/* A listing still coming (opendir_coming): nodes are added as its
+	 * parts come; readdir waits for them, and at its end reports rc. */
+	int coming;
+	int rc;
+	struct mfs_err err;
 };
 
 static void node_priv_free(struct mfs_node *n);
@@ -59,6 +65,7 @@ struct mfs_fs *mfs_fs_new(const struct mfs_account *acct,
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->refresh, NULL);
 	pthread_cond_init(&fs->ahead_cond, NULL);
+	pthread_cond_init(&fs->snap_cond, NULL);
 	fs->store = store;
 	fs->cache = cache;
 	fs->acct = acct;
@@ -100,6 +107,7 @@ void mfs_fs_free(struct mfs_fs *fs)
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->refresh);
 	pthread_cond_destroy(&fs->ahead_cond);
+	pthread_cond_destroy(&fs->snap_cond);
 	free(fs);
 }
 
@@ -502,6 +510,14 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_attr(req, &st, ttl);
 }
 
+/* Lets go of one reference to the snapshot: at the last, releases its
+ * nodes and frees it. Caller holds the lock. */
+static void snap_put(struct mfs_fs *fs, struct dir_snap *s)
+{
+	if (s != NULL && --s->refs == 0)
+		snap_free(fs, s);
+}
+
 /* Releases the snapshot's nodes and frees it. Caller holds the lock. */
 static void snap_free(struct mfs_fs *fs, struct dir_snap *s)
 {
@@ -530,11 +546,13 @@ static struct dir_snap *snap_take(struct mfs_fs *fs, struct mfs_node *dir)
 
 	if (s == NULL)
 		return NULL;
+	s->refs = 1;
 	s->self = dir->ino;
 	s->parent = dir->parent ? dir->parent->ino : 1;
 	for (c = dir->first_child; c != NULL; c = c->next_sibling)
 		count++;
-	s->nodes = calloc(count ? count : 1, sizeof(*s->nodes));
+	s->room = count ? count : 1;
+	s->nodes = calloc(s->room, sizeof(*s->nodes));
 	/* .search is left out: ls, grep -r and find do not wander into it */
 	if (s->nodes == NULL) {
 		free(s);
@@ -553,6 +571,76 @@ static struct dir_snap *snap_take(struct mfs_fs *fs, struct mfs_node *dir)
 		fs->snaps->prev = s;
 	fs->snaps = s;
 	return s;
+}
+
+/* Adds node c (held from now on) at the end of snapshot s. Returns 0, or
+ * -1 when memory is short. Caller holds the lock. */
+static int snap_add(struct dir_snap *s, struct mfs_node *c)
+{
+	if (s->n == s->room) {
+		struct mfs_node **v =
+		    realloc(s->nodes, 2 * s->room * sizeof(*v));
+
+		if (v == NULL)
+			return -1;
+		s->nodes = v;
+		s->room *= 2;
+	}
+	mfs_nodes_hold(c);
+	s->nodes[s->n++] = c;
+	return 0;
+}
+
+static int ptr_cmp(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t) * (void *const *)a;
+	uintptr_t y = (uintptr_t) * (void *const *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The listing snapshot s was taking as it came has ended with rc (err):
+ * the nodes dir shows now that s lacks (the end of the listing may show
+ * entries its parts did not) are added, and readers go on. Caller holds
+ * the lock. */
+static void snap_finish(struct mfs_fs *fs, struct dir_snap *s,
+			struct mfs_node *dir, int rc, const struct mfs_err *err)
+{
+	struct mfs_node **seen = malloc((s->n ? s->n : 1) * sizeof(*seen));
+	struct mfs_node *c;
+	size_t n = s->n;
+
+	if (seen != NULL) {
+		memcpy(seen, s->nodes, n * sizeof(*seen));
+		qsort(seen, n, sizeof(*seen), ptr_cmp);
+		for (c = dir->first_child; c != NULL; c = c->next_sibling)
+			if (c->kind != MFS_N_SEARCH &&
+			    c->kind != MFS_N_MAILFS &&
+			    bsearch(&c, seen, n, sizeof(*seen), ptr_cmp) ==
+				NULL &&
+			    snap_add(s, c) != 0)
+				break;
+		free(seen);
+	}
+	s->coming = 0;
+	s->rc = seen == NULL ? MFS_E_NOMEM : rc;
+	if (seen == NULL)
+		mfs_err_set(&s->err, MFS_E_NOMEM, "out of memory");
+	else if (rc != MFS_OK)
+		s->err = *err;
+	pthread_cond_broadcast(&fs->snap_cond);
+}
+
+/* Waits, while the listing of s still comes, until entry off is there.
+ * Returns 0, or, at the end of a listing that failed, the error (an
+ * errno value). Caller holds the lock. */
+static int snap_wait(struct mfs_fs *fs, struct dir_snap *s, off_t off)
+{
+	while (s->coming && off >= 2 && (size_t)(off - 2) >= s->n)
+		pthread_cond_wait(&fs->snap_cond, &fs->lock);
+	if (off >= 2 && (size_t)(off - 2) >= s->n && s->rc != MFS_OK)
+		return mfs_err_errno(s->rc);
+	return 0;
 }
 
 /* Entry off of a snapshot: its name, inode number and file type; NULL past
@@ -579,6 +667,133 @@ static const char *snap_entry(const struct dir_snap *s, off_t off,
 	return n->name;
 }
 
+static int sync_folder(struct mfs_fs *fs, struct mfs_node *dir, int opening,
+		       struct mfs_err *err);
+
+/* An opendir of a folder never listed: the listing comes in parts
+ * (refresh_folder_pieces), and the directory opens at the first, its
+ * snapshot growing as the rest comes, so that ls reads while the server
+ * still sends. */
+struct coming {
+	fuse_req_t req;
+	struct fuse_file_info fi;
+	struct mfs_fs *fs;
+	struct mfs_node *dir; /* held */
+	struct dir_snap *s;   /* once opened: the lister's reference */
+	int unshown;	      /* parts are not shown (see coming_piece) */
+};
+
+/* Takes out of s (just taken) the files written into the folder and
+ * appended: the listing shows them as messages, and its end removes
+ * their written names (folder_merge; one appended after the listing
+ * began stays, and snap_finish shows it). Caller holds the lock. */
+static void snap_drop_appended(struct mfs_fs *fs, struct dir_snap *s)
+{
+	size_t i, k = 0;
+
+	for (i = 0; i < s->n; i++) {
+		struct mfs_node *c = s->nodes[i];
+		struct upload *u = c->kind == MFS_N_FILE ? c->priv : NULL;
+
+		if (u != NULL && u->committed && u->seq != 0)
+			mfs_nodes_release(fs->nodes, c);
+		else
+			s->nodes[k++] = c;
+	}
+	s->n = k;
+}
+
+/* A part of the listing has come (mfs_index_piece_fn). */
+static void coming_piece(void *ctx, uint32_t validity,
+			 const struct mfs_store_msg *msgs, size_t n)
+{
+	struct coming *c = ctx;
+	struct mfs_fs *fs = c->fs;
+	struct mfs_node *dir = c->dir, *m;
+	int opened = 0;
+	size_t i;
+
+	pthread_mutex_lock(&fs->lock);
+	if (c->s == NULL && !c->unshown) {
+		/* the first part: a folder listed or renumbered meanwhile
+		 * waits for the end, as any other */
+		if (!dir->linked || dir->listed != 0 ||
+		    (dir->validity != 0 && dir->validity != validity) ||
+		    (c->s = snap_take(fs, dir)) == NULL) {
+			c->unshown = 1;
+		} else {
+			snap_drop_appended(fs, c->s);
+			c->s->refs = 2; /* the handle's and the lister's */
+			c->s->coming = 1;
+			dir->validity = validity;
+			opened = 1;
+		}
+	}
+	for (i = 0; i < n && c->s != NULL && c->s->coming; i++) {
+		m = folder_show(fs, dir, &msgs[i]);
+		if (m != NULL && snap_add(c->s, m) != 0)
+			break; /* the end of the listing shows the rest */
+	}
+	pthread_cond_broadcast(&fs->snap_cond);
+	pthread_mutex_unlock(&fs->lock);
+	if (opened) {
+		c->fi.fh = (uint64_t)(uintptr_t)c->s;
+		if (fuse_reply_open(c->req, &c->fi) != 0) {
+			/* interrupted: no releasedir will come */
+			pthread_mutex_lock(&fs->lock);
+			snap_put(fs, c->s);
+			pthread_mutex_unlock(&fs->lock);
+		}
+	}
+}
+
+/* opendir of folder dir, never listed: see struct coming. Caller holds
+ * the lock and a hold on dir; both are let go. */
+static void opendir_coming(fuse_req_t req, struct mfs_fs *fs,
+			   struct mfs_node *dir, struct fuse_file_info *fi)
+{
+	struct coming c = {req, *fi, fs, dir, NULL, 0};
+	struct dir_snap *s = NULL;
+	struct mfs_err err;
+	int rc;
+
+	pthread_mutex_unlock(&fs->lock);
+	mfs_err_clear(&err);
+	rc = refresh_folder_pieces(
+	    fs, dir, fs->acct->refresh > 0 ? fs->acct->refresh : LIST_TTL,
+	    coming_piece, &c, &err);
+	if (rc != MFS_OK && err.code != MFS_E_OFFLINE)
+		mfs_log_err("%s (showing the last listing)", err.msg);
+	pthread_mutex_lock(&fs->lock);
+	if (c.s != NULL) {
+		/* opened at the first part: the rest, or how it failed */
+		snap_finish(fs, c.s, dir, rc, &err);
+		snap_put(fs, c.s);
+		mfs_nodes_release(fs->nodes, dir);
+		pthread_mutex_unlock(&fs->lock);
+		return;
+	}
+	/* no part came (a listing kept or read another way, or an error
+	 * first): as any opendir */
+	if (rc == MFS_OK || dir->listed != 0) {
+		s = snap_take(fs, dir);
+		if (s == NULL)
+			mfs_err_set(&err, MFS_E_NOMEM, "out of memory");
+	}
+	mfs_nodes_release(fs->nodes, dir);
+	pthread_mutex_unlock(&fs->lock);
+	if (s == NULL) {
+		reply_err(req, &err);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)s;
+	if (fuse_reply_open(req, fi) != 0) {
+		pthread_mutex_lock(&fs->lock);
+		snap_put(fs, s);
+		pthread_mutex_unlock(&fs->lock);
+	}
+}
+
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
@@ -591,6 +806,11 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 	dir = dir_get(req, fs, ino);
 	if (dir == NULL)
 		return;
+	if (kind(dir)->sync == sync_folder && dir->listed == 0 &&
+	    !dir->noselect && fs->store->ops->index_pieces != NULL) {
+		opendir_coming(req, fs, dir, fi);
+		return;
+	}
 	if (kind(dir)->sync != NULL &&
 	    kind(dir)->sync(fs, dir, 1, &err) != MFS_OK)
 		goto fail;
@@ -609,7 +829,7 @@ fail:
 	if (fuse_reply_open(req, fi) != 0) {
 		/* the request was interrupted: no releasedir will come */
 		pthread_mutex_lock(&fs->lock);
-		snap_free(fs, s);
+		snap_put(fs, s);
 		pthread_mutex_unlock(&fs->lock);
 	}
 }
@@ -624,6 +844,7 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	char *buf;
 	size_t used = 0;
 	off_t i;
+	int rc;
 
 	(void)ino;
 	buf = malloc(size);
@@ -632,7 +853,8 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	pthread_mutex_lock(&fs->lock);
-	for (i = off; i >= 0; i++) {
+	rc = snap_wait(fs, s, off);
+	for (i = off; i >= 0 && rc == 0; i++) {
 		struct stat st = {0};
 		size_t len;
 
@@ -646,7 +868,10 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		used += len;
 	}
 	pthread_mutex_unlock(&fs->lock);
-	fuse_reply_buf(req, buf, used);
+	if (rc != 0)
+		fuse_reply_err(req, rc);
+	else
+		fuse_reply_buf(req, buf, used);
 	free(buf);
 }
 
@@ -662,6 +887,7 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 	char *buf;
 	size_t used = 0;
 	off_t i;
+	int rc;
 
 	(void)ino;
 	mfs_err_clear(&err);
@@ -671,7 +897,8 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 		return;
 	}
 	pthread_mutex_lock(&fs->lock);
-	for (i = off; i >= 0; i++) {
+	rc = snap_wait(fs, s, off);
+	for (i = off; i >= 0 && rc == 0; i++) {
 		struct fuse_entry_param e;
 		struct mfs_node *n;
 		const char *name;
@@ -706,7 +933,10 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 			mfs_nodes_lookup(n);
 	}
 	pthread_mutex_unlock(&fs->lock);
-	fuse_reply_buf(req, buf, used);
+	if (rc != 0)
+		fuse_reply_err(req, rc);
+	else
+		fuse_reply_buf(req, buf, used);
 	free(buf);
 }
 
@@ -717,7 +947,7 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino,
 
 	(void)ino;
 	pthread_mutex_lock(&fs->lock);
-	snap_free(fs, (struct dir_snap *)(uintptr_t)fi->fh);
+	snap_put(fs, (struct dir_snap *)(uintptr_t)fi->fh);
 	pthread_mutex_unlock(&fs->lock);
 	fuse_reply_err(req, 0);
 }

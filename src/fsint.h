@@ -67,6 +67,9 @@ struct mfs_fs {
 	struct prefetch *prefetch; /* owned, or NULL */
 	struct handle *handles;	  /* open files (fs->lock) */
 	struct dir_snap *snaps;	  /* open directories (fs->lock) */
+	/* signalled when a listing still coming (fs.c, opendir_coming) has
+	 * shown more of a folder, or has ended */
+	pthread_cond_t snap_cond;
 	uid_t uid;
 	gid_t gid;
 	/* The run of fetch-aheads going on (fs->lock): in which folder, how
@@ -214,6 +217,17 @@ char *root_mailbox(const struct mfs_fs *fs, const char *name);
  * The caller holds a reference on dir but not the lock. */
 int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 		   struct mfs_err *err);
+/* As refresh_folder(); when dir was never listed and the store can, piece
+ * (see mfs_index_piece_fn, store.h) is called with each part of the
+ * listing as it comes, without the lock, before the listing is merged. */
+int refresh_folder_pieces(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
+			  mfs_index_piece_fn piece, void *ctx,
+			  struct mfs_err *err);
+/* The node of listing entry m (copied) in folder dir, which a listing
+ * still coming shows ahead of its end: NULL when dir shows that name
+ * already, or memory is short. Caller holds the lock. */
+struct mfs_node *folder_show(struct mfs_fs *fs, struct mfs_node *dir,
+			     const struct mfs_store_msg *m);
 
 /* Adds nodes for the messages msgs (listing entries, such as a search's
  * matches) that folder dir does not show yet, without listing it: the

@@ -1282,7 +1282,28 @@ struct index_acc {
 	size_t n, cap;
 	int nomem;
 	int again; /* to be listed again by libetpan alone (listline_off) */
+	/* the listing's parts as they come (index_pieces, store.h): the
+	 * entries from told on are handed to piece */
+	mfs_index_piece_fn piece;
+	void *ctx;
+	uint32_t validity;
+	size_t told;
 };
+
+/* Entries of a listing handed over at once, at most (index_tell). */
+#define INDEX_PIECE 1000
+
+/* Hands the entries not told yet to acc's piece, when at least `least`
+ * of them wait. */
+static void index_tell(struct index_acc *acc, size_t least)
+{
+	if (acc->piece == NULL || acc->nomem || acc->n - acc->told < least ||
+	    acc->n == acc->told)
+		return;
+	acc->piece(acc->ctx, acc->validity, acc->msgs + acc->told,
+		   acc->n - acc->told);
+	acc->told = acc->n;
+}
 
 /* Adds m (taken: freed when not kept) to the listing. */
 static void index_add(struct index_acc *acc, struct mfs_store_msg *m)
@@ -1467,6 +1488,7 @@ static int index_read_chunk(struct mfs_imap *imap, int tag,
 			acc->nomem = 1;
 		else
 			index_add(acc, &m);
+		index_tell(acc, INDEX_PIECE);
 	}
 	if (mailimap_read_line(session) == NULL)
 		return MAILIMAP_ERROR_STREAM;
@@ -1486,14 +1508,19 @@ rest:
  * refused leaves the replies of later pieces unread, so the connection is
  * dropped then. Caller holds the lock.
  */
-static int index_fetch_all(struct mfs_imap *imap, uint32_t exists,
-			   struct mfs_store_msg **msgs, size_t *n, int *again,
-			   struct mfs_err *err)
+static int index_fetch_all(struct mfs_imap *imap, uint32_t validity,
+			   uint32_t exists, struct mfs_store_msg **msgs,
+			   size_t *n, int *again, mfs_index_piece_fn piece,
+			   void *ctx, struct mfs_err *err)
 {
 	mailimap *session = imap->session;
 	struct index_acc acc = {0};
 	uint32_t chunks = (exists + INDEX_CHUNK - 1) / INDEX_CHUNK, i;
 	int first, last, r = MAILIMAP_NO_ERROR;
+
+	acc.piece = piece;
+	acc.ctx = ctx;
+	acc.validity = validity;
 
 	/* an envelope is about 400 bytes */
 	if (imap_compress_for(imap, (uint64_t)exists * 400, err) != MFS_OK)
@@ -1514,8 +1541,11 @@ static int index_fetch_all(struct mfs_imap *imap, uint32_t exists,
 	last = session->imap_tag;
 	mailimap_set_msg_att_handler(session, index_handler, &acc);
 	mailimap_set_progress_callback(session, NULL, index_progress, NULL);
-	for (i = 0; i < chunks && r == MAILIMAP_NO_ERROR; i++)
+	for (i = 0; i < chunks && r == MAILIMAP_NO_ERROR; i++) {
 		r = index_read_chunk(imap, first + (int)i, &acc);
+		if (r == MAILIMAP_NO_ERROR)
+			index_tell(&acc, 1);
+	}
 	mailimap_set_msg_att_handler(session, NULL, NULL);
 	mailimap_set_progress_callback(session, NULL, NULL, NULL);
 	session->imap_tag = last;
@@ -1753,7 +1783,8 @@ static int index_kept(struct mfs_imap *imap, const char *path, const char *key,
  */
 static int index_once(struct mfs_imap *imap, const char *mailbox,
 		      uint32_t *uidvalidity, struct mfs_store_msg **msgs,
-		      size_t *n, int *again, struct mfs_err *err)
+		      size_t *n, int *again, mfs_index_piece_fn piece,
+		      void *ctx, struct mfs_err *err)
 {
 	struct mfs_idx_head now;
 	uint64_t modseq = 0;
@@ -1787,7 +1818,8 @@ static int index_once(struct mfs_imap *imap, const char *mailbox,
 	if (kept == KEPT_FAILED)
 		goto free_file;
 	if (kept == KEPT_UNUSABLE &&
-	    index_fetch_all(imap, now.exists, msgs, n, again, err) != MFS_OK)
+	    index_fetch_all(imap, now.validity, now.exists, msgs, n, again,
+			    piece, ctx, err) != MFS_OK)
 		goto free_file;
 	if (kept != KEPT_SAME && path != NULL)
 		index_keep(path, key, &now, *msgs, *n);
@@ -1800,15 +1832,17 @@ unlock:
 	return err->code;
 }
 
-static int imap_index(struct mfs_store *st, const char *mailbox,
-		      uint32_t *uidvalidity, struct mfs_store_msg **msgs,
-		      size_t *n, struct mfs_err *err)
+static int imap_index_pieces(struct mfs_store *st, const char *mailbox,
+			     uint32_t *uidvalidity,
+			     struct mfs_store_msg **msgs, size_t *n,
+			     mfs_index_piece_fn piece, void *ctx,
+			     struct mfs_err *err)
 {
 	struct mfs_imap *imap = st->priv;
 	int again = 0;
 
-	if (index_once(imap, mailbox, uidvalidity, msgs, n, &again, err) ==
-		MFS_OK ||
+	if (index_once(imap, mailbox, uidvalidity, msgs, n, &again, piece,
+		       ctx, err) == MFS_OK ||
 	    !again)
 		return err->code;
 	/* the listing's own reader read a response ahead that only
@@ -1818,7 +1852,16 @@ static int imap_index(struct mfs_store *st, const char *mailbox,
 		    "listing %s again with the general parser",
 		    imap->acct->store.host, imap->acct->store.port, mailbox);
 	again = 0;
-	return index_once(imap, mailbox, uidvalidity, msgs, n, &again, err);
+	return index_once(imap, mailbox, uidvalidity, msgs, n, &again, piece,
+			  ctx, err);
+}
+
+static int imap_index(struct mfs_store *st, const char *mailbox,
+		      uint32_t *uidvalidity, struct mfs_store_msg **msgs,
+		      size_t *n, struct mfs_err *err)
+{
+	return imap_index_pieces(st, mailbox, uidvalidity, msgs, n, NULL,
+				 NULL, err);
 }
 
 /* The listing of mailbox as last kept, read without the server. */
@@ -3985,6 +4028,7 @@ static const struct mfs_store_ops imap_ops = {
     .list = imap_list,
     .personal = imap_personal,
     .index = imap_index,
+    .index_pieces = imap_index_pieces,
     .kept_index = imap_kept_index,
     .fetch = imap_fetch,
     .fetch_many = imap_fetch_many,

@@ -796,12 +796,12 @@ static int msgs_apply(struct journal *j, size_t from, const char *name,
  * was before them. */
 static int listing(struct journal *j, const char *folder, int kept_only,
 		   uint32_t *validity, struct mfs_store_msg **msgs, size_t *n,
-		   struct mfs_err *err)
+		   mfs_index_piece_fn piece, void *ctx, struct mfs_err *err)
 {
 	struct mfs_store *in = j->inner;
 	char *origin = NULL, *made = NULL;
 	struct mfs_err kerr;
-	size_t from = 0;
+	size_t from = 0, i;
 	int r;
 
 	*msgs = NULL;
@@ -809,14 +809,25 @@ static int listing(struct journal *j, const char *folder, int kept_only,
 	*validity = 0;
 	pthread_mutex_lock(&j->lock);
 	r = origin_of(j, folder, &origin, &made, &from, err);
+	/* the parts of a listing as it comes are the server's as they are:
+	 * shown only while no step waits, as a waiting step may change any
+	 * folder's listing (msgs_apply below) */
+	for (i = 0; i < j->n && piece != NULL; i++)
+		if (j->steps[i]->state == ST_WAIT)
+			piece = NULL;
 	pthread_mutex_unlock(&j->lock);
 	if (r != MFS_OK)
 		return r;
 	if (origin != NULL) {
 		/* out of reach: the listing kept on disk, else the error */
-		r = kept_only ? MFS_E_OFFLINE
-			      : in->ops->index(in, origin, validity, msgs, n,
-					       err);
+		if (kept_only)
+			r = MFS_E_OFFLINE;
+		else if (piece != NULL && in->ops->index_pieces != NULL)
+			r = in->ops->index_pieces(in, origin, validity, msgs,
+						  n, piece, ctx, err);
+		else
+			r = in->ops->index(in, origin, validity, msgs, n,
+					   err);
 		if (mfs_err_unreachable(r)) {
 			int k = in->ops->kept_index == NULL
 					? mfs_err_set(&kerr, MFS_E_NOENT,
@@ -863,7 +874,8 @@ static int entry_of(struct journal *j, const char *folder, uint32_t uid,
 	int r = -1;
 
 	memset(out, 0, sizeof(*out));
-	if (listing(j, folder, 1, &validity, &msgs, &n, &err) != MFS_OK)
+	if (listing(j, folder, 1, &validity, &msgs, &n, NULL, NULL, &err) !=
+	    MFS_OK)
 		return -1;
 	m = entry_find(msgs, n, uid);
 	if (m != NULL)
@@ -1135,14 +1147,25 @@ static int j_index(struct mfs_store *st, const char *folder,
 		   uint32_t *validity, struct mfs_store_msg **msgs, size_t *n,
 		   struct mfs_err *err)
 {
-	return listing(journal_of(st), folder, 0, validity, msgs, n, err);
+	return listing(journal_of(st), folder, 0, validity, msgs, n, NULL,
+		       NULL, err);
+}
+
+static int j_index_pieces(struct mfs_store *st, const char *folder,
+			  uint32_t *validity, struct mfs_store_msg **msgs,
+			  size_t *n, mfs_index_piece_fn piece, void *ctx,
+			  struct mfs_err *err)
+{
+	return listing(journal_of(st), folder, 0, validity, msgs, n, piece,
+		       ctx, err);
 }
 
 static int j_kept_index(struct mfs_store *st, const char *folder,
 			uint32_t *validity, struct mfs_store_msg **msgs,
 			size_t *n, struct mfs_err *err)
 {
-	return listing(journal_of(st), folder, 1, validity, msgs, n, err);
+	return listing(journal_of(st), folder, 1, validity, msgs, n, NULL,
+		       NULL, err);
 }
 
 static int copy_fd(int in, int out, size_t *len, struct mfs_err *err)
@@ -2240,6 +2263,7 @@ static const struct mfs_store_ops journal_ops = {
     .list = j_list,
     .personal = j_personal,
     .index = j_index,
+    .index_pieces = j_index_pieces,
     .kept_index = j_kept_index,
     .fetch = j_fetch,
     .fetch_many = j_fetch_many,

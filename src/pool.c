@@ -192,6 +192,26 @@ static int pool_index(struct mfs_store *st, const char *folder,
 	return gate_note(p, m->ops->index(m, folder, validity, msgs, n, err), err);
 }
 
+static int pool_index_pieces(struct mfs_store *st, const char *folder,
+			     uint32_t *validity, struct mfs_store_msg **msgs,
+			     size_t *n, mfs_index_piece_fn piece, void *ctx,
+			     struct mfs_err *err)
+{
+	struct pool *p = st->priv;
+	struct mfs_store *m = p->main;
+
+	if (gate_closed(p, err))
+		return err->code;
+	if (m->ops->index_pieces == NULL)
+		return gate_note(p, m->ops->index(m, folder, validity, msgs, n,
+						  err),
+				 err);
+	return gate_note(p,
+			 m->ops->index_pieces(m, folder, validity, msgs, n,
+					      piece, ctx, err),
+			 err);
+}
+
 static int pool_fetch(struct mfs_store *st, const char *folder,
 		      uint32_t validity, const struct mfs_store_msg *msg,
 		      int fd, size_t *len, struct mfs_err *err)
@@ -526,6 +546,7 @@ static const struct mfs_store_ops pool_ops = {
     .list = pool_list,
     .personal = pool_personal,
     .index = pool_index,
+    .index_pieces = pool_index_pieces,
     .kept_index = pool_kept_index,
     .fetch = pool_fetch,
     .fetch_many = pool_fetch_many,

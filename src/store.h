@@ -102,6 +102,11 @@ struct mfs_many_cb {
 };
 
 
+/* A part of a listing as it comes (index_pieces below): n entries of
+ * the numbering validity, borrowed for the call. */
+typedef void (*mfs_index_piece_fn)(void *ctx, uint32_t validity,
+				   const struct mfs_store_msg *msgs, size_t n);
+
 struct mfs_store_ops {
 	/* Connects and logs in unless already connected. */
 	int (*connect)(struct mfs_store *st, struct mfs_err *err);
@@ -122,6 +127,17 @@ struct mfs_store_ops {
 	int (*index)(struct mfs_store *st, const char *folder,
 		     uint32_t *validity, struct mfs_store_msg **msgs,
 		     size_t *n, struct mfs_err *err);
+	/* As index; and while a listing of every message comes from the
+	 * server, piece(ctx, ...) with each part of it as soon as it is
+	 * read, so that the caller can show it before the end. A part may
+	 * come again (a listing started over), and a listing read another
+	 * way (kept, or only its changes) gives none: what index returns is
+	 * the listing; the parts are only its first look. NULL where the
+	 * store cannot. */
+	int (*index_pieces)(struct mfs_store *st, const char *folder,
+			    uint32_t *validity, struct mfs_store_msg **msgs,
+			    size_t *n, mfs_index_piece_fn piece, void *ctx,
+			    struct mfs_err *err);
 	/* The listing of folder as the driver last kept it on disk (NULL
 	 * where it keeps none), without a word to the server: what an
 	 * offline mount shows. MFS_E_NOENT: none kept. Else as index. */

@@ -652,3 +652,49 @@ def test_connection_cut_while_a_part_is_fetched(env):
             eq(read(part), blob, "part1.bin read again")
     finally:
         p.close()
+
+
+def test_a_large_folder_opens_at_the_first_part_of_its_listing(env):
+    """A folder of 6,000 messages, never listed, is listed in parts of
+    2,000: the directory opens at the first part and shows the rest as it
+    comes. Cold, it shows exactly the server's messages. With the
+    connection cut after the first part, the directory still opens, but
+    reading it fails: part of the folder is never shown as all of it; with
+    the server back, the next read shows every message."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(
+        __file__)), "..", "bench"))
+    from gen import Maildir  # noqa: E402
+    md = Maildir(env["MFS_MAILDIR"])
+    for folder in ("Parts", "PartsCut"):
+        path = md.folder(folder)
+        for i in range(6000):
+            md.add(path, msg(folder, i)[:300] + b"\r\n", 1750000000 + i * 60)
+    want = {f: sorted(server_msgs(env, f)) for f in ("Parts", "PartsCut")}
+    eq(len(want["Parts"]), 6000, "messages on the server")
+    p, cfg = proxied(env, "config-parts", timeout="5",
+                     extra={"compress": "no"})
+    try:
+        with env.mount(config=cfg) as m:
+            d = os.path.join(m.path, "Parts")
+            eq(sorted(dirs_by_uid(d)), want["Parts"], "Parts, listed cold")
+            # about 1.5 MB of listing: cut 800 kB on, after the first part
+            sent = max([c.sent["up"] + c.sent["down"] for c in p.conns
+                        if not c.dead] or [0])
+            p.close_after(sent + 800000)
+            d = os.path.join(m.path, "PartsCut")
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                try:
+                    got = os.listdir(fd)
+                except OSError as e:
+                    print("reading the folder cut in its listing: %s" % e)
+                else:
+                    raise AssertionError("a listing cut short read as "
+                                         "whole: %d entries" % len(got))
+            finally:
+                os.close(fd)
+            p.passthrough()
+            eq(sorted(dirs_by_uid(d)), want["PartsCut"],
+               "PartsCut, listed again")
+    finally:
+        p.close()
