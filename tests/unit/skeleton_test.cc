@@ -1039,10 +1039,11 @@ void sample_skeleton(int *fd, Written &w)
 	static const std::string m1 = "Content-Type: text/plain\r\n\r\n";
 
 	ASSERT_EQ(p.s.n, 8u);
+	static const std::string hello = "hello";
+	const std::string *data[] = {&hdr, nullptr, &m1, &hello, nullptr, &m1};
 	for (int i : {0, 2, 3, 5}) {
-		const std::string &d = i == 0 ? hdr : i == 3 ? "hello" : m1;
-		p.s.items[i].data = i == 3 ? "hello" : d.data();
-		p.s.items[i].data_len = i == 3 ? 5 : d.size();
+		p.s.items[i].data = data[i]->data();
+		p.s.items[i].data_len = data[i]->size();
 		p.s.items[i].got = 1;
 	}
 	*fd = memfd_create("skeleton-test", MFD_CLOEXEC);
