@@ -415,16 +415,70 @@ static struct mfs_node *message_add(struct mfs_fs *fs, struct mfs_node *dir,
 	return c;
 }
 
+/* The message nodes of a folder by UID (open addressing), for a listing
+ * whose entries were shown as it came (mfs_store_msg.shown): those have
+ * no sender and subject left to make their names from. */
+struct uid_map {
+	struct mfs_node **slot; /* owned; NULL: empty */
+	size_t mask;
+};
+
+static size_t uid_slot(const struct uid_map *u, uint32_t uid)
+{
+	return (size_t)(uid * 2654435761u) & u->mask;
+}
+
+/* Fills u with dir's message nodes. Returns 0, or -1 on ENOMEM. */
+static int uid_map_make(struct uid_map *u, const struct mfs_node *dir)
+{
+	struct mfs_node *c;
+	size_t n = 0, room = 16, i;
+
+	for (c = dir->first_child; c != NULL; c = c->next_sibling)
+		n++;
+	while (room < 2 * n)
+		room *= 2;
+	u->slot = calloc(room, sizeof(*u->slot));
+	u->mask = room - 1;
+	if (u->slot == NULL)
+		return -1;
+	for (c = dir->first_child; c != NULL; c = c->next_sibling) {
+		if (c->kind != MFS_N_MESSAGE)
+			continue;
+		for (i = uid_slot(u, c->msg.uid); u->slot[i] != NULL;
+		     i = (i + 1) & u->mask)
+			;
+		u->slot[i] = c;
+	}
+	return 0;
+}
+
+static struct mfs_node *uid_map_find(const struct uid_map *u, uint32_t uid)
+{
+	size_t i;
+
+	for (i = uid_slot(u, uid); u->slot[i] != NULL; i = (i + 1) & u->mask)
+		if (u->slot[i]->msg.uid == uid)
+			return u->slot[i];
+	return NULL;
+}
+
 /* Merges a listing into folder dir; the listing began after `commits`
  * files written into folders were appended, and shows those messages, so
- * their written names leave. Caller holds the lock. */
+ * their written names leave. Entries shown as the listing came are found
+ * by UID; one whose node went meanwhile is left to the next listing.
+ * Caller holds the lock. */
 static int folder_merge(struct mfs_fs *fs, struct mfs_node *dir,
 			uint32_t validity, struct mfs_store_msg *msgs,
 			size_t n, unsigned commits)
 {
 	struct mfs_node *c, *next;
-	size_t i;
+	struct uid_map by_uid = {NULL, 0};
+	size_t i, missed = 0;
 
+	for (i = 0; i < n && by_uid.slot == NULL; i++)
+		if (msgs[i].shown && uid_map_make(&by_uid, dir) != 0)
+			return -1;
 	if (dir->listed != 0 && dir->validity != validity) {
 		mfs_log_info("folder %s: UIDVALIDITY changed, relisting",
 			     dir->mailbox);
@@ -436,10 +490,23 @@ static int folder_merge(struct mfs_fs *fs, struct mfs_node *dir,
 	}
 	fs->gen++;
 	for (i = 0; i < n; i++) {
-		char *name = message_name(&msgs[i]);
+		char *name;
 
-		if (name == NULL)
+		if (msgs[i].shown) {
+			c = uid_map_find(&by_uid, msgs[i].uid);
+			if (c != NULL && c->linked && c->parent == dir) {
+				c->msg.flags = msgs[i].flags;
+				c->gen = fs->gen;
+			} else {
+				missed++;
+			}
+			continue;
+		}
+		name = message_name(&msgs[i]);
+		if (name == NULL) {
+			free(by_uid.slot);
 			return -1;
+		}
 		c = mfs_nodes_child(fs->nodes, dir, name);
 		if (c != NULL && c->kind == MFS_N_MESSAGE &&
 		    c->msg.uid == msgs[i].uid) {
@@ -457,12 +524,14 @@ static int folder_merge(struct mfs_fs *fs, struct mfs_node *dir,
 			c = message_add(fs, dir, name, &msgs[i]);
 			if (c == NULL) {
 				free(name);
+				free(by_uid.slot);
 				return -1;
 			}
 			c->gen = fs->gen;
 		}
 		free(name);
 	}
+	free(by_uid.slot);
 	for (c = dir->first_child; c != NULL; c = next) {
 		struct upload *u = c->kind == MFS_N_FILE ? c->priv : NULL;
 
@@ -475,6 +544,8 @@ static int folder_merge(struct mfs_fs *fs, struct mfs_node *dir,
 	}
 	dir->validity = validity;
 	dir->listed = time(NULL);
+	if (missed > 0)
+		folder_stale(dir); /* listed again at the next look */
 	return 0;
 }
 
@@ -529,24 +600,33 @@ int folder_add_some(struct mfs_fs *fs, struct mfs_node *dir,
 	return 0;
 }
 
-struct mfs_node *folder_show(struct mfs_fs *fs, struct mfs_node *dir,
-			     const struct mfs_store_msg *m)
+int folder_show(struct mfs_fs *fs, struct mfs_node *dir,
+		const struct mfs_store_msg *m, struct mfs_node **added)
 {
 	struct mfs_store_msg copy = *m;
 	struct mfs_node *c;
 	char *name;
 
-	if (m->uidl != NULL) /* POP3 lists at once: nothing to show ahead */
-		return NULL;
+	*added = NULL;
+	if (m->uidl != NULL || m->shown) /* not a listing as it comes */
+		return -1;
 	name = message_name(m);
-	if (name == NULL || mfs_nodes_child(fs->nodes, dir, name) != NULL) {
+	if (name == NULL)
+		return -1;
+	c = mfs_nodes_child(fs->nodes, dir, name);
+	if (c != NULL) {
 		free(name);
-		return NULL;
+		/* a message's name holds its UID: the same message */
+		return c->kind == MFS_N_MESSAGE && c->msg.uid == m->uid ? 0
+									: -1;
 	}
 	copy.from = copy.subject = NULL; /* in the name; not kept */
 	c = message_add(fs, dir, name, &copy);
 	free(name);
-	return c;
+	if (c == NULL)
+		return -1;
+	*added = c;
+	return 0;
 }
 
 int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,

@@ -681,6 +681,7 @@ struct coming {
 	struct mfs_node *dir; /* held */
 	struct dir_snap *s;   /* once opened: the lister's reference */
 	int unshown;	      /* parts are not shown (see coming_piece) */
+	int full;	      /* memory is short for the snapshot to grow */
 };
 
 /* Takes out of s (just taken) the files written into the folder and
@@ -703,14 +704,15 @@ static void snap_drop_appended(struct mfs_fs *fs, struct dir_snap *s)
 	s->n = k;
 }
 
-/* A part of the listing has come (mfs_index_piece_fn). */
-static void coming_piece(void *ctx, uint32_t validity,
-			 const struct mfs_store_msg *msgs, size_t n)
+/* A part of the listing has come (mfs_index_piece_fn): 1 when dir shows
+ * each of its entries now. */
+static int coming_piece(void *ctx, uint32_t validity,
+			const struct mfs_store_msg *msgs, size_t n)
 {
 	struct coming *c = ctx;
 	struct mfs_fs *fs = c->fs;
 	struct mfs_node *dir = c->dir, *m;
-	int opened = 0;
+	int opened = 0, shown;
 	size_t i;
 
 	pthread_mutex_lock(&fs->lock);
@@ -729,10 +731,12 @@ static void coming_piece(void *ctx, uint32_t validity,
 			opened = 1;
 		}
 	}
-	for (i = 0; i < n && c->s != NULL && c->s->coming; i++) {
-		m = folder_show(fs, dir, &msgs[i]);
-		if (m != NULL && snap_add(c->s, m) != 0)
-			break; /* the end of the listing shows the rest */
+	shown = c->s != NULL && c->s->coming;
+	for (i = 0; i < n && shown; i++) {
+		if (folder_show(fs, dir, &msgs[i], &m) != 0)
+			shown = 0; /* the end of the listing shows the rest */
+		else if (m != NULL && !c->full && snap_add(c->s, m) != 0)
+			c->full = 1; /* snap_finish adds it, at the end */
 	}
 	pthread_cond_broadcast(&fs->snap_cond);
 	pthread_mutex_unlock(&fs->lock);
@@ -745,6 +749,7 @@ static void coming_piece(void *ctx, uint32_t validity,
 			pthread_mutex_unlock(&fs->lock);
 		}
 	}
+	return shown;
 }
 
 /* opendir of folder dir, never listed: see struct coming. Caller holds
@@ -752,7 +757,7 @@ static void coming_piece(void *ctx, uint32_t validity,
 static void opendir_coming(fuse_req_t req, struct mfs_fs *fs,
 			   struct mfs_node *dir, struct fuse_file_info *fi)
 {
-	struct coming c = {req, *fi, fs, dir, NULL, 0};
+	struct coming c = {req, *fi, fs, dir, NULL, 0, 0};
 	struct dir_snap *s = NULL;
 	struct mfs_err err;
 	int rc;

@@ -223,11 +223,12 @@ int refresh_folder(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 int refresh_folder_pieces(struct mfs_fs *fs, struct mfs_node *dir, int ttl,
 			  mfs_index_piece_fn piece, void *ctx,
 			  struct mfs_err *err);
-/* The node of listing entry m (copied) in folder dir, which a listing
- * still coming shows ahead of its end: NULL when dir shows that name
- * already, or memory is short. Caller holds the lock. */
-struct mfs_node *folder_show(struct mfs_fs *fs, struct mfs_node *dir,
-			     const struct mfs_store_msg *m);
+/* Shows listing entry m (copied) in folder dir, as a listing still
+ * coming does ahead of its end: *added is the node made, or NULL when dir
+ * shows that message already. Returns 0, or -1 when it cannot (memory is
+ * short, or m is a POP3 entry). Caller holds the lock. */
+int folder_show(struct mfs_fs *fs, struct mfs_node *dir,
+		const struct mfs_store_msg *m, struct mfs_node **added);
 
 /* Adds nodes for the messages msgs (listing entries, such as a search's
  * matches) that folder dir does not show yet, without listing it: the

@@ -162,32 +162,154 @@ static int make_dirs(const char *path, struct mfs_err *err)
 	return MFS_E_IO;
 }
 
-static void write_listing(struct idx_writer *w, const char *key,
-			  const struct mfs_idx_head *head,
-			  const struct mfs_store_msg *msgs, size_t n)
+/* A listing file being written (mfs_idx_out_*): to a temporary file
+ * beside path, renamed into place by mfs_idx_out_commit. */
+struct mfs_idx_out {
+	struct idx_writer w;
+	char *path; /* owned */
+	char *tmp;  /* owned */
+	int fd;
+	uint32_t n;	    /* messages the header announced */
+	uint32_t added;	    /* messages written */
+	uint32_t last_uid;  /* of the last one, for the order */
+	struct mfs_err err; /* the first problem */
+};
+
+static void out_free(struct mfs_idx_out *o)
+{
+	if (o->w.f != NULL)
+		fclose(o->w.f);
+	else if (o->fd >= 0)
+		close(o->fd);
+	if (o->tmp != NULL)
+		unlink(o->tmp);
+	free(o->tmp);
+	free(o->path);
+	free(o);
+}
+
+int mfs_idx_out_open(const char *path, const char *key,
+		     const struct mfs_idx_head *head, size_t n,
+		     struct mfs_idx_out **out, struct mfs_err *err)
+{
+	struct mfs_idx_out *o;
+
+	*out = NULL;
+	if (!str_ok(key) || n > UINT32_MAX)
+		return mfs_err_set(err, MFS_E_INVAL,
+				   "listing too large to keep");
+	if (make_dirs(path, err) != MFS_OK)
+		return MFS_E_IO;
+	o = calloc(1, sizeof(*o));
+	if (o == NULL)
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	o->fd = -1;
+	o->w.sum = MFS_FNV1A_INIT;
+	o->n = (uint32_t)n;
+	o->path = strdup(path);
+	if (o->path == NULL || asprintf(&o->tmp, "%s.tmp.XXXXXX", path) < 0) {
+		o->tmp = NULL;
+		out_free(o);
+		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
+	}
+	o->fd = mkstemp(o->tmp); /* mode 0600 */
+	if (o->fd < 0) {
+		mfs_err_set(err, MFS_E_IO, "cannot create %s: %s", o->tmp,
+			    strerror(errno));
+		free(o->tmp);
+		o->tmp = NULL;
+		out_free(o);
+		return err->code;
+	}
+	o->w.f = fdopen(o->fd, "w");
+	if (o->w.f == NULL) {
+		mfs_err_set(err, MFS_E_IO, "cannot write %s: %s", o->tmp,
+			    strerror(errno));
+		out_free(o);
+		return err->code;
+	}
+	put(&o->w, IDX_MAGIC, IDX_MAGIC_LEN);
+	put_u32(&o->w, MFS_IDX_VERSION);
+	put_str(&o->w, key);
+	put_u32(&o->w, head->validity);
+	put_u32(&o->w, head->uidnext);
+	put_u32(&o->w, head->exists);
+	put_u32(&o->w, (uint32_t)n);
+	put_u64(&o->w, head->modseq);
+	*out = o;
+	return MFS_OK;
+}
+
+void mfs_idx_out_add(struct mfs_idx_out *o, const struct mfs_store_msg *m)
+{
+	if (o->err.code != MFS_OK)
+		return;
+	if (o->added == o->n)
+		mfs_err_set(&o->err, MFS_E_INVAL, "more messages than %u",
+			    o->n);
+	else if (o->added > 0 && m->uid <= o->last_uid)
+		mfs_err_set(&o->err, MFS_E_INVAL,
+			    "listing not in UID order at %u", m->uid);
+	else if (!str_ok(m->from) || !str_ok(m->subject))
+		mfs_err_set(&o->err, MFS_E_INVAL,
+			    "message %u: header too long to keep", m->uid);
+	if (o->err.code != MFS_OK)
+		return;
+	put_u32(&o->w, m->uid);
+	put_u32(&o->w, m->flags);
+	put_u64(&o->w, m->size);
+	put_u64(&o->w, (uint64_t)(int64_t)m->date);
+	put_str(&o->w, m->from);
+	put_str(&o->w, m->subject);
+	o->added++;
+	o->last_uid = m->uid;
+}
+
+int mfs_idx_out_commit(struct mfs_idx_out *o, struct mfs_err *err)
 {
 	unsigned char b[8];
 
-	put(w, IDX_MAGIC, IDX_MAGIC_LEN);
-	put_u32(w, MFS_IDX_VERSION);
-	put_str(w, key);
-	put_u32(w, head->validity);
-	put_u32(w, head->uidnext);
-	put_u32(w, head->exists);
-	put_u32(w, (uint32_t)n);
-	put_u64(w, head->modseq);
-	for (size_t i = 0; i < n; i++) {
-		put_u32(w, msgs[i].uid);
-		put_u32(w, msgs[i].flags);
-		put_u64(w, msgs[i].size);
-		put_u64(w, (uint64_t)(int64_t)msgs[i].date);
-		put_str(w, msgs[i].from);
-		put_str(w, msgs[i].subject);
+	if (o->err.code == MFS_OK && o->added != o->n)
+		mfs_err_set(&o->err, MFS_E_INVAL, "%u messages of %u",
+			    o->added, o->n);
+	if (o->err.code != MFS_OK) {
+		*err = o->err;
+		out_free(o);
+		return err->code;
 	}
 	/* the checksum itself is not part of the sum */
-	put_le(b, w->sum, 8);
-	if (!w->failed && fwrite(b, 1, 8, w->f) != 8)
-		w->failed = 1;
+	put_le(b, o->w.sum, 8);
+	if (!o->w.failed && fwrite(b, 1, 8, o->w.f) != 8)
+		o->w.failed = 1;
+	if (fflush(o->w.f) != 0 || fsync(o->fd) != 0)
+		o->w.failed = 1;
+	if (fclose(o->w.f) != 0)
+		o->w.failed = 1;
+	o->w.f = NULL;
+	o->fd = -1;
+	if (o->w.failed) {
+		mfs_err_set(err, MFS_E_IO, "cannot write %s: %s", o->tmp,
+			    strerror(errno));
+		out_free(o);
+		return err->code;
+	}
+	if (rename(o->tmp, o->path) != 0) {
+		mfs_err_set(err, MFS_E_IO, "cannot rename %s: %s", o->tmp,
+			    strerror(errno));
+		out_free(o);
+		return err->code;
+	}
+	free(o->tmp);
+	o->tmp = NULL;
+	out_free(o);
+	mfs_err_clear(err);
+	return MFS_OK;
+}
+
+void mfs_idx_out_abort(struct mfs_idx_out *o)
+{
+	if (o != NULL)
+		out_free(o);
 }
 
 int mfs_idx_save(const char *path, const char *key,
@@ -195,53 +317,15 @@ int mfs_idx_save(const char *path, const char *key,
 		 const struct mfs_store_msg *msgs, size_t n,
 		 struct mfs_err *err)
 {
-	struct idx_writer w = {.sum = MFS_FNV1A_INIT};
-	char *tmp;
-	int fd;
+	struct mfs_idx_out *o;
+	size_t i;
 
-	if (check_listing(key, msgs, n, err) != MFS_OK)
+	if (check_listing(key, msgs, n, err) != MFS_OK ||
+	    mfs_idx_out_open(path, key, head, n, &o, err) != MFS_OK)
 		return err->code;
-	if (make_dirs(path, err) != MFS_OK)
-		return MFS_E_IO;
-	if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
-		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	fd = mkstemp(tmp); /* mode 0600 */
-	if (fd < 0) {
-		mfs_err_set(err, MFS_E_IO, "cannot create %s: %s", tmp,
-			    strerror(errno));
-		goto free_tmp;
-	}
-	w.f = fdopen(fd, "w");
-	if (w.f == NULL) {
-		close(fd);
-		mfs_err_set(err, MFS_E_IO, "cannot write %s: %s", tmp,
-			    strerror(errno));
-		goto unlink_tmp;
-	}
-	write_listing(&w, key, head, msgs, n);
-	if (fflush(w.f) != 0 || fsync(fd) != 0)
-		w.failed = 1;
-	if (fclose(w.f) != 0)
-		w.failed = 1;
-	if (w.failed) {
-		mfs_err_set(err, MFS_E_IO, "cannot write %s: %s", tmp,
-			    strerror(errno));
-		goto unlink_tmp;
-	}
-	if (rename(tmp, path) != 0) {
-		mfs_err_set(err, MFS_E_IO, "cannot rename %s: %s", tmp,
-			    strerror(errno));
-		goto unlink_tmp;
-	}
-	free(tmp);
-	mfs_err_clear(err);
-	return MFS_OK;
-
-unlink_tmp:
-	unlink(tmp);
-free_tmp:
-	free(tmp);
-	return err->code;
+	for (i = 0; i < n; i++)
+		mfs_idx_out_add(o, &msgs[i]);
+	return mfs_idx_out_commit(o, err);
 }
 
 /* --- reading ------------------------------------------------------------- */

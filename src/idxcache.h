@@ -74,6 +74,23 @@ int mfs_idx_save(const char *path, const char *key,
 		 struct mfs_err *err);
 
 /*
+ * The same file written as the listing comes: mfs_idx_out_open writes
+ * the header of a listing of n messages to a temporary file beside path,
+ * mfs_idx_out_add each message (in UID order), and mfs_idx_out_commit
+ * puts the file in place when exactly n came, in order and each short
+ * enough (else nothing is kept, and the commit says why). Every writer
+ * ends with a commit or mfs_idx_out_abort, which frees it.
+ * Errors: as mfs_idx_save.
+ */
+struct mfs_idx_out;
+int mfs_idx_out_open(const char *path, const char *key,
+		     const struct mfs_idx_head *head, size_t n,
+		     struct mfs_idx_out **out, struct mfs_err *err);
+void mfs_idx_out_add(struct mfs_idx_out *o, const struct mfs_store_msg *m);
+int mfs_idx_out_commit(struct mfs_idx_out *o, struct mfs_err *err);
+void mfs_idx_out_abort(struct mfs_idx_out *o);
+
+/*
  * Opens the file at path and reads its header into *head; *rd then reads
  * the messages (mfs_idx_read) and must be closed with mfs_idx_close.
  * Errors: MFS_E_NOENT (no file), MFS_E_IO (unreadable, a symbolic link,

@@ -1283,11 +1283,15 @@ struct index_acc {
 	int nomem;
 	int again; /* to be listed again by libetpan alone (listline_off) */
 	/* the listing's parts as they come (index_pieces, store.h): the
-	 * entries from told on are handed to piece */
+	 * entries from told on are handed to piece; keep, when set, writes
+	 * them to the kept listing as they are told, so that their from and
+	 * subject may go once piece shows them (drop) */
 	mfs_index_piece_fn piece;
 	void *ctx;
 	uint32_t validity;
 	size_t told;
+	struct mfs_idx_out *keep;
+	int drop;
 };
 
 /* Entries of a listing handed over at once, at most (index_tell). */
@@ -1297,11 +1301,25 @@ struct index_acc {
  * of them wait. */
 static void index_tell(struct index_acc *acc, size_t least)
 {
+	size_t i;
+
 	if (acc->piece == NULL || acc->nomem || acc->n - acc->told < least ||
 	    acc->n == acc->told)
 		return;
-	acc->piece(acc->ctx, acc->validity, acc->msgs + acc->told,
-		   acc->n - acc->told);
+	for (i = acc->told; i < acc->n && acc->keep != NULL; i++)
+		mfs_idx_out_add(acc->keep, &acc->msgs[i]);
+	if (acc->piece(acc->ctx, acc->validity, acc->msgs + acc->told,
+		       acc->n - acc->told) &&
+	    acc->drop) {
+		for (i = acc->told; i < acc->n; i++) {
+			struct mfs_store_msg *m = &acc->msgs[i];
+
+			free(m->from);
+			free(m->subject);
+			m->from = m->subject = NULL;
+			m->shown = 1;
+		}
+	}
 	acc->told = acc->n;
 }
 
@@ -1511,7 +1529,8 @@ rest:
 static int index_fetch_all(struct mfs_imap *imap, uint32_t validity,
 			   uint32_t exists, struct mfs_store_msg **msgs,
 			   size_t *n, int *again, mfs_index_piece_fn piece,
-			   void *ctx, struct mfs_err *err)
+			   void *ctx, struct mfs_idx_out *keep,
+			   struct mfs_err *err)
 {
 	mailimap *session = imap->session;
 	struct index_acc acc = {0};
@@ -1521,6 +1540,8 @@ static int index_fetch_all(struct mfs_imap *imap, uint32_t validity,
 	acc.piece = piece;
 	acc.ctx = ctx;
 	acc.validity = validity;
+	acc.keep = keep;
+	acc.drop = keep != NULL;
 
 	/* an envelope is about 400 bytes */
 	if (imap_compress_for(imap, (uint64_t)exists * 400, err) != MFS_OK)
@@ -1787,6 +1808,8 @@ static int index_once(struct mfs_imap *imap, const char *mailbox,
 		      void *ctx, struct mfs_err *err)
 {
 	struct mfs_idx_head now;
+	struct mfs_idx_out *keep = NULL;
+	struct mfs_err kerr;
 	uint64_t modseq = 0;
 	char *path = NULL, *key = NULL;
 	int kept = KEPT_UNUSABLE;
@@ -1817,12 +1840,25 @@ static int index_once(struct mfs_imap *imap, const char *mailbox,
 		kept = index_kept(imap, path, key, &now, msgs, n, err);
 	if (kept == KEPT_FAILED)
 		goto free_file;
+	if (kept == KEPT_UNUSABLE && piece != NULL && path != NULL &&
+	    mfs_idx_out_open(path, key, &now, now.exists, &keep, &kerr) !=
+		MFS_OK) {
+		mfs_log_debug("imap: listing not kept: %s", kerr.msg);
+		keep = NULL;
+	}
 	if (kept == KEPT_UNUSABLE &&
 	    index_fetch_all(imap, now.validity, now.exists, msgs, n, again,
-			    piece, ctx, err) != MFS_OK)
+			    piece, ctx, keep, err) != MFS_OK) {
+		mfs_idx_out_abort(keep);
 		goto free_file;
-	if (kept != KEPT_SAME && path != NULL)
+	}
+	if (keep != NULL) {
+		/* kept as it came: complete, or not kept */
+		if (mfs_idx_out_commit(keep, &kerr) != MFS_OK)
+			mfs_log_debug("imap: listing not kept: %s", kerr.msg);
+	} else if (kept != KEPT_SAME && path != NULL) {
 		index_keep(path, key, &now, *msgs, *n);
+	}
 	mfs_err_clear(err);
 free_file:
 	free(path);

@@ -687,6 +687,7 @@ static int entry_copy(struct mfs_store_msg *out,
 {
 	*out = *in;
 	out->uidl = NULL;
+	out->shown = 0;
 	out->from = strdup(in->from != NULL ? in->from : "");
 	out->subject = strdup(in->subject != NULL ? in->subject : "");
 	if (out->from == NULL || out->subject == NULL) {

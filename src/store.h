@@ -49,6 +49,9 @@ struct mfs_store_msg {
 	char *from;	/* owned: decoded sender display, UTF-8 */
 	char *subject;	/* owned: decoded subject, UTF-8, may be "" */
 	unsigned flags; /* MFS_FLAG_* bits */
+	/* a listing shown as it came (index_pieces) whose caller said it
+	 * needs the entry's from and subject no more: both are NULL then */
+	unsigned char shown;
 };
 
 /*
@@ -103,9 +106,12 @@ struct mfs_many_cb {
 
 
 /* A part of a listing as it comes (index_pieces below): n entries of
- * the numbering validity, borrowed for the call. */
-typedef void (*mfs_index_piece_fn)(void *ctx, uint32_t validity,
-				   const struct mfs_store_msg *msgs, size_t n);
+ * the numbering validity, borrowed for the call. Returns 1 when the
+ * caller needs their from and subject no more (it shows them already):
+ * the store may then drop them from the listing it returns (setting
+ * `shown`), else 0. */
+typedef int (*mfs_index_piece_fn)(void *ctx, uint32_t validity,
+				  const struct mfs_store_msg *msgs, size_t n);
 
 struct mfs_store_ops {
 	/* Connects and logs in unless already connected. */

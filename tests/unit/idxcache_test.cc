@@ -278,6 +278,85 @@ TEST_F(IdxCache, OtherKeyIsRefused)
 	EXPECT_EQ(load(out, got, "alice@host/INBOX"), MFS_OK);
 }
 
+TEST_F(IdxCache, WrittenAsItComesIsTheSameFile)
+{
+	std::vector<Msg> in = sample();
+	struct mfs_idx_head h = head_of();
+	std::vector<struct mfs_store_msg> m(in.size());
+	struct mfs_idx_out *o = nullptr;
+	struct mfs_err err;
+
+	for (size_t i = 0; i < in.size(); i++) {
+		m[i] = {};
+		m[i].uid = in[i].uid;
+		m[i].flags = in[i].flags;
+		m[i].size = in[i].size;
+		m[i].date = in[i].date;
+		m[i].from = (char *)in[i].from.c_str();
+		m[i].subject = (char *)in[i].subject.c_str();
+	}
+	ASSERT_EQ(save(in, h), MFS_OK);
+	std::string whole = slurp();
+	fs::remove(path);
+	ASSERT_EQ(mfs_idx_out_open(path.c_str(), "alice@host/INBOX", &h,
+				   m.size(), &o, &err),
+		  MFS_OK)
+	    << err.msg;
+	for (auto &x : m) {
+		EXPECT_FALSE(fs::exists(path)) << "in place before the commit";
+		mfs_idx_out_add(o, &x);
+	}
+	ASSERT_EQ(mfs_idx_out_commit(o, &err), MFS_OK) << err.msg;
+	EXPECT_EQ(slurp(), whole);
+	EXPECT_EQ(std::distance(fs::directory_iterator(fs::path(path)
+							   .parent_path()),
+				fs::directory_iterator{}),
+		  1)
+	    << "no temporary file left";
+}
+
+TEST_F(IdxCache, WrittenAsItComesKeepsNothingAmiss)
+{
+	std::vector<Msg> in = sample();
+	struct mfs_idx_head h = head_of();
+	std::vector<struct mfs_store_msg> m(in.size());
+	struct mfs_err err;
+
+	for (size_t i = 0; i < in.size(); i++) {
+		m[i] = {};
+		m[i].uid = in[i].uid;
+		m[i].from = (char *)in[i].from.c_str();
+		m[i].subject = (char *)in[i].subject.c_str();
+	}
+	/* fewer than announced, more, out of order, aborted: none kept */
+	for (int k = 0; k < 4; k++) {
+		struct mfs_idx_out *o = nullptr;
+		ASSERT_EQ(mfs_idx_out_open(path.c_str(), "alice@host/INBOX",
+					   &h, k == 1 ? 2 : 3, &o, &err),
+			  MFS_OK);
+		if (k == 2) {
+			mfs_idx_out_add(o, &m[1]);
+			mfs_idx_out_add(o, &m[0]);
+			mfs_idx_out_add(o, &m[2]);
+		} else {
+			for (size_t i = 0; i < (k == 0 ? 2u : 3u); i++)
+				mfs_idx_out_add(o, &m[i]);
+		}
+		if (k == 3) {
+			mfs_idx_out_abort(o);
+		} else {
+			EXPECT_EQ(mfs_idx_out_commit(o, &err), MFS_E_INVAL)
+			    << k;
+		}
+		EXPECT_FALSE(fs::exists(path)) << k;
+		EXPECT_EQ(std::distance(fs::directory_iterator(
+					    fs::path(path).parent_path()),
+					fs::directory_iterator{}),
+			  0)
+		    << k;
+	}
+}
+
 TEST_F(IdxCache, UnorderedListingIsNotSaved)
 {
 	std::vector<Msg> in = sample();
