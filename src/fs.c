@@ -670,6 +670,25 @@ static const char *snap_entry(const struct dir_snap *s, off_t off,
 static int sync_folder(struct mfs_fs *fs, struct mfs_node *dir, int opening,
 		       struct mfs_err *err);
 
+/* Answers an opendir with snapshot s, or with err when s is NULL.
+ * Called without the lock. */
+static void opendir_reply(fuse_req_t req, struct mfs_fs *fs,
+			  struct fuse_file_info *fi, struct dir_snap *s,
+			  const struct mfs_err *err)
+{
+	if (s == NULL) {
+		reply_err(req, err);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)s;
+	if (fuse_reply_open(req, fi) != 0) {
+		/* the request was interrupted: no releasedir will come */
+		pthread_mutex_lock(&fs->lock);
+		snap_put(fs, s);
+		pthread_mutex_unlock(&fs->lock);
+	}
+}
+
 /* An opendir of a folder never listed: the listing comes in parts
  * (refresh_folder_pieces), and the directory opens at the first, its
  * snapshot growing as the rest comes, so that ls reads while the server
@@ -740,15 +759,8 @@ static int coming_piece(void *ctx, uint32_t validity,
 	}
 	pthread_cond_broadcast(&fs->snap_cond);
 	pthread_mutex_unlock(&fs->lock);
-	if (opened) {
-		c->fi.fh = (uint64_t)(uintptr_t)c->s;
-		if (fuse_reply_open(c->req, &c->fi) != 0) {
-			/* interrupted: no releasedir will come */
-			pthread_mutex_lock(&fs->lock);
-			snap_put(fs, c->s);
-			pthread_mutex_unlock(&fs->lock);
-		}
-	}
+	if (opened)
+		opendir_reply(c->req, fs, &c->fi, c->s, NULL);
 	return shown;
 }
 
@@ -787,16 +799,7 @@ static void opendir_coming(fuse_req_t req, struct mfs_fs *fs,
 	}
 	mfs_nodes_release(fs->nodes, dir);
 	pthread_mutex_unlock(&fs->lock);
-	if (s == NULL) {
-		reply_err(req, &err);
-		return;
-	}
-	fi->fh = (uint64_t)(uintptr_t)s;
-	if (fuse_reply_open(req, fi) != 0) {
-		pthread_mutex_lock(&fs->lock);
-		snap_put(fs, s);
-		pthread_mutex_unlock(&fs->lock);
-	}
+	opendir_reply(req, fs, fi, s, &err);
 }
 
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
@@ -826,17 +829,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 fail:
 	mfs_nodes_release(fs->nodes, dir);
 	pthread_mutex_unlock(&fs->lock);
-	if (s == NULL) {
-		reply_err(req, &err);
-		return;
-	}
-	fi->fh = (uint64_t)(uintptr_t)s;
-	if (fuse_reply_open(req, fi) != 0) {
-		/* the request was interrupted: no releasedir will come */
-		pthread_mutex_lock(&fs->lock);
-		snap_put(fs, s);
-		pthread_mutex_unlock(&fs->lock);
-	}
+	opendir_reply(req, fs, fi, s, &err);
 }
 
 static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

@@ -372,23 +372,8 @@ fail:
 /* A skeleton is at most as long as the largest message anyone keeps. */
 #define SAVE_LEN_MAX (1ULL << 40)
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t w = write(fd, buf, len);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		buf += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
-/* Copies fd's bytes [off, off + len) to out. */
-static int copy_range(int fd, size_t off, size_t len, int out)
+/* Copies fd's bytes [off, off + len) to out at *at, which moves on. */
+static int copy_range(int fd, size_t off, size_t len, int out, size_t *at)
 {
 	char buf[16384];
 
@@ -398,8 +383,9 @@ static int copy_range(int fd, size_t off, size_t len, int out)
 
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r <= 0 || write_all(out, buf, (size_t)r) != 0)
+		if (r <= 0 || pwrite_all(out, buf, (size_t)r, *at) != 0)
 			return -1;
+		*at += (size_t)r;
 		off += (size_t)r;
 		len -= (size_t)r;
 	}
@@ -411,7 +397,7 @@ int mfs_skel_save(int fd, const struct mfs_seg *segs, size_t nsegs, int out,
 {
 	struct stat st;
 	char line[128 + MFS_SKEL_SECTION_MAX];
-	size_t i, off = 0, len;
+	size_t i, off = 0, len, at = 0;
 	int n;
 
 	if (fstat(fd, &st) != 0)
@@ -419,8 +405,9 @@ int mfs_skel_save(int fd, const struct mfs_seg *segs, size_t nsegs, int out,
 				   strerror(errno));
 	len = (size_t)st.st_size;
 	n = snprintf(line, sizeof(line), SAVE_MAGIC "%zu %zu\n", len, nsegs);
-	if (write_all(out, line, (size_t)n) != 0)
+	if (pwrite_all(out, line, (size_t)n, at) != 0)
 		goto io;
+	at += (size_t)n;
 	for (i = 0; i < nsegs; i++) {
 		const struct mfs_seg *g = &segs[i];
 
@@ -433,8 +420,9 @@ int mfs_skel_save(int fd, const struct mfs_seg *segs, size_t nsegs, int out,
 					   i);
 		n = snprintf(line, sizeof(line), "%zu %zu %s\n", g->off,
 			     g->len, g->hole ? g->section : "-");
-		if (write_all(out, line, (size_t)n) != 0)
+		if (pwrite_all(out, line, (size_t)n, at) != 0)
 			goto io;
+		at += (size_t)n;
 		off = g->off + g->len;
 	}
 	/* the bytes between the holes */
@@ -444,7 +432,7 @@ int mfs_skel_save(int fd, const struct mfs_seg *segs, size_t nsegs, int out,
 
 		if (i < nsegs && !segs[i].hole)
 			continue;
-		if (copy_range(fd, off, end - off, out) != 0)
+		if (copy_range(fd, off, end - off, out, &at) != 0)
 			goto io;
 		if (i < nsegs)
 			off = segs[i].off + segs[i].len;

@@ -106,8 +106,8 @@ void mfs_skel_free(struct mfs_skel *s);
  * Numbers are decimal without sign or leading zeros.
  */
 
-/* Writes to out (from its current offset) the entry of the skeleton in
- * file fd with ranges segs. Errors: MFS_E_IO (fd unreadable, out
+/* Writes to out (from offset 0 on) the entry of the skeleton in file fd
+ * with ranges segs. Errors: MFS_E_IO (fd unreadable, out
  * unwritable, or a range beyond fd's end), MFS_E_NOMEM. */
 int mfs_skel_save(int fd, const struct mfs_seg *segs, size_t nsegs, int out,
 		  struct mfs_err *err);

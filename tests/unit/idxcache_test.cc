@@ -44,11 +44,10 @@ class IdxCache : public ::testing::Test
 	}
 	void TearDown() override { fs::remove_all(dir); }
 
-	int save(const std::vector<Msg> &in, const struct mfs_idx_head &head,
-		 const char *key = "alice@host/INBOX")
+	/* The entries of in, borrowing its strings. */
+	static std::vector<struct mfs_store_msg> entries(const std::vector<Msg> &in)
 	{
 		std::vector<struct mfs_store_msg> m(in.size());
-		struct mfs_err err;
 
 		for (size_t i = 0; i < in.size(); i++) {
 			m[i] = {};
@@ -59,6 +58,15 @@ class IdxCache : public ::testing::Test
 			m[i].from = (char *)in[i].from.c_str();
 			m[i].subject = (char *)in[i].subject.c_str();
 		}
+		return m;
+	}
+
+	int save(const std::vector<Msg> &in, const struct mfs_idx_head &head,
+		 const char *key = "alice@host/INBOX")
+	{
+		std::vector<struct mfs_store_msg> m = entries(in);
+		struct mfs_err err;
+
 		return mfs_idx_save(path.c_str(), key, &head, m.data(),
 				    m.size(), &err);
 	}
@@ -282,19 +290,10 @@ TEST_F(IdxCache, WrittenAsItComesIsTheSameFile)
 {
 	std::vector<Msg> in = sample();
 	struct mfs_idx_head h = head_of();
-	std::vector<struct mfs_store_msg> m(in.size());
+	std::vector<struct mfs_store_msg> m = entries(in);
 	struct mfs_idx_out *o = nullptr;
 	struct mfs_err err;
 
-	for (size_t i = 0; i < in.size(); i++) {
-		m[i] = {};
-		m[i].uid = in[i].uid;
-		m[i].flags = in[i].flags;
-		m[i].size = in[i].size;
-		m[i].date = in[i].date;
-		m[i].from = (char *)in[i].from.c_str();
-		m[i].subject = (char *)in[i].subject.c_str();
-	}
 	ASSERT_EQ(save(in, h), MFS_OK);
 	std::string whole = slurp();
 	fs::remove(path);
@@ -319,15 +318,9 @@ TEST_F(IdxCache, WrittenAsItComesKeepsNothingAmiss)
 {
 	std::vector<Msg> in = sample();
 	struct mfs_idx_head h = head_of();
-	std::vector<struct mfs_store_msg> m(in.size());
+	std::vector<struct mfs_store_msg> m = entries(in);
 	struct mfs_err err;
 
-	for (size_t i = 0; i < in.size(); i++) {
-		m[i] = {};
-		m[i].uid = in[i].uid;
-		m[i].from = (char *)in[i].from.c_str();
-		m[i].subject = (char *)in[i].subject.c_str();
-	}
 	/* fewer than announced, more, out of order, aborted: none kept */
 	for (int k = 0; k < 4; k++) {
 		struct mfs_idx_out *o = nullptr;
