@@ -655,9 +655,9 @@ def test_connection_cut_while_a_part_is_fetched(env):
 
 
 def test_a_large_folder_opens_at_the_first_part_of_its_listing(env):
-    """A folder of 6,000 messages, never listed, is listed in parts of
-    2,000: the directory opens at the first part and shows the rest as it
-    comes. Cold, it shows exactly the server's messages. With the
+    """A folder of 3,000 messages, never listed, is shown in parts of
+    1,000 as its listing comes: the directory opens at the first part and
+    shows the rest as it comes. Cold, it shows exactly the server's messages. With the
     connection cut after the first part, the directory still opens, but
     reading it fails: part of the folder is never shown as all of it; with
     the server back, the next read shows every message."""
@@ -667,20 +667,20 @@ def test_a_large_folder_opens_at_the_first_part_of_its_listing(env):
     md = Maildir(env["MFS_MAILDIR"])
     for folder in ("Parts", "PartsCut"):
         path = md.folder(folder)
-        for i in range(6000):
+        for i in range(3000):
             md.add(path, msg(folder, i)[:300] + b"\r\n", 1750000000 + i * 60)
     want = {f: sorted(server_msgs(env, f)) for f in ("Parts", "PartsCut")}
-    eq(len(want["Parts"]), 6000, "messages on the server")
+    eq(len(want["Parts"]), 3000, "messages on the server")
     p, cfg = proxied(env, "config-parts", timeout="5",
                      extra={"compress": "no"})
     try:
         with env.mount(config=cfg) as m:
             d = os.path.join(m.path, "Parts")
             eq(sorted(dirs_by_uid(d)), want["Parts"], "Parts, listed cold")
-            # about 1.5 MB of listing: cut 800 kB on, after the first part
+            # about 750 kB of listing: cut 450 kB on, after the first part
             sent = max([c.sent["up"] + c.sent["down"] for c in p.conns
                         if not c.dead] or [0])
-            p.close_after(sent + 800000)
+            p.close_after(sent + 450000)
             d = os.path.join(m.path, "PartsCut")
             fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
             try:
