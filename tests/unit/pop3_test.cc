@@ -600,8 +600,13 @@ TEST(Pop3Dovecot, ThousandMessagesRoundTrips)
 	       "with PIPELINING (%.2f s), %d without (%.2f s)\n",
 	       bursts[0], secs[0], bursts[1], secs[1]);
 	// CAPA, USER+PASS, UIDL+LIST, all 1000 TOP with QUIT (12 KB of
-	// commands, within the 16 KB window)
-	EXPECT_EQ(bursts[0], 4);
+	// commands, within the 16 KB window): 4. The TOP commands leave in
+	// more than one write, and when the server answers the first ones
+	// before the last write reaches the proxy (a slow, sanitized build
+	// on a busy machine), the proxy counts that write as one more burst
+	// although the client waited for nothing: a constant, not 4 exactly.
+	EXPECT_GE(bursts[0], 4);
+	EXPECT_LE(bursts[0], 6);
 	// CAPA, USER, PASS, UIDL, LIST, 1000 x TOP, QUIT
 	EXPECT_EQ(bursts[1], 1006);
 
