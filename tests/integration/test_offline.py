@@ -279,6 +279,9 @@ def test_messages_read_ahead_without_attachments_serve_offline(env):
                want[small], "a message that came whole, offline")
     finally:
         p.close()
+        c = env.imap()
+        c.delete("OffSkel")
+        c.logout()
 
 
 def test_check_does_not_wait_for_a_mount_that_does_not_answer(env):
