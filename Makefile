@@ -128,6 +128,9 @@ $(BUILD)/fuzz/%_replay: tests/fuzz/%_fuzz.c tests/fuzz/replay.c $$(call fuzz_obj
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 # expanded here, so that make -n test does not run run_all.py
 SAN_BUILD := $(MAKE) --no-print-directory -j$(NPROC) SANITIZE=1 san-build
+# its mailfs first: the sanitized integration tests start with it, while
+# the rest (unit tests, fuzz replays) builds
+SAN_FIRST := $(MAKE) --no-print-directory -j$(NPROC) SANITIZE=1 build-san/mailfs
 ifeq ($(SANITIZE),1)
 test: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) SANITIZE=1 san-build
@@ -136,7 +139,7 @@ else
 test: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) mailfs $(UNIT_BINS) $(FUZZ_REPLAY)
 	@/usr/bin/python3 tests/run_all.py --pass normal mailfs $(UNIT_BINS) $(FUZZ_REPLAY) \
-		--pass sanitized --build "$(SAN_BUILD)" \
+		--pass sanitized --build-first "$(SAN_FIRST)" --build "$(SAN_BUILD)" \
 		build-san/mailfs $(patsubst $(BUILD)/%,build-san/%,$(UNIT_BINS) $(FUZZ_REPLAY))
 endif
 

@@ -3,7 +3,8 @@
 
     N passed, N failed[, N skipped]
 
-    run_all.py --pass NAME [--build CMD] MAILFS UNIT_TEST... [--pass ...]
+    run_all.py --pass NAME [--build-first CMD] [--build CMD] MAILFS
+               UNIT_TEST... [--pass ...]
 
 Each pass runs its unit tests, GoogleTest binaries whose results are read
 from the JSON report each writes, and the integration tests (the test_*
@@ -28,7 +29,10 @@ servers, timeouts and mailfs, not for the processor.
   follows modules that it followed in a run of all of them.
 - A pass given --build CMD runs CMD (a shell command, e.g. the make of
   the sanitizer build) while the other passes test, and starts its own
-  tests when CMD has succeeded. A failed CMD counts as one failure.
+  tests when CMD has succeeded. A failed CMD counts as one failure. With
+  --build-first FIRST too, FIRST (the make of the pass's mailfs alone)
+  runs before CMD, and the pass's integration tests start as soon as it
+  has succeeded, while CMD builds the unit tests.
 
 The output stays one line per test: each unit binary and each module is
 printed in one piece when it ends, under a line naming its pass and its
@@ -55,11 +59,12 @@ DEFAULT_SECONDS = 10
 UNIT_SECONDS = {"spool_test": 50, "smtp_test": 34, "imap_test": 26,
                 "mime_test": 24, "pop3_test": 17, "tls_test": 6,
                 "config_test": 3}
-MODULE_SECONDS = {"test_writes": 52, "test_mime": 40, "test_imap": 35,
-                  "test_faults": 25, "test_outbox": 20,
-                  "test_imap_writes": 15, "test_security": 13,
+MODULE_SECONDS = {"test_writes": 55, "test_mime": 45, "test_imap": 45,
+                  "test_faults": 35, "test_outbox": 23,
+                  "test_imap_writes": 18, "test_security": 13,
                   "test_server_rev1": 12, "test_server_prefix": 10,
-                  "test_pop3": 8, "test_mounting": 3, "test_warm": 2}
+                  "test_pop3": 10, "test_offline": 7, "test_search": 6,
+                  "test_mounting": 3, "test_warm": 2}
 
 OUT = threading.Lock()
 
@@ -73,17 +78,22 @@ def emit(lines):
 
 
 class Pass:
-    def __init__(self, name, mailfs, units, build):
+    def __init__(self, name, mailfs, units, build, first=None):
         self.name, self.mailfs, self.units, self.build = \
             name, mailfs, units, build
+        self.first = first
         self.counts = {"unit": [0, 0, 0], "integration": [0, 0, 0]}
         self.failures = []
         self.ready = threading.Event()  # the build is done
         self.usable = build is None     # ... and succeeded
+        # mailfs is built (by first, or with the rest)
+        self.mailfs_ready = threading.Event()
+        self.mailfs_usable = build is None
         self.lock = threading.Lock()
         self.shares = []  # the modules of each worker
         if build is None:
             self.ready.set()
+            self.mailfs_ready.set()
 
     def add(self, kind, p, f, s, failed_names=()):
         with self.lock:
@@ -94,20 +104,34 @@ class Pass:
 
 # --- the build of a pass ------------------------------------------------
 
-def run_build(ps):
-    t0 = time.time()
+def build_step(ps, cmd, what, t0):
+    """Runs cmd; True when it succeeded, else counts one failure."""
     with tempfile.TemporaryFile() as log:
-        rc = subprocess.call(ps.build, shell=True, stdout=log,
+        rc = subprocess.call(cmd, shell=True, stdout=log,
                              stderr=subprocess.STDOUT)
         log.seek(0)
         out = log.read().decode("utf-8", "replace").splitlines()
     if rc == 0:
-        ps.usable = True
-        emit(["[%s] build: done (%.0f s)" % (ps.name, time.time() - t0)])
-    else:
-        ps.add("unit", 0, 1, 0, ["build"])
-        emit(out[-60:] + ["FAIL [%s] build: `%s` exited %d" %
-                          (ps.name, ps.build, rc)])
+        emit(["[%s] %s: done (%.0f s)" % (ps.name, what, time.time() - t0)])
+        return True
+    ps.add("unit", 0, 1, 0, [what])
+    emit(out[-60:] + ["FAIL [%s] %s: `%s` exited %d" % (ps.name, what, cmd,
+                                                       rc)])
+    return False
+
+
+def run_build(ps):
+    t0 = time.time()
+    if ps.first is not None:
+        ps.mailfs_usable = build_step(ps, ps.first, "build of mailfs", t0)
+        ps.mailfs_ready.set()
+        if not ps.mailfs_usable:
+            ps.ready.set()
+            return
+    ps.usable = build_step(ps, ps.build, "build", t0)
+    if ps.first is None:
+        ps.mailfs_usable = ps.usable
+        ps.mailfs_ready.set()
     ps.ready.set()
 
 
@@ -283,8 +307,8 @@ def share_out(modules, n):
 
 
 def integration_worker(ps, number, share):
-    ps.ready.wait()
-    if not ps.usable:
+    ps.mailfs_ready.wait()
+    if not ps.mailfs_usable:
         return
     w = Worker(ps, number)
     try:
@@ -311,7 +335,8 @@ def parse_passes(argv):
     while words:
         word = words.pop(0)
         if word == "--pass":
-            cur = {"name": None, "build": None, "mailfs": None, "units": []}
+            cur = {"name": None, "build": None, "first": None,
+                   "mailfs": None, "units": []}
             passes.append(cur)
         elif cur is None:
             raise SystemExit(__doc__)
@@ -319,13 +344,17 @@ def parse_passes(argv):
             cur["name"] = word
         elif word == "--build" and cur["mailfs"] is None and words:
             cur["build"] = words.pop(0)
+        elif word == "--build-first" and cur["mailfs"] is None and words:
+            cur["first"] = words.pop(0)
         elif cur["mailfs"] is None:
             cur["mailfs"] = os.path.abspath(word)
         else:
             cur["units"].append(word)
-    if not passes or any(p["mailfs"] is None for p in passes):
+    if not passes or any(p["mailfs"] is None or
+                         (p["first"] is not None and p["build"] is None)
+                         for p in passes):
         raise SystemExit(__doc__)
-    return [Pass(p["name"], p["mailfs"], p["units"], p["build"])
+    return [Pass(p["name"], p["mailfs"], p["units"], p["build"], p["first"])
             for p in passes]
 
 
