@@ -128,9 +128,10 @@ $(BUILD)/fuzz/%_replay: tests/fuzz/%_fuzz.c tests/fuzz/replay.c $$(call fuzz_obj
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 # expanded here, so that make -n test does not run run_all.py
 SAN_BUILD := $(MAKE) --no-print-directory -j$(NPROC) SANITIZE=1 san-build
-# its mailfs first: the sanitized integration tests start with it, while
-# the rest (unit tests, fuzz replays) builds
-SAN_FIRST := $(MAKE) --no-print-directory -j$(NPROC) SANITIZE=1 build-san/mailfs
+# its mailfs and the longest unit tests first: the sanitized integration
+# tests and those start with them, while the rest builds
+SAN_FIRST := $(MAKE) --no-print-directory -j$(NPROC) SANITIZE=1 build-san/mailfs \
+	build-san/tests/spool_test build-san/tests/smtp_test
 ifeq ($(SANITIZE),1)
 test: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) SANITIZE=1 san-build

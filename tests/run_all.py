@@ -30,9 +30,10 @@ servers, timeouts and mailfs, not for the processor.
 - A pass given --build CMD runs CMD (a shell command, e.g. the make of
   the sanitizer build) while the other passes test, and starts its own
   tests when CMD has succeeded. A failed CMD counts as one failure. With
-  --build-first FIRST too, FIRST (the make of the pass's mailfs alone)
-  runs before CMD, and the pass's integration tests start as soon as it
-  has succeeded, while CMD builds the unit tests.
+  --build-first FIRST too, FIRST (the make of the pass's mailfs, and of
+  unit tests that take long) runs before CMD, and the pass's integration
+  tests, and its unit tests that FIRST names, start as soon as it has
+  succeeded, while CMD builds the rest.
 
 The output stays one line per test: each unit binary and each module is
 printed in one piece when it ends, under a line naming its pass and its
@@ -206,6 +207,14 @@ def run_unit(ps, binary):
           (ps.name, base, passed, failed, skipped, time.time() - t0)] + lines)
 
 
+def runnable(ps, binary):
+    """Whether unit test binary of pass ps is built: by the whole build,
+    or by its first step when that names it."""
+    return ps.ready.is_set() or (
+        ps.mailfs_ready.is_set() and ps.first is not None and
+        binary in ps.first.split())
+
+
 def unit_runner(jobs, cond):
     """Takes the first unit job whose pass is built, until none is left."""
     while True:
@@ -213,13 +222,13 @@ def unit_runner(jobs, cond):
             while True:
                 if not jobs:
                     return
-                job = next((j for j in jobs if j[0].ready.is_set()), None)
+                job = next((j for j in jobs if runnable(*j)), None)
                 if job:
                     jobs.remove(job)
                     break
                 cond.wait(1)
         ps, binary = job
-        if ps.usable:
+        if ps.usable or (ps.mailfs_usable and not ps.ready.is_set()):
             try:
                 run_unit(ps, binary)
             except Exception as e:
