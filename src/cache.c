@@ -661,6 +661,23 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 	return MFS_OK;
 }
 
+int mfs_cache_take(struct mfs_cache *cache, const char *key,
+		   uint64_t expected, int *fd)
+{
+	char path[PATH_MAX];
+	uint64_t size;
+
+	*fd = -1;
+	if (entry_path(cache, key, path, sizeof(path)) != 0)
+		return -1;
+	*fd = cache_lookup(path, expected, &size);
+	if (*fd < 0)
+		return -1;
+	touch(*fd);
+	note_use(cache, key, size);
+	return 0;
+}
+
 int mfs_cache_has(struct mfs_cache *cache, const char *key, uint64_t expected)
 {
 	char path[PATH_MAX];

@@ -96,6 +96,12 @@ int mfs_cache_get(struct mfs_cache *cache, const char *key, uint64_t expected,
 		  mfs_cache_fill_fn fill, void *ctx, int *fd,
 		  struct mfs_err *err);
 
+/* *fd open for reading on entry key when it exists with size expected
+ * (or MFS_CACHE_ANY_SIZE), counted as a use; the caller owns *fd.
+ * Returns 0, or -1 when there is no such entry (nothing is made). */
+int mfs_cache_take(struct mfs_cache *cache, const char *key,
+		   uint64_t expected, int *fd);
+
 /* 1 when entry key exists with size expected (not counted as a use). */
 int mfs_cache_has(struct mfs_cache *cache, const char *key, uint64_t expected);
 

@@ -116,26 +116,6 @@ static int str_ok(const char *s)
 	return s == NULL || strlen(s) <= IDX_STR_MAX;
 }
 
-static int check_listing(const char *key, const struct mfs_store_msg *msgs,
-			 size_t n, struct mfs_err *err)
-{
-	if (!str_ok(key) || n > UINT32_MAX)
-		return mfs_err_set(err, MFS_E_INVAL,
-				   "listing too large to keep");
-	for (size_t i = 0; i < n; i++) {
-		if (i > 0 && msgs[i].uid <= msgs[i - 1].uid)
-			return mfs_err_set(err, MFS_E_INVAL,
-					   "listing not in UID order at %u",
-					   msgs[i].uid);
-		if (!str_ok(msgs[i].from) || !str_ok(msgs[i].subject))
-			return mfs_err_set(err, MFS_E_INVAL,
-					   "message %u: header too long to "
-					   "keep",
-					   msgs[i].uid);
-	}
-	return MFS_OK;
-}
-
 /* Creates the directory of path (and what is missing above it), mode
  * 0700; an existing one must be the user's own and no symbolic link, and
  * is made private. Errors: MFS_E_IO, MFS_E_NOMEM. */
@@ -320,8 +300,7 @@ int mfs_idx_save(const char *path, const char *key,
 	struct mfs_idx_out *o;
 	size_t i;
 
-	if (check_listing(key, msgs, n, err) != MFS_OK ||
-	    mfs_idx_out_open(path, key, head, n, &o, err) != MFS_OK)
+	if (mfs_idx_out_open(path, key, head, n, &o, err) != MFS_OK)
 		return err->code;
 	for (i = 0; i < n; i++)
 		mfs_idx_out_add(o, &msgs[i]);

@@ -1285,13 +1285,12 @@ struct index_acc {
 	/* the listing's parts as they come (index_pieces, store.h): the
 	 * entries from told on are handed to piece; keep, when set, writes
 	 * them to the kept listing as they are told, so that their from and
-	 * subject may go once piece shows them (drop) */
+	 * subject may go once piece shows them */
 	mfs_index_piece_fn piece;
 	void *ctx;
 	uint32_t validity;
 	size_t told;
 	struct mfs_idx_out *keep;
-	int drop;
 };
 
 /* Entries of a listing handed over at once, at most (index_tell). */
@@ -1310,7 +1309,7 @@ static void index_tell(struct index_acc *acc, size_t least)
 		mfs_idx_out_add(acc->keep, &acc->msgs[i]);
 	if (acc->piece(acc->ctx, acc->validity, acc->msgs + acc->told,
 		       acc->n - acc->told) &&
-	    acc->drop) {
+	    acc->keep != NULL) {
 		for (i = acc->told; i < acc->n; i++) {
 			struct mfs_store_msg *m = &acc->msgs[i];
 
@@ -1541,7 +1540,6 @@ static int index_fetch_all(struct mfs_imap *imap, uint32_t validity,
 	acc.ctx = ctx;
 	acc.validity = validity;
 	acc.keep = keep;
-	acc.drop = keep != NULL;
 
 	/* an envelope is about 400 bytes */
 	if (imap_compress_for(imap, (uint64_t)exists * 400, err) != MFS_OK)

@@ -363,20 +363,10 @@ static int message_fd(struct mfs_fs *fs, const struct msg_ref *r, int *fd,
 			     err);
 }
 
-/* The store's fill when only the cache may answer. */
-static int fill_none(void *ctx, int fd, size_t *len, struct mfs_err *err)
-{
-	(void)ctx;
-	(void)fd;
-	(void)len;
-	return mfs_err_set(err, MFS_E_NOENT, "not cached");
-}
-
 int msgview_cached(struct mfs_fs *fs, const char *mailbox, uint32_t validity,
 		   uint32_t uid, uint64_t size, int *fd)
 {
 	struct msg_ref r;
-	struct mfs_err err;
 	char key[1024];
 
 	memset(&r, 0, sizeof(r));
@@ -384,13 +374,9 @@ int msgview_cached(struct mfs_fs *fs, const char *mailbox, uint32_t validity,
 	r.validity = validity;
 	r.msg.uid = uid;
 	r.msg.size = size;
-	if (cache_key(&r, "", key, sizeof(key)) != 0 ||
-	    !mfs_cache_has(fs->cache, key, size))
+	if (cache_key(&r, "", key, sizeof(key)) != 0)
 		return -1;
-	return mfs_cache_get(fs->cache, key, size, fill_none, NULL, fd,
-			     &err) == MFS_OK
-		       ? 0
-		       : -1;
+	return mfs_cache_take(fs->cache, key, size, fd);
 }
 
 static void mapping_release(void *ctx)
@@ -483,22 +469,33 @@ static int view_map(struct view *v, struct mfs_err *err)
 	return MFS_OK;
 }
 
-/* The view of the whole message, fetched into the cache if need be. */
-static int view_build_whole(struct mfs_fs *fs, const struct msg_ref *r,
-			    struct view **out, struct mfs_err *err)
+/* The view of the whole message in fd (taken), or, when fd is -1,
+ * fetched into the cache if need be. */
+static int view_build_whole_fd(struct mfs_fs *fs, const struct msg_ref *r,
+			       int fd, struct view **out, struct mfs_err *err)
 {
 	struct view *v = calloc(1, sizeof(*v));
 
-	if (v == NULL)
+	if (v == NULL) {
+		if (fd >= 0)
+			close(fd);
 		return mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-	v->fd = -1;
-	if (message_fd(fs, r, &v->fd, err) != MFS_OK ||
+	}
+	v->fd = fd;
+	if ((fd < 0 && message_fd(fs, r, &v->fd, err) != MFS_OK) ||
 	    view_map(v, err) != MFS_OK) {
 		view_free(v);
 		return err->code;
 	}
 	*out = v;
 	return MFS_OK;
+}
+
+/* The view of the whole message, fetched into the cache if need be. */
+static int view_build_whole(struct mfs_fs *fs, const struct msg_ref *r,
+			    struct view **out, struct mfs_err *err)
+{
+	return view_build_whole_fd(fs, r, -1, out, err);
 }
 
 /* The part of tree p (or one below it) whose body is exactly [off, off +
@@ -629,9 +626,7 @@ static struct view *view_build_kept(struct mfs_fs *fs, const struct msg_ref *r)
 	int fd = -1;
 
 	if (r->msg.uid == 0 || cache_key(r, ".s", key, sizeof(key)) != 0 ||
-	    !mfs_cache_has(fs->cache, key, MFS_CACHE_ANY_SIZE) ||
-	    mfs_cache_get(fs->cache, key, MFS_CACHE_ANY_SIZE, fill_none, NULL,
-			  &fd, &err) != MFS_OK)
+	    mfs_cache_take(fs->cache, key, MFS_CACHE_ANY_SIZE, &fd) != 0)
 		return NULL;
 	if (fstat(fd, &st) != 0 || st.st_size <= 0 || st.st_size > KEPT_MAX)
 		goto none;
@@ -716,11 +711,12 @@ static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
 		      struct view **out, struct mfs_err *err)
 {
 	char key[1024];
+	int fd;
 
 	*out = NULL;
 	if (cache_key(r, "", key, sizeof(key)) == 0 &&
-	    mfs_cache_has(fs->cache, key, r->msg.size))
-		return view_build_whole(fs, r, out, err);
+	    mfs_cache_take(fs->cache, key, r->msg.size, &fd) == 0)
+		return view_build_whole_fd(fs, r, fd, out, err);
 	*out = view_build_kept(fs, r);
 	if (*out == NULL && view_build_lazy(fs, r, out, err) != MFS_OK)
 		return err->code;
@@ -819,6 +815,13 @@ struct ahead {
 	int rc;		  /* MFS_OK, or why the fetch failed (err) */
 	struct mfs_err err;
 };
+
+/* The cache key of the skeleton of item it: its message's key and ".s",
+ * as cache_key(r, ".s") makes it. Returns 0, or -1 when too long. */
+static int item_skel_key(const struct ahead_item *it, char *key, size_t len)
+{
+	return snprintf(key, len, "%s.s", it->key) < (int)len ? 0 : -1;
+}
 
 /* Frees what a owns; the holds on the nodes are let go by then. */
 static void ahead_free(struct ahead *a)
@@ -951,8 +954,7 @@ static void ahead_skel_done(void *ctx, uint32_t uid, int fd,
 	} else {
 		char key[1024];
 
-		if (snprintf(key, sizeof(key), "%s.s", it->key) <
-		    (int)sizeof(key))
+		if (item_skel_key(it, key, sizeof(key)) == 0)
 			skel_keep(a->fs, key, v);
 	}
 	pthread_mutex_lock(&a->fs->lock);
@@ -1256,7 +1258,7 @@ static int ahead_item_cached(struct mfs_fs *fs, const struct ahead_item *it)
 	if (mfs_cache_has(fs->cache, it->key, it->size))
 		return 1;
 	return it->node != NULL && /* a skeleton would come */
-	       snprintf(key, sizeof(key), "%s.s", it->key) < (int)sizeof(key) &&
+	       item_skel_key(it, key, sizeof(key)) == 0 &&
 	       mfs_cache_has(fs->cache, key, MFS_CACHE_ANY_SIZE);
 }
 

@@ -425,12 +425,7 @@ def test_a_long_read_in_a_row_fetches_ahead_in_growing_batches(env):
     in the one before: for a reader that takes 5 ms a message (time enough
     for the connection the next batch goes to), the commands for 97.. and
     225.. went out before the reader opened UID 97 and UID 225."""
-    c = env.imap()
-    c.create("Row")
-    for i in range(400):
-        c.append("Row", None, None, make_message(1000 + i))
-    c.logout()
-    want = server_messages(env, "Row")
+    want = filled(env, "Row", [make_message(1000 + i) for i in range(400)])
     proxy, cfg = counted(env, "config-row")
     try:
         with env.mount(config=cfg) as m:
@@ -463,6 +458,17 @@ def test_a_long_read_in_a_row_fetches_ahead_in_growing_batches(env):
             eq(early, {uids[96], uids[224]}, "batches asked for early")
     finally:
         proxy.close()
+
+
+def filled(env, folder, raws):
+    """Makes folder on the server with the messages raws, in order;
+    returns {uid: bytes} as the server holds them."""
+    c = env.imap()
+    c.create(folder)
+    for raw in raws:
+        c.append(folder, None, None, raw)
+    c.logout()
+    return server_messages(env, folder)
 
 
 def lazy_message(blobs):
@@ -592,12 +598,7 @@ def test_fetch_ahead_brings_large_messages_as_skeletons(env):
     import email.policy
     import mime_reference
     rnd = random.Random(18)
-    c = env.imap()
-    c.create("Mixed")
-    for i in range(60):
-        c.append("Mixed", None, None, mixed_message(i, rnd))
-    c.logout()
-    want = server_messages(env, "Mixed")
+    want = filled(env, "Mixed", [mixed_message(i, rnd) for i in range(60)])
     exp = {uid: mime_reference.expected(email.message_from_bytes(
         raw, policy=email.policy.compat32)) for uid, raw in want.items()}
     large = sorted(u for u, raw in want.items() if len(raw) >= 1024 * 1024)
@@ -655,12 +656,7 @@ def test_fetch_ahead_leaves_attachments_out_until_a_run_reads_them(env):
     messages: at most 32 commands ask for one message's bytes."""
     rnd = random.Random(23)
     blobs = [rnd.randbytes(rnd.randint(90000, 150000)) for _ in range(50)]
-    c = env.imap()
-    c.create("MidSize")
-    for blob in blobs:
-        c.append("MidSize", None, None, lazy_message([blob]))
-    c.logout()
-    want = server_messages(env, "MidSize")
+    want = filled(env, "MidSize", [lazy_message([b]) for b in blobs])
     total = sum(len(raw) for raw in want.values())
     try:
         proxy, cfg = counted(env, "config-midsize-grep")
@@ -715,12 +711,7 @@ def test_unmount_while_a_batch_comes(env):
     """The first read of a folder starts a batch of 32 messages on its own
     thread; unmounting at once ends the process cleanly, within seconds
     (the batch is finished first), and the message read was right."""
-    c = env.imap()
-    c.create("Quit")
-    for i in range(120):
-        c.append("Quit", None, None, make_message(3000 + i))
-    c.logout()
-    want = server_messages(env, "Quit")
+    want = filled(env, "Quit", [make_message(3000 + i) for i in range(120)])
     try:
         m = env.mount()
         try:

@@ -286,6 +286,25 @@ TEST_F(Cache, EntryOfAnySize)
 	EXPECT_TRUE(files_named_tmp(dir).empty());
 }
 
+TEST_F(Cache, TakeOpensOnlyWhatIsThere)
+{
+	std::string data = pattern("m/61/1/10", 900);
+	int fd = -1;
+
+	reopen(0);
+	EXPECT_EQ(-1, mfs_cache_take(c, "m/61/1/10", MFS_CACHE_ANY_SIZE, &fd));
+	EXPECT_EQ(-1, fd);
+	EXPECT_TRUE(files_named_tmp(dir).empty()) << "nothing made";
+	EXPECT_EQ(0, commit("m/61/1/10", data));
+	EXPECT_EQ(-1, mfs_cache_take(c, "m/61/1/10", data.size() + 1, &fd));
+	ASSERT_EQ(0, mfs_cache_take(c, "m/61/1/10", data.size(), &fd));
+	EXPECT_EQ(data, read_fd(fd));
+	close(fd);
+	ASSERT_EQ(0, mfs_cache_take(c, "m/61/1/10", MFS_CACHE_ANY_SIZE, &fd));
+	close(fd);
+	EXPECT_EQ(-1, mfs_cache_take(c, "../x", MFS_CACHE_ANY_SIZE, &fd));
+}
+
 TEST_F(Cache, InvalidKeysRejected)
 {
 	const char *bad[] = {"../x",	  "m/../../x", "outbox/q", "outbox",
