@@ -31,6 +31,9 @@ CXXFLAGS += $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
 BUILD    = build-san
 endif
+# The unit tests' own code (GoogleTest) is compiled without optimisation:
+# it takes a third of the time, and what it tests keeps CFLAGS.
+TEST_CXXFLAGS = $(filter-out -O1 -O2 -O3,$(CXXFLAGS)) -O0
 
 # Debian packages needed to build, test and demo.
 DEPS = build-essential pkg-config libfuse3-dev fuse3 libetpan-dev libssl-dev zlib1g-dev \
@@ -103,7 +106,7 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(DEPS_FIRST)
 .SECONDEXPANSION:
 $(BUILD)/tests/%_test: tests/unit/%_test.cc $$(addprefix $(BUILD)/obj/,$$(addsuffix .o,$$(UNIT_$$*))) $(wildcard src/*.h)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) $(PKG_CFLAGS) -Isrc -o $@ $< $(addprefix $(BUILD)/obj/,$(addsuffix .o,$(UNIT_$*))) \
+	$(CXX) $(TEST_CXXFLAGS) $(PKG_CFLAGS) -Isrc -o $@ $< $(addprefix $(BUILD)/obj/,$(addsuffix .o,$(UNIT_$*))) \
 		$(LDFLAGS) -lgtest -lgtest_main $(LIBS)
 
 unit-build: $(DEPS_FIRST) $(UNIT_BINS)
