@@ -737,12 +737,17 @@ static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
  * A batch is fetched by a thread of its own (ahead_run), and a reader
  * waits for its own message only: each message is in the cache, or its
  * skeleton its view, as soon as it has come. When a reader takes a
- * message in the second half of a batch, the next batch is asked for
- * (ahead_touch): at once when this one has come, else by this one's
- * thread as soon as its fetch is done, on the connection it leaves. So a
- * read in a row finds the next messages on their way or come, and never
- * waits for a whole batch; batches stay small (AHEAD_MAX), since what the
- * last one brings beyond the end of the read is wasted.
+ * message past the first 1/AHEAD_FOLLOW of a batch, the next batch is
+ * asked for (ahead_touch): at once when this one has come, else by this
+ * one's thread as soon as its fetch is done, on the connection it
+ * leaves. So a read in a row finds the next messages on their way or
+ * come, and never waits for a whole batch; batches stay small
+ * (AHEAD_MAX), since what the last one brings beyond the end of the read
+ * is wasted. A reader is slower than the batch it reads (each message
+ * costs it a few requests of the kernel's), so the next batch is asked
+ * for early (a quarter in, not half): asked for at half, it went out
+ * only after the whole batch had come, and the server waited a round
+ * trip for it.
  *
  * Messages of AHEAD_SKEL_MIN bytes or more come in the same batch as
  * skeletons (skeleton_many, store.h): their structures in the same burst
@@ -771,6 +776,8 @@ static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
 #define AHEAD_BYTES (4 * 1024 * 1024)
 
 #define AHEAD_GAP 2
+
+#define AHEAD_FOLLOW 4
 
 #define AHEAD_LARGE_MAX 64
 
@@ -1424,11 +1431,11 @@ fail:
 	return NULL;
 }
 
-/* A reader has taken msg. When msg is in the second half of a batch that
- * no batch follows yet, the reader reads in a row: the next batch, twice
- * as large, starts now, or as soon as this one's fetch is done, so that
- * it comes while the reader reads this one. Caller holds the lock and a
- * hold on msg. */
+/* A reader has taken msg. When msg is past the first 1/AHEAD_FOLLOW of a
+ * batch that no batch follows yet, the reader reads in a row: the next
+ * batch, twice as large, starts now, or as soon as this one's fetch is
+ * done, so that it comes while the reader reads this one. Caller holds
+ * the lock and a hold on msg. */
 static void ahead_touch(struct mfs_fs *fs, struct mfs_node *msg)
 {
 	struct ahead_item *it;
@@ -1438,7 +1445,7 @@ static void ahead_touch(struct mfs_fs *fs, struct mfs_node *msg)
 		return;
 	a = ahead_holding(fs, msg, &it);
 	if (a == NULL || a->followed ||
-	    (size_t)(it - a->item) * 2 < a->n)
+	    (size_t)(it - a->item) * AHEAD_FOLLOW < a->n)
 		return;
 	a->followed = 1;
 	if (!a->ended) {
