@@ -3896,22 +3896,24 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 	mailimap_set_msg_att_handler(session, skm_att, &c);
 	mailimap_set_progress_callback(session, NULL, index_progress, NULL);
 
-	/* first burst: the structures not known yet, the whole messages,
-	 * and the sections of those whose structure is known */
+	/* first burst: the structures not known yet, the sections of those
+	 * whose structure is known, then the whole messages: a reader in
+	 * UID order that comes to a large message finds its skeleton before
+	 * the whole messages after it, not only once all of them have come */
 	if (nsset > 0) {
 		r = send_uid_fetch(session, sset, nsset,
 				   " (UID BODYSTRUCTURE)\r\n");
 		tstruct = session->imap_tag;
 	}
+	for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++)
+		jobs[i].first = jobs[i].items != NULL;
+	if (r == MAILIMAP_NO_ERROR)
+		r = skel_send_all(session, jobs, n, NULL, 0, &tagain);
 	if (r == MAILIMAP_NO_ERROR && nwhole > 0) {
 		r = send_uid_fetch(session, whole, nwhole,
 				   " (UID BODY.PEEK[])\r\n");
 		twhole = session->imap_tag;
 	}
-	for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++)
-		jobs[i].first = jobs[i].items != NULL;
-	if (r == MAILIMAP_NO_ERROR)
-		r = skel_send_all(session, jobs, n, NULL, 0, &tagain);
 	if (r == MAILIMAP_NO_ERROR &&
 	    mailstream_flush(session->imap_stream) == -1)
 		r = MAILIMAP_ERROR_STREAM;
@@ -3944,15 +3946,17 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 		last = session->imap_tag;
 		sent2 = 1;
 	}
-	if (r == MAILIMAP_NO_ERROR && twhole != 0) {
-		r = read_tagged(session, twhole, NULL, &ok);
-		if (r == MAILIMAP_NO_ERROR && !ok && refused[0] == '\0')
-			snprintf(refused, sizeof(refused),
-				 "UID FETCH (ahead): %s", imap_reply(imap));
-	}
-	/* the replies in the order of the commands: first burst's sections,
-	 * then the second burst's */
+	/* the replies in the order of the commands: the first burst's
+	 * sections, its whole messages, then the second burst */
 	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1 && r == MAILIMAP_NO_ERROR && twhole != 0) {
+			r = read_tagged(session, twhole, NULL, &ok);
+			if (r == MAILIMAP_NO_ERROR && !ok &&
+			    refused[0] == '\0')
+				snprintf(refused, sizeof(refused),
+					 "UID FETCH (ahead): %s",
+					 imap_reply(imap));
+		}
 		if (pass == 1 && !sent2 && r == MAILIMAP_NO_ERROR) {
 			session->imap_tag = last;
 			r = skel_send_all(session, jobs, n, c.again, c.nagain,
