@@ -330,6 +330,8 @@ static void folder_gone_msg(struct mfs_fs *fs, const char *mailbox)
 	pthread_mutex_unlock(&fs->lock);
 }
 
+static void ahead_wait_finishing(struct mfs_fs *fs);
+
 struct fetch_ctx {
 	struct mfs_fs *fs;
 	const struct msg_ref *ref;
@@ -339,8 +341,13 @@ static int fetch_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 {
 	struct fetch_ctx *f = ctx;
 	struct mfs_store *st = f->fs->store;
-	int rc = st->ops->fetch(st, f->ref->mailbox, f->ref->validity,
-				&f->ref->msg, fd, len, err);
+	int rc;
+
+	pthread_mutex_lock(&f->fs->lock);
+	ahead_wait_finishing(f->fs);
+	pthread_mutex_unlock(&f->fs->lock);
+	rc = st->ops->fetch(st, f->ref->mailbox, f->ref->validity,
+			    &f->ref->msg, fd, len, err);
 
 	if (rc == MFS_E_NOENT)
 		folder_gone_msg(f->fs, f->ref->mailbox);
@@ -884,6 +891,35 @@ static void ahead_item_done(struct ahead *a, struct ahead_item *it)
 	}
 	it->done = 1;
 	pthread_cond_broadcast(&fs->ahead_cond);
+}
+
+/*
+ * Waits while a batch has brought all it holds but its thread has not
+ * ended: it only reads its last replies. A fetch made meanwhile would find
+ * the connection that batch holds still taken and open another one (TLS
+ * and login, several round trips) for what is about to be left free:
+ * `cat` of an attachment of a large message, whose skeleton the batch
+ * has just brought, did. The wait is bounded by the driver's timeout.
+ * Caller holds the lock; it is dropped while waiting.
+ */
+static void ahead_wait_finishing(struct mfs_fs *fs)
+{
+	for (;;) {
+		struct ahead *a;
+		int finishing = 0;
+		size_t i;
+
+		for (a = fs->aheads; a != NULL && !finishing; a = a->next) {
+			if (a->ended)
+				continue;
+			for (i = 0; i < a->n && a->item[i].done; i++)
+				;
+			finishing = i == a->n;
+		}
+		if (!finishing)
+			return;
+		pthread_cond_wait(&fs->ahead_cond, &fs->lock);
+	}
 }
 
 static void ahead_done(void *ctx, uint32_t uid, int fd, size_t len)
@@ -1828,6 +1864,7 @@ static int section_fill(void *ctx, int fd, size_t *len, struct mfs_err *err)
 
 	pthread_mutex_lock(&f->fs->lock);
 	ahead_left_out(f->fs, f->ref->msg.size);
+	ahead_wait_finishing(f->fs);
 	pthread_mutex_unlock(&f->fs->lock);
 	rc = st->ops->fetch_section(st, f->ref->mailbox, f->ref->validity,
 				    &f->ref->msg, f->section, fd, len, err);

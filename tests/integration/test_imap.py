@@ -8,12 +8,13 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 
-from harness import (CountingProxy, FakeServer, check, eq, mutf7_decode,
-                     wait_for)
+from harness import (ROOT, CountingProxy, FakeServer, check, eq,
+                     mutf7_decode, wait_for)
 
 M = None  # the shared mount of this module
 
@@ -491,6 +492,37 @@ def lazy_message(blobs):
         out += [enc[j:j + 76] for j in range(0, len(enc), 76)]
     out += ["--b0undary--", "epilogue", ""]
     return "\r\n".join(out).encode()
+
+
+def test_attachment_read_at_once_takes_no_new_connection(env):
+    """cat of an attachment of a large message, first thing: fetch-ahead
+    brings the message's skeleton, and the attachment comes on the
+    connection that brought it once that one is free: no new connection
+    (login and the rest: several round trips) for it. Through a link of
+    20 ms each way, where that connection is still reading its last reply
+    when the reader asks; each run a fresh mount."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "bench"))
+    from delayproxy import DelayProxy
+    rnd = random.Random(5)
+    blobs = [rnd.randbytes(n) for n in (1200000, 300000)]
+    filled(env, "LazyOne", [lazy_message(blobs)])
+    proxy = DelayProxy(int(env["MFS_IMAPS_PORT"]), delay=0.020,
+                       proto="imap")
+    cfg = env.write_config("config-lazy-one", {
+        "imap": "imaps://localhost:%d" % proxy.port})
+    try:
+        for run in range(3):
+            with env.mount(config=cfg) as m:
+                path = os.path.join(m.path, "LazyOne")
+                (name,) = message_dirs(path)
+                time.sleep(0.5)  # the mount's IDLE connection is up
+                before = len(proxy.stats())
+                with open(os.path.join(path, name, "part1.bin"), "rb") as f:
+                    eq(f.read(), blobs[0], "part1.bin (run %d)" % run)
+                eq(len(proxy.stats()) - before, 0,
+                   "connections opened for the attachment (run %d)" % run)
+    finally:
+        proxy.close()
 
 
 def test_reading_one_attachment_fetches_that_attachment_only(env):
