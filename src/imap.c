@@ -3521,7 +3521,6 @@ struct skel_job {
 	int tag;	    /* of its sections' fetch, 0 when not sent */
 	int planned;	    /* its structure has come */
 	int done;	    /* its sections have come */
-	int first;	    /* its sections went in the first burst */
 };
 
 /* Sends "UID FETCH set items" (items with its "\r\n") with the next tag,
@@ -3566,36 +3565,18 @@ static char *skel_items(const struct mfs_skel *sk)
 	return out;
 }
 
-/* Sends the second burst: each planned job's sections, then the messages
- * again[0..nagain) whole (*tagain its tag). Does not flush. */
-static int skel_send_all(mailimap *session, struct skel_job *jobs, size_t n,
-			 const uint32_t *again, size_t nagain, int *tagain)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		if (jobs[i].items == NULL || jobs[i].tag != 0)
-			continue;
-		if (send_uid_fetch(session, &jobs[i].uid, 1, jobs[i].items) !=
-		    MAILIMAP_NO_ERROR)
-			return MAILIMAP_ERROR_STREAM;
-		jobs[i].tag = session->imap_tag;
-	}
-	if (nagain > 0) {
-		if (send_uid_fetch(session, again, nagain,
-				   " (UID BODY.PEEK[])\r\n") !=
-		    MAILIMAP_NO_ERROR)
-			return MAILIMAP_ERROR_STREAM;
-		*tagain = session->imap_tag;
-	}
-	return MAILIMAP_NO_ERROR;
-}
-
 /* The section bytes of the FETCH response being read. */
 struct skm_sec {
 	char name[MFS_SKEL_SECTION_MAX + 8];
 	char *data; /* owned */
 	size_t len, cap;
+};
+
+/* A command of skeleton_many whose tagged reply is still to be read. */
+enum skm_kind { SKM_STRUCT, SKM_WHOLE, SKM_SECTIONS };
+struct skm_cmd {
+	int tag;
+	enum skm_kind kind;
 };
 
 /*
@@ -3609,11 +3590,11 @@ struct skm_sec {
 struct skm_ctx {
 	struct many_ctx m;	    /* the whole messages */
 	const struct mfs_many_cb *cb; /* borrowed */
-	struct skel_job *jobs;	    /* borrowed; n, ascending UIDs */
+	struct skel_job *jobs;	    /* owned; n, ascending UIDs */
 	size_t n;
 	uint64_t hole_min;
-	uint32_t *again; /* borrowed: room for n */
-	size_t nagain;
+	uint32_t *again; /* owned: room for n */
+	size_t nagain, again_sent;
 	struct skm_sec *secs; /* owned: of the response being read */
 	size_t nsecs, capsecs, bytes;
 	int failed; /* out of memory, or a reply out of bounds */
@@ -3621,8 +3602,19 @@ struct skm_ctx {
 	struct mfs_imap *imap; /* borrowed */
 	const char *mailbox;   /* borrowed */
 	uint32_t validity;
-	const uint32_t *later; /* borrowed, ascending */
+	uint32_t *later; /* owned, ascending */
 	size_t nlater;
+	uint32_t *coming; /* owned, ascending: structures asked for that
+			   * have not come */
+	size_t ncoming;
+	/* the commands whose tagged replies are still to be read, in the
+	 * order they went out: q[qhead..qlen) */
+	mailimap *session;
+	struct skm_cmd *q; /* owned */
+	size_t qhead, qlen, qcap;
+	int last;      /* the tag of the last command sent */
+	int s2_due;    /* sections wait for the next whole messages' reply */
+	int send_failed; /* a batch added by cb->more could not be sent */
 };
 
 /* Whether uid is among uids[0..n) (ascending). */
@@ -3641,6 +3633,19 @@ static int uid_in(const uint32_t *uids, size_t n, uint32_t uid)
 			hi = mid;
 	}
 	return 0;
+}
+
+/* Takes uid out of uids[0..*n) (ascending), where it is. */
+static void uid_drop(uint32_t *uids, size_t *n, uint32_t uid)
+{
+	size_t i;
+
+	for (i = 0; i < *n && uids[i] < uid; i++)
+		;
+	if (i < *n && uids[i] == uid) {
+		memmove(uids + i, uids + i + 1, (*n - i - 1) * sizeof(*uids));
+		(*n)--;
+	}
 }
 
 static struct skel_job *skm_job(struct skm_ctx *c, uint32_t uid)
@@ -3767,6 +3772,8 @@ static void skm_skeleton(struct skm_ctx *c, struct skel_job *j)
 	close(fd);
 }
 
+static void skm_more(struct skm_ctx *c);
+
 /* The end of one FETCH response: see struct skm_ctx. */
 static void skm_att(struct mailimap_msg_att *att, void *ctx)
 {
@@ -3786,6 +3793,8 @@ static void skm_att(struct mailimap_msg_att *att, void *ctx)
 			MAILIMAP_MSG_ATT_BODYSTRUCTURE)
 			item = x;
 	}
+	if (item != NULL)
+		uid_drop(c->coming, &c->ncoming, uid);
 	if (j == NULL && item != NULL && uid_in(c->later, c->nlater, uid)) {
 		struct mfs_skel sk = {0};
 
@@ -3812,35 +3821,240 @@ static void skm_att(struct mailimap_msg_att *att, void *ctx)
 	    !j->done)
 		skm_skeleton(c, j);
 	skm_secs_clear(c);
+	skm_more(c);
 }
 
-/* The UIDs whose structures the first burst asks for: the jobs without a
- * kept plan and later[0..nlater), ascending, each once. *n: how many;
- * NULL on ENOMEM. */
-static uint32_t *struct_set(const struct skel_job *jobs, size_t njobs,
-			    const uint32_t *later, size_t nlater, size_t *n)
+static int u32_cmp(const void *a, const void *b);
+
+/* Sends "UID FETCH set items" as the next command of c and queues its
+ * reply (kind); *tag its tag when tag is not NULL. Keeps the session's
+ * tag as it was: a reply may be being read. Does not flush. */
+static int skm_send(struct skm_ctx *c, const uint32_t *uids, size_t n,
+		    const char *items, enum skm_kind kind, int *tag)
 {
-	uint32_t *v = calloc(njobs + nlater + 1, sizeof(*v));
-	size_t i = 0, k = 0;
+	mailimap *session = c->session;
+	int reading = session->imap_tag, r;
 
-	*n = 0;
-	if (v == NULL)
-		return NULL;
-	while (i < njobs || k < nlater) {
-		uint32_t u;
+	if (c->qlen == c->qcap) {
+		size_t cap = c->qcap ? 2 * c->qcap : 64;
+		struct skm_cmd *q = realloc(c->q, cap * sizeof(*q));
 
-		if (i < njobs && jobs[i].planned) {
-			i++;
-			continue;
+		if (q == NULL) {
+			c->failed = ENOMEM;
+			return MAILIMAP_ERROR_MEMORY;
 		}
-		if (k >= nlater || (i < njobs && jobs[i].uid <= later[k]))
-			u = jobs[i++].uid;
-		else
-			u = later[k++];
-		if (*n == 0 || v[*n - 1] != u)
-			v[(*n)++] = u;
+		c->q = q;
+		c->qcap = cap;
 	}
-	return v;
+	session->imap_tag = c->last;
+	r = send_uid_fetch(session, uids, n, items);
+	c->last = session->imap_tag;
+	session->imap_tag = reading;
+	if (r != MAILIMAP_NO_ERROR)
+		return r;
+	c->q[c->qlen].tag = c->last;
+	c->q[c->qlen++].kind = kind;
+	if (tag != NULL)
+		*tag = c->last;
+	return MAILIMAP_NO_ERROR;
+}
+
+/* Sends the sections of every job whose structure is known and whose
+ * sections have not gone yet. Does not flush. */
+static int skm_send_sections(struct skm_ctx *c)
+{
+	size_t i;
+	int r;
+
+	for (i = 0; i < c->n; i++) {
+		if (c->jobs[i].items == NULL || c->jobs[i].tag != 0)
+			continue;
+		r = skm_send(c, &c->jobs[i].uid, 1, c->jobs[i].items,
+			     SKM_SECTIONS, &c->jobs[i].tag);
+		if (r != MAILIMAP_NO_ERROR)
+			return r;
+	}
+	return MAILIMAP_NO_ERROR;
+}
+
+/* The second burst: the sections of the structures that have come, and
+ * the large messages whose structure left nothing out, whole. Early
+ * (check_early) only when short (SKEL_EARLY_MAX) or when no reply of
+ * whole messages is still to come; else it waits for the next one
+ * (s2_due). Flushes what it sent. */
+static int skm_second(struct skm_ctx *c, int check_early)
+{
+	size_t size = 0, i;
+	int r = MAILIMAP_NO_ERROR, whole = 0;
+
+	for (i = 0; i < c->n; i++)
+		if (c->jobs[i].items != NULL && c->jobs[i].tag == 0)
+			size += strlen(c->jobs[i].items) + 32;
+	size += (c->nagain - c->again_sent) * 12;
+	if (size == 0) {
+		c->s2_due = 0;
+		return MAILIMAP_NO_ERROR;
+	}
+	for (i = c->qhead; i < c->qlen; i++)
+		whole |= c->q[i].kind == SKM_WHOLE;
+	if (check_early && size > SKEL_EARLY_MAX && whole) {
+		c->s2_due = 1;
+		return MAILIMAP_NO_ERROR;
+	}
+	r = skm_send_sections(c);
+	if (r == MAILIMAP_NO_ERROR && c->nagain > c->again_sent) {
+		r = skm_send(c, c->again + c->again_sent,
+			     c->nagain - c->again_sent,
+			     " (UID BODY.PEEK[])\r\n", SKM_WHOLE, NULL);
+		c->again_sent = c->nagain;
+	}
+	if (r == MAILIMAP_NO_ERROR &&
+	    mailstream_flush(c->session->imap_stream) == -1)
+		r = MAILIMAP_ERROR_STREAM;
+	c->s2_due = 0;
+	return r;
+}
+
+/* Adds a batch to c: large messages uids[0..n) as skeletons, whole[0..
+ * nwhole) whole, and the structures of later[0..nlater) to keep (all
+ * ascending). Sends its first burst: the structures not known yet, the
+ * sections of the messages whose structure is (before the whole
+ * messages: a reader in UID order that comes to a large message finds
+ * its skeleton without waiting for every whole message of the batch),
+ * then the whole messages. A message c holds already is not asked for
+ * again. Does not flush. */
+static int skm_add(struct skm_ctx *c, const uint32_t *uids, size_t n,
+		   const uint32_t *whole, size_t nwhole,
+		   const uint32_t *later, size_t nlater)
+{
+	struct skel_job *add = calloc(n ? n : 1, sizeof(*add)), *jobs;
+	uint32_t *sset = NULL, *v;
+	size_t i, k, na = 0, nsset = 0;
+	int r = MAILIMAP_NO_ERROR;
+
+	if (add == NULL)
+		goto nomem;
+	for (i = 0; i < n; i++) {
+		if (skm_job(c, uids[i]) != NULL)
+			continue; /* in an earlier batch of this call */
+		add[na].uid = uids[i];
+		if (plans_take(c->imap, c->mailbox, c->validity, uids[i],
+			       &add[na].sk)) {
+			add[na].planned = 1;
+			add[na].items = skel_items(&add[na].sk);
+			if (add[na].items == NULL) {
+				mfs_skel_free(&add[na].sk);
+				goto nomem;
+			}
+		}
+		na++;
+	}
+	/* the structures to ask for: of the new jobs without a plan whose
+	 * structure is not on its way already (an earlier batch of this
+	 * call asked for it as later), and of later */
+	sset = calloc(na + nlater + 1, sizeof(*sset));
+	v = realloc(c->coming, (c->ncoming + na + nlater + 1) * sizeof(*v));
+	if (v != NULL)
+		c->coming = v;
+	if (sset == NULL || v == NULL)
+		goto nomem;
+	for (i = 0; i < na; i++)
+		if (!add[i].planned &&
+		    !uid_in(c->coming, c->ncoming, add[i].uid))
+			sset[nsset++] = add[i].uid;
+	for (i = 0; i < nlater; i++)
+		if (!uid_in(c->coming, c->ncoming, later[i]) &&
+		    skm_job(c, later[i]) == NULL)
+			sset[nsset++] = later[i];
+	qsort(sset, nsset, sizeof(*sset), u32_cmp);
+	for (i = 0, k = 0; i < nsset; i++)
+		if (k == 0 || sset[k - 1] != sset[i])
+			sset[k++] = sset[i];
+	nsset = k;
+	for (i = 0; i < nsset; i++)
+		c->coming[c->ncoming++] = sset[i];
+	qsort(c->coming, c->ncoming, sizeof(*c->coming), u32_cmp);
+	/* the jobs, merged in UID order; again has room for all */
+	jobs = realloc(c->jobs, (c->n + na + 1) * sizeof(*jobs));
+	if (jobs != NULL)
+		c->jobs = jobs;
+	v = realloc(c->again, (c->n + na + 1) * sizeof(*v));
+	if (v != NULL)
+		c->again = v;
+	if (jobs == NULL || v == NULL)
+		goto nomem;
+	for (i = c->n, k = na; k > 0;) {
+		if (i > 0 && jobs[i - 1].uid > add[k - 1].uid) {
+			jobs[i + k - 1] = jobs[i - 1];
+			i--;
+		} else {
+			jobs[i + k - 1] = add[k - 1];
+			k--;
+		}
+	}
+	c->n += na;
+	na = 0; /* the jobs own them now */
+	/* the structures to keep for a later call: c's and these */
+	v = realloc(c->later, (c->nlater + nlater + 1) * sizeof(*v));
+	if (v == NULL)
+		goto nomem;
+	c->later = v;
+	for (i = 0, k = c->nlater; i < nlater; i++)
+		if (!uid_in(c->later, k, later[i]))
+			c->later[c->nlater++] = later[i];
+	qsort(c->later, c->nlater, sizeof(*c->later), u32_cmp);
+
+	if (nsset > 0)
+		r = skm_send(c, sset, nsset, " (UID BODYSTRUCTURE)\r\n",
+			     SKM_STRUCT, NULL);
+	if (r == MAILIMAP_NO_ERROR)
+		r = skm_send_sections(c);
+	if (r == MAILIMAP_NO_ERROR && nwhole > 0)
+		r = skm_send(c, whole, nwhole, " (UID BODY.PEEK[])\r\n",
+			     SKM_WHOLE, NULL);
+	free(sset);
+	free(add);
+	return r;
+nomem:
+	for (i = 0; add != NULL && i < na; i++) {
+		mfs_skel_free(&add[i].sk);
+		free(add[i].items);
+	}
+	free(add);
+	free(sset);
+	c->failed = ENOMEM;
+	return MAILIMAP_ERROR_MEMORY;
+}
+
+/* After each response: the caller's next batch, when it has one now
+ * (cb->more), goes out at once on this connection, while the replies
+ * before it still come; the server does not wait a round trip between
+ * the two batches. */
+static void skm_more(struct skm_ctx *c)
+{
+	struct mfs_many_more nx = {0};
+	int r;
+
+	if (c->cb->more == NULL || c->failed || c->send_failed ||
+	    !c->cb->more(c->cb->ctx, &nx))
+		return;
+	r = skm_add(c, nx.uids, nx.n, nx.whole, nx.nwhole, nx.later,
+		    nx.nlater);
+	if (r == MAILIMAP_NO_ERROR &&
+	    mailstream_flush(c->session->imap_stream) == -1)
+		r = MAILIMAP_ERROR_STREAM;
+	if (r != MAILIMAP_NO_ERROR && !c->failed)
+		c->send_failed = 1;
+	free(nx.uids);
+	free(nx.whole);
+	free(nx.later);
+}
+
+static const char *skm_kind_name(enum skm_kind kind)
+{
+	return kind == SKM_STRUCT	? "UID FETCH BODYSTRUCTURE"
+	       : kind == SKM_SECTIONS ? "UID FETCH (sections)"
+				      : "UID FETCH (ahead)";
 }
 
 static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
@@ -3852,139 +4066,57 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 {
 	struct mfs_imap *imap = st->priv;
 	struct skm_ctx c = {{cb->open_fn, cb->done_fn, cb->ctx, -1, 0, 0},
-			    cb, NULL, n, hole_min, NULL, 0, NULL, 0, 0, 0, 0,
-			    imap, mailbox, uidvalidity, later, nlater};
-	struct skel_job *jobs = NULL;
-	uint32_t *sset = NULL;
-	size_t early = 0, nsset = 0, i;
+			    cb, NULL, 0, hole_min, NULL, 0, 0, NULL, 0, 0, 0, 0,
+			    imap, mailbox, uidvalidity, NULL, 0, NULL, 0, NULL,
+			    NULL, 0, 0, 0, 0, 0, 0};
 	mailimap *session;
-	int tstruct = 0, twhole = 0, tagain = 0, last, ok = 1, sent2 = 0;
-	int r = MAILIMAP_NO_ERROR;
+	size_t i;
+	int ok = 1, r = MAILIMAP_NO_ERROR;
 	char refused[MFS_ERRMSG_MAX] = "";
 
 	pthread_mutex_lock(&imap->lock);
 	if (imap_reading(imap, mailbox, uidvalidity, UINT64_MAX, err) != MFS_OK)
 		goto unlock;
-	jobs = calloc(n ? n : 1, sizeof(*jobs));
-	c.again = calloc(n ? n : 1, sizeof(*c.again));
-	if (jobs == NULL || c.again == NULL) {
+	session = c.session = imap->session;
+	c.last = session->imap_tag;
+	r = skm_add(&c, uids, n, whole, nwhole, later, nlater);
+	if (r == MAILIMAP_ERROR_MEMORY) {
 		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
 		goto free_all;
 	}
-	/* the structures that came with an earlier call */
-	for (i = 0; i < n; i++) {
-		jobs[i].uid = uids[i];
-		if (!plans_take(imap, mailbox, uidvalidity, uids[i],
-				&jobs[i].sk))
-			continue;
-		jobs[i].planned = 1;
-		jobs[i].items = skel_items(&jobs[i].sk);
-		if (jobs[i].items == NULL) {
-			mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-			goto free_all;
-		}
-	}
-	c.jobs = jobs;
-	sset = struct_set(jobs, n, later, nlater, &nsset);
-	if (sset == NULL) {
-		mfs_err_set(err, MFS_E_NOMEM, "out of memory");
-		goto free_all;
-	}
-	session = imap->session;
 	mailimap_set_msg_body_handler(session, skm_body, &c);
 	mfs_stream_body_literals(session->imap_stream, 1);
 	mailimap_set_msg_att_handler(session, skm_att, &c);
 	mailimap_set_progress_callback(session, NULL, index_progress, NULL);
-
-	/* first burst: the structures not known yet, the sections of those
-	 * whose structure is known, then the whole messages: a reader in
-	 * UID order that comes to a large message finds its skeleton before
-	 * the whole messages after it, not only once all of them have come */
-	if (nsset > 0) {
-		r = send_uid_fetch(session, sset, nsset,
-				   " (UID BODYSTRUCTURE)\r\n");
-		tstruct = session->imap_tag;
-	}
-	for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++)
-		jobs[i].first = jobs[i].items != NULL;
-	if (r == MAILIMAP_NO_ERROR)
-		r = skel_send_all(session, jobs, n, NULL, 0, &tagain);
-	if (r == MAILIMAP_NO_ERROR && nwhole > 0) {
-		r = send_uid_fetch(session, whole, nwhole,
-				   " (UID BODY.PEEK[])\r\n");
-		twhole = session->imap_tag;
-	}
 	if (r == MAILIMAP_NO_ERROR &&
 	    mailstream_flush(session->imap_stream) == -1)
 		r = MAILIMAP_ERROR_STREAM;
-	last = session->imap_tag;
-	/* every structure has come when its command's tagged reply has */
-	if (r == MAILIMAP_NO_ERROR && tstruct != 0) {
-		r = read_tagged(session, tstruct, NULL, &ok);
-		if (r == MAILIMAP_NO_ERROR && !ok)
-			snprintf(refused, sizeof(refused),
-				 "UID FETCH BODYSTRUCTURE: %s",
-				 imap_reply(imap));
-	}
-	session->imap_tag = last;
 
-	/* second burst: the sections of the structures just come; early
-	 * when short (SKEL_EARLY_MAX) */
-	for (i = 0; i < n; i++)
-		if (jobs[i].items != NULL && jobs[i].tag == 0)
-			early += strlen(jobs[i].items) + 32;
-	early += c.nagain * 12;
-	if (early == 0) {
-		sent2 = 1; /* nothing to send */
-	} else if (r == MAILIMAP_NO_ERROR &&
-		   (early <= SKEL_EARLY_MAX || !twhole)) {
-		r = skel_send_all(session, jobs, n, c.again, c.nagain,
-				  &tagain);
-		if (r == MAILIMAP_NO_ERROR &&
-		    mailstream_flush(session->imap_stream) == -1)
+	/* the replies in the order of the commands; the second burst when
+	 * the structures are in (skm_second), and the batches cb->more adds
+	 * meanwhile (skm_more) */
+	while (r == MAILIMAP_NO_ERROR && c.qhead < c.qlen) {
+		struct skm_cmd k = c.q[c.qhead++];
+
+		r = read_tagged(session, k.tag, NULL, &ok);
+		if (r != MAILIMAP_NO_ERROR)
+			break;
+		if (c.send_failed) {
 			r = MAILIMAP_ERROR_STREAM;
-		last = session->imap_tag;
-		sent2 = 1;
-	}
-	/* the replies in the order of the commands: the first burst's
-	 * sections, its whole messages, then the second burst */
-	for (int pass = 0; pass < 2; pass++) {
-		if (pass == 1 && r == MAILIMAP_NO_ERROR && twhole != 0) {
-			r = read_tagged(session, twhole, NULL, &ok);
-			if (r == MAILIMAP_NO_ERROR && !ok &&
-			    refused[0] == '\0')
-				snprintf(refused, sizeof(refused),
-					 "UID FETCH (ahead): %s",
-					 imap_reply(imap));
+			break;
 		}
-		if (pass == 1 && !sent2 && r == MAILIMAP_NO_ERROR) {
-			session->imap_tag = last;
-			r = skel_send_all(session, jobs, n, c.again, c.nagain,
-					  &tagain);
-			if (r == MAILIMAP_NO_ERROR &&
-			    mailstream_flush(session->imap_stream) == -1)
-				r = MAILIMAP_ERROR_STREAM;
-			last = session->imap_tag;
-		}
-		for (i = 0; i < n && r == MAILIMAP_NO_ERROR; i++) {
-			if (jobs[i].tag == 0 || jobs[i].first != !pass)
-				continue;
-			r = read_tagged(session, jobs[i].tag, NULL, &ok);
-			if (r == MAILIMAP_NO_ERROR && !ok &&
-			    refused[0] == '\0')
-				snprintf(refused, sizeof(refused),
-					 "UID FETCH (sections): %s",
-					 imap_reply(imap));
-		}
-	}
-	if (r == MAILIMAP_NO_ERROR && tagain != 0) {
-		r = read_tagged(session, tagain, NULL, &ok);
-		if (r == MAILIMAP_NO_ERROR && !ok && refused[0] == '\0')
-			snprintf(refused, sizeof(refused),
-				 "UID FETCH (ahead): %s", imap_reply(imap));
+		if (!ok && refused[0] == '\0')
+			snprintf(refused, sizeof(refused), "%s: %s",
+				 skm_kind_name(k.kind), imap_reply(imap));
+		if (k.kind == SKM_STRUCT)
+			r = skm_second(&c, 1);
+		else if (k.kind == SKM_WHOLE && c.s2_due)
+			r = skm_second(&c, 0);
+		if (r == MAILIMAP_NO_ERROR && c.qhead == c.qlen)
+			r = skm_second(&c, 0); /* what is left, if any */
 	}
 	if (imap->session != NULL) {
-		session->imap_tag = last;
+		session->imap_tag = c.last;
 		mfs_stream_body_literals(session->imap_stream, 0);
 		mailimap_set_msg_body_handler(session, NULL, NULL);
 		mailimap_set_msg_att_handler(session, NULL, NULL);
@@ -4021,13 +4153,15 @@ static int imap_skeleton_many(struct mfs_store *st, const char *mailbox,
 free_all:
 	skm_secs_clear(&c);
 	free(c.secs);
-	free(sset);
-	for (i = 0; jobs != NULL && i < n; i++) {
-		mfs_skel_free(&jobs[i].sk);
-		free(jobs[i].items);
+	for (i = 0; i < c.n; i++) {
+		mfs_skel_free(&c.jobs[i].sk);
+		free(c.jobs[i].items);
 	}
-	free(jobs);
+	free(c.jobs);
 	free(c.again);
+	free(c.later);
+	free(c.coming);
+	free(c.q);
 unlock:
 	pthread_mutex_unlock(&imap->lock);
 	return err->code;

@@ -1350,6 +1350,71 @@ static int j_skeleton(struct mfs_store *st, const char *folder,
 				       hole_min, fd, segs, nsegs, err);
 }
 
+/* skeleton_many's callbacks through the journal (j_skeleton_many): each
+ * goes to the caller's, and the batches the caller adds on the way (more)
+ * lose their stand-ins as the first one does. */
+struct j_many {
+	struct journal *j;
+	const struct mfs_many_cb *outer;
+};
+
+static int j_many_open(void *ctx)
+{
+	const struct mfs_many_cb *o = ((struct j_many *)ctx)->outer;
+
+	return o->open_fn(o->ctx);
+}
+
+static void j_many_done(void *ctx, uint32_t uid, int fd, size_t len)
+{
+	const struct mfs_many_cb *o = ((struct j_many *)ctx)->outer;
+
+	o->done_fn(o->ctx, uid, fd, len);
+}
+
+static int j_many_skel_open(void *ctx)
+{
+	const struct mfs_many_cb *o = ((struct j_many *)ctx)->outer;
+
+	return o->skel_open(o->ctx);
+}
+
+static void j_many_skel_done(void *ctx, uint32_t uid, int fd,
+			     struct mfs_seg *segs, size_t nsegs)
+{
+	const struct mfs_many_cb *o = ((struct j_many *)ctx)->outer;
+
+	o->skel_done(o->ctx, uid, fd, segs, nsegs);
+}
+
+/* uids[0..*n) without the stand-ins. */
+static void standins_out(struct journal *j, uint32_t *uids, size_t *n)
+{
+	size_t k = 0, i;
+
+	for (i = 0; i < *n; i++)
+		if (!is_standin(j, uids[i]))
+			uids[k++] = uids[i];
+	*n = k;
+}
+
+/* The stand-ins of an added batch are left out, not delivered: this runs
+ * inside the server's call, and a stand-in may need a fetch of its own;
+ * the reader that wants one fetches it as any message a batch did not
+ * bring. */
+static int j_many_more(void *ctx, struct mfs_many_more *nx)
+{
+	struct j_many *w = ctx;
+	const struct mfs_many_cb *o = w->outer;
+
+	if (!o->more(o->ctx, nx))
+		return 0;
+	standins_out(w->j, nx->uids, &nx->n);
+	standins_out(w->j, nx->whole, &nx->nwhole);
+	standins_out(w->j, nx->later, &nx->nlater);
+	return 1;
+}
+
 /* Stand-ins come whole (their skeleton is "none"); the rest as the
  * server's store brings them. */
 static int j_skeleton_many(struct mfs_store *st, const char *folder,
@@ -1375,10 +1440,16 @@ static int j_skeleton_many(struct mfs_store *st, const char *folder,
 	for (nt = 0, i = 0; i < nlater; i++)
 		if (!is_standin(j, later[i]))
 			ahead[nt++] = later[i];
-	if (nl + nw + nt > 0)
+	if (nl + nw + nt > 0) {
+		struct j_many w = {j, cb};
+		struct mfs_many_cb jcb = {j_many_open, j_many_done,
+					  j_many_skel_open, j_many_skel_done,
+					  &w, cb->more ? j_many_more : NULL};
+
 		r = in->ops->skeleton_many(in, folder, validity, large, nl,
 					   hole_min, rest + nl, nw, ahead, nt,
-					   cb, err);
+					   &jcb, err);
+	}
 	free(rest);
 	return r;
 }

@@ -823,6 +823,12 @@ struct ahead {
 	int followed;	  /* the next batch was started from it */
 	struct mfs_node *follow; /* held: where the next batch starts once
 				  * this one's fetch is done (ahead_touch) */
+	int threaded;	  /* it has a thread of its own (ahead_run) */
+	struct ahead **chain; /* owned array, nchain: the batches its thread
+			       * fetches after it on the same call
+			       * (ahead_more); none when carried */
+	size_t nchain;
+	int carried;	  /* fetched by another batch's thread */
 	int ended;	  /* its thread is done (fs->lock) */
 	time_t ended_at;  /* when */
 	unsigned waiters; /* readers waiting for one of its messages */
@@ -847,6 +853,7 @@ static void ahead_free(struct ahead *a)
 	free(a->item);
 	free(a->tmp);
 	free(a->mailbox);
+	free(a->chain);
 }
 
 static int ahead_open(void *ctx)
@@ -879,6 +886,23 @@ static struct ahead_item *ahead_find(const struct ahead *a, uint32_t uid)
 				   item_cmp);
 }
 
+/* The item of uid among the batches a's thread fetches (a and its
+ * chain), and in *owner its batch; NULL when none holds it. On a's
+ * thread only (the chain is changed there alone). */
+static struct ahead_item *ahead_find_any(struct ahead *a, uint32_t uid,
+					 struct ahead **owner)
+{
+	struct ahead_item *it = ahead_find(a, uid);
+	size_t i;
+
+	*owner = a;
+	for (i = 0; it == NULL && i < a->nchain; i++) {
+		*owner = a->chain[i];
+		it = ahead_find(a->chain[i], uid);
+	}
+	return it;
+}
+
 /* it has come, or will not: whoever waits for it goes on. Caller holds
  * the lock. */
 static void ahead_item_done(struct ahead *a, struct ahead_item *it)
@@ -891,6 +915,16 @@ static void ahead_item_done(struct ahead *a, struct ahead_item *it)
 	}
 	it->done = 1;
 	pthread_cond_broadcast(&fs->ahead_cond);
+}
+
+/* Whether every item of a has come, or will not. Caller holds the lock. */
+static int ahead_all_done(const struct ahead *a)
+{
+	size_t i;
+
+	for (i = 0; i < a->n && a->item[i].done; i++)
+		;
+	return i == a->n;
 }
 
 /*
@@ -910,11 +944,11 @@ static void ahead_wait_finishing(struct mfs_fs *fs)
 		size_t i;
 
 		for (a = fs->aheads; a != NULL && !finishing; a = a->next) {
-			if (a->ended)
+			if (a->ended || a->carried)
 				continue;
-			for (i = 0; i < a->n && a->item[i].done; i++)
-				;
-			finishing = i == a->n;
+			finishing = ahead_all_done(a);
+			for (i = 0; finishing && i < a->nchain; i++)
+				finishing = ahead_all_done(a->chain[i]);
 		}
 		if (!finishing)
 			return;
@@ -924,8 +958,8 @@ static void ahead_wait_finishing(struct mfs_fs *fs)
 
 static void ahead_done(void *ctx, uint32_t uid, int fd, size_t len)
 {
-	struct ahead *a = ctx;
-	struct ahead_item *it = ahead_find(a, uid);
+	struct ahead *a = ctx, *owner;
+	struct ahead_item *it = ahead_find_any(a, uid, &owner);
 
 	(void)len; /* the commit checks the size on disk */
 	if (it != NULL && a->tmp != NULL) {
@@ -939,7 +973,7 @@ static void ahead_done(void *ctx, uint32_t uid, int fd, size_t len)
 	a->tmp = NULL;
 	if (it != NULL) {
 		pthread_mutex_lock(&a->fs->lock);
-		ahead_item_done(a, it);
+		ahead_item_done(owner, it);
 		pthread_mutex_unlock(&a->fs->lock);
 	}
 }
@@ -977,8 +1011,8 @@ static void ahead_settle(struct ahead *a, struct ahead_item *it,
 static void ahead_skel_done(void *ctx, uint32_t uid, int fd,
 			    struct mfs_seg *segs, size_t nsegs)
 {
-	struct ahead *a = ctx;
-	struct ahead_item *it = ahead_find(a, uid);
+	struct ahead *a = ctx, *owner;
+	struct ahead_item *it = ahead_find_any(a, uid, &owner);
 	struct view *v = it != NULL && it->node != NULL
 			     ? calloc(1, sizeof(*v))
 			     : NULL;
@@ -1002,8 +1036,8 @@ static void ahead_skel_done(void *ctx, uint32_t uid, int fd,
 	}
 	pthread_mutex_lock(&a->fs->lock);
 	if (v != NULL)
-		ahead_settle(a, it, v);
-	ahead_item_done(a, it);
+		ahead_settle(owner, it, v);
+	ahead_item_done(owner, it);
 	pthread_mutex_unlock(&a->fs->lock);
 }
 
@@ -1292,6 +1326,10 @@ static size_t ahead_later(struct mfs_fs *fs, struct mfs_node *msg,
 
 static struct ahead *ahead_start(struct mfs_fs *fs, struct mfs_node *msg,
 				 size_t window);
+static struct ahead *ahead_make(struct mfs_fs *fs, struct mfs_node *msg,
+				size_t window);
+static void ahead_register(struct mfs_fs *fs, struct ahead *a,
+			   const struct mfs_node *msg);
 
 /* Whether the cache holds item it (msg_cached, with a look at the disk). */
 static int ahead_item_cached(struct mfs_fs *fs, const struct ahead_item *it)
@@ -1305,46 +1343,91 @@ static int ahead_item_cached(struct mfs_fs *fs, const struct ahead_item *it)
 	       mfs_cache_has(fs->cache, key, MFS_CACHE_ANY_SIZE);
 }
 
-/* The batch's thread: fetches what the cache does not have, then lets
- * every waiter go on, and starts the batch after it when a reader asked
- * for that meanwhile. */
-static void *ahead_run(void *arg)
+/* What batch a asks the store for: the skeletons and the whole messages
+ * the cache does not hold, and the structures to bring ahead, into nx
+ * (malloc'd arrays, ascending). Without the lock (a's items do not
+ * change). Returns 0, or -1 when memory is short. */
+static int ahead_request(struct mfs_fs *fs, const struct ahead *a,
+			 struct mfs_many_more *nx)
 {
-	struct ahead *a = arg;
+	size_t i;
+
+	memset(nx, 0, sizeof(*nx));
+	nx->uids = calloc(a->n + 1, sizeof(*nx->uids));
+	nx->whole = calloc(a->n + 1, sizeof(*nx->whole));
+	nx->later = calloc(a->nlater + 1, sizeof(*nx->later));
+	if (nx->uids == NULL || nx->whole == NULL || nx->later == NULL) {
+		free(nx->uids);
+		free(nx->whole);
+		free(nx->later);
+		memset(nx, 0, sizeof(*nx));
+		return -1;
+	}
+	for (i = 0; i < a->n; i++) {
+		if (ahead_item_cached(fs, &a->item[i]))
+			continue; /* done at the end */
+		if (a->item[i].node != NULL)
+			nx->uids[nx->n++] = a->item[i].uid;
+		else
+			nx->whole[nx->nwhole++] = a->item[i].uid;
+	}
+	memcpy(nx->later, a->later, a->nlater * sizeof(*nx->later));
+	nx->nlater = a->nlater;
+	return 0;
+}
+
+/* skeleton_many's more (store.h): when a reader has asked for the batch
+ * after one that a's thread fetches (ahead_touch), that batch is made
+ * now and carried by the same call, so that it goes out while the one
+ * before still comes. On a's thread. */
+static int ahead_more(void *ctx, struct mfs_many_more *nx)
+{
+	struct ahead *a = ctx, *b = NULL, **v;
 	struct mfs_fs *fs = a->fs;
-	const struct mfs_store_ops *ops = fs->store->ops;
-	uint32_t *whole = calloc(a->n, sizeof(*whole));
-	uint32_t *skel = calloc(a->n, sizeof(*skel));
-	size_t i, nw = 0, ns = 0;
+	size_t i;
 
-	a->rc = MFS_OK;
-	if (whole != NULL && skel != NULL) {
-		for (i = 0; i < a->n; i++) {
-			if (ahead_item_cached(fs, &a->item[i]))
-				continue; /* done below */
-			if (a->item[i].node != NULL)
-				skel[ns++] = a->item[i].uid;
-			else
-				whole[nw++] = a->item[i].uid;
-		}
-	}
-	if (ns > 0 || a->nlater > 0) {
-		struct mfs_many_cb cb = {ahead_open, ahead_done,
-					 ahead_skel_open, ahead_skel_done, a};
-
-		a->rc = ops->skeleton_many(fs->store, a->mailbox, a->validity,
-					   skel, ns, HOLE_MIN, whole, nw,
-					   a->later, a->nlater, &cb, &a->err);
-	} else if (nw > 0) {
-		a->rc = ops->fetch_many(fs->store, a->mailbox, a->validity,
-					whole, nw, ahead_open, ahead_done, a,
-					&a->err);
-	}
-	if (a->rc != MFS_OK)
-		mfs_log_debug("fetch-ahead: %s", a->err.msg);
-	free(whole);
-	free(skel);
 	pthread_mutex_lock(&fs->lock);
+	for (i = 0; i <= a->nchain && b == NULL; i++) {
+		struct ahead *x = i == 0 ? a : a->chain[i - 1];
+		struct mfs_node *c = x->follow;
+
+		if (c == NULL)
+			continue;
+		x->follow = NULL;
+		v = realloc(a->chain, (a->nchain + 1) * sizeof(*v));
+		if (v != NULL)
+			a->chain = v;
+		if (v != NULL && c->linked && c->parent == a->dir)
+			b = ahead_make(fs, c, ahead_double(x->window));
+		if (b != NULL) {
+			b->carried = 1;
+			a->chain[a->nchain++] = b;
+			ahead_register(fs, b, c);
+		}
+		mfs_nodes_release(fs->nodes, c);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (b == NULL || ahead_request(fs, b, nx) != 0)
+		return 0; /* its items end with this call */
+	if (nx->n + nx->nwhole + nx->nlater > 0)
+		return 1;
+	free(nx->uids);
+	free(nx->whole);
+	free(nx->later);
+	return 0;
+}
+
+/* The end of batch a, fetched by its own thread or carried: every item
+ * not come yet never will on this call, the batch after it starts when a
+ * reader asked for it meanwhile. rc and err: how the call ended. Caller
+ * holds the lock. */
+static void ahead_end(struct ahead *a, int rc, const struct mfs_err *err)
+{
+	struct mfs_fs *fs = a->fs;
+	size_t i;
+
+	a->rc = rc;
+	a->err = *err;
 	for (i = 0; i < a->n; i++)
 		if (!a->item[i].done)
 			ahead_item_done(a, &a->item[i]);
@@ -1352,7 +1435,7 @@ static void *ahead_run(void *arg)
 		struct mfs_node *c = a->follow;
 
 		a->follow = NULL;
-		if (a->rc == MFS_OK && c->linked && c->parent == a->dir)
+		if (rc == MFS_OK && c->linked && c->parent == a->dir)
 			ahead_start(fs, c, ahead_double(a->window));
 		mfs_nodes_release(fs->nodes, c);
 	}
@@ -1360,9 +1443,54 @@ static void *ahead_run(void *arg)
 	a->dir = NULL;
 	a->ended = 1;
 	a->ended_at = time(NULL);
-	if (a->rc != MFS_OK)
+	if (rc != MFS_OK)
 		a->followed = 1; /* no read in a row goes on from a failure */
 	fs->ahead_last = a->ended_at;
+}
+
+/* The batch's thread: fetches what the cache does not have, and the
+ * batches that readers ask for meanwhile on the same call (ahead_more),
+ * then lets every waiter go on, and starts the batch after them when a
+ * reader asked for that after the last response. */
+static void *ahead_run(void *arg)
+{
+	struct ahead *a = arg;
+	struct mfs_fs *fs = a->fs;
+	const struct mfs_store_ops *ops = fs->store->ops;
+	struct mfs_many_more nx;
+	struct mfs_err err;
+	size_t i;
+	int rc = MFS_OK;
+
+	mfs_err_clear(&err);
+	if (ahead_request(fs, a, &nx) == 0) {
+		if (ops->skeleton_many != NULL &&
+		    nx.n + nx.nwhole + nx.nlater > 0) {
+			struct mfs_many_cb cb = {ahead_open, ahead_done,
+						 ahead_skel_open,
+						 ahead_skel_done, a,
+						 ahead_more};
+
+			rc = ops->skeleton_many(fs->store, a->mailbox,
+						a->validity, nx.uids, nx.n,
+						HOLE_MIN, nx.whole, nx.nwhole,
+						nx.later, nx.nlater, &cb,
+						&err);
+		} else if (nx.nwhole > 0) {
+			rc = ops->fetch_many(fs->store, a->mailbox,
+					     a->validity, nx.whole, nx.nwhole,
+					     ahead_open, ahead_done, a, &err);
+		}
+		free(nx.uids);
+		free(nx.whole);
+		free(nx.later);
+	}
+	if (rc != MFS_OK)
+		mfs_log_debug("fetch-ahead: %s", err.msg);
+	pthread_mutex_lock(&fs->lock);
+	for (i = 0; i < a->nchain; i++)
+		ahead_end(a->chain[i], rc, &err);
+	ahead_end(a, rc, &err);
 	pthread_cond_broadcast(&fs->ahead_cond);
 	pthread_mutex_unlock(&fs->lock);
 	return NULL;
@@ -1370,7 +1498,8 @@ static void *ahead_run(void *arg)
 
 /* Frees the batches whose thread has ended, that nobody waits on and
  * that a read in a row will not follow any more (all: every one that
- * has ended). Caller holds the lock. */
+ * has ended). A batch's chain goes with it: each of those is on
+ * fs->aheads too, and ended with it. Caller holds the lock. */
 static void aheads_reap(struct mfs_fs *fs, int all)
 {
 	struct ahead **p = &fs->aheads, *a;
@@ -1382,7 +1511,8 @@ static void aheads_reap(struct mfs_fs *fs, int all)
 		     now - a->ended_at > AHEAD_GAP)) {
 			*p = a->next;
 			/* it has ended: only its return is left */
-			pthread_join(a->thread, NULL);
+			if (a->threaded)
+				pthread_join(a->thread, NULL);
 			ahead_free(a);
 			free(a);
 		} else {
@@ -1391,13 +1521,13 @@ static void aheads_reap(struct mfs_fs *fs, int all)
 	}
 }
 
-/* Starts a batch of at most window messages from msg (see above) on a
- * thread of its own; msg is its first when fetch-ahead wants it. Returns
- * the batch, or NULL when there is nothing to fetch, or memory or a
- * thread is short (the reader then fetches its message alone). Caller
- * holds the lock and a hold on msg. */
-static struct ahead *ahead_start(struct mfs_fs *fs, struct mfs_node *msg,
-				 size_t window)
+/* A batch of at most window messages from msg (see above); msg is its
+ * first when fetch-ahead wants it. Not on fs->aheads yet, and no thread:
+ * its dir and the nodes of its skeletal items are held. Returns NULL when
+ * there is nothing to fetch or memory is short. Caller holds the lock and
+ * a hold on msg. */
+static struct ahead *ahead_make(struct mfs_fs *fs, struct mfs_node *msg,
+				size_t window)
 {
 	struct mfs_node *dir = msg->parent, **pick = calloc(window,
 							    sizeof(*pick));
@@ -1442,21 +1572,6 @@ static struct ahead *ahead_start(struct mfs_fs *fs, struct mfs_node *msg,
 	qsort(a->item, a->n, sizeof(*a->item), item_cmp);
 	a->dir = dir;
 	mfs_nodes_hold(dir);
-	if (pthread_create(&a->thread, NULL, ahead_run, a) != 0) {
-		mfs_log_err("fetch-ahead: cannot start a thread");
-		for (i = 0; i < a->n; i++)
-			if (a->item[i].node != NULL)
-				mfs_nodes_release(fs->nodes, a->item[i].node);
-		mfs_nodes_release(fs->nodes, dir);
-		goto fail;
-	}
-	mfs_log_debug("fetch-ahead: %zu of %s from uid %u", a->n, a->mailbox,
-		      msg->msg.uid);
-	a->next = fs->aheads;
-	fs->aheads = a;
-	fs->ahead_folder = dir->ino;
-	fs->ahead_window = window;
-	fs->ahead_last = time(NULL);
 	free(pick);
 	return a;
 fail:
@@ -1465,6 +1580,47 @@ fail:
 	free(a);
 	free(pick);
 	return NULL;
+}
+
+/* Puts batch a (ahead_make) on fs->aheads, where readers find it. Caller
+ * holds the lock. */
+static void ahead_register(struct mfs_fs *fs, struct ahead *a,
+			   const struct mfs_node *msg)
+{
+	mfs_log_debug("fetch-ahead: %zu of %s from uid %u%s", a->n,
+		      a->mailbox, msg->msg.uid, a->carried ? " (carried)" : "");
+	a->next = fs->aheads;
+	fs->aheads = a;
+	fs->ahead_folder = a->dir_ino;
+	fs->ahead_window = a->window;
+	fs->ahead_last = time(NULL);
+}
+
+/* Starts a batch of at most window messages from msg (ahead_make) on a
+ * thread of its own. Returns the batch, or NULL when there is nothing to
+ * fetch, or memory or a thread is short (the reader then fetches its
+ * message alone). Caller holds the lock and a hold on msg. */
+static struct ahead *ahead_start(struct mfs_fs *fs, struct mfs_node *msg,
+				 size_t window)
+{
+	struct ahead *a = ahead_make(fs, msg, window);
+	size_t i;
+
+	if (a == NULL)
+		return NULL;
+	a->threaded = 1;
+	if (pthread_create(&a->thread, NULL, ahead_run, a) != 0) {
+		mfs_log_err("fetch-ahead: cannot start a thread");
+		for (i = 0; i < a->n; i++)
+			if (a->item[i].node != NULL)
+				mfs_nodes_release(fs->nodes, a->item[i].node);
+		mfs_nodes_release(fs->nodes, a->dir);
+		ahead_free(a);
+		free(a);
+		return NULL;
+	}
+	ahead_register(fs, a, msg);
+	return a;
 }
 
 /* A reader has taken msg. When msg is past the first 1/AHEAD_FOLLOW of a

@@ -95,6 +95,14 @@ struct mfs_query;
 
 /* The callbacks of skeleton_many (store.h, below), called in the
  * thread of the op, one at a time. */
+/* The next batch of a skeleton_many call (mfs_many_cb's more): as the
+ * call's own uids, whole and later, each malloc'd (or NULL when empty)
+ * and ascending; the driver frees them. */
+struct mfs_many_more {
+	uint32_t *uids, *whole, *later;
+	size_t n, nwhole, nlater;
+};
+
 struct mfs_many_cb {
 	int (*open_fn)(void *ctx);
 	void (*done_fn)(void *ctx, uint32_t uid, int fd, size_t len);
@@ -102,6 +110,12 @@ struct mfs_many_cb {
 	void (*skel_done)(void *ctx, uint32_t uid, int fd,
 			  struct mfs_seg *segs, size_t nsegs);
 	void *ctx;
+	/* May be NULL. Asked after each response while the call's replies
+	 * still come: 1 and *next filled when the caller wants a next batch
+	 * now. The driver sends it at once on the same connection and
+	 * delivers its messages through the same callbacks, before the call
+	 * returns; a server may mix its responses with the earlier ones. */
+	int (*more)(void *ctx, struct mfs_many_more *next);
 };
 
 

@@ -683,6 +683,80 @@ def test_fetch_ahead_brings_large_messages_as_skeletons(env):
         c.logout()
 
 
+def medium_message(i, rnd):
+    """Message i of the Carried folder: every seventh one has an attachment
+    of 70 to 150 kB (it comes as a skeleton ahead of a read), the others
+    are small; dates follow i."""
+    date = email.utils.formatdate(1700000000 + i * 60, localtime=False)
+    head = ["From: Sender %d <s%d@example.test>" % (i, i),
+            "To: alice@example.test", "Subject: carried %d" % i,
+            "Date: " + date, "Message-ID: <carried-%d@example.test>" % i]
+    if i % 7 != 3:
+        return "\r\n".join(head + ["", "Small body %d." % i, ""]).encode()
+    enc = base64.b64encode(rnd.randbytes(rnd.randint(70000, 150000)))
+    enc = enc.decode()
+    out = head + ["MIME-Version: 1.0",
+                  'Content-Type: multipart/mixed; boundary="cb%d"' % i, "",
+                  "--cb%d" % i, "Content-Type: text/plain; charset=utf-8",
+                  "", "Medium body %d." % i, "", "--cb%d" % i,
+                  "Content-Type: application/octet-stream",
+                  'Content-Disposition: attachment; filename="c%d.bin"' % i,
+                  "Content-Transfer-Encoding: base64", ""]
+    out += [enc[j:j + 76] for j in range(0, len(enc), 76)]
+    out += ["--cb%d--" % i, ""]
+    return "\r\n".join(out).encode()
+
+
+def test_batches_carried_on_one_call_bring_every_message(env):
+    """body.txt of 400 messages read in name order through a link of 20
+    ms each way (TLS): the next batches go out on the same call while the
+    ones before still come (the server may mix their responses), and every
+    body.txt is byte-exact (Python's email module on the server's copy);
+    then the attachments of the messages with one, from the skeletons the
+    batches left."""
+    import email.policy
+    import mime_reference
+    sys.path.insert(0, os.path.join(ROOT, "tests", "bench"))
+    from delayproxy import DelayProxy
+    rnd = random.Random(21)
+    want = filled(env, "Carried", [medium_message(i, rnd)
+                                   for i in range(400)])
+    exp = {uid: mime_reference.expected(email.message_from_bytes(
+        raw, policy=email.policy.compat32)) for uid, raw in want.items()}
+    proxy = DelayProxy(int(env["MFS_IMAPS_PORT"]), delay=0.020,
+                       proto="imap")
+    cfg = env.write_config("config-carried", {
+        "imap": "imaps://localhost:%d" % proxy.port})
+    try:
+        with env.mount(config=cfg, args=("-d",)) as m:
+            path, names = listed(m, "Carried", 400)
+            proxy.reset()
+            for n in names:
+                uid = int(DIRNAME.match(n).group(1))
+                with open(os.path.join(path, n, "body.txt"), "rb") as f:
+                    eq(f.read().hex(), exp[uid]["body.txt"],
+                       "body.txt of uid %d" % uid)
+            rts = proxy.round_trips()
+            carried = m.output().count("(carried)")
+            print("body.txt of 400 messages, 57 with an attachment: %d "
+                  "round trips, %d batches carried" % (rts, carried))
+            check(rts <= 12, "round trips for 400 messages: %d" % rts)
+            check(carried >= 1, "no batch went out on the call of the "
+                  "batch before")
+            for n in names[:70]:
+                uid = int(DIRNAME.match(n).group(1))
+                for att in exp[uid]["attachments"]:
+                    with open(os.path.join(path, n, att["filename"]),
+                              "rb") as f:
+                        eq(f.read().hex(), att["content"],
+                           "%s of uid %d" % (att["filename"], uid))
+    finally:
+        proxy.close()
+        c = env.imap()
+        c.delete("Carried")
+        c.logout()
+
+
 def test_fetch_ahead_leaves_attachments_out_until_a_run_reads_them(env):
     """50 messages of 120 to 200 kB, each a short text and an attachment,
     read in a row twice on fresh caches. body.txt of each: the attachments

@@ -3200,7 +3200,8 @@ TEST_F(ImapScripted, SkeletonManyTwoBursts)
 	size_t before = srv.bursts;
 	ManyGot got;
 	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
-				 ManyGot::skel_open, ManyGot::skel_done, &got};
+				 ManyGot::skel_open, ManyGot::skel_done, &got,
+				 nullptr};
 	ASSERT_EQ(st->ops->skeleton_many(st, "INBOX", 7, big.data(), big.size(),
 					 64 * 1024, small.data(), small.size(),
 					 NULL, 0, &cb, &err),
@@ -3267,7 +3268,8 @@ TEST_F(ImapScripted, SkeletonManyBadSectionsSkipsThatOne)
 	ASSERT_EQ(index(st, "INBOX"), "1 2 3");
 	ManyGot got;
 	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
-				 ManyGot::skel_open, ManyGot::skel_done, &got};
+				 ManyGot::skel_open, ManyGot::skel_done, &got,
+				 nullptr};
 	int rc = st->ops->skeleton_many(st, "INBOX", 7, big.data(), big.size(),
 					64 * 1024, NULL, 0, NULL, 0, &cb, &err);
 	EXPECT_EQ(rc, MFS_OK) << err.msg;
@@ -3299,7 +3301,8 @@ TEST_F(ImapScripted, SkeletonManyByeMidBurst)
 	ASSERT_EQ(index(st, "INBOX"), "1 2 3 4");
 	ManyGot got;
 	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
-				 ManyGot::skel_open, ManyGot::skel_done, &got};
+				 ManyGot::skel_open, ManyGot::skel_done, &got,
+				 nullptr};
 	int rc = st->ops->skeleton_many(st, "INBOX", 7, big.data(), big.size(),
 					64 * 1024, &small, 1, NULL, 0, &cb, &err);
 	EXPECT_NE(rc, MFS_OK);
@@ -3334,7 +3337,8 @@ TEST_F(ImapScripted, SkeletonManyLaterPlansSaveARoundTrip)
 	ASSERT_EQ(index(st, "INBOX"), "1 2 3 4 5");
 	ManyGot got;
 	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
-				 ManyGot::skel_open, ManyGot::skel_done, &got};
+				 ManyGot::skel_open, ManyGot::skel_done, &got,
+				 nullptr};
 	ASSERT_EQ(st->ops->skeleton_many(st, "INBOX", 7, first.data(),
 					 first.size(), 64 * 1024, NULL, 0,
 					 second.data(), second.size(), &cb,
@@ -3370,6 +3374,160 @@ TEST_F(ImapScripted, SkeletonManyLaterPlansSaveARoundTrip)
 			EXPECT_EQ(c, "UID FETCH 1:4 (UID BODYSTRUCTURE)");
 		}
 	EXPECT_EQ(structs, 1u);
+}
+
+// The next batch, asked for while a call's replies still come (cb.more),
+// goes out on the same call: its messages are delivered before the call
+// returns, its large messages' sections (their structures came with the
+// first batch, as `later`) before its whole messages, and nothing is
+// asked for twice.
+struct MoreGot : ManyGot {
+	std::vector<uint32_t> big2, small2;
+	int asked = 0, given = 0, at = 4; // given at the at-th ask
+
+	static int more(void *ctx, struct mfs_many_more *nx)
+	{
+		MoreGot *g = (MoreGot *)ctx;
+		// once the first batch's four structures are in, as a
+		// reader a quarter into it would ask
+		if (++g->asked < g->at || g->given)
+			return 0;
+		g->given = 1;
+		nx->uids = (uint32_t *)calloc(g->big2.size(), sizeof(uint32_t));
+		nx->whole =
+		    (uint32_t *)calloc(g->small2.size(), sizeof(uint32_t));
+		for (uint32_t u : g->big2)
+			nx->uids[nx->n++] = u;
+		for (uint32_t u : g->small2)
+			nx->whole[nx->nwhole++] = u;
+		return 1;
+	}
+};
+
+// The same, with the next batch asked for at once, before the structures
+// of its large messages (asked for by the first batch) have come: they
+// are not asked for again, and every message comes.
+TEST_F(ImapScripted, SkeletonManyMoreBeforeItsStructures)
+{
+	std::map<uint32_t, LargeMsg> large;
+	std::vector<uint32_t> big1, small1;
+	MoreGot got;
+	got.at = 1;
+	for (int k = 0; k < 8; k++) {
+		if (k % 2 == 0) {
+			LargeMsg m(k, 80000);
+			uint32_t u = srv.add("INBOX", m.text);
+			large.emplace(u, m);
+			(k < 4 ? big1 : got.big2).push_back(u);
+		} else {
+			uint32_t u = srv.add("INBOX", "Subject: t\r\n\r\nt" +
+							  std::to_string(k) +
+							  "\r\n");
+			(k < 4 ? small1 : got.small2).push_back(u);
+		}
+	}
+	srv.on("UID FETCH", large_handler(srv, large));
+	struct mfs_store *st = open();
+	StoreGuard guard{st};
+	ASSERT_EQ(index(st, "INBOX"), "1 2 3 4 5 6 7 8");
+	size_t cmds = srv.all().size();
+	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
+				 ManyGot::skel_open, ManyGot::skel_done, &got,
+				 MoreGot::more};
+	ASSERT_EQ(st->ops->skeleton_many(st, "INBOX", 7, big1.data(),
+					 big1.size(), 64 * 1024, small1.data(),
+					 small1.size(), got.big2.data(),
+					 got.big2.size(), &cb, &err),
+		  MFS_OK)
+	    << err.msg;
+	EXPECT_EQ(got.given, 1);
+	auto msgs = srv.msgs("INBOX");
+	for (auto *v : {&small1, &got.small2})
+		for (uint32_t u : *v)
+			EXPECT_EQ(got.whole[u], msgs[u - 1].text) << u;
+	for (auto *v : {&big1, &got.big2})
+		for (uint32_t u : *v) {
+			ASSERT_EQ(got.skel.count(u), 1u) << u;
+			EXPECT_TRUE(got.skel[u] == large.at(u).skeleton()) << u;
+		}
+	EXPECT_EQ(got.opened, got.closed);
+	auto all = srv.all();
+	size_t structs = 0;
+	for (size_t i = cmds; i < all.size(); i++)
+		structs += all[i].find("BODYSTRUCTURE") != std::string::npos;
+	EXPECT_EQ(structs, 1u) << "each structure asked for once";
+	EXPECT_EQ(all.size() - cmds, 7u);
+}
+
+TEST_F(ImapScripted, SkeletonManyMoreCarriesTheNextBatch)
+{
+	std::map<uint32_t, LargeMsg> large;
+	std::vector<uint32_t> big1, small1;
+	MoreGot got;
+	for (int k = 0; k < 8; k++) {
+		if (k % 2 == 0) {
+			LargeMsg m(k, 80000);
+			uint32_t u = srv.add("INBOX", m.text);
+			large.emplace(u, m);
+			(k < 4 ? big1 : got.big2).push_back(u);
+		} else {
+			uint32_t u = srv.add(
+			    "INBOX", "Subject: s" + std::to_string(k) +
+					 "\r\n\r\nsmall " + std::to_string(k) +
+					 "\r\n");
+			(k < 4 ? small1 : got.small2).push_back(u);
+		}
+	}
+	srv.on("UID FETCH", large_handler(srv, large));
+	struct mfs_store *st = open();
+	StoreGuard guard{st};
+	ASSERT_EQ(index(st, "INBOX"), "1 2 3 4 5 6 7 8");
+	size_t cmds = srv.all().size();
+	struct mfs_many_cb cb = {ManyGot::open_fn, ManyGot::done_fn,
+				 ManyGot::skel_open, ManyGot::skel_done, &got,
+				 MoreGot::more};
+	ASSERT_EQ(st->ops->skeleton_many(st, "INBOX", 7, big1.data(),
+					 big1.size(), 64 * 1024, small1.data(),
+					 small1.size(), got.big2.data(),
+					 got.big2.size(), &cb, &err),
+		  MFS_OK)
+	    << err.msg;
+	EXPECT_EQ(got.given, 1);
+	EXPECT_GE(got.asked, 4) << "asked after each response";
+	auto msgs = srv.msgs("INBOX");
+	for (auto *v : {&small1, &got.small2})
+		for (uint32_t u : *v)
+			EXPECT_EQ(got.whole[u], msgs[u - 1].text) << u;
+	for (auto *v : {&big1, &got.big2})
+		for (uint32_t u : *v) {
+			ASSERT_EQ(got.skel.count(u), 1u) << u;
+			EXPECT_TRUE(got.skel[u] == large.at(u).skeleton()) << u;
+		}
+	EXPECT_EQ(got.opened, got.closed);
+	auto all = srv.all();
+	std::vector<std::string> after(all.begin() + (long)cmds, all.end());
+	// first batch: structures (1, 3 and, ahead, 5, 7), whole 2, 4,
+	// sections of 1 and 3; the second: sections of 5 and 7 (their
+	// structures are known), then whole 6, 8; nothing twice
+	std::vector<std::string> want = {
+	    "UID FETCH 1,3,5,7 (UID BODYSTRUCTURE)",
+	    "UID FETCH 2,4 (UID BODY.PEEK[])"};
+	ASSERT_EQ(after.size(), 7u) << "nothing asked for twice";
+	EXPECT_EQ(after[0], want[0]);
+	EXPECT_EQ(after[1], want[1]);
+	std::vector<std::string> rest(after.begin() + 2, after.end());
+	auto pos = [&](const std::string &prefix) {
+		for (size_t i = 0; i < rest.size(); i++)
+			if (rest[i].rfind(prefix, 0) == 0)
+				return (long)i;
+		return -1L;
+	};
+	EXPECT_GE(pos("UID FETCH 5 ("), 0);
+	EXPECT_GE(pos("UID FETCH 7 ("), 0);
+	EXPECT_LT(pos("UID FETCH 5 ("), pos("UID FETCH 6,8 (UID BODY.PEEK[])"));
+	EXPECT_LT(pos("UID FETCH 7 ("), pos("UID FETCH 6,8 (UID BODY.PEEK[])"));
+	// the next op on this connection still works
+	EXPECT_EQ(fetch(st, "INBOX", 7, small1[0], 0), msgs[small1[0] - 1].text);
 }
 
 // A listing whose reply mixes what the listing's own reader takes with
