@@ -745,10 +745,13 @@ static int view_build(struct mfs_fs *fs, const struct msg_ref *r,
  * waits for its own message only: each message is in the cache, or its
  * skeleton its view, as soon as it has come. When a reader takes a
  * message past the first 1/AHEAD_FOLLOW of a batch, the next batch is
- * asked for (ahead_touch): at once when this one has come, else by this
- * one's thread as soon as its fetch is done, on the connection it
- * leaves. So a read in a row finds the next messages on their way or
- * come, and never waits for a whole batch; batches stay small
+ * asked for (ahead_touch): at once when this one has come, else on this
+ * one's call, by its thread (ahead_more: the store asks after each
+ * response, and sends the next batch while the replies before it still
+ * come), or, asked for after the last response, by a thread of its own
+ * as soon as this one's is done. So a read in a row finds the next
+ * messages on their way or come, and never waits for a whole batch;
+ * batches stay small
  * (AHEAD_MAX), since what the last one brings beyond the end of the read
  * is wasted. A reader is slower than the batch it reads (each message
  * costs it a few requests of the kernel's), so the next batch is asked
@@ -1625,9 +1628,9 @@ static struct ahead *ahead_start(struct mfs_fs *fs, struct mfs_node *msg,
 
 /* A reader has taken msg. When msg is past the first 1/AHEAD_FOLLOW of a
  * batch that no batch follows yet, the reader reads in a row: the next
- * batch, twice as large, starts now, or as soon as this one's fetch is
- * done, so that it comes while the reader reads this one. Caller holds
- * the lock and a hold on msg. */
+ * batch, twice as large, starts now, or on this one's call while it
+ * still comes, or as soon as it is done, so that it comes while the
+ * reader reads this one. Caller holds the lock and a hold on msg. */
 static void ahead_touch(struct mfs_fs *fs, struct mfs_node *msg)
 {
 	struct ahead_item *it;
@@ -1641,9 +1644,9 @@ static void ahead_touch(struct mfs_fs *fs, struct mfs_node *msg)
 		return;
 	a->followed = 1;
 	if (!a->ended) {
-		/* once this one's fetch is done, on the connection it
-		 * leaves: a connection of its own would cost more round
-		 * trips to open than the wait */
+		/* on this one's call (ahead_more), or once it is done,
+		 * on the connection it leaves: a connection of its own
+		 * would cost more round trips to open than the wait */
 		mfs_nodes_hold(msg);
 		a->follow = msg;
 		return;
