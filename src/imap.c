@@ -4045,9 +4045,7 @@ static void skm_more(struct skm_ctx *c)
 		r = MAILIMAP_ERROR_STREAM;
 	if (r != MAILIMAP_NO_ERROR && !c->failed)
 		c->send_failed = 1;
-	free(nx.uids);
-	free(nx.whole);
-	free(nx.later);
+	mfs_many_more_free(&nx);
 }
 
 static const char *skm_kind_name(enum skm_kind kind)

@@ -826,12 +826,12 @@ struct ahead {
 	int followed;	  /* the next batch was started from it */
 	struct mfs_node *follow; /* held: where the next batch starts once
 				  * this one's fetch is done (ahead_touch) */
-	int threaded;	  /* it has a thread of its own (ahead_run) */
+	int threaded;	  /* it has a thread of its own (ahead_run), else
+			   * another batch's thread carries it */
 	struct ahead **chain; /* owned array, nchain: the batches its thread
 			       * fetches after it on the same call
 			       * (ahead_more); none when carried */
 	size_t nchain;
-	int carried;	  /* fetched by another batch's thread */
 	int ended;	  /* its thread is done (fs->lock) */
 	time_t ended_at;  /* when */
 	unsigned waiters; /* readers waiting for one of its messages */
@@ -947,7 +947,7 @@ static void ahead_wait_finishing(struct mfs_fs *fs)
 		size_t i;
 
 		for (a = fs->aheads; a != NULL && !finishing; a = a->next) {
-			if (a->ended || a->carried)
+			if (a->ended || !a->threaded)
 				continue;
 			finishing = ahead_all_done(a);
 			for (i = 0; finishing && i < a->nchain; i++)
@@ -1360,10 +1360,7 @@ static int ahead_request(struct mfs_fs *fs, const struct ahead *a,
 	nx->whole = calloc(a->n + 1, sizeof(*nx->whole));
 	nx->later = calloc(a->nlater + 1, sizeof(*nx->later));
 	if (nx->uids == NULL || nx->whole == NULL || nx->later == NULL) {
-		free(nx->uids);
-		free(nx->whole);
-		free(nx->later);
-		memset(nx, 0, sizeof(*nx));
+		mfs_many_more_free(nx);
 		return -1;
 	}
 	for (i = 0; i < a->n; i++) {
@@ -1403,7 +1400,6 @@ static int ahead_more(void *ctx, struct mfs_many_more *nx)
 		if (v != NULL && c->linked && c->parent == a->dir)
 			b = ahead_make(fs, c, ahead_double(x->window));
 		if (b != NULL) {
-			b->carried = 1;
 			a->chain[a->nchain++] = b;
 			ahead_register(fs, b, c);
 		}
@@ -1414,9 +1410,7 @@ static int ahead_more(void *ctx, struct mfs_many_more *nx)
 		return 0; /* its items end with this call */
 	if (nx->n + nx->nwhole + nx->nlater > 0)
 		return 1;
-	free(nx->uids);
-	free(nx->whole);
-	free(nx->later);
+	mfs_many_more_free(nx);
 	return 0;
 }
 
@@ -1484,9 +1478,7 @@ static void *ahead_run(void *arg)
 					     a->validity, nx.whole, nx.nwhole,
 					     ahead_open, ahead_done, a, &err);
 		}
-		free(nx.uids);
-		free(nx.whole);
-		free(nx.later);
+		mfs_many_more_free(&nx);
 	}
 	if (rc != MFS_OK)
 		mfs_log_debug("fetch-ahead: %s", err.msg);
@@ -1591,7 +1583,8 @@ static void ahead_register(struct mfs_fs *fs, struct ahead *a,
 			   const struct mfs_node *msg)
 {
 	mfs_log_debug("fetch-ahead: %zu of %s from uid %u%s", a->n,
-		      a->mailbox, msg->msg.uid, a->carried ? " (carried)" : "");
+		      a->mailbox, msg->msg.uid,
+		      a->threaded ? "" : " (carried)");
 	a->next = fs->aheads;
 	fs->aheads = a;
 	fs->ahead_folder = a->dir_ino;

@@ -46,6 +46,14 @@ void mfs_store_segs_free(struct mfs_seg *segs, size_t n)
 	free(segs);
 }
 
+void mfs_many_more_free(struct mfs_many_more *m)
+{
+	free(m->uids);
+	free(m->whole);
+	free(m->later);
+	memset(m, 0, sizeof(*m));
+}
+
 int mfs_store_watch_poll(int stop_fd, int secs, int *changed)
 {
 	struct pollfd p = {.fd = stop_fd, .events = POLLIN};

@@ -93,16 +93,16 @@ struct mfs_store_state {
 struct mfs_store;
 struct mfs_query;
 
-/* The callbacks of skeleton_many (store.h, below), called in the
- * thread of the op, one at a time. */
 /* The next batch of a skeleton_many call (mfs_many_cb's more): as the
  * call's own uids, whole and later, each malloc'd (or NULL when empty)
- * and ascending; the driver frees them. */
+ * and ascending; the driver frees them (mfs_many_more_free). */
 struct mfs_many_more {
 	uint32_t *uids, *whole, *later;
 	size_t n, nwhole, nlater;
 };
 
+/* The callbacks of skeleton_many (store.h, below), called in the
+ * thread of the op, one at a time. */
 struct mfs_many_cb {
 	int (*open_fn)(void *ctx);
 	void (*done_fn)(void *ctx, uint32_t uid, int fd, size_t len);
@@ -342,6 +342,8 @@ int mfs_store_msg_headers(struct mfs_store_msg *m, const char *hdr);
 void mfs_store_folders_free(struct mfs_store_folder *folders, size_t n);
 void mfs_store_msgs_free(struct mfs_store_msg *msgs, size_t n);
 void mfs_store_segs_free(struct mfs_seg *segs, size_t n);
+/* Frees the arrays of *m and empties it. */
+void mfs_many_more_free(struct mfs_many_more *m);
 void mfs_store_hits_free(struct mfs_store_hits *hits, size_t n);
 
 #endif

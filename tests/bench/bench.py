@@ -941,23 +941,27 @@ account default : bench
 
     # --- prefetch -------------------------------------------------------------
 
-    def inbox_count(self):
-        """How many messages INBOX holds, asked of Dovecot directly."""
+    def inbox(self):
+        """A plaintext imaplib connection to Dovecot, past the proxies,
+        with INBOX selected read-only, and the SELECT's count."""
         import imaplib
         c = imaplib.IMAP4("127.0.0.1", int(self.env["MFS_IMAP_PORT"]))
         c.login("alice", self.env["MFS_PASS"])
         typ, data = c.select("INBOX", readonly=True)
-        c.logout()
         if typ != "OK":
+            c.logout()
             raise NA("SELECT INBOX: %r" % data)
-        return int(data[0])
+        return c, int(data[0])
+
+    def inbox_count(self):
+        """How many messages INBOX holds, asked of Dovecot directly."""
+        c, count = self.inbox()
+        c.logout()
+        return count
 
     def inbox_bytes(self):
         """The sizes of INBOX's messages summed, asked of Dovecot directly."""
-        import imaplib
-        c = imaplib.IMAP4("127.0.0.1", int(self.env["MFS_IMAP_PORT"]))
-        c.login("alice", self.env["MFS_PASS"])
-        c.select("INBOX", readonly=True)
+        c, _ = self.inbox()
         _, data = c.uid("FETCH", "1:*", "(RFC822.SIZE)")
         c.logout()
         return sum(int(m.group(1)) for m in

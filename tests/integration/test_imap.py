@@ -110,6 +110,19 @@ def counted(env, name, **extra):
     return proxy, env.write_config(name, keys)
 
 
+def delayed(env, name, rate=None, **extra):
+    """The bench's DelayProxy (20 ms each way; rate: bytes a second) to the
+    IMAPS server and a config named name that mounts through it (extra:
+    more config keys)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "bench"))
+    from delayproxy import DelayProxy
+    proxy = DelayProxy(int(env["MFS_IMAPS_PORT"]), delay=0.020,
+                       proto="imap", rate=rate)
+    keys = {"imap": "imaps://localhost:%d" % proxy.port}
+    keys.update(extra)
+    return proxy, env.write_config(name, keys)
+
+
 def test_folders_match_server(env):
     folders = server_folders(env)
     check("INBOX" in folders, "server lists INBOX")
@@ -501,15 +514,10 @@ def test_attachment_read_at_once_takes_no_new_connection(env):
     (login and the rest: several round trips) for it. Through a link of
     20 ms each way, where that connection is still reading its last reply
     when the reader asks; each run a fresh mount."""
-    sys.path.insert(0, os.path.join(ROOT, "tests", "bench"))
-    from delayproxy import DelayProxy
     rnd = random.Random(5)
     blobs = [rnd.randbytes(n) for n in (1200000, 300000)]
     filled(env, "LazyOne", [lazy_message(blobs)])
-    proxy = DelayProxy(int(env["MFS_IMAPS_PORT"]), delay=0.020,
-                       proto="imap")
-    cfg = env.write_config("config-lazy-one", {
-        "imap": "imaps://localhost:%d" % proxy.port})
+    proxy, cfg = delayed(env, "config-lazy-one")
     try:
         for run in range(3):
             with env.mount(config=cfg) as m:
@@ -723,8 +731,6 @@ def test_batches_carried_on_one_call_bring_every_message(env):
     one, from the skeletons the batches left."""
     import email.policy
     import mime_reference
-    sys.path.insert(0, os.path.join(ROOT, "tests", "bench"))
-    from delayproxy import DelayProxy
     rnd = random.Random(21)
     want = filled(env, "Carried", [medium_message(i, rnd)
                                    for i in range(300)])
@@ -733,10 +739,7 @@ def test_batches_carried_on_one_call_bring_every_message(env):
     # 2 Mbit/s, uncompressed: a batch takes long enough for the reader to
     # ask for the next one while it still comes, whatever the machine's
     # speed
-    proxy = DelayProxy(int(env["MFS_IMAPS_PORT"]), delay=0.020,
-                       proto="imap", rate=250000)
-    cfg = env.write_config("config-carried", {
-        "imap": "imaps://localhost:%d" % proxy.port, "compress": "no"})
+    proxy, cfg = delayed(env, "config-carried", rate=250000, compress="no")
     try:
         with env.mount(config=cfg, args=("-d",)) as m:
             path, names = listed(m, "Carried", 300)
